@@ -1,0 +1,2 @@
+export { CodiError, ExitCode } from './errors.js';
+export type { Finding, FindingLevel } from './findings.js';
