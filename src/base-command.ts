@@ -51,14 +51,16 @@ export abstract class BaseCommand extends Command {
     process.exitCode = code;
   }
 
-  override async catch(err: Error & { exitCode?: number }): Promise<void> {
+  // oclif awaits this; nothing here is asynchronous
+  override catch(err: Error & { exitCode?: number }): Promise<void> {
     const error = toCodiError(err);
     process.exitCode = error.exitCode;
     if (this.jsonEnabled()) {
       this.logJson(errorJson(error));
-      return;
+    } else {
+      process.stderr.write(renderError(error));
     }
-    process.stderr.write(renderError(error));
+    return Promise.resolve();
   }
 }
 
