@@ -1,0 +1,156 @@
+/**
+ * The adapter directory on disk (CONTRACT §2): which files are there, and which must not be.
+ * Nothing here follows a symlink: a link inside an adapter can point anywhere, so it is refused.
+ */
+import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CodiError, ExitCode, environmentError } from './errors.js';
+import type { Finding } from './findings.js';
+
+export const CONFIG_FILE = 'adapter_config.json';
+export const SAFETENSORS_FILE = 'adapter_model.safetensors';
+export const BIN_FILE = 'adapter_model.bin';
+export const METADATA_FILE = 'metadata.json';
+export const README_FILE = 'README.md';
+
+export const ADAPTER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/u;
+
+export function isValidAdapterId(id: string): boolean {
+  return ADAPTER_ID_PATTERN.test(id) && id !== '.' && id !== '..';
+}
+
+export interface LayoutFile {
+  /** path relative to the adapter directory, `/`-separated */
+  name: string;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+export interface AdapterLayout {
+  /** absolute, symlinks in the path to the directory itself resolved */
+  dir: string;
+  /** regular files, sorted by name */
+  files: LayoutFile[];
+  /** directories below the adapter directory */
+  directories: string[];
+  weightsFile: typeof SAFETENSORS_FILE | typeof BIN_FILE | null;
+  findings: Finding[];
+}
+
+const MAX_DEPTH = 8;
+const MAX_ENTRIES = 10_000;
+
+/** Scans `dir`. A missing or unreadable directory is an environment error (exit 3). */
+export async function scanLayout(dir: string): Promise<AdapterLayout> {
+  let root: string;
+  try {
+    root = await realpath(dir);
+    const st = await lstat(root);
+    if (!st.isDirectory()) {
+      throw new CodiError('PATH_NOT_DIRECTORY', `${dir} is not a directory`, {
+        exitCode: ExitCode.ENVIRONMENT,
+        file: dir,
+        hint: 'give the adapter directory (the folder holding adapter_config.json)',
+      });
+    }
+  } catch (e) {
+    if (e instanceof CodiError) throw e;
+    throw environmentError(e, dir, 'read');
+  }
+
+  const findings: Finding[] = [];
+  const files: LayoutFile[] = [];
+  const directories: string[] = [];
+  let entries = 0;
+
+  const walk = async (rel: string, depth: number): Promise<void> => {
+    const abs = rel === '' ? root : join(root, rel);
+    let names: string[];
+    try {
+      names = (await readdir(abs)).sort();
+    } catch (e) {
+      throw environmentError(e, abs, 'read');
+    }
+    for (const name of names) {
+      if (++entries > MAX_ENTRIES) {
+        findings.push({
+          level: 'error',
+          code: 'LAYOUT_TOO_MANY_FILES',
+          message: `more than ${MAX_ENTRIES} entries: not an adapter directory`,
+          file: rel || '.',
+        });
+        return;
+      }
+      const relName = rel === '' ? name : `${rel}/${name}`;
+      const st = await lstat(join(abs, name));
+      if (st.isSymbolicLink()) {
+        const target = await readlink(join(abs, name)).catch(() => '?');
+        findings.push({
+          level: 'error',
+          code: 'LAYOUT_SYMLINK',
+          message: `${relName} is a symbolic link (to ${target}); links inside an adapter are refused because they can point anywhere`,
+          file: relName,
+          hint: 'replace the link with a copy of the file',
+        });
+      } else if (st.isDirectory()) {
+        directories.push(relName);
+        if (depth + 1 >= MAX_DEPTH) {
+          findings.push({
+            level: 'error',
+            code: 'LAYOUT_TOO_DEEP',
+            message: `${relName} is nested more than ${MAX_DEPTH} levels deep`,
+            file: relName,
+          });
+        } else {
+          await walk(relName, depth + 1);
+        }
+      } else if (st.isFile()) {
+        files.push({ name: relName, size: st.size, mode: st.mode, uid: st.uid, gid: st.gid });
+      } else {
+        findings.push({
+          level: 'error',
+          code: 'LAYOUT_SPECIAL_FILE',
+          message: `${relName} is a ${specialKind(st)}, not a regular file`,
+          file: relName,
+        });
+      }
+    }
+  };
+  await walk('', 0);
+  files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+
+  const has = (name: string): boolean => files.some((f) => f.name === name);
+  const isDir = (name: string): boolean => directories.includes(name);
+  for (const required of [CONFIG_FILE, METADATA_FILE]) {
+    if (!has(required)) {
+      findings.push({
+        level: 'error',
+        code: isDir(required) ? 'LAYOUT_NOT_FILE' : 'LAYOUT_MISSING',
+        message: isDir(required) ? `${required} is a directory` : `${required} is missing`,
+        file: required,
+      });
+    }
+  }
+  let weightsFile: AdapterLayout['weightsFile'] = null;
+  if (has(SAFETENSORS_FILE)) weightsFile = SAFETENSORS_FILE;
+  else if (has(BIN_FILE)) weightsFile = BIN_FILE;
+  else {
+    findings.push({
+      level: 'error',
+      code: 'LAYOUT_MISSING',
+      message: `neither ${SAFETENSORS_FILE} nor ${BIN_FILE} is present`,
+      file: SAFETENSORS_FILE,
+    });
+  }
+  return { dir: root, files, directories, weightsFile, findings };
+}
+
+function specialKind(st: Awaited<ReturnType<typeof lstat>>): string {
+  if (st.isFIFO()) return 'named pipe';
+  if (st.isSocket()) return 'socket';
+  if (st.isBlockDevice()) return 'block device';
+  if (st.isCharacterDevice()) return 'character device';
+  return 'special file';
+}

@@ -1,0 +1,81 @@
+/** metadata.json (CONTRACT §3): identity, provenance and the checksums that cover the adapter. */
+import type { Finding } from './findings.js';
+import { METADATA_FILE } from './layout.js';
+import { formatViolation, validateAgainst } from './schemas.js';
+
+export interface EvaluationRecord {
+  suite: string;
+  evaluated_at: string;
+  base_model: string;
+  metrics: Record<string, number>;
+  [extra: string]: unknown;
+}
+
+export interface AdapterMetadata {
+  schema_version: 1;
+  id: string;
+  version: string;
+  base_model: string;
+  created_at: string;
+  training: { dataset: string; [extra: string]: unknown };
+  checksum: string | { algorithm: 'sha256'; files: Record<string, string> };
+  evaluations?: EvaluationRecord[];
+  [extra: string]: unknown;
+}
+
+export interface ParsedMetadata {
+  metadata: AdapterMetadata | null;
+  /** file name → expected lowercase sha256, with the short form expanded */
+  checksums: Map<string, string>;
+  findings: Finding[];
+}
+
+/**
+ * Parses and validates metadata.json text. `weightsFile` is the file the short checksum form stands
+ * for, and the file that must always be covered.
+ */
+export function parseMetadata(text: string, weightsFile: string | null): ParsedMetadata {
+  const findings: Finding[] = [];
+  const checksums = new Map<string, string>();
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    findings.push({
+      level: 'error',
+      code: 'METADATA_JSON',
+      message: `not valid JSON: ${(e as Error).message}`,
+      file: METADATA_FILE,
+    });
+    return { metadata: null, checksums, findings };
+  }
+  for (const v of validateAgainst('metadata', data)) {
+    findings.push({
+      level: 'error',
+      code: 'METADATA_INVALID',
+      message: formatViolation(v),
+      file: METADATA_FILE,
+      pointer: v.pointer,
+    });
+  }
+  if (findings.length > 0) return { metadata: null, checksums, findings };
+  const metadata = data as AdapterMetadata;
+
+  if (typeof metadata.checksum === 'string') {
+    const hex = metadata.checksum.slice('sha256:'.length);
+    if (weightsFile) checksums.set(weightsFile, hex);
+  } else {
+    for (const [file, hex] of Object.entries(metadata.checksum.files)) checksums.set(file, hex);
+  }
+  if (weightsFile && !checksums.has(weightsFile)) {
+    findings.push({
+      level: 'error',
+      code: 'CHECKSUM_WEIGHTS_UNCOVERED',
+      message: `the checksums do not cover the weights file ${weightsFile}`,
+      file: METADATA_FILE,
+      pointer: '/checksum',
+      hint: `add "${weightsFile}": "<sha256>" to checksum.files (sha256sum ${weightsFile})`,
+    });
+  }
+  return { metadata, checksums, findings };
+}

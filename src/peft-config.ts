@@ -1,0 +1,304 @@
+/**
+ * PEFT `LoraConfig` (adapter_config.json): parsing as PEFT writes it, and PEFT's own rules for which
+ * modules are targeted and what rank, alpha and scale each module gets.
+ */
+import { CodiError } from './errors.js';
+import { formatViolation, validateAgainst } from './schemas.js';
+import type { Finding } from './findings.js';
+
+import { CONFIG_FILE } from './layout.js';
+export { CONFIG_FILE };
+
+export type TargetModules =
+  | { kind: 'list'; names: string[] }
+  | { kind: 'regex'; pattern: string; regex: RegExp }
+  | { kind: 'all-linear' };
+
+export interface LoraConfig {
+  r: number;
+  loraAlpha: number;
+  useRslora: boolean;
+  targets: TargetModules;
+  /** PEFT keys (module-name suffixes or regexes), in file order: the first match wins, as in PEFT */
+  rankPattern: [string, number][];
+  alphaPattern: [string, number][];
+  layersToTransform: number[] | null;
+  layersPattern: string[] | null;
+  excludeModules: { kind: 'list'; names: string[] } | { kind: 'regex'; regex: RegExp } | null;
+  baseModel: string | null;
+  /** the parsed JSON as written */
+  raw: Record<string, unknown>;
+}
+
+export interface ParsedConfig {
+  config: LoraConfig | null;
+  findings: Finding[];
+}
+
+function err(code: string, message: string, pointer?: string, hint?: string): Finding {
+  const f: Finding = { level: 'error', code, message, file: CONFIG_FILE };
+  if (pointer !== undefined) f.pointer = pointer;
+  if (hint !== undefined) f.hint = hint;
+  return f;
+}
+
+/**
+ * Parses adapter_config.json text. Schema problems and features llama.cpp cannot serve become
+ * findings; the config is returned whenever it is usable for the tensor checks.
+ */
+export function parseLoraConfig(text: string): ParsedConfig {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    return { config: null, findings: [err('CONFIG_JSON', `not valid JSON: ${(e as Error).message}`)] };
+  }
+  const findings: Finding[] = validateAgainst('adapter-config', data).map((v) =>
+    err('CONFIG_INVALID', formatViolation(v), v.pointer),
+  );
+  if (findings.length > 0) return { config: null, findings };
+  const raw = data as Record<string, unknown>;
+
+  if (raw.peft_type !== 'LORA') {
+    findings.push(
+      err(
+        'CONFIG_UNSUPPORTED',
+        `peft_type is ${JSON.stringify(raw.peft_type)}: only LoRA adapters (peft_type "LORA") can be served by llama.cpp`,
+        '/peft_type',
+      ),
+    );
+  }
+  for (const f of unsupportedFeatures(raw)) findings.push(f);
+
+  let targets: TargetModules;
+  const tm = raw.target_modules as string | string[];
+  if (Array.isArray(tm)) {
+    targets = { kind: 'list', names: tm };
+  } else if (tm === 'all-linear') {
+    targets = { kind: 'all-linear' };
+  } else {
+    const regex = pythonFullMatch(tm);
+    if (!regex) {
+      findings.push(
+        err(
+          'CONFIG_INVALID',
+          `target_modules regex ${JSON.stringify(tm)} does not compile`,
+          '/target_modules',
+        ),
+      );
+      return { config: null, findings };
+    }
+    targets = { kind: 'regex', pattern: tm, regex };
+  }
+
+  const rankPattern = Object.entries((raw.rank_pattern ?? {}) as Record<string, number>);
+  const alphaPattern = Object.entries((raw.alpha_pattern ?? {}) as Record<string, number>);
+  for (const [key] of [...rankPattern, ...alphaPattern]) {
+    if (!patternRegex(key)) {
+      findings.push(
+        err('CONFIG_INVALID', `pattern key ${JSON.stringify(key)} is not a valid regular expression`),
+      );
+    }
+  }
+
+  const ltt = raw.layers_to_transform as number | number[] | null | undefined;
+  const lp = raw.layers_pattern as string | string[] | null | undefined;
+  const ex = raw.exclude_modules as string | string[] | null | undefined;
+  let excludeModules: LoraConfig['excludeModules'] = null;
+  if (typeof ex === 'string') {
+    const regex = pythonFullMatch(ex);
+    if (regex) excludeModules = { kind: 'regex', regex };
+    else findings.push(err('CONFIG_INVALID', `exclude_modules regex ${JSON.stringify(ex)} does not compile`));
+  } else if (Array.isArray(ex) && ex.length > 0) {
+    excludeModules = { kind: 'list', names: ex };
+  }
+
+  const config: LoraConfig = {
+    r: raw.r as number,
+    loraAlpha: raw.lora_alpha as number,
+    useRslora: raw.use_rslora === true,
+    targets,
+    rankPattern,
+    alphaPattern,
+    layersToTransform: ltt === null || ltt === undefined ? null : Array.isArray(ltt) ? ltt : [ltt],
+    layersPattern: lp === null || lp === undefined ? null : Array.isArray(lp) ? lp : [lp],
+    excludeModules,
+    baseModel: typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null,
+    raw,
+  };
+  return { config, findings };
+}
+
+/** Config options that change the computation in ways a llama.cpp LoRA cannot express. */
+function unsupportedFeatures(raw: Record<string, unknown>): Finding[] {
+  const out: Finding[] = [];
+  const unsupported = (pointer: string, message: string): void => {
+    out.push(err('CONFIG_UNSUPPORTED', message, pointer));
+  };
+  if (raw.use_dora === true) {
+    unsupported(
+      '/use_dora',
+      'use_dora is true: DoRA rescales every weight column by a learned magnitude vector, which a llama.cpp LoRA (W + s·B·A) cannot express',
+    );
+  }
+  if (Array.isArray(raw.modules_to_save) && raw.modules_to_save.length > 0) {
+    unsupported(
+      '/modules_to_save',
+      `modules_to_save lists ${raw.modules_to_save.map((m) => JSON.stringify(m)).join(', ')}: those are full replacement weights, not low-rank deltas, and a llama.cpp LoRA adapter cannot carry them`,
+    );
+  }
+  if (raw.bias !== undefined && raw.bias !== null && raw.bias !== 'none') {
+    unsupported(
+      '/bias',
+      `bias is ${JSON.stringify(raw.bias)}: trained bias vectors replace the base model's biases, and a llama.cpp LoRA adapter has no place for them`,
+    );
+  }
+  if (raw.lora_bias === true) {
+    unsupported('/lora_bias', 'lora_bias is true: llama.cpp LoRA adapters have no bias term on lora_B');
+  }
+  if (raw.fan_in_fan_out === true) {
+    unsupported(
+      '/fan_in_fan_out',
+      'fan_in_fan_out is true (GPT-2 style Conv1D weights): the supported architectures use nn.Linear',
+    );
+  }
+  if (Array.isArray(raw.layer_replication) && raw.layer_replication.length > 0) {
+    unsupported(
+      '/layer_replication',
+      'layer_replication changes the model depth, which llama.cpp adapters cannot do',
+    );
+  }
+  if (Array.isArray(raw.target_parameters) && raw.target_parameters.length > 0) {
+    unsupported(
+      '/target_parameters',
+      'target_parameters (LoRA on raw parameters, e.g. MoE experts) is not supported',
+    );
+  }
+  return out;
+}
+
+/** Python's `re.fullmatch(pattern, key)` for the common subset of regex syntax both engines share. */
+function pythonFullMatch(pattern: string): RegExp | null {
+  try {
+    return new RegExp(`^(?:${pattern})$`, 'u');
+  } catch {
+    return null;
+  }
+}
+
+/** PEFT matches rank/alpha pattern keys with `re.match(rf"(.*\.)?({key})$", module)`. */
+function patternRegex(key: string): RegExp | null {
+  try {
+    return new RegExp(`^(.*\\.)?(?:${key})$`, 'u');
+  } catch {
+    return null;
+  }
+}
+
+const LAYER_PATTERNS_DEFAULT = ['layers', 'h', 'block', 'blocks', 'layer'];
+
+/** The layer index of a module name, as PEFT finds it for layers_to_transform. */
+export function layerIndexOf(moduleName: string, layersPattern: string[] | null = null): number | null {
+  const names = layersPattern ?? LAYER_PATTERNS_DEFAULT;
+  for (const p of names) {
+    const m = new RegExp(`(?:^|\\.)(?:${escapeRegex(p)})\\.(\\d+)\\.`, 'u').exec(moduleName);
+    if (m?.[1] !== undefined) return Number(m[1]);
+  }
+  return null;
+}
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Whether PEFT would put a LoRA on `moduleName` (a base-model module path such as
+ * `model.layers.0.self_attn.q_proj`). `all-linear` cannot be decided without the model; it
+ * answers true for every module name.
+ */
+export function targetsModule(config: LoraConfig, moduleName: string): boolean {
+  if (config.excludeModules) {
+    const ex = config.excludeModules;
+    const excluded =
+      ex.kind === 'regex'
+        ? ex.regex.test(moduleName)
+        : ex.names.some((n) => moduleName === n || moduleName.endsWith(`.${n}`));
+    if (excluded) return false;
+  }
+  const t = config.targets;
+  if (t.kind === 'regex') return t.regex.test(moduleName);
+  if (t.kind === 'all-linear') return true;
+  const matched = t.names.some((n) => moduleName === n || moduleName.endsWith(`.${n}`));
+  if (!matched) return false;
+  if (config.layersToTransform) {
+    const layer = layerIndexOf(moduleName, config.layersPattern);
+    return layer !== null && config.layersToTransform.includes(layer);
+  }
+  return true;
+}
+
+/** Which entry of target_modules a module matched (for "every target matched a tensor"). */
+export function matchingTargets(config: LoraConfig, moduleName: string): string[] {
+  const t = config.targets;
+  if (t.kind === 'list') return t.names.filter((n) => moduleName === n || moduleName.endsWith(`.${n}`));
+  return t.kind === 'regex' ? (t.regex.test(moduleName) ? [t.pattern] : []) : ['all-linear'];
+}
+
+/** Whether a rank/alpha pattern key selects this module. */
+export function patternMatches(key: string, moduleName: string): boolean {
+  return patternRegex(key)?.test(moduleName) ?? false;
+}
+
+function firstPatternMatch(pattern: [string, number][], moduleName: string): number | undefined {
+  for (const [key, value] of pattern) {
+    if (patternMatches(key, moduleName)) return value;
+  }
+  return undefined;
+}
+
+/** The rank PEFT gives this module: its rank_pattern entry, else `r`. */
+export function rankFor(config: LoraConfig, moduleName: string): number {
+  return firstPatternMatch(config.rankPattern, moduleName) ?? config.r;
+}
+
+/** The alpha PEFT gives this module: its alpha_pattern entry, else `lora_alpha`. */
+export function alphaFor(config: LoraConfig, moduleName: string): number {
+  return firstPatternMatch(config.alphaPattern, moduleName) ?? config.loraAlpha;
+}
+
+/** PEFT's scaling of one module: alpha/r, or alpha/sqrt(r) with use_rslora. */
+export function scaleFor(config: LoraConfig, moduleName: string): number {
+  const r = rankFor(config, moduleName);
+  const alpha = alphaFor(config, moduleName);
+  return config.useRslora ? alpha / Math.sqrt(r) : alpha / r;
+}
+
+/** A one-line description for the checklist. */
+export function describeConfig(config: LoraConfig): string {
+  const t = config.targets;
+  const targets =
+    t.kind === 'list'
+      ? `${t.names.length} target modules`
+      : t.kind === 'regex'
+        ? 'regex targets'
+        : 'all-linear';
+  const extra = [
+    config.useRslora ? 'rsLoRA' : null,
+    config.rankPattern.length > 0 ? `${config.rankPattern.length} rank patterns` : null,
+    config.alphaPattern.length > 0 ? `${config.alphaPattern.length} alpha patterns` : null,
+  ].filter((x): x is string => x !== null);
+  return `LoRA r=${config.r} alpha=${config.loraAlpha}, ${targets}${extra.length > 0 ? `, ${extra.join(', ')}` : ''}`;
+}
+
+/** Throws if any finding is an error; for callers (convert) that need a usable config. */
+export function requireConfig(parsed: ParsedConfig): LoraConfig {
+  const first = parsed.findings.find((f) => f.level === 'error');
+  if (first || !parsed.config) {
+    const f = first ?? err('CONFIG_INVALID', 'adapter_config.json is not usable');
+    throw new CodiError(f.code, `${CONFIG_FILE}: ${f.message}`, {
+      file: CONFIG_FILE,
+      ...(f.pointer ? { pointer: f.pointer } : {}),
+    });
+  }
+  return parsed.config;
+}

@@ -1,0 +1,239 @@
+/**
+ * PEFT LoRA tensors against their config: names, pairing, shapes, ranks and targets. Works on
+ * names/dtypes/shapes only, so the same checks serve safetensors headers and scanned `.bin` pickles.
+ */
+import type { Finding } from './findings.js';
+import {
+  layerIndexOf,
+  matchingTargets,
+  patternMatches,
+  rankFor,
+  targetsModule,
+  type LoraConfig,
+} from './peft-config.js';
+
+export interface TensorDescriptor {
+  name: string;
+  dtype: string;
+  shape: number[];
+}
+
+export interface LoraModule {
+  /** base-model module path, e.g. `model.layers.0.self_attn.q_proj` */
+  module: string;
+  kind: 'linear' | 'embedding';
+  a: TensorDescriptor;
+  b: TensorDescriptor;
+  rank: number;
+  /** in_features (linear) or num_embeddings (embedding) */
+  inFeatures: number;
+  /** out_features (linear) or embedding_dim (embedding) */
+  outFeatures: number;
+}
+
+export interface TensorStats {
+  count: number;
+  parameters: number;
+  /** tensors per dtype */
+  dtypes: Record<string, number>;
+  /** modules per rank */
+  ranks: Record<string, number>;
+  /** distinct module kinds, e.g. q_proj */
+  modules: string[];
+  layers: number[];
+}
+
+export interface TensorAnalysis {
+  modules: LoraModule[];
+  stats: TensorStats;
+  findings: Finding[];
+}
+
+export const PEFT_PREFIX = 'base_model.model.';
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16']);
+
+type Role = 'A' | 'B';
+const SUFFIXES: [suffix: string, kind: LoraModule['kind'], role: Role][] = [
+  ['.lora_A.weight', 'linear', 'A'],
+  ['.lora_B.weight', 'linear', 'B'],
+  ['.lora_embedding_A', 'embedding', 'A'],
+  ['.lora_embedding_B', 'embedding', 'B'],
+];
+
+/** Splits a PEFT tensor name into module, kind and role; null when it is not a LoRA A/B tensor. */
+export function parsePeftName(name: string): { module: string; kind: LoraModule['kind']; role: Role } | null {
+  if (!name.startsWith(PEFT_PREFIX)) return null;
+  for (const [suffix, kind, role] of SUFFIXES) {
+    if (name.endsWith(suffix) && name.length > PEFT_PREFIX.length + suffix.length) {
+      return { module: name.slice(PEFT_PREFIX.length, -suffix.length), kind, role };
+    }
+  }
+  return null;
+}
+
+function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function analyzeTensors(
+  tensors: TensorDescriptor[],
+  config: LoraConfig | null,
+  file: string,
+): TensorAnalysis {
+  const findings: Finding[] = [];
+  const error = (code: string, message: string, hint?: string): void => {
+    findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
+  };
+  const warning = (code: string, message: string): void => {
+    findings.push({ level: 'warning', code, message, file });
+  };
+
+  const halves = new Map<string, { kind: LoraModule['kind']; A?: TensorDescriptor; B?: TensorDescriptor }>();
+  const dtypes: Record<string, number> = {};
+  let parameters = 0;
+  for (const t of tensors) {
+    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+    parameters += numel(t.shape);
+    if (!FLOAT_DTYPES.has(t.dtype)) {
+      error('TENSOR_DTYPE', `${t.name} is ${t.dtype}: LoRA weights must be F32, F16 or BF16`);
+    }
+    const parsed = parsePeftName(t.name);
+    if (!parsed) {
+      if (t.name.includes('lora_magnitude_vector')) {
+        error(
+          'TENSOR_UNSUPPORTED',
+          `${t.name} is a DoRA magnitude vector: DoRA adapters cannot be served by llama.cpp`,
+        );
+      } else if (/\.lora_[AB]\.bias$/u.test(t.name)) {
+        error(
+          'TENSOR_UNSUPPORTED',
+          `${t.name} is a lora_B bias (lora_bias): llama.cpp LoRA adapters have no bias term`,
+        );
+      } else if (/\.lora_[AB]\.[^.]+\.weight$/u.test(t.name)) {
+        error(
+          'TENSOR_NAME',
+          `${t.name} carries an adapter name; PEFT's save_pretrained writes names without it`,
+          'save the adapter with PeftModel.save_pretrained',
+        );
+      } else if (!t.name.startsWith(PEFT_PREFIX)) {
+        error(
+          'TENSOR_NAME',
+          `${t.name} does not start with "${PEFT_PREFIX}": not a PEFT adapter tensor name`,
+        );
+      } else {
+        error(
+          'TENSOR_UNEXPECTED',
+          `${t.name} is not a LoRA A/B matrix (a full weight from modules_to_save, or a trained bias?)`,
+        );
+      }
+      continue;
+    }
+    const entry = halves.get(parsed.module) ?? { kind: parsed.kind };
+    if (entry.kind !== parsed.kind) {
+      error('TENSOR_NAME', `${parsed.module} has both linear and embedding LoRA tensors`);
+      continue;
+    }
+    if (entry[parsed.role]) {
+      error('TENSOR_DUPLICATE', `${parsed.module} has more than one lora_${parsed.role}`);
+      continue;
+    }
+    entry[parsed.role] = t;
+    halves.set(parsed.module, entry);
+  }
+
+  const modules: LoraModule[] = [];
+  for (const [module, h] of halves) {
+    if (!h.A || !h.B) {
+      const have = h.A ? 'lora_A' : 'lora_B';
+      const missing = h.A ? 'lora_B' : 'lora_A';
+      error('TENSOR_UNPAIRED', `${module} has ${have} but no ${missing}`);
+      continue;
+    }
+    const { A, B } = h;
+    if (A.shape.length !== 2 || B.shape.length !== 2) {
+      error('TENSOR_SHAPE', `${module}: lora_A ${fmt(A.shape)} and lora_B ${fmt(B.shape)} must both be 2-D`);
+      continue;
+    }
+    const [aRows = 0, aCols = 0] = A.shape;
+    const [bRows = 0, bCols = 0] = B.shape;
+    // linear: A [r, in], B [out, r]; embedding: A [r, num_embeddings], B [embedding_dim, r]
+    if (aRows !== bCols) {
+      error(
+        'TENSOR_SHAPE',
+        `${module}: lora_A ${fmt(A.shape)} has rank ${aRows} but lora_B ${fmt(B.shape)} has rank ${bCols}`,
+      );
+      continue;
+    }
+    if (aRows === 0 || aCols === 0 || bRows === 0) {
+      error('TENSOR_SHAPE', `${module}: empty LoRA matrix (lora_A ${fmt(A.shape)}, lora_B ${fmt(B.shape)})`);
+      continue;
+    }
+    modules.push({ module, kind: h.kind, a: A, b: B, rank: aRows, inFeatures: aCols, outFeatures: bRows });
+  }
+  modules.sort((x, y) => x.module.localeCompare(y.module, 'en'));
+
+  if (config) {
+    const matchedTargets = new Set<string>();
+    for (const m of modules) {
+      if (!targetsModule(config, m.module)) {
+        error(
+          'TENSOR_UNTARGETED',
+          `${m.module} has LoRA weights but target_modules does not select it: config and weights disagree`,
+        );
+      }
+      for (const t of matchingTargets(config, m.module)) matchedTargets.add(t);
+      const expected = rankFor(config, m.module);
+      if (m.rank !== expected) {
+        error(
+          'TENSOR_RANK',
+          `${m.module}: rank ${m.rank} (lora_A ${fmt(m.a.shape)}) but the config gives rank ${expected}` +
+            (config.rankPattern.length > 0 ? ' (r and rank_pattern)' : ' (r)'),
+        );
+      }
+    }
+    const t = config.targets;
+    const wanted = t.kind === 'list' ? t.names : t.kind === 'regex' ? [t.pattern] : ['all-linear'];
+    for (const name of wanted) {
+      if (!matchedTargets.has(name)) {
+        error(
+          'TARGET_UNMATCHED',
+          `target module ${JSON.stringify(name)} matched no LoRA tensor: that part of the adapter silently does nothing`,
+          'check target_modules against the tensor names, or re-export the adapter',
+        );
+      }
+    }
+    for (const [key] of [...config.rankPattern, ...config.alphaPattern]) {
+      const used = modules.some((m) => patternMatches(key, m.module));
+      if (!used)
+        warning('CONFIG_PATTERN_UNUSED', `rank/alpha pattern ${JSON.stringify(key)} matches no module`);
+    }
+  }
+
+  const ranks: Record<string, number> = {};
+  const kinds = new Set<string>();
+  const layers = new Set<number>();
+  for (const m of modules) {
+    ranks[String(m.rank)] = (ranks[String(m.rank)] ?? 0) + 1;
+    kinds.add(m.module.slice(m.module.lastIndexOf('.') + 1));
+    const layer = layerIndexOf(m.module, config?.layersPattern ?? null);
+    if (layer !== null) layers.add(layer);
+  }
+  if (tensors.length === 0) error('TENSOR_NONE', 'the weights file holds no tensors');
+
+  return {
+    modules,
+    stats: {
+      count: tensors.length,
+      parameters,
+      dtypes,
+      ranks,
+      modules: [...kinds].sort(),
+      layers: [...layers].sort((a, b) => a - b),
+    },
+    findings,
+  };
+}
+
+function fmt(shape: number[]): string {
+  return `[${shape.join(', ')}]`;
+}

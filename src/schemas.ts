@@ -1,0 +1,107 @@
+import { readFileSync } from 'node:fs';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+
+/** One schema violation: where (JSON pointer), which rule, and the offending value. */
+export interface SchemaViolation {
+  pointer: string;
+  rule: string;
+  message: string;
+  value: unknown;
+}
+
+export type SchemaName = 'metadata' | 'adapter-config' | 'eval' | 'llm-assist';
+
+const SCHEMA_DIR = new URL('../schemas/', import.meta.url);
+// ajv-formats is CommonJS with `exports.default`; under NodeNext the plugin sits on `.default`.
+const addFormats = addFormatsModule.default;
+
+let ajv: Ajv2020 | undefined;
+const compiled = new Map<SchemaName, ValidateFunction>();
+
+function instance(): Ajv2020 {
+  if (!ajv) {
+    ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+    addFormats(ajv);
+    // metadata.json refers to eval.json records by file name
+    ajv.addSchema(loadSchema('eval'), 'eval.schema.json');
+  }
+  return ajv;
+}
+
+export function loadSchema(name: SchemaName): Record<string, unknown> {
+  return JSON.parse(readFileSync(new URL(`${name}.schema.json`, SCHEMA_DIR), 'utf8')) as Record<
+    string,
+    unknown
+  >;
+}
+
+function validator(name: SchemaName): ValidateFunction {
+  let fn = compiled.get(name);
+  if (!fn) {
+    const a = instance();
+    fn = name === 'eval' ? a.getSchema('eval.schema.json') : a.compile(loadSchema(name));
+    if (!fn) throw new Error(`schema ${name} did not compile`);
+    compiled.set(name, fn);
+  }
+  return fn;
+}
+
+/** Validates `data` against a bundled schema; an empty list means valid. */
+export function validateAgainst(name: SchemaName, data: unknown): SchemaViolation[] {
+  const fn = validator(name);
+  if (fn(data)) return [];
+  return (fn.errors ?? []).filter((e) => e.keyword !== 'if').map((e) => describe(e, data));
+}
+
+function describe(error: ErrorObject, data: unknown): SchemaViolation {
+  let pointer = error.instancePath;
+  const params = error.params as Record<string, unknown>;
+  let message = error.message ?? 'is invalid';
+  if (error.keyword === 'required' && typeof params.missingProperty === 'string') {
+    pointer = `${pointer}/${escapePointer(params.missingProperty)}`;
+    message = 'is required';
+  } else if (error.keyword === 'additionalProperties' && typeof params.additionalProperty === 'string') {
+    pointer = `${pointer}/${escapePointer(params.additionalProperty)}`;
+    message = 'is not an allowed property';
+  } else if (error.keyword === 'propertyNames' && typeof params.propertyName === 'string') {
+    pointer = `${pointer}/${escapePointer(params.propertyName)}`;
+    message = 'is not an allowed name';
+  } else if (error.keyword === 'enum' && Array.isArray(params.allowedValues)) {
+    message = `must be one of ${params.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+  } else if (error.keyword === 'const') {
+    message = `must be ${JSON.stringify(params.allowedValue)}`;
+  }
+  return {
+    pointer: pointer === '' ? '/' : pointer,
+    rule: error.keyword,
+    message,
+    value: valueAt(data, pointer),
+  };
+}
+
+function escapePointer(token: string): string {
+  return token.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+/** Resolves a JSON pointer; undefined where nothing is there (a missing property). */
+export function valueAt(data: unknown, pointer: string): unknown {
+  if (pointer === '' || pointer === '/') return data;
+  let cur: unknown = data;
+  for (const raw of pointer.slice(1).split('/')) {
+    const token = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = Object.hasOwn(cur, token) ? (cur as Record<string, unknown>)[token] : undefined;
+  }
+  return cur;
+}
+
+/** `"/version: must match pattern … (rule: pattern, value: \"1.0\")"` */
+export function formatViolation(v: SchemaViolation): string {
+  const shown = v.value === undefined ? 'missing' : truncate(JSON.stringify(v.value));
+  return `${v.pointer}: ${v.message} (rule: ${v.rule}, value: ${shown})`;
+}
+
+function truncate(text: string, max = 80): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}

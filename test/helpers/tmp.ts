@@ -1,0 +1,13 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
+
+/** A fresh temporary directory, removed after the test file. */
+export async function tempDir(prefix = 'codi-test-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  return dir;
+}

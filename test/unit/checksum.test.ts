@@ -1,0 +1,29 @@
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { sha256File } from '../../src/checksum.js';
+import { CodiError } from '../../src/errors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+describe('sha256File', () => {
+  it.each([0, 1, 1000, 4096, 4097, 3 * 4096 + 5])('hashes %i bytes across block boundaries', async (size) => {
+    const dir = await tempDir();
+    const data = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) data[i] = (i * 31 + 7) & 0xff;
+    const file = join(dir, `f${size}`);
+    await writeFile(file, data);
+    const progress: number[] = [];
+    const got = await sha256File(file, (done) => progress.push(done), 4096);
+    expect(got).toBe(createHash('sha256').update(data).digest('hex'));
+    if (size > 0) expect(progress.at(-1)).toBe(size);
+    expect([...progress].sort((a, b) => a - b)).toEqual(progress);
+  });
+
+  it('turns a missing file into an environment error', async () => {
+    const err = await sha256File('/nonexistent/file').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CodiError);
+    expect((err as CodiError).exitCode).toBe(3);
+    expect((err as CodiError).code).toBe('PATH_MISSING');
+  });
+});
