@@ -1,0 +1,521 @@
+/**
+ * Streaming GGUF v3 writer. Tensor infos (name, type, ne) are declared up front so every data offset
+ * is known before any data is written; the data then arrives tensor by tensor, in declared order, and
+ * only one bounded chunk of it is held at a time. The file is written atomically: a temp file in the
+ * target's folder, fsync, rename; on any error the temp file is removed.
+ *
+ * Layout (ggml/include/gguf.h): magic, version, n_tensors u64, n_kv u64, the key/value pairs, the tensor
+ * infos, zero padding to the alignment, then each tensor's data padded to the alignment.
+ */
+import { randomBytes } from 'node:crypto';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+import { CodiError, environmentError } from '../errors.js';
+import {
+  GGML_MAX_DIMS,
+  GGML_MAX_NAME,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_KEY_ALIGNMENT,
+  GgmlType,
+  GgufValueType,
+  ggmlTensorBytes,
+  ggmlTypeInfo,
+  ggmlTypeName,
+  ggufScalarSize,
+  ggufValueTypeName,
+  type GgufArray,
+  type GgufTypedValue,
+  type GgufValue,
+} from './ggml-types.js';
+import { encodeF32, isFloatTensorType, QK8_0 } from './numeric.js';
+
+export interface GgufTensorSpec {
+  readonly name: string;
+  /** dims in ggml order (ne[0] is the row length); see `neFromTorchShape` */
+  readonly ne: readonly number[];
+  readonly type: GgmlType;
+}
+
+/** float32 values (encoded to the tensor's type) or raw bytes already in the tensor's type */
+export type TensorChunk = Float32Array | Uint8Array;
+export type TensorPayload = TensorChunk | Iterable<TensorChunk> | AsyncIterable<TensorChunk>;
+
+export interface GgufWriteOptions {
+  /** key/value pairs in write order; `general.alignment`, when present, must be u32 */
+  readonly metadata: Iterable<readonly [string, GgufTypedValue]>;
+  readonly tensors: readonly GgufTensorSpec[];
+  /** data alignment; written as `general.alignment` when it is not the default 32 */
+  readonly alignment?: number;
+}
+
+export interface GgufWrittenTensor {
+  readonly name: string;
+  /** offset relative to the data section */
+  readonly offset: number;
+  readonly nBytes: number;
+}
+
+export interface GgufWriteResult {
+  readonly path: string;
+  readonly bytes: number;
+  readonly dataOffset: number;
+  readonly tensors: readonly GgufWrittenTensor[];
+}
+
+const SINK_BYTES = 1 << 20;
+/** float32 values encoded per step: a multiple of the Q8_0 block so blocks never straddle steps */
+const ENCODE_STEP = 1 << 18;
+
+function invalid(message: string, details: Record<string, unknown> = {}): CodiError {
+  return new CodiError('GGUF_WRITE_INVALID', message, { details });
+}
+
+/** Sequential writer with one reusable buffer. */
+class Sink {
+  readonly buf = new Uint8Array(SINK_BYTES);
+  private readonly view = new DataView(this.buf.buffer);
+  private used = 0;
+  /** bytes handed to the sink so far (= the file offset of the next byte) */
+  position = 0;
+
+  constructor(private readonly fh: FileHandle) {}
+
+  async flush(): Promise<void> {
+    let done = 0;
+    while (done < this.used) {
+      const { bytesWritten } = await this.fh.write(this.buf, done, this.used - done);
+      done += bytesWritten;
+    }
+    this.used = 0;
+  }
+
+  private async room(n: number): Promise<void> {
+    if (this.used + n > this.buf.length) await this.flush();
+  }
+
+  async bytes(data: Uint8Array): Promise<void> {
+    if (data.length <= this.buf.length - this.used) {
+      this.buf.set(data, this.used);
+      this.used += data.length;
+    } else {
+      await this.flush();
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done);
+        done += bytesWritten;
+      }
+    }
+    this.position += data.length;
+  }
+
+  async zeros(n: number): Promise<void> {
+    if (n > 0) await this.bytes(new Uint8Array(n));
+  }
+
+  async u32(v: number): Promise<void> {
+    await this.room(4);
+    this.view.setUint32(this.used, v, true);
+    this.used += 4;
+    this.position += 4;
+  }
+
+  async i32(v: number): Promise<void> {
+    await this.room(4);
+    this.view.setInt32(this.used, v, true);
+    this.used += 4;
+    this.position += 4;
+  }
+
+  async u64(v: bigint | number): Promise<void> {
+    await this.room(8);
+    this.view.setBigUint64(this.used, BigInt(v), true);
+    this.used += 8;
+    this.position += 8;
+  }
+
+  async i64(v: bigint | number): Promise<void> {
+    await this.room(8);
+    this.view.setBigInt64(this.used, BigInt(v), true);
+    this.used += 8;
+    this.position += 8;
+  }
+
+  async string(s: string): Promise<void> {
+    const encoded = Buffer.from(s, 'utf8');
+    await this.u64(encoded.length);
+    await this.bytes(encoded);
+  }
+
+  /** One scalar of a fixed-size type, range-checked so a wrong value never wraps silently. */
+  async scalar(type: GgufValueType, value: GgufValue, key: string): Promise<void> {
+    const bad = (): CodiError =>
+      invalid(
+        `metadata '${key}': ${typeof value === 'object' ? 'an array' : String(value)} is not a valid ${ggufValueTypeName(type)}`,
+        { key },
+      );
+    const int = (lo: number, hi: number): number => {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < lo || value > hi) throw bad();
+      return value;
+    };
+    const big = (lo: bigint, hi: bigint): bigint => {
+      const b = typeof value === 'number' && Number.isSafeInteger(value) ? BigInt(value) : value;
+      if (typeof b !== 'bigint' || b < lo || b > hi) throw bad();
+      return b;
+    };
+    const float = (): number => {
+      if (typeof value !== 'number') throw bad();
+      return value;
+    };
+    const size = ggufScalarSize(type);
+    if (size === undefined) throw bad();
+    await this.room(size);
+    const v = this.view;
+    const at = this.used;
+    switch (type) {
+      case GgufValueType.UINT8:
+        v.setUint8(at, int(0, 0xff));
+        break;
+      case GgufValueType.INT8:
+        v.setInt8(at, int(-0x80, 0x7f));
+        break;
+      case GgufValueType.BOOL:
+        if (typeof value !== 'boolean') throw bad();
+        v.setUint8(at, value ? 1 : 0);
+        break;
+      case GgufValueType.UINT16:
+        v.setUint16(at, int(0, 0xffff), true);
+        break;
+      case GgufValueType.INT16:
+        v.setInt16(at, int(-0x8000, 0x7fff), true);
+        break;
+      case GgufValueType.UINT32:
+        v.setUint32(at, int(0, 0xffffffff), true);
+        break;
+      case GgufValueType.INT32:
+        v.setInt32(at, int(-0x80000000, 0x7fffffff), true);
+        break;
+      case GgufValueType.FLOAT32:
+        v.setFloat32(at, float(), true);
+        break;
+      case GgufValueType.FLOAT64:
+        v.setFloat64(at, float(), true);
+        break;
+      case GgufValueType.UINT64:
+        v.setBigUint64(at, big(0n, 0xffffffffffffffffn), true);
+        break;
+      case GgufValueType.INT64:
+        v.setBigInt64(at, big(-0x8000000000000000n, 0x7fffffffffffffffn), true);
+        break;
+    }
+    this.used += size;
+    this.position += size;
+  }
+}
+
+async function writeValue(sink: Sink, type: GgufValueType, value: GgufValue, key: string): Promise<void> {
+  if (type === GgufValueType.STRING) {
+    if (typeof value !== 'string') throw invalid(`metadata '${key}': expected a string`, { key });
+    await sink.string(value);
+  } else if (type === GgufValueType.ARRAY) {
+    if (typeof value !== 'object') throw invalid(`metadata '${key}': expected an array`, { key });
+    await writeArray(sink, value, key);
+  } else {
+    await sink.scalar(type, value, key);
+  }
+}
+
+async function writeArray(sink: Sink, array: GgufArray, key: string): Promise<void> {
+  const { itemType, items } = array;
+  if (ggufValueTypeName(itemType).startsWith('unknown')) {
+    throw invalid(`metadata '${key}': unknown array item type ${itemType}`, { key });
+  }
+  await sink.i32(itemType);
+  await sink.u64(items.length);
+  for (const item of items) await writeValue(sink, itemType, item, key);
+}
+
+/** errno failures become environment errors about the target; anything else is a bug and passes through */
+function asWriteError(e: unknown, path: string): unknown {
+  if (e instanceof CodiError) return e;
+  if (typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string') {
+    return environmentError(e, path, 'sav');
+  }
+  return e;
+}
+
+function padTo(n: number, alignment: number): number {
+  return Math.ceil(n / alignment) * alignment;
+}
+
+function checkSpecs(tensors: readonly GgufTensorSpec[]): number[] {
+  const names = new Set<string>();
+  return tensors.map((t) => {
+    if (t.name === '' || Buffer.byteLength(t.name) >= GGML_MAX_NAME) {
+      throw invalid(`tensor name '${t.name}' must be 1 to ${GGML_MAX_NAME - 1} bytes`, { tensor: t.name });
+    }
+    if (names.has(t.name)) throw invalid(`duplicate tensor '${t.name}'`, { tensor: t.name });
+    names.add(t.name);
+    if (t.ne.length > GGML_MAX_DIMS || t.ne.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+      throw invalid(`tensor '${t.name}' has invalid dims [${t.ne.join(', ')}]`, { tensor: t.name });
+    }
+    const info = ggmlTypeInfo(t.type);
+    if (info === undefined)
+      throw invalid(`tensor '${t.name}' has unknown type ${t.type}`, { tensor: t.name });
+    const bytes = ggmlTensorBytes(t.type, t.ne);
+    if (bytes === undefined) {
+      throw invalid(
+        `tensor '${t.name}': rows of ${t.ne[0] ?? 1} are not a multiple of the ${info.name} block size ${info.blockSize}`,
+        { tensor: t.name },
+      );
+    }
+    return bytes;
+  });
+}
+
+function isAsyncIterable(x: unknown): x is AsyncIterable<TensorChunk> {
+  return typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
+}
+
+/**
+ * A GGUF file being written. Create it, `writeTensor` each declared tensor in order, then `finish`;
+ * `abort` (or any error from these) removes the temp file and leaves `path` untouched.
+ */
+export class GgufWriter {
+  private next = 0;
+  private done = false;
+  private scratch: Uint8Array | undefined;
+
+  private constructor(
+    readonly path: string,
+    private readonly tempPath: string,
+    private readonly fh: FileHandle,
+    private readonly sink: Sink,
+    private readonly specs: readonly GgufTensorSpec[],
+    private readonly sizes: readonly number[],
+    private readonly alignment: number,
+    private readonly dataOffset: number,
+    private readonly offsets: readonly number[],
+  ) {}
+
+  static async create(path: string, options: GgufWriteOptions): Promise<GgufWriter> {
+    const metadata: (readonly [string, GgufTypedValue])[] = [];
+    const keys = new Set<string>();
+    let alignment = options.alignment;
+    for (const entry of options.metadata) {
+      const [key, tv] = entry;
+      if (key === '') throw invalid('empty metadata key');
+      if (keys.has(key)) throw invalid(`duplicate metadata key '${key}'`, { key });
+      keys.add(key);
+      if (key === GGUF_KEY_ALIGNMENT) {
+        if (tv.type !== GgufValueType.UINT32 || typeof tv.value !== 'number') {
+          throw invalid(`'${GGUF_KEY_ALIGNMENT}' must be u32`);
+        }
+        if (alignment !== undefined && alignment !== tv.value) {
+          throw invalid(`alignment ${alignment} contradicts '${GGUF_KEY_ALIGNMENT}' = ${tv.value}`);
+        }
+        alignment = tv.value;
+      }
+      metadata.push(entry);
+    }
+    alignment ??= GGUF_DEFAULT_ALIGNMENT;
+    if (
+      !Number.isInteger(alignment) ||
+      alignment <= 0 ||
+      alignment > 0x80000000 ||
+      (alignment & (alignment - 1)) !== 0
+    ) {
+      throw invalid(`alignment ${alignment} is not a power of two`);
+    }
+    if (alignment !== GGUF_DEFAULT_ALIGNMENT && !keys.has(GGUF_KEY_ALIGNMENT)) {
+      metadata.push([GGUF_KEY_ALIGNMENT, { type: GgufValueType.UINT32, value: alignment }]);
+    }
+    const sizes = checkSpecs(options.tensors);
+    const offsets: number[] = [];
+    let dataSize = 0;
+    for (const size of sizes) {
+      offsets.push(dataSize);
+      dataSize += padTo(size, alignment);
+    }
+
+    const tempPath = join(
+      dirname(path),
+      `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+    );
+    let fh: FileHandle;
+    try {
+      fh = await open(tempPath, 'wx', 0o644);
+    } catch (e) {
+      throw asWriteError(e, path);
+    }
+    const sink = new Sink(fh);
+    try {
+      await sink.bytes(Buffer.from('GGUF', 'latin1'));
+      await sink.u32(3);
+      await sink.u64(options.tensors.length);
+      await sink.u64(metadata.length);
+      for (const [key, tv] of metadata) {
+        await sink.string(key);
+        await sink.i32(tv.type);
+        await writeValue(sink, tv.type, tv.value, key);
+      }
+      for (const [i, t] of options.tensors.entries()) {
+        await sink.string(t.name);
+        await sink.u32(t.ne.length);
+        for (const d of t.ne) await sink.i64(d);
+        await sink.i32(t.type);
+        await sink.u64(offsets[i] ?? 0);
+      }
+      let dataOffset = sink.position;
+      if (options.tensors.length > 0) {
+        dataOffset = padTo(sink.position, alignment);
+        await sink.zeros(dataOffset - sink.position);
+      }
+      return new GgufWriter(path, tempPath, fh, sink, options.tensors, sizes, alignment, dataOffset, offsets);
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      await unlink(tempPath).catch(() => undefined);
+      throw asWriteError(e, path);
+    }
+  }
+
+  /** The tensors still to be written, in order. */
+  get pending(): readonly GgufTensorSpec[] {
+    return this.specs.slice(this.next);
+  }
+
+  /** Writes the data of the next declared tensor, which must be `name`. */
+  async writeTensor(name: string, payload: TensorPayload): Promise<void> {
+    try {
+      const spec = this.specs[this.next];
+      if (this.done || spec === undefined)
+        throw invalid(`no tensor '${name}' is left to write`, { tensor: name });
+      if (spec.name !== name) {
+        throw invalid(`tensor '${name}' written out of order: '${spec.name}' is next`, { tensor: name });
+      }
+      const expected = this.sizes[this.next] ?? 0;
+      let written = 0;
+      const chunks: Iterable<TensorChunk> | AsyncIterable<TensorChunk> =
+        payload instanceof Float32Array || payload instanceof Uint8Array ? [payload] : payload;
+      const put = async (chunk: TensorChunk): Promise<void> => {
+        written += await this.writeChunk(spec, chunk, expected - written);
+      };
+      if (isAsyncIterable(chunks)) for await (const chunk of chunks) await put(chunk);
+      else for (const chunk of chunks) await put(chunk);
+      if (written !== expected) {
+        throw invalid(`tensor '${name}' got ${written} bytes of data, ${expected} expected`, {
+          tensor: name,
+        });
+      }
+      await this.sink.zeros(padTo(expected, this.alignment) - expected);
+      this.next++;
+    } catch (e) {
+      await this.abort();
+      throw asWriteError(e, this.path);
+    }
+  }
+
+  private async writeChunk(spec: GgufTensorSpec, chunk: TensorChunk, room: number): Promise<number> {
+    if (chunk instanceof Uint8Array) {
+      if (chunk.length > room) throw invalid(`tensor '${spec.name}' got more data than its shape holds`);
+      await this.sink.bytes(chunk);
+      return chunk.length;
+    }
+    if (!isFloatTensorType(spec.type)) {
+      throw invalid(`tensor '${spec.name}': float32 data cannot be encoded as ${ggmlTypeName(spec.type)}`);
+    }
+    if (spec.type === GgmlType.F32) {
+      // already in the target encoding: no copy through the scratch buffer
+      if (chunk.byteLength > room) throw invalid(`tensor '${spec.name}' got more data than its shape holds`);
+      await this.sink.bytes(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      return chunk.byteLength;
+    }
+    let written = 0;
+    for (let start = 0; start < chunk.length; start += ENCODE_STEP) {
+      const part = chunk.subarray(start, Math.min(chunk.length, start + ENCODE_STEP));
+      if (spec.type === GgmlType.Q8_0 && part.length % QK8_0 !== 0) {
+        throw invalid(`tensor '${spec.name}': q8_0 data must come in multiples of ${QK8_0} values`);
+      }
+      this.scratch ??= new Uint8Array(ENCODE_STEP * 4);
+      const bytes = encodeF32(spec.type, part, this.scratch);
+      if (written + bytes.length > room)
+        throw invalid(`tensor '${spec.name}' got more data than its shape holds`);
+      await this.sink.bytes(bytes);
+      written += bytes.length;
+    }
+    return written;
+  }
+
+  /** Flushes, fsyncs and renames the file into place. */
+  async finish(): Promise<GgufWriteResult> {
+    if (this.done) throw invalid('the GGUF writer is already closed');
+    try {
+      if (this.next !== this.specs.length) {
+        throw invalid(
+          `${this.specs.length - this.next} tensors were declared but not written, first '${this.specs[this.next]?.name ?? ''}'`,
+        );
+      }
+      await this.sink.flush();
+      await this.fh.sync();
+      await this.fh.close();
+      this.done = true;
+      await rename(this.tempPath, this.path);
+      await syncDir(dirname(this.path));
+    } catch (e) {
+      await this.abort();
+      throw asWriteError(e, this.path);
+    }
+    return {
+      path: this.path,
+      bytes: this.sink.position,
+      dataOffset: this.dataOffset,
+      tensors: this.specs.map((s, i) => ({
+        name: s.name,
+        offset: this.offsets[i] ?? 0,
+        nBytes: this.sizes[i] ?? 0,
+      })),
+    };
+  }
+
+  /** Drops the temp file; `path` is left as it was. Safe to call more than once. */
+  async abort(): Promise<void> {
+    if (!this.done) {
+      this.done = true;
+      await this.fh.close().catch(() => undefined);
+    }
+    await unlink(this.tempPath).catch(() => undefined);
+  }
+}
+
+/** Makes a rename durable; file systems that cannot fsync a directory are left alone. */
+async function syncDir(dir: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // some file systems refuse fsync on a directory; the rename itself has already happened
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Writes a whole GGUF file, asking `data` for each tensor's payload in declared order, so only one
+ * tensor (or one chunk of it, with an iterable payload) is in memory at a time.
+ */
+export async function writeGguf(
+  path: string,
+  options: GgufWriteOptions,
+  data: (tensor: GgufTensorSpec, index: number) => TensorPayload | Promise<TensorPayload>,
+): Promise<GgufWriteResult> {
+  const writer = await GgufWriter.create(path, options);
+  try {
+    for (const [i, spec] of options.tensors.entries())
+      await writer.writeTensor(spec.name, await data(spec, i));
+    return await writer.finish();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+}
