@@ -72,7 +72,7 @@ export function isCodiError(value: unknown): value is CodiError {
 }
 
 /** Node's errno errors (ENOENT, EACCES, …) as an environment error about `path`. */
-export function environmentError(err: unknown, path: string, what = 'access'): CodiError {
+export function environmentError(err: unknown, path: string, what = 'accessed'): CodiError {
   const errno = (err as NodeJS.ErrnoException | undefined)?.code;
   const reason =
     errno === 'ENOENT'
@@ -87,7 +87,7 @@ export function environmentError(err: unknown, path: string, what = 'access'): C
               ? 'cannot be written: no space left on device'
               : errno === 'EROFS'
                 ? 'is on a read-only file system'
-                : `cannot be ${what}ed (${errno ?? String(err)})`;
+                : `cannot be ${what} (${errno ?? String(err)})`;
   return new CodiError(errno === 'ENOENT' ? 'PATH_MISSING' : 'PATH_INACCESSIBLE', `${path} ${reason}`, {
     exitCode: ExitCode.ENVIRONMENT,
     file: path,

@@ -57,7 +57,13 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
     }
   } catch (e) {
     if (e instanceof CodiError) throw e;
-    throw environmentError(e, dir, 'read');
+    const error = environmentError(e, dir, 'read');
+    throw new CodiError(error.code, error.message, {
+      exitCode: ExitCode.ENVIRONMENT,
+      file: dir,
+      hint: 'give the adapter directory (the folder holding adapter_config.json and metadata.json), readable by this user',
+      cause: e,
+    });
   }
 
   const findings: Finding[] = [];

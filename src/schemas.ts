@@ -21,7 +21,7 @@ const compiled = new Map<SchemaName, ValidateFunction>();
 
 function instance(): Ajv2020 {
   if (!ajv) {
-    ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+    ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true });
     addFormats(ajv);
     // metadata.json refers to eval.json records by file name
     ajv.addSchema(loadSchema('eval'), 'eval.schema.json');
@@ -69,6 +69,9 @@ function describe(error: ErrorObject, data: unknown): SchemaViolation {
     message = 'is not an allowed name';
   } else if (error.keyword === 'enum' && Array.isArray(params.allowedValues)) {
     message = `must be one of ${params.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+  } else if (error.keyword === 'pattern' && typeof error.parentSchema?.description === 'string') {
+    // a described pattern reads better than the regex itself (semver's is 200 characters)
+    message = `must be ${error.parentSchema.description}`;
   } else if (error.keyword === 'const') {
     message = `must be ${JSON.stringify(params.allowedValue)}`;
   }

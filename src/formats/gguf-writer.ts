@@ -239,7 +239,7 @@ async function writeArray(sink: Sink, array: GgufArray, key: string): Promise<vo
 function asWriteError(e: unknown, path: string): unknown {
   if (e instanceof CodiError) return e;
   if (typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string') {
-    return environmentError(e, path, 'sav');
+    return environmentError(e, path, 'saved');
   }
   return e;
 }

@@ -148,7 +148,7 @@ export async function openFileSource(path: string): Promise<ByteSource> {
   try {
     handle = await open(path, 'r');
   } catch (err) {
-    throw environmentError(err, path, 'open');
+    throw environmentError(err, path, 'opened');
   }
   let size: number;
   try {

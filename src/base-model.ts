@@ -1,0 +1,273 @@
+/**
+ * The base model GGUF as the converter and `verify --base` need it: architecture, tensor shapes,
+ * tied embeddings. Only the header is read, so a multi-GB base costs nothing.
+ */
+import { stat } from 'node:fs/promises';
+import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
+import { findingFromError, type Finding } from './findings.js';
+import { getNumber, getString, readGgufHeader, torchShape } from './formats/gguf.js';
+import { ggufTensorFor, isSupportedArch, SUPPORTED_ARCHS, type SupportedArch } from './gguf-names.js';
+import { alphaFor, rankFor, scaleFor, type LoraConfig } from './peft-config.js';
+import type { LoraModule } from './peft-tensors.js';
+
+export interface BaseModel {
+  path: string;
+  arch: SupportedArch;
+  name: string | null;
+  /** tensor name → PyTorch-order shape */
+  shapes: Map<string, number[]>;
+  /** no `output.weight`: the output head reuses `token_embd.weight` */
+  tiedEmbeddings: boolean;
+  headCount: number;
+  headCountKv: number;
+}
+
+/**
+ * Reads the base GGUF. A missing or unreadable file is an environment error (exit 3); a file that is
+ * not a usable base model is an invalid-input error with a GGUF_* or BASE_* code.
+ */
+export async function readBaseModel(path: string): Promise<BaseModel> {
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) {
+      throw new CodiError('PATH_NOT_FILE', `base model ${path} is not a file`, {
+        exitCode: ExitCode.ENVIRONMENT,
+        file: path,
+      });
+    }
+  } catch (e) {
+    if (isCodiError(e)) throw e;
+    throw environmentError(e, path, 'read');
+  }
+  let gguf;
+  try {
+    gguf = await readGgufHeader(path);
+  } catch (e) {
+    if (isCodiError(e)) throw e.withFile(path);
+    throw e;
+  }
+  const type = getString(gguf, 'general.type');
+  if (type === 'adapter') {
+    throw new CodiError(
+      'BASE_NOT_MODEL',
+      `${path} is a ${getString(gguf, 'adapter.type') ?? ''} adapter GGUF, not a base model`,
+      {
+        file: path,
+        hint: 'pass the base model GGUF (e.g. qwen2.5-coder-1.5b.gguf) as --base',
+      },
+    );
+  }
+  const arch = getString(gguf, 'general.architecture');
+  if (arch === undefined) {
+    throw new CodiError('BASE_NOT_MODEL', `${path} has no general.architecture: not a llama.cpp model`, {
+      file: path,
+    });
+  }
+  if (!isSupportedArch(arch)) {
+    throw new CodiError(
+      'BASE_ARCH_UNSUPPORTED',
+      `base architecture ${JSON.stringify(arch)} is not supported (supported: ${SUPPORTED_ARCHS.join(', ')})`,
+      { file: path },
+    );
+  }
+  const shapes = new Map(gguf.tensors.map((t) => [t.name, torchShape(t)]));
+  if (!shapes.has('token_embd.weight')) {
+    throw new CodiError(
+      'BASE_NOT_MODEL',
+      `${path} has no token_embd.weight: not a complete model (vocab-only GGUF?)`,
+      {
+        file: path,
+      },
+    );
+  }
+  const headCount = getNumber(gguf, `${arch}.attention.head_count`);
+  if (headCount === undefined || headCount <= 0) {
+    throw new CodiError('BASE_NOT_MODEL', `${path} has no ${arch}.attention.head_count`, { file: path });
+  }
+  return {
+    path,
+    arch,
+    name: getString(gguf, 'general.name') ?? null,
+    shapes,
+    tiedEmbeddings: !shapes.has('output.weight'),
+    headCount,
+    headCountKv: getNumber(gguf, `${arch}.attention.head_count_kv`) ?? headCount,
+  };
+}
+
+/** One LoRA module as it will be written: where it goes and how its scale is made exact. */
+export interface PlannedModule {
+  module: LoraModule;
+  /** the base tensor it adapts, e.g. `blk.0.attn_q.weight` */
+  target: string;
+  rank: number;
+  alpha: number;
+  /** PEFT's scale for this module */
+  scale: number;
+  /** factor folded into lora_b so that llama.cpp's alpha/rank gives exactly `scale` */
+  fold: number;
+  /** lora_b rows are permuted like the base weight was (llama q/k), with this many heads */
+  permuteHeads: number | null;
+}
+
+export interface CompatibilityResult {
+  findings: Finding[];
+  plan: PlannedModule[];
+  /** the single `adapter.lora.alpha` written to the GGUF */
+  ggufAlpha: number;
+}
+
+/**
+ * Every check the converter makes against the base, as findings (`verify --base` writes nothing).
+ * llama.cpp applies `alpha/rank` per tensor with one alpha for the whole file; we pick that alpha so
+ * the common case needs no folding and fold the remaining ratio into lora_b.
+ */
+export function checkCompatibility(
+  base: BaseModel,
+  config: LoraConfig,
+  modules: LoraModule[],
+  file: string,
+): CompatibilityResult {
+  const findings: Finding[] = [];
+  const fail = (code: string, message: string, hint?: string): void => {
+    findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
+  };
+  const rsFactor = config.useRslora ? Math.sqrt(config.r) : 1;
+  let ggufAlpha = Math.fround(config.loraAlpha * rsFactor);
+  // llama.cpp reads alpha 0 as "no scaling"; any other non-zero value works once the rest is folded
+  if (ggufAlpha === 0 || !Number.isFinite(ggufAlpha)) ggufAlpha = config.r;
+
+  const plan: PlannedModule[] = [];
+  for (const m of modules) {
+    const target = ggufTensorFor(base.arch, m.module);
+    if (!target) {
+      fail(
+        'BASE_UNMAPPED_MODULE',
+        `${m.module}: llama.cpp's ${base.arch} architecture has no tensor this LoRA could adapt`,
+      );
+      continue;
+    }
+    if (m.module === 'lm_head' && base.tiedEmbeddings) {
+      fail(
+        'BASE_TIED_LM_HEAD',
+        'lm_head has a LoRA but the base model ties its output head to token_embd.weight: llama.cpp has no separate output tensor to adapt',
+        'train the adapter without lm_head in target_modules',
+      );
+      continue;
+    }
+    if (m.kind === 'embedding' && base.tiedEmbeddings) {
+      fail(
+        'BASE_TIED_EMBEDDINGS',
+        'model.embed_tokens has a LoRA but the base model ties its output head to token_embd.weight: llama.cpp would apply the embedding LoRA to the output head as well (and fails on it)',
+        'train the adapter without embed_tokens in target_modules, or use a base with untied embeddings',
+      );
+      continue;
+    }
+    const shape = base.shapes.get(target);
+    // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]
+    const expected = m.kind === 'embedding' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
+    if (!shape) {
+      fail(
+        'BASE_INCOMPATIBLE',
+        `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`,
+        'check that the adapter was trained on this base model',
+      );
+      continue;
+    }
+    if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
+      fail(
+        'BASE_INCOMPATIBLE',
+        `${target} (for ${m.module}): the adapter expects shape [${expected.join(', ')}] but the base tensor is [${shape.join(', ')}]`,
+        'check that the adapter was trained on this base model',
+      );
+      continue;
+    }
+    const scale = scaleFor(config, m.module);
+    const rank = rankFor(config, m.module);
+    plan.push({
+      module: m,
+      target,
+      rank,
+      alpha: alphaFor(config, m.module),
+      scale,
+      // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
+      fold: scale / (ggufAlpha / m.rank),
+      permuteHeads: ropePermutedHeads(base, target),
+    });
+  }
+  return { findings, plan, ggufAlpha };
+}
+
+/**
+ * The `--base` check for verify: a base that cannot be read as a model becomes a finding (exit 1);
+ * a base path that does not exist was already an environment error (exit 3) before verify started.
+ */
+export function baseCheckFor(
+  base: BaseModel | CodiError,
+): (adapter: {
+  config: LoraConfig | null;
+  modules: LoraModule[];
+  layout: { weightsFile: string | null };
+}) => Promise<{ findings: Finding[]; summary: string }> {
+  return (adapter) => {
+    if (base instanceof CodiError) {
+      return Promise.resolve({
+        findings: [findingFromError(base, base.file ?? 'base')],
+        summary: 'base model unusable',
+      });
+    }
+    if (!adapter.config || !adapter.layout.weightsFile) {
+      return Promise.resolve({ findings: [], summary: 'not checked: the adapter itself is unreadable' });
+    }
+    const compat = checkCompatibility(base, adapter.config, adapter.modules, adapter.layout.weightsFile);
+    return Promise.resolve({
+      findings: compat.findings,
+      summary: `${base.arch}${base.name ? ` (${base.name})` : ''}: ${compat.plan.length}/${adapter.modules.length} modules map onto base tensors with matching shapes`,
+    });
+  };
+}
+
+/** Reads the base for `--base`: environment errors are thrown, format errors are returned. */
+export async function readBaseForCheck(path: string): Promise<BaseModel | CodiError> {
+  try {
+    return await readBaseModel(path);
+  } catch (e) {
+    if (e instanceof CodiError && e.exitCode !== ExitCode.ENVIRONMENT) return e;
+    throw e;
+  }
+}
+
+/**
+ * llama.cpp's `llama` arch uses interleaved RoPE, so its converter permutes the rows of the HF q/k
+ * projections within each head; a LoRA's lora_b (whose rows are output rows) needs the same. qwen2
+ * uses NEOX RoPE and keeps HF order.
+ */
+function ropePermutedHeads(base: BaseModel, target: string): number | null {
+  if (base.arch !== 'llama') return null;
+  if (/^blk\.\d+\.attn_q\.weight$/u.test(target)) return base.headCount;
+  if (/^blk\.\d+\.attn_k\.weight$/u.test(target)) return base.headCountKv;
+  return null;
+}
+
+/**
+ * HF → llama.cpp row order of a q/k projection: within each head, rows [first half | second half]
+ * become interleaved pairs. `rows × cols` row-major; returns a new array.
+ */
+export function permuteRopeRows(src: Float32Array, rows: number, cols: number, heads: number): Float32Array {
+  const headDim = rows / heads;
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
+    throw new CodiError('BASE_INCOMPATIBLE', `cannot split ${rows} rows into ${heads} heads of even size`);
+  }
+  const half = headDim / 2;
+  const out = new Float32Array(src.length);
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < 2; j++) {
+      for (let i = 0; i < half; i++) {
+        const from = (h * headDim + j * half + i) * cols;
+        const to = (h * headDim + 2 * i + j) * cols;
+        out.set(src.subarray(from, from + cols), to);
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,56 @@
+/** Terminal rendering shared by the commands: checklists, findings, progress. Human output only. */
+import chalk from 'chalk';
+import type { Finding } from './findings.js';
+import type { CheckResult, CheckStatus } from './verify.js';
+import { formatBytes } from './verify.js';
+
+const MARK: Record<CheckStatus, () => string> = {
+  pass: () => chalk.green('✔'),
+  warn: () => chalk.yellow('⚠'),
+  fail: () => chalk.red('✖'),
+  skip: () => chalk.dim('-'),
+};
+
+const LABEL: Record<string, string> = {
+  layout: 'layout',
+  config: 'adapter_config.json',
+  weights: 'weights header',
+  tensors: 'tensors vs config',
+  metadata: 'metadata.json',
+  checksums: 'checksums',
+  base: 'base model',
+};
+
+export function renderChecklist(checks: CheckResult[], findings: Finding[]): string {
+  const width = Math.max(...checks.map((c) => (LABEL[c.name] ?? c.name).length));
+  const lines: string[] = [];
+  const shown = new Set<Finding>();
+  for (const c of checks) {
+    const label = (LABEL[c.name] ?? c.name).padEnd(width);
+    lines.push(
+      `${MARK[c.status]()} ${chalk.bold(label)}  ${c.status === 'skip' ? chalk.dim(c.summary) : c.summary}`,
+    );
+  }
+  lines.push('');
+  for (const f of findings) {
+    if (shown.has(f)) continue;
+    shown.add(f);
+    lines.push(renderFinding(f));
+  }
+  return `${lines.join('\n').trimEnd()}\n`;
+}
+
+export function renderFinding(f: Finding): string {
+  const mark = f.level === 'error' ? chalk.red('✖') : chalk.yellow('⚠');
+  const where = f.pointer ? `${f.file} ${f.pointer}` : f.file;
+  let text = `${mark} ${chalk.bold(f.code)} ${chalk.dim(`[${where}]`)} ${f.message}`;
+  if (f.hint) text += `\n    ${chalk.dim('hint:')} ${f.hint}`;
+  return text;
+}
+
+/** "1.2 GiB of 2.0 GiB, 850 MiB/s" */
+export function progressText(file: string, done: number, total: number, startedMs: number): string {
+  const seconds = Math.max((performance.now() - startedMs) / 1000, 0.001);
+  const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
+  return `hashing ${file}: ${pct}% (${formatBytes(done)} of ${formatBytes(total)}, ${formatBytes(done / seconds)}/s)`;
+}

@@ -1,0 +1,377 @@
+/**
+ * `verify`: proves an adapter directory is what it claims (CONTRACT §2, §3, §4, §6). Every check
+ * runs even after an earlier one failed, so one run reports everything that is wrong.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { sha256File } from './checksum.js';
+import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
+import { findingFromError, type Finding } from './findings.js';
+import { scanTorchBin } from './formats/pickle.js';
+import { readSafetensorsHeader } from './formats/safetensors.js';
+import { parseStrictJson, toPlainJson } from './formats/strict-json.js';
+import {
+  BIN_FILE,
+  CONFIG_FILE,
+  METADATA_FILE,
+  README_FILE,
+  SAFETENSORS_FILE,
+  scanLayout,
+  type AdapterLayout,
+} from './layout.js';
+import { parseMetadata, type AdapterMetadata } from './metadata.js';
+import { describeConfig, parseLoraConfig, type LoraConfig } from './peft-config.js';
+import { analyzeTensors, type LoraModule, type TensorDescriptor, type TensorStats } from './peft-tensors.js';
+
+export type CheckName = 'layout' | 'config' | 'weights' | 'tensors' | 'metadata' | 'checksums' | 'base';
+export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
+
+export interface CheckResult {
+  name: CheckName;
+  status: CheckStatus;
+  summary: string;
+}
+
+export interface ChecksumResult {
+  file: string;
+  expected: string;
+  actual: string | null;
+  ok: boolean;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  adapter: { id: string | null; version: string | null; base_model: string | null; path: string };
+  findings: Finding[];
+  checks: CheckResult[];
+  tensors: TensorStats;
+  checksums: ChecksumResult[];
+  durationMs: number;
+}
+
+export interface VerifyProgress {
+  file: string;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export interface VerifyOptions {
+  strict?: boolean;
+  /** called while large files are hashed */
+  onHashProgress?: (progress: VerifyProgress) => void;
+  /** extra checks against a base model, given the parsed adapter (convert's compatibility check) */
+  baseCheck?: (adapter: VerifiedAdapter) => Promise<{ findings: Finding[]; summary: string }>;
+}
+
+/** What verify learned, for the commands that act on a verified adapter. */
+export interface VerifiedAdapter {
+  layout: AdapterLayout;
+  config: LoraConfig | null;
+  metadata: AdapterMetadata | null;
+  modules: LoraModule[];
+  tensors: TensorDescriptor[];
+  checksums: ChecksumResult[];
+}
+
+const CHECK_FILES: Record<Exclude<CheckName, 'base'>, (f: Finding) => boolean> = {
+  layout: (f) => f.code.startsWith('LAYOUT_') || f.code === 'FILE_UNCOVERED',
+  config: (f) => f.code.startsWith('CONFIG_'),
+  weights: (f) =>
+    f.code.startsWith('SAFETENSORS_') ||
+    f.code.startsWith('PICKLE_') ||
+    f.code.startsWith('BIN_') ||
+    f.code.startsWith('JSON_'),
+  tensors: (f) => f.code.startsWith('TENSOR_') || f.code === 'TARGET_UNMATCHED',
+  metadata: (f) => f.code.startsWith('METADATA_') || f.code === 'ADAPTER_ID_MISMATCH',
+  checksums: (f) => f.code.startsWith('CHECKSUM_'),
+};
+
+export async function verifyAdapter(
+  dir: string,
+  options: VerifyOptions = {},
+): Promise<VerifyReport & { verified: VerifiedAdapter }> {
+  const started = performance.now();
+  const layout = await scanLayout(dir);
+  const findings: Finding[] = [...layout.findings];
+  const summaries: Partial<Record<CheckName, string>> = {};
+  const present = new Set(layout.files.map((f) => f.name));
+
+  // adapter_config.json
+  let config: LoraConfig | null = null;
+  if (present.has(CONFIG_FILE)) {
+    const text = await readText(layout.dir, CONFIG_FILE, findings, 'CONFIG_JSON');
+    if (text !== null) {
+      const parsed = parseLoraConfig(text);
+      findings.push(...parsed.findings);
+      config = parsed.config;
+      if (config) summaries.config = describeConfig(config);
+    }
+  }
+
+  // weights: header / pickle only, never the tensor data
+  let tensors: TensorDescriptor[] = [];
+  let weightsReadable = false;
+  if (layout.weightsFile === SAFETENSORS_FILE) {
+    try {
+      const header = await readSafetensorsHeader(join(layout.dir, SAFETENSORS_FILE));
+      tensors = header.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
+      weightsReadable = true;
+      summaries.weights = `safetensors, ${plural(tensors.length, 'tensor')}, header ${formatBytes(header.headerLength)}`;
+    } catch (e) {
+      findings.push(asFinding(e, SAFETENSORS_FILE));
+    }
+  }
+  if (present.has(BIN_FILE)) {
+    // scanned even beside a safetensors file: some loaders still pick a .bin up
+    try {
+      const scan = await scanTorchBin(join(layout.dir, BIN_FILE));
+      if (layout.weightsFile === BIN_FILE) {
+        tensors = scan.tensors;
+        weightsReadable = true;
+        summaries.weights = `PyTorch pickle (scanned, not loaded), ${plural(tensors.length, 'tensor')}`;
+        findings.push({
+          level: 'warning',
+          code: 'BIN_PREFER_SAFETENSORS',
+          message: `${BIN_FILE} is a pickle; safetensors is preferred (no code can hide in it)`,
+          file: BIN_FILE,
+          hint: 'convert it: load with torch.load(weights_only=True) and save with safetensors.torch.save_file',
+        });
+      }
+    } catch (e) {
+      findings.push(asFinding(e, BIN_FILE));
+    }
+  }
+
+  // tensors against the config
+  let modules: LoraModule[] = [];
+  let stats: TensorStats = { count: 0, parameters: 0, dtypes: {}, ranks: {}, modules: [], layers: [] };
+  if (weightsReadable && layout.weightsFile) {
+    const analysis = analyzeTensors(tensors, config, layout.weightsFile);
+    findings.push(...analysis.findings);
+    modules = analysis.modules;
+    stats = analysis.stats;
+    summaries.tensors = describeTensors(stats, modules.length);
+  }
+
+  // metadata.json
+  let metadata: AdapterMetadata | null = null;
+  let expected = new Map<string, string>();
+  if (present.has(METADATA_FILE)) {
+    const text = await readText(layout.dir, METADATA_FILE, findings, 'METADATA_JSON');
+    if (text !== null) {
+      const parsed = parseMetadata(text, layout.weightsFile);
+      findings.push(...parsed.findings);
+      metadata = parsed.metadata;
+      expected = parsed.checksums;
+      if (metadata) {
+        summaries.metadata = `${metadata.id} ${metadata.version} for ${metadata.base_model}`;
+        const dirName = layout.dir.slice(layout.dir.lastIndexOf('/') + 1);
+        if (dirName !== metadata.id) {
+          findings.push({
+            level: 'warning',
+            code: 'ADAPTER_ID_MISMATCH',
+            message: `the directory is named ${JSON.stringify(dirName)} but metadata.json says id ${JSON.stringify(metadata.id)}`,
+            file: METADATA_FILE,
+            pointer: '/id',
+            hint: `mount installs it as <root>/adapters/${metadata.id}`,
+          });
+        }
+      }
+    }
+  }
+
+  // checksums, streamed
+  const checksums: ChecksumResult[] = [];
+  for (const [file, hex] of expected) {
+    if (!present.has(file)) {
+      const refused = findings.some((f) => f.file === file && f.code.startsWith('LAYOUT_'));
+      if (!refused) {
+        findings.push({
+          level: 'error',
+          code: 'CHECKSUM_FILE_MISSING',
+          message: `${file} is listed in the checksums but missing`,
+          file,
+          hint: 're-copy the adapter files, or regenerate metadata.json checksums if the change is intended',
+        });
+      }
+      checksums.push({ file, expected: hex, actual: null, ok: false });
+      continue;
+    }
+    const total = layout.files.find((f) => f.name === file)?.size ?? 0;
+    let actual: string;
+    try {
+      actual = await sha256File(join(layout.dir, file), (done) => {
+        options.onHashProgress?.({ file, bytesDone: done, bytesTotal: total });
+      });
+    } catch (e) {
+      findings.push(asFinding(e, file));
+      checksums.push({ file, expected: hex, actual: null, ok: false });
+      continue;
+    }
+    const ok = actual === hex;
+    checksums.push({ file, expected: hex, actual, ok });
+    if (!ok) {
+      findings.push({
+        level: 'error',
+        code: 'CHECKSUM_MISMATCH',
+        message: `${file}: sha256 is ${actual}, metadata.json expects ${hex}`,
+        file,
+        hint: 're-copy the adapter files, or regenerate metadata.json checksums if the change is intended',
+      });
+    }
+  }
+  if (checksums.length > 0) {
+    const good = checksums.filter((c) => c.ok).length;
+    summaries.checksums = `${good}/${checksums.length} files sha256 ok`;
+  }
+  if (metadata) {
+    for (const f of layout.files) {
+      if (!expected.has(f.name) && f.name !== METADATA_FILE && f.name !== README_FILE) {
+        findings.push({
+          level: 'warning',
+          code: 'FILE_UNCOVERED',
+          message: `${f.name} is not covered by the checksums in metadata.json`,
+          file: f.name,
+          hint: 'remove it, or add its sha256 to checksum.files',
+        });
+      }
+    }
+  }
+  summaries.layout = `${plural(layout.files.length, 'file')}${layout.weightsFile ? `, weights in ${layout.weightsFile}` : ''}`;
+
+  const verified: VerifiedAdapter = { layout, config, metadata, modules, tensors, checksums };
+  let baseRan = false;
+  if (options.baseCheck) {
+    const base = await options.baseCheck(verified);
+    findings.push(...base.findings);
+    summaries.base = base.summary;
+    baseRan = true;
+  }
+
+  if (options.strict) for (const f of findings) f.level = 'error';
+
+  const checks: CheckResult[] = (Object.keys(CHECK_FILES) as Exclude<CheckName, 'base'>[]).map((name) =>
+    checkResult(name, findings.filter(CHECK_FILES[name]), summaries[name]),
+  );
+  if (baseRan) {
+    checks.push(checkResult('base', findings.filter(isBaseFinding), summaries.base));
+  }
+
+  return {
+    ok: !findings.some((f) => f.level === 'error'),
+    adapter: {
+      id: metadata?.id ?? null,
+      version: metadata?.version ?? null,
+      base_model: metadata?.base_model ?? null,
+      path: layout.dir,
+    },
+    findings,
+    checks,
+    tensors: stats,
+    checksums,
+    durationMs: Math.round(performance.now() - started),
+    verified,
+  };
+}
+
+function isBaseFinding(f: Finding): boolean {
+  return f.code.startsWith('BASE_') || f.code.startsWith('GGUF_');
+}
+
+function checkResult(name: CheckName, related: Finding[], summary: string | undefined): CheckResult {
+  const errors = related.filter((f) => f.level === 'error').length;
+  const warnings = related.length - errors;
+  const status: CheckStatus =
+    errors > 0 ? 'fail' : warnings > 0 ? 'warn' : summary === undefined ? 'skip' : 'pass';
+  const counts = [errors ? plural(errors, 'error') : '', warnings ? plural(warnings, 'warning') : '']
+    .filter(Boolean)
+    .join(', ');
+  const text = summary ?? (status === 'skip' ? 'not checked' : '');
+  return { name, status, summary: counts ? (text ? `${text} — ${counts}` : counts) : text };
+}
+
+async function readText(
+  dir: string,
+  file: string,
+  findings: Finding[],
+  jsonCode: string,
+): Promise<string | null> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(join(dir, file));
+  } catch (e) {
+    findings.push(findingFromError(environmentError(e, file, 'read'), file));
+    return null;
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    findings.push({ level: 'error', code: jsonCode, message: `${file} is not valid UTF-8`, file });
+    return null;
+  }
+  // JSON.parse lets the last duplicate key win; a file that says two things is refused
+  try {
+    toPlainJson(parseStrictJson(text));
+  } catch (e) {
+    if (isCodiError(e)) {
+      findings.push({ level: 'error', code: jsonCode, message: `${file}: ${e.message}`, file });
+      return null;
+    }
+    throw e;
+  }
+  return text;
+}
+
+function asFinding(e: unknown, file: string): Finding {
+  if (isCodiError(e)) return findingFromError(e, file);
+  throw e;
+}
+
+function describeTensors(stats: TensorStats, moduleCount: number): string {
+  const ranks = Object.keys(stats.ranks).join('/');
+  const layers =
+    stats.layers.length === 0
+      ? 'no layers'
+      : `layers ${stats.layers[0] ?? 0}–${stats.layers[stats.layers.length - 1] ?? 0}`;
+  return `${plural(moduleCount, 'module')} (${stats.modules.join(', ')}), rank ${ranks || '-'}, ${layers}, ${stats.parameters.toLocaleString('en-US')} parameters (${Object.keys(stats.dtypes).join(', ')})`;
+}
+
+export function plural(n: number, word: string): string {
+  return `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i] ?? 'TiB'}`;
+}
+
+/**
+ * Throws unless the report is clean; for commands that act on a verified adapter (fail closed). The
+ * error carries the first finding's code, so scripts see e.g. CONFIG_UNSUPPORTED, not a generic one.
+ */
+export function requireValid(report: VerifyReport): void {
+  const errors = report.findings.filter((f) => f.level === 'error');
+  const first = errors[0];
+  if (report.ok || !first) return;
+  const more =
+    errors.length > 1
+      ? ` (and ${errors.length - 1} more: ${errors
+          .slice(1, 4)
+          .map((f) => f.code)
+          .join(', ')}${errors.length > 4 ? ', …' : ''})`
+      : '';
+  throw new CodiError(first.code, `${first.message}${more}`, {
+    exitCode: ExitCode.INVALID,
+    file: first.file,
+    ...(first.hint ? { hint: first.hint } : {}),
+    details: { adapter: report.adapter.path, findings: report.findings },
+  });
+}
