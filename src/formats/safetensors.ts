@@ -89,10 +89,12 @@ export const SAFETENSORS_ERROR_DESCRIPTIONS: Readonly<Record<SafetensorsErrorCod
     'the header is not one JSON value (syntax error, leading BOM, text after it, too deeply nested)',
   SAFETENSORS_HEADER_NOT_OBJECT: 'the header is JSON but not an object',
   SAFETENSORS_DUPLICATE_KEY: 'a key appears twice (a tensor name, `__metadata__`, or a key inside one)',
-  SAFETENSORS_METADATA: '`__metadata__` is not an object whose values are all strings',
+  SAFETENSORS_METADATA:
+    '`__metadata__` is not an object whose values are all strings, or has more than 10,000 entries',
   SAFETENSORS_ENTRY: 'a tensor entry is not an object, or has a key other than dtype, shape, data_offsets',
   SAFETENSORS_DTYPE: 'a tensor dtype is missing, not a string, or unknown (names are case-sensitive)',
-  SAFETENSORS_SHAPE: 'a tensor shape is not an array of non-negative integers up to 2^53−1',
+  SAFETENSORS_SHAPE:
+    'a tensor shape is missing or not an array of at most 64 non-negative integers up to 2^53−1',
   SAFETENSORS_OFFSETS:
     'data_offsets are not two non-negative integers with begin ≤ end, or the tensors do not tile the data section from 0 without gap or overlap, or run past the end of the file',
   SAFETENSORS_SIZE:
@@ -161,6 +163,13 @@ const U64_LIMIT = 1n << 64n;
  * bound lets us refuse a shape of 50 million ones after 65 of them instead of building it.
  */
 export const SAFETENSORS_MAX_RANK = 64;
+
+/**
+ * Most `__metadata__` entries. The Rust crate sets no limit; real files carry a handful (training
+ * tools write up to about a hundred), and without a bound a 100 MB header of tiny entries would cost
+ * gigabytes of memory.
+ */
+export const SAFETENSORS_MAX_METADATA_ENTRIES = 10_000;
 
 /**
  * Parses and validates a safetensors header.
@@ -302,6 +311,7 @@ class HeaderReader {
   /** character index of each tensor's key, parallel to `tensors`, for error pointers */
   readonly keyPositions: number[] = [];
   private metadataSoFar: Record<string, string> | null = null;
+  private metadataEntries = 0;
 
   constructor(private readonly text: string) {
     this.at = new Locator(text);
@@ -331,9 +341,13 @@ class HeaderReader {
   private reviveMetadata(value: JsonValue, { path, valuePosition }: StrictJsonReviverContext): JsonValue {
     const key = path[1];
     const fail = (message: string): CodiError =>
-      failure('SAFETENSORS_METADATA', message, this.at.byteOffset(valuePosition), undefined, {
-        key: typeof key === 'string' ? key : undefined,
-      });
+      failure(
+        'SAFETENSORS_METADATA',
+        message,
+        this.at.byteOffset(valuePosition),
+        undefined,
+        typeof key === 'string' ? { key } : undefined,
+      );
     if (key === undefined) {
       if (!(value instanceof JsonObject)) {
         throw fail(`${METADATA_KEY} must be an object of string values, found ${describeKind(value)}`);
@@ -347,6 +361,9 @@ class HeaderReader {
     if (path.length > 2 || typeof value !== 'string') {
       const found = path.length > 2 ? containerKind(path[2]) : describeKind(value);
       throw fail(`${METADATA_KEY} value of ${quoteForMessage(key)} must be a string, found ${found}`);
+    }
+    if (++this.metadataEntries > SAFETENSORS_MAX_METADATA_ENTRIES) {
+      throw fail(`${METADATA_KEY} has more than ${SAFETENSORS_MAX_METADATA_ENTRIES} entries`);
     }
     // null prototype: a `__proto__` key is stored as data, never as a prototype
     this.metadataSoFar ??= Object.create(null) as Record<string, string>;
@@ -533,7 +550,7 @@ function checkSize(
   offset: () => number,
   details: Record<string, unknown>,
 ): void {
-  const shown = `[${shape.join(', ')}]`;
+  const shown = (): string => `[${shape.join(', ')}]`;
   let elements = 1n;
   // a zero dimension makes any product zero, and the early stop below must not hide that
   if (shape.includes(0)) {
@@ -545,7 +562,7 @@ function checkSize(
       if (elements >= U64_LIMIT) {
         throw failure(
           'SAFETENSORS_SIZE',
-          `${tensorLabel(name)}: shape ${shown} has more elements than fit in 64 bits`,
+          `${tensorLabel(name)}: shape ${shown()} has more elements than fit in 64 bits`,
           offset(),
           undefined,
           details,
@@ -557,7 +574,7 @@ function checkSize(
   if (bits >= U64_LIMIT) {
     throw failure(
       'SAFETENSORS_SIZE',
-      `${tensorLabel(name)}: ${dtype} shape ${shown} needs more bits than fit in 64 bits`,
+      `${tensorLabel(name)}: ${dtype} shape ${shown()} needs more bits than fit in 64 bits`,
       offset(),
       undefined,
       details,
@@ -577,7 +594,7 @@ function checkSize(
   if (expected !== actual) {
     throw failure(
       'SAFETENSORS_SIZE',
-      `${tensorLabel(name)}: ${dtype} shape ${shown} needs ${expected} bytes, but data_offsets [${begin}, ${end}] hold ${actual}`,
+      `${tensorLabel(name)}: ${dtype} shape ${shown()} needs ${expected} bytes, but data_offsets [${begin}, ${end}] hold ${actual}`,
       offset(),
       undefined,
       details,
@@ -864,7 +881,8 @@ export async function writeSafetensors(
   try {
     handle = await open(temp, 'wx');
   } catch (err) {
-    throw environmentError(err, path);
+    // the temp file is new, so a failure here is about the folder (missing, read-only, full)
+    throw environmentError(err, dirname(path));
   }
   try {
     let position = await writeAll(handle, prefix, 0);

@@ -6,7 +6,12 @@
  * `9007199254740993` silently becomes `9007199254740992` and `1e3` looks like an integer), and it builds
  * ordinary objects, whose key order puts integer-like keys first. This parser keeps the source text of
  * every number, returns objects as ordered Maps (a `__proto__` key is just a key), refuses what the RFC
- * refuses, and bounds the nesting depth so hostile input cannot exhaust the stack.
+ * refuses, and bounds the nesting depth so hostile input cannot exhaust the stack. An optional reviver
+ * sees each value as soon as it is complete, so a caller that expects a certain shape can refuse
+ * hostile input at its first wrong value instead of after building all of it.
+ *
+ * Positions are character indexes (UTF-16 code units) into the parsed string; callers that parsed
+ * decoded bytes convert them to byte offsets themselves.
  *
  * Decisions where RFC 8259 leaves room:
  * - duplicate keys are an error; keys are compared after unescaping (`"a"` and `"\u0061"` are the same);
@@ -62,12 +67,13 @@ export class JsonNumber {
 
 /**
  * A JSON object: members in document order, with where each key and value started in the text.
- * Positions describe the members as parsed; later `set`/`delete` calls do not update them.
+ * Positions describe the members as parsed; after a `delete` they are no longer given.
  */
 export class JsonObject extends Map<string, JsonValue> {
-  // flat arrays rather than a Map of tuples: a header has one object per tensor, and garbage adds up
-  private readonly parsedKeys: string[] = [];
+  // [key, value] start pairs in member order; a flat array rather than a Map of tuples, because a
+  // header has an object per tensor and the garbage adds up
   private readonly starts: number[] = [];
+  private positionsValid = true;
 
   constructor(readonly position: number) {
     super();
@@ -75,21 +81,36 @@ export class JsonObject extends Map<string, JsonValue> {
 
   /** Character index of the opening quote of `key`. */
   keyPosition(key: string): number | undefined {
-    const i = this.parsedKeys.indexOf(key);
+    const i = this.memberIndex(key);
     return i < 0 ? undefined : this.starts[2 * i];
   }
 
   /** Character index of the first character of the value of `key`. */
   valuePosition(key: string): number | undefined {
-    const i = this.parsedKeys.indexOf(key);
+    const i = this.memberIndex(key);
     return i < 0 ? undefined : this.starts[2 * i + 1];
+  }
+
+  override delete(key: string): boolean {
+    this.positionsValid = false;
+    return super.delete(key);
   }
 
   /** @internal used by the parser, which has already refused duplicates */
   addMember(key: string, keyPosition: number, valuePosition: number, value: JsonValue): void {
     this.set(key, value);
-    this.parsedKeys.push(key);
     this.starts.push(keyPosition, valuePosition);
+  }
+
+  // linear, but only asked when an error is being reported
+  private memberIndex(key: string): number {
+    if (!this.positionsValid) return -1;
+    let i = 0;
+    for (const k of this.keys()) {
+      if (k === key) return i < this.starts.length / 2 ? i : -1;
+      i++;
+    }
+    return -1;
   }
 }
 

@@ -20,6 +20,7 @@ import {
   SAFETENSORS_ERROR_CODES,
   SAFETENSORS_ERROR_DESCRIPTIONS,
   SAFETENSORS_MAX_HEADER_LENGTH,
+  SAFETENSORS_MAX_METADATA_ENTRIES,
   SAFETENSORS_MAX_RANK,
   streamTensorBytes,
   writeSafetensors,
@@ -539,6 +540,19 @@ describe('parseSafetensorsHeader: entries', () => {
       expect(err.details).toEqual({ key: 'a' });
     });
 
+    it(`allows ${SAFETENSORS_MAX_METADATA_ENTRIES} entries and refuses more`, () => {
+      const members = (n: number): string => Array.from({ length: n }, (_, i) => `"k${i}":"v"`).join(',');
+      const ok = file(`{"__metadata__":{${members(SAFETENSORS_MAX_METADATA_ENTRIES)}}}`);
+      expect(Object.keys(parseSafetensorsHeader(ok, ok.length).metadata ?? {})).toHaveLength(
+        SAFETENSORS_MAX_METADATA_ENTRIES,
+      );
+      const err = expectCode(
+        file(`{"__metadata__":{${members(SAFETENSORS_MAX_METADATA_ENTRIES + 1)}}}`),
+        'SAFETENSORS_METADATA',
+      );
+      expect(err.message).toContain('more than');
+    });
+
     it.each(['[]', '"format"', 'null', '1'])('not an object: %s', (metadata) => {
       expectCode(file(`{"__metadata__":${metadata}}`), 'SAFETENSORS_METADATA');
     });
@@ -565,6 +579,38 @@ describe('parseSafetensorsHeader: the end of the file', () => {
   it('data bytes when there are no tensors', () => {
     const err = expectCode(file('{"__metadata__":{}}', 3), 'SAFETENSORS_TRAILING');
     expect(err.message).toContain('there are no tensors');
+  });
+});
+
+describe('hostile headers are refused at their first wrong value', () => {
+  const MB = 1024 * 1024;
+  it.each([
+    [
+      'ten million dimensions',
+      `{"t":{"dtype":"U8","shape":[${'1,'.repeat(10_000_000)}1],"data_offsets":[0,1]}}`,
+      'SAFETENSORS_SHAPE',
+    ],
+    ['a huge value under an unknown key', `{"t":{"x":[${'{},'.repeat(5_000_000)}{}]}}`, 'SAFETENSORS_ENTRY'],
+    [
+      'millions of empty entries',
+      `{${Array.from({ length: 2_000_000 }, (_, i) => `"${i}":{}`).join(',')}}`,
+      'SAFETENSORS_DTYPE',
+    ],
+    [
+      'millions of metadata entries',
+      `{"__metadata__":{${Array.from({ length: 2_000_000 }, (_, i) => `"${i}":""`).join(',')}}}`,
+      'SAFETENSORS_METADATA',
+    ],
+    ['objects in a shape', `{"t":{"shape":[${'[],'.repeat(5_000_000)}[]]}}`, 'SAFETENSORS_SHAPE'],
+  ] as const)('%s', (_what, header, code) => {
+    expect(header.length).toBeGreaterThan(10 * MB);
+    const bytes = file(header);
+    const heapBefore = process.memoryUsage().heapUsed;
+    const started = performance.now();
+    expectCode(bytes, code);
+    expect(performance.now() - started).toBeLessThan(3000);
+    // the decoded text itself is ~header.length; the tree built before the refusal must be small
+    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(2 * header.length + 64 * MB);
   });
 });
 
@@ -751,6 +797,8 @@ describe('files', () => {
 
   it('reports a folder it cannot write to as an environment error', async () => {
     await expect(writeSafetensors(join(dir, 'no-such-folder', 'x.safetensors'), [])).rejects.toMatchObject({
+      code: 'PATH_MISSING',
+      file: join(dir, 'no-such-folder'),
       exitCode: ExitCode.ENVIRONMENT,
     });
   });
@@ -820,7 +868,7 @@ describe('atomic write survives a kill midway', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('leaves the old complete file when killed while writing the new one', async () => {
+  it('leaves a whole file, old or new and never a part, when killed mid-write', async () => {
     const target = join(dir, 'adapter_model.safetensors');
     const child = spawn(process.execPath, [join(dir, 'lib', 'child.mjs'), target], {
       stdio: ['ignore', 'pipe', 'inherit'],

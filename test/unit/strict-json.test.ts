@@ -76,6 +76,15 @@ describe('parseStrictJson: accepted documents', () => {
     expect(two.position).toBe(18);
   });
 
+  it('stops giving positions once a member is deleted, and has none for members set later', () => {
+    const value = parseStrictJson('{"a":1,"b":2}') as JsonObject;
+    value.set('c', null);
+    expect(value.keyPosition('b')).toBe(7);
+    expect(value.keyPosition('c')).toBeUndefined();
+    value.delete('a');
+    expect(value.keyPosition('b')).toBeUndefined();
+  });
+
   it('allows nesting up to the depth limit', () => {
     const deep = '['.repeat(DEFAULT_MAX_DEPTH) + ']'.repeat(DEFAULT_MAX_DEPTH);
     expect(() => parseStrictJson(deep)).not.toThrow();
@@ -243,6 +252,75 @@ describe('parseStrictJson: refused documents', () => {
     const err = failure('{\n  "a": 1,\n  "b": tru\n}');
     expect(err.details).toMatchObject({ line: 3, column: 8 });
     expect(err.message).toMatch(/at line 3, column 8$/);
+  });
+});
+
+describe('parseStrictJson with a reviver', () => {
+  it('sees every value once it is complete, innermost first, in document order, root last', () => {
+    const seen: string[] = [];
+    parseStrictJson('{"a":[1,{"b":true}],"c":"x"}', {
+      reviver: (value, { path }) => {
+        seen.push(`${jsonPointer(path) || '(root)'}=${JSON.stringify(toPlainJson(value))}`);
+        return value;
+      },
+    });
+    expect(seen).toEqual([
+      '/a/0=1',
+      '/a/1/b=true',
+      '/a/1={"b":true}',
+      '/a=[1,{"b":true}]',
+      '/c="x"',
+      '(root)={"a":[1,{"b":true}],"c":"x"}',
+    ]);
+  });
+
+  it('stores what it returns in place of the value', () => {
+    const value = parseStrictJson('{"keep":1,"drop":[1,2,3]}', {
+      reviver: (v, { path }) => (path[0] === 'drop' && path.length === 1 ? null : v),
+    });
+    expect(toPlainJson(value)).toEqual(Object.assign(Object.create(null) as object, { keep: 1, drop: null }));
+  });
+
+  it('gives key and value positions', () => {
+    const positions: [string, number, number][] = [];
+    parseStrictJson('{ "k" : [ 7 ] }', {
+      reviver: (v, { path, keyPosition, valuePosition }) => {
+        positions.push([jsonPointer(path), keyPosition, valuePosition]);
+        return v;
+      },
+    });
+    expect(positions).toEqual([
+      ['/k/0', 10, 10],
+      ['/k', 2, 8],
+      ['', 0, 0],
+    ]);
+  });
+
+  it('stops the parse at the first value it throws on, before the rest is read', () => {
+    let calls = 0;
+    const text = `[${'1,'.repeat(1_000_000)}1]`;
+    expect(() =>
+      parseStrictJson(text, {
+        reviver: (v) => {
+          if (++calls === 3) throw new Error('enough');
+          return v;
+        },
+      }),
+    ).toThrow('enough');
+    expect(calls).toBe(3);
+  });
+
+  it('sees only the values before a refusal', () => {
+    let calls = 0;
+    expect(() =>
+      parseStrictJson('{"a":1,"a":2}', {
+        reviver: (v) => {
+          calls++;
+          return v;
+        },
+      }),
+    ).toThrow(StrictJsonError);
+    expect(calls).toBe(1);
   });
 });
 
