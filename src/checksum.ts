@@ -1,58 +1,161 @@
 /**
- * Streamed sha256 of files. A file is never held in memory: two fixed buffers alternate, and the next
- * block is already being read (in libuv's thread pool) while the current one is hashed, so disk and
- * CPU work overlap. That is what brings Node within reach of `openssl dgst`.
+ * Streamed sha256 of files, in a worker thread. A file is never held in memory: two fixed buffers
+ * alternate, and the next block is already being read (in libuv's thread pool) while the current one
+ * is hashed, so disk and CPU work overlap; that is what brings Node within reach of `openssl dgst`.
+ * The worker lets the main thread parse and validate everything else meanwhile.
  */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
-import { environmentError } from './errors.js';
+import { readFile, stat } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
+import { CodiError, environmentError } from './errors.js';
 
-export const HASH_BLOCK_SIZE = 4 * 1024 * 1024;
+export const HASH_BLOCK_SIZE = 2 * 1024 * 1024;
 
-export interface HashProgress {
-  file: string;
-  bytesDone: number;
-  bytesTotal: number;
-}
+export type HashProgressCallback = (done: number, total: number) => void;
 
+/** Files up to this size are hashed in one read on the calling thread: a worker would cost more. */
+export const SMALL_FILE_BYTES = 1024 * 1024;
+
+/** sha256 of a file: small files read at once, large ones streamed in a worker thread. */
 export async function sha256File(
   path: string,
-  onProgress?: (done: number, total: number) => void,
+  onProgress?: HashProgressCallback,
   blockSize = HASH_BLOCK_SIZE,
 ): Promise<string> {
-  let handle;
+  let size: number;
   try {
-    handle = await open(path, 'r');
+    size = (await stat(path)).size;
   } catch (e) {
     throw environmentError(e, path, 'read');
   }
+  if (size > SMALL_FILE_BYTES) return startSha256(path, onProgress, blockSize).result;
+  let data: Buffer;
   try {
-    const total = (await handle.stat()).size;
-    const hash = createHash('sha256');
-    const buffers: Buffer[] = [Buffer.allocUnsafe(blockSize), Buffer.allocUnsafe(blockSize)];
-    let position = 0;
-    let which = 0;
-    let pending = handle.read(buffers[0] as Buffer, 0, blockSize, 0);
-    for (;;) {
-      const { bytesRead } = await pending;
-      if (bytesRead === 0) break;
-      const current = buffers[which] as Buffer;
-      position += bytesRead;
-      which ^= 1;
-      // start the next read before hashing this block
-      pending = handle.read(buffers[which] as Buffer, 0, blockSize, position);
-      hash.update(bytesRead === blockSize ? current : current.subarray(0, bytesRead));
-      onProgress?.(position, total);
-    }
-    return hash.digest('hex');
+    data = await readFile(path);
   } catch (e) {
     throw environmentError(e, path, 'read');
-  } finally {
-    await handle.close();
   }
+  onProgress?.(data.length, data.length);
+  return sha256Bytes(data);
 }
 
 /** sha256 of an in-memory buffer (small files such as adapter_config.json). */
 export function sha256Bytes(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** A hash under way in a worker thread. */
+export interface PendingHash {
+  readonly result: Promise<string>;
+  /** stops the worker if the result is no longer wanted */
+  cancel(): void;
+}
+
+type WorkerMessage =
+  | { kind: 'progress'; done: number; total: number }
+  | { kind: 'done'; hex: string }
+  | { kind: 'error'; errno: string | undefined; message: string };
+
+/**
+ * The worker's program. It is passed as source text (an `eval` worker, CommonJS), so it may use
+ * nothing from this module's scope; it is the same double-buffered loop described above.
+ */
+function hashWorkerMain(): void {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const threads = require('node:worker_threads') as typeof import('node:worker_threads');
+  const { createHash: hashOf } = require('node:crypto') as typeof import('node:crypto');
+  const fs = require('node:fs') as typeof import('node:fs');
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const { path, blockSize } = threads.workerData as { path: string; blockSize: number };
+  const post = (m: unknown): void => threads.parentPort?.postMessage(m);
+  let fd = -1;
+  try {
+    fd = fs.openSync(path, 'r');
+    const total = fs.fstatSync(fd).size;
+    const hash = hashOf('sha256');
+    // buffers no bigger than the file (plus one byte to see the end in one read)
+    const size = Math.max(1, Math.min(blockSize, total + 1));
+    const buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    let position = 0;
+    let which = 0;
+    let lastReport = 0;
+    const step = (bytesRead: number): void => {
+      if (bytesRead === 0) {
+        fs.closeSync(fd);
+        post({ kind: 'done', hex: hash.digest('hex') });
+        return;
+      }
+      const current = buffers[which] as Buffer;
+      position += bytesRead;
+      which ^= 1;
+      const next = buffers[which] as Buffer;
+      // the next read is in flight in the thread pool while this block is hashed
+      fs.read(fd, next, 0, size, position, (err, n) => {
+        if (err) fail(err);
+        else step(n);
+      });
+      hash.update(bytesRead === size ? current : current.subarray(0, bytesRead));
+      if (position - lastReport >= 64 * size || position === total) {
+        lastReport = position;
+        post({ kind: 'progress', done: position, total });
+      }
+    };
+    const fail = (err: NodeJS.ErrnoException): void => {
+      post({ kind: 'error', errno: err.code, message: err.message });
+    };
+    fs.read(fd, buffers[0] as Buffer, 0, size, 0, (err, n) => {
+      if (err) fail(err);
+      else step(n);
+    });
+  } catch (e) {
+    post({ kind: 'error', errno: (e as NodeJS.ErrnoException).code, message: (e as Error).message });
+  }
+}
+
+/** Starts hashing `path` in a worker thread. */
+export function startSha256(
+  path: string,
+  onProgress?: HashProgressCallback,
+  blockSize = HASH_BLOCK_SIZE,
+): PendingHash {
+  const worker = new Worker(`(${hashWorkerMain.toString()})()`, {
+    eval: true,
+    workerData: { path, blockSize },
+    // the worker holds two buffers and a hash; a small heap keeps the process's peak RSS down
+    resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
+  });
+  let settled = false;
+  let rejectResult: (e: Error) => void = () => undefined;
+  const result = new Promise<string>((resolve, reject) => {
+    rejectResult = reject;
+    worker.on('message', (m: WorkerMessage) => {
+      if (m.kind === 'progress') onProgress?.(m.done, m.total);
+      else if (m.kind === 'done') {
+        settled = true;
+        resolve(m.hex);
+        void worker.terminate();
+      } else {
+        settled = true;
+        reject(environmentError(Object.assign(new Error(m.message), { code: m.errno }), path, 'read'));
+        void worker.terminate();
+      }
+    });
+    worker.on('error', (e) => {
+      settled = true;
+      reject(new CodiError('INTERNAL', `hash worker failed: ${e.message}`, { cause: e }));
+    });
+    worker.on('exit', (code) => {
+      if (!settled) reject(new CodiError('INTERNAL', `hash worker exited (${code}) before finishing`));
+    });
+  });
+  return {
+    result,
+    cancel: () => {
+      if (settled) return;
+      settled = true;
+      result.catch(() => undefined);
+      rejectResult(new CodiError('HASH_CANCELLED', `hashing ${path} was cancelled`));
+      void worker.terminate();
+    },
+  };
 }

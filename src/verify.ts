@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256File } from './checksum.js';
+import { sha256File, startSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { findingFromError, type Finding } from './findings.js';
 import { scanTorchBin } from './formats/pickle.js';
@@ -73,6 +73,10 @@ export interface VerifiedAdapter {
   checksums: ChecksumResult[];
 }
 
+/** CONTRACT §9: the resolution printed with a checksum failure. */
+export const CHECKSUM_HINT =
+  're-copy the adapter files, or regenerate metadata.json checksums if the change is intended';
+
 const CHECK_FILES: Record<Exclude<CheckName, 'base'>, (f: Finding) => boolean> = {
   layout: (f) => f.code.startsWith('LAYOUT_') || f.code === 'FILE_UNCOVERED',
   config: (f) => f.code.startsWith('CONFIG_'),
@@ -92,6 +96,35 @@ export async function verifyAdapter(
 ): Promise<VerifyReport & { verified: VerifiedAdapter }> {
   const started = performance.now();
   const layout = await scanLayout(dir);
+  // The weights file must be covered by the checksums anyway: hash it from the start, in a worker
+  // thread, while everything else is checked here.
+  const early = layout.weightsFile
+    ? {
+        file: layout.weightsFile,
+        hash: startSha256(join(layout.dir, layout.weightsFile), progressFor(options, layout.weightsFile)),
+      }
+    : null;
+  try {
+    return await checkAdapter(layout, early, options, started);
+  } finally {
+    early?.hash.cancel();
+  }
+}
+
+function progressFor(options: VerifyOptions, file: string): HashProgressCallback | undefined {
+  const report = options.onHashProgress;
+  if (!report) return undefined;
+  return (done, total) => {
+    report({ file, bytesDone: done, bytesTotal: total });
+  };
+}
+
+async function checkAdapter(
+  layout: AdapterLayout,
+  early: { file: string; hash: PendingHash } | null,
+  options: VerifyOptions,
+  started: number,
+): Promise<VerifyReport & { verified: VerifiedAdapter }> {
   const findings: Finding[] = [...layout.findings];
   const summaries: Partial<Record<CheckName, string>> = {};
   const present = new Set(layout.files.map((f) => f.name));
@@ -180,10 +213,22 @@ export async function verifyAdapter(
     }
   }
 
-  // checksums, streamed
+  // checksums, streamed, all files at once (each in its own worker thread)
+  const pending = new Map<string, Promise<string>>();
+  for (const file of expected.keys()) {
+    if (!present.has(file)) continue;
+    pending.set(
+      file,
+      file === early?.file
+        ? early.hash.result
+        : sha256File(join(layout.dir, file), progressFor(options, file)),
+    );
+  }
+  for (const p of pending.values()) p.catch(() => undefined);
   const checksums: ChecksumResult[] = [];
   for (const [file, hex] of expected) {
-    if (!present.has(file)) {
+    const hashing = pending.get(file);
+    if (!hashing) {
       const refused = findings.some((f) => f.file === file && f.code.startsWith('LAYOUT_'));
       if (!refused) {
         findings.push({
@@ -191,18 +236,15 @@ export async function verifyAdapter(
           code: 'CHECKSUM_FILE_MISSING',
           message: `${file} is listed in the checksums but missing`,
           file,
-          hint: 're-copy the adapter files, or regenerate metadata.json checksums if the change is intended',
+          hint: CHECKSUM_HINT,
         });
       }
       checksums.push({ file, expected: hex, actual: null, ok: false });
       continue;
     }
-    const total = layout.files.find((f) => f.name === file)?.size ?? 0;
     let actual: string;
     try {
-      actual = await sha256File(join(layout.dir, file), (done) => {
-        options.onHashProgress?.({ file, bytesDone: done, bytesTotal: total });
-      });
+      actual = await hashing;
     } catch (e) {
       findings.push(asFinding(e, file));
       checksums.push({ file, expected: hex, actual: null, ok: false });
@@ -216,7 +258,7 @@ export async function verifyAdapter(
         code: 'CHECKSUM_MISMATCH',
         message: `${file}: sha256 is ${actual}, metadata.json expects ${hex}`,
         file,
-        hint: 're-copy the adapter files, or regenerate metadata.json checksums if the change is intended',
+        hint: CHECKSUM_HINT,
       });
     }
   }

@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import chalk from 'chalk';
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
 import { BaseCommand } from '../base-command.js';
 import { baseCheckFor, readBaseForCheck } from '../base-model.js';
 import { ExitCode } from '../errors.js';
@@ -33,6 +33,8 @@ export default class Verify extends BaseCommand {
     const options: VerifyOptions = { strict: flags.strict };
     if (flags.base) options.baseCheck = baseCheckFor(await readBaseForCheck(flags.base));
     if (!this.jsonEnabled() && process.stderr.isTTY) {
+      // ora costs ~60 ms to load: only on a terminal
+      const { default: ora } = await import('ora');
       let spinner: Ora | undefined;
       const started = performance.now();
       options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {

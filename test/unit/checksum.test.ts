@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sha256File } from '../../src/checksum.js';
+import { sha256File, startSha256 } from '../../src/checksum.js';
 import { CodiError } from '../../src/errors.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -25,5 +25,32 @@ describe('sha256File', () => {
     expect(err).toBeInstanceOf(CodiError);
     expect((err as CodiError).exitCode).toBe(3);
     expect((err as CodiError).code).toBe('PATH_MISSING');
+  });
+});
+
+describe('startSha256 (worker thread)', () => {
+  it.each([0, 1, 4097, 3 * 4096 + 5])('hashes %i bytes like sha256File', async (size) => {
+    const dir = await tempDir();
+    const data = Buffer.alloc(size, 7);
+    const file = join(dir, `w${size}`);
+    await writeFile(file, data);
+    const progress: number[] = [];
+    const got = await startSha256(file, (done) => progress.push(done), 4096).result;
+    expect(got).toBe(createHash('sha256').update(data).digest('hex'));
+    if (size > 0) expect(progress.at(-1)).toBe(size);
+  });
+
+  it('reports a missing file as an environment error', async () => {
+    const err = await startSha256('/nonexistent/file').result.catch((e: unknown) => e);
+    expect((err as CodiError).code).toBe('PATH_MISSING');
+  });
+
+  it('can be cancelled', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'big');
+    await writeFile(file, Buffer.alloc(8 * 1024 * 1024));
+    const pending = startSha256(file, undefined, 4096);
+    pending.cancel();
+    await expect(pending.result).rejects.toBeDefined();
   });
 });

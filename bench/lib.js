@@ -1,0 +1,63 @@
+// Shared helpers for the on-demand benchmarks: run a command several times, read wall time and peak
+// RSS from GNU time, report medians and ratios against a reference measured in the same run.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = fileURLToPath(new URL('../', import.meta.url));
+export const BIN = fileURLToPath(new URL('../bin/run.js', import.meta.url));
+
+export function requireBuilt() {
+  if (!existsSync(new URL('../dist/index.js', import.meta.url))) {
+    console.error('bench: run `npm run build` first');
+    process.exit(3);
+  }
+  if (!existsSync('/usr/bin/time')) {
+    console.error('bench: GNU time (/usr/bin/time) is needed for peak RSS: apt-get install time');
+    process.exit(3);
+  }
+}
+
+/** Runs `cmd args` under /usr/bin/time -v; returns wall seconds and peak RSS in MiB. */
+export function measure(cmd, args, options = {}) {
+  const started = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-v', cmd, ...args], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    ...options,
+  });
+  const wall = Number(process.hrtime.bigint() - started) / 1e9;
+  const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
+  if (options.expectStatus !== undefined ? r.status !== options.expectStatus : r.status !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}:\n${r.stdout}\n${r.stderr}`);
+  }
+  return { wall, rssMiB: rss ? Number(rss[1]) / 1024 : NaN, stdout: r.stdout };
+}
+
+export function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** Alternates the commands `trials` times (so both see the same machine state); medians. */
+export function compare(trials, commands) {
+  const results = Object.fromEntries(Object.keys(commands).map((k) => [k, []]));
+  for (let i = 0; i < trials; i++) {
+    for (const [name, run] of Object.entries(commands)) results[name].push(run());
+  }
+  return Object.fromEntries(
+    Object.entries(results).map(([k, rs]) => [
+      k,
+      {
+        wall: median(rs.map((r) => r.wall)),
+        rssMiB: Math.max(...rs.map((r) => r.rssMiB)),
+        all: rs.map((r) => r.wall),
+      },
+    ]),
+  );
+}
+
+export function verdict(ok) {
+  return ok ? 'PASS' : 'FAIL';
+}

@@ -1,0 +1,267 @@
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { permuteRopeRows } from '../../src/base-model.js';
+import { convertAdapter } from '../../src/convert.js';
+import { CodiError } from '../../src/errors.js';
+import { GgmlType, gv } from '../../src/formats/ggml-types.js';
+import { getF32, getString, readGgufHeader, readTensorF32 } from '../../src/formats/gguf.js';
+import { writeGguf } from '../../src/formats/gguf-writer.js';
+import { encodeSafetensors } from '../../src/formats/safetensors.js';
+import { sha256Bytes } from '../../src/checksum.js';
+import { generateLoraTensors, writeMetadata, type AdapterSpec } from '../../src/testkit/peft-adapter.js';
+import { writeTinyModel } from '../../src/testkit/tiny-model.js';
+import { ADAPTER_SPECS, writeAdapter } from '../helpers/fixtures.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let dir: string;
+let base: string;
+
+beforeAll(async () => {
+  dir = await tempDir('codi-convert-unit-');
+  base = join(dir, 'base.gguf');
+  await writeTinyModel(base);
+});
+
+async function failure(promise: Promise<unknown>): Promise<CodiError> {
+  const e = await promise.then(
+    () => null,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(CodiError);
+  return e as CodiError;
+}
+
+async function adapter(spec: AdapterSpec): Promise<string> {
+  return writeAdapter(dir, spec);
+}
+
+describe('convert', () => {
+  it('writes a llama.cpp LoRA GGUF: metadata, names, layouts, types', async () => {
+    const a = await adapter(ADAPTER_SPECS.plain as AdapterSpec);
+    const out = join(dir, 'plain.gguf');
+    const r = await convertAdapter(a, { base, out });
+    expect(r).toMatchObject({
+      output: out,
+      cached: false,
+      outtype: 'f32',
+      alpha: 16,
+      tensors: 28,
+      folded: [],
+    });
+    const g = await readGgufHeader(out);
+    expect(getString(g, 'general.type')).toBe('adapter');
+    expect(getString(g, 'general.architecture')).toBe('qwen2');
+    expect(getString(g, 'adapter.type')).toBe('lora');
+    expect(getF32(g, 'adapter.lora.alpha')).toBe(16);
+    expect(getString(g, 'codi.adapter.weights_sha256')).toBe(r.adapter.weightsSha256);
+    const byName = new Map(g.tensors.map((t) => [t.name, t]));
+    // lora_a ne = [in, r], lora_b ne = [r, out] (src/llama-adapter.cpp)
+    expect(byName.get('blk.0.attn_q.weight.lora_a')?.ne).toEqual([64, 8]);
+    expect(byName.get('blk.0.attn_q.weight.lora_b')?.ne).toEqual([8, 64]);
+    expect(byName.get('blk.1.attn_k.weight.lora_b')?.ne).toEqual([8, 32]);
+    expect(byName.get('blk.1.ffn_down.weight.lora_a')?.ne).toEqual([128, 8]);
+    expect([...byName.values()].every((t) => t.type === GgmlType.F32)).toBe(true);
+
+    // values are PEFT's, unchanged when no folding is needed
+    const peft = generateLoraTensors(ADAPTER_SPECS.plain as AdapterSpec);
+    const b = peft.find((t) => t.name === 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight');
+    expect(await readTensorF32(out, g, 'blk.0.attn_q.weight.lora_b')).toEqual(b?.values);
+  });
+
+  it('writes rsLoRA as alpha·sqrt(r) so llama.cpp applies alpha/sqrt(r), with nothing folded', async () => {
+    const r = await convertAdapter(await adapter(ADAPTER_SPECS.rslora as AdapterSpec), {
+      base,
+      out: join(dir, 'rs.gguf'),
+    });
+    expect(r.alpha).toBe(8 * Math.sqrt(16));
+    expect(r.folded).toEqual([]);
+  });
+
+  it('folds rank_pattern/alpha_pattern scales into lora_b exactly', async () => {
+    const spec = ADAPTER_SPECS.patterns as AdapterSpec;
+    const out = join(dir, 'pat.gguf');
+    const r = await convertAdapter(await adapter(spec), { base, out });
+    // r=8, alpha=16 → llama.cpp applies 16/rank; PEFT wants alpha_m/rank_m
+    const folded = new Map(r.folded.map((f) => [f.module, f]));
+    expect(folded.get('model.layers.0.self_attn.v_proj')).toEqual({
+      module: 'model.layers.0.self_attn.v_proj',
+      scale: 4,
+      factor: 2,
+    });
+    expect(folded.get('model.layers.1.mlp.up_proj')?.factor).toBeCloseTo(0.25, 12);
+    // a rank_pattern entry alone needs no fold: llama.cpp divides by the tensor's own rank
+    expect(folded.has('model.layers.0.self_attn.q_proj')).toBe(false);
+    expect(folded.has('model.layers.0.mlp.down_proj')).toBe(false);
+    const g = await readGgufHeader(out);
+    expect(g.tensorsByName.get('blk.0.attn_q.weight.lora_a')?.ne).toEqual([64, 4]);
+    const peft = generateLoraTensors(spec).find(
+      (t) => t.name === 'base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight',
+    );
+    const got = await readTensorF32(out, g, 'blk.0.attn_v.weight.lora_b');
+    expect(got).toEqual(peft?.values.map((v) => Math.fround(v * 2)));
+  });
+
+  it('q8_0 keeps rows that are not a multiple of 32 in f16 and says so', async () => {
+    const r = await convertAdapter(await adapter(ADAPTER_SPECS.plain as AdapterSpec), {
+      base,
+      out: join(dir, 'q8.gguf'),
+      outtype: 'q8_0',
+    });
+    expect(r.f16Fallback).toHaveLength(14);
+    expect(r.f16Fallback.every((n) => n.endsWith('.lora_b'))).toBe(true);
+    const g = await readGgufHeader(join(dir, 'q8.gguf'));
+    expect(g.tensorsByName.get('blk.0.attn_q.weight.lora_a')?.type).toBe(GgmlType.Q8_0);
+    expect(g.tensorsByName.get('blk.0.attn_q.weight.lora_b')?.type).toBe(GgmlType.F16);
+  });
+
+  it('caches by weights, config, outtype and arch next to the adapter', async () => {
+    const a = await adapter({ ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'cached' });
+    const first = await convertAdapter(a, { base });
+    expect(first.cached).toBe(false);
+    expect(first.output).toBe(join(dir, '.gguf-cache', first.output.split('/').pop() ?? ''));
+    const again = await convertAdapter(a, { base });
+    expect(again).toMatchObject({ cached: true, output: first.output });
+    const f16 = await convertAdapter(a, { base, outtype: 'f16' });
+    expect(f16.output).not.toBe(first.output);
+    // same weights, another alpha: another GGUF (the folded scales differ)
+    const spec = { ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'cached', alpha: 32 };
+    await writeAdapter(dir, spec);
+    const otherAlpha = await convertAdapter(a, { base });
+    expect(otherAlpha.cached).toBe(false);
+    expect(otherAlpha.output).not.toBe(first.output);
+  });
+
+  it('llama q/k permutation: HF half-split rows become interleaved pairs within each head', () => {
+    // 2 heads × head_dim 4, one column: HF rows [h0: a0 a1 b0 b1 | h1: …] → [a0 b0 a1 b1 | …]
+    const src = Float32Array.from([0, 1, 2, 3, 10, 11, 12, 13]);
+    expect([...permuteRopeRows(src, 8, 1, 2)]).toEqual([0, 2, 1, 3, 10, 12, 11, 13]);
+  });
+});
+
+describe('convert refuses, with a clear code and no output file', () => {
+  const out = (): string => join(dir, `never-${Math.random().toString(36).slice(2)}.gguf`);
+
+  async function refuses(a: string, baseFile: string, code: string, message?: RegExp): Promise<void> {
+    const target = out();
+    const e = await failure(convertAdapter(a, { base: baseFile, out: target }));
+    expect(e.code).toBe(code);
+    if (message) expect(e.message).toMatch(message);
+    await expect(stat(target)).rejects.toThrow();
+  }
+
+  it('DoRA', async () => {
+    const a = await adapter({
+      ...(ADAPTER_SPECS.plain as AdapterSpec),
+      id: 'dora',
+      extraConfig: { use_dora: true },
+    });
+    await refuses(a, base, 'CONFIG_UNSUPPORTED', /DoRA/);
+  });
+
+  it('modules_to_save', async () => {
+    const a = await adapter({
+      ...(ADAPTER_SPECS.plain as AdapterSpec),
+      id: 'mts',
+      extraConfig: { modules_to_save: ['lm_head'] },
+    });
+    await refuses(a, base, 'CONFIG_UNSUPPORTED', /modules_to_save/);
+  });
+
+  it('lm_head on a base with tied embeddings', async () => {
+    const a = await adapter({
+      id: 'lmhead',
+      r: 4,
+      alpha: 8,
+      targetModules: ['lm_head'],
+      modules: [{ module: 'lm_head', inFeatures: 64, outFeatures: 484 }],
+      seed: 9,
+    });
+    await refuses(a, base, 'BASE_TIED_LM_HEAD', /tie/);
+    const untied = join(dir, 'untied.gguf');
+    await writeTinyModel(untied, { tiedEmbeddings: false });
+    const ok = await convertAdapter(a, { base: untied, out: out() });
+    expect(ok.tensors).toBe(2);
+  });
+
+  it('an adapted tensor the base lacks, and a shape mismatch, naming the tensor and both shapes', async () => {
+    const a = await adapter({
+      ...(ADAPTER_SPECS.plain as AdapterSpec),
+      id: 'wide',
+      modules: [{ module: 'model.layers.0.self_attn.q_proj', inFeatures: 96, outFeatures: 64 }],
+      targetModules: ['q_proj'],
+    });
+    await refuses(a, base, 'BASE_INCOMPATIBLE', /blk\.0\.attn_q\.weight.*\[64, 96\].*\[64, 64\]/);
+    const deep = await adapter({
+      ...(ADAPTER_SPECS.plain as AdapterSpec),
+      id: 'deep',
+      modules: [{ module: 'model.layers.7.self_attn.q_proj', inFeatures: 64, outFeatures: 64 }],
+      targetModules: ['q_proj'],
+    });
+    await refuses(deep, base, 'BASE_INCOMPATIBLE', /blk\.7\.attn_q\.weight.*does not exist/);
+  });
+
+  it('an unsupported architecture', async () => {
+    const gemma = join(dir, 'gemma.gguf');
+    await writeGguf(
+      gemma,
+      {
+        metadata: [
+          ['general.architecture', gv.str('gemma')],
+          ['gemma.attention.head_count', gv.u32(4)],
+        ],
+        tensors: [{ name: 'token_embd.weight', ne: [64, 4], type: GgmlType.F32 }],
+      },
+      () => new Float32Array(256),
+    );
+    await refuses(await adapter(ADAPTER_SPECS.plain as AdapterSpec), gemma, 'BASE_ARCH_UNSUPPORTED', /gemma/);
+  });
+
+  it('a base that is not a model: an adapter GGUF passed as --base', async () => {
+    const a = await adapter(ADAPTER_SPECS.plain as AdapterSpec);
+    const lora = join(dir, 'as-base.gguf');
+    await convertAdapter(a, { base, out: lora });
+    await refuses(a, lora, 'BASE_NOT_MODEL', /adapter GGUF/);
+  });
+
+  it('a truncated base, bad magic, bad version', async () => {
+    const a = await adapter(ADAPTER_SPECS.plain as AdapterSpec);
+    const bytes = await readFile(base);
+    const truncated = join(dir, 'truncated.gguf');
+    await writeFile(truncated, bytes.subarray(0, 1000));
+    await refuses(a, truncated, 'GGUF_TRUNCATED');
+    const magic = join(dir, 'magic.gguf');
+    await writeFile(magic, Buffer.concat([Buffer.from('GGML'), bytes.subarray(4)]));
+    await refuses(a, magic, 'GGUF_MAGIC');
+    const version = join(dir, 'version.gguf');
+    const v = Buffer.from(bytes);
+    v.writeUInt32LE(1, 4);
+    await writeFile(version, v);
+    await refuses(a, version, 'GGUF_VERSION');
+  });
+
+  it('adapter tensors in an unsupported dtype (I64)', async () => {
+    const spec = { ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'int64' };
+    const d = join(dir, spec.id);
+    await writeAdapter(dir, spec);
+    const tensors = generateLoraTensors(spec).map(({ name, shape, data }, i) =>
+      i === 0
+        ? { name, dtype: 'I64' as const, shape, data: new Uint8Array(data.length * 2) }
+        : { name, dtype: 'F32' as const, shape, data },
+    );
+    const weights = encodeSafetensors(tensors);
+    await writeFile(join(d, 'adapter_model.safetensors'), weights);
+    await writeMetadata(d, spec, {
+      'adapter_config.json': sha256Bytes(await readFile(join(d, 'adapter_config.json'))),
+      'adapter_model.safetensors': sha256Bytes(weights),
+    });
+    await refuses(d, base, 'TENSOR_DTYPE', /I64/);
+  });
+
+  it('a missing base file is an environment error (exit 3)', async () => {
+    const e = await failure(
+      convertAdapter(await adapter(ADAPTER_SPECS.plain as AdapterSpec), { base: join(dir, 'nope.gguf') }),
+    );
+    expect(e.exitCode).toBe(3);
+  });
+});
