@@ -7,10 +7,9 @@
  * Layout (ggml/include/gguf.h): magic, version, n_tensors u64, n_kv u64, the key/value pairs, the tensor
  * infos, zero padding to the alignment, then each tensor's data padded to the alignment.
  */
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
 
+import { AtomicFile } from '../atomic.js';
 import { CodiError, environmentError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
@@ -81,13 +80,24 @@ class Sink {
 
   constructor(private readonly fh: FileHandle) {}
 
+  /** file offset where the buffered bytes start */
+  private flushed = 0;
+
   async flush(): Promise<void> {
     let done = 0;
     while (done < this.used) {
-      const { bytesWritten } = await this.fh.write(this.buf, done, this.used - done);
+      const { bytesWritten } = await this.fh.write(this.buf, done, this.used - done, this.flushed + done);
       done += bytesWritten;
     }
+    this.flushed += this.used;
     this.used = 0;
+  }
+
+  /** Leaves `n` bytes unwritten: a hole that reads as zeros (sparse where the file system allows). */
+  async hole(n: number): Promise<void> {
+    await this.flush();
+    this.flushed += n;
+    this.position += n;
   }
 
   private async room(n: number): Promise<void> {
@@ -102,9 +112,10 @@ class Sink {
       await this.flush();
       let done = 0;
       while (done < data.length) {
-        const { bytesWritten } = await this.fh.write(data, done, data.length - done);
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.flushed + done);
         done += bytesWritten;
       }
+      this.flushed += data.length;
     }
     this.position += data.length;
   }
@@ -288,8 +299,7 @@ export class GgufWriter {
 
   private constructor(
     readonly path: string,
-    private readonly tempPath: string,
-    private readonly fh: FileHandle,
+    private readonly file: AtomicFile,
     private readonly sink: Sink,
     private readonly specs: readonly GgufTensorSpec[],
     private readonly sizes: readonly number[],
@@ -338,17 +348,8 @@ export class GgufWriter {
       dataSize += padTo(size, alignment);
     }
 
-    const tempPath = join(
-      dirname(path),
-      `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
-    );
-    let fh: FileHandle;
-    try {
-      fh = await open(tempPath, 'wx', 0o644);
-    } catch (e) {
-      throw asWriteError(e, path);
-    }
-    const sink = new Sink(fh);
+    const file = await AtomicFile.open(path);
+    const sink = new Sink(file.handle);
     try {
       await sink.bytes(Buffer.from('GGUF', 'latin1'));
       await sink.u32(3);
@@ -371,10 +372,9 @@ export class GgufWriter {
         dataOffset = padTo(sink.position, alignment);
         await sink.zeros(dataOffset - sink.position);
       }
-      return new GgufWriter(path, tempPath, fh, sink, options.tensors, sizes, alignment, dataOffset, offsets);
+      return new GgufWriter(path, file, sink, options.tensors, sizes, alignment, dataOffset, offsets);
     } catch (e) {
-      await fh.close().catch(() => undefined);
-      await unlink(tempPath).catch(() => undefined);
+      await file.abort();
       throw asWriteError(e, path);
     }
   }
@@ -413,6 +413,20 @@ export class GgufWriter {
       await this.abort();
       throw asWriteError(e, this.path);
     }
+  }
+
+  /**
+   * Declares the next tensor's data without writing it: a hole that reads as zeros. For files whose
+   * header is all that matters (benchmarks with full-size bases); llama.cpp would load zeros.
+   */
+  async skipTensor(name: string): Promise<void> {
+    const spec = this.specs[this.next];
+    if (this.done || spec?.name !== name) {
+      await this.abort();
+      throw invalid(`tensor '${name}' is not the next one to write`, { tensor: name });
+    }
+    await this.sink.hole(padTo(this.sizes[this.next] ?? 0, this.alignment));
+    this.next++;
   }
 
   private async writeChunk(spec: GgufTensorSpec, chunk: TensorChunk, room: number): Promise<number> {
@@ -456,11 +470,10 @@ export class GgufWriter {
         );
       }
       await this.sink.flush();
-      await this.fh.sync();
-      await this.fh.close();
+      // a trailing hole (skipTensor) must still count in the file size
+      await this.file.handle.truncate(this.sink.position);
       this.done = true;
-      await rename(this.tempPath, this.path);
-      await syncDir(dirname(this.path));
+      await this.file.commit();
     } catch (e) {
       await this.abort();
       throw asWriteError(e, this.path);
@@ -479,24 +492,8 @@ export class GgufWriter {
 
   /** Drops the temp file; `path` is left as it was. Safe to call more than once. */
   async abort(): Promise<void> {
-    if (!this.done) {
-      this.done = true;
-      await this.fh.close().catch(() => undefined);
-    }
-    await unlink(this.tempPath).catch(() => undefined);
-  }
-}
-
-/** Makes a rename durable; file systems that cannot fsync a directory are left alone. */
-async function syncDir(dir: string): Promise<void> {
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(dir, 'r');
-    await fh.sync();
-  } catch {
-    // some file systems refuse fsync on a directory; the rename itself has already happened
-  } finally {
-    await fh?.close().catch(() => undefined);
+    this.done = true;
+    await this.file.abort();
   }
 }
 

@@ -11,11 +11,10 @@
  * Errors are `CodiError`s with a `SAFETENSORS_*` code, exit code 1, and `pointer` set to a byte
  * offset in the file. They carry no file name: the caller knows the path relative to the adapter.
  */
-import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
 import { CodiError, environmentError, ExitCode } from '../errors.js';
+import { AtomicFile } from '../atomic.js';
 import {
   JsonNumber,
   JsonObject,
@@ -876,26 +875,15 @@ export async function writeSafetensors(
   const { prefix, fileSize } = encodeHeader(tensors, metadata);
   const header = parseSafetensorsHeader(prefix, fileSize);
 
-  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let handle: FileHandle;
+  const file = await AtomicFile.open(path);
   try {
-    handle = await open(temp, 'wx');
+    let position = await writeAll(file.handle, prefix, 0);
+    for (const t of tensors) position = await writeAll(file.handle, t.data, position);
   } catch (err) {
-    // the temp file is new, so a failure here is about the folder (missing, read-only, full)
-    throw environmentError(err, dirname(path));
-  }
-  try {
-    let position = await writeAll(handle, prefix, 0);
-    for (const t of tensors) position = await writeAll(handle, t.data, position);
-    await handle.sync();
-    await handle.close();
-    await rename(temp, path);
-  } catch (err) {
-    await closeQuietly(handle);
-    await unlink(temp).catch(() => undefined);
+    await file.abort();
     throw environmentError(err, path);
   }
-  await syncDirectory(dirname(path));
+  await file.commit();
   return header;
 }
 
@@ -1058,19 +1046,6 @@ async function withHandle<T>(
     return await action(handle, source);
   } finally {
     await closeQuietly(handle);
-  }
-}
-
-/** After a rename, the folder entry itself must reach the disk for the new file to survive a crash. */
-async function syncDirectory(dir: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(dir, 'r');
-    await handle.sync();
-  } catch {
-    // some file systems cannot fsync a directory; the rename is still atomic there
-  } finally {
-    if (handle !== undefined) await closeQuietly(handle);
   }
 }
 

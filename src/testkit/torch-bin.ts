@@ -7,10 +7,9 @@
  * Also malicious pickles for the scanner's tests. They are only ever written as bytes and scanned;
  * nothing here or in the tests unpickles them, and their payload is a harmless `echo`.
  */
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
+import { basename, extname } from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
+import { writeFileAtomic } from '../atomic.js';
 import { CodiError, ExitCode } from '../errors.js';
 
 export type TorchBinDtype = 'F32' | 'F16' | 'BF16';
@@ -471,22 +470,6 @@ export async function writeTorchBin(
 ): Promise<void> {
   const archiveName = options.archiveName ?? basename(path, extname(path));
   await writeFileAtomic(path, torchBinBytes(tensors, { ...options, archiveName }));
-}
-
-/** Writes raw bytes (a hostile `.bin`, say) atomically. */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(bytes);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  await fh.close();
-  await rename(tmp, path);
 }
 
 // ---------------------------------------------------------------------------------------------------

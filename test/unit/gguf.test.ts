@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
-import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { CodiError } from '../../src/errors.js';
@@ -356,25 +355,14 @@ describe('GGUF writer safety', () => {
   });
 
   it('leaves the target intact when the writing process is killed midway', async () => {
-    // the writer and what it imports, transpiled for a plain node child that we can SIGKILL
+    // a plain node child running the built writer (test/global-setup.ts keeps dist/ current)
     const work = join(dir, 'killed');
-    for (const rel of [
-      'errors.ts',
-      'formats/ggml-types.ts',
-      'formats/numeric.ts',
-      'formats/gguf-writer.ts',
-    ]) {
-      const source = await readFile(new URL(`../../src/${rel}`, import.meta.url), 'utf8');
-      const js = ts.transpileModule(source, {
-        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-      }).outputText;
-      await mkdir(join(work, 'src', 'formats'), { recursive: true });
-      await writeFile(join(work, 'src', rel.replace(/\.ts$/, '.js')), js);
-    }
+    await mkdir(work, { recursive: true });
+    const writerUrl = new URL('../../dist/formats/gguf-writer.js', import.meta.url).href;
     await writeFile(join(work, 'package.json'), '{"type":"module"}');
     await writeFile(
       join(work, 'driver.js'),
-      `import { GgufWriter } from './src/formats/gguf-writer.js';
+      `import { GgufWriter } from '${writerUrl}';
       const w = await GgufWriter.create(process.argv[2], { metadata: [], tensors: [
         { name: 'a', ne: [1024, 256], type: 0 }, { name: 'b', ne: [1024, 256], type: 0 }] });
       await w.writeTensor('a', new Float32Array(1024 * 256));
@@ -400,7 +388,7 @@ describe('GGUF writer safety', () => {
     expect(await readFile(target, 'utf8')).toBe('previous content');
     const leftovers = (await readdir(work)).filter((n) => n.endsWith('.tmp'));
     // what a killed writer leaves is a hidden temp file beside the target, never the target itself
-    expect(leftovers).toEqual([expect.stringMatching(/^\.out\.gguf\.\d+\.[0-9a-f]{8}\.tmp$/)]);
+    expect(leftovers).toEqual([expect.stringMatching(/^\.out\.gguf\.\d+\.[0-9a-f]{12}\.tmp$/)]);
     await rm(work, { recursive: true, force: true });
   });
 

@@ -2,9 +2,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import ts from 'typescript';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CodiError, ExitCode } from '../../src/errors.js';
 import {
@@ -908,24 +906,16 @@ describe('atomic write survives a kill midway', () => {
 });
 
 /**
- * The child process cannot import TypeScript, so the writer and what it imports are transpiled into
- * plain ESM beside a tiny script that writes the same big file over and over.
+ * A plain node child running the built writer (test/global-setup.ts keeps dist/ current), writing
+ * the same big file over and over.
  */
 async function buildStandaloneWriter(out: string): Promise<void> {
-  const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-  for (const rel of ['src/errors.ts', 'src/formats/strict-json.ts', 'src/formats/safetensors.ts']) {
-    const source = await readFile(join(root, rel), 'utf8');
-    const { outputText } = ts.transpileModule(source, {
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    });
-    const dest = join(out, rel.replace(/^src\//, '').replace(/\.ts$/, '.js'));
-    await mkdir(dirname(dest), { recursive: true });
-    await writeFile(dest, outputText);
-  }
+  await mkdir(out, { recursive: true });
+  const writerUrl = new URL('../../dist/formats/safetensors.js', import.meta.url).href;
   await writeFile(
     join(out, 'child.mjs'),
     [
-      "import { writeSafetensors } from './formats/safetensors.js';",
+      `import { writeSafetensors } from '${writerUrl}';`,
       'const target = process.argv[2];',
       "await writeSafetensors(target, [{ name: 'old', dtype: 'U8', shape: [8], data: new Uint8Array(8).fill(1) }]);",
       "process.stdout.write('ready\\n');",
