@@ -26,7 +26,11 @@ export function measure(cmd, args, options = {}) {
     maxBuffer: 64 * 1024 * 1024,
     ...options,
   });
-  const wall = Number(process.hrtime.bigint() - started) / 1e9;
+  // GNU time's own clock: a parent with a large heap spawns slowly, which is not the child's cost
+  const elapsed = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)/.exec(r.stderr);
+  const wall = elapsed
+    ? Number(elapsed[1] ?? 0) * 3600 + Number(elapsed[2]) * 60 + Number(elapsed[3])
+    : Number(process.hrtime.bigint() - started) / 1e9;
   const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
   if (options.expectStatus !== undefined ? r.status !== options.expectStatus : r.status !== 0) {
     throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}:\n${r.stdout}\n${r.stderr}`);

@@ -17,10 +17,20 @@ import { GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
 import { writeGguf, type GgufTensorSpec } from './formats/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
-import { readSafetensorsHeader, readTensorBytes, type SafetensorsTensorInfo } from './formats/safetensors.js';
+import {
+  readTensorBytes,
+  type SafetensorsHeader,
+  type SafetensorsTensorInfo,
+} from './formats/safetensors.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { SAFETENSORS_FILE } from './layout.js';
-import { requireValid, verifyAdapter, type VerifiedAdapter, type VerifyProgress } from './verify.js';
+import {
+  inspectAdapter,
+  requireValid,
+  type Inspection,
+  type VerifiedAdapter,
+  type VerifyProgress,
+} from './verify.js';
 import { VERSION } from './version.js';
 
 export const OUTTYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;
@@ -75,7 +85,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const base = await readBaseModel(resolve(options.base));
   let plan: PlannedModule[] = [];
   let ggufAlpha = 0;
-  const report = await verifyAdapter(dir, {
+  const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
     baseCheck: (adapter) => {
       if (!adapter.config) return Promise.resolve({ findings: [], summary: 'not checked' });
@@ -93,9 +103,36 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
       });
     },
   });
-  requireValid(report);
-  const adapter = report.verified;
-  if (adapter.layout.weightsFile !== SAFETENSORS_FILE) {
+  try {
+    return await convertInspected(inspection, base, plan, ggufAlpha, options, started);
+  } finally {
+    inspection.cancel();
+  }
+}
+
+/**
+ * The conversion proper. It starts while the weights are still being hashed (in a worker thread)
+ * and only the commit waits for the checksums: a mismatch aborts the write, so an adapter that
+ * fails verification never produces a GGUF.
+ */
+async function convertInspected(
+  inspection: Inspection,
+  base: BaseModel,
+  plan: PlannedModule[],
+  ggufAlpha: number,
+  options: ConvertOptions,
+  started: number,
+): Promise<ConvertResult> {
+  const verifiedReport = async (): Promise<VerifiedAdapter> => {
+    const report = await inspection.finish();
+    requireValid(report);
+    return report.verified;
+  };
+  // anything wrong beyond the checksums: wait for the full report and fail with it
+  if (inspection.errors.length > 0) await verifiedReport();
+  const adapter = inspection.verified;
+  if (adapter.layout.weightsFile !== SAFETENSORS_FILE || !adapter.safetensors) {
+    await verifiedReport();
     throw new CodiError(
       'CONVERT_NEEDS_SAFETENSORS',
       'convert reads safetensors weights only; this adapter has adapter_model.bin',
@@ -104,9 +141,9 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
       },
     );
   }
-  const weightsSha256 = adapter.checksums.find((c) => c.file === SAFETENSORS_FILE)?.actual;
-  if (!weightsSha256) throw new CodiError('INTERNAL', 'verified adapter has no weights checksum');
-
+  // metadata.json must list the weights (else verification has failed above); the cache is keyed by
+  // that checksum, which the finished verification then confirms
+  const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
   const outtype = options.outtype ?? DEFAULT_OUTTYPE;
   const output = options.out
     ? resolve(options.out)
@@ -135,17 +172,19 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
 
   if (!options.out && !options.force) {
     const hit = await stat(output).catch(() => null);
-    if (hit?.isFile()) return result(true, hit.size, plan.length * 2, []);
+    if (hit?.isFile()) {
+      await verifiedReport();
+      return result(true, hit.size, plan.length * 2, []);
+    }
   }
 
-  const written = await writeAdapterGguf(join(adapter.layout.dir, SAFETENSORS_FILE), output, {
-    base,
-    plan,
-    ggufAlpha,
-    outtype,
-    metadata: adapter,
-    weightsSha256,
-  });
+  const written = await writeAdapterGguf(
+    join(adapter.layout.dir, SAFETENSORS_FILE),
+    adapter.safetensors,
+    output,
+    { base, plan, ggufAlpha, outtype, metadata: adapter, weightsSha256 },
+    verifiedReport,
+  );
   return result(false, written.bytes, written.tensors, written.f16Fallback);
 }
 
@@ -207,10 +246,12 @@ interface WriteInput {
 
 async function writeAdapterGguf(
   weightsPath: string,
+  header: SafetensorsHeader,
   output: string,
   input: WriteInput,
+  /** resolves once the adapter is fully verified (throws if not): the last tensor waits for it */
+  gate: () => Promise<unknown>,
 ): Promise<{ bytes: number; tensors: number; f16Fallback: string[] }> {
-  const header = await readSafetensorsHeader(weightsPath);
   const infos = new Map(header.tensors.map((t) => [t.name, t]));
   const f16Fallback: string[] = [];
   const typeFor = (name: string, ne: number[]): GgmlType => {
@@ -270,6 +311,14 @@ async function writeAdapterGguf(
   ];
   if (m?.version) kv.push(['general.version', gv.str(m.version)]);
 
+  // one scratch buffer for every tensor: the writer has encoded a payload before it asks for the next
+  const largest = Math.max(
+    0,
+    ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2)),
+  );
+  const scratch = new Float32Array(largest);
+  const readBuffer = new Uint8Array(scratch.length * 4);
+  if (jobs.length === 0) await gate();
   const handle = await open(weightsPath, 'r');
   try {
     const result = await writeGguf(
@@ -278,11 +327,20 @@ async function writeAdapterGguf(
       async (_spec, i) => {
         const job = jobs[i];
         if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
-        const bytes = await readTensorBytes(handle, header, job.info);
+        const bytes = await readTensorBytes(handle, header, job.info, readBuffer);
+        // the GGUF is committed when the last tensor is written: not before verification has passed
+        if (i === jobs.length - 1) await gate();
         const type = DTYPE_TO_GGML[job.info.dtype];
         if (type === undefined)
           throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
-        let values = decodeToF32(type, bytes);
+        const plain = !job.transpose && job.permuteHeads === null && job.factor === 1;
+        // F32 in, F32 out, nothing to change: the bytes go through as they are
+        if (plain && type === GgmlType.F32 && job.spec.type === GgmlType.F32) return bytes;
+        let values = decodeToF32(
+          type,
+          bytes,
+          scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)),
+        );
         const [rows = 0, cols = 0] = job.info.shape;
         if (job.transpose) values = transpose(values, rows, cols);
         if (job.permuteHeads !== null) values = permuteRopeRows(values, rows, cols, job.permuteHeads);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 
@@ -19,6 +20,20 @@ const addFormats = addFormatsModule.default;
 let ajv: Ajv2020 | undefined;
 const compiled = new Map<SchemaName, ValidateFunction>();
 
+/**
+ * The validators compiled at build time (scripts/compile-schemas.js), when this module runs from
+ * dist/; from the TypeScript sources (tests) they are compiled on first use instead.
+ */
+const prebuilt: Partial<Record<SchemaName, ValidateFunction>> | null = (() => {
+  try {
+    return createRequire(import.meta.url)('./schemas.validators.cjs') as Partial<
+      Record<SchemaName, ValidateFunction>
+    >;
+  } catch {
+    return null;
+  }
+})();
+
 function instance(): Ajv2020 {
   if (!ajv) {
     ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true });
@@ -37,6 +52,8 @@ export function loadSchema(name: SchemaName): Record<string, unknown> {
 }
 
 function validator(name: SchemaName): ValidateFunction {
+  const ready = prebuilt?.[name];
+  if (ready) return ready;
   let fn = compiled.get(name);
   if (!fn) {
     const a = instance();

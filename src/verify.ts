@@ -8,7 +8,7 @@ import { sha256File, startSha256, type HashProgressCallback, type PendingHash } 
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { findingFromError, type Finding } from './findings.js';
 import { scanTorchBin } from './formats/pickle.js';
-import { readSafetensorsHeader } from './formats/safetensors.js';
+import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
 import { parseStrictJson, toPlainJson } from './formats/strict-json.js';
 import {
   BIN_FILE,
@@ -66,6 +66,8 @@ export interface VerifyOptions {
 /** What verify learned, for the commands that act on a verified adapter. */
 export interface VerifiedAdapter {
   layout: AdapterLayout;
+  /** the parsed safetensors header, when the weights are safetensors */
+  safetensors: SafetensorsHeader | null;
   config: LoraConfig | null;
   metadata: AdapterMetadata | null;
   modules: LoraModule[];
@@ -94,6 +96,32 @@ export async function verifyAdapter(
   dir: string,
   options: VerifyOptions = {},
 ): Promise<VerifyReport & { verified: VerifiedAdapter }> {
+  const inspection = await inspectAdapter(dir, options);
+  try {
+    return await inspection.finish();
+  } finally {
+    inspection.cancel();
+  }
+}
+
+/**
+ * Verification in two phases, so a caller can start work that only needs the structure (convert
+ * writes its GGUF) while the checksums are still being computed, and gate the result on `finish`.
+ */
+export interface Inspection {
+  /** what is known before the checksums: everything else */
+  readonly verified: VerifiedAdapter;
+  /** errors found so far (every check but the checksums) */
+  readonly errors: readonly Finding[];
+  /** the sha256 metadata.json expects for the weights file, if it lists one */
+  readonly expectedWeightsSha256: string | null;
+  /** waits for the checksums and returns the full report (once; later calls return the same) */
+  finish(): Promise<VerifyReport & { verified: VerifiedAdapter }>;
+  /** stops hashing that is no longer wanted */
+  cancel(): void;
+}
+
+export async function inspectAdapter(dir: string, options: VerifyOptions = {}): Promise<Inspection> {
   const started = performance.now();
   const layout = await scanLayout(dir);
   // The weights file must be covered by the checksums anyway: hash it from the start, in a worker
@@ -105,9 +133,10 @@ export async function verifyAdapter(
       }
     : null;
   try {
-    return await checkAdapter(layout, early, options, started);
-  } finally {
+    return await inspect(layout, early, options, started);
+  } catch (e) {
     early?.hash.cancel();
+    throw e;
   }
 }
 
@@ -119,12 +148,12 @@ function progressFor(options: VerifyOptions, file: string): HashProgressCallback
   };
 }
 
-async function checkAdapter(
+async function inspect(
   layout: AdapterLayout,
   early: { file: string; hash: PendingHash } | null,
   options: VerifyOptions,
   started: number,
-): Promise<VerifyReport & { verified: VerifiedAdapter }> {
+): Promise<Inspection> {
   const findings: Finding[] = [...layout.findings];
   const summaries: Partial<Record<CheckName, string>> = {};
   const present = new Set(layout.files.map((f) => f.name));
@@ -144,9 +173,11 @@ async function checkAdapter(
   // weights: header / pickle only, never the tensor data
   let tensors: TensorDescriptor[] = [];
   let weightsReadable = false;
+  let safetensors: SafetensorsHeader | null = null;
   if (layout.weightsFile === SAFETENSORS_FILE) {
     try {
       const header = await readSafetensorsHeader(join(layout.dir, SAFETENSORS_FILE));
+      safetensors = header;
       tensors = header.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
       weightsReadable = true;
       summaries.weights = `safetensors, ${plural(tensors.length, 'tensor')}, header ${formatBytes(header.headerLength)}`;
@@ -225,47 +256,6 @@ async function checkAdapter(
     );
   }
   for (const p of pending.values()) p.catch(() => undefined);
-  const checksums: ChecksumResult[] = [];
-  for (const [file, hex] of expected) {
-    const hashing = pending.get(file);
-    if (!hashing) {
-      const refused = findings.some((f) => f.file === file && f.code.startsWith('LAYOUT_'));
-      if (!refused) {
-        findings.push({
-          level: 'error',
-          code: 'CHECKSUM_FILE_MISSING',
-          message: `${file} is listed in the checksums but missing`,
-          file,
-          hint: CHECKSUM_HINT,
-        });
-      }
-      checksums.push({ file, expected: hex, actual: null, ok: false });
-      continue;
-    }
-    let actual: string;
-    try {
-      actual = await hashing;
-    } catch (e) {
-      findings.push(asFinding(e, file));
-      checksums.push({ file, expected: hex, actual: null, ok: false });
-      continue;
-    }
-    const ok = actual === hex;
-    checksums.push({ file, expected: hex, actual, ok });
-    if (!ok) {
-      findings.push({
-        level: 'error',
-        code: 'CHECKSUM_MISMATCH',
-        message: `${file}: sha256 is ${actual}, metadata.json expects ${hex}`,
-        file,
-        hint: CHECKSUM_HINT,
-      });
-    }
-  }
-  if (checksums.length > 0) {
-    const good = checksums.filter((c) => c.ok).length;
-    summaries.checksums = `${good}/${checksums.length} files sha256 ok`;
-  }
   if (metadata) {
     for (const f of layout.files) {
       if (!expected.has(f.name) && f.name !== METADATA_FILE && f.name !== README_FILE) {
@@ -281,7 +271,15 @@ async function checkAdapter(
   }
   summaries.layout = `${plural(layout.files.length, 'file')}${layout.weightsFile ? `, weights in ${layout.weightsFile}` : ''}`;
 
-  const verified: VerifiedAdapter = { layout, config, metadata, modules, tensors, checksums };
+  const verified: VerifiedAdapter = {
+    layout,
+    safetensors,
+    config,
+    metadata,
+    modules,
+    tensors,
+    checksums: [],
+  };
   let baseRan = false;
   if (options.baseCheck) {
     const base = await options.baseCheck(verified);
@@ -290,29 +288,88 @@ async function checkAdapter(
     baseRan = true;
   }
 
-  if (options.strict) for (const f of findings) f.level = 'error';
+  const cancel = (): void => {
+    early?.hash.cancel();
+  };
+  let finished: Promise<VerifyReport & { verified: VerifiedAdapter }> | undefined;
+  const finish = (): Promise<VerifyReport & { verified: VerifiedAdapter }> => {
+    finished ??= complete();
+    return finished;
+  };
+  const complete = async (): Promise<VerifyReport & { verified: VerifiedAdapter }> => {
+    const checksums: ChecksumResult[] = [];
+    for (const [file, hex] of expected) {
+      const hashing = pending.get(file);
+      if (!hashing) {
+        const refused = findings.some((f) => f.file === file && f.code.startsWith('LAYOUT_'));
+        if (!refused) {
+          findings.push({
+            level: 'error',
+            code: 'CHECKSUM_FILE_MISSING',
+            message: `${file} is listed in the checksums but missing`,
+            file,
+            hint: CHECKSUM_HINT,
+          });
+        }
+        checksums.push({ file, expected: hex, actual: null, ok: false });
+        continue;
+      }
+      let actual: string;
+      try {
+        actual = await hashing;
+      } catch (e) {
+        findings.push(asFinding(e, file));
+        checksums.push({ file, expected: hex, actual: null, ok: false });
+        continue;
+      }
+      const ok = actual === hex;
+      checksums.push({ file, expected: hex, actual, ok });
+      if (!ok) {
+        findings.push({
+          level: 'error',
+          code: 'CHECKSUM_MISMATCH',
+          message: `${file}: sha256 is ${actual}, metadata.json expects ${hex}`,
+          file,
+          hint: CHECKSUM_HINT,
+        });
+      }
+    }
+    if (checksums.length > 0) {
+      const good = checksums.filter((c) => c.ok).length;
+      summaries.checksums = `${good}/${checksums.length} files sha256 ok`;
+    }
+    verified.checksums = checksums;
+    if (options.strict) for (const f of findings) f.level = 'error';
 
-  const checks: CheckResult[] = (Object.keys(CHECK_FILES) as Exclude<CheckName, 'base'>[]).map((name) =>
-    checkResult(name, findings.filter(CHECK_FILES[name]), summaries[name]),
-  );
-  if (baseRan) {
-    checks.push(checkResult('base', findings.filter(isBaseFinding), summaries.base));
-  }
+    const checks: CheckResult[] = (Object.keys(CHECK_FILES) as Exclude<CheckName, 'base'>[]).map((name) =>
+      checkResult(name, findings.filter(CHECK_FILES[name]), summaries[name]),
+    );
+    if (baseRan) {
+      checks.push(checkResult('base', findings.filter(isBaseFinding), summaries.base));
+    }
 
+    return {
+      ok: !findings.some((f) => f.level === 'error'),
+      adapter: {
+        id: metadata?.id ?? null,
+        version: metadata?.version ?? null,
+        base_model: metadata?.base_model ?? null,
+        path: layout.dir,
+      },
+      findings,
+      checks,
+      tensors: stats,
+      checksums,
+      durationMs: Math.round(performance.now() - started),
+      verified,
+    };
+  };
   return {
-    ok: !findings.some((f) => f.level === 'error'),
-    adapter: {
-      id: metadata?.id ?? null,
-      version: metadata?.version ?? null,
-      base_model: metadata?.base_model ?? null,
-      path: layout.dir,
-    },
-    findings,
-    checks,
-    tensors: stats,
-    checksums,
-    durationMs: Math.round(performance.now() - started),
     verified,
+    errors: findings.filter((f) => f.level === 'error'),
+    expectedWeightsSha256: layout.weightsFile ? (expected.get(layout.weightsFile) ?? null) : null,
+    finish,
+    cancel,
   };
 }
 
@@ -376,11 +433,16 @@ function describeTensors(stats: TensorStats, moduleCount: number): string {
     stats.layers.length === 0
       ? 'no layers'
       : `layers ${stats.layers[0] ?? 0}–${stats.layers[stats.layers.length - 1] ?? 0}`;
-  return `${plural(moduleCount, 'module')} (${stats.modules.join(', ')}), rank ${ranks || '-'}, ${layers}, ${stats.parameters.toLocaleString('en-US')} parameters (${Object.keys(stats.dtypes).join(', ')})`;
+  return `${plural(moduleCount, 'module')} (${stats.modules.join(', ')}), rank ${ranks || '-'}, ${layers}, ${thousands(stats.parameters)} parameters (${Object.keys(stats.dtypes).join(', ')})`;
 }
 
 export function plural(n: number, word: string): string {
-  return `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
+  return `${thousands(n)} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** 1234567 → "1,234,567" (Intl's toLocaleString costs ~15 ms to initialise on a short command). */
+export function thousands(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/gu, ',');
 }
 
 export function formatBytes(n: number): string {

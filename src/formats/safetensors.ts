@@ -789,6 +789,8 @@ export async function readTensorBytes(
   source: string | FileHandle,
   header: SafetensorsHeader,
   info: SafetensorsTensorInfo,
+  /** reused for the bytes when large enough (a converter reading many tensors allocates once) */
+  into?: Uint8Array,
 ): Promise<Uint8Array> {
   const length = checkTensorBounds(header, info);
   if (length > MAX_TENSOR_READ_BYTES) {
@@ -801,7 +803,8 @@ export async function readTensorBytes(
     );
   }
   return withHandle(source, async (handle, path) => {
-    const bytes = await readAt(handle, path, header.dataOffset + info.begin, length);
+    const target = into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length);
+    const bytes = await readAt(handle, path, header.dataOffset + info.begin, target);
     if (bytes.length < length) throw tensorTruncated(info, header, bytes.length);
     return bytes;
   });
@@ -1010,9 +1013,10 @@ async function readAt(
   handle: FileHandle,
   path: string,
   position: number,
-  length: number,
+  lengthOrBuffer: number | Uint8Array,
 ): Promise<Uint8Array> {
-  const buffer = new Uint8Array(length);
+  const buffer = typeof lengthOrBuffer === 'number' ? new Uint8Array(lengthOrBuffer) : lengthOrBuffer;
+  const length = buffer.length;
   let done = 0;
   while (done < length) {
     let bytesRead: number;

@@ -1,4 +1,4 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { permuteRopeRows } from '../../src/base-model.js';
@@ -149,6 +149,21 @@ describe('convert refuses, with a clear code and no output file', () => {
     if (message) expect(e.message).toMatch(message);
     await expect(stat(target)).rejects.toThrow();
   }
+
+  it('a checksum mismatch: the write that started during hashing is aborted, nothing is committed', async () => {
+    const spec = { ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'tampered' };
+    const a = await adapter(spec);
+    const weights = join(a, 'adapter_model.safetensors');
+    const bytes = await readFile(weights);
+    bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0xff;
+    await writeFile(weights, bytes);
+    await refuses(a, base, 'CHECKSUM_MISMATCH');
+    // nor into the default cache
+    const e = await failure(convertAdapter(a, { base }));
+    expect(e.code).toBe('CHECKSUM_MISMATCH');
+    const cache = await readdir(join(dir, '.gguf-cache')).catch(() => []);
+    expect(cache.filter((f) => f.startsWith('tampered.'))).toEqual([]);
+  });
 
   it('DoRA', async () => {
     const a = await adapter({

@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+// convert on a Qwen2.5-1.5B-shaped adapter (28 layers, hidden 1536, intermediate 8960, KV dim 256,
+// r 16, all 7 projections, F32 ≈ 74 MB) against a base GGUF of the real shapes whose data is a
+// sparse hole (only its header is read). Same run: `codi-adapter --version` (start-up) and `cp` of the
+// weights (read-and-write floor). Conversion work = convert wall − start-up.
+// Targets, f32 and f16 output: work ≤ 4× cp, peak RSS ≤ 150 MiB.
+// Usage: node bench/convert.js [--trials 5] [--keep]
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GgmlType, gv } from '../dist/formats/ggml-types.js';
+import { GgufWriter } from '../dist/formats/gguf-writer.js';
+import { ALL_PROJECTIONS, decoderTargets, writePeftAdapter } from '../dist/testkit/peft-adapter.js';
+import { BIN, compare, measure, requireBuilt, verdict } from './lib.js';
+
+requireBuilt();
+const trialsArg = process.argv.indexOf('--trials');
+const trials = trialsArg > 0 ? Number(process.argv[trialsArg + 1]) : 5;
+
+const dims = { layers: 28, hidden: 1536, intermediate: 8960, kvDim: 256 };
+const vocab = 151936;
+const root = mkdtempSync(join(tmpdir(), 'codi-bench-convert-'));
+const adapter = join(root, 'qwen15b-lora-bench');
+const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
+
+console.log(`generating the adapter and a sparse base in ${root}`);
+await writePeftAdapter(adapter, {
+  id: 'qwen15b-lora-bench',
+  r: 16,
+  alpha: 32,
+  targetModules: ALL_PROJECTIONS,
+  modules: decoderTargets(dims),
+  seed: 7,
+});
+
+// the base: real Qwen2.5-1.5B tensor shapes (ggml ne order), F16 2-D weights, tied embeddings
+const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, vocab], type: GgmlType.F16 }];
+for (let l = 0; l < dims.layers; l++) {
+  const b = `blk.${l}`;
+  tensors.push(
+    { name: `${b}.attn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
+    { name: `${b}.attn_q.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
+    { name: `${b}.attn_q.bias`, ne: [dims.hidden], type: GgmlType.F32 },
+    { name: `${b}.attn_k.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
+    { name: `${b}.attn_k.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
+    { name: `${b}.attn_v.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
+    { name: `${b}.attn_v.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
+    { name: `${b}.attn_output.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
+    { name: `${b}.ffn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
+    { name: `${b}.ffn_gate.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
+    { name: `${b}.ffn_up.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
+    { name: `${b}.ffn_down.weight`, ne: [dims.intermediate, dims.hidden], type: GgmlType.F16 },
+  );
+}
+tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
+const writer = await GgufWriter.create(base, {
+  metadata: [
+    ['general.architecture', gv.str('qwen2')],
+    ['general.name', gv.str('Qwen2.5 1.5B shapes (sparse)')],
+    ['qwen2.block_count', gv.u32(dims.layers)],
+    ['qwen2.embedding_length', gv.u32(dims.hidden)],
+    ['qwen2.feed_forward_length', gv.u32(dims.intermediate)],
+    ['qwen2.attention.head_count', gv.u32(12)],
+    ['qwen2.attention.head_count_kv', gv.u32(2)],
+  ],
+  tensors,
+});
+for (const t of tensors) await writer.skipTensor(t.name);
+await writer.finish();
+
+const weights = join(adapter, 'adapter_model.safetensors');
+const out = (type) => join(root, `out-${type}.gguf`);
+// warm the page cache and the conversion path once
+measure('cp', [weights, join(root, 'copy')]);
+measure(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out('f32'), '--force']);
+
+const res = compare(trials, {
+  version: () => measure(process.execPath, [BIN, '--version']),
+  cp: () => measure('cp', [weights, join(root, 'copy')]),
+  f32: () =>
+    measure(process.execPath, [
+      BIN,
+      'convert',
+      adapter,
+      '--base',
+      base,
+      '--out',
+      out('f32'),
+      '--outtype',
+      'f32',
+    ]),
+  f16: () =>
+    measure(process.execPath, [
+      BIN,
+      'convert',
+      adapter,
+      '--base',
+      base,
+      '--out',
+      out('f16'),
+      '--outtype',
+      'f16',
+    ]),
+});
+
+console.log('');
+console.log(
+  `cp of the 74 MB weights: ${(res.cp.wall * 1000).toFixed(0)} ms; start-up (--version): ${(res.version.wall * 1000).toFixed(0)} ms`,
+);
+for (const type of ['f32', 'f16']) {
+  const work = res[type].wall - res.version.wall;
+  const ratio = work / res.cp.wall;
+  console.log(
+    `convert --outtype ${type}: ${(res[type].wall * 1000).toFixed(0)} ms wall, work ${(work * 1000).toFixed(0)} ms = ${ratio.toFixed(2)}× cp (target ≤ 4) ${verdict(ratio <= 4)}; peak RSS ${res[type].rssMiB.toFixed(1)} MiB (target ≤ 150) ${verdict(res[type].rssMiB <= 150)}`,
+  );
+}
+console.log('(the whole convert includes verifying the adapter: schema, tensors and sha256 of the weights)');
+if (!process.argv.includes('--keep')) rmSync(root, { recursive: true, force: true });
