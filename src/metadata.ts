@@ -1,5 +1,7 @@
 /** metadata.json (CONTRACT §3): identity, provenance and the checksums that cover the adapter. */
+import { CodiError } from './errors.js';
 import type { Finding } from './findings.js';
+import { parseJson } from './formats/strict-json.js';
 import { METADATA_FILE } from './layout.js';
 import { formatViolation, validateAgainst } from './schemas.js';
 
@@ -39,12 +41,13 @@ export function parseMetadata(text: string, weightsFile: string | null): ParsedM
   const checksums = new Map<string, string>();
   let data: unknown;
   try {
-    data = JSON.parse(text);
+    data = parseJson(text);
   } catch (e) {
+    if (!(e instanceof CodiError)) throw e;
     findings.push({
       level: 'error',
       code: 'METADATA_JSON',
-      message: `not valid JSON: ${(e as Error).message}`,
+      message: `not valid JSON: ${e.message}`,
       file: METADATA_FILE,
     });
     return { metadata: null, checksums, findings };

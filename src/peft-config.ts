@@ -3,6 +3,7 @@
  * modules are targeted and what rank, alpha and scale each module gets.
  */
 import { CodiError } from './errors.js';
+import { parseJson } from './formats/strict-json.js';
 import { formatViolation, validateAgainst } from './schemas.js';
 import type { Finding } from './findings.js';
 
@@ -49,9 +50,10 @@ function err(code: string, message: string, pointer?: string, hint?: string): Fi
 export function parseLoraConfig(text: string): ParsedConfig {
   let data: unknown;
   try {
-    data = JSON.parse(text);
+    data = parseJson(text);
   } catch (e) {
-    return { config: null, findings: [err('CONFIG_JSON', `not valid JSON: ${(e as Error).message}`)] };
+    if (!(e instanceof CodiError)) throw e;
+    return { config: null, findings: [err('CONFIG_JSON', `not valid JSON: ${e.message}`)] };
   }
   const findings: Finding[] = validateAgainst('adapter-config', data).map((v) =>
     err('CONFIG_INVALID', formatViolation(v), v.pointer),

@@ -9,7 +9,6 @@ import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js'
 import { findingFromError, type Finding } from './findings.js';
 import { scanTorchBin } from './formats/pickle.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
-import { parseStrictJson, toPlainJson } from './formats/strict-json.js';
 import {
   BIN_FILE,
   CONFIG_FILE,
@@ -408,16 +407,6 @@ async function readText(
   } catch {
     findings.push({ level: 'error', code: jsonCode, message: `${file} is not valid UTF-8`, file });
     return null;
-  }
-  // JSON.parse lets the last duplicate key win; a file that says two things is refused
-  try {
-    toPlainJson(parseStrictJson(text));
-  } catch (e) {
-    if (isCodiError(e)) {
-      findings.push({ level: 'error', code: jsonCode, message: `${file}: ${e.message}`, file });
-      return null;
-    }
-    throw e;
   }
   return text;
 }

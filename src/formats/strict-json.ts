@@ -193,6 +193,14 @@ export function parseStrictJson(text: string, options: StrictJsonOptions = {}): 
  * The plain-JS form `JSON.parse` would give (numbers as doubles, objects with a null prototype, so a
  * `__proto__` key is an own property and never a prototype), for libraries that want plain data.
  */
+/**
+ * Strict JSON to plain values in one call: what JSON.parse would give, except that duplicate keys,
+ * lone surrogates and excessive nesting are errors (a file that says two things is refused).
+ */
+export function parseJson(text: string): unknown {
+  return toPlainJson(parseStrictJson(text));
+}
+
 export function toPlainJson(value: JsonValue): unknown {
   if (value instanceof JsonNumber) return value.value;
   if (Array.isArray(value)) return value.map(toPlainJson);

@@ -90,3 +90,17 @@ describe('parseMetadata', () => {
     expect(parse({ ...valid, 'x-team': 'codi' }).findings).toEqual([]);
   });
 });
+
+describe('duplicate keys', () => {
+  it('refuses a metadata.json that says two things (JSON.parse would keep the last)', () => {
+    const text =
+      '{"schema_version": 1, "checksum": "sha256:' +
+      'a'.repeat(64) +
+      '", "checksum": "sha256:' +
+      'b'.repeat(64) +
+      '"}';
+    const p = parseMetadata(text, 'adapter_model.safetensors');
+    expect(p.findings[0]?.code).toBe('METADATA_JSON');
+    expect(p.findings[0]?.message).toMatch(/duplicate/i);
+  });
+});

@@ -119,3 +119,13 @@ describe('PEFT module rules', () => {
     expect(rankFor(pat, 'model.layers.0.self_attn.xq_proj')).toBe(8);
   });
 });
+
+describe('duplicate keys', () => {
+  it('refuses an adapter_config.json with a duplicate key', () => {
+    const { findings } = parseLoraConfig(
+      '{"peft_type": "LORA", "r": 8, "r": 64, "lora_alpha": 16, "target_modules": ["q_proj"]}',
+    );
+    expect(findings[0]?.code).toBe('CONFIG_JSON');
+    expect(findings[0]?.message).toMatch(/duplicate/i);
+  });
+});
