@@ -2,7 +2,7 @@
 import chalk from 'chalk';
 import type { Finding } from './findings.js';
 import type { CheckResult, CheckStatus } from './verify.js';
-import { formatBytes } from './verify.js';
+import { formatBytes } from './text.js';
 
 const MARK: Record<CheckStatus, () => string> = {
   pass: () => chalk.green('✔'),

@@ -4,9 +4,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256File, startSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
+import { beginSha256, sha256File, type HashProgressCallback, type PendingHash } from './checksum.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { findingFromError, type Finding } from './findings.js';
+import { formatBytes, plural, thousands } from './text.js';
 import { scanTorchBin } from './formats/pickle.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
 import {
@@ -128,7 +129,11 @@ export async function inspectAdapter(dir: string, options: VerifyOptions = {}): 
   const early = layout.weightsFile
     ? {
         file: layout.weightsFile,
-        hash: startSha256(join(layout.dir, layout.weightsFile), progressFor(options, layout.weightsFile)),
+        hash: beginSha256(
+          join(layout.dir, layout.weightsFile),
+          layout.files.find((f) => f.name === layout.weightsFile)?.size ?? 0,
+          progressFor(options, layout.weightsFile),
+        ),
       }
     : null;
   try {
@@ -423,27 +428,6 @@ function describeTensors(stats: TensorStats, moduleCount: number): string {
       ? 'no layers'
       : `layers ${stats.layers[0] ?? 0}–${stats.layers[stats.layers.length - 1] ?? 0}`;
   return `${plural(moduleCount, 'module')} (${stats.modules.join(', ')}), rank ${ranks || '-'}, ${layers}, ${thousands(stats.parameters)} parameters (${Object.keys(stats.dtypes).join(', ')})`;
-}
-
-export function plural(n: number, word: string): string {
-  return `${thousands(n)} ${word}${n === 1 ? '' : 's'}`;
-}
-
-/** 1234567 → "1,234,567" (Intl's toLocaleString costs ~15 ms to initialise on a short command). */
-export function thousands(n: number): string {
-  return String(n).replace(/\B(?=(\d{3})+(?!\d))/gu, ',');
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i] ?? 'TiB'}`;
 }
 
 /**

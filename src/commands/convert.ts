@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import chalk from 'chalk';
 import { BaseCommand } from '../base-command.js';
 import { convertAdapter, OUTTYPES, type ConvertResult } from '../convert.js';
-import { formatBytes, plural } from '../verify.js';
+import { formatBytes, plural } from '../text.js';
 
 export type { ConvertResult };
 

@@ -5,6 +5,7 @@ import { BaseCommand } from '../base-command.js';
 import { baseCheckFor, readBaseForCheck } from '../base-model.js';
 import { ExitCode } from '../errors.js';
 import { progressText, renderChecklist } from '../render.js';
+import { plural } from '../text.js';
 import { verifyAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
 
 export type VerifyResult = VerifyReport;
@@ -54,11 +55,11 @@ export default class Verify extends BaseCommand {
       process.stdout.write(renderChecklist(report.checks, report.findings));
       const errors = report.findings.filter((f) => f.level === 'error').length;
       const warnings = report.findings.length - errors;
-      const w = warnings ? `${warnings} warning${warnings === 1 ? '' : 's'}` : '';
+      const w = warnings ? plural(warnings, 'warning') : '';
       this.log(
         report.ok
           ? chalk.green(`\nAdapter is valid${w ? ` (${w})` : ''}.`)
-          : chalk.red(`\nAdapter is invalid: ${errors} error${errors === 1 ? '' : 's'}${w ? `, ${w}` : ''}.`),
+          : chalk.red(`\nAdapter is invalid: ${plural(errors, 'error')}${w ? `, ${w}` : ''}.`),
       );
     }
     return report;

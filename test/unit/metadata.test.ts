@@ -52,7 +52,7 @@ describe('parseMetadata', () => {
       'checksum path',
       { checksum: { algorithm: 'sha256', files: { '../x': HEX } } },
       '/checksum/files/..~1x',
-      'propertyNames',
+      'pattern',
     ],
     ['unknown key', { chekcsum: 1 }, '/chekcsum', 'additionalProperties'],
     ['evaluation', { evaluations: [{ suite: 's' }] }, '/evaluations/0/evaluated_at', 'required'],

@@ -1,0 +1,24 @@
+/** Small text formatting shared by the library's summaries and the commands' output. */
+
+/** 1234567 → "1,234,567" (Intl's toLocaleString costs ~15 ms to initialise on a short command). */
+export function thousands(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/gu, ',');
+}
+
+/** "1 tensor", "28 tensors" */
+export function plural(n: number, word: string): string {
+  return `${thousands(n)} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** 70656 → "69 KiB" */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i] ?? 'TiB'}`;
+}
