@@ -1,0 +1,289 @@
+/**
+ * A lock file beside the file it guards (`rules.yml.lock`), so that read-modify-write cycles by
+ * separate processes never interleave. The lock is created complete or not at all: the owner record
+ * (pid, host, nonce) is written to a temp file that is then hard-linked to the lock name, and link(2)
+ * fails if the name exists. A waiter retries for a bounded time, then gives up with LOCK_HELD (exit 3).
+ *
+ * A lock whose owner died is stale: on the same host that is a pid that no longer exists; from another
+ * host (a shared volume) we cannot see the pid, so only age makes it stale. Breaking a stale lock is
+ * itself serialised by a second lock file (`.break`), so two waiters that both saw the same stale lock
+ * cannot end up removing each other's fresh one.
+ */
+import { randomBytes } from 'node:crypto';
+import { link, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { tempPathFor } from './atomic.js';
+import { CodiError, ExitCode, environmentError } from './errors.js';
+
+export interface LockOwner {
+  pid: number;
+  hostname: string;
+  /** tells this acquisition apart from a later one by a process that reused the pid */
+  nonce: string;
+  acquired_at: string;
+  purpose?: string;
+}
+
+export interface LockOptions {
+  /** how long to wait for a held lock; 0 tries once (default 10 s) */
+  timeoutMs?: number;
+  /** poll interval while waiting, jittered (default 50 ms) */
+  pollMs?: number;
+  /** a lock older than this is stale whoever holds it (default 10 min) */
+  staleMs?: number;
+  /** recorded in the lock, shown to whoever waits for it */
+  purpose?: string;
+  /** called once, when the lock turns out to be held and waiting starts */
+  onWait?: (owner: LockOwner | null) => void;
+}
+
+export interface Lock {
+  readonly path: string;
+  readonly owner: LockOwner;
+  /** Removes the lock if it is still ours (a lock broken as stale and re-taken is left alone). */
+  release(): Promise<void>;
+}
+
+export const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
+export const DEFAULT_LOCK_STALE_MS = 10 * 60_000;
+/** a `.break` file older than this belongs to a breaker that died; breaking takes milliseconds */
+const BREAKER_STALE_MS = 30_000;
+
+/** Whether a process with this pid exists on this host (EPERM: it exists, but is not ours). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export async function readLockOwner(path: string): Promise<LockOwner | null> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    const data = JSON.parse(text) as Partial<LockOwner>;
+    if (
+      typeof data.pid === 'number' &&
+      typeof data.hostname === 'string' &&
+      typeof data.nonce === 'string' &&
+      typeof data.acquired_at === 'string'
+    ) {
+      return data as LockOwner;
+    }
+  } catch {
+    // a lock written by the O_EXCL fallback may be caught half-written: treated as unknown owner
+  }
+  return null;
+}
+
+/** Whether the lock `owner` (null: unreadable) that is `ageMs` old may be broken. */
+export function lockIsStale(
+  owner: LockOwner | null,
+  ageMs: number,
+  staleMs = DEFAULT_LOCK_STALE_MS,
+): boolean {
+  if (ageMs > staleMs) return true;
+  if (owner === null) return false;
+  return owner.hostname === hostname() && !pidAlive(owner.pid);
+}
+
+export async function acquireLock(path: string, options: LockOptions = {}): Promise<Lock> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+  const pollMs = options.pollMs ?? 50;
+  const staleMs = options.staleMs ?? DEFAULT_LOCK_STALE_MS;
+  const started = Date.now();
+  const owner: LockOwner = {
+    pid: process.pid,
+    hostname: hostname(),
+    nonce: randomBytes(8).toString('hex'),
+    acquired_at: new Date().toISOString(),
+    ...(options.purpose === undefined ? {} : { purpose: options.purpose }),
+  };
+  const record = `${JSON.stringify(owner)}\n`;
+  let waiting = false;
+  let lastSeen: LockOwner | null = null;
+
+  for (;;) {
+    if (await tryCreate(path, record)) {
+      await removeDeadTemps(path);
+      return lockHandle(path, owner);
+    }
+
+    const st = await stat(path).catch(() => null);
+    if (st) {
+      lastSeen = await readLockOwner(path);
+      if (lockIsStale(lastSeen, Date.now() - st.mtimeMs, staleMs)) {
+        await breakStale(path, lastSeen, st.ino);
+        continue;
+      }
+      if (!waiting) {
+        waiting = true;
+        options.onWait?.(lastSeen);
+      }
+    }
+    // the lock vanished between our attempt and the stat: try again at once
+    if (!st) continue;
+
+    const remaining = started + timeoutMs - Date.now();
+    if (remaining <= 0) throw lockHeld(path, lastSeen, Date.now() - started);
+    const jittered = pollMs * (0.5 + Math.random());
+    await sleep(Math.min(jittered, remaining));
+  }
+}
+
+/** Runs `fn` holding the lock; releases it however `fn` ends. */
+export async function withLock<T>(
+  path: string,
+  options: LockOptions,
+  fn: (lock: Lock) => Promise<T>,
+): Promise<T> {
+  const lock = await acquireLock(path, options);
+  try {
+    return await fn(lock);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** true: the lock is ours. false: someone holds it. Environment problems throw (exit 3). */
+async function tryCreate(path: string, record: string): Promise<boolean> {
+  const temp = tempPathFor(path);
+  try {
+    const fh = await open(temp, 'wx', 0o644);
+    try {
+      await fh.writeFile(record);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    throw environmentError(e, dirname(path), 'written');
+  }
+  try {
+    await link(temp, path);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
+      // no hard links on this file system: O_EXCL create, which can be seen half-written
+      return await createExclusive(path, record);
+    }
+    throw environmentError(e, path, 'written');
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
+async function createExclusive(path: string, record: string): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(path, 'wx', 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw environmentError(e, path, 'written');
+  }
+  try {
+    await fh.writeFile(record);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return true;
+}
+
+/**
+ * A taker killed between writing its record and linking it leaves `.<lock>.<pid>.<hex>.tmp` behind;
+ * one whose process is gone (or that is older than any wait) is removed by the next holder, as is a
+ * `.break` file whose breaker died.
+ */
+async function removeDeadTemps(path: string): Promise<void> {
+  const dir = dirname(path);
+  const prefix = `.${basename(path)}.`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const full = join(dir, name);
+    const m = name.startsWith(prefix) ? /^(\d+)\.[0-9a-f]{12}\.tmp$/u.exec(name.slice(prefix.length)) : null;
+    const isBreaker = name === `${basename(path)}.break`;
+    if (!m && !isBreaker) continue;
+    const st = await stat(full).catch(() => null);
+    if (!st) continue;
+    const age = Date.now() - st.mtimeMs;
+    const dead = m ? !pidAlive(Number(m[1])) || age > DEFAULT_LOCK_STALE_MS : age > BREAKER_STALE_MS;
+    if (dead) await unlink(full).catch(() => undefined);
+  }
+}
+
+/** Removes the stale lock we saw, unless it was replaced meanwhile; only one breaker at a time. */
+async function breakStale(path: string, seen: LockOwner | null, seenIno: number): Promise<void> {
+  const breaker = `${path}.break`;
+  let fh;
+  try {
+    fh = await open(breaker, 'wx', 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw environmentError(e, breaker, 'written');
+    const st = await stat(breaker).catch(() => null);
+    if (st && Date.now() - st.mtimeMs > BREAKER_STALE_MS) await unlink(breaker).catch(() => undefined);
+    await sleep(5);
+    return;
+  }
+  try {
+    await fh.close();
+    const st = await stat(path).catch(() => null);
+    const now = await readLockOwner(path);
+    const same =
+      st !== null && st.ino === seenIno && (seen === null ? now === null : now?.nonce === seen.nonce);
+    if (same) await unlink(path).catch(() => undefined);
+  } finally {
+    await unlink(breaker).catch(() => undefined);
+  }
+}
+
+function lockHandle(path: string, owner: LockOwner): Lock {
+  let released = false;
+  return {
+    path,
+    owner,
+    async release(): Promise<void> {
+      if (released) return;
+      released = true;
+      const current = await readLockOwner(path);
+      if (current?.nonce === owner.nonce) await unlink(path).catch(() => undefined);
+    },
+  };
+}
+
+function lockHeld(path: string, owner: LockOwner | null, waitedMs: number): CodiError {
+  const who = owner
+    ? `pid ${owner.pid} on ${owner.hostname}${owner.purpose ? ` (${owner.purpose})` : ''} since ${owner.acquired_at}`
+    : 'an unknown process';
+  return new CodiError(
+    'LOCK_HELD',
+    `${path} is locked by ${who}; gave up after ${(waitedMs / 1000).toFixed(1)} s`,
+    {
+      exitCode: ExitCode.ENVIRONMENT,
+      file: path,
+      hint: owner
+        ? `wait for it to finish and try again; if no codi-adapter process ${owner.pid} runs on ${owner.hostname}, remove ${path}`
+        : `wait and try again; if no codi-adapter process is running, remove ${path}`,
+      details: { lock: path, owner },
+    },
+  );
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,466 @@
+/**
+ * `promote`: release an adapter into patterns/rules.yml (CONTRACT §4, §5). Verify (fail closed), check
+ * the evaluation against the gates the rules file sets, record the adapter in `llm_assist`, and append
+ * the evaluation to the adapter's metadata.json. Both files are replaced atomically while a lock beside
+ * rules.yml is held, so concurrent promotes serialise instead of losing each other's entries.
+ */
+import { readdir, readFile, realpath, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { createTwoFilesPatch } from 'diff';
+import { AtomicFile } from './atomic.js';
+import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
+import { parseStrictJson } from './formats/strict-json.js';
+import { METADATA_FILE } from './layout.js';
+import { acquireLock, pidAlive, type Lock, type LockOwner } from './lock.js';
+import { parseMetadata, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
+import {
+  adapterEntry,
+  declaredBaseModel,
+  minMetricGates,
+  parseRules,
+  recordAdapter,
+  type RulesAdapterEntry,
+  type RulesDocument,
+} from './rules.js';
+import { formatViolation, validateAgainst } from './schemas.js';
+import { compareSemver } from './semver.js';
+import { pausePoint } from './test-hooks.js';
+import { requireValid, verifyAdapter } from './verify.js';
+
+export interface PromoteOptions {
+  /** patterns/rules.yml */
+  rules: string;
+  /** eval.json; without it, the newest record in metadata.json `evaluations` is used */
+  eval?: string;
+  /** compute and return the diff, write nothing */
+  dryRun?: boolean;
+  /** allow a version downgrade, or new weights under an already promoted version */
+  force?: boolean;
+  /** make this adapter `default_adapter` (it becomes the default anyway when none is set) */
+  setDefault?: boolean;
+  /** how long to wait for another promote's lock (default 10 s) */
+  lockTimeoutMs?: number;
+  /** called once when the lock is held by someone else and waiting starts */
+  onLockWait?: (owner: LockOwner | null) => void;
+  /** the promotion time (tests) */
+  now?: Date;
+}
+
+export interface GateResult {
+  metric: string;
+  /** the minimum the rules require */
+  threshold: number;
+  /** the evaluation's value; null when the evaluation lacks the metric */
+  value: number | null;
+  ok: boolean;
+}
+
+export interface PromoteEvaluation {
+  suite: string;
+  evaluated_at: string;
+  base_model: string;
+  metrics: Record<string, number>;
+  /** where it came from: the --eval file, or metadata.json */
+  source: 'eval-file' | 'metadata';
+}
+
+export interface PromoteResult {
+  /** the rules file records this adapter version and checksum after the command (false on a dry run that would change it) */
+  promoted: boolean;
+  /** it already did: nothing was (or would be) changed */
+  already: boolean;
+  dry_run: boolean;
+  adapter: { id: string; version: string; base_model: string; checksum: string; path: string };
+  rules_file: string;
+  ruleset_version: string;
+  default_adapter: string | null;
+  evaluation: PromoteEvaluation | null;
+  gates: GateResult[];
+  /** which files were (or, on a dry run, would be) written */
+  changed: { rules: boolean; metadata: boolean };
+  /** unified diff of every change; only with --dry-run */
+  diff?: string;
+}
+
+export const DEFAULT_PROMOTE_LOCK_TIMEOUT_MS = 10_000;
+
+export async function promoteAdapter(dir: string, options: PromoteOptions): Promise<PromoteResult> {
+  // 1. the adapter, fail closed (the slow part, hashing, happens before the lock is taken)
+  const report = await verifyAdapter(dir);
+  requireValid(report);
+  const { metadata, layout } = report.verified;
+  const weights = report.checksums.find((c) => c.file === layout.weightsFile)?.actual;
+  if (!metadata || !layout.weightsFile || !weights) {
+    throw new CodiError('INTERNAL', 'a verified adapter has no metadata or weights checksum');
+  }
+  const adapter = {
+    id: metadata.id,
+    version: metadata.version,
+    base_model: metadata.base_model,
+    checksum: `sha256:${weights}`,
+    path: layout.dir,
+  };
+
+  // 2. the evaluation
+  const evaluation = options.eval ? await readEvaluation(options.eval, metadata) : latestEvaluation(metadata);
+
+  // through a symlinked rules.yml to the real file: the rename must replace the file, not the link
+  const rulesPath = await realpath(resolve(options.rules)).catch(() => resolve(options.rules));
+  await pausePoint('promote:verified');
+  if (options.dryRun) return plan(rulesPath, adapter, evaluation, options, null);
+
+  // 3–6 under the lock: the rules file is read again there, so a concurrent promote's entry is kept
+  const lock = await acquireLock(`${rulesPath}.lock`, {
+    timeoutMs: options.lockTimeoutMs ?? DEFAULT_PROMOTE_LOCK_TIMEOUT_MS,
+    purpose: `promote ${adapter.id} ${adapter.version}`,
+    ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
+  });
+  try {
+    await pausePoint('promote:locked');
+    return await plan(rulesPath, adapter, evaluation, options, lock);
+  } finally {
+    await lock.release();
+  }
+}
+
+type AdapterSummary = PromoteResult['adapter'];
+
+/** Decides every change; writes them when holding the lock, returns the diff on a dry run. */
+async function plan(
+  rulesPath: string,
+  adapter: AdapterSummary,
+  evaluation: PromoteEvaluation | null,
+  options: PromoteOptions,
+  lock: Lock | null,
+): Promise<PromoteResult> {
+  const rulesText = await readText(rulesPath, 'the rules file');
+  const rules = parseRulesAt(rulesText, rulesPath);
+  if (rules.rulesetVersion === null) {
+    throw new CodiError(
+      'RULES_VERSION_MISSING',
+      `${rulesPath} has no top-level \`version\` (the ruleset version)`,
+      {
+        exitCode: ExitCode.INVALID,
+        file: rulesPath,
+        hint: 'add e.g. version: "2026.11.0" at the top; promote records it with the adapter',
+      },
+    );
+  }
+
+  // 3. gates: a metric the evaluation lacks fails its gate
+  const gates = Object.entries(minMetricGates(rules)).map(([metric, threshold]): GateResult => {
+    const value = evaluation?.metrics[metric];
+    return { metric, threshold, value: value ?? null, ok: value !== undefined && value >= threshold };
+  });
+  const failed = gates.filter((g) => !g.ok);
+  if (failed.length > 0) {
+    const what = failed
+      .map((g) =>
+        g.value === null
+          ? `${g.metric} is missing (gate: ≥ ${g.threshold})`
+          : `${g.metric} ${g.value} is below the gate ${g.threshold}`,
+      )
+      .join('; ');
+    throw new CodiError(
+      'GATE_FAILED',
+      `${failed.length === 1 ? 'a gate failed' : `${failed.length} gates failed`}: ${what}`,
+      {
+        exitCode: ExitCode.INVALID,
+        file: rulesPath,
+        hint: evaluation
+          ? 'the adapter does not meet llm_assist.gates.min_metrics; nothing was changed'
+          : 'give the evaluation with --eval <eval.json>; the rules file sets gates',
+        details: { gates, evaluation },
+      },
+    );
+  }
+
+  // the base model the rules are for
+  const declared = declaredBaseModel(rules);
+  if (declared && declared.base_model !== adapter.base_model) {
+    throw new CodiError(
+      'PROMOTE_BASE_MISMATCH',
+      `${adapter.id} is for base model ${JSON.stringify(adapter.base_model)}, but the rules are for ${JSON.stringify(declared.base_model)} (${declared.from})`,
+      {
+        exitCode: ExitCode.INVALID,
+        file: rulesPath,
+        hint: 'promote an adapter trained on the rules file’s base model; the file was not changed',
+      },
+    );
+  }
+
+  // versions: never backwards, never new weights under a version already released
+  const existing = adapterEntry(rules, adapter.id);
+  if (existing && !options.force) {
+    const order = compareSemver(adapter.version, existing.version);
+    if (order < 0) {
+      throw new CodiError(
+        'PROMOTE_DOWNGRADE',
+        `${adapter.id} ${existing.version} is promoted; ${adapter.version} would be a downgrade`,
+        {
+          exitCode: ExitCode.INVALID,
+          file: rulesPath,
+          hint: 'bump the adapter version, or pass --force to roll back on purpose',
+        },
+      );
+    }
+    if (order === 0 && existing.checksum !== adapter.checksum) {
+      throw new CodiError(
+        'PROMOTE_VERSION_REUSED',
+        `${adapter.id} ${adapter.version} is already promoted with other weights (${existing.checksum}, now ${adapter.checksum})`,
+        {
+          exitCode: ExitCode.INVALID,
+          file: rulesPath,
+          hint: 'give the new weights a new version, or pass --force to replace them under the same version',
+        },
+      );
+    }
+  }
+
+  // 4. the entry
+  const recorded =
+    existing !== null &&
+    existing.version === adapter.version &&
+    existing.checksum === adapter.checksum &&
+    existing.base_model === adapter.base_model;
+  const entry: RulesAdapterEntry = {
+    version: adapter.version,
+    base_model: adapter.base_model,
+    checksum: adapter.checksum,
+    ruleset_version: rules.rulesetVersion,
+    promoted_at: isoSeconds(options.now ?? new Date()),
+  };
+  if (evaluation) entry.evaluation = { suite: evaluation.suite, metrics: evaluation.metrics };
+  let newRulesText = rulesText;
+  let defaultAdapter = rules.llmAssist?.default_adapter ?? null;
+  if (recorded) {
+    // idempotent: the record stays as it is; only an explicit --default may still change
+    if (options.setDefault && defaultAdapter !== adapter.id) {
+      const r = recordAdapter(rules, adapter.id, { ...existing }, { setDefault: true });
+      newRulesText = r.text;
+      defaultAdapter = r.defaultAdapter;
+    }
+  } else {
+    const r = recordAdapter(rules, adapter.id, entry, { setDefault: options.setDefault ?? false });
+    newRulesText = r.text;
+    defaultAdapter = r.defaultAdapter;
+  }
+
+  // 6. metadata.json `evaluations`: appended once. Also after an earlier promote died between the two
+  // writes: the rules record it, the metadata does not yet.
+  const metadataPath = join(adapter.path, METADATA_FILE);
+  const metadataText = await readText(metadataPath, 'metadata.json');
+  let newMetadataText = metadataText;
+  const record = evaluation?.source === 'eval-file' ? evaluationRecord(evaluation) : null;
+  const sameAsRecorded =
+    !recorded ||
+    (existing.evaluation !== undefined &&
+      evaluation !== null &&
+      existing.evaluation.suite === evaluation.suite &&
+      sameJson(existing.evaluation.metrics, evaluation.metrics));
+  if (record && sameAsRecorded) newMetadataText = appendEvaluation(metadataText, record, metadataPath);
+
+  const changed = { rules: newRulesText !== rulesText, metadata: newMetadataText !== metadataText };
+  const result: PromoteResult = {
+    promoted: false,
+    already: recorded && !changed.rules && !changed.metadata,
+    dry_run: lock === null,
+    adapter,
+    rules_file: rulesPath,
+    ruleset_version: rules.rulesetVersion,
+    default_adapter: defaultAdapter,
+    evaluation,
+    gates,
+    changed,
+  };
+
+  if (lock === null) {
+    result.promoted = recorded && !changed.rules;
+    result.diff =
+      patch(rulesPath, rulesText, newRulesText) + patch(metadataPath, metadataText, newMetadataText);
+    return result;
+  }
+
+  // 5. atomic writes, rules first: the release record is what matters; the metadata follows it
+  await removeDeadTemps(dirname(rulesPath), [basename(rulesPath), `${basename(rulesPath)}.lock`]);
+  await removeDeadTemps(adapter.path, [METADATA_FILE]);
+  if (changed.rules) {
+    await replaceFile(rulesPath, newRulesText, 'promote:rules-temp');
+    await pausePoint('promote:rules-written');
+  }
+  if (changed.metadata) {
+    await replaceFile(metadataPath, newMetadataText, 'promote:metadata-temp');
+    await pausePoint('promote:metadata-written');
+  }
+  result.promoted = true;
+  return result;
+}
+
+function parseRulesAt(text: string, path: string): RulesDocument {
+  try {
+    return parseRules(text);
+  } catch (e) {
+    if (isCodiError(e)) throw e.withFile(path);
+    throw e;
+  }
+}
+
+async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    const error = environmentError(e, path, 'read');
+    throw new CodiError(error.code, `${what} ${error.message}`, {
+      exitCode: ExitCode.ENVIRONMENT,
+      file: path,
+      cause: e,
+    });
+  }
+}
+
+/** Reads and checks eval.json (schema, and that it evaluated this adapter's base model). */
+export async function readEvaluation(path: string, metadata: AdapterMetadata): Promise<PromoteEvaluation> {
+  const text = await readText(path, 'the evaluation file');
+  let data: unknown;
+  try {
+    // strict first (a key given twice is refused), then plain objects for comparing and writing back
+    parseStrictJson(text);
+    data = JSON.parse(text);
+  } catch (e) {
+    if (!isCodiError(e)) throw e;
+    throw new CodiError('EVAL_JSON', `${path}: ${e.message}`, { exitCode: ExitCode.INVALID, file: path });
+  }
+  const violations = validateAgainst('eval', data);
+  const first = violations[0];
+  if (first) {
+    const more = violations.length > 1 ? ` (and ${violations.length - 1} more)` : '';
+    throw new CodiError('EVAL_INVALID', `${basename(path)} ${formatViolation(first)}${more}`, {
+      exitCode: ExitCode.INVALID,
+      file: path,
+      pointer: first.pointer,
+      hint: 'see schemas/eval.schema.json: { suite, evaluated_at, base_model, metrics: { name: number } }',
+      details: { violations },
+    });
+  }
+  const record = data as EvaluationRecord;
+  if (record.base_model !== metadata.base_model) {
+    throw new CodiError(
+      'EVAL_BASE_MISMATCH',
+      `${basename(path)} evaluated base model ${JSON.stringify(record.base_model)}, but ${metadata.id} is for ${JSON.stringify(metadata.base_model)}`,
+      { exitCode: ExitCode.INVALID, file: path, hint: 'give the evaluation of this adapter' },
+    );
+  }
+  return {
+    ...record,
+    suite: record.suite,
+    evaluated_at: record.evaluated_at,
+    base_model: record.base_model,
+    metrics: record.metrics,
+    source: 'eval-file',
+  };
+}
+
+/** The newest evaluation metadata.json already holds, by `evaluated_at`. */
+function latestEvaluation(metadata: AdapterMetadata): PromoteEvaluation | null {
+  let best: EvaluationRecord | null = null;
+  for (const e of metadata.evaluations ?? []) {
+    if (best === null || Date.parse(e.evaluated_at) >= Date.parse(best.evaluated_at)) best = e;
+  }
+  return best ? { ...best, source: 'metadata' } : null;
+}
+
+/** The record appended to metadata.json: eval.json as given (its extra keys included). */
+function evaluationRecord(evaluation: PromoteEvaluation): EvaluationRecord {
+  const { source: _source, ...record } = evaluation;
+  return record;
+}
+
+function appendEvaluation(text: string, record: EvaluationRecord, path: string): string {
+  const data = JSON.parse(text) as AdapterMetadata;
+  const evaluations = data.evaluations ?? [];
+  if (evaluations.some((e) => sameJson(e, record))) return text;
+  data.evaluations = [...evaluations, record];
+  // keep the file's own indentation, so the diff is the appended record
+  const indent = /^\{\r?\n([ \t]+)"/u.exec(text)?.[1] ?? '  ';
+  const eol = text.includes('\r\n') ? '\r\n' : '\n';
+  let out = JSON.stringify(data, null, indent);
+  if (eol !== '\n') out = out.replace(/\n/gu, eol);
+  out += text.endsWith('\n') ? eol : '';
+  const check = parseMetadata(out, null);
+  const problem = check.findings.find((f) => f.level === 'error');
+  if (problem) {
+    throw new CodiError(
+      'INTERNAL',
+      `appending the evaluation would make metadata.json invalid: ${problem.message}`,
+      {
+        file: path,
+      },
+    );
+  }
+  return out;
+}
+
+/** Writes `text` over `path` atomically, keeping the file's mode (and owner, when we may). */
+async function replaceFile(path: string, text: string, pauseStep: string): Promise<void> {
+  const st = await stat(path).catch(() => null);
+  const mode = st ? st.mode & 0o7777 : 0o644;
+  const file = await AtomicFile.open(path, mode);
+  try {
+    await file.handle.writeFile(text);
+    await file.handle.chmod(mode);
+    if (st && process.getuid?.() === 0) await file.handle.chown(st.uid, st.gid);
+    await file.handle.sync();
+  } catch (e) {
+    await file.abort();
+    throw environmentError(e, path, 'written');
+  }
+  await pausePoint(pauseStep);
+  await file.commit();
+}
+
+/**
+ * Temp files (`.<name>.<pid>.<hex>.tmp`, see atomic.ts) that a killed promote left behind. Removed when
+ * their pid is gone, or after 10 minutes whoever made them (a writer on another host of a shared volume).
+ */
+async function removeDeadTemps(dir: string, names: readonly string[]): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    for (const name of names) {
+      const m = new RegExp(`^\\.${escapeRegExp(name)}\\.(\\d+)\\.[0-9a-f]{12}\\.tmp$`, 'u').exec(entry);
+      if (!m) continue;
+      const pid = Number(m[1]);
+      const st = await stat(join(dir, entry)).catch(() => null);
+      if (!st) continue;
+      if (pid !== process.pid && (!pidAlive(pid) || Date.now() - st.mtimeMs > 10 * 60_000)) {
+        await unlink(join(dir, entry)).catch(() => undefined);
+      }
+    }
+  }
+}
+
+/** Equal as JSON data, whatever the objects' prototypes (YAML, strict and plain JSON parsers differ). */
+function sameJson(a: unknown, b: unknown): boolean {
+  return isDeepStrictEqual(JSON.parse(JSON.stringify(a)), JSON.parse(JSON.stringify(b)));
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/gu, '\\$&');
+}
+
+function patch(path: string, before: string, after: string): string {
+  if (before === after) return '';
+  // a path inside the working directory reads like `git diff`; anything else stays absolute
+  const rel = relative(process.cwd(), path);
+  const name = rel === '' || rel.startsWith('..') || isAbsolute(rel) ? path : rel;
+  return createTwoFilesPatch(name, name, before, after, undefined, undefined, { context: 3 });
+}
+
+function isoSeconds(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/u, 'Z');
+}

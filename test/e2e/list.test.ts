@@ -1,0 +1,82 @@
+/** `codi-adapter list` as a user runs it. */
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { mountAdapter, type CatalogListing } from '../../src/catalog.js';
+import { makeAdapter, makeVolume } from '../helpers/catalog.js';
+import { runCli } from '../helpers/cli.js';
+
+describe('list (built CLI)', () => {
+  it('prints a table with a marker on the active adapter; --json holds the same data', async () => {
+    const { root, src } = await makeVolume();
+    await mountAdapter('examples/adapters/tiny-qwen2-lora', { root, activate: true });
+    await mountAdapter(await makeAdapter(src, 'second', { version: '2.0.0-rc.1', seed: 5 }), { root });
+    // an invalid one, copied in by hand
+    const broken = join(root, 'adapters', 'broken');
+    await mkdir(broken);
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'metadata.json']) {
+      await writeFile(join(broken, f), await readFile(join('examples/adapters/broken-trailing-bytes', f)));
+    }
+    await mkdir(join(root, 'adapters', '.gguf-cache'));
+
+    const r = await runCli(['list', '--root', root]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^ {3}ID +VERSION +BASE MODEL +SHA256 +SIZE +STATUS$/u);
+    expect(lines[1]).toMatch(
+      /^ {3}broken +0\.1\.0 +tiny-qwen2 +[0-9a-f]{12} +\d+ KiB +invalid: SAFETENSORS_TRAILING /u,
+    );
+    expect(lines[2]).toMatch(/^ {3}second +2\.0\.0-rc\.1 +tiny-qwen2 +[0-9a-f]{12} +\d+ KiB +mounted$/u);
+    expect(lines[3]).toMatch(/^\* {2}tiny-qwen2-lora +0\.1\.0 +tiny-qwen2 +601dd4a90ee9 +69 KiB +mounted$/u);
+    expect(lines).toHaveLength(4);
+
+    const j = await runCli(['list', '--root', root, '--json']);
+    expect(j.code).toBe(0);
+    const listing = j.json as CatalogListing;
+    expect(listing.active).toBe('tiny-qwen2-lora');
+    expect(listing.adapters.map((a) => [a.id, a.status, a.active, a.finding?.code ?? null])).toEqual([
+      ['broken', 'invalid', false, 'SAFETENSORS_TRAILING'],
+      ['second', 'mounted', false, null],
+      ['tiny-qwen2-lora', 'mounted', true, null],
+    ]);
+    expect(listing.adapters[2]).toMatchObject({
+      version: '0.1.0',
+      base_model: 'tiny-qwen2',
+      checksum: 'sha256:601dd4a90ee933effd9995bd15bebf30e9ad00f9813684caad8d34faa300a8ce',
+      checksum_verified: false,
+    });
+  });
+
+  it('--verify re-hashes: a changed weight byte becomes invalid, and the exit status is 1', async () => {
+    const { root } = await makeVolume();
+    const m = await mountAdapter('examples/adapters/tiny-qwen2-lora', { root });
+    const file = join(m.path, 'adapter_model.safetensors');
+    const bytes = await readFile(file);
+    bytes[bytes.length - 10] = (bytes[bytes.length - 10] ?? 0) ^ 1;
+    await writeFile(file, bytes);
+    const quick = await runCli(['list', '--root', root, '--json']);
+    expect(quick.code).toBe(0);
+    expect((quick.json as CatalogListing).adapters[0]?.status).toBe('mounted');
+    const full = await runCli(['list', '--root', root, '--verify', '--json']);
+    expect(full.code).toBe(1);
+    expect((full.json as CatalogListing).adapters[0]).toMatchObject({
+      status: 'invalid',
+      checksum_verified: true,
+      finding: { code: 'CHECKSUM_MISMATCH' },
+    });
+  });
+
+  it('an empty volume, a dangling active link, and a missing volume', async () => {
+    const { root } = await makeVolume();
+    const empty = await runCli(['list', '--root', root]);
+    expect(empty.code).toBe(0);
+    expect(empty.stdout).toContain(`No adapters in ${root}/adapters.`);
+    await mkdir(join(root, 'adapters'));
+    await symlink('gone', join(root, 'adapters', 'active'));
+    const dangling = await runCli(['list', '--root', root, '--json']);
+    expect(dangling.json).toMatchObject({ active: 'gone', active_dangling: true, adapters: [] });
+    const missing = await runCli(['list', '--root', '/nonexistent-models', '--json']);
+    expect(missing.code).toBe(3);
+    expect(missing.json).toMatchObject({ ok: false, error: { code: 'ROOT_MISSING', exitCode: 3 } });
+  });
+});
