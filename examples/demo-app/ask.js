@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// The demo app `codi-adapter run` starts in the README demo (scripts/demo.sh). It asks the LLM at
+// LLM_ENDPOINT the same question twice, with the LoRA adapter at scale 1 and at scale 0 (switched with
+// POST /lora-adapters), prints both answers, restores scale 1, and exits 0, which ends `run`.
+// The bundled base model is tiny and random, so the answers are noise; what matters is that they differ.
+import { Buffer } from 'node:buffer';
+import { request } from 'node:http';
+
+const endpoint = process.env.LLM_ENDPOINT;
+const prompt = process.env.DEMO_PROMPT ?? 'def fibonacci(n):';
+if (!endpoint) {
+  console.error('ask.js: LLM_ENDPOINT is not set (run me through codi-adapter run)');
+  process.exit(2);
+}
+
+function call(method, path, body) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const headers = data === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) };
+    const req = request(`${endpoint}${path}`, { method, headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`${method} ${path}: ${res.statusCode} ${text}`))));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+// greedy and uncached, so the two answers differ only by the adapter
+const ask = async () =>
+  (await call('POST', '/completion', { prompt, n_predict: 24, temperature: 0, cache_prompt: false, seed: 1 })).content;
+
+const adapters = await call('GET', '/lora-adapters');
+console.log(`adapters served: ${adapters.map((a) => `#${a.id} ${a.path.split('/').pop()} ×${a.scale}`).join(', ')}`);
+const withAdapter = await ask();
+await call('POST', '/lora-adapters', adapters.map((a) => ({ id: a.id, scale: 0 })));
+const withoutAdapter = await ask();
+await call('POST', '/lora-adapters', adapters.map((a) => ({ id: a.id, scale: a.scale })));
+
+console.log(`question:          ${JSON.stringify(prompt)}`);
+console.log(`adapter at scale 1: ${JSON.stringify(withAdapter)}`);
+console.log(`adapter at scale 0: ${JSON.stringify(withoutAdapter)}`);
+console.log(withAdapter === withoutAdapter ? 'the answers are the same (unexpected)' : 'the adapter changes the answer');

@@ -1,0 +1,370 @@
+/**
+ * llama.cpp's llama-server as `run` uses it: finding the binary, its version, its command line, the
+ * port it will bind, and its HTTP API (`GET /health`: 503 while the model loads, 200 `{"status":"ok"}`
+ * when ready; `GET /lora-adapters`: `[{id, path, scale}]`). Facts from the pinned source,
+ * tools/server/server.cpp and server-http.cpp.
+ */
+import { execFile } from 'node:child_process';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import { CodiError, ExitCode } from './errors.js';
+import { describeExit, findExecutable, sleep, whyNotExecutable, type SupervisedChild } from './supervisor.js';
+
+export const LLAMA_SERVER_HINT = 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN';
+export const UNREACHABLE_HINT =
+  'check port mappings and container network, or add the host to AIRGAP_ALLOWLIST';
+
+export interface LlamaServerVersion {
+  /** what `llama-server --version` printed, e.g. `version: 0.4.0-dev (build 1, commit 80fb11a)` and the compiler */
+  text: string;
+  version: string | null;
+  build: number | null;
+  commit: string | null;
+}
+
+export interface LlamaServerLaunch {
+  model: string;
+  lora: string;
+  host: string;
+  port: number;
+  threads: number;
+}
+
+export interface LoraAdapterInfo {
+  id: number;
+  path: string;
+  scale: number;
+}
+
+export interface HttpResult {
+  status: number;
+  body: string;
+}
+
+export interface HealthProbe {
+  ok: boolean;
+  /** HTTP status, null when there was no answer */
+  status: number | null;
+  /** the server's message (e.g. "Loading model") or the connection error */
+  detail: string;
+}
+
+/**
+ * The binary named by LLAMA_SERVER_BIN (a path, or a name looked up on PATH). Missing or not executable
+ * is an environment error (exit 3) that says what to set.
+ */
+export async function resolveLlamaServer(
+  setting: string,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd: string = process.cwd(),
+): Promise<string> {
+  const found = await findExecutable(setting, env, cwd);
+  if (found !== null) return found;
+  const isPath = setting.includes('/');
+  const where = isPath
+    ? `${resolve(cwd, setting)} ${await whyNotExecutable(resolve(cwd, setting))}`
+    : 'not on PATH';
+  throw new CodiError(
+    'LLAMA_SERVER_NOT_FOUND',
+    `llama-server not found: LLAMA_SERVER_BIN=${setting} (${where})`,
+    {
+      exitCode: ExitCode.ENVIRONMENT,
+      file: setting,
+      hint: `${LLAMA_SERVER_HINT} to the binary (scripts/build-llama-server.sh prints its path)`,
+    },
+  );
+}
+
+/** `llama-server --version`; a binary that cannot even print it (missing libraries…) is exit 3. */
+export function llamaServerVersion(
+  bin: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<LlamaServerVersion> {
+  return new Promise((resolveVersion, reject) => {
+    execFile(bin, ['--version'], { timeout: 15_000, env, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
+      const text = `${stdout}${stderr}`.trim();
+      if (err) {
+        reject(
+          new CodiError(
+            'LLAMA_SERVER_BROKEN',
+            `${bin} --version failed (${err.message.split('\n')[0] ?? ''}): ${text.slice(-800)}`,
+            {
+              exitCode: ExitCode.ENVIRONMENT,
+              file: bin,
+              hint: `${LLAMA_SERVER_HINT} to a working binary (a copied binary needs the .so files built beside it)`,
+            },
+          ),
+        );
+        return;
+      }
+      resolveVersion(parseLlamaServerVersion(text));
+    });
+  });
+}
+
+export function parseLlamaServerVersion(text: string): LlamaServerVersion {
+  const m = /version:\s*(\S+)\s*\(build\s+(\d+),\s*commit\s+([0-9a-f]+)\)/iu.exec(text);
+  return {
+    text,
+    version: m?.[1] ?? null,
+    build: m?.[2] !== undefined ? Number(m[2]) : null,
+    commit: m?.[3] ?? null,
+  };
+}
+
+/** The command line of CONTRACT §7: model, adapter, bind address, threads, no web UI, offline. */
+export function llamaServerArgs(o: LlamaServerLaunch): string[] {
+  return [
+    '-m',
+    o.model,
+    '--lora',
+    o.lora,
+    '--host',
+    o.host,
+    '--port',
+    String(o.port),
+    '-t',
+    String(o.threads),
+    '--no-webui',
+    '--offline',
+  ];
+}
+
+/**
+ * Fails early and clearly when the port is taken (or not ours to bind): llama-server would only say
+ * "couldn't bind HTTP server socket" among its start-up lines. A race with another process after this
+ * check is caught from llama-server's log (`isBindFailure`).
+ */
+export function assertPortFree(host: string, port: number): Promise<void> {
+  return new Promise((resolveFree, reject) => {
+    const server = createServer();
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      reject(portError(host, port, e.code ?? e.message));
+    });
+    server.listen({ host: host.replace(/^\[|\]$/gu, ''), port, exclusive: true }, () => {
+      server.close(() => {
+        resolveFree();
+      });
+    });
+  });
+}
+
+export function portError(host: string, port: number, why: string): CodiError {
+  if (why === 'EADDRINUSE' || why === 'bind') {
+    return new CodiError('LLM_PORT_IN_USE', `LLM port ${port} on ${host} is already in use`, {
+      exitCode: ExitCode.ENVIRONMENT,
+      hint: `stop what listens on ${port} (ss -ltnp 'sport = :${port}'), or set LLM_PORT to a free port`,
+      details: { host, port },
+    });
+  }
+  return new CodiError('LLM_PORT_UNAVAILABLE', `cannot bind LLM_HOST ${host} port ${port} (${why})`, {
+    exitCode: ExitCode.ENVIRONMENT,
+    hint:
+      why === 'EACCES'
+        ? 'ports below 1024 need privileges: use LLM_PORT 1024 or above'
+        : 'set LLM_HOST to an address of this machine (127.0.0.1, 0.0.0.0) and LLM_PORT to a free port',
+    details: { host, port },
+  });
+}
+
+/** llama-server's message when its listening socket cannot be bound (server-http.cpp). */
+export function isBindFailure(lines: readonly string[]): boolean {
+  return lines.some((l) => /couldn't bind HTTP server socket/u.test(l));
+}
+
+/** GET with a connection of its own (no keep-alive: a held connection would pin a server thread). */
+export function httpGet(url: string, timeoutMs: number): Promise<HttpResult> {
+  return httpCall('GET', url, timeoutMs);
+}
+
+export function httpPostJson(url: string, body: unknown, timeoutMs: number): Promise<HttpResult> {
+  return httpCall('POST', url, timeoutMs, JSON.stringify(body));
+}
+
+async function httpCall(method: string, url: string, timeoutMs: number, body?: string): Promise<HttpResult> {
+  const u = new URL(url);
+  // TLS is loaded only for an https endpoint: it is a noticeable part of start-up, and rare here
+  const request = u.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
+  return new Promise((resolveCall, reject) => {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(body));
+    }
+    const req = request(u, { method, agent: false, headers, timeout: timeoutMs }, (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        // a health answer is tiny; a huge one is not a llama.cpp server
+        size += c.length;
+        if (size <= 1024 * 1024) chunks.push(c);
+      });
+      res.on('end', () => {
+        resolveCall({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** One `GET /health`. Never throws. */
+export async function probeHealth(endpoint: string, timeoutMs = 2000): Promise<HealthProbe> {
+  try {
+    const res = await httpGet(`${endpoint}/health`, timeoutMs);
+    let detail = res.body.trim().slice(0, 200);
+    try {
+      const json = JSON.parse(res.body) as { status?: unknown; error?: { message?: unknown } };
+      if (typeof json.error?.message === 'string') detail = json.error.message;
+      else if (typeof json.status === 'string') detail = json.status;
+    } catch {
+      // not JSON: keep the text
+    }
+    return { ok: res.status === 200, status: res.status, detail: detail || `HTTP ${res.status}` };
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    return { ok: false, status: null, detail: errno ?? (e instanceof Error ? e.message : String(e)) };
+  }
+}
+
+export interface WaitHealthyOptions {
+  timeoutMs: number;
+  /** the embedded server: its exit ends the wait with its last lines */
+  child?: SupervisedChild;
+  /** resolves when the wait should end early (a signal) */
+  cancel?: Promise<unknown>;
+}
+
+export type WaitHealthyResult =
+  { healthy: true; ms: number; probes: number } | { healthy: false; cancelled: true };
+
+/**
+ * Polls `GET /health` until 200, bounded by `timeoutMs`. The embedded server exiting first is exit 4 with
+ * its last log lines (exit 3 when it could not bind its port); never healthy in time is exit 4.
+ */
+export async function waitUntilHealthy(
+  endpoint: string,
+  options: WaitHealthyOptions,
+): Promise<WaitHealthyResult> {
+  const started = performance.now();
+  const deadline = started + options.timeoutMs;
+  // an object, not a `let`: set from a callback, which flow analysis does not see
+  const state = { cancelled: false };
+  void options.cancel?.then(() => {
+    state.cancelled = true;
+  });
+  let last: HealthProbe | null = null;
+  let probes = 0;
+  const childExit = options.child?.exited.then(() => 'exited' as const);
+  for (let attempt = 0; ; attempt++) {
+    if (state.cancelled) return { healthy: false, cancelled: true };
+    if (options.child?.exit !== undefined) await childFailed(options.child);
+    const left = deadline - performance.now();
+    if (left <= 0) break;
+    last = await probeHealth(endpoint, Math.max(50, Math.min(2000, left)));
+    probes++;
+    if (last.ok) return { healthy: true, ms: Math.round(performance.now() - started), probes };
+    // 50 ms while a small model loads, easing off to 500 ms for a large one
+    const wait = Math.min(50 + attempt * 10, 500, Math.max(0, deadline - performance.now()));
+    await Promise.race([sleep(wait), childExit, options.cancel]);
+  }
+  const seconds = (options.timeoutMs / 1000).toFixed(options.timeoutMs % 1000 === 0 ? 0 : 1);
+  const lastText = last
+    ? last.status === null
+      ? last.detail
+      : `${last.status} ${last.detail}`
+    : 'no answer';
+  throw new CodiError(
+    'LLM_NOT_READY',
+    `the LLM at ${endpoint} was not healthy within ${seconds} s (last GET /health: ${lastText})`,
+    {
+      exitCode: ExitCode.LLM_FAILED,
+      hint: options.child
+        ? 'a large model on a slow disk needs longer: raise LLM_READY_TIMEOUT; the [llm] lines above show where it stopped'
+        : UNREACHABLE_HINT,
+      details: { endpoint, last, tail: options.child?.tail(20) ?? [] },
+    },
+  );
+}
+
+async function childFailed(child: SupervisedChild): Promise<never> {
+  await Promise.race([child.drained, sleep(500)]);
+  const tail = child.tail(20);
+  if (isBindFailure(tail)) {
+    throw portErrorFromTail(tail);
+  }
+  throw new CodiError(
+    'LLM_EXITED',
+    `llama-server ${describeExit(child.exit)} before it was healthy; its last lines:\n${tail.map((l) => `    ${l}`).join('\n')}`,
+    {
+      exitCode: ExitCode.LLM_FAILED,
+      hint: 'the lines above say why; a model or adapter llama.cpp cannot load is the usual cause',
+      details: { exit: child.exit ?? null, tail },
+    },
+  );
+}
+
+function portErrorFromTail(tail: readonly string[]): CodiError {
+  const line = tail.find((l) => /couldn't bind/u.test(l)) ?? '';
+  const m = /hostname: (\S+), port: (\d+)/u.exec(line);
+  const err = portError(m?.[1] ?? '?', Number(m?.[2] ?? 0), 'bind');
+  return new CodiError(err.code, `${err.message} (llama-server: ${line.trim()})`, {
+    exitCode: err.exitCode,
+    ...(err.hint ? { hint: err.hint } : {}),
+    details: { ...err.details, tail },
+  });
+}
+
+/** `GET /lora-adapters`. */
+export async function loraAdapters(endpoint: string, timeoutMs = 5000): Promise<LoraAdapterInfo[]> {
+  const res = await httpGet(`${endpoint}/lora-adapters`, timeoutMs);
+  if (res.status !== 200) throw new Error(`GET /lora-adapters: HTTP ${res.status} ${res.body.slice(0, 200)}`);
+  const json: unknown = JSON.parse(res.body);
+  if (!Array.isArray(json)) throw new Error('GET /lora-adapters did not return a list');
+  return json.map((e: unknown) => {
+    const o = (e ?? {}) as Record<string, unknown>;
+    return {
+      id: typeof o.id === 'number' ? o.id : -1,
+      path: typeof o.path === 'string' ? o.path : '',
+      scale: typeof o.scale === 'number' ? o.scale : NaN,
+    };
+  });
+}
+
+/**
+ * The server must list our GGUF at scale 1: llama-server applies `--lora` adapters at scale 1 unless
+ * told otherwise, so anything else means it is not serving what was verified (exit 4).
+ */
+export async function requireLoraServed(endpoint: string, gguf: string): Promise<LoraAdapterInfo[]> {
+  let list: LoraAdapterInfo[];
+  try {
+    list = await loraAdapters(endpoint);
+  } catch (e) {
+    throw new CodiError(
+      'LLM_LORA_MISSING',
+      `the LLM did not list its LoRA adapters: ${(e as Error).message}`,
+      {
+        exitCode: ExitCode.LLM_FAILED,
+        hint: 'a llama-server without GET /lora-adapters is too old for run: rebuild it with scripts/build-llama-server.sh',
+      },
+    );
+  }
+  const ours = list.find((a) => resolve(a.path) === resolve(gguf));
+  if (!ours || !(Math.abs(ours.scale - 1) < 1e-6)) {
+    throw new CodiError(
+      'LLM_LORA_MISSING',
+      ours
+        ? `the LLM serves the adapter at scale ${ours.scale}, not 1`
+        : `the LLM does not list the adapter ${gguf} (it lists ${JSON.stringify(list)})`,
+      {
+        exitCode: ExitCode.LLM_FAILED,
+        hint: 'remove LLAMA_ARG_LORA*/--lora-init-without-apply settings that change how llama-server applies adapters',
+        details: { lora_adapters: list, expected: gguf },
+      },
+    );
+  }
+  return list;
+}

@@ -1,0 +1,417 @@
+/**
+ * The children of `run` (llama-server and the app) and their supervision (CONTRACT §7): each child runs
+ * in its own process group (so a shell's or uvicorn's own children are signalled with it), its output
+ * goes to our stdout line by line behind a `[role]` prefix, and it is stopped gracefully, then by force
+ * after a bounded grace period. No child outlives `run`:
+ *  - `run` exits normally only after every group is gone; a last-resort `exit` hook SIGKILLs the groups
+ *    of children still registered (an exception that escaped everything).
+ *  - `run` SIGKILLed: nothing in `run` can act. On Linux each child is started through
+ *    `setpriv --pdeathsig KILL` (util-linux; prctl(PR_SET_PDEATHSIG)), so the kernel kills it when `run`
+ *    dies. That reaches the direct child only: a grandchild (e.g. a uvicorn worker) is orphaned, and
+ *    llama-server has no flag of its own for this (read from the pinned source). In the container `run`
+ *    runs under tini as PID 1: tini exits when `run` dies, and the kernel then kills every process of
+ *    the PID namespace, grandchildren included.
+ *  - PID 1: Node reaps its own children, but not orphans reparented to it; the image therefore starts
+ *    `run` under tini, which reaps everything (`run` warns when it finds itself as PID 1).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants, readdirSync, readFileSync } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import { CodiError, environmentError } from './errors.js';
+
+export interface ChildExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Receives each complete line of a child's stdout and stderr. */
+export type LineSink = (role: string, line: string) => void;
+
+export interface ChildSpec {
+  /** `llm` or `app`: the output prefix and the name in messages */
+  role: string;
+  command: string;
+  args: readonly string[];
+  env: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** a command prefix that makes the child die with us (see `parentDeathWrapper`), or null */
+  wrapper?: readonly string[] | null;
+}
+
+export interface StopResult {
+  role: string;
+  pid: number;
+  exit: ChildExit | null;
+  /** SIGKILL was needed */
+  forced: boolean;
+  alreadyExited: boolean;
+}
+
+const TAIL_LINES = 50;
+const POLL_MS = 25;
+
+/** Children whose process group may still exist: SIGKILLed if the process exits with them around. */
+const live = new Set<SupervisedChild>();
+let exitHook = false;
+
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const child of live) child.signal('SIGKILL');
+  });
+}
+
+export class SupervisedChild {
+  exit: ChildExit | undefined;
+  /** resolves when the child itself has exited (its group may live on) */
+  readonly exited: Promise<ChildExit>;
+  /** resolves when its stdout and stderr are closed (or shortly after exit, if a grandchild holds them) */
+  readonly drained: Promise<void>;
+  private readonly lines: string[] = [];
+
+  private constructor(
+    readonly role: string,
+    readonly pid: number,
+    readonly argv: readonly string[],
+    proc: ChildProcess,
+    sink: LineSink,
+  ) {
+    this.exited = new Promise((resolveExit) => {
+      proc.once('exit', (code, signal) => {
+        this.exit = { code, signal };
+        resolveExit(this.exit);
+      });
+    });
+    let open = 0;
+    let closeAll: () => void = () => undefined;
+    this.drained = new Promise((resolveDrain) => {
+      closeAll = resolveDrain;
+    });
+    for (const stream of [proc.stdout, proc.stderr]) {
+      if (!stream) continue;
+      open++;
+      const decoder = new StringDecoder('utf8');
+      let partial = '';
+      const push = (part: string): void => {
+        const line = part.endsWith('\r') ? part.slice(0, -1) : part;
+        this.lines.push(line);
+        if (this.lines.length > TAIL_LINES) this.lines.shift();
+        sink(role, line);
+      };
+      const emit = (text: string, final: boolean): void => {
+        const parts = (partial + text).split('\n');
+        partial = parts.pop() ?? '';
+        for (const part of parts) push(part);
+        if (final && partial !== '') push(partial);
+        if (final) partial = '';
+      };
+      stream.on('data', (chunk: Buffer) => {
+        emit(decoder.write(chunk), false);
+      });
+      stream.once('close', () => {
+        emit(decoder.end(), true);
+        if (--open === 0) closeAll();
+      });
+    }
+    if (open === 0) closeAll();
+    // a grandchild can keep the pipes open after the child exits; the tail must not wait for it
+    void this.exited.then(() => setTimeout(closeAll, 300).unref());
+  }
+
+  /** Spawns `spec` in a new process group; resolves once it is running. */
+  static start(spec: ChildSpec, sink: LineSink): Promise<SupervisedChild> {
+    installExitHook();
+    const argv = [...(spec.wrapper ?? []), spec.command, ...spec.args];
+    const [file = spec.command, ...rest] = argv;
+    return new Promise((resolveStart, reject) => {
+      const proc = spawn(file, rest, {
+        env: spec.env,
+        cwd: spec.cwd,
+        // detached: setsid(), so the child leads its own process group and session: we signal the
+        // whole group, and a Ctrl-C on the terminal reaches only us (we stop the children in order)
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      // kept for the child's lifetime: a later 'error' (a failed kill) without a listener would throw
+      proc.on('error', (e) => {
+        reject(environmentError(e, file, 'executed'));
+      });
+      proc.once('spawn', () => {
+        if (proc.pid === undefined) {
+          reject(new CodiError('SPAWN_FAILED', `${spec.role}: ${file} did not start`));
+          return;
+        }
+        const child = new SupervisedChild(spec.role, proc.pid, argv, proc, sink);
+        live.add(child);
+        resolveStart(child);
+      });
+    });
+  }
+
+  /** The last lines the child printed (stdout and stderr interleaved). */
+  tail(n = 20): string[] {
+    return this.lines.slice(-n);
+  }
+
+  /** Signals the child's whole process group; false when no member is left. */
+  signal(sig: NodeJS.Signals | 0): boolean {
+    try {
+      process.kill(-this.pid, sig);
+      return true;
+    } catch {
+      // the group leader may not have called setsid yet (a few µs after spawn): try the child itself
+      if (this.exit !== undefined) return false;
+      try {
+        process.kill(this.pid, sig);
+        return true;
+      } catch {
+        return false;
+      }
+    }
+  }
+
+  /**
+   * Whether the child or any member of its process group still runs. A zombie does not count: once its
+   * parent is gone only init can reap it (promptly under tini, lazily elsewhere), and it holds nothing.
+   */
+  groupAlive(): boolean {
+    if (this.exit === undefined) return true;
+    if (!this.signal(0)) return false;
+    return process.platform === 'linux' ? groupHasLiveMember(this.pid) : true;
+  }
+
+  /**
+   * `sig` to the group, then SIGKILL after `graceMs` if anything of it is left. Resolves once the
+   * child has exited and its group is empty (or, for zombies nobody reaps, after a short bound).
+   */
+  async stop(graceMs: number, sig: NodeJS.Signals = 'SIGTERM'): Promise<StopResult> {
+    const alreadyExited = this.exit !== undefined;
+    let forced = false;
+    if (this.groupAlive()) {
+      this.signal(sig);
+      if (!(await this.waitGone(graceMs))) {
+        forced = true;
+        this.signal('SIGKILL');
+        await this.waitGone(2000);
+      }
+    }
+    if (this.exit !== undefined) live.delete(this);
+    return { role: this.role, pid: this.pid, exit: this.exit ?? null, forced, alreadyExited };
+  }
+
+  /** SIGKILL now, without a grace period (a second Ctrl-C). */
+  async kill(): Promise<StopResult> {
+    return this.stop(0, 'SIGKILL');
+  }
+
+  private async waitGone(ms: number): Promise<boolean> {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      if (this.exit !== undefined && !this.groupAlive()) return true;
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      if (this.exit === undefined) {
+        await Promise.race([this.exited, sleep(Math.min(left, 250))]);
+      } else {
+        await sleep(Math.min(left, POLL_MS));
+      }
+    }
+  }
+}
+
+export type EndReason =
+  | { kind: 'signal'; signal: NodeJS.Signals }
+  | { kind: 'child-exit'; role: string; exit: ChildExit }
+  | { kind: 'unhealthy'; role: string; detail: string };
+
+/** Resolves with whatever comes first: a signal, a child's exit, or one of `others` (health monitors). */
+export function firstEnd(
+  children: readonly SupervisedChild[],
+  trap: SignalTrap,
+  others: readonly Promise<EndReason>[] = [],
+): Promise<EndReason> {
+  return Promise.race([
+    trap.received.then((signal): EndReason => ({ kind: 'signal', signal })),
+    ...children.map((c) => c.exited.then((exit): EndReason => ({ kind: 'child-exit', role: c.role, exit }))),
+    ...others,
+  ]);
+}
+
+/**
+ * Stops the children one after the other, in the order given (the app before the LLM it uses), each
+ * with its own grace period. Another signal while stopping (a second Ctrl-C) kills what is left at once.
+ */
+export async function stopInOrder(
+  children: readonly SupervisedChild[],
+  graceMs: number,
+  sig: NodeJS.Signals,
+  trap: SignalTrap | null,
+  onStop: (child: SupervisedChild, result: StopResult) => void = () => undefined,
+): Promise<StopResult[]> {
+  let hurry = false;
+  const seen = trap?.count ?? 0;
+  const results: StopResult[] = [];
+  for (const child of children) {
+    hurry ||= (trap?.count ?? 0) > seen;
+    let result: StopResult;
+    if (hurry) {
+      result = await child.kill();
+    } else {
+      const stopping = child.stop(graceMs, sig);
+      const repeat = trap?.next().then(() => {
+        hurry = true;
+        child.signal('SIGKILL');
+      });
+      result = await stopping;
+      void repeat;
+    }
+    results.push(result);
+    onStop(child, result);
+  }
+  return results;
+}
+
+/**
+ * Catches SIGTERM, SIGINT and SIGHUP for the whole of `run`: without handlers Node would die at once
+ * (leaving the children to the parent-death signal), and as PID 1 the kernel would ignore them.
+ */
+export class SignalTrap {
+  signal: NodeJS.Signals | null = null;
+  count = 0;
+  readonly received: Promise<NodeJS.Signals>;
+  private resolveFirst: (sig: NodeJS.Signals) => void = () => undefined;
+  private waiters: ((sig: NodeJS.Signals) => void)[] = [];
+  private readonly handler = (sig: NodeJS.Signals): void => {
+    this.count++;
+    if (this.signal === null) {
+      this.signal = sig;
+      this.resolveFirst(sig);
+      return;
+    }
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w(sig);
+  };
+
+  constructor(readonly signals: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+    this.received = new Promise((r) => {
+      this.resolveFirst = r;
+    });
+    for (const s of signals) process.on(s, this.handler);
+  }
+
+  /** Whether a stop was asked for (a method: the value changes behind any `await`). */
+  stopRequested(): boolean {
+    return this.signal !== null;
+  }
+
+  /** The next signal after the first. */
+  next(): Promise<NodeJS.Signals> {
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  dispose(): void {
+    for (const s of this.signals) process.off(s, this.handler);
+  }
+}
+
+/** The signal to pass on: SIGHUP (terminal gone) is a plain "stop" for the children. */
+export function forwardedSignal(sig: NodeJS.Signals): NodeJS.Signals {
+  return sig === 'SIGINT' ? 'SIGINT' : 'SIGTERM';
+}
+
+let wrapper: Promise<readonly string[] | null> | undefined;
+
+/**
+ * `setpriv --pdeathsig KILL --` where util-linux's setpriv supports it (Linux): the kernel then
+ * SIGKILLs the child when `run` dies, even by SIGKILL. null elsewhere: the children are then only
+ * stopped by `run` itself (or by the container's end).
+ */
+export function parentDeathWrapper(env: NodeJS.ProcessEnv = process.env): Promise<readonly string[] | null> {
+  if (process.platform !== 'linux') return Promise.resolve(null);
+  wrapper ??= findExecutable('setpriv', env).then(async (path) => {
+    if (path === null) return null;
+    // --pdeathsig came with util-linux 2.33; its name is in the binary's option table. Reading the file
+    // (~50 KB) costs far less than starting `setpriv --help` on run's critical path.
+    const binary = await readFile(path).catch(() => null);
+    return binary?.includes('pdeathsig') ? [path, '--pdeathsig', 'KILL', '--'] : null;
+  });
+  return wrapper;
+}
+
+/**
+ * An executable as the shell would find it: a name with a slash is a path (relative to `cwd`), any other
+ * name is looked up on PATH. null when there is no such executable file.
+ */
+export async function findExecutable(
+  name: string,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd: string = process.cwd(),
+): Promise<string | null> {
+  const candidates = name.includes('/')
+    ? [isAbsolute(name) ? name : resolve(cwd, name)]
+    : (env.PATH ?? '')
+        .split(delimiter)
+        .filter((d) => d !== '')
+        .map((d) => join(resolve(cwd, d), name));
+  for (const candidate of candidates) {
+    try {
+      const st = await stat(candidate);
+      if (!st.isFile()) continue;
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here, or not executable: try the next PATH entry
+    }
+  }
+  return null;
+}
+
+/** Why a path given as an executable cannot be run, for the error message. */
+export async function whyNotExecutable(path: string): Promise<string> {
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) return 'is not a file';
+    await access(path, constants.X_OK);
+    return 'is executable';
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    if (errno === 'ENOENT') return 'does not exist';
+    if (errno === 'EACCES') return 'is not executable by this user';
+    return `cannot be run (${errno ?? String(e)})`;
+  }
+}
+
+/** Linux: a non-zombie process in group `pgid`, read from /proc (fields after the command name). */
+function groupHasLiveMember(pgid: number): boolean {
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return true;
+  }
+  for (const name of names) {
+    if (name.charCodeAt(0) < 48 || name.charCodeAt(0) > 57) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') return true;
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return false;
+}
+
+export function describeExit(exit: ChildExit | null | undefined): string {
+  if (!exit) return 'is still running';
+  if (exit.signal) return `was killed by ${exit.signal}`;
+  return `exited with code ${exit.code ?? '?'}`;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

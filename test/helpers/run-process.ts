@@ -1,0 +1,125 @@
+/**
+ * The built CLI as a long-running process the test can watch and signal (`codi-adapter run`), and the
+ * process checks every run test ends with: nothing it started may be left.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { BIN, REPO } from './cli.js';
+
+export interface RunProcess {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** resolves once stdout or stderr matches (rejects when the process ends first or on timeout) */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+}
+
+const started = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of started) c.kill('SIGKILL');
+});
+
+export function startRun(args: readonly string[], env: Record<string, string | undefined>): RunProcess {
+  const merged: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', ...env };
+  const clean = Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined));
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: REPO,
+    env: clean,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  started.add(child);
+  let out = '';
+  let err = '';
+  const listeners = new Set<() => void>();
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (const l of listeners) l();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    for (const l of listeners) l();
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>(
+    (resolve) => {
+      child.on('close', (code, signal) => {
+        started.delete(child);
+        resolve({ code, signal, ms: performance.now() - t0 });
+        for (const l of listeners) l();
+      });
+    },
+  );
+  let done = false;
+  void exited.then(() => (done = true));
+  return {
+    pid: child.pid ?? -1,
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    waitFor(pattern, timeoutMs = 60_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (pattern.test(out) || pattern.test(err)) {
+            cleanup();
+            resolve();
+          } else if (done) {
+            cleanup();
+            reject(new Error(`run ended before ${String(pattern)}:\n${out}\n${err}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`no ${String(pattern)} within ${timeoutMs} ms:\n${out}\n${err}`));
+        }, timeoutMs);
+        const cleanup = (): void => {
+          clearTimeout(timer);
+          listeners.delete(check);
+        };
+        listeners.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** A live process (a zombie waiting to be reaped does not count: it runs nothing and holds no port). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** Live processes whose command line mentions `text` (a test's temp folder), other than us. */
+export function processesMentioning(text: string): { pid: number; cmdline: string }[] {
+  const found: { pid: number; cmdline: string }[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/u.test(name)) continue;
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/gu, ' ');
+    } catch {
+      continue;
+    }
+    if (cmdline.includes(text) && alive(pid)) found.push({ pid, cmdline });
+  }
+  return found;
+}
+
+/** Waits up to `ms` for every pid to be gone; returns the ones still alive. */
+export async function waitGone(pids: readonly number[], ms = 5000): Promise<number[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = pids.filter(alive);
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

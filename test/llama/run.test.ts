@@ -1,0 +1,484 @@
+/**
+ * `codi-adapter run` end to end: the built CLI, the real llama-server and the tiny model. Every test
+ * ends by checking that no process it caused is left (each command line mentions the test's folder).
+ */
+import { spawnSync } from 'node:child_process';
+import { chmod, cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { REPO } from '../helpers/cli.js';
+import { freePort, llamaServerBinary, startLlamaServer } from '../helpers/llama.js';
+import { alive, processesMentioning, startRun, waitGone, type RunProcess } from '../helpers/run-process.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const ADAPTER = 'tiny-qwen2-lora';
+const APP = join(REPO, 'test/fixtures/run-app.js');
+const FAULT_503 = join(REPO, 'test/fixtures/fault-server-503-forever.js');
+const GRACE_S = 3;
+
+let root: string;
+let bin: string;
+let seq = 0;
+const runs: RunProcess[] = [];
+
+beforeAll(async () => {
+  bin = await llamaServerBinary();
+  root = await tempDir('codi-run-');
+  await mkdir(join(root, 'adapters'), { recursive: true });
+  await mkdir(join(root, 'base'), { recursive: true });
+  await cp(join(REPO, 'examples/adapters', ADAPTER), join(root, 'adapters', ADAPTER), { recursive: true });
+  await cp(join(REPO, 'examples/adapters/broken-checksum'), join(root, 'adapters/broken-checksum'), {
+    recursive: true,
+  });
+  await cp(join(REPO, 'examples/base/tiny-qwen2.gguf'), join(root, 'base/tiny-qwen2.gguf'));
+  await writeFile(join(root, 'rules.yml'), 'version: "2026.11.0"\nllm_assist:\n  adapters: {}\n');
+}, 45 * 60_000);
+
+afterEach(async () => {
+  for (const r of runs.splice(0)) {
+    if (alive(r.pid)) r.child.kill('SIGKILL');
+  }
+  // nothing started by the test may outlive it
+  let left = processesMentioning(root);
+  for (let i = 0; i < 40 && left.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    left = processesMentioning(root);
+  }
+  expect(left, 'processes left behind').toEqual([]);
+});
+
+async function baseEnv(
+  extra: Record<string, string | undefined> = {},
+): Promise<Record<string, string | undefined>> {
+  return {
+    LLAMA_SERVER_BIN: bin,
+    MODEL_MOUNT_PATH: root,
+    ADAPTER_PATH: join(root, 'adapters', ADAPTER),
+    CODE_MODEL: 'tiny-qwen2',
+    LLM_PORT: String(await freePort()),
+    LLAMA_CPP_THREADS: '2',
+    CODI_STATE_DIR: join(root, `state-${++seq}`),
+    PATTERNS_RULES: join(root, 'rules.yml'),
+    STOP_GRACE_PERIOD: String(GRACE_S),
+    LLM_HEALTH_INTERVAL: '1',
+    AIRGAP: undefined,
+    AIRGAP_ALLOWLIST: undefined,
+    LLM_ENDPOINT: undefined,
+    LLM_ENABLED: undefined,
+    APP_COMMAND: 'none',
+    ...extra,
+  };
+}
+
+function start(env: Record<string, string | undefined>, args: string[] = []): RunProcess {
+  const r = startRun(['run', ...args], env);
+  runs.push(r);
+  return r;
+}
+
+async function readJson<T>(file: string, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return JSON.parse(await readFile(file, 'utf8')) as T;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+interface AppRecord {
+  pid: number;
+  env: Record<string, string | null>;
+  completion?: { status: number; content: string };
+}
+
+interface EnvironmentJson {
+  adapter: { id: string; version: string; checksum: string; checksum_verified: boolean; gguf: string };
+  ruleset: { version: string | null };
+  base_model: { id: string; path: string };
+  llm: {
+    pid: number;
+    endpoint: string;
+    llama_server: { version: string; commit: string | null };
+    lora_adapters: { path: string; scale: number }[];
+  };
+  codi_adapter: { version: string };
+  settings: Record<string, string>;
+}
+
+describe('run, embedded llama-server', () => {
+  it('becomes ready, serves the adapter to the app, and stops cleanly on SIGTERM (exit 0)', async () => {
+    const appPort = await freePort();
+    const env = await baseEnv({
+      APP_HEALTH_PORT: String(appPort),
+      APP_HEALTH_URL: `http://127.0.0.1:${appPort}/healthz`,
+    });
+    const record = join(root, 'happy.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} record ${record}` });
+    const app = await readJson<AppRecord>(record);
+    const environment = await readJson<EnvironmentJson>(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+
+    // the app got the endpoint, the environment file and the air-gap proxy guard, and a completion
+    expect(app.env.LLM_ENDPOINT).toBe(`http://127.0.0.1:${env.LLM_PORT ?? ''}`);
+    expect(app.env.CODI_ENVIRONMENT_FILE).toBe(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+    expect(app.env.HTTP_PROXY).toBe('http://127.0.0.1:9');
+    expect(app.env.https_proxy).toBe('http://127.0.0.1:9');
+    expect(app.env.NO_PROXY).toBe('localhost,127.0.0.1,::1');
+    expect(app.completion?.status).toBe(200);
+    expect(typeof app.completion?.content).toBe('string');
+    expect(app.completion?.content.length).toBeGreaterThan(0);
+
+    // environment.json records what is served
+    expect(environment.adapter).toMatchObject({
+      id: ADAPTER,
+      version: '0.1.0',
+      checksum: 'sha256:601dd4a90ee933effd9995bd15bebf30e9ad00f9813684caad8d34faa300a8ce',
+      checksum_verified: true,
+    });
+    expect(environment.ruleset.version).toBe('2026.11.0');
+    expect(environment.base_model).toEqual({ id: 'tiny-qwen2', path: join(root, 'base/tiny-qwen2.gguf') });
+    expect(environment.llm.llama_server.version).toMatch(/^version: \S+ \(build \d+, commit [0-9a-f]+\)/u);
+    expect(environment.llm.lora_adapters).toEqual([
+      expect.objectContaining({ path: environment.adapter.gguf, scale: 1 }),
+    ]);
+    expect(environment.settings.LLM_PORT).toBe(env.LLM_PORT);
+    expect(environment.settings.LLAMA_CPP_THREADS).toBe('2');
+    expect(Object.keys(environment.settings)).toContain('AIRGAP_ALLOWLIST');
+
+    // the supervision health checks: the LLM every second, the app until it first answers
+    await r.waitFor(/LLM healthy \(/u, 10_000);
+    await r.waitFor(/app healthy after \d+\.\d s \(http:\/\/127\.0\.0\.1:\d+\/healthz\)/u, 10_000);
+    const out = r.stdout();
+    expect(out).toContain('MODEL_MOUNT_PATH');
+    expect(out).toMatch(/Adapter Status: mounted/u);
+    expect(out).toMatch(/checksums 2\/2 files sha256 ok/u);
+    expect(out).toMatch(/^\[llm\] /mu);
+    expect(out).toMatch(/^\[app\] run-app: recorded/mu);
+    expect(out).toMatch(/LLM serves the adapter at scale 1/u);
+
+    // the image's HEALTHCHECK agrees
+    const health = spawnSync(process.execPath, [join(REPO, 'docker/healthcheck.js')], {
+      env: { ...process.env, CODI_STATE_DIR: env.CODI_STATE_DIR },
+      encoding: 'utf8',
+    });
+    expect(health.status, health.stdout).toBe(0);
+    expect(health.stdout).toMatch(/^healthy: adapter tiny-qwen2-lora 0\.1\.0, LLM embedded/u);
+
+    const t0 = performance.now();
+    r.child.kill('SIGTERM');
+    const exit = await r.exited;
+    const stopMs = performance.now() - t0;
+    expect(exit.code, r.stderr()).toBe(0);
+    expect(stopMs).toBeLessThan(2 * GRACE_S * 1000 + 2000);
+    expect(await waitGone([environment.llm.pid, app.pid], 100)).toEqual([]);
+    expect(r.stdout()).toMatch(/received SIGTERM: stopping app, then llm/u);
+    const after = spawnSync(process.execPath, [join(REPO, 'docker/healthcheck.js')], {
+      env: { ...process.env, CODI_STATE_DIR: env.CODI_STATE_DIR },
+      encoding: 'utf8',
+    });
+    expect(after.status).toBe(1);
+    expect(after.stdout).toMatch(/^unhealthy: LLM .*ECONNREFUSED/u);
+  }, 120_000);
+
+  it('kills the app and exits 4 when llama-server dies', async () => {
+    const env = await baseEnv();
+    const record = join(root, 'llm-dies.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} record ${record}` });
+    const app = await readJson<AppRecord>(record);
+    const environment = await readJson<EnvironmentJson>(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+    process.kill(environment.llm.pid, 'SIGKILL');
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(4);
+    expect(r.stderr()).toMatch(
+      /LLM_EXITED: llama-server was killed by SIGKILL while serving; the app was stopped/u,
+    );
+    expect(await waitGone([app.pid], 100)).toEqual([]);
+  }, 120_000);
+
+  it('stops llama-server and exits 5 when the app exits with code 3', async () => {
+    const env = await baseEnv();
+    const record = join(root, 'app-dies.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} exit 3 ${record}` });
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(5);
+    expect(r.stderr()).toMatch(/APP_EXITED: the app exited with code 3; the LLM was stopped/u);
+    const environment = await readJson<EnvironmentJson>(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+    expect(await waitGone([environment.llm.pid], 100)).toEqual([]);
+    expect(r.stdout()).toMatch(/llama-server \(pid \d+\) stopped: exited with code 0/u);
+  }, 120_000);
+
+  it('stops the app and exits 4 when the LLM fails its health checks while serving (fault injection)', async () => {
+    const env = await baseEnv({
+      LLAMA_SERVER_BIN: join(REPO, 'test/fixtures/fault-server-healthy-then-503.js'),
+      LLM_HEALTH_INTERVAL: '0.3',
+      LLM_HEALTH_RETRIES: '3',
+    });
+    const record = join(root, 'unhealthy.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} record ${record}` });
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(4);
+    expect(r.stderr()).toMatch(
+      /LLM_UNHEALTHY: the LLM failed 3 health checks in a row \(last: HTTP 503 injected fault\)/u,
+    );
+    expect(r.stdout()).toMatch(/LLM unhealthy \(.*\), 1\/3/u);
+    const app = await readJson<AppRecord>(record);
+    expect(alive(app.pid)).toBe(false);
+  }, 60_000);
+
+  it('SIGKILLs an app that ignores SIGTERM after the grace period', async () => {
+    const env = await baseEnv({ STOP_GRACE_PERIOD: '1' });
+    const record = join(root, 'stubborn.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} ignore-term ${record}` });
+    const app = await readJson<AppRecord>(record);
+    r.child.kill('SIGTERM');
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(0);
+    expect(r.stdout()).toMatch(
+      /app \(pid \d+\) stopped: was killed by SIGKILL \(SIGKILL after the grace period\)/u,
+    );
+    expect(alive(app.pid)).toBe(false);
+  }, 120_000);
+
+  it('serves the LLM alone with APP_COMMAND=none until SIGINT', async () => {
+    const env = await baseEnv({ APP_COMMAND: 'none' });
+    const r = start(env);
+    await r.waitFor(/serving the LLM until stopped/u);
+    const environment = await readJson<EnvironmentJson>(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+    r.child.kill('SIGINT');
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(0);
+    expect(alive(environment.llm.pid)).toBe(false);
+  }, 120_000);
+
+  it('leaves no child behind when run itself is SIGKILLed (parent-death signal)', async () => {
+    const env = await baseEnv();
+    const record = join(root, 'sigkill.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} record ${record}` });
+    const app = await readJson<AppRecord>(record);
+    const environment = await readJson<EnvironmentJson>(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+    r.child.kill('SIGKILL');
+    await r.exited;
+    expect(await waitGone([environment.llm.pid, app.pid], 3000)).toEqual([]);
+  }, 120_000);
+
+  it('prints one JSON object on exit with --json, the logs going to stderr', async () => {
+    const env = await baseEnv();
+    const record = join(root, 'json.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} exit 0 ${record}` }, ['--json']);
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(0);
+    const result = JSON.parse(r.stdout()) as Record<string, unknown>;
+    expect(result).toMatchObject({ ok: true, exitCode: 0, outcome: 'app-finished', mode: 'embedded' });
+    expect(r.stderr()).toMatch(/^\[llm\] /mu);
+    expect(r.stderr()).toMatch(/Adapter Status: mounted/u);
+  }, 120_000);
+});
+
+describe('run, failures before anything is served', () => {
+  it('exits 4 once LLM_READY_TIMEOUT passes when the server answers 503 forever (fault injection)', async () => {
+    const env = await baseEnv({ LLAMA_SERVER_BIN: FAULT_503, LLM_READY_TIMEOUT: '2', APP_COMMAND: 'none' });
+    const r = start(env);
+    await r.waitFor(/starting llama-server/u);
+    const t0 = performance.now();
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(4);
+    expect(r.stderr()).toMatch(
+      /LLM_NOT_READY: .* not healthy within 2 s \(last GET \/health: 503 Loading model\)/u,
+    );
+    expect(r.stderr()).toMatch(/LLM_READY_TIMEOUT/u);
+    expect(performance.now() - t0).toBeLessThan(2000 + GRACE_S * 1000 + 2000);
+    expect(r.stdout()).toMatch(/^\[llm\] fault-server-503-forever: answering 503/mu);
+  }, 60_000);
+
+  it('stops promptly and exits 0 on SIGTERM while waiting for health', async () => {
+    const env = await baseEnv({ LLAMA_SERVER_BIN: FAULT_503, LLM_READY_TIMEOUT: '60', APP_COMMAND: 'none' });
+    const r = start(env);
+    await r.waitFor(/fault-server-503-forever: answering 503/u);
+    r.child.kill('SIGTERM');
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(0);
+    expect(r.stdout()).toMatch(/received SIGTERM while starting: stopping/u);
+  }, 60_000);
+
+  it('exits 3 saying what to set when LLAMA_SERVER_BIN is missing', async () => {
+    const env = await baseEnv({ LLAMA_SERVER_BIN: join(root, 'no/such/llama-server') });
+    const r = start(env);
+    const exit = await r.exited;
+    expect(exit.code).toBe(3);
+    expect(r.stderr()).toMatch(
+      /LLAMA_SERVER_NOT_FOUND: llama-server not found: LLAMA_SERVER_BIN=.* does not exist/u,
+    );
+    expect(r.stderr()).toMatch(/hint: rebuild the image \(make build-complete\) or set LLAMA_SERVER_BIN/u);
+  }, 60_000);
+
+  it('exits 3 when LLAMA_SERVER_BIN cannot run (missing libraries)', async () => {
+    const broken = join(root, 'broken-llama-server');
+    await writeFile(
+      broken,
+      '#!/bin/sh\necho "llama-server: error while loading shared libraries: libllama.so.0" >&2\nexit 127\n',
+    );
+    await chmod(broken, 0o755);
+    const r = start(await baseEnv({ LLAMA_SERVER_BIN: broken }));
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(3);
+    expect(r.stderr()).toMatch(/LLAMA_SERVER_BROKEN: .*error while loading shared libraries/u);
+    expect(r.stderr()).toMatch(/rebuild the image \(make build-complete\) or set LLAMA_SERVER_BIN/u);
+  }, 60_000);
+
+  it('exits 3 when llama-server is not on PATH and LLAMA_SERVER_BIN is unset', async () => {
+    const env = await baseEnv({
+      LLAMA_SERVER_BIN: undefined,
+      PATH: `${join(root, 'empty-bin')}:/usr/bin:/bin`,
+    });
+    const r = start(env);
+    const exit = await r.exited;
+    expect(exit.code).toBe(3);
+    expect(r.stderr()).toMatch(/LLAMA_SERVER_BIN=llama-server \(not on PATH\)/u);
+  }, 60_000);
+
+  it('exits 3 with a clear error when the LLM port is already in use', async () => {
+    const env = await baseEnv();
+    const blocker: Server = createServer();
+    await new Promise<void>((resolve) => blocker.listen(Number(env.LLM_PORT), '127.0.0.1', resolve));
+    try {
+      const r = start(env);
+      const exit = await r.exited;
+      expect(exit.code).toBe(3);
+      expect(r.stderr()).toMatch(
+        new RegExp(`LLM_PORT_IN_USE: LLM port ${env.LLM_PORT ?? ''} on 127.0.0.1 is already in use`, 'u'),
+      );
+      expect(r.stderr()).toMatch(/set LLM_PORT to a free port/u);
+      expect(r.stdout()).not.toMatch(/starting llama-server/u);
+    } finally {
+      blocker.close();
+    }
+  }, 60_000);
+
+  it('prints Adapter Status: not_mounted and exits 3 when the adapter is missing', async () => {
+    const env = await baseEnv({ ADAPTER_PATH: join(root, 'adapters/qwen15b-lora-v0.1') });
+    const r = start(env);
+    const exit = await r.exited;
+    expect(exit.code).toBe(3);
+    expect(r.stdout()).toMatch(
+      /Adapter Status: not_mounted \(ADAPTER_PATH .*qwen15b-lora-v0.1 does not exist\)/u,
+    );
+    // the hint names the actual volume and id
+    expect(r.stderr()).toContain(
+      `hint: mount the host folder at ${join(root, 'adapters', 'qwen15b-lora-v0.1')}, readable by UID 1000`,
+    );
+  }, 60_000);
+
+  it('exits 1 when the adapter fails verification', async () => {
+    const env = await baseEnv({ ADAPTER_PATH: join(root, 'adapters/broken-checksum') });
+    const r = start(env);
+    const exit = await r.exited;
+    expect(exit.code).toBe(1);
+    expect(r.stdout()).toMatch(/Adapter Status: invalid \(1 error: CHECKSUM_MISMATCH\)/u);
+    expect(r.stderr()).toMatch(/CHECKSUM_MISMATCH/u);
+    expect(r.stderr()).toMatch(/re-copy the adapter files/u);
+  }, 60_000);
+
+  it("exits 1 when the adapter's base_model is not CODE_MODEL", async () => {
+    const env = await baseEnv({
+      CODE_MODEL: 'qwen2.5-coder-1.5b',
+      BASE_MODEL_PATH: join(root, 'base/tiny-qwen2.gguf'),
+    });
+    const r = start(env);
+    const exit = await r.exited;
+    expect(exit.code).toBe(1);
+    expect(r.stderr()).toMatch(
+      /BASE_MODEL_MISMATCH: the adapter was trained for base_model "tiny-qwen2", but CODE_MODEL is "qwen2.5-coder-1.5b"/u,
+    );
+  }, 60_000);
+
+  it('exits 2 naming the variable for a malformed setting', async () => {
+    const r = start(await baseEnv({ LLM_ENABLED: 'maybe' }));
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(2);
+    expect(r.stderr()).toMatch(/CONFIG_INVALID: LLM_ENABLED must be true or false, got "maybe"/u);
+  }, 60_000);
+});
+
+describe('run, other modes', () => {
+  it('runs the app alone with LLM_ENABLED=false, and exits 0 when it finishes', async () => {
+    const env = await baseEnv({ LLM_ENABLED: 'false', LLM_ENDPOINT: 'http://127.0.0.1:1' });
+    const record = join(root, 'no-llm.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} exit 0 ${record}` });
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(0);
+    const app = await readJson<AppRecord>(record);
+    expect(app.env.LLM_ENDPOINT).toBeNull();
+    expect(app.env.LLM_ENABLED).toBe('false');
+    expect(app.completion).toBeUndefined();
+    expect(r.stdout()).not.toMatch(/^\[llm\]/mu);
+    expect(r.stdout()).toMatch(/LLM disabled/u);
+  }, 60_000);
+
+  it('serves <MODEL_MOUNT_PATH>/adapters/active by default (mount --activate)', async () => {
+    await symlink(ADAPTER, join(root, 'adapters/active'));
+    try {
+      const env = await baseEnv({ ADAPTER_PATH: undefined });
+      const r = start({ ...env, APP_COMMAND: `node ${APP} exit 0 ${join(root, 'active.json')}` });
+      const exit = await r.exited;
+      expect(exit.code, r.stderr()).toBe(0);
+      const environment = await readJson<EnvironmentJson & { adapter: { path: string } }>(
+        join(env.CODI_STATE_DIR ?? '', 'environment.json'),
+      );
+      expect(environment.adapter.path).toBe(join(root, 'adapters', ADAPTER));
+      expect(environment.settings.ADAPTER_PATH).toBe(join(root, 'adapters/active'));
+    } finally {
+      await rm(join(root, 'adapters/active'));
+    }
+  }, 120_000);
+
+  it('exits 3 naming both variables for a remote endpoint that is not allow-listed', async () => {
+    const r = start(await baseEnv({ LLM_ENDPOINT: 'http://llm.internal.example.com:8081', AIRGAP: 'true' }));
+    const exit = await r.exited;
+    expect(exit.code).toBe(3);
+    expect(r.stderr()).toMatch(
+      /AIRGAP_BLOCKED: LLM_ENDPOINT http:\/\/llm.internal.example.com:8081 is not loopback/u,
+    );
+    expect(r.stderr()).toMatch(/AIRGAP_ALLOWLIST/u);
+  }, 60_000);
+
+  it('exits 4 with the resolution when an allow-listed remote endpoint is unreachable', async () => {
+    const port = await freePort();
+    const r = start(
+      await baseEnv({
+        LLM_ENDPOINT: `http://localhost:${port}`,
+        LLM_HEALTH_RETRIES: '2',
+        APP_COMMAND: 'none',
+      }),
+    );
+    const exit = await r.exited;
+    expect(exit.code).toBe(4);
+    expect(r.stderr()).toMatch(/LLM_UNREACHABLE: .* in 2 attempt\(s\)/u);
+    expect(r.stderr()).toMatch(
+      /check port mappings and container network, or add the host to AIRGAP_ALLOWLIST/u,
+    );
+  }, 60_000);
+
+  it('uses a healthy remote llama-server and hands its endpoint to the app', async () => {
+    const remote = await startLlamaServer({ model: join(root, 'base/tiny-qwen2.gguf'), threads: 1 });
+    try {
+      const record = join(root, 'remote.json');
+      const env = await baseEnv({
+        LLM_ENDPOINT: `${remote.url}/`,
+        ADAPTER_PATH: join(root, 'adapters/absent'),
+      });
+      const r = start({ ...env, APP_COMMAND: `node ${APP} exit 0 ${record}` });
+      const exit = await r.exited;
+      expect(exit.code, r.stderr()).toBe(0);
+      const app = await readJson<AppRecord>(record);
+      expect(app.env.LLM_ENDPOINT).toBe(remote.url);
+      expect(app.completion?.status).toBe(200);
+      expect(r.stdout()).toMatch(/remote LLM healthy/u);
+      expect(r.stdout()).not.toMatch(/^\[llm\]/mu);
+    } finally {
+      await remote.stop();
+    }
+  }, 120_000);
+});
