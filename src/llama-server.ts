@@ -267,8 +267,9 @@ export async function waitUntilHealthy(
     last = await probeHealth(endpoint, Math.max(50, Math.min(2000, left)));
     probes++;
     if (last.ok) return { healthy: true, ms: Math.round(performance.now() - started), probes };
-    // 50 ms while a small model loads, easing off to 500 ms for a large one
-    const wait = Math.min(50 + attempt * 10, 500, Math.max(0, deadline - performance.now()));
+    // 10 ms while a small model loads (readiness is what `run` is measured by), easing off to 500 ms
+    // for a large one
+    const wait = Math.min(10 + attempt * 10, 500, Math.max(0, deadline - performance.now()));
     await Promise.race([sleep(wait), childExit, options.cancel]);
   }
   const seconds = (options.timeoutMs / 1000).toFixed(options.timeoutMs % 1000 === 0 ? 0 : 1);

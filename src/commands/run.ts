@@ -1,10 +1,8 @@
 import { Flags, type Interfaces } from '@oclif/core';
-import chalk from 'chalk';
 import { BaseCommand } from '../base-command.js';
-import { renderFinding } from '../render.js';
-import { flagName, resolveRunConfig, RUN_SETTINGS, type RunConfig, type RunFlags } from '../run-config.js';
-import { runServices, type RunEvent, type RunResult } from '../run.js';
-import { VERSION } from '../version.js';
+import { flagName, RUN_SETTINGS } from '../run-config.js';
+import { startRun } from '../run-entry.js';
+import type { RunResult } from '../run.js';
 
 export type { RunResult };
 
@@ -20,6 +18,10 @@ const settingFlags = Object.fromEntries(
   }),
 ) as Interfaces.FlagInput;
 
+/**
+ * The help and the oclif route into `run`. `bin/run.js` starts `codi-adapter run …` through
+ * src/run-entry.ts without oclif; both end in the same `startRun`.
+ */
 export default class Run extends BaseCommand {
   static override summary =
     'Serve the mounted adapter with llama-server and start the app (the container entrypoint)';
@@ -37,67 +39,6 @@ With --json the children's lines and progress go to stderr, and one JSON object 
 
   async run(): Promise<RunResult> {
     const { flags } = await this.parse(Run);
-    const given = flags as Record<string, string | boolean | undefined>;
-    const runFlags: RunFlags = {};
-    for (const s of RUN_SETTINGS) runFlags[s.name] = given[flagName(s.name)];
-    const config = resolveRunConfig({ env: process.env, flags: runFlags });
-
-    const json = this.jsonEnabled();
-    // stdout carries the one JSON object under --json; everything else goes to stderr then
-    const out = json ? process.stderr : process.stdout;
-    // a closed pipe (`run | head`) must not take the supervisor down with it
-    out.on('error', () => undefined);
-    const write = (text: string): void => {
-      out.write(text);
-    };
-    return runServices({
-      config,
-      onEvent: (event) => {
-        write(renderEvent(event));
-      },
-      output: (role, line) => {
-        write(`${chalk.dim(`[${role}]`)} ${line}\n`);
-      },
-    });
+    return startRun(flags, this.jsonEnabled());
   }
-}
-
-function renderEvent(event: RunEvent): string {
-  switch (event.kind) {
-    case 'config':
-      return renderConfig(event.config);
-    case 'adapter-status': {
-      const colour = event.status === 'mounted' ? chalk.green : chalk.red;
-      let text = `Adapter Status: ${colour(event.status)} (${event.reason})\n`;
-      if (event.hint) text += `  ${chalk.dim('hint:')} ${event.hint}\n`;
-      return text;
-    }
-    case 'findings':
-      return event.findings.map((f) => `${renderFinding(f)}\n`).join('');
-    case 'log': {
-      const mark = event.level === 'warn' ? `${chalk.yellow('⚠')} ` : '';
-      let text = `${chalk.dim('[run]')} ${mark}${event.message}\n`;
-      if (event.hint) text += `      ${chalk.dim('hint:')} ${event.hint}\n`;
-      return text;
-    }
-  }
-}
-
-function renderConfig(config: RunConfig): string {
-  const mode =
-    config.llmMode === 'embedded'
-      ? `embedded llama-server on ${config.llmEndpoint ?? '?'}`
-      : config.llmMode === 'remote'
-        ? `remote LLM ${config.llmEndpoint ?? '?'}`
-        : 'no LLM';
-  const app = config.app ? config.app.text : 'none';
-  const width = Math.max(...RUN_SETTINGS.map((s) => s.name.length));
-  const lines = [`${chalk.bold(`codi-adapter ${VERSION} run`)}: ${mode}; app: ${app}`];
-  for (const s of RUN_SETTINGS) {
-    const source = config.sources[s.name];
-    lines.push(
-      `  ${s.name.padEnd(width)}  ${config.settings[s.name] || chalk.dim('(empty)')}  ${chalk.dim(source === 'flag' ? `(--${flagName(s.name)})` : `(${source})`)}`,
-    );
-  }
-  return `${lines.join('\n')}\n`;
 }

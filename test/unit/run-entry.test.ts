@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { CodiError } from '../../src/errors.js';
+import { parseRunArgv } from '../../src/run-entry.js';
+
+describe('parseRunArgv (the run fast path, parsing as oclif does)', () => {
+  it('reads --name value, --name=value, boolean flags and their --no- forms, --json and --no-color', () => {
+    expect(
+      parseRunArgv([
+        '--llm-port',
+        '9000',
+        '--app-command=none',
+        '--no-airgap',
+        '--llm-enabled',
+        '--json',
+        '--no-color',
+      ]),
+    ).toEqual({
+      flags: { 'llm-port': '9000', 'app-command': 'none', airgap: false, 'llm-enabled': true },
+      json: true,
+    });
+  });
+
+  it('keeps a value that starts with dashes when given with =', () => {
+    expect(parseRunArgv(['--app-command=--weird']).flags['app-command']).toBe('--weird');
+  });
+
+  it.each([
+    [['--bogus'], /Nonexistent flag: --bogus/],
+    [['--llm-port'], /--llm-port expects a value/],
+    [['serve'], /Unexpected argument: serve/],
+    [['--airgap=yes'], /Nonexistent flag: --airgap/],
+    [['--no-llm-port'], /Nonexistent flag/],
+  ])('refuses %j as a usage error (exit 2)', (argv, message) => {
+    let error: unknown;
+    try {
+      parseRunArgv(argv);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(CodiError);
+    expect((error as CodiError).exitCode).toBe(2);
+    expect((error as CodiError).message).toMatch(message);
+  });
+});
