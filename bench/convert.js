@@ -76,6 +76,8 @@ measure(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out
 
 const res = compare(trials, {
   version: () => measure(process.execPath, [BIN, '--version']),
+  help: () => measure(process.execPath, [BIN, 'convert', '--help']),
+  verify: () => measure(process.execPath, [BIN, 'verify', adapter]),
   cp: () => measure('cp', [weights, join(root, 'copy')]),
   f32: () =>
     measure(process.execPath, [
@@ -114,5 +116,18 @@ for (const type of ['f32', 'f16']) {
     `convert --outtype ${type}: ${(res[type].wall * 1000).toFixed(0)} ms wall, work ${(work * 1000).toFixed(0)} ms = ${ratio.toFixed(2)}× cp (target ≤ 4) ${verdict(ratio <= 4)}; peak RSS ${res[type].rssMiB.toFixed(1)} MiB (target ≤ 150) ${verdict(res[type].rssMiB <= 150)}`,
   );
 }
-console.log('(the whole convert includes verifying the adapter: schema, tensors and sha256 of the weights)');
+console.log('');
+console.log('where the time goes (medians of the same run):');
+console.log(
+  `  oclif + command load (convert --help − --version): ${((res.help.wall - res.version.wall) * 1000).toFixed(0)} ms`,
+);
+console.log(
+  `  verification of the adapter (verify − convert --help): ${((res.verify.wall - res.help.wall) * 1000).toFixed(0)} ms (schema, tensors, sha256 of 74 MB)`,
+);
+for (const type of ['f32', 'f16']) {
+  const own = res[type].wall - res.verify.wall;
+  console.log(
+    `  conversion proper, ${type} (convert − verify): ${(own * 1000).toFixed(0)} ms = ${(own / res.cp.wall).toFixed(2)}× cp (read, scale, encode, write, fsync)`,
+  );
+}
 if (!process.argv.includes('--keep')) rmSync(root, { recursive: true, force: true });
