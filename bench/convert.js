@@ -10,28 +10,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GgmlType, gv } from '../dist/formats/ggml-types.js';
 import { GgufWriter } from '../dist/formats/gguf-writer.js';
-import { ALL_PROJECTIONS, decoderTargets, writePeftAdapter } from '../dist/testkit/peft-adapter.js';
-import { BIN, compare, measure, requireBuilt, verdict } from './lib.js';
+import { writePeftAdapter } from '../dist/testkit/peft-adapter.js';
+import { BIN, compare, measure, QWEN15B_DIMS, qwen15bAdapterSpec, requireBuilt, verdict } from './lib.js';
 
 requireBuilt();
 const trialsArg = process.argv.indexOf('--trials');
 const trials = trialsArg > 0 ? Number(process.argv[trialsArg + 1]) : 5;
 
-const dims = { layers: 28, hidden: 1536, intermediate: 8960, kvDim: 256 };
+const dims = QWEN15B_DIMS;
 const vocab = 151936;
 const root = mkdtempSync(join(tmpdir(), 'codi-bench-convert-'));
 const adapter = join(root, 'qwen15b-lora-bench');
 const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
 
 console.log(`generating the adapter and a sparse base in ${root}`);
-await writePeftAdapter(adapter, {
-  id: 'qwen15b-lora-bench',
-  r: 16,
-  alpha: 32,
-  targetModules: ALL_PROJECTIONS,
-  modules: decoderTargets(dims),
-  seed: 7,
-});
+await writePeftAdapter(adapter, await qwen15bAdapterSpec('qwen15b-lora-bench'));
 
 // the base: real Qwen2.5-1.5B tensor shapes (ggml ne order), F16 2-D weights, tied embeddings
 const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, vocab], type: GgmlType.F16 }];

@@ -65,3 +65,22 @@ export function compare(trials, commands) {
 export function verdict(ok) {
   return ok ? 'PASS' : 'FAIL';
 }
+
+/** Qwen2.5-1.5B's projection shapes: what a production adapter for qwen2.5-coder-1.5b adapts. */
+export const QWEN15B_DIMS = { layers: 28, hidden: 1536, intermediate: 8960, kvDim: 256 };
+
+/** A Qwen2.5-1.5B-shaped PEFT adapter (r 16, all 7 projections, 392 tensors), for writePeftAdapter. */
+export async function qwen15bAdapterSpec(id, extra = {}) {
+  const { ALL_PROJECTIONS, decoderTargets } = await import('../dist/testkit/peft-adapter.js');
+  return {
+    id,
+    version: '0.1.0',
+    baseModel: 'qwen2.5-coder-1.5b',
+    r: 16,
+    alpha: 32,
+    targetModules: ALL_PROJECTIONS,
+    modules: decoderTargets(QWEN15B_DIMS),
+    seed: 7,
+    ...extra,
+  };
+}

@@ -13,17 +13,13 @@ import { spawnSync } from 'node:child_process';
 import { copyFile, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BIN, qwen15bAdapterSpec, REPO } from './lib.js';
 
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-const BIN = join(REPO, 'bin', 'run.js');
 const COUNT = Number(process.argv[2] ?? 1000);
 const RUNS = 5;
 const TIME = spawnSync('/usr/bin/time', ['-f', '%U', 'true']).status === 0 ? '/usr/bin/time' : null;
 
-const { writePeftAdapter, decoderTargets, ALL_PROJECTIONS } = await import(
-  join(REPO, 'dist', 'testkit', 'peft-adapter.js')
-);
+const { writePeftAdapter } = await import(join(REPO, 'dist', 'testkit', 'peft-adapter.js'));
 const { exampleSpec } = await import(join(REPO, 'dist', 'testkit', 'examples.js'));
 
 /** Wall time, and the child's CPU time (user + system) from /usr/bin/time when it is there. */
@@ -117,18 +113,10 @@ try {
   await rm(tiny, { recursive: true });
 
   const prod = join(base, 'prod');
-  await writePeftAdapter(join(base, 'p'), {
-    id: 'template',
-    version: '0.1.0',
-    baseModel: 'qwen2.5-coder-1.5b',
-    r: 16,
-    alpha: 32,
-    targetModules: ALL_PROJECTIONS,
-    modules: decoderTargets({ layers: 28, hidden: 1536, intermediate: 8960, kvDim: 256 }),
-    dtype: 'BF16',
-    seed: 7,
-    readme: '# template\n',
-  });
+  await writePeftAdapter(
+    join(base, 'p'),
+    await qwen15bAdapterSpec('template', { dtype: 'BF16', readme: '# template\n' }),
+  );
   await catalog(prod, join(base, 'p'), true);
   const p = await scenario('production-shaped (qwen2.5-coder-1.5b r=16, 392 tensors, ~50 KB header)', prod);
   console.log(`  minus start-up: ${((p.median - startup.median) / COUNT).toFixed(2)} ms per adapter`);

@@ -11,15 +11,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BIN, qwen15bAdapterSpec, REPO } from './lib.js';
 
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-const BIN = join(REPO, 'bin', 'run.js');
 const RUNS = 5;
 
-const { writePeftAdapter, decoderTargets, ALL_PROJECTIONS } = await import(
-  join(REPO, 'dist', 'testkit', 'peft-adapter.js')
-);
+const { writePeftAdapter } = await import(join(REPO, 'dist', 'testkit', 'peft-adapter.js'));
 const { exampleSpec } = await import(join(REPO, 'dist', 'testkit', 'examples.js'));
 
 function run(args) {
@@ -89,17 +85,7 @@ try {
   await scenario('tiny example adapter (69 KB)', tiny, work, 'tiny-qwen2');
 
   const prod = join(work, 'qwen15b-lora-bench');
-  await writePeftAdapter(prod, {
-    id: 'qwen15b-lora-bench',
-    version: '0.1.0',
-    baseModel: 'qwen2.5-coder-1.5b',
-    r: 16,
-    alpha: 32,
-    targetModules: ALL_PROJECTIONS,
-    modules: decoderTargets({ layers: 28, hidden: 1536, intermediate: 8960, kvDim: 256 }),
-    dtype: 'BF16',
-    seed: 7,
-  });
+  await writePeftAdapter(prod, await qwen15bAdapterSpec('qwen15b-lora-bench', { dtype: 'BF16' }));
   await scenario(
     'production-shaped adapter (qwen2.5-coder-1.5b r=16 BF16, 392 tensors, 37 MB)',
     prod,

@@ -336,7 +336,8 @@ const MODULE_ALIASES: Readonly<Record<string, string>> = { __builtin__: 'builtin
 // ---------------------------------------------------------------------------------------------------
 // Opcodes
 
-const OP = {
+/** Pickle opcodes (protocols 0–5), as CPython's pickle module defines them. */
+export const PICKLE_OPCODES = {
   MARK: 0x28,
   STOP: 0x2e,
   POP: 0x30,
@@ -406,6 +407,7 @@ const OP = {
   NEXT_BUFFER: 0x97,
   READONLY_BUFFER: 0x98,
 } as const;
+const OP = PICKLE_OPCODES;
 
 const OP_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(OP).map(([name, code]) => [code, name]));
 

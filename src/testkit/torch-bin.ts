@@ -10,6 +10,7 @@
 import { basename, extname } from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
 import { writeFileAtomic } from '../atomic.js';
+import { PICKLE_OPCODES } from '../formats/pickle.js';
 import { CodiError, ExitCode } from '../errors.js';
 
 export type TorchBinDtype = 'F32' | 'F16' | 'BF16';
@@ -45,49 +46,8 @@ export interface TorchBinOptions extends TorchPickleOptions {
 // ---------------------------------------------------------------------------------------------------
 // Pickle opcodes, as bytes
 
-export const PICKLE_OP = {
-  MARK: 0x28,
-  STOP: 0x2e,
-  POP: 0x30,
-  DUP: 0x32,
-  INT: 0x49,
-  BININT: 0x4a,
-  BININT1: 0x4b,
-  BININT2: 0x4d,
-  NONE: 0x4e,
-  PERSID: 0x50,
-  BINPERSID: 0x51,
-  REDUCE: 0x52,
-  BINUNICODE: 0x58,
-  APPEND: 0x61,
-  BUILD: 0x62,
-  GLOBAL: 0x63,
-  EMPTY_DICT: 0x7d,
-  BINGET: 0x68,
-  INST: 0x69,
-  LONG_BINGET: 0x6a,
-  EMPTY_LIST: 0x5d,
-  OBJ: 0x6f,
-  BINPUT: 0x71,
-  LONG_BINPUT: 0x72,
-  SETITEM: 0x73,
-  TUPLE: 0x74,
-  EMPTY_TUPLE: 0x29,
-  SETITEMS: 0x75,
-  PROTO: 0x80,
-  NEWOBJ: 0x81,
-  EXT1: 0x82,
-  TUPLE1: 0x85,
-  TUPLE2: 0x86,
-  TUPLE3: 0x87,
-  NEWTRUE: 0x88,
-  NEWFALSE: 0x89,
-  LONG1: 0x8a,
-  SHORT_BINUNICODE: 0x8c,
-  STACK_GLOBAL: 0x93,
-  MEMOIZE: 0x94,
-  FRAME: 0x95,
-} as const;
+/** The opcodes the writers below use (the scanner's own table). */
+export const PICKLE_OP = PICKLE_OPCODES;
 
 /** Builds a pickle opcode by opcode. Knows nothing about safety: tests use it to write hostile bytes. */
 export class PickleBuilder {

@@ -6,8 +6,7 @@ import { mountAdapter, type MountResult } from '../../src/catalog.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
-import { runCli } from '../helpers/cli.js';
-import { runAs, startCli } from '../helpers/process.js';
+import { runCli, startCli } from '../helpers/cli.js';
 
 interface ErrorJson {
   ok: false;
@@ -148,7 +147,7 @@ describe('mount (built CLI)', () => {
     const { root, src } = await makeVolume();
     const source = await makeAdapter(src, 'ro');
     if (!IS_ROOT) await chmod(root, 0o555);
-    const r = await runAs(
+    const r = await runCli(
       ['mount', source, '--root', root, '--json'],
       IS_ROOT ? { user: { uid: 1000, gid: 1000 } } : {},
     );
@@ -176,7 +175,7 @@ describe('mount (built CLI)', () => {
       expect(r.stderr).toContain(`chown -R 1000:1000 ${dir}`);
       expect(r.stderr).toContain(`chmod -R a+rX ${dir}`);
       // and the runtime user really cannot: the kernel agrees
-      const as1000 = await runAs(['verify', dir, '--json'], { user: { uid: 1000, gid: 1000 } });
+      const as1000 = await runCli(['verify', dir, '--json'], { user: { uid: 1000, gid: 1000 } });
       expect(as1000.code).toBe(1);
     },
   );

@@ -6,8 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { PromoteResult } from '../../src/promote.js';
 import { parseRules } from '../../src/rules.js';
 import { makeAdapter, openTempDir } from '../helpers/catalog.js';
-import { runCli } from '../helpers/cli.js';
-import { startCli } from '../helpers/process.js';
+import { runCli, startCli } from '../helpers/cli.js';
 
 const EXAMPLE_RULES = 'examples/patterns/rules.yml';
 const EXAMPLE_EVAL = 'examples/eval.json';

@@ -1,9 +1,13 @@
 /**
- * Runs the built CLI (bin/run.js → dist/) as a user would, and reads its output and exit status.
+ * Runs the built CLI (bin/run.js → dist/) as a user would, and reads its output and exit status; a
+ * test can also steer it: stop it at a pause point (CODI_TEST_PAUSE_AT, see src/test-hooks.ts),
+ * SIGKILL it there or after a delay, let it continue, or run it as another user.
  * test/global-setup.ts rebuilds dist/ when src/ is newer.
  */
 import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { PAUSE_MARKER } from '../../src/test-hooks.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url));
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -17,36 +21,72 @@ export interface CliResult {
   json: unknown;
 }
 
-export interface CliOptions {
+export interface StartOptions {
   env?: Record<string, string | undefined>;
-  cwd?: string;
+  /** pause points to stop at */
+  pauseAt?: readonly string[];
+  /** run as this user (the test runs as root) */
+  user?: { uid: number; gid: number };
   timeoutMs?: number;
 }
 
-export function runCli(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const merged: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', ...options.env };
-    const env = Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined));
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: options.cwd ?? REPO,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+export interface RunningCli {
+  readonly pid: number;
+  /** resolves true when the process announced `step`, false if it ended first */
+  reached(step: string): Promise<boolean>;
+  /** lets a paused process go on */
+  resume(): void;
+  kill(signal?: NodeJS.Signals): void;
+  readonly done: Promise<CliResult>;
+}
+
+export function startCli(args: readonly string[], options: StartOptions = {}): RunningCli {
+  const merged: Record<string, string | undefined> = {
+    ...process.env,
+    NO_COLOR: '1',
+    ...(options.user ? { HOME: tmpdir() } : {}),
+    ...(options.pauseAt ? { CODI_TEST_PAUSE_AT: options.pauseAt.join(',') } : {}),
+    ...options.env,
+  };
+  const env = Object.fromEntries(
+    Object.entries(merged).filter(([, v]) => v !== undefined),
+  ) as NodeJS.ProcessEnv;
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: REPO,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
+  });
+  let stdout = '';
+  let stderr = '';
+  let ended = false;
+  const waiters: { step: string; resolve: (ok: boolean) => void }[] = [];
+  const check = (): void => {
+    for (const w of [...waiters]) {
+      if (stderr.includes(`${PAUSE_MARKER} ${w.step}\n`)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(true);
+      } else if (ended) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(false);
+      }
+    }
+  };
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    check();
+  });
+  const done = new Promise<CliResult>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(
-        new Error(
-          `codi-adapter ${args.join(' ')} did not finish within ${options.timeoutMs ?? 60_000} ms\n${stderr}`,
-        ),
-      );
+      reject(new Error(`codi-adapter ${args.join(' ')} did not finish in time\n${stderr}`));
     }, options.timeoutMs ?? 60_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      ended = true;
+      check();
       let json: unknown;
       try {
         json = JSON.parse(stdout);
@@ -56,4 +96,20 @@ export function runCli(args: readonly string[], options: CliOptions = {}): Promi
       resolve({ code, signal, stdout, stderr, json });
     });
   });
+  return {
+    pid: child.pid ?? -1,
+    reached: (step) =>
+      new Promise<boolean>((resolve) => {
+        waiters.push({ step, resolve });
+        check();
+      }),
+    resume: () => child.kill('SIGUSR2'),
+    kill: (signal = 'SIGKILL') => child.kill(signal),
+    done,
+  };
+}
+
+/** Runs to the end (no pausing). */
+export function runCli(args: readonly string[], options: StartOptions = {}): Promise<CliResult> {
+  return startCli(args, options).done;
 }

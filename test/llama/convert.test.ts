@@ -119,15 +119,37 @@ async function convertTo(adapterDir: string, model: string, outtype: OutType): P
   return result.output;
 }
 
+/** Log-probs of one llama-server run: start, ask every prompt, stop. */
+async function served(
+  model: string,
+  lora: string[] = [],
+  before?: (s: LlamaServer) => Promise<void>,
+): Promise<Probs> {
+  const s = await serve(model, lora);
+  await before?.(s);
+  const p = await probs(s);
+  await stop(s);
+  return p;
+}
+
+/** The adapter's GGUF on `baseModel`, and the model the project merged W + scale·B·A into. */
+async function loraAndMerged(
+  adapterDir: string,
+  baseModel: string,
+  gguf: string,
+): Promise<{ lora: Probs; merged: Probs }> {
+  const mergedModel = join(
+    dir,
+    `${adapterDir.split('/').pop() ?? 'a'}.${baseModel.split('/').pop() ?? ''}.merged.gguf`,
+  );
+  await writeMergedModel(baseModel, adapterDir, mergedModel);
+  return { lora: await served(baseModel, [gguf]), merged: await served(mergedModel) };
+}
+
 let plainCache: Promise<Probs> | undefined;
 /** Log-probs of the plain tiny base, without adapter (computed once). */
 function plainBase(): Promise<Probs> {
-  plainCache ??= (async () => {
-    const s = await serve(base);
-    const p = await probs(s);
-    await stop(s);
-    return p;
-  })();
+  plainCache ??= served(base);
   return plainCache;
 }
 
@@ -138,18 +160,7 @@ describe('convert: merged comparison with the real llama-server', () => {
       const spec = ADAPTER_SPECS[name] as AdapterSpec;
       const adapterDir = await writeAdapter(dir, spec);
       const gguf = await convertTo(adapterDir, base, 'f32');
-      const merged = join(dir, `${spec.id}.merged.gguf`);
-      await writeMergedModel(base, adapterDir, merged);
-
-      const withLora = await serve(base, [gguf]);
-      const loraProbs = await probs(withLora);
-      const listed = await fetch(`${withLora.url}/lora-adapters`).then((r) => r.json() as Promise<unknown[]>);
-      expect(listed).toEqual([expect.objectContaining({ id: 0, scale: 1 })]);
-      await stop(withLora);
-      const mergedServer = await serve(merged);
-      const mergedProbs = await probs(mergedServer);
-      await stop(mergedServer);
-
+      const { lora: loraProbs, merged: mergedProbs } = await loraAndMerged(adapterDir, base, gguf);
       const diff = maxDiff(loraProbs, mergedProbs);
       console.log(`[convert] ${name}: max |Δ logprob| lora vs merged = ${diff.toExponential(2)}`);
       expect(diff).toBeLessThanOrEqual(1e-3);
@@ -161,10 +172,11 @@ describe('convert: merged comparison with the real llama-server', () => {
   it('at adapter scale 0 (POST /lora-adapters) the log-probs equal the plain base', async () => {
     const adapterDir = await writeAdapter(dir, ADAPTER_SPECS.plain as AdapterSpec);
     const gguf = await convertTo(adapterDir, base, 'f32');
-    const s = await serve(base, [gguf]);
-    await postJson(s, '/lora-adapters', [{ id: 0, scale: 0 }]);
-    const zero = await probs(s);
-    await stop(s);
+    const zero = await served(base, [gguf], async (s) => {
+      const listed = await fetch(`${s.url}/lora-adapters`).then((r) => r.json() as Promise<unknown[]>);
+      expect(listed).toEqual([expect.objectContaining({ id: 0, scale: 1 })]);
+      await postJson(s, '/lora-adapters', [{ id: 0, scale: 0 }]);
+    });
     const diff = maxDiff(zero, await plainBase());
     console.log(`[convert] scale 0 vs plain base: ${diff.toExponential(2)}`);
     expect(diff).toBeLessThanOrEqual(1e-3);
@@ -184,14 +196,7 @@ describe('convert: merged comparison with the real llama-server', () => {
       const spec = ADAPTER_SPECS.plain as AdapterSpec;
       const adapterDir = await writeAdapter(dir, spec);
       const gguf = await convertTo(adapterDir, base, outtype);
-      const merged = join(dir, `${spec.id}.merged-ref.gguf`);
-      await writeMergedModel(base, adapterDir, merged);
-      const s = await serve(base, [gguf]);
-      const got = await probs(s);
-      await stop(s);
-      const m = await serve(merged);
-      const want = await probs(m);
-      await stop(m);
+      const { lora: got, merged: want } = await loraAndMerged(adapterDir, base, gguf);
       const diff = maxDiff(got, want, 1);
       const effect = changedFrom(want, await plainBase());
       console.log(
@@ -216,30 +221,16 @@ describe('convert: merged comparison with the real llama-server', () => {
     };
     const adapterDir = await writeAdapter(dir, spec);
     const gguf = await convertTo(adapterDir, baseUntied, 'f32');
-    const merged = join(dir, 'tiny-embed.merged.gguf');
-    await writeMergedModel(baseUntied, adapterDir, merged);
-    const s = await serve(baseUntied, [gguf]);
-    const got = await probs(s);
-    await stop(s);
-    const m = await serve(merged);
-    const want = await probs(m);
-    await stop(m);
-    expect(maxDiff(got, want)).toBeLessThanOrEqual(1e-3);
+    const { lora, merged } = await loraAndMerged(adapterDir, baseUntied, gguf);
+    expect(maxDiff(lora, merged)).toBeLessThanOrEqual(1e-3);
   });
 
   it('a llama-arch adapter (q/k rows permuted for llama.cpp RoPE) matches the merged model', async () => {
     const spec: AdapterSpec = { ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'tiny-llama-lora', seed: 106 };
     const adapterDir = await writeAdapter(dir, spec);
     const gguf = await convertTo(adapterDir, baseLlama, 'f32');
-    const merged = join(dir, 'tiny-llama.merged.gguf');
-    await writeMergedModel(baseLlama, adapterDir, merged);
-    const s = await serve(baseLlama, [gguf]);
-    const got = await probs(s);
-    await stop(s);
-    const m = await serve(merged);
-    const want = await probs(m);
-    await stop(m);
-    expect(maxDiff(got, want)).toBeLessThanOrEqual(1e-3);
+    const { lora, merged } = await loraAndMerged(adapterDir, baseLlama, gguf);
+    expect(maxDiff(lora, merged)).toBeLessThanOrEqual(1e-3);
   });
 });
 
