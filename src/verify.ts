@@ -262,7 +262,9 @@ async function inspect(
   for (const p of pending.values()) p.catch(() => undefined);
   if (metadata) {
     for (const f of layout.files) {
-      if (!expected.has(f.name) && f.name !== METADATA_FILE && f.name !== README_FILE) {
+      // an uncovered weights file is already an error (CHECKSUM_WEIGHTS_UNCOVERED)
+      const exempt = f.name === METADATA_FILE || f.name === README_FILE || f.name === layout.weightsFile;
+      if (!expected.has(f.name) && !exempt) {
         findings.push({
           level: 'warning',
           code: 'FILE_UNCOVERED',
