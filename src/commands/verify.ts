@@ -33,19 +33,26 @@ export default class Verify extends BaseCommand {
     const { args, flags } = await this.parse(Verify);
     const options: VerifyOptions = { strict: flags.strict };
     if (flags.base) options.baseCheck = baseCheckFor(await readBaseForCheck(flags.base));
-    if (!this.jsonEnabled() && process.stderr.isTTY) {
-      // ora costs ~60 ms to load: only on a terminal
+    let spinner: Ora | undefined;
+    // a real terminal only: ora costs ~60 ms to load, and a zero-width one (a bare pty) makes it loop
+    if (!this.jsonEnabled() && process.stderr.isTTY && process.stderr.columns > 0) {
       const { default: ora } = await import('ora');
-      let spinner: Ora | undefined;
       const started = performance.now();
       options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {
         if (bytesTotal < PROGRESS_MIN_BYTES) return;
-        spinner ??= ora({ stream: process.stderr }).start();
+        // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes
+        spinner ??= ora({ stream: process.stderr, discardStdin: false }).start();
         spinner.text = progressText(file, bytesDone, bytesTotal, started);
-        if (bytesDone >= bytesTotal) spinner.stop();
       };
     }
-    const { verified: _verified, ...report } = await verifyAdapter(args.dir, options);
+    let result;
+    try {
+      result = await verifyAdapter(args.dir, options);
+    } finally {
+      // also when hashing ended early (an error, a file the checksums do not list)
+      spinner?.stop();
+    }
+    const { verified: _verified, ...report } = result;
     this.setExitCode(report.ok ? ExitCode.OK : ExitCode.INVALID);
     if (!this.jsonEnabled()) {
       const name = report.adapter.id
