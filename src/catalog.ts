@@ -27,25 +27,15 @@ import {
   symlink,
   unlink,
 } from 'node:fs/promises';
-import {
-  closeSync,
-  fstatSync,
-  lstatSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readSync,
-  realpathSync,
-} from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fsyncDir, tempPathFor } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { findingFromError, type Finding } from './findings.js';
 import {
-  parseSafetensorsHeader,
   readSafetensorsHeader,
-  SAFETENSORS_MAX_HEADER_LENGTH,
+  readSafetensorsHeaderSync,
   type SafetensorsHeader,
 } from './formats/safetensors.js';
 import { parseStrictJson } from './formats/strict-json.js';
@@ -56,6 +46,7 @@ import {
   isValidAdapterId,
   METADATA_FILE,
   README_FILE,
+  requiredFiles,
   SAFETENSORS_FILE,
   scanLayout,
   type AdapterLayout,
@@ -1168,7 +1159,7 @@ const syncIo: QuickIo = {
   // folders with anything but regular files (links, sub-folders, devices) take the full scan
   scan: async (dir) => scanPlainSync(dir) ?? scanLayout(dir),
   read: (p) => Promise.resolve(readFileSync(p)),
-  header: (p) => Promise.resolve(readHeaderSync(p)),
+  header: (p) => Promise.resolve(readSafetensorsHeaderSync(p)),
 };
 
 /** scanLayout for the common case, a folder of regular files only; null for anything else. */
@@ -1190,27 +1181,7 @@ function scanPlainSync(dir: string): AdapterLayout | null {
     })
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   if (files.some((f) => !f.regular)) return null;
-  const names = new Set(files.map((f) => f.name));
-  const findings: Finding[] = [];
-  for (const required of [CONFIG_FILE, METADATA_FILE]) {
-    if (!names.has(required)) {
-      findings.push({
-        level: 'error',
-        code: 'LAYOUT_MISSING',
-        message: `${required} is missing`,
-        file: required,
-      });
-    }
-  }
-  const weightsFile = names.has(SAFETENSORS_FILE) ? SAFETENSORS_FILE : names.has(BIN_FILE) ? BIN_FILE : null;
-  if (weightsFile === null) {
-    findings.push({
-      level: 'error',
-      code: 'LAYOUT_MISSING',
-      message: `neither ${SAFETENSORS_FILE} nor ${BIN_FILE} is present`,
-      file: SAFETENSORS_FILE,
-    });
-  }
+  const { weightsFile, findings } = requiredFiles(new Set(files.map((f) => f.name)), new Set());
   return {
     dir: root,
     files: files.map(({ regular: _regular, ...f }) => f),
@@ -1218,50 +1189,6 @@ function scanPlainSync(dir: string): AdapterLayout | null {
     weightsFile,
     findings,
   };
-}
-
-/** One page: a small header fits and costs one read; a larger one takes a second read of exactly its size. */
-const HEADER_READ_AHEAD = 4096;
-const readAhead = Buffer.allocUnsafe(HEADER_READ_AHEAD);
-
-/** readSafetensorsHeader with blocking reads: the 8-byte length, then at most that many header bytes. */
-function readHeaderSync(path: string): SafetensorsHeader {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (e) {
-    throw environmentError(e, path, 'read');
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const first = readFully(fd, readAhead, 0, Math.min(HEADER_READ_AHEAD, size), 0);
-    let prefix: Buffer = readAhead.subarray(0, first);
-    if (first >= 8) {
-      const n = readAhead.readBigUInt64LE(0);
-      const end = n > 0n && n <= BigInt(SAFETENSORS_MAX_HEADER_LENGTH) ? Math.min(8 + Number(n), size) : 8;
-      if (end > first) {
-        prefix = Buffer.allocUnsafe(end);
-        readAhead.copy(prefix, 0, 0, first);
-        prefix = prefix.subarray(0, first + readFully(fd, prefix, first, end - first, first));
-      } else {
-        prefix = readAhead.subarray(0, end);
-      }
-    }
-    // the pure parser gives the same findings as the file reader for every invalid header
-    return parseSafetensorsHeader(prefix, size);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function readFully(fd: number, buffer: Buffer, offset: number, length: number, position: number): number {
-  let got = 0;
-  while (got < length) {
-    const r = readSync(fd, buffer, offset + got, length - got, position + got);
-    if (r === 0) break;
-    got += r;
-  }
-  return got;
 }
 
 /**

@@ -127,22 +127,33 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
   await walk('', 0);
   files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
-  const has = (name: string): boolean => files.some((f) => f.name === name);
-  const isDir = (name: string): boolean => directories.includes(name);
+  const required = requiredFiles(new Set(files.map((f) => f.name)), new Set(directories));
+  findings.push(...required.findings);
+  return { dir: root, files, directories, weightsFile: required.weightsFile, findings };
+}
+
+/**
+ * CONTRACT §2's required files, given the regular files and the directories found: which weights
+ * file counts (safetensors before .bin), and a finding for each one missing.
+ */
+export function requiredFiles(
+  files: ReadonlySet<string>,
+  directories: ReadonlySet<string>,
+): { weightsFile: AdapterLayout['weightsFile']; findings: Finding[] } {
+  const findings: Finding[] = [];
   for (const required of [CONFIG_FILE, METADATA_FILE]) {
-    if (!has(required)) {
+    if (!files.has(required)) {
+      const isDir = directories.has(required);
       findings.push({
         level: 'error',
-        code: isDir(required) ? 'LAYOUT_NOT_FILE' : 'LAYOUT_MISSING',
-        message: isDir(required) ? `${required} is a directory` : `${required} is missing`,
+        code: isDir ? 'LAYOUT_NOT_FILE' : 'LAYOUT_MISSING',
+        message: isDir ? `${required} is a directory` : `${required} is missing`,
         file: required,
       });
     }
   }
-  let weightsFile: AdapterLayout['weightsFile'] = null;
-  if (has(SAFETENSORS_FILE)) weightsFile = SAFETENSORS_FILE;
-  else if (has(BIN_FILE)) weightsFile = BIN_FILE;
-  else {
+  const weightsFile = files.has(SAFETENSORS_FILE) ? SAFETENSORS_FILE : files.has(BIN_FILE) ? BIN_FILE : null;
+  if (weightsFile === null) {
     findings.push({
       level: 'error',
       code: 'LAYOUT_MISSING',
@@ -150,7 +161,7 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
       file: SAFETENSORS_FILE,
     });
   }
-  return { dir: root, files, directories, weightsFile, findings };
+  return { weightsFile, findings };
 }
 
 function specialKind(st: Awaited<ReturnType<typeof lstat>>): string {

@@ -11,7 +11,7 @@
  * Errors are `CodiError`s with a `SAFETENSORS_*` code, exit code 1, and `pointer` set to a byte
  * offset in the file. They carry no file name: the caller knows the path relative to the adapter.
  */
-import { constants as fsConstants } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { CodiError, environmentError, ExitCode } from '../errors.js';
 import { AtomicFile } from '../atomic.js';
@@ -776,6 +776,53 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
   } finally {
     await closeQuietly(handle);
   }
+}
+
+/**
+ * `readSafetensorsHeader` with blocking reads: for scanning many files (`list` over a catalog), where
+ * the thread-pool hop and a FileHandle per call cost more than the reads. It never follows a symlink
+ * (a catalog is scanned for what is really there).
+ */
+export function readSafetensorsHeaderSync(path: string): SafetensorsHeader {
+  let fd: number;
+  try {
+    const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW;
+    fd = openSync(path, flags | ((fsConstants.O_NONBLOCK as number | undefined) ?? 0));
+  } catch (err) {
+    throw environmentError(err, path);
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) {
+      throw new CodiError('PATH_INACCESSIBLE', `${path} is not a regular file`, {
+        exitCode: ExitCode.ENVIRONMENT,
+        file: path,
+      });
+    }
+    const lengthBytes = readAtSync(fd, path, 0, new Uint8Array(Math.min(HEADER_LENGTH_BYTES, stat.size)));
+    const headerLength = parseHeaderLength(lengthBytes, stat.size);
+    const prefix = new Uint8Array(HEADER_LENGTH_BYTES + headerLength);
+    prefix.set(lengthBytes);
+    const headerBytes = readAtSync(fd, path, HEADER_LENGTH_BYTES, prefix.subarray(HEADER_LENGTH_BYTES));
+    return parseSafetensorsHeader(prefix.subarray(0, HEADER_LENGTH_BYTES + headerBytes.length), stat.size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readAtSync(fd: number, path: string, position: number, buffer: Uint8Array): Uint8Array {
+  let done = 0;
+  while (done < buffer.length) {
+    let n: number;
+    try {
+      n = readSync(fd, buffer, done, buffer.length - done, position + done);
+    } catch (err) {
+      throw environmentError(err, path);
+    }
+    if (n === 0) break;
+    done += n;
+  }
+  return buffer.subarray(0, done);
 }
 
 /** Largest tensor `readTensorBytes` loads at once; `streamTensorBytes` has no such limit. */
