@@ -549,6 +549,14 @@ function checkSize(
   offset: () => number,
   details: Record<string, unknown>,
 ): void {
+  // the common, valid case in doubles: exact while the product stays within 2^53
+  let bitsFast: number = SAFETENSORS_DTYPES[dtype];
+  for (const dim of shape) {
+    bitsFast *= dim;
+    if (bitsFast > Number.MAX_SAFE_INTEGER) break;
+  }
+  if (bitsFast <= Number.MAX_SAFE_INTEGER && bitsFast % 8 === 0 && bitsFast / 8 === end - begin) return;
+  // anything else: the exact BigInt path, which also explains what is wrong
   const shown = (): string => `[${shape.join(', ')}]`;
   let elements = 1n;
   // a zero dimension makes any product zero, and the early stop below must not hide that
