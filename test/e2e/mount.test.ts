@@ -6,7 +6,7 @@ import { mountAdapter, type MountResult } from '../../src/catalog.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
-import { runCli, startCli } from '../helpers/cli.js';
+import { killAfterRandomDelay, runCli, startCli } from '../helpers/cli.js';
 
 interface ErrorJson {
   ok: false;
@@ -365,16 +365,15 @@ describe('mount: crash safety', () => {
       const outcomes: string[] = [];
       for (let trial = 0; trial < 8; trial++) {
         const s = await scene();
-        const run = startCli(['mount', s.newSource, '--root', s.root, '--force', '--activate'], {
-          pauseAt: ['mount:staged'],
-        });
         // random points inside the copy → verify → swap → link window
-        expect(await run.reached('mount:staged')).toBe(true);
-        const delay = Math.floor(Math.random() * span);
-        run.resume();
-        await new Promise((r) => setTimeout(r, delay));
-        run.kill('SIGKILL');
-        const r = await run.done;
+        const { result: r, delay } = await killAfterRandomDelay(
+          () =>
+            startCli(['mount', s.newSource, '--root', s.root, '--force', '--activate'], {
+              pauseAt: ['mount:staged'],
+            }),
+          'mount:staged',
+          span,
+        );
         const found = await expectOldOrNew(s);
         if (r.code === 0) expect(found).toBe('new');
         else expect(r.signal).toBe('SIGKILL');

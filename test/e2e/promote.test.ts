@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { PromoteResult } from '../../src/promote.js';
 import { parseRules } from '../../src/rules.js';
 import { makeAdapter, openTempDir } from '../helpers/catalog.js';
-import { runCli, startCli } from '../helpers/cli.js';
+import { killAfterRandomDelay, runCli, startCli } from '../helpers/cli.js';
 
 const EXAMPLE_RULES = 'examples/patterns/rules.yml';
 const EXAMPLE_EVAL = 'examples/eval.json';
@@ -278,15 +278,14 @@ describe('promote: crash safety', () => {
     const outcomes: string[] = [];
     for (let trial = 0; trial < 8; trial++) {
       const s = await scene();
-      const run = startCli(['promote', s.adapter, '--rules', s.rules, '--eval', EXAMPLE_EVAL], {
-        pauseAt: ['promote:verified'],
-      });
-      expect(await run.reached('promote:verified')).toBe(true);
-      const delay = Math.floor(Math.random() * span);
-      run.resume();
-      await new Promise((r) => setTimeout(r, delay));
-      run.kill('SIGKILL');
-      const r = await run.done;
+      const { result: r, delay } = await killAfterRandomDelay(
+        () =>
+          startCli(['promote', s.adapter, '--rules', s.rules, '--eval', EXAMPLE_EVAL], {
+            pauseAt: ['promote:verified'],
+          }),
+        'promote:verified',
+        span,
+      );
       const state = await expectConsistent(s);
       if (r.code === 0) expect(state).toBe('new/new');
       outcomes.push(`${delay}ms:${r.code === 0 ? 'finished' : state}`);

@@ -113,3 +113,21 @@ export function startCli(args: readonly string[], options: StartOptions = {}): R
 export function runCli(args: readonly string[], options: StartOptions = {}): Promise<CliResult> {
   return startCli(args, options).done;
 }
+
+/**
+ * Starts a command paused at `step`, lets it run on for a random part of `spanMs`, then SIGKILLs it
+ * (crash-safety trials); it may also have finished by then.
+ */
+export async function killAfterRandomDelay(
+  start: () => RunningCli,
+  step: string,
+  spanMs: number,
+): Promise<{ result: CliResult; delay: number }> {
+  const run = start();
+  if (!(await run.reached(step))) throw new Error(`the command never reached ${step}`);
+  const delay = Math.floor(Math.random() * spanMs);
+  run.resume();
+  await new Promise((r) => setTimeout(r, delay));
+  run.kill('SIGKILL');
+  return { result: await run.done, delay };
+}
