@@ -15,6 +15,21 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
   const { runMain } = await import('../dist/run-entry.js');
   process.exitCode = await runMain(args.slice(1));
 } else {
-  const { execute } = await import('@oclif/core');
-  await execute({ dir: import.meta.url });
+  const { flush, run } = await import('@oclif/core');
+  try {
+    await run(args, import.meta.url);
+    await flush();
+  } catch (err) {
+    if (err?.code === 'EEXIT') {
+      // oclif's own exit (this.exit): its code, nothing to print
+      process.exitCode = err.oclif?.exit ?? 0;
+      process.exit();
+    }
+    // what fails before a command runs (an unknown command): the same output as a command's errors
+    const { errorJson, renderError, toCodiError, writeJson } = await import('../dist/error-output.js');
+    const error = toCodiError(err);
+    if (args.includes('--json')) writeJson(errorJson(error));
+    else process.stderr.write(renderError(error));
+    process.exitCode = error.exitCode;
+  }
 }

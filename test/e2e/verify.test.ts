@@ -146,3 +146,20 @@ describe('verify (built CLI)', () => {
     expect(missing.code).toBe(3);
   });
 });
+
+describe('the CLI around the commands', () => {
+  it('an unknown command is a usage error (exit 2), one JSON object under --json', async () => {
+    const r = await runCli(['bogus', '--json']);
+    expect(r.code).toBe(2);
+    expect(r.json).toMatchObject({ ok: false, error: { code: 'USAGE', exitCode: 2 } });
+    const human = await runCli(['bogus']);
+    expect(human.code).toBe(2);
+    expect(human.stderr).toContain('command bogus not found');
+  });
+
+  it("--version answers without oclif, in oclif's format", async () => {
+    const r = await runCli(['--version']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^codi-adapter\/\d+\.\d+\.\d+ [a-z0-9]+-[a-z0-9]+ node-v\d+\.\d+\.\d+\n$/u);
+  });
+});
