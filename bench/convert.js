@@ -67,35 +67,15 @@ const out = (type) => join(root, `out-${type}.gguf`);
 measure('cp', [weights, join(root, 'copy')]);
 measure(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out('f32'), '--force']);
 
+const convert = (type) =>
+  measure(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out(type), '--outtype', type]);
 const res = compare(trials, {
   version: () => measure(process.execPath, [BIN, '--version']),
   help: () => measure(process.execPath, [BIN, 'convert', '--help']),
   verify: () => measure(process.execPath, [BIN, 'verify', adapter]),
   cp: () => measure('cp', [weights, join(root, 'copy')]),
-  f32: () =>
-    measure(process.execPath, [
-      BIN,
-      'convert',
-      adapter,
-      '--base',
-      base,
-      '--out',
-      out('f32'),
-      '--outtype',
-      'f32',
-    ]),
-  f16: () =>
-    measure(process.execPath, [
-      BIN,
-      'convert',
-      adapter,
-      '--base',
-      base,
-      '--out',
-      out('f16'),
-      '--outtype',
-      'f16',
-    ]),
+  f32: () => convert('f32'),
+  f16: () => convert('f16'),
 });
 
 console.log('');

@@ -242,7 +242,7 @@ export async function readBaseForCheck(path: string): Promise<BaseModel | CodiEr
  * projections within each head; a LoRA's lora_b (whose rows are output rows) needs the same. qwen2
  * uses NEOX RoPE and keeps HF order.
  */
-function ropePermutedHeads(base: BaseModel, target: string): number | null {
+export function ropePermutedHeads(base: BaseModel, target: string): number | null {
   if (base.arch !== 'llama') return null;
   if (/^blk\.\d+\.attn_q\.weight$/u.test(target)) return base.headCount;
   if (/^blk\.\d+\.attn_k\.weight$/u.test(target)) return base.headCountKv;

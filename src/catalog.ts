@@ -38,7 +38,6 @@ import {
   readSafetensorsHeaderSync,
   type SafetensorsHeader,
 } from './formats/safetensors.js';
-import { parseStrictJson } from './formats/strict-json.js';
 import {
   ADAPTER_ID_PATTERN,
   BIN_FILE,
@@ -1275,12 +1274,6 @@ async function readJsonText(
     );
     return null;
   }
-  try {
-    parseStrictJson(text);
-  } catch (e) {
-    if (!isCodiError(e)) throw e;
-    findings.push({ level: 'error', code, message: `${file}: ${e.message}`, file });
-    return null;
-  }
+  // parseLoraConfig/parseMetadata parse it strictly (duplicate keys refused)
   return text;
 }

@@ -13,7 +13,7 @@ import {
   type PlannedModule,
 } from './base-model.js';
 import { CodiError, ExitCode } from './errors.js';
-import { GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
+import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
 import { writeGguf, type GgufTensorSpec } from './formats/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
@@ -52,7 +52,6 @@ const GGML_OF: Record<OutType, GgmlType> = {
   bf16: GgmlType.BF16,
   q8_0: GgmlType.Q8_0,
 };
-const DTYPE_TO_GGML: Record<string, GgmlType> = { F32: GgmlType.F32, F16: GgmlType.F16, BF16: GgmlType.BF16 };
 const Q8_0_BLOCK = 32;
 
 export interface ConvertOptions {
@@ -330,7 +329,7 @@ async function writeAdapterGguf(
         const bytes = await readTensorBytes(handle, header, job.info, readBuffer);
         // the GGUF is committed when the last tensor is written: not before verification has passed
         if (i === jobs.length - 1) await gate();
-        const type = DTYPE_TO_GGML[job.info.dtype];
+        const type = GGML_TYPE_OF_DTYPE[job.info.dtype];
         if (type === undefined)
           throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
         const plain = !job.transpose && job.permuteHeads === null && job.factor === 1;

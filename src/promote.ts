@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { createTwoFilesPatch } from 'diff';
 import { AtomicFile } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
-import { parseStrictJson } from './formats/strict-json.js';
+import { parseJson } from './formats/strict-json.js';
 import { METADATA_FILE } from './layout.js';
 import { acquireLock, pidAlive, type Lock, type LockOwner } from './lock.js';
 import { parseMetadata, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
@@ -324,9 +324,8 @@ export async function readEvaluation(path: string, metadata: AdapterMetadata): P
   const text = await readText(path, 'the evaluation file');
   let data: unknown;
   try {
-    // strict first (a key given twice is refused), then plain objects for comparing and writing back
-    parseStrictJson(text);
-    data = JSON.parse(text);
+    // strict (a key given twice is refused), as plain objects for comparing and writing back
+    data = parseJson(text);
   } catch (e) {
     if (!isCodiError(e)) throw e;
     throw new CodiError('EVAL_JSON', `${path}: ${e.message}`, { exitCode: ExitCode.INVALID, file: path });

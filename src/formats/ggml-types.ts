@@ -249,6 +249,13 @@ export const gv = {
   }),
 } as const;
 
+/** The ggml type holding a safetensors float dtype (what an adapter's weights may be). */
+export const GGML_TYPE_OF_DTYPE: Readonly<Record<string, GgmlType>> = {
+  F32: GgmlType.F32,
+  F16: GgmlType.F16,
+  BF16: GgmlType.BF16,
+};
+
 /** ggml's GGML_MAX_DIMS */
 export const GGML_MAX_DIMS = 4;
 /** ggml's GGML_MAX_NAME: tensor names must be shorter than this */

@@ -5,32 +5,20 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GgmlType } from '../formats/ggml-types.js';
-import { getNumber, readGgufHeader, readTensorData, readTensorF32, type GgufFile } from '../formats/gguf.js';
-import { permuteRopeRows } from '../base-model.js';
+import { GGML_TYPE_OF_DTYPE, GgmlType } from '../formats/ggml-types.js';
+import { readGgufHeader, readTensorData, readTensorF32 } from '../formats/gguf.js';
+import { permuteRopeRows, readBaseModel, ropePermutedHeads } from '../base-model.js';
 import { writeGguf } from '../formats/gguf-writer.js';
 import { decodeToF32 } from '../formats/numeric.js';
 import { readSafetensorsHeader, readTensorBytes } from '../formats/safetensors.js';
-import { ggufTensorFor, isSupportedArch } from '../gguf-names.js';
+import { ggufTensorFor } from '../gguf-names.js';
 import { parseLoraConfig, scaleFor } from '../peft-config.js';
 import { analyzeTensors } from '../peft-tensors.js';
 
-function ropeHeads(arch: string, tensor: string, base: GgufFile): number | null {
-  if (arch !== 'llama') return null;
-  const heads = getNumber(base, 'llama.attention.head_count') ?? 0;
-  if (/^blk\.\d+\.attn_q\.weight$/u.test(tensor)) return heads;
-  if (/^blk\.\d+\.attn_k\.weight$/u.test(tensor))
-    return getNumber(base, 'llama.attention.head_count_kv') ?? heads;
-  return null;
-}
-
-const DTYPE_TO_GGML: Record<string, number> = { F32: GgmlType.F32, F16: GgmlType.F16, BF16: GgmlType.BF16 };
-
 export async function writeMergedModel(basePath: string, adapterDir: string, outPath: string): Promise<void> {
   const base = await readGgufHeader(basePath);
-  const archKv = base.metadata.get('general.architecture')?.value;
-  const arch = typeof archKv === 'string' ? archKv : '';
-  if (!isSupportedArch(arch)) throw new Error(`unsupported arch ${arch}`);
+  const model = await readBaseModel(basePath);
+  const arch = model.arch;
   const parsed = parseLoraConfig(await readFile(join(adapterDir, 'adapter_config.json'), 'utf8'));
   if (!parsed.config) throw new Error('bad adapter config');
   const config = parsed.config;
@@ -42,7 +30,7 @@ export async function writeMergedModel(basePath: string, adapterDir: string, out
   const f32 = async (name: string): Promise<Float32Array> => {
     const info = infos.get(name);
     if (!info) throw new Error(`missing ${name}`);
-    return decodeToF32(DTYPE_TO_GGML[info.dtype] ?? -1, await readTensorBytes(weights, header, info));
+    return decodeToF32(GGML_TYPE_OF_DTYPE[info.dtype] ?? -1, await readTensorBytes(weights, header, info));
   };
 
   await writeGguf(
@@ -76,7 +64,7 @@ export async function writeMergedModel(basePath: string, adapterDir: string, out
         }
       }
       // what llama.cpp's HF converter does to a merged llama q/k weight, it does to the delta
-      const heads = ropeHeads(arch, spec.name, base);
+      const heads = ropePermutedHeads(model, spec.name);
       const placed = heads === null ? delta : permuteRopeRows(delta, outF, inF, heads);
       for (let k = 0; k < w.length; k++) w[k] = (w[k] ?? 0) + (placed[k] ?? 0);
       return w;
