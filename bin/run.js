@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Entry point. Two commands start without oclif, whose loading is most of the cost of a short
-// command: `--version` (release scripts and the HEALTHCHECK call it often) and `run` (the container
-// entrypoint; readiness waits on it). Their help, and every other command, go through oclif.
+// Entry point. oclif's loading is most of the cost of a short command, so commands start without it
+// where they can: `--version` (release scripts and the HEALTHCHECK call it often), `run` (the container
+// entrypoint; readiness waits on it), and the other commands when their command line is plain
+// (src/fast-path.ts). Help, and whatever the fast path declines, go through oclif.
 import { readFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
@@ -14,7 +15,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
 } else if (args[0] === 'run' && !wantsHelp) {
   const { runMain } = await import('../dist/run-entry.js');
   process.exitCode = await runMain(args.slice(1));
-} else {
+} else if (!(await fast())) {
   const { flush, run } = await import('@oclif/core');
   try {
     await run(args, import.meta.url);
@@ -32,4 +33,14 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
     else process.stderr.write(renderError(error));
     process.exitCode = error.exitCode;
   }
+}
+
+/** The other commands without oclif when their command line is plain (src/fast-path.ts). */
+async function fast() {
+  const { fastPathFor, runFast } = await import('../dist/fast-path.js');
+  if (!fastPathFor(args, process.env)) return false;
+  const code = await runFast(args);
+  if (code === null) return false;
+  process.exitCode = code;
+  return true;
 }

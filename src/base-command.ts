@@ -1,5 +1,6 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
 import { colourFor, errorJson, renderError, toCodiError, writeJson } from './error-output.js';
+import type { CommandIO } from './cli/spec.js';
 import type { ExitCode } from './errors.js';
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<
@@ -32,6 +33,19 @@ export abstract class BaseCommand extends Command {
   /** Plain JSON: scripts parse it, so no colour codes even on a TTY. */
   override logJson(json: unknown): void {
     writeJson(json);
+  }
+
+  /** What the shared command code (src/cli/) writes through: the same on the fast path. */
+  protected io(): CommandIO {
+    return {
+      json: this.jsonEnabled(),
+      log: (line = '') => {
+        this.log(line);
+      },
+      setExitCode: (code) => {
+        this.setExitCode(code);
+      },
+    };
   }
 
   /** Sets the exit status without throwing, so a command can still return its result for `--json`. */

@@ -69,7 +69,7 @@ async function verifyAdapter(dir: string, options: VerifyOptions = {}): Promise<
 
 export const ADAPTERS_DIR = 'adapters';
 export const ACTIVE_LINK = 'active';
-export const DEFAULT_MODEL_ROOT = '/models';
+export { DEFAULT_MODEL_ROOT } from './constants.js';
 /** The user the complete container runs as (CONTRACT §8): 1000:1000. */
 export const RUNTIME_USER: RuntimeUser = { uid: 1000, gid: 1000 };
 /** Leftovers untouched for this long are cleaned whoever made them (another host of a shared volume). */

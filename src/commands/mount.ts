@@ -1,9 +1,6 @@
-import { Args, Flags } from '@oclif/core';
-import chalk from 'chalk';
 import { BaseCommand } from '../base-command.js';
-import { DEFAULT_MODEL_ROOT, mountAdapter, statusOf, type MountResult } from '../catalog.js';
-import { isCodiError } from '../errors.js';
-import { renderFinding } from '../render.js';
+import { mountMain, mountSpec, type MountResult } from '../cli/mount.js';
+import { oclifArgs, oclifFlags } from '../cli/oclif.js';
 
 export type { MountResult };
 
@@ -16,65 +13,10 @@ export default class Mount extends BaseCommand {
     '<%= config.bin %> mount /incoming/qwen15b-lora-v0.2 --base /models/base/qwen2.5-coder-1.5b.gguf --activate --json',
     '<%= config.bin %> mount /models/adapters/qwen15b-lora-v0.1',
   ];
-  static override args = { source: Args.string({ description: 'adapter folder', required: true }) };
-  static override flags = {
-    root: Flags.string({
-      description: 'models volume root',
-      env: 'MODEL_MOUNT_PATH',
-      default: DEFAULT_MODEL_ROOT,
-    }),
-    id: Flags.string({ description: 'install under this id (default: metadata.json id)' }),
-    base: Flags.string({
-      description:
-        'base model GGUF: check compatibility and build the llama.cpp adapter now, so run starts fast',
-    }),
-    activate: Flags.boolean({ description: 'point <root>/adapters/active at this adapter (atomically)' }),
-    force: Flags.boolean({ description: 'replace an id that holds other contents' }),
-    'lock-timeout': Flags.integer({
-      description: 'seconds to wait for another mount to finish',
-      default: 60,
-      min: 0,
-    }),
-  };
+  static override args = oclifArgs(mountSpec);
+  static override flags = oclifFlags(mountSpec);
 
   async run(): Promise<MountResult> {
-    const { args, flags } = await this.parse(Mount);
-    let result: MountResult;
-    try {
-      result = await mountAdapter(args.source, {
-        root: flags.root,
-        activate: flags.activate,
-        force: flags.force,
-        lockTimeoutMs: flags['lock-timeout'] * 1000,
-        ...(flags.id === undefined ? {} : { id: flags.id }),
-        ...(flags.base === undefined ? {} : { base: flags.base }),
-      });
-    } catch (e) {
-      // the status line comes first, the error and its hint follow on stderr (base command)
-      if (isCodiError(e) && !this.jsonEnabled()) {
-        this.log(`Adapter Status: ${statusOf(e)} (${e.code}: ${e.message})`);
-      }
-      throw e;
-    }
-    if (!this.jsonEnabled()) {
-      const verb = {
-        registered: 'Registered',
-        installed: 'Installed',
-        replaced: 'Replaced',
-        unchanged: 'Already mounted',
-      }[result.action];
-      this.log(`${chalk.green('✔')} ${verb} ${result.adapter.id} ${result.adapter.version} → ${result.path}`);
-      this.log(`  ${result.adapter.checksum}, base ${result.adapter.base_model}`);
-      if (result.activated) this.log(`  active → ${result.id}`);
-      else if (result.active) this.log('  active (unchanged)');
-      if (result.gguf) this.log(`  GGUF ${result.gguf.cached ? '(cached)' : 'built'}: ${result.gguf.path}`);
-      for (const id of result.cleaned.restored) this.log(`  restored ${id} from an interrupted replacement`);
-      if (result.cleaned.removed.length > 0) {
-        this.log(`  cleaned ${result.cleaned.removed.length} leftover(s) of interrupted mounts`);
-      }
-      for (const f of result.findings) this.log(renderFinding(f));
-      this.log(`Adapter Status: mounted (${result.reason})`);
-    }
-    return result;
+    return mountMain(await this.parse(Mount), this.io());
   }
 }

@@ -1,0 +1,43 @@
+/** `convert`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+import chalk from 'chalk';
+import type { EarlyHash } from '../checksum.js';
+import { convertAdapter, type ConvertResult, type OutType } from '../convert.js';
+import { formatBytes, plural } from '../text.js';
+import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
+
+export { convertSpec } from './specs.js';
+
+export type { ConvertResult };
+
+export async function convertMain(
+  input: CommandInput,
+  io: CommandIO,
+  earlyHash?: EarlyHash | null,
+): Promise<ConvertResult> {
+  const out = stringFlag(input, 'out');
+  const result = await convertAdapter(requiredString(input, 'dir'), {
+    base: requiredString(input, 'base'),
+    outtype: (stringFlag(input, 'outtype') ?? 'f32') as OutType,
+    force: booleanFlag(input, 'force'),
+    ...(out ? { out } : {}),
+    ...(earlyHash !== undefined ? { earlyHash } : {}),
+  });
+  if (!io.json) {
+    const name = [result.adapter.id, result.adapter.version].filter(Boolean).join(' ') || result.adapter.path;
+    io.log(`${chalk.green('✔')} ${result.cached ? 'Cached' : 'Converted'} ${name} → ${result.output}`);
+    io.log(
+      `  ${result.base.arch}, ${plural(result.tensors, 'tensor')}, ${result.outtype}, alpha ${result.alpha}, ${formatBytes(result.bytes)}, ${(result.durationMs / 1000).toFixed(2)} s`,
+    );
+    if (result.folded.length > 0) {
+      io.log(
+        `  exact PEFT scale folded into lora_b for ${plural(result.folded.length, 'module')} (rsLoRA / rank_pattern / alpha_pattern)`,
+      );
+    }
+    if (result.f16Fallback.length > 0) {
+      io.log(
+        `  ${chalk.yellow('⚠')} q8_0: ${plural(result.f16Fallback.length, 'tensor')} written as f16 because their rows are not a multiple of 32 (e.g. ${result.f16Fallback[0] ?? ''})`,
+      );
+    }
+  }
+  return result;
+}

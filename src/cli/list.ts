@@ -1,0 +1,69 @@
+/** `list`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+import chalk from 'chalk';
+import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog.js';
+import { ExitCode } from '../errors.js';
+import { formatBytes, plural } from '../text.js';
+import { booleanFlag, requiredString, type CommandInput, type CommandIO } from './spec.js';
+
+export { listSpec } from './specs.js';
+
+export type ListResult = CatalogListing;
+
+export async function listMain(input: CommandInput, io: CommandIO): Promise<ListResult> {
+  const verify = booleanFlag(input, 'verify');
+  const listing = await listAdapters({ root: requiredString(input, 'root'), verify });
+  if (verify && listing.adapters.some((a) => a.status !== 'mounted')) io.setExitCode(ExitCode.INVALID);
+  if (!io.json) renderListing(listing, io);
+  return listing;
+}
+
+function renderListing(listing: CatalogListing, io: CommandIO): void {
+  if (listing.adapters.length === 0) {
+    io.log(`No adapters in ${listing.adapters_dir}.`);
+  } else {
+    const rows = listing.adapters.map((a) => [
+      a.active ? '*' : ' ',
+      a.id,
+      a.version ?? '-',
+      a.base_model ?? '-',
+      a.checksum ? a.checksum.slice('sha256:'.length, 'sha256:'.length + 12) : '-',
+      formatBytes(a.size),
+      statusText(a),
+    ]);
+    const header = [
+      ' ',
+      'ID',
+      'VERSION',
+      'BASE MODEL',
+      listing.verified ? 'SHA256 ✔' : 'SHA256',
+      'SIZE',
+      'STATUS',
+    ];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+    const line = (cells: string[]): string =>
+      cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+        .join('  ')
+        .trimEnd();
+    io.log(chalk.bold(line(header)));
+    for (const r of rows) io.log(line(r));
+  }
+  if (listing.active_dangling) {
+    io.log(
+      chalk.yellow(`⚠ active points to ${listing.active ?? '?'}, which is not in ${listing.adapters_dir}`),
+    );
+  }
+  if (listing.leftovers.length > 0) {
+    io.log(
+      chalk.dim(`${listing.leftovers.length} leftover(s) of interrupted mounts; the next mount cleans them`),
+    );
+  }
+}
+
+function statusText(a: CatalogEntry): string {
+  if (a.status === 'mounted')
+    return a.warnings > 0 ? `mounted (${plural(a.warnings, 'warning')})` : 'mounted';
+  const f = a.finding;
+  const text = f ? `${a.status}: ${f.code} ${f.message}` : a.status;
+  return a.status === 'invalid' ? chalk.red(text) : chalk.yellow(text);
+}

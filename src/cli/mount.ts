@@ -1,0 +1,59 @@
+/** `mount`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+import chalk from 'chalk';
+import { mountAdapter, statusOf, type MountResult } from '../catalog.js';
+import { isCodiError } from '../errors.js';
+import { renderFinding } from '../render.js';
+import {
+  booleanFlag,
+  integerFlag,
+  requiredString,
+  stringFlag,
+  type CommandInput,
+  type CommandIO,
+} from './spec.js';
+
+export { mountSpec } from './specs.js';
+
+export type { MountResult };
+
+export async function mountMain(input: CommandInput, io: CommandIO): Promise<MountResult> {
+  const id = stringFlag(input, 'id');
+  const base = stringFlag(input, 'base');
+  let result: MountResult;
+  try {
+    result = await mountAdapter(requiredString(input, 'source'), {
+      root: requiredString(input, 'root'),
+      activate: booleanFlag(input, 'activate'),
+      force: booleanFlag(input, 'force'),
+      lockTimeoutMs: integerFlag(input, 'lock-timeout') * 1000,
+      ...(id === undefined ? {} : { id }),
+      ...(base === undefined ? {} : { base }),
+    });
+  } catch (e) {
+    // the status line comes first, the error and its hint follow on stderr (base command)
+    if (isCodiError(e) && !io.json) {
+      io.log(`Adapter Status: ${statusOf(e)} (${e.code}: ${e.message})`);
+    }
+    throw e;
+  }
+  if (!io.json) {
+    const verb = {
+      registered: 'Registered',
+      installed: 'Installed',
+      replaced: 'Replaced',
+      unchanged: 'Already mounted',
+    }[result.action];
+    io.log(`${chalk.green('✔')} ${verb} ${result.adapter.id} ${result.adapter.version} → ${result.path}`);
+    io.log(`  ${result.adapter.checksum}, base ${result.adapter.base_model}`);
+    if (result.activated) io.log(`  active → ${result.id}`);
+    else if (result.active) io.log('  active (unchanged)');
+    if (result.gguf) io.log(`  GGUF ${result.gguf.cached ? '(cached)' : 'built'}: ${result.gguf.path}`);
+    for (const id of result.cleaned.restored) io.log(`  restored ${id} from an interrupted replacement`);
+    if (result.cleaned.removed.length > 0) {
+      io.log(`  cleaned ${result.cleaned.removed.length} leftover(s) of interrupted mounts`);
+    }
+    for (const f of result.findings) io.log(renderFinding(f));
+    io.log(`Adapter Status: mounted (${result.reason})`);
+  }
+  return result;
+}

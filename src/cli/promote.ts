@@ -1,0 +1,71 @@
+/** `promote`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+import chalk from 'chalk';
+import { promoteAdapter, type PromoteResult } from '../promote.js';
+import {
+  booleanFlag,
+  integerFlag,
+  requiredString,
+  stringFlag,
+  type CommandInput,
+  type CommandIO,
+} from './spec.js';
+
+export { promoteSpec } from './specs.js';
+
+export type { PromoteResult };
+
+export async function promoteMain(input: CommandInput, io: CommandIO): Promise<PromoteResult> {
+  const rules = requiredString(input, 'rules');
+  const evalFile = stringFlag(input, 'eval');
+  const human = !io.json;
+  const result = await promoteAdapter(requiredString(input, 'dir'), {
+    rules,
+    dryRun: booleanFlag(input, 'dry-run'),
+    setDefault: booleanFlag(input, 'default'),
+    force: booleanFlag(input, 'force'),
+    lockTimeoutMs: integerFlag(input, 'lock-timeout') * 1000,
+    ...(evalFile === undefined ? {} : { eval: evalFile }),
+    onLockWait: (owner) => {
+      if (human) {
+        process.stderr.write(
+          `waiting for ${rules}.lock${owner ? ` (pid ${owner.pid} on ${owner.hostname})` : ''}…\n`,
+        );
+      }
+    },
+  });
+  if (human) renderPromotion(result, io);
+  return result;
+}
+
+function renderPromotion(r: PromoteResult, io: CommandIO): void {
+  const name = `${r.adapter.id} ${r.adapter.version}`;
+  for (const g of r.gates) {
+    io.log(`${chalk.green('✔')} gate ${g.metric} ${String(g.value)} ≥ ${g.threshold}`);
+  }
+  if (r.dry_run) {
+    if (r.diff) process.stdout.write(r.diff);
+    io.log(
+      r.already
+        ? `${name} is already promoted in ${r.rules_file}; nothing would change.`
+        : chalk.dim(
+            `dry run: nothing was written (${[r.changed.rules ? 'rules' : '', r.changed.metadata ? 'metadata.json' : ''].filter(Boolean).join(' and ')} would change)`,
+          ),
+    );
+    return;
+  }
+  if (r.already) {
+    io.log(`${chalk.green('✔')} ${name} is already promoted in ${r.rules_file}; nothing changed.`);
+    return;
+  }
+  io.log(`${chalk.green('✔')} Promoted ${name} into ${r.rules_file} (ruleset ${r.ruleset_version})`);
+  io.log(
+    `  ${r.adapter.checksum}, base ${r.adapter.base_model}, default adapter: ${r.default_adapter ?? '-'}`,
+  );
+  if (r.evaluation) {
+    const metrics = Object.entries(r.evaluation.metrics)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    io.log(`  evaluation ${r.evaluation.suite}: ${metrics}`);
+  }
+  if (r.changed.metadata) io.log('  metadata.json: evaluation appended');
+}

@@ -1,0 +1,71 @@
+/** `verify`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+import chalk from 'chalk';
+import type { Ora } from 'ora';
+import { baseCheckFor, readBaseForCheck } from '../base-model.js';
+import { adoptEarly, type EarlyHash } from '../checksum.js';
+import { ExitCode } from '../errors.js';
+import { progressText, renderChecklist } from '../render.js';
+import { plural } from '../text.js';
+import { verifyAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
+import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
+
+export { verifySpec } from './specs.js';
+
+export type VerifyResult = VerifyReport;
+
+/** Files smaller than this hash too fast for a progress indicator to help. */
+const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
+
+export async function verifyMain(
+  input: CommandInput,
+  io: CommandIO,
+  earlyHash: EarlyHash | null = null,
+): Promise<VerifyResult> {
+  try {
+    const options: VerifyOptions = { strict: booleanFlag(input, 'strict') };
+    // the fast path began hashing the weights before this module was loaded
+    if (earlyHash) options.weightsHash = adoptEarly(earlyHash);
+    const base = stringFlag(input, 'base');
+    if (base) options.baseCheck = baseCheckFor(await readBaseForCheck(base));
+    let spinner: Ora | undefined;
+    // a real terminal only: ora costs ~60 ms to load, and a zero-width one (a bare pty) makes it loop
+    if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {
+      const { default: ora } = await import('ora');
+      const started = performance.now();
+      options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {
+        if (bytesTotal < PROGRESS_MIN_BYTES) return;
+        // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes
+        spinner ??= ora({ stream: process.stderr, discardStdin: false }).start();
+        spinner.text = progressText(file, bytesDone, bytesTotal, started);
+      };
+    }
+    let result;
+    try {
+      result = await verifyAdapter(requiredString(input, 'dir'), options);
+    } finally {
+      // also when hashing ended early (an error, a file the checksums do not list)
+      spinner?.stop();
+    }
+    const { verified: _verified, ...report } = result;
+    io.setExitCode(report.ok ? ExitCode.OK : ExitCode.INVALID);
+    if (!io.json) {
+      const name = report.adapter.id
+        ? `${report.adapter.id} ${report.adapter.version ?? ''}`.trim()
+        : report.adapter.path;
+      io.log(`Verifying ${name} (${report.adapter.path})\n`);
+      process.stdout.write(renderChecklist(report.checks, report.findings));
+      const errors = report.findings.filter((f) => f.level === 'error').length;
+      const warnings = report.findings.length - errors;
+      const w = warnings ? plural(warnings, 'warning') : '';
+      io.log(
+        report.ok
+          ? chalk.green(`\nAdapter is valid${w ? ` (${w})` : ''}.`)
+          : chalk.red(`\nAdapter is invalid: ${plural(errors, 'error')}${w ? `, ${w}` : ''}.`),
+      );
+    }
+    return report;
+  } finally {
+    // not adopted (a base that could not be read): its worker must not keep the process alive
+    earlyHash?.hash.cancel();
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * bin/run.js's fast path: `convert`, `verify`, `list`, `mount` and `promote` start without loading
+ * oclif (about 150 ms of a short command), reading the command line against the same specs oclif's
+ * flags are built from (src/cli/spec.ts). Help, and any command line `parseFast` declines, go to
+ * oclif, whose output and exit codes the fast path reproduces exactly (test/e2e/fast-path.test.ts).
+ * `CODI_FAST_PATH=0` turns it off.
+ *
+ * `convert` and `verify` also begin hashing the adapter's weights here, in a worker thread, before
+ * the rest of the program is loaded: the other core hashes while this one loads and inspects.
+ */
+import { beginEarlyHash, type EarlyHash } from './checksum.js';
+import type { CommandInput, CommandIO, CommandSpec } from './cli/spec.js';
+import { parseFast } from './cli/spec.js';
+import { convertSpec, listSpec, mountSpec, promoteSpec, verifySpec } from './cli/specs.js';
+import { colourFor, errorJson, renderError, toCodiError, writeJson } from './error-output.js';
+import { SAFETENSORS_FILE } from './layout.js';
+import { trace } from './trace.js';
+
+interface FastCommand {
+  spec: CommandSpec;
+  main: (input: CommandInput, io: CommandIO, early: EarlyHash | null) => Promise<unknown>;
+  /** the argument naming an adapter directory whose weights can be hashed at once */
+  hashes?: string;
+}
+
+const COMMANDS: Record<string, FastCommand> = {
+  convert: {
+    spec: convertSpec,
+    main: async (input, io, early) => (await import('./cli/convert.js')).convertMain(input, io, early),
+    hashes: 'dir',
+  },
+  verify: {
+    spec: verifySpec,
+    main: async (input, io, early) => (await import('./cli/verify.js')).verifyMain(input, io, early),
+    hashes: 'dir',
+  },
+  list: {
+    spec: listSpec,
+    main: async (input, io) => (await import('./cli/list.js')).listMain(input, io),
+  },
+  mount: {
+    spec: mountSpec,
+    main: async (input, io) => (await import('./cli/mount.js')).mountMain(input, io),
+  },
+  promote: {
+    spec: promoteSpec,
+    main: async (input, io) => (await import('./cli/promote.js')).promoteMain(input, io),
+  },
+};
+
+/** Whether bin/run.js may try the fast path for this command line. */
+export function fastPathFor(argv: readonly string[], env: NodeJS.ProcessEnv): boolean {
+  const [command] = argv;
+  return (
+    command !== undefined &&
+    command in COMMANDS &&
+    env.CODI_FAST_PATH !== '0' &&
+    // oclif's other way to ask for JSON
+    env.CODI_ADAPTER_CONTENT_TYPE === undefined &&
+    !argv.some((a) => a === '--help' || a === '-h' || a === 'help')
+  );
+}
+
+/**
+ * Runs `argv` (command first) without oclif; resolves to the exit status, or to null when oclif
+ * should run it instead (nothing has been done or printed then).
+ */
+export async function runFast(argv: readonly string[]): Promise<number | null> {
+  const [name = '', ...rest] = argv;
+  const command = COMMANDS[name];
+  if (!command) return null;
+  trace(`fast path: ${name}`);
+  const parsed = parseFast(command.spec, rest, process.env);
+  if (!parsed) return null;
+  const { json } = parsed;
+  colourFor(rest);
+  const dir = command.hashes ? parsed.args[command.hashes] : undefined;
+  // verify on a terminal shows hashing progress, which a hash begun here would not report
+  const early =
+    dir !== undefined && (json || name !== 'verify' || !process.stderr.isTTY)
+      ? beginEarlyHash(dir, SAFETENSORS_FILE)
+      : null;
+  trace('fast path: parsed');
+  let exitCode = 0;
+  const io: CommandIO = {
+    json,
+    log: (line = '') => {
+      if (!json) process.stdout.write(`${line}\n`);
+    },
+    setExitCode: (code) => {
+      exitCode = code;
+    },
+  };
+  try {
+    const result = await command.main(parsed, io, early);
+    if (json && result !== undefined) writeJson(result);
+    return exitCode;
+  } catch (err) {
+    early?.hash.cancel();
+    const error = toCodiError(err);
+    if (json) writeJson(errorJson(error));
+    else process.stderr.write(renderError(error));
+    return error.exitCode;
+  }
+}
