@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { environmentError } from './errors.js';
+import { trace } from './trace.js';
 
 /** `.name.<pid>.<random>.tmp` beside `path`; hidden, and recognisable as ours for clean-up. */
 export function tempPathFor(path: string): string {
@@ -51,8 +52,10 @@ export class AtomicFile {
     this.settled = true;
     try {
       await this.handle.sync();
+      trace('atomic: fsynced');
       await this.handle.close();
       await rename(this.tempPath, this.path);
+      trace('atomic: renamed');
     } catch (e) {
       await this.handle.close().catch(() => undefined);
       await unlink(this.tempPath).catch(() => undefined);

@@ -5,9 +5,12 @@
  * The worker lets the main thread parse and validate everything else meanwhile.
  */
 import { createHash } from 'node:crypto';
+import { lstatSync, realpathSync, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CodiError, environmentError } from './errors.js';
+import { trace } from './trace.js';
 
 export const HASH_BLOCK_SIZE = 2 * 1024 * 1024;
 
@@ -70,7 +73,9 @@ function hashWorkerMain(): void {
   const post = (m: unknown): void => threads.parentPort?.postMessage(m);
   let fd = -1;
   try {
-    fd = fs.openSync(path, 'r');
+    // never through a symlink: adapter files are refused as symlinks, and a hash begun before that
+    // check (convert starts early) must not read what one points to
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     const total = fs.fstatSync(fd).size;
     const hash = hashOf('sha256');
     // buffers no bigger than the file (plus one byte to see the end in one read)
@@ -142,6 +147,7 @@ export function startSha256(
     worker.on('message', (m: WorkerMessage) => {
       if (m.kind === 'progress') onProgress?.(m.done, m.total);
       else if (m.kind === 'done') {
+        trace(`sha256: ${path} done`);
         settled = true;
         resolve(m.hex);
         void worker.terminate();
@@ -168,5 +174,47 @@ export function startSha256(
       rejectResult(new CodiError('HASH_CANCELLED', `hashing ${path} was cancelled`));
       void worker.terminate();
     },
+  };
+}
+
+/** A hash begun before the adapter is inspected: convert starts on the weights at once. */
+export interface EarlyHash {
+  readonly path: string;
+  readonly size: number;
+  /** the file as it was when hashing began: a converter compares it after its own read */
+  readonly stats: Stats;
+  readonly hash: PendingHash;
+}
+
+/**
+ * Starts hashing `file` in `dir` in a worker thread, now, if it is a large regular file (not a
+ * symlink); verification adopts the result when it reaches that file (`adoptEarly`). The worker boots
+ * and hashes on the other core while the caller loads and inspects everything else.
+ */
+export function beginEarlyHash(dir: string, file: string): EarlyHash | null {
+  let path: string;
+  let stats: Stats;
+  try {
+    // as verification names it (scanLayout resolves the folder's real path)
+    path = join(realpathSync(dir), file);
+    stats = lstatSync(path);
+  } catch {
+    return null;
+  }
+  if (!stats.isFile() || stats.size <= SMALL_FILE_BYTES) return null;
+  return { path, size: stats.size, stats, hash: startSha256(path) };
+}
+
+/**
+ * A `weightsHash` for verification that uses `early` when it is for the same file, and starts a
+ * hash otherwise (and then cancels `early`, whose file turned out not to be the weights).
+ */
+export function adoptEarly(
+  early: EarlyHash | null,
+): (path: string, size: number, onProgress?: HashProgressCallback) => PendingHash {
+  return (path, size, onProgress) => {
+    if (early && early.path === path && early.size === size) return early.hash;
+    early?.hash.cancel();
+    return beginSha256(path, size, onProgress);
   };
 }

@@ -3,7 +3,9 @@
  * architecture and shapes come from the base GGUF; the adapter is verified first (fail closed).
  */
 import { createHash } from 'node:crypto';
-import { access, constants, mkdir, open, stat } from 'node:fs/promises';
+import { adoptEarly, beginEarlyHash, type EarlyHash } from './checksum.js';
+import type { Stats } from 'node:fs';
+import { access, constants, lstat, mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
   checkCompatibility,
@@ -17,11 +19,8 @@ import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats
 import { neFromTorchShape } from './formats/gguf.js';
 import { writeGguf, type GgufTensorSpec } from './formats/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
-import {
-  readTensorBytes,
-  type SafetensorsHeader,
-  type SafetensorsTensorInfo,
-} from './formats/safetensors.js';
+import { type SafetensorsHeader, type SafetensorsTensorInfo } from './formats/safetensors.js';
+import { SequentialReader } from './formats/sequential-reader.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { SAFETENSORS_FILE } from './layout.js';
 import {
@@ -31,10 +30,12 @@ import {
   type VerifiedAdapter,
   type VerifyProgress,
 } from './verify.js';
+import { pausePoint } from './test-hooks.js';
+import { trace } from './trace.js';
 import { VERSION } from './version.js';
 
-export const OUTTYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;
-export type OutType = (typeof OUTTYPES)[number];
+export { OUTTYPES, type OutType } from './constants.js';
+import type { OutType } from './constants.js';
 
 /**
  * f32 by default: llama.cpp rounds the activations to the weight type inside the LoRA matmuls
@@ -61,6 +62,8 @@ export interface ConvertOptions {
   /** rebuild even when the cache has this conversion */
   force?: boolean;
   onHashProgress?: (p: VerifyProgress) => void;
+  /** the weights' hash, begun by the caller before it loaded this module (`beginEarlyHash`) */
+  earlyHash?: EarlyHash | null;
 }
 
 export interface ConvertResult {
@@ -81,11 +84,30 @@ export interface ConvertResult {
 
 export async function convertAdapter(dir: string, options: ConvertOptions): Promise<ConvertResult> {
   const started = performance.now();
-  const base = await readBaseModel(resolve(options.base));
+  // the weights are hashed from the start, in a worker on the other core, while the base and the
+  // rest of the adapter are read here; the conversion pass later checks the file did not change since
+  const early =
+    options.earlyHash !== undefined
+      ? options.earlyHash
+      : options.onHashProgress
+        ? null
+        : beginEarlyHash(dir, SAFETENSORS_FILE);
+  trace('convert: start');
+  let base: BaseModel;
+  try {
+    base = await readBaseModel(resolve(options.base));
+    trace('convert: base model read');
+  } catch (e) {
+    early?.hash.cancel();
+    throw e;
+  }
+  const weightsPath = join(resolve(dir), SAFETENSORS_FILE);
+  const before = early?.stats ?? (await lstat(weightsPath).catch(() => null));
   let plan: PlannedModule[] = [];
   let ggufAlpha = 0;
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
+    weightsHash: adoptEarly(early),
     baseCheck: (adapter) => {
       if (!adapter.config) return Promise.resolve({ findings: [], summary: 'not checked' });
       const compat = checkCompatibility(
@@ -101,21 +123,28 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
         summary: `${base.arch}, ${compat.plan.length} tensors mapped`,
       });
     },
+  }).catch((e: unknown) => {
+    early?.hash.cancel();
+    throw e;
   });
+  trace('convert: adapter inspected');
   try {
-    return await convertInspected(inspection, base, plan, ggufAlpha, options, started);
+    return await convertInspected(inspection, before, base, plan, ggufAlpha, options, started);
   } finally {
     inspection.cancel();
+    early?.hash.cancel();
   }
 }
 
 /**
- * The conversion proper. It starts while the weights are still being hashed (in a worker thread)
- * and only the commit waits for the checksums: a mismatch aborts the write, so an adapter that
- * fails verification never produces a GGUF.
+ * The conversion proper. It reads the weights once, hashing every byte as it converts, and only the
+ * commit waits for the checksums: a mismatch aborts the write, so an adapter that fails verification
+ * never produces a GGUF.
  */
 async function convertInspected(
   inspection: Inspection,
+  /** the weights file before it was hashed */
+  before: Stats | null,
   base: BaseModel,
   plan: PlannedModule[],
   ggufAlpha: number,
@@ -182,6 +211,7 @@ async function convertInspected(
     adapter.safetensors,
     output,
     { base, plan, ggufAlpha, outtype, metadata: adapter, weightsSha256 },
+    before,
     verifiedReport,
   );
   return result(false, written.bytes, written.tensors, written.f16Fallback);
@@ -248,7 +278,9 @@ async function writeAdapterGguf(
   header: SafetensorsHeader,
   output: string,
   input: WriteInput,
-  /** resolves once the adapter is fully verified (throws if not): the last tensor waits for it */
+  /** the weights file before verification hashed it: it must be the same file when this pass ends */
+  before: Stats | null,
+  /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
 ): Promise<{ bytes: number; tensors: number; f16Fallback: string[] }> {
   const infos = new Map(header.tensors.map((t) => [t.name, t]));
@@ -263,13 +295,7 @@ async function writeAdapterGguf(
   // llama.cpp layouts (src/llama-adapter.cpp): lora_a ne = [in, r] and lora_b ne = [r, out], i.e. the
   // PEFT matrices as they are; for token embeddings lora_a is [r, n_vocab] (rows fetched per token),
   // so PEFT's [r, n_vocab] lora_embedding_A is transposed, and lora_b stays [n_embd, r].
-  const jobs: {
-    spec: GgufTensorSpec;
-    info: SafetensorsTensorInfo;
-    transpose: boolean;
-    factor: number;
-    permuteHeads: number | null;
-  }[] = [];
+  const jobs: ConvertJob[] = [];
   for (const p of input.plan) {
     const a = infoOf(infos, p.module.a.name);
     const b = infoOf(infos, p.module.b.name);
@@ -294,6 +320,8 @@ async function writeAdapterGguf(
       permuteHeads: p.permuteHeads,
     });
   }
+  // GGUF tensors in the order their data lies in the safetensors file: one sequential read does it
+  jobs.sort((x, y) => x.info.begin - y.info.begin);
 
   const m = input.metadata.metadata;
   const kv: [string, GgufTypedValue][] = [
@@ -310,52 +338,99 @@ async function writeAdapterGguf(
   ];
   if (m?.version) kv.push(['general.version', gv.str(m.version)]);
 
-  // one scratch buffer for every tensor: the writer has encoded a payload before it asks for the next
-  const largest = Math.max(
-    0,
-    ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2)),
-  );
-  const scratch = new Float32Array(largest);
-  const readBuffer = new Uint8Array(scratch.length * 4);
   if (jobs.length === 0) await gate();
-  const handle = await open(weightsPath, 'r');
+  // one scratch buffer for every tensor: the writer has encoded a payload before it asks for the next
+  const largest = Math.max(0, ...jobs.map((j) => j.info.end - j.info.begin));
+  const scratch = new Float32Array(
+    Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
+  );
+  const held = new Uint8Array(largest);
+  let reader: SequentialReader | null = null;
   try {
+    trace('convert: writing');
+    await pausePoint('convert:before-pass');
+    reader = await SequentialReader.open(weightsPath);
+    const source = reader;
+    await source.take(header.dataOffset);
     const result = await writeGguf(
       output,
       { metadata: kv, tensors: jobs.map((j) => j.spec) },
       async (_spec, i) => {
         const job = jobs[i];
         if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
-        const bytes = await readTensorBytes(handle, header, job.info, readBuffer);
-        // the GGUF is committed when the last tensor is written: not before verification has passed
-        if (i === jobs.length - 1) await gate();
-        const type = GGML_TYPE_OF_DTYPE[job.info.dtype];
-        if (type === undefined)
-          throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
-        const plain = !job.transpose && job.permuteHeads === null && job.factor === 1;
-        // F32 in, F32 out, nothing to change: the bytes go through as they are
-        if (plain && type === GgmlType.F32 && job.spec.type === GgmlType.F32) return bytes;
-        let values = decodeToF32(
-          type,
-          bytes,
-          scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)),
-        );
-        const [rows = 0, cols = 0] = job.info.shape;
-        if (job.transpose) values = transpose(values, rows, cols);
-        if (job.permuteHeads !== null) values = permuteRopeRows(values, rows, cols, job.permuteHeads);
-        if (job.factor !== 1) {
-          const f = job.factor;
-          for (let k = 0; k < values.length; k++) values[k] = (values[k] ?? 0) * f;
+        const at = source.position - header.dataOffset;
+        if (job.info.begin < at) throw new CodiError('INTERNAL', `${job.info.name} overlaps another tensor`);
+        await source.take(job.info.begin - at);
+        let bytes = await source.take(job.info.end - job.info.begin);
+        if (bytes.length < job.info.end - job.info.begin) throw sourceChanged(weightsPath, 'shrank');
+        if (i === jobs.length - 1) {
+          held.set(bytes);
+          bytes = held.subarray(0, bytes.length);
+          // the bytes converted are the bytes verified: the same file, unchanged since it was hashed
+          if ((await source.skipToEnd()) > 0 || source.position !== header.fileSize) {
+            throw sourceChanged(weightsPath, 'grew');
+          }
+          if (before && !sameFile(before, await source.stat())) throw sourceChanged(weightsPath, 'changed');
+          // then the checksums: the GGUF is committed only for a verified adapter
+          trace('convert: all read, waiting for the checksums');
+          await gate();
+          trace('convert: verified');
         }
-        return values;
+        return convertTensor(job, bytes, scratch);
       },
     );
+    trace('convert: committed');
     return { bytes: result.bytes, tensors: jobs.length, f16Fallback };
   } finally {
-    await handle.close();
+    await reader?.close();
   }
 }
 
+/** Same inode, size and change time: nothing wrote to the file in between. */
+function sameFile(a: Stats, b: Stats): boolean {
+  return (
+    a.dev === b.dev &&
+    a.ino === b.ino &&
+    a.size === b.size &&
+    a.ctimeMs === b.ctimeMs &&
+    a.mtimeMs === b.mtimeMs
+  );
+}
+
+interface ConvertJob {
+  spec: GgufTensorSpec;
+  info: SafetensorsTensorInfo;
+  transpose: boolean;
+  factor: number;
+  permuteHeads: number | null;
+}
+
+/** One tensor's safetensors bytes as the GGUF tensor `job.spec` wants them. */
+function convertTensor(job: ConvertJob, bytes: Uint8Array, scratch: Float32Array): Uint8Array | Float32Array {
+  const type = GGML_TYPE_OF_DTYPE[job.info.dtype];
+  if (type === undefined)
+    throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
+  const plain = !job.transpose && job.permuteHeads === null && job.factor === 1;
+  // F32 in, F32 out, nothing to change: the bytes go through as they are
+  if (plain && type === GgmlType.F32 && job.spec.type === GgmlType.F32) return bytes;
+  let values = decodeToF32(type, bytes, scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)));
+  const [rows = 0, cols = 0] = job.info.shape;
+  if (job.transpose) values = transpose(values, rows, cols);
+  if (job.permuteHeads !== null) values = permuteRopeRows(values, rows, cols, job.permuteHeads);
+  if (job.factor !== 1) {
+    const f = job.factor;
+    for (let k = 0; k < values.length; k++) values[k] = (values[k] ?? 0) * f;
+  }
+  return values;
+}
+
+function sourceChanged(path: string, how: string): CodiError {
+  return new CodiError(
+    'SOURCE_CHANGED',
+    `${basename(path)} ${how} while it was being converted; nothing was written`,
+    { file: basename(path), hint: 'convert again once the adapter files are no longer being written' },
+  );
+}
 function infoOf(infos: Map<string, SafetensorsTensorInfo>, name: string): SafetensorsTensorInfo {
   const info = infos.get(name);
   if (!info) throw new CodiError('INTERNAL', `tensor ${name} vanished from the header`);

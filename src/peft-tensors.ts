@@ -170,7 +170,8 @@ export function analyzeTensors(
     }
     modules.push({ module, kind: h.kind, a: A, b: B, rank: aRows, inFeatures: aCols, outFeatures: bRows });
   }
-  modules.sort((x, y) => x.module.localeCompare(y.module, 'en'));
+  // code-point order: `localeCompare(…, 'en')` built an ICU collator per call (30 ms for 392 tensors)
+  modules.sort((x, y) => (x.module < y.module ? -1 : x.module > y.module ? 1 : 0));
 
   if (config) {
     const matchedTargets = new Set<string>();

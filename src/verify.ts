@@ -8,6 +8,7 @@ import { beginSha256, sha256File, type HashProgressCallback, type PendingHash } 
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { findingFromError, type Finding } from './findings.js';
 import { formatBytes, plural, thousands } from './text.js';
+import { trace } from './trace.js';
 import { scanTorchBin } from './formats/pickle.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
 import {
@@ -59,6 +60,11 @@ export interface VerifyOptions {
   strict?: boolean;
   /** called while large files are hashed */
   onHashProgress?: (progress: VerifyProgress) => void;
+  /**
+   * Who hashes the weights file: by default a worker thread started at once (`beginSha256`); convert
+   * adopts the hash it began before anything was loaded (`adoptEarly`).
+   */
+  weightsHash?: (path: string, size: number, onProgress?: HashProgressCallback) => PendingHash;
   /** extra checks against a base model, given the parsed adapter (convert's compatibility check) */
   baseCheck?: (adapter: VerifiedAdapter) => Promise<{ findings: Finding[]; summary: string }>;
 }
@@ -129,7 +135,7 @@ export async function inspectAdapter(dir: string, options: VerifyOptions = {}): 
   const early = layout.weightsFile
     ? {
         file: layout.weightsFile,
-        hash: beginSha256(
+        hash: (options.weightsHash ?? beginSha256)(
           join(layout.dir, layout.weightsFile),
           layout.files.find((f) => f.name === layout.weightsFile)?.size ?? 0,
           progressFor(options, layout.weightsFile),
@@ -158,6 +164,7 @@ async function inspect(
   options: VerifyOptions,
   started: number,
 ): Promise<Inspection> {
+  trace('verify: layout scanned');
   const findings: Finding[] = [...layout.findings];
   const summaries: Partial<Record<CheckName, string>> = {};
   const present = new Set(layout.files.map((f) => f.name));
@@ -174,6 +181,7 @@ async function inspect(
     }
   }
 
+  trace('verify: config checked');
   // weights: header / pickle only, never the tensor data
   let tensors: TensorDescriptor[] = [];
   let weightsReadable = false;
@@ -210,6 +218,7 @@ async function inspect(
     }
   }
 
+  trace('verify: weights header read');
   // tensors against the config
   let modules: LoraModule[] = [];
   let stats: TensorStats = { count: 0, parameters: 0, dtypes: {}, ranks: {}, modules: [], layers: [] };
@@ -221,6 +230,7 @@ async function inspect(
     summaries.tensors = describeTensors(stats, modules.length);
   }
 
+  trace('verify: tensors checked');
   // metadata.json
   let metadata: AdapterMetadata | null = null;
   let expected = new Map<string, string>();
@@ -248,6 +258,7 @@ async function inspect(
     }
   }
 
+  trace('verify: metadata checked');
   // checksums, streamed, all files at once (each in its own worker thread)
   const pending = new Map<string, Promise<string>>();
   for (const file of expected.keys()) {

@@ -63,6 +63,8 @@ export interface GgufWriteResult {
 }
 
 const SINK_BYTES = 1 << 20;
+/** an fdatasync is started in the background after this many bytes (see Sink.flush) */
+const EARLY_SYNC_BYTES = 16 << 20;
 /** float32 values encoded per step: a multiple of the Q8_0 block so blocks never straddle steps */
 const ENCODE_STEP = 1 << 18;
 
@@ -70,11 +72,20 @@ function invalid(message: string, details: Record<string, unknown> = {}): CodiEr
   return new CodiError('GGUF_WRITE_INVALID', message, { details });
 }
 
-/** Sequential writer with one reusable buffer. */
+/**
+ * Sequential writer with two buffers: while one is being written (in libuv's thread pool), the other
+ * fills, so encoding and writing overlap. A write error surfaces at the next flush or `drain`.
+ */
 class Sink {
-  readonly buf = new Uint8Array(SINK_BYTES);
-  private readonly view = new DataView(this.buf.buffer);
+  private readonly buffers = [new Uint8Array(SINK_BYTES), new Uint8Array(SINK_BYTES)] as const;
+  private buf: Uint8Array = this.buffers[0];
+  private view = new DataView(this.buf.buffer);
   private used = 0;
+  /** the write of the other buffer, if one is under way */
+  private inFlight: Promise<void> | null = null;
+  /** an early fdatasync, if one is under way, and the bytes written since the last one began */
+  private syncing: Promise<void> | null = null;
+  private unsynced = 0;
   /** bytes handed to the sink so far (= the file offset of the next byte) */
   position = 0;
 
@@ -83,14 +94,60 @@ class Sink {
   /** file offset where the buffered bytes start */
   private flushed = 0;
 
+  /** Starts writing the buffered bytes and switches to the other buffer. */
   async flush(): Promise<void> {
-    let done = 0;
-    while (done < this.used) {
-      const { bytesWritten } = await this.fh.write(this.buf, done, this.used - done, this.flushed + done);
-      done += bytesWritten;
+    if (this.used === 0) return;
+    // one write at a time: the previous one owns the buffer this switches to
+    await this.settle();
+    const write = this.writeAll(this.buf.subarray(0, this.used), this.flushed);
+    write.catch(() => undefined);
+    this.inFlight = write;
+    // start the disk on what is written so far, so the fsync at the commit has only the tail left;
+    // its errors are the commit's fsync's to report
+    this.unsynced += this.used;
+    if (this.unsynced >= EARLY_SYNC_BYTES && !this.syncing) {
+      this.unsynced = 0;
+      this.syncing = this.fh.datasync().then(
+        () => {
+          this.syncing = null;
+        },
+        () => {
+          this.syncing = null;
+        },
+      );
     }
     this.flushed += this.used;
     this.used = 0;
+    this.buf = this.buf === this.buffers[0] ? this.buffers[1] : this.buffers[0];
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  /** Waits for the write under way, if any. */
+  async settle(): Promise<void> {
+    const write = this.inFlight;
+    this.inFlight = null;
+    await write;
+  }
+
+  /** Nothing of this sink's is under way any more (before the file is dropped); errors do not matter. */
+  async quiesce(): Promise<void> {
+    await this.settle().catch(() => undefined);
+    await this.syncing;
+  }
+
+  /** Everything handed over is written (not yet fsynced), and no early fdatasync is under way. */
+  async drain(): Promise<void> {
+    await this.flush();
+    await this.settle();
+    await this.syncing;
+  }
+
+  private async writeAll(data: Uint8Array, at: number): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh.write(data, done, data.length - done, at + done);
+      done += bytesWritten;
+    }
   }
 
   /** Leaves `n` bytes unwritten: a hole that reads as zeros (sparse where the file system allows). */
@@ -104,18 +161,19 @@ class Sink {
     if (this.used + n > this.buf.length) await this.flush();
   }
 
+  /** Copies `data` into the buffers (the caller may reuse it as soon as this returns). */
   async bytes(data: Uint8Array): Promise<void> {
-    if (data.length <= this.buf.length - this.used) {
-      this.buf.set(data, this.used);
-      this.used += data.length;
-    } else {
-      await this.flush();
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.flushed + done);
-        done += bytesWritten;
+    let done = 0;
+    while (done < data.length) {
+      const room = this.buf.length - this.used;
+      if (room === 0) {
+        await this.flush();
+        continue;
       }
-      this.flushed += data.length;
+      const n = Math.min(room, data.length - done);
+      this.buf.set(n === data.length ? data : data.subarray(done, done + n), this.used);
+      this.used += n;
+      done += n;
     }
     this.position += data.length;
   }
@@ -374,6 +432,7 @@ export class GgufWriter {
       }
       return new GgufWriter(path, file, sink, options.tensors, sizes, alignment, dataOffset, offsets);
     } catch (e) {
+      await sink.quiesce();
       await file.abort();
       throw asWriteError(e, path);
     }
@@ -469,7 +528,7 @@ export class GgufWriter {
           `${this.specs.length - this.next} tensors were declared but not written, first '${this.specs[this.next]?.name ?? ''}'`,
         );
       }
-      await this.sink.flush();
+      await this.sink.drain();
       // a trailing hole (skipTensor) must still count in the file size
       await this.file.handle.truncate(this.sink.position);
       this.done = true;
@@ -493,6 +552,7 @@ export class GgufWriter {
   /** Drops the temp file; `path` is left as it was. Safe to call more than once. */
   async abort(): Promise<void> {
     this.done = true;
+    await this.sink.quiesce();
     await this.file.abort();
   }
 }

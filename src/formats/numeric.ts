@@ -86,11 +86,18 @@ function f16BitsToF32BitsCompute(h: number): number {
   return (sign | (e << 23) | ((m & 0x3ff) << 13)) >>> 0;
 }
 
-const F16_TO_F32_BITS = new Uint32Array(65536);
-for (let h = 0; h < 65536; h++) F16_TO_F32_BITS[h] = f16BitsToF32BitsCompute(h);
+/** Built on first use: a command that never decodes f16 does not pay for it. */
+let f16Table: Uint32Array | null = null;
+function f16ToF32Table(): Uint32Array {
+  if (f16Table) return f16Table;
+  const table = new Uint32Array(65536);
+  for (let h = 0; h < 65536; h++) table[h] = f16BitsToF32BitsCompute(h);
+  f16Table = table;
+  return table;
+}
 
 export function f16BitsToF32Bits(h: number): number {
-  return F16_TO_F32_BITS[h & 0xffff] ?? 0;
+  return f16ToF32Table()[h & 0xffff] ?? 0;
 }
 
 export function f16BitsToF32(h: number): number {
@@ -144,7 +151,7 @@ export function f16ToF32(src: Uint16Array, dst: Float32Array = new Float32Array(
   checkLength('f16ToF32', dst.length, src.length);
   // write bits, not numbers: a NaN stored through a JS number may lose its payload
   const out = bitsOf(dst);
-  const table = F16_TO_F32_BITS;
+  const table = f16ToF32Table();
   const n = src.length;
   for (let i = 0; i < n; i++) out[i] = table[src[i] ?? 0] ?? 0;
   return dst;

@@ -1,8 +1,15 @@
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { realpath, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sha256File, startSha256 } from '../../src/checksum.js';
+import {
+  adoptEarly,
+  beginEarlyHash,
+  sha256Bytes,
+  sha256File,
+  SMALL_FILE_BYTES,
+  startSha256,
+} from '../../src/checksum.js';
 import { CodiError } from '../../src/errors.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -52,5 +59,29 @@ describe('startSha256 (worker thread)', () => {
     const pending = startSha256(file, undefined, 4096);
     pending.cancel();
     await expect(pending.result).rejects.toBeDefined();
+  });
+});
+
+describe('beginEarlyHash / adoptEarly', () => {
+  it('hashes a large regular file at once; verification adopts it for the same file', async () => {
+    const dir = await realpath(await tempDir());
+    const data = Buffer.alloc(SMALL_FILE_BYTES + 12345, 7);
+    await writeFile(join(dir, 'big.bin'), data);
+    await writeFile(join(dir, 'small.bin'), 'x');
+    await symlink(join(dir, 'big.bin'), join(dir, 'link.bin'));
+    expect(beginEarlyHash(dir, 'small.bin')).toBeNull();
+    expect(beginEarlyHash(dir, 'link.bin')).toBeNull();
+    expect(beginEarlyHash(dir, 'missing.bin')).toBeNull();
+    const early = beginEarlyHash(dir, 'big.bin');
+    expect(early).toMatchObject({ path: join(dir, 'big.bin'), size: data.length });
+    const adopt = adoptEarly(early);
+    const pending = adopt(join(dir, 'big.bin'), data.length);
+    expect(pending === early?.hash).toBe(true);
+    expect(await pending.result).toBe(sha256Bytes(data));
+    // another file: a hash of its own, and the early one is cancelled
+    const other = beginEarlyHash(dir, 'big.bin');
+    const fresh = adoptEarly(other)(join(dir, 'small.bin'), 1);
+    expect(await fresh.result).toBe(sha256Bytes(Buffer.from('x')));
+    await expect(other?.hash.result).rejects.toMatchObject({ code: 'HASH_CANCELLED' });
   });
 });
