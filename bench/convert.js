@@ -5,13 +5,23 @@
 // weights (read-and-write floor). Conversion work = convert wall − start-up.
 // Targets, f32 and f16 output: work ≤ 4× cp, peak RSS ≤ 150 MiB.
 // Usage: node bench/convert.js [--trials 5] [--keep]
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GgmlType, gv } from '../dist/formats/ggml-types.js';
 import { GgufWriter } from '../dist/formats/gguf-writer.js';
 import { writePeftAdapter } from '../dist/testkit/peft-adapter.js';
-import { BIN, compare, measure, QWEN15B_DIMS, qwen15bAdapterSpec, requireBuilt, verdict } from './lib.js';
+import {
+  BIN,
+  compare,
+  measure,
+  median,
+  QWEN15B_DIMS,
+  qwen15bAdapterSpec,
+  requireBuilt,
+  verdict,
+} from './lib.js';
 
 requireBuilt();
 const trialsArg = process.argv.indexOf('--trials');
@@ -71,8 +81,6 @@ const convert = (type) =>
   measure(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out(type), '--outtype', type]);
 const res = compare(trials, {
   version: () => measure(process.execPath, [BIN, '--version']),
-  help: () => measure(process.execPath, [BIN, 'convert', '--help']),
-  verify: () => measure(process.execPath, [BIN, 'verify', adapter]),
   cp: () => measure('cp', [weights, join(root, 'copy')]),
   f32: () => convert('f32'),
   f16: () => convert('f16'),
@@ -90,17 +98,27 @@ for (const type of ['f32', 'f16']) {
   );
 }
 console.log('');
-console.log('where the time goes (medians of the same run):');
-console.log(
-  `  oclif + command load (convert --help − --version): ${((res.help.wall - res.version.wall) * 1000).toFixed(0)} ms`,
-);
-console.log(
-  `  verification of the adapter (verify − convert --help): ${((res.verify.wall - res.help.wall) * 1000).toFixed(0)} ms (schema, tensors, sha256 of 74 MB)`,
-);
-for (const type of ['f32', 'f16']) {
-  const own = res[type].wall - res.verify.wall;
-  console.log(
-    `  conversion proper, ${type} (convert − verify): ${(own * 1000).toFixed(0)} ms = ${(own / res.cp.wall).toFixed(2)}× cp (read, scale, encode, write, fsync)`,
+console.log(`where the time goes: CODI_TRACE=1 phases of convert --outtype f32, medians of ${trials} runs`);
+const traces = [];
+for (let i = 0; i < trials; i++) {
+  const r = spawnSync(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out('f32')], {
+    encoding: 'utf8',
+    env: { ...process.env, CODI_TRACE: '1' },
+  });
+  traces.push(
+    [...r.stderr.matchAll(/^\[trace\]\s+([\d.]+) ms {2}(.*)$/gmu)].map((m) => [m[2], Number(m[1])]),
   );
 }
+const labels = traces[0].map(([label]) => label);
+let previous = 0;
+for (const [i, label] of labels.entries()) {
+  const at = median(traces.map((t) => t[i]?.[1] ?? NaN));
+  console.log(
+    `  ${at.toFixed(0).padStart(5)} ms (+${(at - previous).toFixed(0).padStart(3)})  ${label.slice(0, 90)}`,
+  );
+  previous = at;
+}
+console.log(
+  `  (node itself starts in ~${(res.version.wall * 1000).toFixed(0)} ms with --version; the rest is the process ending)`,
+);
 if (!process.argv.includes('--keep')) rmSync(root, { recursive: true, force: true });
