@@ -8,12 +8,10 @@
  * `convert` and `verify` also begin hashing the adapter's weights here, in a worker thread, before
  * the rest of the program is loaded: the other core hashes while this one loads and inspects.
  */
-import { beginEarlyHash, type EarlyHash } from './checksum.js';
+import type { EarlyHash } from './checksum.js';
 import type { CommandInput, CommandIO, CommandSpec } from './cli/spec.js';
 import { parseFast } from './cli/spec.js';
 import { convertSpec, listSpec, mountSpec, promoteSpec, verifySpec } from './cli/specs.js';
-import { colourFor, errorJson, renderError, toCodiError, writeJson } from './error-output.js';
-import { SAFETENSORS_FILE } from './layout.js';
 import { trace } from './trace.js';
 
 interface FastCommand {
@@ -73,13 +71,19 @@ export async function runFast(argv: readonly string[]): Promise<number | null> {
   const parsed = parseFast(command.spec, rest, process.env);
   if (!parsed) return null;
   const { json } = parsed;
-  colourFor(rest);
+  // loaded only once this path is taken: help and declined command lines go to oclif without them
+  const [{ beginEarlyHash }, { SAFETENSORS_FILE }] = await Promise.all([
+    import('./checksum.js'),
+    import('./layout.js'),
+  ]);
   const dir = command.hashes ? parsed.args[command.hashes] : undefined;
   // verify on a terminal shows hashing progress, which a hash begun here would not report
   const early =
     dir !== undefined && (json || name !== 'verify' || !process.stderr.isTTY)
       ? beginEarlyHash(dir, SAFETENSORS_FILE)
       : null;
+  const { colourFor, errorJson, renderError, toCodiError, writeJson } = await import('./error-output.js');
+  colourFor(rest);
   trace('fast path: parsed');
   let exitCode = 0;
   const io: CommandIO = {
