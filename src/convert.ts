@@ -3,9 +3,9 @@
  * architecture and shapes come from the base GGUF; the adapter is verified first (fail closed).
  */
 import { createHash } from 'node:crypto';
-import { adoptEarly, beginEarlyHash, type EarlyHash } from './checksum.js';
-import type { Stats } from 'node:fs';
-import { access, constants, lstat, mkdir, stat } from 'node:fs/promises';
+import { beginSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
+import { readSync, type Stats } from 'node:fs';
+import { access, constants, lstat, mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
   checkCompatibility,
@@ -14,13 +14,12 @@ import {
   type BaseModel,
   type PlannedModule,
 } from './base-model.js';
-import { CodiError, ExitCode } from './errors.js';
+import { CodiError, ExitCode, environmentError } from './errors.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
-import { writeGguf, type GgufTensorSpec } from './formats/gguf-writer.js';
+import { writeGguf, type GgufTensorSpec, type TensorPayload } from './formats/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
 import { type SafetensorsHeader, type SafetensorsTensorInfo } from './formats/safetensors.js';
-import { SequentialReader } from './formats/sequential-reader.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { SAFETENSORS_FILE } from './layout.js';
 import {
@@ -62,8 +61,6 @@ export interface ConvertOptions {
   /** rebuild even when the cache has this conversion */
   force?: boolean;
   onHashProgress?: (p: VerifyProgress) => void;
-  /** the weights' hash, begun by the caller before it loaded this module (`beginEarlyHash`) */
-  earlyHash?: EarlyHash | null;
 }
 
 export interface ConvertResult {
@@ -84,30 +81,21 @@ export interface ConvertResult {
 
 export async function convertAdapter(dir: string, options: ConvertOptions): Promise<ConvertResult> {
   const started = performance.now();
-  // the weights are hashed from the start, in a worker on the other core, while the base and the
-  // rest of the adapter are read here; the conversion pass later checks the file did not change since
-  const early =
-    options.earlyHash !== undefined
-      ? options.earlyHash
-      : options.onHashProgress
-        ? null
-        : beginEarlyHash(dir, SAFETENSORS_FILE);
   trace('convert: start');
-  let base: BaseModel;
-  try {
-    base = await readBaseModel(resolve(options.base));
-    trace('convert: base model read');
-  } catch (e) {
-    early?.hash.cancel();
-    throw e;
-  }
-  const weightsPath = join(resolve(dir), SAFETENSORS_FILE);
-  const before = early?.stats ?? (await lstat(weightsPath).catch(() => null));
+  // the weights file as it is before anything reads it: the pass checks it is the same file after
+  const before = await lstat(join(resolve(dir), SAFETENSORS_FILE)).catch(() => null);
+  const base = await readBaseModel(resolve(options.base));
+  trace('convert: base model read');
   let plan: PlannedModule[] = [];
   let ggufAlpha = 0;
+  // the weights are hashed by the conversion pass, from the bytes it converts
+  const passHash = new PassHash();
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
-    weightsHash: adoptEarly(early),
+    weightsHash: (path, size, onProgress) =>
+      basename(path) === SAFETENSORS_FILE
+        ? passHash.adopt(path, size, onProgress)
+        : beginSha256(path, size, onProgress),
     baseCheck: (adapter) => {
       if (!adapter.config) return Promise.resolve({ findings: [], summary: 'not checked' });
       const compat = checkCompatibility(
@@ -123,16 +111,73 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
         summary: `${base.arch}, ${compat.plan.length} tensors mapped`,
       });
     },
-  }).catch((e: unknown) => {
-    early?.hash.cancel();
-    throw e;
   });
   trace('convert: adapter inspected');
   try {
-    return await convertInspected(inspection, before, base, plan, ggufAlpha, options, started);
+    return await convertInspected(inspection, passHash, before, base, plan, ggufAlpha, options, started);
   } finally {
     inspection.cancel();
-    early?.hash.cancel();
+    passHash.cancel();
+  }
+}
+
+/**
+ * The weights' sha256, computed by the conversion pass from the very bytes it converts: the header
+ * bytes, then the data section in file order. One read of the file, on this thread, and no worker
+ * to start (on two cores, a hashing worker slows everything else down by more than it saves). When
+ * no pass comes after all (a cached result, or an adapter that fails before it), `elsewhere` hashes
+ * the file the ordinary way.
+ */
+class PassHash implements PendingHash {
+  readonly result: Promise<string>;
+  private readonly sha = createHash('sha256');
+  private resolve: (hex: string) => void = () => undefined;
+  private reject: (e: Error) => void = () => undefined;
+  private other: PendingHash | null = null;
+  private settled = false;
+  private file: { path: string; size: number; onProgress: HashProgressCallback | undefined } | null = null;
+  private hashed = 0;
+
+  constructor() {
+    this.result = new Promise<string>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.result.catch(() => undefined);
+  }
+
+  /** Verification asks for the hash of `path`: this is it. */
+  adopt(path: string, size: number, onProgress: HashProgressCallback | undefined): PendingHash {
+    this.file = { path, size, onProgress };
+    return this;
+  }
+
+  update(bytes: Uint8Array): void {
+    this.sha.update(bytes);
+    this.hashed += bytes.length;
+    this.file?.onProgress?.(this.hashed, this.file.size);
+  }
+
+  /** The pass has fed every byte of the file. */
+  finish(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolve(this.sha.digest('hex'));
+  }
+
+  /** No pass will feed this hash: hash the file by itself (a no-op once the pass has finished). */
+  elsewhere(): void {
+    if (this.settled || !this.file) return;
+    this.settled = true;
+    this.other = beginSha256(this.file.path, this.file.size, this.file.onProgress);
+    this.other.result.then(this.resolve, this.reject);
+  }
+
+  cancel(): void {
+    this.other?.cancel();
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(new CodiError('HASH_CANCELLED', 'hashing the weights was cancelled'));
   }
 }
 
@@ -143,6 +188,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
  */
 async function convertInspected(
   inspection: Inspection,
+  passHash: PassHash,
   /** the weights file before it was hashed */
   before: Stats | null,
   base: BaseModel,
@@ -152,6 +198,8 @@ async function convertInspected(
   started: number,
 ): Promise<ConvertResult> {
   const verifiedReport = async (): Promise<VerifiedAdapter> => {
+    // outside the pass (or before it ends), the weights are hashed by themselves
+    passHash.elsewhere();
     const report = await inspection.finish();
     requireValid(report);
     return report.verified;
@@ -211,6 +259,7 @@ async function convertInspected(
     adapter.safetensors,
     output,
     { base, plan, ggufAlpha, outtype, metadata: adapter, weightsSha256 },
+    passHash,
     before,
     verifiedReport,
   );
@@ -278,7 +327,9 @@ async function writeAdapterGguf(
   header: SafetensorsHeader,
   output: string,
   input: WriteInput,
-  /** the weights file before verification hashed it: it must be the same file when this pass ends */
+  /** fed every byte of the weights file, in order */
+  hash: PassHash,
+  /** the weights file before the pass: it must be the same file when the pass ends */
   before: Stats | null,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
@@ -339,51 +390,117 @@ async function writeAdapterGguf(
   if (m?.version) kv.push(['general.version', gv.str(m.version)]);
 
   if (jobs.length === 0) await gate();
-  // one scratch buffer for every tensor: the writer has encoded a payload before it asks for the next
+  // one buffer for every tensor that needs converting: the writer has encoded a payload before it
+  // asks for the next
   const largest = Math.max(0, ...jobs.map((j) => j.info.end - j.info.begin));
   const scratch = new Float32Array(
     Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
   );
-  const held = new Uint8Array(largest);
-  let reader: SequentialReader | null = null;
+  // also the buffer for bytes that are only hashed (the header, tensors not converted)
+  const held = new Uint8Array(Math.max(largest, 64 << 10));
+  let source: FileHandle | null = null;
   try {
     trace('convert: writing');
     await pausePoint('convert:before-pass');
-    reader = await SequentialReader.open(weightsPath);
-    const source = reader;
-    await source.take(header.dataOffset);
+    source = await open(weightsPath, constants.O_RDONLY | constants.O_NOFOLLOW).catch((e: unknown) => {
+      throw environmentError(e, weightsPath, 'read');
+    });
+    const fd = source.fd;
+    const handle = source;
+    const failure = (cause: unknown): Error =>
+      cause === null ? sourceChanged(weightsPath, 'shrank') : environmentError(cause, weightsPath, 'read');
+    /** fills `into` from `position`; a file that ends first has shrunk since its header was read */
+    const readFully = (into: Uint8Array, position: number): Uint8Array => {
+      let got = 0;
+      while (got < into.length) {
+        let n: number;
+        try {
+          n = readSync(fd, into, got, into.length - got, position + got);
+        } catch (e) {
+          throw failure(e);
+        }
+        if (n === 0) throw failure(null);
+        got += n;
+      }
+      return into;
+    };
+    // every byte of the file passes through the hash exactly once, in order: `hashedTo` is where the
+    // next one starts. Bytes no tensor of the GGUF needs (the header; any tensor not converted) are
+    // read just to be hashed.
+    let hashedTo = 0;
+    const hashUpTo = (end: number): void => {
+      while (hashedTo < end) {
+        const part = readFully(held.subarray(0, Math.min(held.length, end - hashedTo)), hashedTo);
+        hash.update(part);
+        hashedTo += part.length;
+      }
+    };
+    const readTensor = (job: ConvertJob): Uint8Array => {
+      hashUpTo(header.dataOffset + job.info.begin);
+      const bytes = readFully(held.subarray(0, job.info.end - job.info.begin), hashedTo);
+      hash.update(bytes);
+      hashedTo += bytes.length;
+      return bytes;
+    };
     const result = await writeGguf(
       output,
       { metadata: kv, tensors: jobs.map((j) => j.spec) },
-      async (_spec, i) => {
+      async (_spec, i): Promise<TensorPayload> => {
         const job = jobs[i];
         if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
-        const at = source.position - header.dataOffset;
-        if (job.info.begin < at) throw new CodiError('INTERNAL', `${job.info.name} overlaps another tensor`);
-        await source.take(job.info.begin - at);
-        let bytes = await source.take(job.info.end - job.info.begin);
-        if (bytes.length < job.info.end - job.info.begin) throw sourceChanged(weightsPath, 'shrank');
-        if (i === jobs.length - 1) {
-          held.set(bytes);
-          bytes = held.subarray(0, bytes.length);
-          // the bytes converted are the bytes verified: the same file, unchanged since it was hashed
-          if ((await source.skipToEnd()) > 0 || source.position !== header.fileSize) {
-            throw sourceChanged(weightsPath, 'grew');
+        if (i < jobs.length - 1) {
+          // the bytes as they are go from the file to the GGUF through the writer's buffers
+          if (isPassThrough(job)) {
+            hashUpTo(header.dataOffset + job.info.begin);
+            const length = job.info.end - job.info.begin;
+            hashedTo += length;
+            return {
+              fd,
+              position: hashedTo - length,
+              length,
+              failure,
+              onBytes: (b) => {
+                hash.update(b);
+              },
+            };
           }
-          if (before && !sameFile(before, await source.stat())) throw sourceChanged(weightsPath, 'changed');
-          // then the checksums: the GGUF is committed only for a verified adapter
-          trace('convert: all read, waiting for the checksums');
-          await gate();
-          trace('convert: verified');
+          return convertTensor(job, readTensor(job), scratch);
         }
+        const bytes = readTensor(job);
+        hashUpTo(header.fileSize);
+        // every byte is read and hashed: the bytes converted are the bytes hashed (and so, once the
+        // checksums pass, the bytes published) only if the file is the same one, unchanged since the
+        // header was read, and no longer than the header says
+        const now = await handle.stat().catch((e: unknown) => {
+          throw failure(e);
+        });
+        if (now.size > header.fileSize) throw sourceChanged(weightsPath, 'grew');
+        if (now.size < header.fileSize) throw sourceChanged(weightsPath, 'shrank');
+        if (before && !sameFile(before, now)) throw sourceChanged(weightsPath, 'changed');
+        hash.finish();
+        // then the checksums: the GGUF is committed only for a verified adapter
+        trace('convert: all read, waiting for the checksums');
+        await gate();
+        trace('convert: verified');
         return convertTensor(job, bytes, scratch);
       },
     );
     trace('convert: committed');
     return { bytes: result.bytes, tensors: jobs.length, f16Fallback };
   } finally {
-    await reader?.close();
+    await source?.close().catch(() => undefined);
   }
+}
+
+/** F32 in and F32 out with nothing to change: the bytes go through as they are. */
+function isPassThrough(job: ConvertJob): boolean {
+  return (
+    !job.transpose &&
+    job.permuteHeads === null &&
+    job.factor === 1 &&
+    job.info.dtype === 'F32' &&
+    job.spec.type === GgmlType.F32
+  );
 }
 
 /** Same inode, size and change time: nothing wrote to the file in between. */
@@ -410,9 +527,7 @@ function convertTensor(job: ConvertJob, bytes: Uint8Array, scratch: Float32Array
   const type = GGML_TYPE_OF_DTYPE[job.info.dtype];
   if (type === undefined)
     throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
-  const plain = !job.transpose && job.permuteHeads === null && job.factor === 1;
-  // F32 in, F32 out, nothing to change: the bytes go through as they are
-  if (plain && type === GgmlType.F32 && job.spec.type === GgmlType.F32) return bytes;
+  if (isPassThrough(job)) return bytes;
   let values = decodeToF32(type, bytes, scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)));
   const [rows = 0, cols = 0] = job.info.shape;
   if (job.transpose) values = transpose(values, rows, cols);

@@ -5,8 +5,9 @@
  * oclif, whose output and exit codes the fast path reproduces exactly (test/e2e/fast-path.test.ts).
  * `CODI_FAST_PATH=0` turns it off.
  *
- * `convert` and `verify` also begin hashing the adapter's weights here, in a worker thread, before
- * the rest of the program is loaded: the other core hashes while this one loads and inspects.
+ * `verify` also begins hashing the adapter's weights here, in a worker thread, before the rest of the
+ * program is loaded: the other core hashes while this one loads and inspects. (`convert` hashes the
+ * weights in its conversion pass, from the bytes it converts.)
  */
 import type { EarlyHash } from './checksum.js';
 import type { CommandInput, CommandIO, CommandSpec } from './cli/spec.js';
@@ -24,8 +25,7 @@ interface FastCommand {
 const COMMANDS: Record<string, FastCommand> = {
   convert: {
     spec: convertSpec,
-    main: async (input, io, early) => (await import('./cli/convert.js')).convertMain(input, io, early),
-    hashes: 'dir',
+    main: async (input, io) => (await import('./cli/convert.js')).convertMain(input, io),
   },
   verify: {
     spec: verifySpec,
@@ -45,6 +45,15 @@ const COMMANDS: Record<string, FastCommand> = {
     main: async (input, io) => (await import('./cli/promote.js')).promoteMain(input, io),
   },
 };
+
+/** Loaded only once this path is taken: help and declined command lines go to oclif without it. */
+async function beginEarly(dir: string): Promise<EarlyHash | null> {
+  const [{ beginEarlyHash }, { SAFETENSORS_FILE }] = await Promise.all([
+    import('./checksum.js'),
+    import('./layout.js'),
+  ]);
+  return beginEarlyHash(dir, SAFETENSORS_FILE);
+}
 
 /** Whether bin/run.js may try the fast path for this command line. */
 export function fastPathFor(argv: readonly string[], env: NodeJS.ProcessEnv): boolean {
@@ -71,17 +80,9 @@ export async function runFast(argv: readonly string[]): Promise<number | null> {
   const parsed = parseFast(command.spec, rest, process.env);
   if (!parsed) return null;
   const { json } = parsed;
-  // loaded only once this path is taken: help and declined command lines go to oclif without them
-  const [{ beginEarlyHash }, { SAFETENSORS_FILE }] = await Promise.all([
-    import('./checksum.js'),
-    import('./layout.js'),
-  ]);
   const dir = command.hashes ? parsed.args[command.hashes] : undefined;
   // verify on a terminal shows hashing progress, which a hash begun here would not report
-  const early =
-    dir !== undefined && (json || name !== 'verify' || !process.stderr.isTTY)
-      ? beginEarlyHash(dir, SAFETENSORS_FILE)
-      : null;
+  const early = dir !== undefined && (json || !process.stderr.isTTY) ? await beginEarly(dir) : null;
   const { colourFor, errorJson, renderError, toCodiError, writeJson } = await import('./error-output.js');
   colourFor(rest);
   trace('fast path: parsed');

@@ -9,7 +9,6 @@ import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js'
 import { findingFromError, type Finding } from './findings.js';
 import { formatBytes, plural, thousands } from './text.js';
 import { trace } from './trace.js';
-import { scanTorchBin } from './formats/pickle.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
 import {
   BIN_FILE,
@@ -200,6 +199,8 @@ async function inspect(
   if (present.has(BIN_FILE)) {
     // scanned even beside a safetensors file: some loaders still pick a .bin up
     try {
+      // the pickle scanner (and the zip reader under it) loads only for the adapters that need it
+      const { scanTorchBin } = await import('./formats/pickle.js');
       const scan = await scanTorchBin(join(layout.dir, BIN_FILE));
       if (layout.weightsFile === BIN_FILE) {
         tensors = scan.tensors;

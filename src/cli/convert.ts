@@ -1,6 +1,5 @@
 /** `convert`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
 import chalk from 'chalk';
-import type { EarlyHash } from '../checksum.js';
 import { convertAdapter, type ConvertResult, type OutType } from '../convert.js';
 import { formatBytes, plural } from '../text.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
@@ -9,18 +8,13 @@ export { convertSpec } from './specs.js';
 
 export type { ConvertResult };
 
-export async function convertMain(
-  input: CommandInput,
-  io: CommandIO,
-  earlyHash?: EarlyHash | null,
-): Promise<ConvertResult> {
+export async function convertMain(input: CommandInput, io: CommandIO): Promise<ConvertResult> {
   const out = stringFlag(input, 'out');
   const result = await convertAdapter(requiredString(input, 'dir'), {
     base: requiredString(input, 'base'),
     outtype: (stringFlag(input, 'outtype') ?? 'f32') as OutType,
     force: booleanFlag(input, 'force'),
     ...(out ? { out } : {}),
-    ...(earlyHash !== undefined ? { earlyHash } : {}),
   });
   if (!io.json) {
     const name = [result.adapter.id, result.adapter.version].filter(Boolean).join(' ') || result.adapter.path;

@@ -7,6 +7,7 @@
  * Layout (ggml/include/gguf.h): magic, version, n_tensors u64, n_kv u64, the key/value pairs, the tensor
  * infos, zero padding to the alignment, then each tensor's data padded to the alignment.
  */
+import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 import { AtomicFile } from '../atomic.js';
@@ -38,7 +39,21 @@ export interface GgufTensorSpec {
 
 /** float32 values (encoded to the tensor's type) or raw bytes already in the tensor's type */
 export type TensorChunk = Float32Array | Uint8Array;
-export type TensorPayload = TensorChunk | Iterable<TensorChunk> | AsyncIterable<TensorChunk>;
+/**
+ * Tensor bytes already in the tensor's type, taken straight from a range of an open file: they are
+ * read into the writer's own buffers, so they are copied once on the way in and once on the way out.
+ */
+export interface FileRange {
+  readonly fd: number;
+  readonly position: number;
+  readonly length: number;
+  /** the error to raise when a read fails (`cause`) or the file ends inside the range (`cause` null) */
+  readonly failure: (cause: unknown) => Error;
+  /** sees every byte read, in order (a hash of the source) */
+  readonly onBytes?: (bytes: Uint8Array) => void;
+}
+
+export type TensorPayload = TensorChunk | Iterable<TensorChunk> | AsyncIterable<TensorChunk> | FileRange;
 
 export interface GgufWriteOptions {
   /** key/value pairs in write order; `general.alignment`, when present, must be u32 */
@@ -180,6 +195,34 @@ class Sink {
 
   async zeros(n: number): Promise<void> {
     if (n > 0) await this.bytes(new Uint8Array(n));
+  }
+
+  /**
+   * Reads `range` into the buffers: a synchronous read fills one buffer while the other is written
+   * behind it, so reading and writing overlap with no copy in between.
+   */
+  async transfer(range: FileRange): Promise<void> {
+    let position = range.position;
+    let left = range.length;
+    while (left > 0) {
+      const room = this.buf.length - this.used;
+      if (room === 0) {
+        await this.flush();
+        continue;
+      }
+      let got: number;
+      try {
+        got = readSync(range.fd, this.buf, this.used, Math.min(room, left), position);
+      } catch (e) {
+        throw range.failure(e);
+      }
+      if (got === 0) throw range.failure(null);
+      range.onBytes?.(this.buf.subarray(this.used, this.used + got));
+      this.used += got;
+      this.position += got;
+      position += got;
+      left -= got;
+    }
   }
 
   async u32(v: number): Promise<void> {
@@ -342,6 +385,10 @@ function checkSpecs(tensors: readonly GgufTensorSpec[]): number[] {
   });
 }
 
+function isFileRange(x: TensorPayload): x is FileRange {
+  return 'fd' in x && 'length' in x && typeof x.fd === 'number';
+}
+
 function isAsyncIterable(x: unknown): x is AsyncIterable<TensorChunk> {
   return typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
 }
@@ -454,8 +501,20 @@ export class GgufWriter {
       }
       const expected = this.sizes[this.next] ?? 0;
       let written = 0;
-      const chunks: Iterable<TensorChunk> | AsyncIterable<TensorChunk> =
-        payload instanceof Float32Array || payload instanceof Uint8Array ? [payload] : payload;
+      if (isFileRange(payload)) {
+        if (payload.length !== expected) {
+          throw invalid(`tensor '${name}' got ${payload.length} bytes of data, ${expected} expected`, {
+            tensor: name,
+          });
+        }
+        await this.sink.transfer(payload);
+        written = expected;
+      }
+      const chunks: Iterable<TensorChunk> | AsyncIterable<TensorChunk> = isFileRange(payload)
+        ? []
+        : payload instanceof Float32Array || payload instanceof Uint8Array
+          ? [payload]
+          : payload;
       const put = async (chunk: TensorChunk): Promise<void> => {
         written += await this.writeChunk(spec, chunk, expected - written);
       };

@@ -11,6 +11,7 @@
  * info order, each at the padded end of the previous one, inside the file.
  */
 import { isUtf8 } from 'node:buffer';
+import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 import { CodiError, ExitCode, environmentError } from '../errors.js';
@@ -89,6 +90,8 @@ export const DEFAULT_GGUF_LIMITS: Readonly<GgufReadLimits> = {
 };
 
 const CHUNK = 1 << 20;
+/** the first read: enough for a header without a vocabulary; later reads grow to CHUNK */
+const FIRST_CHUNK = 64 << 10;
 const MIN_KV_BYTES = 8 + 4 + 1; // key length, value type, a 1-byte value
 const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8; // name length, n_dims, type, offset
 
@@ -104,9 +107,13 @@ function err(
   });
 }
 
-/** Buffered positioned reads over an open file, refilled on demand in bounded chunks. */
+/**
+ * Buffered positioned reads over an open file, refilled on demand in bounded chunks. Synchronous: a
+ * header is read in a few large reads, and a promise per field would cost more than the reads.
+ */
 class Cursor {
-  private buf = Buffer.alloc(CHUNK);
+  // unzeroed: only bytes read from the file (bufStart..bufEnd) are ever looked at
+  private buf = Buffer.allocUnsafe(FIRST_CHUNK);
   private view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
   private bufStart = 0;
   private bufEnd = 0;
@@ -121,12 +128,12 @@ class Cursor {
     return this.fileSize - this.pos;
   }
 
-  /** Whether `n` bytes from pos are buffered; callers `await fill(n)` only when not. */
+  /** Whether `n` bytes from pos are buffered; callers `fill(n)` only when not. */
   has(n: number): boolean {
     return this.pos >= this.bufStart && this.pos + n <= this.bufEnd;
   }
 
-  async fill(n: number, what: string): Promise<void> {
+  fill(n: number, what: string): void {
     if (n > this.remaining) {
       throw err(
         'GGUF_TRUNCATED',
@@ -134,14 +141,15 @@ class Cursor {
         this.pos,
       );
     }
-    const want = Math.min(Math.max(n, CHUNK), this.remaining);
+    const chunk = this.bufEnd === 0 ? FIRST_CHUNK : CHUNK;
+    const want = Math.min(Math.max(n, chunk), this.remaining);
     if (want > this.buf.length) {
-      this.buf = Buffer.alloc(want);
+      this.buf = Buffer.allocUnsafe(want);
       this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
     }
     let got = 0;
     while (got < want) {
-      const { bytesRead } = await this.fh.read(this.buf, got, want - got, this.pos + got);
+      const bytesRead = readSync(this.fh.fd, this.buf, got, want - got, this.pos + got);
       if (bytesRead === 0) break;
       got += bytesRead;
     }
@@ -157,37 +165,52 @@ class Cursor {
     return this.pos - this.bufStart;
   }
 
-  async u32(what: string): Promise<number> {
-    if (!this.has(4)) await this.fill(4, what);
+  u32(what: string): number {
+    if (!this.has(4)) this.fill(4, what);
     const v = this.view.getUint32(this.at(), true);
     this.pos += 4;
     return v;
   }
 
-  async i32(what: string): Promise<number> {
-    if (!this.has(4)) await this.fill(4, what);
+  i32(what: string): number {
+    if (!this.has(4)) this.fill(4, what);
     const v = this.view.getInt32(this.at(), true);
     this.pos += 4;
     return v;
   }
 
-  async u64(what: string): Promise<bigint> {
-    if (!this.has(8)) await this.fill(8, what);
+  u64(what: string): bigint {
+    if (!this.has(8)) this.fill(8, what);
     const v = this.view.getBigUint64(this.at(), true);
     this.pos += 8;
     return v;
   }
 
-  async i64(what: string): Promise<bigint> {
-    if (!this.has(8)) await this.fill(8, what);
+  i64(what: string): bigint {
+    if (!this.has(8)) this.fill(8, what);
     const v = this.view.getBigInt64(this.at(), true);
     this.pos += 8;
     return v;
   }
 
-  async scalar(type: GgufValueType, what: string): Promise<number | bigint | boolean> {
+  /**
+   * A 64-bit integer as a number when it lies in [0, 2^53), the common case, which needs no BigInt;
+   * otherwise the exact value as an i64 bigint (negative when its top bit is set), for the caller's
+   * checks and messages.
+   */
+  smallI64(what: string): number | bigint {
+    if (!this.has(8)) this.fill(8, what);
+    const o = this.at();
+    const hi = this.view.getUint32(o + 4, true);
+    const v =
+      hi < 0x200000 ? hi * 0x100000000 + this.view.getUint32(o, true) : this.view.getBigInt64(o, true);
+    this.pos += 8;
+    return v;
+  }
+
+  scalar(type: GgufValueType, what: string): number | bigint | boolean {
     const size = ggufScalarSize(type) ?? 0;
-    if (!this.has(size)) await this.fill(size, what);
+    if (!this.has(size)) this.fill(size, what);
     const o = this.at();
     const v = this.view;
     this.pos += size;
@@ -220,12 +243,12 @@ class Cursor {
   }
 
   /** Copies `target.length` bytes from pos, refilling as often as needed. */
-  async bytesInto(target: Uint8Array, what: string): Promise<void> {
-    if (target.length > this.remaining) await this.fill(target.length, what);
+  bytesInto(target: Uint8Array, what: string): void {
+    if (target.length > this.remaining) this.fill(target.length, what);
     let done = 0;
     while (done < target.length) {
       const n = Math.min(target.length - done, CHUNK);
-      if (!this.has(n)) await this.fill(n, what);
+      if (!this.has(n)) this.fill(n, what);
       target.set(this.buf.subarray(this.at(), this.at() + n), done);
       this.pos += n;
       done += n;
@@ -233,8 +256,8 @@ class Cursor {
   }
 
   /** A UTF-8 string of `n` bytes (n already checked against the caps). */
-  async text(n: number, what: string): Promise<string> {
-    if (!this.has(n)) await this.fill(n, what);
+  text(n: number, what: string): string {
+    if (!this.has(n)) this.fill(n, what);
     return this.decode(n, what);
   }
 
@@ -257,9 +280,9 @@ class Cursor {
   }
 
   /**
-   * A length-prefixed string, synchronously, when it is wholly buffered and within `maxBytes`;
-   * otherwise undefined with nothing consumed, and the caller takes the checked async path. Arrays
-   * of 150k tokens would otherwise spend most of their time in awaits.
+   * A length-prefixed string when it is wholly buffered and within `maxBytes`; otherwise undefined
+   * with nothing consumed, and the caller takes the checked path (a BigInt count, cap and bounds
+   * checks), which arrays of 150k tokens would otherwise pay for every token.
    */
   bufferedText(maxBytes: number, what: string): string | undefined {
     if (!this.has(8)) return undefined;
@@ -280,9 +303,9 @@ class HeaderParser {
   ) {}
 
   /** A u64 count, checked against a cap (GGUF_LIMIT) and the bytes left (GGUF_TRUNCATED). */
-  private async count(what: string, cap: number, minItemBytes: number): Promise<number> {
+  private count(what: string, cap: number, minItemBytes: number): number {
     const at = this.c.pos;
-    const raw = await this.c.u64(what);
+    const raw = this.c.u64(what);
     if (raw > BigInt(cap)) {
       throw err('GGUF_LIMIT', `${what} is ${raw}, more than the limit of ${cap}`, at, { value: String(raw) });
     }
@@ -298,8 +321,8 @@ class HeaderParser {
     return n;
   }
 
-  async string(what: string): Promise<string> {
-    const n = await this.count(`length of ${what}`, this.limits.maxStringBytes, 1);
+  string(what: string): string {
+    const n = this.count(`length of ${what}`, this.limits.maxStringBytes, 1);
     return this.c.text(n, what);
   }
 
@@ -313,16 +336,16 @@ class HeaderParser {
     }
   }
 
-  private async array(key: string, depth: number): Promise<GgufArray> {
+  private array(key: string, depth: number): GgufArray {
     const at = this.c.pos;
     if (depth > this.limits.maxArrayDepth) {
       throw err('GGUF_LIMIT', `arrays in '${key}' are nested deeper than ${this.limits.maxArrayDepth}`, at);
     }
-    const itemType = await this.valueType(`item type of array '${key}'`);
+    const itemType = this.valueType(`item type of array '${key}'`);
     const size = ggufScalarSize(itemType);
     // a string is at least its 8-byte length; an array at least its type and count
     const minItem = size ?? (itemType === GgufValueType.STRING ? 8 : 12);
-    const n = await this.count(`item count of array '${key}'`, this.limits.maxArrayLength, minItem);
+    const n = this.count(`item count of array '${key}'`, this.limits.maxArrayLength, minItem);
     this.checkBudget(`array '${key}'`, at, n * minItem);
     const what = `array '${key}'`;
     let items: GgufArrayItems;
@@ -331,51 +354,51 @@ class HeaderParser {
         const strings = new Array<string>(n);
         const max = this.limits.maxStringBytes;
         for (let i = 0; i < n; i++) {
-          strings[i] = this.c.bufferedText(max, what) ?? (await this.string(`item ${i} of ${what}`));
+          strings[i] = this.c.bufferedText(max, what) ?? this.string(`item ${i} of ${what}`);
         }
         items = strings;
         break;
       }
       case GgufValueType.ARRAY: {
         const arrays = new Array<GgufArray>(n);
-        for (let i = 0; i < n; i++) arrays[i] = await this.array(key, depth + 1);
+        for (let i = 0; i < n; i++) arrays[i] = this.array(key, depth + 1);
         items = arrays;
         break;
       }
       case GgufValueType.BOOL: {
         const raw = new Uint8Array(n);
-        await this.c.bytesInto(raw, what);
+        this.c.bytesInto(raw, what);
         items = Array.from(raw, (b) => b !== 0);
         break;
       }
       default: {
         const typed = newTypedArray(itemType, n);
-        await this.c.bytesInto(new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength), what);
+        this.c.bytesInto(new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength), what);
         items = typed;
       }
     }
     return { itemType, items };
   }
 
-  private async valueType(what: string): Promise<GgufValueType> {
+  private valueType(what: string): GgufValueType {
     const at = this.c.pos;
-    const t = await this.c.i32(what);
+    const t = this.c.i32(what);
     if (t < 0 || t > GgufValueType.FLOAT64)
       throw err('GGUF_INVALID', `${what} is ${t}, not a GGUF value type`, at);
     return t as GgufValueType;
   }
 
-  async parse(): Promise<GgufFile> {
+  parse(): GgufFile {
     const c = this.c;
     if (c.fileSize < 4) throw err('GGUF_MAGIC', `not a GGUF file: only ${c.fileSize} bytes`, 0);
-    const magic = await c.u32('the magic');
+    const magic = c.u32('the magic');
     if (magic !== 0x46554747) {
       const shown = Buffer.from(new Uint32Array([magic]).buffer)
         .toString('latin1')
         .replace(/[^\x20-\x7e]/g, '?');
       throw err('GGUF_MAGIC', `not a GGUF file: magic is '${shown}', expected 'GGUF'`, 0);
     }
-    const version = await c.u32('the version');
+    const version = c.u32('the version');
     if (version === 1) throw err('GGUF_VERSION', 'GGUF version 1 is no longer supported by llama.cpp', 4);
     if (version !== 2 && version !== 3) {
       const hint = (version & 0xffff) === 0 ? ' (a big-endian file?)' : '';
@@ -383,8 +406,8 @@ class HeaderParser {
         version,
       });
     }
-    const nTensors = await this.count('tensor count', this.limits.maxTensors, 0);
-    const nKv = await this.count('metadata key count', this.limits.maxKv, 0);
+    const nTensors = this.count('tensor count', this.limits.maxTensors, 0);
+    const nKv = this.count('metadata key count', this.limits.maxKv, 0);
     if (nTensors * MIN_TENSOR_INFO_BYTES + nKv * MIN_KV_BYTES > c.remaining) {
       throw err(
         'GGUF_TRUNCATED',
@@ -397,14 +420,14 @@ class HeaderParser {
     const metadata = new Map<string, GgufKv>();
     for (let i = 0; i < nKv; i++) {
       const offset = c.pos;
-      const key = await this.string(`key ${i}`);
+      const key = this.string(`key ${i}`);
       if (key === '') throw err('GGUF_INVALID', `key ${i} is empty`, offset);
       if (metadata.has(key)) throw err('GGUF_INVALID', `duplicate key '${key}'`, offset, { key });
-      const type = await this.valueType(`value type of '${key}'`);
+      const type = this.valueType(`value type of '${key}'`);
       let value: GgufValue;
-      if (type === GgufValueType.ARRAY) value = await this.array(key, 1);
-      else if (type === GgufValueType.STRING) value = await this.string(`value of '${key}'`);
-      else value = await c.scalar(type, `value of '${key}'`);
+      if (type === GgufValueType.ARRAY) value = this.array(key, 1);
+      else if (type === GgufValueType.STRING) value = this.string(`value of '${key}'`);
+      else value = c.scalar(type, `value of '${key}'`);
       metadata.set(key, { key, type, value, offset });
     }
 
@@ -432,7 +455,7 @@ class HeaderParser {
     const names = new Set<string>();
     for (let i = 0; i < nTensors; i++) {
       const infoOffset = c.pos;
-      const name = await this.string(`name of tensor ${i}`);
+      const name = this.string(`name of tensor ${i}`);
       if (Buffer.byteLength(name) >= GGML_MAX_NAME) {
         throw err(
           'GGUF_INVALID',
@@ -444,7 +467,7 @@ class HeaderParser {
         throw err('GGUF_INVALID', `duplicate tensor '${name}'`, infoOffset, { tensor: name });
       names.add(name);
       const dimsAt = c.pos;
-      const nDims = await c.u32(`dim count of tensor '${name}'`);
+      const nDims = c.u32(`dim count of tensor '${name}'`);
       if (nDims > GGML_MAX_DIMS) {
         throw err(
           'GGUF_INVALID',
@@ -456,7 +479,7 @@ class HeaderParser {
       let nElements = 1;
       for (let d = 0; d < nDims; d++) {
         const at = c.pos;
-        const dim = await c.i64(`dim ${d} of tensor '${name}'`);
+        const dim = c.smallI64(`dim ${d} of tensor '${name}'`);
         if (dim < 0n) throw err('GGUF_INVALID', `tensor '${name}' has a negative dim ${d} (${dim})`, at);
         if (dim > BigInt(Number.MAX_SAFE_INTEGER)) {
           throw err('GGUF_LIMIT', `tensor '${name}' dim ${d} is ${dim}, too large`, at);
@@ -468,7 +491,7 @@ class HeaderParser {
         }
       }
       const typeAt = c.pos;
-      const typeId = await c.i32(`type of tensor '${name}'`);
+      const typeId = c.i32(`type of tensor '${name}'`);
       const info = ggmlTypeInfo(typeId);
       if (info === undefined)
         throw err('GGUF_INVALID', `tensor '${name}' has unknown ggml type ${typeId}`, typeAt);
@@ -482,15 +505,16 @@ class HeaderParser {
       const nBytes = ggmlTensorBytes(typeId, ne);
       if (nBytes === undefined) throw err('GGUF_LIMIT', `tensor '${name}' is too large to address`, typeAt);
       const offAt = c.pos;
-      const rawOffset = await c.u64(`data offset of tensor '${name}'`);
-      if (rawOffset > BigInt(Number.MAX_SAFE_INTEGER)) {
+      const rawOffset = c.smallI64(`data offset of tensor '${name}'`);
+      if (typeof rawOffset === 'bigint') {
+        // a u64 in the file: 2^53 or more, far beyond any file
         throw err(
           'GGUF_TRUNCATED',
-          `tensor '${name}' data offset ${rawOffset} lies beyond the end of the file`,
+          `tensor '${name}' data offset ${BigInt.asUintN(64, rawOffset)} lies beyond the end of the file`,
           offAt,
         );
       }
-      const offset = Number(rawOffset);
+      const offset = rawOffset;
       if (offset % alignment !== 0) {
         throw err(
           'GGUF_INVALID',
@@ -606,7 +630,7 @@ function wrapIoError(e: unknown, path: string): unknown {
 export async function readGgufHeader(path: string, limits: Partial<GgufReadLimits> = {}): Promise<GgufFile> {
   const { fh, size } = await openForRead(path);
   try {
-    return await new HeaderParser(new Cursor(fh, size), { ...DEFAULT_GGUF_LIMITS, ...limits }).parse();
+    return new HeaderParser(new Cursor(fh, size), { ...DEFAULT_GGUF_LIMITS, ...limits }).parse();
   } catch (e) {
     throw wrapIoError(e, path);
   } finally {

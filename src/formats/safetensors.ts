@@ -182,7 +182,12 @@ export const SAFETENSORS_MAX_METADATA_ENTRIES = 10_000;
  * @throws CodiError with a `SAFETENSORS_*` code for every invalid input; RangeError only for a
  *   `fileSize` that is not a non-negative safe integer (a caller bug, not a bad file)
  */
-export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number): SafetensorsHeader {
+export function parseSafetensorsHeader(
+  prefix: Uint8Array,
+  fileSize: number,
+  /** `plain: false` skips the fast path, so tests can hold the two paths to the same results */
+  options: { plain?: boolean } = {},
+): SafetensorsHeader {
   if (!Number.isSafeInteger(fileSize) || fileSize < 0) {
     throw new RangeError(`fileSize must be a non-negative safe integer, got ${fileSize}`);
   }
@@ -196,6 +201,8 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number): Sa
     );
   }
   const text = decodeHeader(prefix.subarray(HEADER_LENGTH_BYTES, dataOffset));
+  const plain = options.plain === false ? null : acceptPlainHeader(text, fileSize - dataOffset);
+  if (plain) return { headerLength, dataOffset, fileSize, ...plain };
   const reader = new HeaderReader(text);
   try {
     parseStrictJson(text, { reviver: reader.revive });
@@ -205,6 +212,93 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number): Sa
   }
   checkLayout(reader, dataOffset, fileSize);
   return { headerLength, dataOffset, fileSize, metadata: reader.metadata, tensors: reader.tensors };
+}
+
+/** Headers up to this size may take the fast path; a larger one is parsed value by value, bounded. */
+const PLAIN_HEADER_MAX_CHARS = 1 << 20;
+/** every string token, with a following colon (a key) captured; every number token */
+const JSON_TOKENS = /"[^"\\]*(?:\\.[^"\\]*)*"([ \t\n\r]*:)?|-?[0-9][0-9.eE+-]*/g;
+/** a number the header may hold: a non-negative integer, written plainly, below 10^15 (< 2^53) */
+const PLAIN_INTEGER = /^(?:0|[1-9][0-9]{0,14})$/;
+/** an escaped UTF-16 surrogate (`\ud800`): its pairing is the strict parser's to judge */
+const ESCAPED_SURROGATE = /\\u[dD][89a-fA-F]/;
+/** a key that an object would put first (an array index), or one with a meaning to objects */
+const AWKWARD_KEY = /^(?:0|[1-9][0-9]*|__proto__)$/;
+
+/**
+ * The fast path for an ordinary header: `JSON.parse` (native, fast) plus the few checks that make
+ * its result as strict as the value-by-value parser's — no duplicate key (the number of key tokens
+ * in the text equals the number of members parsed), every number a plain non-negative integer below
+ * 2^53, no escaped surrogate, keys in document order. Any doubt at all returns null, and the strict
+ * parser, which explains every problem with its byte offset, judges the header instead; so this path
+ * only ever accepts what the strict one accepts, with the same result. Bounded to small headers:
+ * `JSON.parse` builds the whole tree.
+ */
+export function acceptPlainHeader(
+  text: string,
+  dataSize: number,
+): Pick<SafetensorsHeader, 'metadata' | 'tensors'> | null {
+  if (text.length > PLAIN_HEADER_MAX_CHARS || ESCAPED_SURROGATE.test(text)) return null;
+  let root: unknown;
+  try {
+    root = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof root !== 'object' || root === null || Array.isArray(root)) return null;
+  let keyTokens = 0;
+  JSON_TOKENS.lastIndex = 0;
+  for (let m = JSON_TOKENS.exec(text); m !== null; m = JSON_TOKENS.exec(text)) {
+    if (m[1] !== undefined) keyTokens++;
+    else if (m[0].charCodeAt(0) !== 0x22 && !PLAIN_INTEGER.test(m[0])) return null;
+  }
+  let members = 0;
+  let metadata: Record<string, string> | null = null;
+  const tensors: SafetensorsTensorInfo[] = [];
+  for (const [name, entry] of Object.entries(root)) {
+    members++;
+    if (AWKWARD_KEY.test(name) || typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      return null;
+    }
+    if (name === METADATA_KEY) {
+      const values = Object.entries(entry as Record<string, unknown>);
+      if (values.length > SAFETENSORS_MAX_METADATA_ENTRIES) return null;
+      metadata = Object.create(null) as Record<string, string>;
+      for (const [key, value] of values) {
+        if (typeof value !== 'string' || AWKWARD_KEY.test(key)) return null;
+        metadata[key] = value;
+      }
+      members += values.length;
+      continue;
+    }
+    const fields = entry as Record<string, unknown>;
+    const { dtype, shape, data_offsets: offsets } = fields;
+    const count = Object.keys(fields).length;
+    if (count !== 3 || typeof dtype !== 'string' || !isSafetensorsDtype(dtype)) return null;
+    if (!Array.isArray(shape) || shape.length > SAFETENSORS_MAX_RANK) return null;
+    if (!Array.isArray(offsets) || offsets.length !== 2) return null;
+    // numbers are plain integers (the token scan); anything else in these arrays is not
+    if (!shape.every((d) => typeof d === 'number') || !offsets.every((d) => typeof d === 'number')) {
+      return null;
+    }
+    const dims = shape;
+    const [begin, end] = offsets as [number, number];
+    let bits: number = SAFETENSORS_DTYPES[dtype];
+    for (const dim of dims) bits *= dim;
+    if (!(bits <= Number.MAX_SAFE_INTEGER) || bits % 8 !== 0 || bits / 8 !== end - begin) return null;
+    members += count;
+    tensors.push({ name, dtype, shape: dims, begin, end });
+  }
+  if (members !== keyTokens) return null;
+  // the layout: tensors tile the data section from 0 to its end, with no gap and no overlap
+  const sorted = tensors.slice().sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let expected = 0;
+  for (const t of sorted) {
+    if (t.begin !== expected) return null;
+    expected = t.end;
+  }
+  if (expected !== dataSize) return null;
+  return { metadata, tensors };
 }
 
 /** Reads and checks N from the first 8 bytes; returns it as a number (it is ≤ 100,000,000). */

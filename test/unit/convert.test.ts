@@ -165,6 +165,34 @@ describe('convert refuses, with a clear code and no output file', () => {
     expect(cache.filter((f) => f.startsWith('tampered.'))).toEqual([]);
   });
 
+  it('the pass hashes every byte it reads: a change in the header, a middle tensor or a cached adapter fails', async () => {
+    const spec = { ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'tampered-here' };
+    const a = await adapter(spec);
+    const weights = join(a, 'adapter_model.safetensors');
+    const pristine = await readFile(weights);
+    const headerEnd = 8 + Number(pristine.readBigUInt64LE(0));
+    // the header one space longer (still valid, the same tensors), then a byte in the middle of the data
+    const longer = Buffer.alloc(pristine.length + 1);
+    longer.writeBigUInt64LE(BigInt(headerEnd - 8 + 1), 0);
+    longer[8] = 0x20;
+    pristine.copy(longer, 9, 8);
+    const flipped = Buffer.from(pristine);
+    const middle = headerEnd + Math.floor((pristine.length - headerEnd) / 2);
+    flipped[middle] = (flipped[middle] ?? 0) ^ 0x01;
+    for (const bytes of [longer, flipped]) {
+      await writeFile(weights, bytes);
+      await refuses(a, base, 'CHECKSUM_MISMATCH');
+    }
+    // converted once, intact; then changed: the cached GGUF is not handed out for it
+    await writeFile(weights, pristine);
+    expect((await convertAdapter(a, { base })).cached).toBe(false);
+    expect((await convertAdapter(a, { base })).cached).toBe(true);
+    const bytes = Buffer.from(pristine);
+    bytes[headerEnd] = (bytes[headerEnd] ?? 0) ^ 0x01;
+    await writeFile(weights, bytes);
+    expect((await failure(convertAdapter(a, { base }))).code).toBe('CHECKSUM_MISMATCH');
+  });
+
   it('DoRA', async () => {
     const a = await adapter({
       ...(ADAPTER_SPECS.plain as AdapterSpec),

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -276,6 +276,78 @@ describe('GGUF writer safety', () => {
     { name: 'b', ne: [32, 2], type: GgmlType.F32 },
   ];
   const tempFiles = async (): Promise<string[]> => (await readdir(dir)).filter((n) => n.endsWith('.tmp'));
+
+  it('copies tensor data straight from a file range, showing every byte read in order', async () => {
+    // 3 MiB tensors: each range spans several of the writer's 1 MiB buffers
+    const big: GgufTensorSpec[] = [
+      { name: 'x', ne: [1024, 768], type: GgmlType.F32 },
+      { name: 'y', ne: [1024, 768], type: GgmlType.F32 },
+    ];
+    const source = tmp('source.bin');
+    const rng = new Rng(7);
+    const bytes = new Uint8Array(2 * 3 * 1024 * 1024 + 100);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = rng.int(256);
+    await writeFile(source, bytes);
+    const fh = await open(source, 'r');
+    const seen: Uint8Array[] = [];
+    const p = tmp();
+    try {
+      await writeGguf(p, { metadata: [], tensors: big }, (_t, i) => ({
+        fd: fh.fd,
+        position: 100 + i * 3 * 1024 * 1024,
+        length: 3 * 1024 * 1024,
+        failure: () => new Error('unexpected'),
+        onBytes: (b) => seen.push(b.slice()),
+      }));
+    } finally {
+      await fh.close();
+    }
+    const f = await readGgufHeader(p);
+    const x = await readTensorData(p, f, 'x');
+    const y = await readTensorData(p, f, 'y');
+    expect(Buffer.from(x).equals(Buffer.from(bytes.subarray(100, 100 + 3 * 1024 * 1024)))).toBe(true);
+    expect(Buffer.from(y).equals(Buffer.from(bytes.subarray(100 + 3 * 1024 * 1024)))).toBe(true);
+    expect(Buffer.concat(seen).equals(Buffer.from(bytes.subarray(100)))).toBe(true);
+  });
+
+  it('a file range the file no longer holds, or of the wrong length, fails and writes nothing', async () => {
+    const source = tmp('short.bin');
+    await writeFile(source, new Uint8Array(300));
+    const fh = await open(source, 'r');
+    const p = tmp();
+    await writeFile(p, 'previous content');
+    try {
+      await expect(
+        writeGguf(p, { metadata: [], tensors: specs }, () => ({
+          fd: fh.fd,
+          position: 200,
+          length: 256,
+          failure: (cause) => new Error(cause === null ? 'source shrank' : 'read failed'),
+        })),
+      ).rejects.toThrow('source shrank');
+      await codiError(
+        writeGguf(p, { metadata: [], tensors: specs }, () => ({
+          fd: fh.fd,
+          position: 0,
+          length: 255,
+          failure: () => new Error('unexpected'),
+        })),
+        'GGUF_WRITE_INVALID',
+      );
+      await expect(
+        writeGguf(p, { metadata: [], tensors: specs }, () => ({
+          fd: 1 << 20,
+          position: 0,
+          length: 256,
+          failure: (cause) => new Error(cause === null ? 'source shrank' : 'read failed'),
+        })),
+      ).rejects.toThrow('read failed');
+    } finally {
+      await fh.close();
+    }
+    expect(await readFile(p, 'utf8')).toBe('previous content');
+    expect(await tempFiles()).toEqual([]);
+  });
 
   it('leaves an existing file untouched and no temp file when the data fails midway', async () => {
     const p = tmp();
@@ -709,6 +781,19 @@ describe('GGUF reader on bad input', () => {
       /elements/,
     ],
     ['a dim past 2^53', () => tensorFile([info('a', [2n ** 60n], 0, 0)]), 'GGUF_LIMIT', /too large/],
+    ['a dim of exactly 2^53', () => tensorFile([info('a', [2n ** 53n], 0, 0)]), 'GGUF_LIMIT', /too large/],
+    [
+      'an offset of 2^64−1 (top bit set)',
+      () => tensorFile([info('a', [8], 0, 2n ** 64n - 1n)]),
+      'GGUF_TRUNCATED',
+      /offset 18446744073709551615 lies beyond the end/,
+    ],
+    [
+      'an offset of exactly 2^53',
+      () => tensorFile([info('a', [8], 0, 2n ** 53n)]),
+      'GGUF_TRUNCATED',
+      /offset 9007199254740992 lies beyond the end/,
+    ],
   ])('tensor infos: %s', async (_name, make, code, message) => {
     if (code === 'OK') {
       const f = await readBytes(make());

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CodiError, ExitCode } from '../../src/errors.js';
 import {
+  acceptPlainHeader,
   encodeSafetensors,
   parseSafetensorsHeader,
   SAFETENSORS_DTYPES,
@@ -16,10 +17,24 @@ const CODES: readonly string[] = SAFETENSORS_ERROR_CODES;
 /** Codes the random inputs reached: a generator that only ever trips the first check proves little. */
 const seen = new Set<string>();
 
-/** Parses, and fails the property on anything but success or one of our own typed errors. */
+/** Headers the fast path (`JSON.parse` plus checks) accepted, across all properties. */
+let plainAccepted = 0;
+
+/**
+ * Parses, and fails the property on anything but success or one of our own typed errors. Every input
+ * is parsed twice, with and without the fast path: the two must agree exactly, result or error.
+ */
 function parseOrTypedError(bytes: Uint8Array, fileSize = bytes.length): SafetensorsHeader | CodiError {
+  const strict = settle(() => parseSafetensorsHeader(bytes, fileSize, { plain: false }));
+  const usual = settle(() => parseSafetensorsHeader(bytes, fileSize));
+  if (strict instanceof CodiError && usual instanceof CodiError) {
+    expect([usual.code, usual.message, usual.pointer]).toEqual([strict.code, strict.message, strict.pointer]);
+  } else {
+    expect(usual).toEqual(strict);
+  }
   try {
     const header = parseSafetensorsHeader(bytes, fileSize);
+    if (plainWouldAccept(bytes, fileSize)) plainAccepted++;
     expectInvariants(header);
     return header;
   } catch (err) {
@@ -31,6 +46,21 @@ function parseOrTypedError(bytes: Uint8Array, fileSize = bytes.length): Safetens
     expect(Number(err.pointer)).toBeLessThanOrEqual(Math.max(fileSize, bytes.length));
     return err;
   }
+}
+
+function settle<T>(f: () => T): T | CodiError {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof CodiError) return e;
+    throw e;
+  }
+}
+
+function plainWouldAccept(bytes: Uint8Array, fileSize: number): boolean {
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  const text = new TextDecoder().decode(bytes.subarray(8, 8 + n));
+  return acceptPlainHeader(text, fileSize - 8 - n) !== null;
 }
 
 /** What a header that passed must guarantee to the code that uses it. */
@@ -162,6 +192,11 @@ describe('safetensors parser under random input (fast-check)', () => {
       fc.property(validFileArb, (bytes) => {
         const result = parseOrTypedError(bytes);
         expect(result).not.toBeInstanceOf(CodiError);
+        // the fast path takes every written file but those with keys an object would reorder
+        const header = result as SafetensorsHeader;
+        const names = [...header.tensors.map((t) => t.name), ...Object.keys(header.metadata ?? {})];
+        const awkward = names.some((name) => /^(?:0|[1-9][0-9]*|__proto__)$/.test(name));
+        expect(plainWouldAccept(bytes, bytes.length)).toBe(!awkward);
       }),
       { numRuns: 300 },
     );
@@ -265,5 +300,6 @@ describe('safetensors parser under random input (fast-check)', () => {
 
   it('reached every check', () => {
     expect([...seen].sort()).toEqual([...CODES].sort());
+    expect(plainAccepted).toBeGreaterThan(300);
   });
 });

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CodiError, ExitCode } from '../../src/errors.js';
 import {
+  acceptPlainHeader,
   byteLength,
   elementCount,
   encodeSafetensors,
@@ -197,6 +198,61 @@ describe('parseSafetensorsHeader: valid files', () => {
   it('accepts a prefix longer than the header', () => {
     const bytes = file(`{"a":${entry('U8', [4], [0, 4])}}`, 4);
     expect(parseSafetensorsHeader(bytes, bytes.length).tensors).toHaveLength(1);
+  });
+});
+
+describe('the fast path (JSON.parse plus checks) declines what it cannot judge exactly', () => {
+  const f32 = (begin: number, end: number): string => entry('F32', [(end - begin) / 4], [begin, end]);
+  // numbers exactly as written
+  const raw = (shape: string, begin: string, end: string): string =>
+    `{"dtype":"F32","shape":[${shape}],"data_offsets":[${begin},${end}]}`;
+  const cases: [string, string, number, SafetensorsErrorCode | null][] = [
+    [
+      'a duplicate spelled with an escape',
+      `{"a":${f32(0, 4)},"\\u0061":${f32(4, 8)}}`,
+      8,
+      'SAFETENSORS_DUPLICATE_KEY',
+    ],
+    [
+      'a duplicate field',
+      `{"a":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}`,
+      4,
+      'SAFETENSORS_DUPLICATE_KEY',
+    ],
+    ['an exponent', `{"a":${raw('1e0', '0', '4')}}`, 4, 'SAFETENSORS_SHAPE'],
+    ['a fraction', `{"a":${raw('1', '0.0', '4')}}`, 4, 'SAFETENSORS_OFFSETS'],
+    ['minus zero', `{"a":${raw('1', '-0', '4')}}`, 4, 'SAFETENSORS_OFFSETS'],
+    ['an integer past 2^53', `{"a":${raw('1', '0', '9007199254740993')}}`, 4, 'SAFETENSORS_OFFSETS'],
+    ['a 16-digit integer', `{"a":${raw('1', '0', '1000000000000000')}}`, 4, 'SAFETENSORS_SIZE'],
+    ['a 16-digit dimension that fits', `{"a":${raw('1000000000000000,0', '0', '0')}}`, 0, null],
+    ['an escaped surrogate pair', `{"\\ud83d\\ude00":${f32(0, 4)}}`, 4, null],
+    ['an escaped lone surrogate', `{"\\ud800":${f32(0, 4)}}`, 4, 'SAFETENSORS_HEADER_JSON'],
+    ['an array-index key, which an object would move first', `{"b":${f32(0, 4)},"0":${f32(4, 8)}}`, 8, null],
+    ['a __proto__ key', `{"__proto__":${f32(0, 4)}}`, 4, null],
+    ['a __proto__ metadata key', `{"__metadata__":{"__proto__":"x"},"a":${f32(0, 4)}}`, 4, null],
+  ];
+  it.each(cases)('%s', (_name, json, dataBytes, code) => {
+    expect(acceptPlainHeader(json, dataBytes)).toBeNull();
+    const bytes = file(json, dataBytes);
+    if (code) {
+      expectCode(bytes, code);
+      return;
+    }
+    // what the strict parser accepts, the result is its own: document order, keys as data
+    const header = parseSafetensorsHeader(bytes, bytes.length);
+    expect(header).toEqual(parseSafetensorsHeader(bytes, bytes.length, { plain: false }));
+    expect(header.tensors.length).toBeGreaterThan(0);
+  });
+
+  it('keeps the header order of an ordinary header', () => {
+    const json = `{"__metadata__":{"format":"pt"},"z":${f32(4, 8)},"a":${f32(0, 4)}}`;
+    const plain = acceptPlainHeader(json, 8);
+    expect(plain?.tensors.map((t) => t.name)).toEqual(['z', 'a']);
+    expect(plain?.metadata).toEqual(Object.assign(Object.create(null), { format: 'pt' }));
+    const bytes = file(json, 8);
+    expect(parseSafetensorsHeader(bytes, bytes.length)).toEqual(
+      parseSafetensorsHeader(bytes, bytes.length, { plain: false }),
+    );
   });
 });
 
