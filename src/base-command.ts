@@ -27,7 +27,7 @@ export abstract class BaseCommand extends Command {
 
   override async init(): Promise<void> {
     await super.init();
-    this.colour = colourFor(this.argv);
+    this.colour = await colourFor(this.argv);
   }
 
   /** Plain JSON: scripts parse it, so no colour codes even on a TTY. */

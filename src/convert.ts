@@ -528,7 +528,11 @@ function convertTensor(job: ConvertJob, bytes: Uint8Array, scratch: Float32Array
   if (type === undefined)
     throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
   if (isPassThrough(job)) return bytes;
-  let values = decodeToF32(type, bytes, scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)));
+  // F32 is used where it lies (the bytes are the pass's own buffer, already hashed); others decode
+  let values =
+    type === GgmlType.F32 && bytes.byteOffset % 4 === 0
+      ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)
+      : decodeToF32(type, bytes, scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)));
   const [rows = 0, cols = 0] = job.info.shape;
   if (job.transpose) values = transpose(values, rows, cols);
   if (job.permuteHeads !== null) values = permuteRopeRows(values, rows, cols, job.permuteHeads);

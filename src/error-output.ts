@@ -2,7 +2,7 @@
  * How an error becomes output: one JSON object under `--json`, a message with its hint otherwise.
  * Free of oclif so the `run` fast path (run-entry.ts) shares it with the base command.
  */
-import chalk from 'chalk';
+import { paint, useColour } from './paint.js';
 import { CodiError, ExitCode, isCodiError } from './errors.js';
 
 /** The JSON shape of every failure that is not a command's own result. */
@@ -23,10 +23,10 @@ export function errorJson(error: CodiError): ErrorJson {
 }
 
 export function renderError(error: CodiError): string {
-  let text = `${chalk.red('✖')} ${chalk.bold(error.code)}: ${error.message}\n`;
-  if (error.hint) text += `  ${chalk.dim('hint:')} ${error.hint}\n`;
+  let text = `${paint.red('✖')} ${paint.bold(error.code)}: ${error.message}\n`;
+  if (error.hint) text += `  ${paint.dim('hint:')} ${error.hint}\n`;
   if (process.env.CODI_DEBUG && error.cause instanceof Error && error.cause.stack) {
-    text += `${chalk.dim(error.cause.stack)}\n`;
+    text += `${paint.dim(error.cause.stack)}\n`;
   }
   return text;
 }
@@ -60,12 +60,12 @@ export function writeJson(json: unknown): void {
   process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
 }
 
-/** chalk without colour under NO_COLOR, --no-color, or when stdout is not a terminal. */
-export function colourFor(argv: readonly string[]): boolean {
-  const off =
-    argv.includes('--no-color') ||
-    (process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '') ||
-    !process.stdout.isTTY;
-  if (off) chalk.level = 0;
-  return !off;
+/** Colour on a terminal, unless NO_COLOR or --no-color; plain text otherwise. Resolves to whether it is on. */
+export async function colourFor(argv: readonly string[]): Promise<boolean> {
+  const on =
+    !argv.includes('--no-color') &&
+    (process.env.NO_COLOR === undefined || process.env.NO_COLOR === '') &&
+    process.stdout.isTTY;
+  await useColour(on);
+  return on;
 }

@@ -84,7 +84,7 @@ export async function runFast(argv: readonly string[]): Promise<number | null> {
   // verify on a terminal shows hashing progress, which a hash begun here would not report
   const early = dir !== undefined && (json || !process.stderr.isTTY) ? await beginEarly(dir) : null;
   const { colourFor, errorJson, renderError, toCodiError, writeJson } = await import('./error-output.js');
-  colourFor(rest);
+  await colourFor(rest);
   trace('fast path: parsed');
   let exitCode = 0;
   const io: CommandIO = {

@@ -1,14 +1,14 @@
 /** Terminal rendering shared by the commands: checklists, findings, progress. Human output only. */
-import chalk from 'chalk';
+import { paint } from './paint.js';
 import type { Finding } from './findings.js';
 import type { CheckResult, CheckStatus } from './verify.js';
 import { formatBytes } from './text.js';
 
 const MARK: Record<CheckStatus, () => string> = {
-  pass: () => chalk.green('✔'),
-  warn: () => chalk.yellow('⚠'),
-  fail: () => chalk.red('✖'),
-  skip: () => chalk.dim('-'),
+  pass: () => paint.green('✔'),
+  warn: () => paint.yellow('⚠'),
+  fail: () => paint.red('✖'),
+  skip: () => paint.dim('-'),
 };
 
 const LABEL: Record<string, string> = {
@@ -28,7 +28,7 @@ export function renderChecklist(checks: CheckResult[], findings: Finding[]): str
   for (const c of checks) {
     const label = (LABEL[c.name] ?? c.name).padEnd(width);
     lines.push(
-      `${MARK[c.status]()} ${chalk.bold(label)}  ${c.status === 'skip' ? chalk.dim(c.summary) : c.summary}`,
+      `${MARK[c.status]()} ${paint.bold(label)}  ${c.status === 'skip' ? paint.dim(c.summary) : c.summary}`,
     );
   }
   lines.push('');
@@ -41,10 +41,10 @@ export function renderChecklist(checks: CheckResult[], findings: Finding[]): str
 }
 
 export function renderFinding(f: Finding): string {
-  const mark = f.level === 'error' ? chalk.red('✖') : chalk.yellow('⚠');
+  const mark = f.level === 'error' ? paint.red('✖') : paint.yellow('⚠');
   const where = f.pointer ? `${f.file} ${f.pointer}` : f.file;
-  let text = `${mark} ${chalk.bold(f.code)} ${chalk.dim(`[${where}]`)} ${f.message}`;
-  if (f.hint) text += `\n    ${chalk.dim('hint:')} ${f.hint}`;
+  let text = `${mark} ${paint.bold(f.code)} ${paint.dim(`[${where}]`)} ${f.message}`;
+  if (f.hint) text += `\n    ${paint.dim('hint:')} ${f.hint}`;
   return text;
 }
 

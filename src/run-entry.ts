@@ -3,7 +3,7 @@
  * without loading oclif (~150 ms of the entrypoint's start-up, which CONTRACT §7's readiness waits
  * on); `--help` still goes through oclif and src/commands/run.ts, which shares `startRun` below.
  */
-import chalk from 'chalk';
+import { paint } from './paint.js';
 import { colourFor, errorJson, renderError, toCodiError, usageError, writeJson } from './error-output.js';
 import { renderFinding } from './render.js';
 import { flagName, resolveRunConfig, RUN_SETTINGS, type RunConfig, type RunFlags } from './run-config.js';
@@ -32,7 +32,7 @@ export function startRun(given: RunFlagValues, json: boolean): Promise<RunResult
       write(renderEvent(event));
     },
     output: (role, line) => {
-      write(`${chalk.dim(`[${role}]`)} ${line}\n`);
+      write(`${paint.dim(`[${role}]`)} ${line}\n`);
     },
   });
 }
@@ -75,7 +75,7 @@ export function parseRunArgv(argv: readonly string[]): { flags: RunFlagValues; j
 /** `codi-adapter run …` without oclif; resolves to the exit status. */
 export async function runMain(argv: readonly string[]): Promise<number> {
   const json = argv.includes('--json');
-  colourFor(argv);
+  await colourFor(argv);
   try {
     const parsed = parseRunArgv(argv);
     const result = await startRun(parsed.flags, parsed.json);
@@ -94,17 +94,17 @@ function renderEvent(event: RunEvent): string {
     case 'config':
       return renderConfig(event.config);
     case 'adapter-status': {
-      const colour = event.status === 'mounted' ? chalk.green : chalk.red;
+      const colour = event.status === 'mounted' ? paint.green : paint.red;
       let text = `Adapter Status: ${colour(event.status)} (${event.reason})\n`;
-      if (event.hint) text += `  ${chalk.dim('hint:')} ${event.hint}\n`;
+      if (event.hint) text += `  ${paint.dim('hint:')} ${event.hint}\n`;
       return text;
     }
     case 'findings':
       return event.findings.map((f) => `${renderFinding(f)}\n`).join('');
     case 'log': {
-      const mark = event.level === 'warn' ? `${chalk.yellow('⚠')} ` : '';
-      let text = `${chalk.dim('[run]')} ${mark}${event.message}\n`;
-      if (event.hint) text += `      ${chalk.dim('hint:')} ${event.hint}\n`;
+      const mark = event.level === 'warn' ? `${paint.yellow('⚠')} ` : '';
+      let text = `${paint.dim('[run]')} ${mark}${event.message}\n`;
+      if (event.hint) text += `      ${paint.dim('hint:')} ${event.hint}\n`;
       return text;
     }
   }
@@ -119,11 +119,11 @@ function renderConfig(config: RunConfig): string {
         : 'no LLM';
   const app = config.app ? config.app.text : 'none';
   const width = Math.max(...RUN_SETTINGS.map((s) => s.name.length));
-  const lines = [`${chalk.bold(`codi-adapter ${VERSION} run`)}: ${mode}; app: ${app}`];
+  const lines = [`${paint.bold(`codi-adapter ${VERSION} run`)}: ${mode}; app: ${app}`];
   for (const s of RUN_SETTINGS) {
     const source = config.sources[s.name];
     lines.push(
-      `  ${s.name.padEnd(width)}  ${config.settings[s.name] || chalk.dim('(empty)')}  ${chalk.dim(source === 'flag' ? `(--${flagName(s.name)})` : `(${source})`)}`,
+      `  ${s.name.padEnd(width)}  ${config.settings[s.name] || paint.dim('(empty)')}  ${paint.dim(source === 'flag' ? `(--${flagName(s.name)})` : `(${source})`)}`,
     );
   }
   return `${lines.join('\n')}\n`;

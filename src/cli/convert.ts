@@ -1,5 +1,5 @@
 /** `convert`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
-import chalk from 'chalk';
+import { paint } from '../paint.js';
 import { convertAdapter, type ConvertResult, type OutType } from '../convert.js';
 import { formatBytes, plural } from '../text.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
@@ -18,7 +18,7 @@ export async function convertMain(input: CommandInput, io: CommandIO): Promise<C
   });
   if (!io.json) {
     const name = [result.adapter.id, result.adapter.version].filter(Boolean).join(' ') || result.adapter.path;
-    io.log(`${chalk.green('✔')} ${result.cached ? 'Cached' : 'Converted'} ${name} → ${result.output}`);
+    io.log(`${paint.green('✔')} ${result.cached ? 'Cached' : 'Converted'} ${name} → ${result.output}`);
     io.log(
       `  ${result.base.arch}, ${plural(result.tensors, 'tensor')}, ${result.outtype}, alpha ${result.alpha}, ${formatBytes(result.bytes)}, ${(result.durationMs / 1000).toFixed(2)} s`,
     );
@@ -29,7 +29,7 @@ export async function convertMain(input: CommandInput, io: CommandIO): Promise<C
     }
     if (result.f16Fallback.length > 0) {
       io.log(
-        `  ${chalk.yellow('⚠')} q8_0: ${plural(result.f16Fallback.length, 'tensor')} written as f16 because their rows are not a multiple of 32 (e.g. ${result.f16Fallback[0] ?? ''})`,
+        `  ${paint.yellow('⚠')} q8_0: ${plural(result.f16Fallback.length, 'tensor')} written as f16 because their rows are not a multiple of 32 (e.g. ${result.f16Fallback[0] ?? ''})`,
       );
     }
   }

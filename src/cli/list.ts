@@ -1,5 +1,5 @@
 /** `list`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
-import chalk from 'chalk';
+import { paint } from '../paint.js';
 import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog.js';
 import { ExitCode } from '../errors.js';
 import { formatBytes, plural } from '../text.js';
@@ -45,17 +45,17 @@ function renderListing(listing: CatalogListing, io: CommandIO): void {
         .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
         .join('  ')
         .trimEnd();
-    io.log(chalk.bold(line(header)));
+    io.log(paint.bold(line(header)));
     for (const r of rows) io.log(line(r));
   }
   if (listing.active_dangling) {
     io.log(
-      chalk.yellow(`⚠ active points to ${listing.active ?? '?'}, which is not in ${listing.adapters_dir}`),
+      paint.yellow(`⚠ active points to ${listing.active ?? '?'}, which is not in ${listing.adapters_dir}`),
     );
   }
   if (listing.leftovers.length > 0) {
     io.log(
-      chalk.dim(`${listing.leftovers.length} leftover(s) of interrupted mounts; the next mount cleans them`),
+      paint.dim(`${listing.leftovers.length} leftover(s) of interrupted mounts; the next mount cleans them`),
     );
   }
 }
@@ -65,5 +65,5 @@ function statusText(a: CatalogEntry): string {
     return a.warnings > 0 ? `mounted (${plural(a.warnings, 'warning')})` : 'mounted';
   const f = a.finding;
   const text = f ? `${a.status}: ${f.code} ${f.message}` : a.status;
-  return a.status === 'invalid' ? chalk.red(text) : chalk.yellow(text);
+  return a.status === 'invalid' ? paint.red(text) : paint.yellow(text);
 }

@@ -1,5 +1,5 @@
 /** `mount`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
-import chalk from 'chalk';
+import { paint } from '../paint.js';
 import { mountAdapter, statusOf, type MountResult } from '../catalog.js';
 import { isCodiError } from '../errors.js';
 import { renderFinding } from '../render.js';
@@ -43,7 +43,7 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
       replaced: 'Replaced',
       unchanged: 'Already mounted',
     }[result.action];
-    io.log(`${chalk.green('✔')} ${verb} ${result.adapter.id} ${result.adapter.version} → ${result.path}`);
+    io.log(`${paint.green('✔')} ${verb} ${result.adapter.id} ${result.adapter.version} → ${result.path}`);
     io.log(`  ${result.adapter.checksum}, base ${result.adapter.base_model}`);
     if (result.activated) io.log(`  active → ${result.id}`);
     else if (result.active) io.log('  active (unchanged)');

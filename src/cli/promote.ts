@@ -1,5 +1,5 @@
 /** `promote`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
-import chalk from 'chalk';
+import { paint } from '../paint.js';
 import { promoteAdapter, type PromoteResult } from '../promote.js';
 import {
   booleanFlag,
@@ -40,24 +40,24 @@ export async function promoteMain(input: CommandInput, io: CommandIO): Promise<P
 function renderPromotion(r: PromoteResult, io: CommandIO): void {
   const name = `${r.adapter.id} ${r.adapter.version}`;
   for (const g of r.gates) {
-    io.log(`${chalk.green('✔')} gate ${g.metric} ${String(g.value)} ≥ ${g.threshold}`);
+    io.log(`${paint.green('✔')} gate ${g.metric} ${String(g.value)} ≥ ${g.threshold}`);
   }
   if (r.dry_run) {
     if (r.diff) process.stdout.write(r.diff);
     io.log(
       r.already
         ? `${name} is already promoted in ${r.rules_file}; nothing would change.`
-        : chalk.dim(
+        : paint.dim(
             `dry run: nothing was written (${[r.changed.rules ? 'rules' : '', r.changed.metadata ? 'metadata.json' : ''].filter(Boolean).join(' and ')} would change)`,
           ),
     );
     return;
   }
   if (r.already) {
-    io.log(`${chalk.green('✔')} ${name} is already promoted in ${r.rules_file}; nothing changed.`);
+    io.log(`${paint.green('✔')} ${name} is already promoted in ${r.rules_file}; nothing changed.`);
     return;
   }
-  io.log(`${chalk.green('✔')} Promoted ${name} into ${r.rules_file} (ruleset ${r.ruleset_version})`);
+  io.log(`${paint.green('✔')} Promoted ${name} into ${r.rules_file} (ruleset ${r.ruleset_version})`);
   io.log(
     `  ${r.adapter.checksum}, base ${r.adapter.base_model}, default adapter: ${r.default_adapter ?? '-'}`,
   );

@@ -1,5 +1,5 @@
 /** `verify`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
-import chalk from 'chalk';
+import { paint } from '../paint.js';
 import type { Ora } from 'ora';
 import { baseCheckFor, readBaseForCheck } from '../base-model.js';
 import { adoptEarly, type EarlyHash } from '../checksum.js';
@@ -59,8 +59,8 @@ export async function verifyMain(
       const w = warnings ? plural(warnings, 'warning') : '';
       io.log(
         report.ok
-          ? chalk.green(`\nAdapter is valid${w ? ` (${w})` : ''}.`)
-          : chalk.red(`\nAdapter is invalid: ${plural(errors, 'error')}${w ? `, ${w}` : ''}.`),
+          ? paint.green(`\nAdapter is valid${w ? ` (${w})` : ''}.`)
+          : paint.red(`\nAdapter is invalid: ${plural(errors, 'error')}${w ? `, ${w}` : ''}.`),
       );
     }
     return report;

@@ -28,7 +28,7 @@ import {
   type GgufTypedValue,
   type GgufValue,
 } from './ggml-types.js';
-import { encodeF32, isFloatTensorType, QK8_0 } from './numeric.js';
+import { encodedBytes, encodeF32, isFloatTensorType, QK8_0 } from './numeric.js';
 
 export interface GgufTensorSpec {
   readonly name: string;
@@ -78,6 +78,11 @@ export interface GgufWriteResult {
 }
 
 const SINK_BYTES = 1 << 20;
+/**
+ * A buffer's first byte lies at a file offset that is a multiple of this (but after a hole or the
+ * final flush), so tensor data, aligned in the file, is aligned in the buffer and encodes in place.
+ */
+const BUFFER_ALIGN = 32;
 /** an fdatasync is started in the background after this many bytes (see Sink.flush) */
 const EARLY_SYNC_BYTES = 16 << 20;
 /** float32 values encoded per step: a multiple of the Q8_0 block so blocks never straddle steps */
@@ -109,17 +114,22 @@ class Sink {
   /** file offset where the buffered bytes start */
   private flushed = 0;
 
-  /** Starts writing the buffered bytes and switches to the other buffer. */
-  async flush(): Promise<void> {
-    if (this.used === 0) return;
+  /**
+   * Starts writing the buffered bytes and switches to the other buffer. Unless `all`, a tail of
+   * fewer than BUFFER_ALIGN bytes is carried over to the other buffer, so that it starts aligned.
+   */
+  async flush(all = false): Promise<void> {
+    const tail = all ? 0 : (this.flushed + this.used) % BUFFER_ALIGN;
+    const cut = this.used - tail;
+    if (cut === 0) return;
     // one write at a time: the previous one owns the buffer this switches to
     await this.settle();
-    const write = this.writeAll(this.buf.subarray(0, this.used), this.flushed);
+    const write = this.writeAll(this.buf.subarray(0, cut), this.flushed);
     write.catch(() => undefined);
     this.inFlight = write;
     // start the disk on what is written so far, so the fsync at the commit has only the tail left;
     // its errors are the commit's fsync's to report
-    this.unsynced += this.used;
+    this.unsynced += cut;
     if (this.unsynced >= EARLY_SYNC_BYTES && !this.syncing) {
       this.unsynced = 0;
       this.syncing = this.fh.datasync().then(
@@ -131,10 +141,28 @@ class Sink {
         },
       );
     }
-    this.flushed += this.used;
-    this.used = 0;
-    this.buf = this.buf === this.buffers[0] ? this.buffers[1] : this.buffers[0];
+    const next = this.buf === this.buffers[0] ? this.buffers[1] : this.buffers[0];
+    next.set(this.buf.subarray(cut, this.used));
+    this.flushed += cut;
+    this.used = tail;
+    this.buf = next;
     this.view = new DataView(this.buf.buffer);
+  }
+
+  /**
+   * `n` bytes at the write position for the caller to fill in place, then `commit(n)`; null when
+   * they cannot be had in one buffer at a multiple of `align` (the caller then hands over a copy).
+   */
+  async reserve(n: number, align: number): Promise<Uint8Array | null> {
+    if (n > this.buf.length - BUFFER_ALIGN) return null;
+    if (this.used + n > this.buf.length) await this.flush();
+    if (this.used + n > this.buf.length || this.used % align !== 0) return null;
+    return this.buf.subarray(this.used, this.used + n);
+  }
+
+  commit(n: number): void {
+    this.used += n;
+    this.position += n;
   }
 
   /** Waits for the write under way, if any. */
@@ -152,7 +180,7 @@ class Sink {
 
   /** Everything handed over is written (not yet fsynced), and no early fdatasync is under way. */
   async drain(): Promise<void> {
-    await this.flush();
+    await this.flush(true);
     await this.settle();
     await this.syncing;
   }
@@ -167,7 +195,7 @@ class Sink {
 
   /** Leaves `n` bytes unwritten: a hole that reads as zeros (sparse where the file system allows). */
   async hole(n: number): Promise<void> {
-    await this.flush();
+    await this.flush(true);
     this.flushed += n;
     this.position += n;
   }
@@ -568,12 +596,18 @@ export class GgufWriter {
       if (spec.type === GgmlType.Q8_0 && part.length % QK8_0 !== 0) {
         throw invalid(`tensor '${spec.name}': q8_0 data must come in multiples of ${QK8_0} values`);
       }
-      this.scratch ??= new Uint8Array(ENCODE_STEP * 4);
-      const bytes = encodeF32(spec.type, part, this.scratch);
-      if (written + bytes.length > room)
-        throw invalid(`tensor '${spec.name}' got more data than its shape holds`);
-      await this.sink.bytes(bytes);
-      written += bytes.length;
+      const size = encodedBytes(spec.type, part.length);
+      if (written + size > room) throw invalid(`tensor '${spec.name}' got more data than its shape holds`);
+      // encoded straight into the sink's buffer where it can be, else through the scratch buffer
+      const into = await this.sink.reserve(size, 4);
+      if (into) {
+        encodeF32(spec.type, part, into);
+        this.sink.commit(size);
+      } else {
+        this.scratch ??= new Uint8Array(ENCODE_STEP * 4);
+        await this.sink.bytes(encodeF32(spec.type, part, this.scratch));
+      }
+      written += size;
     }
     return written;
   }

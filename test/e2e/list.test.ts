@@ -1,10 +1,11 @@
 /** `codi-adapter list` as a user runs it. */
+import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mountAdapter, type CatalogListing } from '../../src/catalog.js';
 import { makeAdapter, makeVolume } from '../helpers/catalog.js';
-import { runCli } from '../helpers/cli.js';
+import { BIN, runCli } from '../helpers/cli.js';
 
 describe('list (built CLI)', () => {
   it('prints a table with a marker on the active adapter; --json holds the same data', async () => {
@@ -45,6 +46,34 @@ describe('list (built CLI)', () => {
       checksum: 'sha256:601dd4a90ee933effd9995bd15bebf30e9ad00f9813684caad8d34faa300a8ce',
       checksum_verified: false,
     });
+  });
+
+  it('colours the table on a terminal; plain under NO_COLOR, --no-color, and into a pipe', async () => {
+    const { root } = await makeVolume();
+    await mountAdapter('examples/adapters/tiny-qwen2-lora', { root, activate: true });
+    // a real terminal: script(1) gives the command a pty (bounded: it must not hang the suite)
+    const onTerminal = (prefix: string, extra = ''): string => {
+      const r = spawnSync(
+        'script',
+        [
+          '-qefc',
+          `stty cols 200; ${prefix} ${process.execPath} ${BIN} list --root ${root} ${extra}`,
+          '/dev/null',
+        ],
+        { encoding: 'utf8', timeout: 60_000, env: { ...process.env, TERM: 'xterm-256color', NO_COLOR: '' } },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    const sgr = /\u001b\[[0-9;]*m/u;
+    const coloured = onTerminal('');
+    expect(coloured).toMatch(sgr);
+    expect(coloured).toContain('tiny-qwen2-lora');
+    expect(onTerminal('NO_COLOR=1')).not.toMatch(sgr);
+    expect(onTerminal('', '--no-color')).not.toMatch(sgr);
+    const piped = await runCli(['list', '--root', root]);
+    expect(piped.stdout).not.toMatch(sgr);
+    expect(piped.stdout).toContain('tiny-qwen2-lora');
   });
 
   it('--verify re-hashes: a changed weight byte becomes invalid, and the exit status is 1', async () => {
