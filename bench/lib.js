@@ -21,17 +21,23 @@ export function requireBuilt() {
 /** Runs `cmd args` under /usr/bin/time -v; returns wall seconds and peak RSS in MiB. */
 export function measure(cmd, args, options = {}) {
   const started = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-v', cmd, ...args], {
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-    ...options,
-  });
-  // GNU time's own clock: a parent with a large heap spawns slowly, which is not the child's cost
-  const elapsed = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)/.exec(r.stderr);
-  const wall = elapsed
-    ? Number(elapsed[1] ?? 0) * 3600 + Number(elapsed[2]) * 60 + Number(elapsed[3])
-    : Number(process.hrtime.bigint() - started) / 1e9;
-  const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
+  // the wall clock of bash's `time` (milliseconds; GNU time's is in centiseconds, too coarse for a
+  // 40 ms reference), taken in a small process: a parent with a large heap spawns slowly, which is
+  // not the child's cost; GNU time reports the peak RSS
+  const r = spawnSync(
+    'bash',
+    [
+      '-c',
+      'TIMEFORMAT="CODI_BENCH_WALL %3R"; time /usr/bin/time -f "CODI_BENCH_MAXRSS %M" "$@"',
+      'bash',
+      cmd,
+      ...args,
+    ],
+    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, ...options },
+  );
+  const elapsed = [...r.stderr.matchAll(/^CODI_BENCH_WALL ([\d.]+)$/gmu)].pop();
+  const wall = elapsed ? Number(elapsed[1]) : Number(process.hrtime.bigint() - started) / 1e9;
+  const rss = [...r.stderr.matchAll(/^CODI_BENCH_MAXRSS (\d+)$/gmu)].pop();
   if (options.expectStatus !== undefined ? r.status !== options.expectStatus : r.status !== 0) {
     throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}:\n${r.stdout}\n${r.stderr}`);
   }

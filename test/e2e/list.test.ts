@@ -65,6 +65,7 @@ describe('list (built CLI)', () => {
       expect(r.status, r.stderr).toBe(0);
       return r.stdout;
     };
+    // eslint-disable-next-line no-control-regex -- an SGR colour code is what this test looks for
     const sgr = /\u001b\[[0-9;]*m/u;
     const coloured = onTerminal('');
     expect(coloured).toMatch(sgr);

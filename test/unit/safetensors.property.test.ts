@@ -57,10 +57,18 @@ function settle<T>(f: () => T): T | CodiError {
   }
 }
 
+/** A string the plain fast path leaves to the strict parser: anything but printable ASCII, a quote, a backslash. */
+function notPlainString(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x22 || c === 0x5c || c < 0x20 || c > 0x7e) return true;
+  }
+  return false;
+}
+
 function plainWouldAccept(bytes: Uint8Array, fileSize: number): boolean {
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-  const text = new TextDecoder().decode(bytes.subarray(8, 8 + n));
-  return acceptPlainHeader(text, fileSize - 8 - n) !== null;
+  return acceptPlainHeader(bytes.subarray(8, 8 + n), fileSize - 8 - n) !== null;
 }
 
 /** What a header that passed must guarantee to the code that uses it. */
@@ -192,10 +200,17 @@ describe('safetensors parser under random input (fast-check)', () => {
       fc.property(validFileArb, (bytes) => {
         const result = parseOrTypedError(bytes);
         expect(result).not.toBeInstanceOf(CodiError);
-        // the fast path takes every written file but those with keys an object would reorder
+        // the fast path takes every written file but those with keys an object would reorder,
+        // strings beyond plain printable ASCII, or zero-length tensors (which may share an offset)
         const header = result as SafetensorsHeader;
-        const names = [...header.tensors.map((t) => t.name), ...Object.keys(header.metadata ?? {})];
-        const awkward = names.some((name) => /^(?:0|[1-9][0-9]*|__proto__)$/.test(name));
+        const metadata = Object.entries(header.metadata ?? {}).flat();
+        const strings = [...header.tensors.map((t) => t.name), ...metadata];
+        const awkward =
+          strings.some(notPlainString) ||
+          header.tensors.some((t) => t.begin === t.end) ||
+          [...header.tensors.map((t) => t.name), ...Object.keys(header.metadata ?? {})].some((k) =>
+            /^(?:0|[1-9][0-9]*|__proto__)$/.test(k),
+          );
         expect(plainWouldAccept(bytes, bytes.length)).toBe(!awkward);
       }),
       { numRuns: 300 },
@@ -300,6 +315,6 @@ describe('safetensors parser under random input (fast-check)', () => {
 
   it('reached every check', () => {
     expect([...seen].sort()).toEqual([...CODES].sort());
-    expect(plainAccepted).toBeGreaterThan(300);
+    expect(plainAccepted).toBeGreaterThan(50);
   });
 });

@@ -225,6 +225,21 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
     ['an integer past 2^53', `{"a":${raw('1', '0', '9007199254740993')}}`, 4, 'SAFETENSORS_OFFSETS'],
     ['a 16-digit integer', `{"a":${raw('1', '0', '1000000000000000')}}`, 4, 'SAFETENSORS_SIZE'],
     ['a 16-digit dimension that fits', `{"a":${raw('1000000000000000,0', '0', '0')}}`, 0, null],
+    [
+      'a gap, tensors listed out of data order',
+      `{"z":${f32(8, 12)},"a":${f32(0, 4)}}`,
+      12,
+      'SAFETENSORS_OFFSETS',
+    ],
+    [
+      'an overlap, tensors listed out of data order',
+      `{"z":${f32(2, 6)},"a":${f32(0, 4)}}`,
+      6,
+      'SAFETENSORS_OFFSETS',
+    ],
+    ['a zero-length tensor beside another', `{"a":${entry('F32', [0], [0, 0])},"b":${f32(0, 4)}}`, 4, null],
+    ['a name in UTF-8 beyond ASCII', `{"ä":${f32(0, 4)}}`, 4, null],
+    ['a DEL character in a name', `{"a\u007f":${f32(0, 4)}}`, 4, null],
     ['an escaped surrogate pair', `{"\\ud83d\\ude00":${f32(0, 4)}}`, 4, null],
     ['an escaped lone surrogate', `{"\\ud800":${f32(0, 4)}}`, 4, 'SAFETENSORS_HEADER_JSON'],
     ['an array-index key, which an object would move first', `{"b":${f32(0, 4)},"0":${f32(4, 8)}}`, 8, null],
@@ -232,7 +247,7 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
     ['a __proto__ metadata key', `{"__metadata__":{"__proto__":"x"},"a":${f32(0, 4)}}`, 4, null],
   ];
   it.each(cases)('%s', (_name, json, dataBytes, code) => {
-    expect(acceptPlainHeader(json, dataBytes)).toBeNull();
+    expect(acceptPlainHeader(encoder.encode(json), dataBytes)).toBeNull();
     const bytes = file(json, dataBytes);
     if (code) {
       expectCode(bytes, code);
@@ -244,9 +259,28 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
     expect(header.tensors.length).toBeGreaterThan(0);
   });
 
+  it('takes headers laid out with any JSON whitespace', () => {
+    const value = {
+      __metadata__: { format: 'pt' },
+      b: JSON.parse(f32(0, 4)) as unknown,
+      a: JSON.parse(f32(4, 12)) as unknown,
+    };
+    for (const json of [
+      JSON.stringify(value, null, 2),
+      JSON.stringify(value, null, '\t').replace(/\n/g, '\r\n'),
+    ]) {
+      expect(
+        acceptPlainHeader(encoder.encode(`${json}  `), 12)?.tensors.map((t) => [t.name, t.begin, t.end]),
+      ).toEqual([
+        ['b', 0, 4],
+        ['a', 4, 12],
+      ]);
+    }
+  });
+
   it('keeps the header order of an ordinary header', () => {
     const json = `{"__metadata__":{"format":"pt"},"z":${f32(4, 8)},"a":${f32(0, 4)}}`;
-    const plain = acceptPlainHeader(json, 8);
+    const plain = acceptPlainHeader(encoder.encode(json), 8);
     expect(plain?.tensors.map((t) => t.name)).toEqual(['z', 'a']);
     expect(plain?.metadata).toEqual(Object.assign(Object.create(null), { format: 'pt' }));
     const bytes = file(json, 8);
