@@ -50,11 +50,18 @@ export function median(values) {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-/** Alternates the commands `trials` times (so both see the same machine state); medians. */
+/**
+ * Alternates the commands `trials` times (so both see the same machine state); medians. Before each
+ * run, `sync` (untimed) writes back what the previous one left dirty: `cp` leaves its 74 MB for the
+ * kernel to write later, which would otherwise land in the next command's time.
+ */
 export function compare(trials, commands) {
   const results = Object.fromEntries(Object.keys(commands).map((k) => [k, []]));
   for (let i = 0; i < trials; i++) {
-    for (const [name, run] of Object.entries(commands)) results[name].push(run());
+    for (const [name, run] of Object.entries(commands)) {
+      spawnSync('sync');
+      results[name].push(run());
+    }
   }
   return Object.fromEntries(
     Object.entries(results).map(([k, rs]) => [

@@ -8,12 +8,11 @@
  * host byte order, which is why the module refuses to load on a big-endian host (GGUF and
  * safetensors are little-endian).
  */
-import { endianness } from 'node:os';
 
 import { CodiError } from '../errors.js';
 import { GgmlType, ggmlTypeName } from './ggml-types.js';
 
-if (endianness() !== 'LE') {
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('codi-adapter needs a little-endian host: GGUF and safetensors are little-endian');
 }
 
