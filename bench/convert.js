@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { GgmlType, gv } from '../dist/formats/ggml-types.js';
 import { GgufWriter } from '../dist/formats/gguf-writer.js';
 import { writePeftAdapter } from '../dist/testkit/peft-adapter.js';
@@ -79,9 +80,11 @@ measure(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out
 
 const convert = (type) =>
   measure(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out(type), '--outtype', type]);
+const floor = fileURLToPath(new URL('./floor.js', import.meta.url));
 const res = compare(trials, {
   version: () => measure(process.execPath, [BIN, '--version']),
   cp: () => measure('cp', [weights, join(root, 'copy')]),
+  floor: () => measure(process.execPath, [floor, weights, join(root, 'floor-out')]),
   f32: () => convert('f32'),
   f16: () => convert('f16'),
 });
@@ -90,11 +93,15 @@ console.log('');
 console.log(
   `cp of the 74 MB weights: ${(res.cp.wall * 1000).toFixed(0)} ms; start-up (--version): ${(res.version.wall * 1000).toFixed(0)} ms`,
 );
+const floorWork = res.floor.wall - res.version.wall;
+console.log(
+  `floor (plain Node: read, sha256, write, fdatasync, rename; bench/floor.js): ${(res.floor.wall * 1000).toFixed(0)} ms wall, work ${(floorWork * 1000).toFixed(0)} ms = ${(floorWork / res.cp.wall).toFixed(2)}× cp`,
+);
 for (const type of ['f32', 'f16']) {
   const work = res[type].wall - res.version.wall;
   const ratio = work / res.cp.wall;
   console.log(
-    `convert --outtype ${type}: ${(res[type].wall * 1000).toFixed(0)} ms wall, work ${(work * 1000).toFixed(0)} ms = ${ratio.toFixed(2)}× cp (target ≤ 4) ${verdict(ratio <= 4)}; peak RSS ${res[type].rssMiB.toFixed(1)} MiB (target ≤ 150) ${verdict(res[type].rssMiB <= 150)}`,
+    `convert --outtype ${type}: ${(res[type].wall * 1000).toFixed(0)} ms wall, work ${(work * 1000).toFixed(0)} ms = ${ratio.toFixed(2)}× cp (target ≤ 4) ${verdict(ratio <= 4)}, ${(work / floorWork).toFixed(2)}× the floor; peak RSS ${res[type].rssMiB.toFixed(1)} MiB (target ≤ 150) ${verdict(res[type].rssMiB <= 150)}`,
   );
 }
 console.log('');
