@@ -200,10 +200,9 @@ export function parseSafetensorsHeader(
       prefix.length,
     );
   }
-  const headerBytes = prefix.subarray(HEADER_LENGTH_BYTES, dataOffset);
-  const plain = options.plain === false ? null : acceptPlainHeader(headerBytes, fileSize - dataOffset);
+  const text = decodeHeader(prefix.subarray(HEADER_LENGTH_BYTES, dataOffset));
+  const plain = options.plain === false ? null : acceptPlainHeader(text, fileSize - dataOffset);
   if (plain) return { headerLength, dataOffset, fileSize, ...plain };
-  const text = decodeHeader(headerBytes);
   const reader = new HeaderReader(text);
   try {
     parseStrictJson(text, { reviver: reader.revive });
@@ -216,240 +215,121 @@ export function parseSafetensorsHeader(
 }
 
 /**
- * The fast path for an ordinary header: one scan of the text that accepts only the plain form that
- * writers produce — entries of exactly `dtype`, `shape` and `data_offsets`, integers written plainly
- * below 10^15, strings without escapes or surrogates, an optional `__metadata__` of such strings —
- * and checks it as the strict parser would (no duplicate key, sizes, layout). It builds nothing but
- * the result. Anything else at all returns null, and the strict parser, which explains every problem
- * with its byte offset, judges the header instead: this path only ever accepts what the strict one
- * accepts, with the same result (a property test holds the two to that).
+ * The fast path for an ordinary header: `JSON.parse` (native, and fast even in a process that parses
+ * just one header) plus the checks that make its result exactly the strict parser's. Accepted: no
+ * backslash anywhere (so strings are as written), every number a plain non-negative integer below
+ * 10^15 (a sign or the size shows in the value; a fraction or an exponent needs a digit then `.`,
+ * `e` or `E` then a digit or a sign, which the text must not hold anywhere), no duplicate key (every colon outside a string introduces a member, so the colons in the text
+ * minus those inside strings equal the members parsed only when none was dropped), entries of exactly
+ * `dtype`, `shape` and `data_offsets`, no key an object would reorder, and the layout. Anything else
+ * returns null, and the strict parser, which explains every problem with its byte offset, judges the
+ * header instead; a property test holds the two paths to the same results.
  */
 export function acceptPlainHeader(
-  header: Uint8Array,
+  text: string,
   dataSize: number,
 ): Pick<SafetensorsHeader, 'metadata' | 'tensors'> | null {
-  return new PlainScanner(header).header(dataSize);
+  if (text.length > PLAIN_HEADER_MAX_CHARS || text.includes('\\') || NOT_PLAIN_NUMBER.test(text)) {
+    return null;
+  }
+  let root: unknown;
+  try {
+    root = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof root !== 'object' || root === null || Array.isArray(root)) return null;
+  let members = 0;
+  let colonsInStrings = 0;
+  let metadata: Record<string, string> | null = null;
+  const tensors: SafetensorsTensorInfo[] = [];
+  const object = root as Record<string, unknown>;
+  for (const name in object) {
+    const entry = object[name];
+    members++;
+    colonsInStrings += colonsIn(name);
+    if (isAwkwardKey(name) || typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      return null;
+    }
+    const fields = entry as Record<string, unknown>;
+    if (name === METADATA_KEY) {
+      // null prototype: a key is only ever data
+      metadata = Object.create(null) as Record<string, string>;
+      let count = 0;
+      for (const key in fields) {
+        const value = fields[key];
+        if (typeof value !== 'string' || isAwkwardKey(key)) return null;
+        if (++count > SAFETENSORS_MAX_METADATA_ENTRIES) return null;
+        colonsInStrings += colonsIn(key) + colonsIn(value);
+        metadata[key] = value;
+      }
+      members += count;
+      continue;
+    }
+    let count = 0;
+    for (const _ in fields) count++;
+    const { dtype, shape, data_offsets: offsets } = fields;
+    if (count !== 3 || typeof dtype !== 'string' || !isSafetensorsDtype(dtype)) return null;
+    if (!Array.isArray(shape) || shape.length > SAFETENSORS_MAX_RANK) return null;
+    if (!Array.isArray(offsets) || offsets.length !== 2) return null;
+    const begin: unknown = offsets[0];
+    const end: unknown = offsets[1];
+    if (!isPlainInteger(begin) || !isPlainInteger(end)) return null;
+    let bits: number = SAFETENSORS_DTYPES[dtype];
+    for (const dim of shape as unknown[]) {
+      if (!isPlainInteger(dim)) return null;
+      bits *= dim;
+    }
+    if (!(bits <= Number.MAX_SAFE_INTEGER) || bits % 8 !== 0 || bits / 8 !== end - begin) return null;
+    members += 3;
+    colonsInStrings += colonsIn(dtype);
+    tensors.push({ name, dtype, shape: shape as number[], begin, end });
+  }
+  if (members !== colonsIn(text) - colonsInStrings) return null;
+  if (!tilesExactly(tensors, dataSize)) return null;
+  return { metadata, tensors };
 }
 
-// character codes the plain scanner looks for
-const CH_TAB = 0x09;
-const CH_LF = 0x0a;
-const CH_CR = 0x0d;
-const CH_SPACE = 0x20;
-const CH_QUOTE = 0x22;
-const CH_COMMA = 0x2c;
-const CH_ZERO = 0x30;
-const CH_NINE = 0x39;
-const CH_COLON = 0x3a;
-const CH_LEFT_BRACKET = 0x5b;
-const CH_BACKSLASH = 0x5c;
-const CH_RIGHT_BRACKET = 0x5d;
-const CH_LEFT_BRACE = 0x7b;
-const CH_RIGHT_BRACE = 0x7d;
+/**
+ * Headers up to this size may take the fast path (JSON.parse builds the whole tree); a larger one is
+ * parsed value by value, so a hostile 100 MB header is refused at its first wrong value.
+ */
+const PLAIN_HEADER_MAX_CHARS = 1 << 20;
 
-/** Fields seen in an entry, as bits. */
-const DTYPE_SEEN = 1;
-const SHAPE_SEEN = 2;
-const OFFSETS_SEEN = 4;
-/** each field name with its quotes, as the bytes to match */
-const FIELD_LITERALS: readonly (readonly [Uint8Array, number])[] = [
-  [Buffer.from('"dtype"', 'latin1'), DTYPE_SEEN],
-  [Buffer.from('"shape"', 'latin1'), SHAPE_SEEN],
-  [Buffer.from('"data_offsets"', 'latin1'), OFFSETS_SEEN],
-];
+/**
+ * What a fraction or an exponent needs: a digit, then `.`, `e` or `E`, then a digit or a sign. A name
+ * that merely holds one (`h.1.2`) only sends the header to the strict parser.
+ */
+const NOT_PLAIN_NUMBER = /[0-9][.eE][0-9+-]/;
 
-/** Thrown (and caught in `header`) the moment the text leaves the plain form; made once. */
-class NotPlain extends Error {}
-const NOT_PLAIN = new NotPlain('not the plain form');
+/** A number as the plain form writes it: an integer in [0, 10^15), and not −0 (written `-0`). */
+function isPlainInteger(value: unknown): value is number {
+  return (
+    typeof value === 'number' &&
+    Number.isInteger(value) &&
+    value >= 0 &&
+    value < 1e15 &&
+    !Object.is(value, -0)
+  );
+}
 
-class PlainScanner {
-  private pos = 0;
-  /**
-   * the header as Latin-1, decoded once: exact for the ASCII strings this path accepts, which are
-   * then cheap slices of it
-   */
-  private readonly text: string;
+function colonsIn(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf(':'); i >= 0; i = s.indexOf(':', i + 1)) n++;
+  return n;
+}
 
-  constructor(private readonly bytes: Uint8Array) {
-    this.text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
+/** A key an object would move before the others (an array index), or `__proto__`. */
+function isAwkwardKey(key: string): boolean {
+  if (key === '__proto__') return true;
+  if (key.length === 0) return false;
+  const first = key.charCodeAt(0);
+  if (first < 0x30 || first > 0x39 || (first === 0x30 && key.length > 1)) return false;
+  for (let i = 1; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
   }
-
-  header(dataSize: number): Pick<SafetensorsHeader, 'metadata' | 'tensors'> | null {
-    try {
-      return this.scan(dataSize);
-    } catch (e) {
-      if (e === NOT_PLAIN) return null;
-      throw e;
-    }
-  }
-
-  private scan(dataSize: number): Pick<SafetensorsHeader, 'metadata' | 'tensors'> {
-    let metadata: Record<string, string> | null = null;
-    const tensors: SafetensorsTensorInfo[] = [];
-    const names = new Set<string>();
-    this.expect(CH_LEFT_BRACE);
-    if (!this.consume(CH_RIGHT_BRACE)) {
-      do {
-        const name = this.key();
-        if (names.has(name)) throw NOT_PLAIN;
-        names.add(name);
-        this.expect(CH_COLON);
-        if (name === METADATA_KEY) metadata = this.metadata();
-        else tensors.push(this.entry(name));
-      } while (this.consume(CH_COMMA));
-      this.expect(CH_RIGHT_BRACE);
-    }
-    this.skipWhitespace();
-    if (this.pos !== this.bytes.length) throw NOT_PLAIN;
-    if (!tilesExactly(tensors, dataSize)) throw NOT_PLAIN;
-    return { metadata, tensors };
-  }
-
-  private metadata(): Record<string, string> {
-    // null prototype: a key is only ever data
-    const values = Object.create(null) as Record<string, string>;
-    let count = 0;
-    this.expect(CH_LEFT_BRACE);
-    if (this.consume(CH_RIGHT_BRACE)) return values;
-    do {
-      const key = this.key();
-      if (key in values || ++count > SAFETENSORS_MAX_METADATA_ENTRIES) throw NOT_PLAIN;
-      this.expect(CH_COLON);
-      values[key] = this.string();
-    } while (this.consume(CH_COMMA));
-    this.expect(CH_RIGHT_BRACE);
-    return values;
-  }
-
-  private entry(name: string): SafetensorsTensorInfo {
-    let seen = 0;
-    let dtype: SafetensorsDtype = 'F32';
-    let shape: number[] = [];
-    let begin = 0;
-    let end = 0;
-    this.expect(CH_LEFT_BRACE);
-    do {
-      const field = this.field();
-      if (seen & field) throw NOT_PLAIN;
-      seen |= field;
-      this.expect(CH_COLON);
-      if (field === DTYPE_SEEN) {
-        const value = this.string();
-        if (!isSafetensorsDtype(value)) throw NOT_PLAIN;
-        dtype = value;
-      } else if (field === SHAPE_SEEN) {
-        shape = this.integers(SAFETENSORS_MAX_RANK);
-      } else {
-        this.expect(CH_LEFT_BRACKET);
-        begin = this.integer();
-        this.expect(CH_COMMA);
-        end = this.integer();
-        this.expect(CH_RIGHT_BRACKET);
-      }
-    } while (this.consume(CH_COMMA));
-    this.expect(CH_RIGHT_BRACE);
-    if (seen !== (DTYPE_SEEN | SHAPE_SEEN | OFFSETS_SEEN)) throw NOT_PLAIN;
-    let bits: number = SAFETENSORS_DTYPES[dtype];
-    for (const dim of shape) bits *= dim;
-    if (!(bits <= Number.MAX_SAFE_INTEGER) || bits % 8 !== 0 || bits / 8 !== end - begin) throw NOT_PLAIN;
-    return { name, dtype, shape, begin, end };
-  }
-
-  /** `[…]` of at most `max` plain non-negative integers below 10^15. */
-  private integers(max: number): number[] {
-    const out: number[] = [];
-    this.expect(CH_LEFT_BRACKET);
-    if (this.consume(CH_RIGHT_BRACKET)) return out;
-    do {
-      if (out.length === max) throw NOT_PLAIN;
-      out.push(this.integer());
-    } while (this.consume(CH_COMMA));
-    this.expect(CH_RIGHT_BRACKET);
-    return out;
-  }
-
-  private integer(): number {
-    this.skipWhitespace();
-    const bytes = this.bytes;
-    const start = this.pos;
-    let pos = start;
-    let value = 0;
-    let c = bytes[pos] ?? -1;
-    while (c >= CH_ZERO && c <= CH_NINE) {
-      value = value * 10 + (c - CH_ZERO);
-      c = bytes[++pos] ?? -1;
-    }
-    this.pos = pos;
-    const digits = pos - start;
-    // no leading zero (`01`), at most 15 digits (exact below 2^53); a fraction or exponent is not plain
-    if (digits === 0 || digits > 15 || (digits > 1 && bytes[start] === CH_ZERO)) throw NOT_PLAIN;
-    return value;
-  }
-
-  /** A member name: a plain string that objects would not reorder or treat specially. */
-  private key(): string {
-    const key = this.string();
-    if (key === '__proto__' || isArrayIndexLike(key)) throw NOT_PLAIN;
-    return key;
-  }
-
-  /** A string of printable ASCII without escapes (anything else is the strict parser's to decode). */
-  private string(): string {
-    this.expect(CH_QUOTE);
-    const bytes = this.bytes;
-    const start = this.pos;
-    let pos = start;
-    for (;;) {
-      const c = bytes[pos] ?? -1;
-      if (c === CH_QUOTE) break;
-      // -1 past the end; a control character, a backslash or a byte of a multi-byte character leaves
-      // the plain form
-      if (c < CH_SPACE || c === CH_BACKSLASH || c > 0x7e) throw NOT_PLAIN;
-      pos++;
-    }
-    this.pos = pos + 1;
-    return this.text.slice(start, pos);
-  }
-
-  private expect(c: number): void {
-    if (!this.consume(c)) throw NOT_PLAIN;
-  }
-
-  /** Skips whitespace; then takes `c` if it is next. */
-  private consume(c: number): boolean {
-    this.skipWhitespace();
-    if (this.bytes[this.pos] !== c) return false;
-    this.pos++;
-    return true;
-  }
-
-  private skipWhitespace(): void {
-    const bytes = this.bytes;
-    let pos = this.pos;
-    for (;;) {
-      const c = bytes[pos];
-      if (c !== CH_SPACE && c !== CH_LF && c !== CH_CR && c !== CH_TAB) break;
-      pos++;
-    }
-    this.pos = pos;
-  }
-
-  /** One of an entry's three field names, as its bit; anything else is not plain. */
-  private field(): number {
-    this.skipWhitespace();
-    const bytes = this.bytes;
-    const pos = this.pos;
-    for (const [literal, bit] of FIELD_LITERALS) {
-      if (bytes[pos + literal.length - 1] !== CH_QUOTE) continue;
-      let i = 0;
-      while (i < literal.length && bytes[pos + i] === literal[i]) i++;
-      if (i === literal.length) {
-        this.pos = pos + i;
-        return bit;
-      }
-    }
-    throw NOT_PLAIN;
-  }
+  return true;
 }
 
 /**
@@ -479,18 +359,6 @@ function tilesExactly(tensors: readonly SafetensorsTensorInfo[], dataSize: numbe
     expected = t.end;
   }
   return expected === dataSize;
-}
-
-/** `0`, or digits not starting with 0: a key an object would move before the others. */
-function isArrayIndexLike(key: string): boolean {
-  if (key.length === 0) return false;
-  const first = key.charCodeAt(0);
-  if (first < CH_ZERO || first > CH_NINE || (first === CH_ZERO && key.length > 1)) return false;
-  for (let i = 1; i < key.length; i++) {
-    const c = key.charCodeAt(i);
-    if (c < CH_ZERO || c > CH_NINE) return false;
-  }
-  return true;
 }
 
 /** Reads and checks N from the first 8 bytes; returns it as a number (it is ≤ 100,000,000). */
