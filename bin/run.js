@@ -37,7 +37,11 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
 
 /** The other commands without oclif when their command line is plain (src/fast-path.ts). */
 async function fast() {
-  const { fastPathFor, runFast } = await import('../dist/fast-path.js');
+  // bundled by the build (scripts/bundle-fast-path.js); the plain modules when it is not there
+  const { fastPathFor, runFast } = await import('../dist/fast-path.bundle.js').catch((e) => {
+    if (e?.code !== 'ERR_MODULE_NOT_FOUND' || !String(e.message).includes('fast-path.bundle.js')) throw e;
+    return import('../dist/fast-path.js');
+  });
   if (!fastPathFor(args, process.env)) return false;
   const code = await runFast(args);
   if (code === null) return false;

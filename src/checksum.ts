@@ -62,15 +62,14 @@ type WorkerMessage =
   | { kind: 'error'; errno: string | undefined; message: string };
 
 /**
- * The worker's program. It is passed as source text (an `eval` worker, CommonJS), so it may use
- * nothing from this module's scope; it is the same double-buffered loop described above.
+ * The worker's program. It is passed as source text (an `eval` worker), so it may use nothing from
+ * this module's scope; it is the same double-buffered loop described above.
  */
 function hashWorkerMain(): void {
-  /* eslint-disable @typescript-eslint/no-require-imports */
-  const threads = require('node:worker_threads') as typeof import('node:worker_threads');
-  const { createHash: hashOf } = require('node:crypto') as typeof import('node:crypto');
-  const fs = require('node:fs') as typeof import('node:fs');
-  /* eslint-enable @typescript-eslint/no-require-imports */
+  // builtins by name, not `require`: a bundler rewrites `require` calls, even in code kept as text
+  const threads = process.getBuiltinModule('node:worker_threads');
+  const { createHash: hashOf } = process.getBuiltinModule('node:crypto');
+  const fs = process.getBuiltinModule('node:fs');
   const { path, blockSize } = threads.workerData as { path: string; blockSize: number };
   const post = (m: unknown): void => threads.parentPort?.postMessage(m);
   let fd = -1;

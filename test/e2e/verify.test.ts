@@ -1,7 +1,8 @@
 /** `codi-adapter verify` as a user runs it: the built binary, --json, exit codes. */
-import { cp, symlink, writeFile } from 'node:fs/promises';
+import { cp, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ALL_PROJECTIONS, decoderTargets, writePeftAdapter } from '../../src/testkit/peft-adapter.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -71,6 +72,31 @@ describe('verify (built CLI)', () => {
     const human = await runCli(['verify', `examples/adapters/${name}`]);
     expect(human.code).toBe(1);
     expect(human.stdout + human.stderr).not.toMatch(/\n\s+at .+:\d+:\d+/u);
+  });
+
+  it('hashes a weights file of several MiB in a worker thread: a match passes, one changed byte fails', async () => {
+    // above SMALL_FILE_BYTES, so verify starts its early hash worker (the fast path's bundled code)
+    const dir = join(await tempDir('codi-verify-e2e-'), 'mid-lora');
+    await writePeftAdapter(dir, {
+      id: 'mid-lora',
+      version: '0.1.0',
+      baseModel: 'mid',
+      r: 16,
+      alpha: 32,
+      targetModules: ALL_PROJECTIONS,
+      modules: decoderTargets({ layers: 4, hidden: 768, intermediate: 2048, kvDim: 128 }),
+      seed: 3,
+    });
+    const ok = await runCli(['verify', dir, '--json']);
+    expect(ok.code, ok.stderr).toBe(0);
+    const weights = join(dir, 'adapter_model.safetensors');
+    const bytes = await readFile(weights);
+    expect(bytes.length).toBeGreaterThan(2 * 1024 * 1024);
+    bytes[bytes.length - 100] = (bytes[bytes.length - 100] ?? 0) ^ 0x01;
+    await writeFile(weights, bytes);
+    const bad = await runCli(['verify', dir, '--json']);
+    expect(bad.code).toBe(1);
+    expect(codes(bad.json)).toContain('CHECKSUM_MISMATCH');
   });
 
   it('warns that a .bin adapter should be safetensors, and still passes', async () => {
