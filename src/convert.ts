@@ -19,7 +19,11 @@ import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats
 import { neFromTorchShape } from './formats/gguf.js';
 import { writeGguf, type GgufTensorSpec, type TensorPayload } from './formats/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
-import { type SafetensorsHeader, type SafetensorsTensorInfo } from './formats/safetensors.js';
+import {
+  parseSafetensorsHeader,
+  type SafetensorsHeader,
+  type SafetensorsTensorInfo,
+} from './formats/safetensors.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { SAFETENSORS_FILE } from './layout.js';
 import {
@@ -425,9 +429,13 @@ async function writeAdapterGguf(
       return into;
     };
     // every byte of the file passes through the hash exactly once, in order: `hashedTo` is where the
-    // next one starts. Bytes no tensor of the GGUF needs (the header; any tensor not converted) are
-    // read just to be hashed.
-    let hashedTo = 0;
+    // next one starts. The header comes first: what this pass hashes must be the header the plan was
+    // made from (else the file changed in between, whatever its timestamps say).
+    const prefix = readFully(new Uint8Array(header.dataOffset), 0);
+    hash.update(prefix);
+    if (!sameHeader(prefix, header)) throw sourceChanged(weightsPath, 'changed');
+    // bytes no tensor of the GGUF needs (any tensor not converted) are read just to be hashed
+    let hashedTo = header.dataOffset;
     const hashUpTo = (end: number): void => {
       while (hashedTo < end) {
         const part = readFully(held.subarray(0, Math.min(held.length, end - hashedTo)), hashedTo);
@@ -500,6 +508,32 @@ function isPassThrough(job: ConvertJob): boolean {
     job.factor === 1 &&
     job.info.dtype === 'F32' &&
     job.spec.type === GgmlType.F32
+  );
+}
+
+/** Whether `prefix` (a header as read now) describes exactly the tensors of `header`. */
+export function sameHeader(prefix: Uint8Array, header: SafetensorsHeader): boolean {
+  let now: SafetensorsHeader;
+  try {
+    now = parseSafetensorsHeader(prefix, header.fileSize);
+  } catch {
+    return false;
+  }
+  return (
+    now.dataOffset === header.dataOffset &&
+    now.tensors.length === header.tensors.length &&
+    now.tensors.every((t, i) => {
+      const was = header.tensors[i];
+      return (
+        was !== undefined &&
+        t.name === was.name &&
+        t.dtype === was.dtype &&
+        t.begin === was.begin &&
+        t.end === was.end &&
+        t.shape.length === was.shape.length &&
+        t.shape.every((d, k) => d === was.shape[k])
+      );
+    })
   );
 }
 

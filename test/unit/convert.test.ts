@@ -2,12 +2,12 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { permuteRopeRows } from '../../src/base-model.js';
-import { convertAdapter } from '../../src/convert.js';
+import { convertAdapter, sameHeader } from '../../src/convert.js';
 import { CodiError } from '../../src/errors.js';
 import { GgmlType, gv } from '../../src/formats/ggml-types.js';
 import { getF32, getString, readGgufHeader, readTensorF32 } from '../../src/formats/gguf.js';
 import { writeGguf } from '../../src/formats/gguf-writer.js';
-import { encodeSafetensors } from '../../src/formats/safetensors.js';
+import { encodeSafetensors, parseSafetensorsHeader } from '../../src/formats/safetensors.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { generateLoraTensors, writeMetadata, type AdapterSpec } from '../../src/testkit/peft-adapter.js';
 import { writeTinyModel } from '../../src/testkit/tiny-model.js';
@@ -130,6 +130,26 @@ describe('convert', () => {
     const otherAlpha = await convertAdapter(a, { base });
     expect(otherAlpha.cached).toBe(false);
     expect(otherAlpha.output).not.toBe(first.output);
+  });
+
+  it('the pass converts only under the header the plan was made from (whatever the timestamps say)', () => {
+    const file = encodeSafetensors([
+      { name: 'a', dtype: 'F32', shape: [2], data: new Uint8Array(8) },
+      { name: 'b', dtype: 'F32', shape: [1], data: new Uint8Array(4) },
+    ]);
+    const header = parseSafetensorsHeader(file, file.length);
+    const prefix = file.subarray(0, header.dataOffset);
+    expect(sameHeader(prefix, header)).toBe(true);
+    // same length, another name; the same tensors at swapped offsets; not a header at all
+    const renamed = Buffer.from(Buffer.from(prefix).toString('latin1').replace('"a"', '"c"'), 'latin1');
+    expect(renamed.length).toBe(prefix.length);
+    expect(sameHeader(renamed, header)).toBe(false);
+    const swapped = encodeSafetensors([
+      { name: 'b', dtype: 'F32', shape: [1], data: new Uint8Array(4) },
+      { name: 'a', dtype: 'F32', shape: [2], data: new Uint8Array(8) },
+    ]);
+    expect(sameHeader(swapped.subarray(0, header.dataOffset), header)).toBe(false);
+    expect(sameHeader(new Uint8Array(header.dataOffset), header)).toBe(false);
   });
 
   it('llama q/k permutation: HF half-split rows become interleaved pairs within each head', () => {
