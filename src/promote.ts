@@ -117,12 +117,26 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
     ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
   });
   try {
-    await pausePoint('promote:locked');
-    return await plan(rulesPath, adapter, evaluation, options, lock);
+    // and the adapter's metadata.json, which promotes into other rules files may append to as well;
+    // always taken second, so two promotes never wait for each other's first lock
+    const metadataLock = await acquireLock(join(adapter.path, METADATA_LOCK), {
+      timeoutMs: options.lockTimeoutMs ?? DEFAULT_PROMOTE_LOCK_TIMEOUT_MS,
+      purpose: `promote ${adapter.id} ${adapter.version} into ${rulesPath}`,
+      ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
+    });
+    try {
+      await pausePoint('promote:locked');
+      return await plan(rulesPath, adapter, evaluation, options, lock);
+    } finally {
+      await metadataLock.release();
+    }
   } finally {
     await lock.release();
   }
 }
+
+/** Beside metadata.json while a promote appends to it (hidden; removed when the promote ends). */
+const METADATA_LOCK = `.${METADATA_FILE}.lock`;
 
 type AdapterSummary = PromoteResult['adapter'];
 

@@ -158,6 +158,41 @@ describe('promote (built CLI)', () => {
     }
     expect((await readdir(dir)).filter((n) => n.startsWith('.') || n.endsWith('.lock'))).toEqual([]);
   }, 240_000);
+
+  it('two promotes of one adapter into two rules files at once: both evaluations land in its metadata', async () => {
+    const { dir, rules } = await workspace();
+    const otherRules = join(dir, 'rules-other.yml');
+    await copyFile(EXAMPLE_RULES, otherRules);
+    const adapter = await makeAdapter(dir, 'tiny-qwen2-lora');
+    const base = JSON.parse(await readFile(EXAMPLE_EVAL, 'utf8')) as Record<string, unknown>;
+    const evals = ['2026-11-26T18:30:00Z', '2026-11-27T09:00:00Z'].map((at, i) =>
+      join(dir, `eval-${i}.json`),
+    );
+    await writeFile(evals[0] ?? '', JSON.stringify({ ...base, evaluated_at: '2026-11-26T18:30:00Z' }));
+    await writeFile(
+      evals[1] ?? '',
+      JSON.stringify({ ...base, evaluated_at: '2026-11-27T09:00:00Z', examples: 999 }),
+    );
+    // the first has read metadata.json and written its rules file, and pauses before writing the
+    // metadata back; without a lock on the metadata the second would append meanwhile, and the first's
+    // stale copy would then overwrite that append
+    const first = startCli(['promote', adapter, '--rules', rules, '--eval', evals[0] ?? '', '--json'], {
+      pauseAt: ['promote:rules-written'],
+    });
+    expect(await first.reached('promote:rules-written')).toBe(true);
+    const second = startCli(['promote', adapter, '--rules', otherRules, '--eval', evals[1] ?? '', '--json']);
+    await new Promise((r) => setTimeout(r, 1500));
+    first.resume();
+    const [a, b] = await Promise.all([first.done, second.done]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(b.code, b.stderr).toBe(0);
+    const metadata = JSON.parse(await metadataOf(adapter)) as { evaluations: { evaluated_at: string }[] };
+    expect(metadata.evaluations.map((e) => e.evaluated_at).sort()).toEqual([
+      '2026-11-26T18:30:00Z',
+      '2026-11-27T09:00:00Z',
+    ]);
+    expect((await readdir(adapter)).filter((n) => n.startsWith('.'))).toEqual([]);
+  }, 60_000);
 });
 
 describe('promote: crash safety', () => {
