@@ -75,7 +75,7 @@ function hashWorkerMain(): void {
   let fd = -1;
   try {
     // never through a symlink: adapter files are refused as symlinks, and a hash begun before that
-    // check (convert starts early) must not read what one points to
+    // check (verify starts early) must not read what one points to
     fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     const total = fs.fstatSync(fd).size;
     const hash = hashOf('sha256');
@@ -180,12 +180,10 @@ export function startSha256(
   };
 }
 
-/** A hash begun before the adapter is inspected: convert starts on the weights at once. */
+/** A hash begun before the adapter is inspected: verify starts on the weights at once. */
 export interface EarlyHash {
   readonly path: string;
   readonly size: number;
-  /** the file as it was when hashing began: a converter compares it after its own read */
-  readonly stats: Stats;
   readonly hash: PendingHash;
 }
 
@@ -205,7 +203,7 @@ export function beginEarlyHash(dir: string, file: string): EarlyHash | null {
     return null;
   }
   if (!stats.isFile() || stats.size <= SMALL_FILE_BYTES) return null;
-  return { path, size: stats.size, stats, hash: startSha256(path) };
+  return { path, size: stats.size, hash: startSha256(path) };
 }
 
 /**

@@ -400,7 +400,7 @@ async function writeAdapterGguf(
   const scratch = new Float32Array(
     Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
   );
-  // also the buffer for bytes that are only hashed (the header, tensors not converted)
+  // also the buffer for bytes that are only hashed (tensors the GGUF does not take)
   const held = new Uint8Array(Math.max(largest, 64 << 10));
   let source: FileHandle | null = null;
   try {
