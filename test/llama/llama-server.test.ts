@@ -99,7 +99,7 @@ describe('llama-server facts', () => {
       child.stderr.on('data', (d: Buffer) => (log += d.toString()));
       const code = await new Promise<number | null>((r) => child.on('close', r));
       expect(code).not.toBe(0);
-      expect(isBindFailure(log.split('\n'))).toBe(true);
+      expect(isBindFailure(log.split('\n')), log).toBe(true);
     } finally {
       blocker.close();
     }
