@@ -8,7 +8,6 @@ import { createHash } from 'node:crypto';
 import { lstatSync, realpathSync, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
 import { CodiError, environmentError } from './errors.js';
 import { trace } from './trace.js';
 
@@ -46,8 +45,6 @@ export async function sha256File(
 export function sha256Bytes(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
-
-const requireBuiltin = createRequire(import.meta.url);
 
 /** A hash under way in a worker thread. */
 export interface PendingHash {
@@ -136,7 +133,7 @@ export function startSha256(
   blockSize = HASH_BLOCK_SIZE,
 ): PendingHash {
   // loaded on first use: most commands hash small files inline, and convert hashes in its own pass
-  const { Worker } = requireBuiltin('node:worker_threads') as typeof import('node:worker_threads');
+  const { Worker } = process.getBuiltinModule('node:worker_threads');
   const worker = new Worker(`(${hashWorkerMain.toString()})()`, {
     eval: true,
     workerData: { path, blockSize },

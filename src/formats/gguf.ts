@@ -186,13 +186,6 @@ class Cursor {
     return v;
   }
 
-  i64(what: string): bigint {
-    if (!this.has(8)) this.fill(8, what);
-    const v = this.view.getBigInt64(this.at(), true);
-    this.pos += 8;
-    return v;
-  }
-
   /**
    * A 64-bit integer as a number when it lies in [0, 2^53), the common case, which needs no BigInt;
    * otherwise the exact value as an i64 bigint (negative when its top bit is set), for the caller's
