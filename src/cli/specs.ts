@@ -5,6 +5,14 @@
 import { DEFAULT_MODEL_ROOT, OUTTYPES } from '../constants.js';
 import type { CommandSpec } from './spec.js';
 
+/** `--root`, the models volume, for the commands that work on it (list, mount) */
+const modelRootFlag = {
+  kind: 'string',
+  description: 'models volume root',
+  env: 'MODEL_MOUNT_PATH',
+  default: DEFAULT_MODEL_ROOT,
+} as const;
+
 export const convertSpec = {
   args: [{ name: 'dir', description: 'adapter directory', required: true }],
   flags: {
@@ -35,12 +43,7 @@ export const verifySpec = {
 export const listSpec = {
   args: [],
   flags: {
-    root: {
-      kind: 'string',
-      description: 'models volume root',
-      env: 'MODEL_MOUNT_PATH',
-      default: DEFAULT_MODEL_ROOT,
-    },
+    root: modelRootFlag,
     verify: { kind: 'boolean', description: 'recompute every checksum (reads all the weights)' },
   },
 } as const satisfies CommandSpec;
@@ -48,12 +51,7 @@ export const listSpec = {
 export const mountSpec = {
   args: [{ name: 'source', description: 'adapter folder', required: true }],
   flags: {
-    root: {
-      kind: 'string',
-      description: 'models volume root',
-      env: 'MODEL_MOUNT_PATH',
-      default: DEFAULT_MODEL_ROOT,
-    },
+    root: modelRootFlag,
     id: { kind: 'string', description: 'install under this id (default: metadata.json id)' },
     base: {
       kind: 'string',
