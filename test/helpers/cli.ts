@@ -115,6 +115,20 @@ export function runCli(args: readonly string[], options: StartOptions = {}): Pro
 }
 
 /**
+ * How long a command takes from `step` to its successful end here: the span a kill trial's random
+ * delay is drawn from.
+ */
+export async function msFromStepToEnd(start: () => RunningCli, step: string): Promise<number> {
+  const run = start();
+  if (!(await run.reached(step))) throw new Error(`the command never reached ${step}`);
+  const t0 = Date.now();
+  run.resume();
+  const result = await run.done;
+  if (result.code !== 0) throw new Error(`the command failed after ${step}: ${result.stderr}`);
+  return Date.now() - t0;
+}
+
+/**
  * Starts a command paused at `step`, lets it run on for a random part of `spanMs`, then SIGKILLs it
  * (crash-safety trials); it may also have finished by then.
  */
