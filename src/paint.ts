@@ -26,7 +26,10 @@ export const paint: Palette = {
   bold: (text) => current.bold(text),
 };
 
-/** Turns colour on (chalk, which still follows what the terminal supports) or off. */
+/**
+ * Turns colour on or off. On, chalk still follows what the terminal supports: a dumb terminal, or a
+ * CI job's log (`CI` set), stays plain.
+ */
 export async function useColour(on: boolean): Promise<void> {
   if (!on) {
     current = PLAIN;

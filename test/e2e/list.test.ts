@@ -51,6 +51,19 @@ describe('list (built CLI)', () => {
   it('colours the table on a terminal; plain under NO_COLOR, --no-color, and into a pipe', async () => {
     const { root } = await makeVolume();
     await mountAdapter('examples/adapters/tiny-qwen2-lora', { root, activate: true });
+    // A user's terminal, not a CI log: chalk keeps a CI job's output plain (CI=true, as CI runners
+    // set it), so the variables that tell it so are taken out here, and checked on their own below.
+    const terminalEnv: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color', NO_COLOR: '' };
+    for (const name of [
+      'CI',
+      'CONTINUOUS_INTEGRATION',
+      'BUILD_NUMBER',
+      'RUN_ID',
+      'TEAMCITY_VERSION',
+      'FORCE_COLOR',
+    ]) {
+      Reflect.deleteProperty(terminalEnv, name);
+    }
     // a real terminal: script(1) gives the command a pty (bounded: it must not hang the suite)
     const onTerminal = (prefix: string, extra = ''): string => {
       const r = spawnSync(
@@ -60,7 +73,7 @@ describe('list (built CLI)', () => {
           `stty cols 200; ${prefix} ${process.execPath} ${BIN} list --root ${root} ${extra}`,
           '/dev/null',
         ],
-        { encoding: 'utf8', timeout: 60_000, env: { ...process.env, TERM: 'xterm-256color', NO_COLOR: '' } },
+        { encoding: 'utf8', timeout: 60_000, env: terminalEnv },
       );
       expect(r.status, r.stderr).toBe(0);
       return r.stdout;
@@ -72,6 +85,7 @@ describe('list (built CLI)', () => {
     expect(coloured).toContain('tiny-qwen2-lora');
     expect(onTerminal('NO_COLOR=1')).not.toMatch(sgr);
     expect(onTerminal('', '--no-color')).not.toMatch(sgr);
+    expect(onTerminal('CI=true')).not.toMatch(sgr);
     const piped = await runCli(['list', '--root', root]);
     expect(piped.stdout).not.toMatch(sgr);
     expect(piped.stdout).toContain('tiny-qwen2-lora');
