@@ -11,12 +11,15 @@
 
 import { CodiError } from '../errors.js';
 import { GgmlType, ggmlTypeName } from './ggml-types.js';
+import { simdF32ToBf16, simdF32ToF16 } from './simd.js';
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('codi-adapter needs a little-endian host: GGUF and safetensors are little-endian');
 }
 
 export const QK8_0 = 32;
+/** arrays shorter than this are not worth a call into the SIMD kernels */
+const SIMD_MIN = 256;
 /** bytes of one Q8_0 block: an f16 scale and 32 int8 quants */
 export const Q8_0_BLOCK_BYTES = 2 + QK8_0;
 
@@ -126,12 +129,15 @@ function checkLength(name: string, have: number, need: number): void {
   if (have < need) throw new RangeError(`${name}: destination holds ${have} elements, ${need} needed`);
 }
 
-/** float32 → float16 bits for a whole array; same results as `f32BitsToF16Bits`, with the common case inline. */
+/**
+ * float32 → float16 bits for a whole array; same results as `f32BitsToF16Bits`. Long arrays go
+ * through the WebAssembly SIMD kernel (simd.ts); the rest, here, with the common case inline.
+ */
 export function f32ToF16(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   checkLength('f32ToF16', dst.length, src.length);
   const bits = bitsOf(src);
   const n = src.length;
-  for (let i = 0; i < n; i++) {
+  for (let i = n >= SIMD_MIN ? simdF32ToF16(src, dst) : 0; i < n; i++) {
     const u = bits[i] as number;
     const abs = u & 0x7fffffff;
     if (abs >= 0x38800000 && abs < 0x7f800000) {
@@ -156,11 +162,12 @@ export function f16ToF32(src: Uint16Array, dst: Float32Array = new Float32Array(
   return dst;
 }
 
+/** float32 → bfloat16 bits for a whole array, as `f32BitsToBf16Bits`; long arrays through the SIMD kernel. */
 export function f32ToBf16(src: Float32Array, dst: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   checkLength('f32ToBf16', dst.length, src.length);
   const bits = bitsOf(src);
   const n = src.length;
-  for (let i = 0; i < n; i++) {
+  for (let i = n >= SIMD_MIN ? simdF32ToBf16(src, dst) : 0; i < n; i++) {
     const u = bits[i] ?? 0;
     dst[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 64 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
   }
