@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // convert on a Qwen2.5-1.5B-shaped adapter (28 layers, hidden 1536, intermediate 8960, KV dim 256,
 // r 16, all 7 projections, F32 ≈ 74 MB) against a base GGUF of the real shapes whose data is a
-// sparse hole (only its header is read). Same run: `codi-adapter --version` (start-up) and `cp` of the
+// sparse hole (only its header is read), with a vocabulary of the real size in its header (151,936
+// tokens, 151,387 merges: the base reader must walk it). Same run: `codi-adapter --version` (start-up) and `cp` of the
 // weights (read-and-write floor). Conversion work = convert wall − start-up.
 // Targets, f32 and f16 output: work ≤ 4× cp, peak RSS ≤ 150 MiB.
 // Usage: node bench/convert.js [--trials 5] [--keep]
 import { spawnSync } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +59,11 @@ for (let l = 0; l < dims.layers; l++) {
   );
 }
 tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
+// a byte-level BPE vocabulary of Qwen2.5's size, with tokens and merges of typical lengths
+const tokens = Array.from({ length: vocab }, (_, i) =>
+  i < 256 ? `<0x${i.toString(16)}>` : `Ġ${i.toString(36)}er`,
+);
+const merges = Array.from({ length: 151387 }, (_, i) => `Ġ${i.toString(36)} er`);
 const writer = await GgufWriter.create(base, {
   metadata: [
     ['general.architecture', gv.str('qwen2')],
@@ -66,6 +73,11 @@ const writer = await GgufWriter.create(base, {
     ['qwen2.feed_forward_length', gv.u32(dims.intermediate)],
     ['qwen2.attention.head_count', gv.u32(12)],
     ['qwen2.attention.head_count_kv', gv.u32(2)],
+    ['tokenizer.ggml.model', gv.str('gpt2')],
+    ['tokenizer.ggml.pre', gv.str('qwen2')],
+    ['tokenizer.ggml.tokens', gv.strings(tokens)],
+    ['tokenizer.ggml.token_type', gv.i32s(new Int32Array(vocab).fill(1))],
+    ['tokenizer.ggml.merges', gv.strings(merges)],
   ],
   tensors,
 });
@@ -105,7 +117,14 @@ for (const type of ['f32', 'f16']) {
   );
 }
 console.log('');
-console.log(`where the time goes: CODI_TRACE=1 phases of convert --outtype f32, medians of ${trials} runs`);
+// what memory touched for the first time costs on this machine (on some VMs, far more than zeroing it)
+const fresh = new Uint8Array(32 << 20);
+const touchStart = performance.now();
+fresh.fill(1);
+const faultMicros = ((performance.now() - touchStart) * 1000) / (fresh.length / 4096);
+console.log(
+  `where the time goes: CODI_TRACE=1 phases of convert --outtype f32, medians of ${trials} runs; a page touched for the first time costs ${faultMicros.toFixed(1)} µs here`,
+);
 const traces = [];
 for (let i = 0; i < trials; i++) {
   const r = spawnSync(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out('f32')], {
@@ -113,17 +132,24 @@ for (let i = 0; i < trials; i++) {
     env: { ...process.env, CODI_TRACE: '1' },
   });
   traces.push(
-    [...r.stderr.matchAll(/^\[trace\]\s+([\d.]+) ms {2}(.*)$/gmu)].map((m) => [m[2], Number(m[1])]),
+    [...r.stderr.matchAll(/^\[trace\]\s+([\d.]+) ms\s+(\d+) faults {2}(.*)$/gmu)].map((m) => [
+      m[3],
+      Number(m[1]),
+      Number(m[2]),
+    ]),
   );
 }
 const labels = traces[0].map(([label]) => label);
 let previous = 0;
+let previousFaults = 0;
 for (const [i, label] of labels.entries()) {
   const at = median(traces.map((t) => t[i]?.[1] ?? NaN));
+  const faults = median(traces.map((t) => t[i]?.[2] ?? NaN));
   console.log(
-    `  ${at.toFixed(0).padStart(5)} ms (+${(at - previous).toFixed(0).padStart(3)})  ${label.slice(0, 90)}`,
+    `  ${at.toFixed(0).padStart(5)} ms (+${(at - previous).toFixed(0).padStart(3)})  ${String(faults).padStart(5)} page faults (+${String(faults - previousFaults).padStart(4)})  ${label.slice(0, 80)}`,
   );
   previous = at;
+  previousFaults = faults;
 }
 console.log(
   `  (node itself starts in ~${(res.version.wall * 1000).toFixed(0)} ms with --version; the rest is the process ending)`,

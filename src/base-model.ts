@@ -41,7 +41,8 @@ export async function readBaseModel(path: string): Promise<BaseModel> {
   }
   let gguf;
   try {
-    gguf = await readGgufHeader(path);
+    // the vocabulary (hundreds of thousands of strings in a real model) is not needed here
+    gguf = await readGgufHeader(path, {}, { arrays: 'skip' });
   } catch (e) {
     if (isCodiError(e)) throw e.withFile(path);
     throw e;

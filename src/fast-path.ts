@@ -25,26 +25,44 @@ interface FastCommand {
 const COMMANDS: Record<string, FastCommand> = {
   convert: {
     spec: convertSpec,
-    main: async (input, io) => (await import('./cli/convert.js')).convertMain(input, io),
+    main: async (input, io) => (await loaded(import('./cli/convert.js'))).convertMain(input, io),
   },
   verify: {
     spec: verifySpec,
-    main: async (input, io, early) => (await import('./cli/verify.js')).verifyMain(input, io, early),
+    main: async (input, io, early) =>
+      (await loaded(import('./cli/verify.js'), early)).verifyMain(input, io, early),
     hashes: 'dir',
   },
   list: {
     spec: listSpec,
-    main: async (input, io) => (await import('./cli/list.js')).listMain(input, io),
+    main: async (input, io) => (await loaded(import('./cli/list.js'))).listMain(input, io),
   },
   mount: {
     spec: mountSpec,
-    main: async (input, io) => (await import('./cli/mount.js')).mountMain(input, io),
+    main: async (input, io) => (await loaded(import('./cli/mount.js'))).mountMain(input, io),
   },
   promote: {
     spec: promoteSpec,
-    main: async (input, io) => (await import('./cli/promote.js')).promoteMain(input, io),
+    main: async (input, io) => (await loaded(import('./cli/promote.js'))).promoteMain(input, io),
   },
 };
+
+/**
+ * A command's module, once loaded; then V8 is asked to tier functions up more patiently. A command
+ * runs for a fraction of a second on two cores: V8's optimising compiler, started on functions that
+ * are hot only for a moment (header parsing, name checks), costs more than it returns, in compile
+ * time on the other core and in memory touched for the first time (~15 µs a page on the VMs this
+ * runs on; `CODI_TRACE=1` counts the faults). With a budget 4× V8's default such functions stay with
+ * the interpreter and the baseline compiler, while loops over tensor data still run long enough to
+ * be optimised. The flag decides only when a function tiers up, never what it computes. It is set
+ * after the command's modules have loaded (Node's built-in modules loaded after a flag change cannot
+ * use their code cache) and not while the early hashing worker runs (flags are process-wide).
+ */
+async function loaded<T>(module: Promise<T>, worker: EarlyHash | null = null): Promise<T> {
+  const m = await module;
+  if (worker === null) process.getBuiltinModule('node:v8').setFlagsFromString('--interrupt-budget=270336');
+  return m;
+}
 
 /** Loaded only once this path is taken: help and declined command lines go to oclif without it. */
 async function beginEarly(dir: string): Promise<EarlyHash | null> {

@@ -207,6 +207,8 @@ export type GgufArrayItems =
 export interface GgufArray {
   readonly itemType: GgufValueType;
   readonly items: GgufArrayItems;
+  /** set when the reader was asked to skip arrays: the items it moved past (`items` is then empty) */
+  readonly skipped?: number;
 }
 
 /** A metadata value: number for 8–32-bit ints and floats, bigint for 64-bit ints. */

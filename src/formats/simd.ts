@@ -13,25 +13,29 @@
  * the source block is copied in, converted, and the result copied out.
  */
 
+import {
+  body,
+  EXPORT,
+  get,
+  i32,
+  instantiate,
+  MAGIC,
+  name,
+  OP,
+  section,
+  set,
+  tee,
+  TYPE,
+  uleb,
+} from './wasm-kit.js';
+
 /** elements per block: the input window is 4·BLOCK bytes, the output window 2·BLOCK */
 const BLOCK = 16384;
 const IN_AT = 0;
 const OUT_AT = BLOCK * 4;
 const PAGES = Math.ceil((BLOCK * 6) / 65536);
 
-// the instructions used, by their binary encoding (WebAssembly core spec, SIMD proposal merged in 2.0)
-const LOCAL_GET = 0x20;
-const LOCAL_SET = 0x21;
-const LOCAL_TEE = 0x22;
-const I32_CONST = 0x41;
-const I32_ADD = 0x6a;
-const I32_SUB = 0x6b;
-const LOOP = 0x03;
-const BR_IF = 0x0d;
-const END = 0x0b;
-const VOID = 0x40;
-const I32 = 0x7f;
-const V128 = 0x7b;
+const { loop: LOOP, brIf: BR_IF, end: END, i32Add: I32_ADD, i32Sub: I32_SUB } = OP;
 // SIMD instructions: the 0xfd prefix, then the opcode as unsigned LEB128
 const SIMD = {
   load: 0x00,
@@ -49,40 +53,12 @@ const SIMD = {
   f32x4Add: 0xe4,
 } as const;
 
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) byte |= 0x80;
-    out.push(byte);
-  } while (n !== 0);
-  return out;
-}
-
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const byte = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0)) {
-      out.push(byte);
-      return out;
-    }
-    out.push(byte | 0x80);
-  }
-}
-
 const simd = (op: number): number[] => [0xfd, ...uleb(op)];
 /** v128.const with the same 32-bit value in every lane */
 const splat = (value: number): number[] => {
   const lane = [value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, (value >>> 24) & 0xff];
   return [...simd(SIMD.const), ...lane, ...lane, ...lane, ...lane];
 };
-const get = (local: number): number[] => [LOCAL_GET, local];
-const set = (local: number): number[] => [LOCAL_SET, local];
-const tee = (local: number): number[] => [LOCAL_TEE, local];
-const i32 = (value: number): number[] => [I32_CONST, ...sleb(value)];
 /** memarg: alignment exponent, then offset */
 const vload = (offset: number): number[] => [...simd(SIMD.load), 4, ...uleb(offset)];
 const vstore = (): number[] => [...simd(SIMD.store), 4, 0];
@@ -97,7 +73,7 @@ const ABS = 4;
 
 /** f16 bits of the four lanes of `X` (one u32 per lane), left on the stack */
 // prettier-ignore
-const f16Lanes: number[] = [
+const f16Lanes = (): number[] => [
   ...get(X), ...splat(0x7fffffff), ...simd(SIMD.and), ...set(ABS),
   // normal: rebias 127 → 15 and round to nearest even (add 0xfff plus the kept lsb, shift out 13
   // bits); anything too large for a half comes out ≥ 0x7c00 and is clamped to Inf
@@ -118,7 +94,7 @@ const f16Lanes: number[] = [
 
 /** bf16 bits of the four lanes of `X`, left on the stack */
 // prettier-ignore
-const bf16Lanes: number[] = [
+const bf16Lanes = (): number[] => [
   // round to nearest even: add 0x7fff plus the kept lsb, keep the upper half
   ...get(X), ...i32(16), ...simd(SIMD.i32x4ShrU), ...splat(1), ...simd(SIMD.and),
   ...get(X), ...simd(SIMD.i32x4Add), ...splat(0x7fff), ...simd(SIMD.i32x4Add),
@@ -132,9 +108,8 @@ const bf16Lanes: number[] = [
 /** A function (src, dst, groups) converting 8 lanes a turn: two u32x4 in, one u16x8 out. */
 // prettier-ignore
 function kernel(lanes: number[]): number[] {
-  const body = [
-    1, 2, V128, // locals: X and ABS, both v128
-    LOOP, VOID,
+  return body([[2, TYPE.v128]], [ // locals: X and ABS
+    LOOP, TYPE.void,
     ...get(DST),
     ...get(SRC), ...vload(0), ...set(X), ...lanes,
     ...get(SRC), ...vload(16), ...set(X), ...lanes,
@@ -143,36 +118,18 @@ function kernel(lanes: number[]): number[] {
     ...get(DST), ...i32(16), I32_ADD, ...set(DST),
     ...get(GROUPS), ...i32(1), I32_SUB, ...tee(GROUPS), BR_IF, 0,
     END,
-    END,
-  ];
-  return [...uleb(body.length), ...body];
-}
-
-function section(id: number, content: number[]): number[] {
-  return [id, ...uleb(content.length), ...content];
-}
-
-function name(text: string): number[] {
-  return [...uleb(text.length), ...Array.from(text, (c) => c.charCodeAt(0))];
-}
-
-// prettier-ignore
-function moduleBytes(): Uint8Array {
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // \0asm, version 1
-    ...section(1, [1, 0x60, 3, I32, I32, I32, 0]), // one type: (i32, i32, i32) → ()
-    ...section(3, [2, 0, 0]), // two functions of that type
-    ...section(5, [1, 0, ...uleb(PAGES)]), // one memory, PAGES pages
-    ...section(7, [3, ...name('memory'), 2, 0, ...name('f16'), 0, 0, ...name('bf16'), 0, 1]),
-    ...section(10, [2, ...kernel(f16Lanes), ...kernel(bf16Lanes)]),
   ]);
 }
 
-// what this module uses of the WebAssembly JS API (the lib this project compiles against omits it)
-declare const WebAssembly: {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: Record<string, unknown> };
-};
+// prettier-ignore
+const moduleBytes = (): number[] => [
+  ...MAGIC,
+  ...section(1, [1, TYPE.func, 3, TYPE.i32, TYPE.i32, TYPE.i32, 0]), // one type: (i32, i32, i32) → ()
+  ...section(3, [2, 0, 0]), // two functions of that type
+  ...section(5, [1, 0, ...uleb(PAGES)]), // one memory, PAGES pages
+  ...section(7, [3, ...name('memory'), EXPORT.memory, 0, ...name('f16'), EXPORT.func, 0, ...name('bf16'), EXPORT.func, 1]),
+  ...section(10, [2, ...kernel(f16Lanes()), ...kernel(bf16Lanes())]),
+];
 
 interface Kernels {
   readonly bytes: Uint8Array;
@@ -185,17 +142,14 @@ let kernels: Kernels | null | undefined;
 /** The compiled kernels; null where WebAssembly SIMD is not available (the scalar loops then run). */
 function compiled(): Kernels | null {
   if (kernels !== undefined) return kernels;
-  try {
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes()));
-    const { memory, f16, bf16 } = instance.exports as unknown as {
-      memory: { buffer: ArrayBuffer };
-      f16: Kernels['f16'];
-      bf16: Kernels['bf16'];
-    };
-    kernels = { bytes: new Uint8Array(memory.buffer), f16, bf16 };
-  } catch {
-    kernels = null;
-  }
+  const exports = instantiate(moduleBytes()) as {
+    memory: { buffer: ArrayBuffer };
+    f16: Kernels['f16'];
+    bf16: Kernels['bf16'];
+  } | null;
+  kernels = exports
+    ? { bytes: new Uint8Array(exports.memory.buffer), f16: exports.f16, bf16: exports.bf16 }
+    : null;
   return kernels;
 }
 

@@ -34,6 +34,7 @@ import {
   requireString,
   torchShape,
   type GgufFile,
+  type GgufReadOptions,
 } from '../../src/formats/gguf.js';
 import { GgufWriter, writeGguf, type GgufTensorSpec } from '../../src/formats/gguf-writer.js';
 import {
@@ -516,10 +517,24 @@ class Bytes {
   }
 }
 
-async function readBytes(bytes: Uint8Array): Promise<GgufFile> {
+async function readBytes(bytes: Uint8Array, options: GgufReadOptions = {}): Promise<GgufFile> {
   const p = tmp();
   await writeFile(p, bytes);
-  return readGgufHeader(p);
+  return readGgufHeader(p, {}, options);
+}
+
+/** What a header says apart from its arrays' items: the scalars, each array's type and size, the tensors. */
+function withoutArrayItems(f: GgufFile): unknown {
+  const size = (a: GgufArray): number => a.skipped ?? a.items.length;
+  return {
+    metadata: [...f.metadata.values()].map((kv) =>
+      kv.type === GgufValueType.ARRAY
+        ? [kv.key, (kv.value as GgufArray).itemType, size(kv.value as GgufArray)]
+        : [kv.key, kv.value],
+    ),
+    tensors: f.tensors,
+    dataOffset: f.dataOffset,
+  };
 }
 
 describe('GGUF reader on bad input', () => {
@@ -832,6 +847,69 @@ describe('GGUF reader on bad input', () => {
     const ms = performance.now() - start;
     expect(getStringArray(f, 'tokenizer.ggml.tokens')?.[149_999]).toBe('tok149999Ġ');
     expect(ms).toBeLessThan(3000);
+    // what needs only the shapes (a base model) walks the arrays without reading them
+    const skipped = await readGgufHeader(p, {}, { arrays: 'skip' });
+    expect(getArray(skipped, 'tokenizer.ggml.tokens')).toEqual({
+      itemType: GgufValueType.STRING,
+      items: [],
+      skipped: 150_000,
+    });
+    expect(getArray(skipped, 'tokenizer.ggml.token_type')?.skipped).toBe(150_000);
+    expect(withoutArrayItems(skipped)).toEqual(withoutArrayItems(f));
+  });
+
+  it('skipping arrays still checks every length against the limits and the end of the file', async () => {
+    const filler = new Uint8Array(1000);
+    const arr = (n: bigint, type: number): Uint8Array =>
+      new Bytes().header(0, 1).str('k').i32(GgufValueType.ARRAY).i32(type).u64(n).raw(filler).bytes();
+    const skip = { arrays: 'skip' } as const;
+    await codiError(readBytes(arr(2n ** 40n, GgufValueType.UINT8), skip), 'GGUF_LIMIT');
+    await codiError(readBytes(arr(1_000_000n, GgufValueType.UINT64), skip), 'GGUF_TRUNCATED');
+    await codiError(readBytes(arr(1_000_000n, GgufValueType.STRING), skip), 'GGUF_TRUNCATED');
+    // one string in an array: longer than the cap, then longer than the file
+    const oneString = (length: bigint): Uint8Array =>
+      new Bytes()
+        .header(0, 1)
+        .str('k')
+        .i32(GgufValueType.ARRAY)
+        .i32(GgufValueType.STRING)
+        .u64(2)
+        .u64(1)
+        .raw(Uint8Array.of(0x61))
+        .u64(length)
+        .raw(filler)
+        .bytes();
+    const huge = await codiError(readBytes(oneString(2n ** 40n), skip), 'GGUF_LIMIT');
+    expect(huge.message).toContain(`length of item 1 of array 'k' is ${2n ** 40n}`);
+    expect(huge.pointer).toBe('58');
+    const long = await codiError(readBytes(oneString(5000n), skip), 'GGUF_TRUNCATED');
+    expect(long.message).toMatch(/item 1 of array 'k' is 5000, but only 1000 bytes are left/);
+    // a long array (walked in bulk) with one string over the limit, then one past the end of the file
+    const many = (bad: bigint): Uint8Array => {
+      const b = new Bytes().header(0, 1).str('k').i32(GgufValueType.ARRAY).i32(GgufValueType.STRING).u64(500);
+      for (let i = 0; i < 499; i++) b.str(i === 300 ? '' : 'tok');
+      return b
+        .u64(bad)
+        .raw(Uint8Array.of(1, 2, 3))
+        .bytes();
+    };
+    const limited = await codiError(readBytes(many(2n ** 30n), skip), 'GGUF_LIMIT');
+    expect(limited.message).toContain(`length of item 499 of array 'k' is ${2n ** 30n}`);
+    const cut = await codiError(readBytes(many(4n), skip), 'GGUF_TRUNCATED');
+    expect(cut.message).toContain("length of item 499 of array 'k' is 4, but only 3 bytes are left");
+    await expect(readBytes(many(3n), skip)).resolves.toMatchObject({ tensors: [] });
+    // arrays of arrays are walked too
+    const nested = new Bytes()
+      .header(0, 1)
+      .str('k')
+      .i32(GgufValueType.ARRAY)
+      .i32(GgufValueType.ARRAY)
+      .u64(1)
+      .i32(GgufValueType.ARRAY)
+      .u64(10_000_000)
+      .raw(filler)
+      .bytes();
+    await codiError(readBytes(nested, skip), 'GGUF_TRUNCATED');
   });
 });
 
@@ -894,11 +972,20 @@ describe('GGUF reader property: mutated files raise only GGUF_ errors', () => {
           } else if (m.kind === 'truncate') bytes = bytes.subarray(0, at);
           else bytes = Uint8Array.from([...bytes.subarray(0, at), ...m.value, ...bytes.subarray(at)]);
         }
+        let read: GgufFile | null = null;
         try {
-          await readBytes(bytes);
+          read = await readBytes(bytes);
         } catch (e) {
           if (!(e instanceof CodiError) || !e.code.startsWith('GGUF_')) throw e;
           expect(e.exitCode).toBe(1);
+        }
+        // skipping arrays: the same kinds of errors only, and whatever reads fully reads the same
+        try {
+          const skipped = await readBytes(bytes, { arrays: 'skip' });
+          if (read) expect(withoutArrayItems(skipped)).toEqual(withoutArrayItems(read));
+        } catch (e) {
+          if (!(e instanceof CodiError) || !e.code.startsWith('GGUF_')) throw e;
+          expect(read).toBeNull();
         }
       }),
       { numRuns: 400, seed: 20261127 },
