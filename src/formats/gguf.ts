@@ -124,16 +124,28 @@ function err(
  */
 class Cursor {
   // unzeroed: only bytes read from the file (bufStart..bufEnd) are ever looked at
-  private buf = Buffer.allocUnsafe(FIRST_CHUNK);
-  private view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  private buf: Buffer;
+  private view: DataView;
   private bufStart = 0;
   private bufEnd = 0;
   pos = 0;
 
+  /**
+   * `window`, when given, is the buffer to read into: the string skipper's own memory, so that runs
+   * of vocabulary strings are walked where they were read, without a copy (and without a buffer of
+   * their own: fresh memory is dear on the VMs this runs on). One cursor uses it at a time: a parse
+   * runs synchronously from start to end.
+   */
   constructor(
     private readonly fh: FileHandle,
     readonly fileSize: number,
-  ) {}
+    private readonly window: Uint8Array | null = null,
+  ) {
+    this.buf = window
+      ? Buffer.from(window.buffer, window.byteOffset, window.byteLength)
+      : Buffer.allocUnsafe(FIRST_CHUNK);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  }
 
   get remaining(): number {
     return this.fileSize - this.pos;
@@ -152,7 +164,7 @@ class Cursor {
         this.pos,
       );
     }
-    const chunk = this.bufEnd === 0 ? FIRST_CHUNK : CHUNK;
+    const chunk = this.window ? this.window.length : this.bufEnd === 0 ? FIRST_CHUNK : CHUNK;
     const want = Math.min(Math.max(n, chunk), this.remaining);
     if (want > this.buf.length) {
       this.buf = Buffer.allocUnsafe(want);
@@ -275,11 +287,15 @@ class Cursor {
     for (let i = 0; i < n; i++) {
       if (!this.has(8)) this.fill(8, what);
       if (scan) {
+        // in place when the cursor reads into the skipper's window, else through a copy into it
+        const inPlace = this.buf.buffer === scan.window.buffer;
         const o = this.at();
-        const end = Math.min(this.bufEnd - this.pos, SCAN_WINDOW);
-        scan.window.set(this.buf.subarray(o, o + end));
-        const { offset, left } = scan.skip(end, Math.min(n - i, 1 << 30), Math.min(maxBytes, 1 << 30));
-        this.pos += offset;
+        const start = inPlace ? o : 0;
+        const end = inPlace ? this.bufEnd - this.bufStart : Math.min(this.bufEnd - this.pos, SCAN_WINDOW);
+        if (!inPlace) scan.window.set(this.buf.subarray(o, o + end));
+        const found = scan.skip(start, end, Math.min(n - i, 1 << 30), Math.min(maxBytes, 1 << 30));
+        this.pos += found.offset - start;
+        const left = found.left;
         i = n - left;
         if (i === n) return;
         if (!this.has(8)) this.fill(8, what);
@@ -636,7 +652,16 @@ class HeaderParser {
         );
       }
       expected += Math.ceil(p.nBytes / alignment) * alignment;
-      const t: GgufTensorInfo = { ...p, dataStart };
+      const t: GgufTensorInfo = {
+        name: p.name,
+        ne: p.ne,
+        type: p.type,
+        offset: p.offset,
+        dataStart,
+        nBytes: p.nBytes,
+        nElements: p.nElements,
+        infoOffset: p.infoOffset,
+      };
       tensors.push(t);
       tensorsByName.set(t.name, t);
     }
@@ -708,7 +733,12 @@ export async function readGgufHeader(
 ): Promise<GgufFile> {
   const { fh, size } = await openForRead(path);
   try {
-    return new HeaderParser(new Cursor(fh, size), { ...DEFAULT_GGUF_LIMITS, ...limits }, options).parse();
+    const window = options.arrays === 'skip' ? (stringSkipper()?.window ?? null) : null;
+    return new HeaderParser(
+      new Cursor(fh, size, window),
+      { ...DEFAULT_GGUF_LIMITS, ...limits },
+      options,
+    ).parse();
   } catch (e) {
     throw wrapIoError(e, path);
   } finally {

@@ -70,13 +70,13 @@ const moduleBytes = (): number[] => [
 ];
 
 export interface StringSkipper {
-  /** the window: copy the bytes to walk here, from offset 0 */
+  /** the window: the bytes to walk are read or copied here */
   readonly window: Uint8Array;
   /**
-   * Moves past up to `n` strings in `window[0, end)`, each at most `max` bytes long (`max` below
+   * Moves past up to `n` strings in `window[start, end)`, each at most `max` bytes long (`max` below
    * 2^30); resolves to the offset after the last one and how many of the `n` are left.
    */
-  skip(end: number, n: number, max: number): { offset: number; left: number };
+  skip(start: number, end: number, n: number, max: number): { offset: number; left: number };
 }
 
 let skipper: StringSkipper | null | undefined;
@@ -92,8 +92,8 @@ export function stringSkipper(): StringSkipper | null {
   skipper = exports
     ? {
         window: new Uint8Array(exports.memory.buffer, 0, SCAN_WINDOW),
-        skip: (end, n, max) => {
-          const offset = exports.skip(0, end, n, max);
+        skip: (start, end, n, max) => {
+          const offset = exports.skip(start, end, n, max);
           return { offset, left: exports.left.value };
         },
       }

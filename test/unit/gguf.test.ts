@@ -858,6 +858,27 @@ describe('GGUF reader on bad input', () => {
     expect(withoutArrayItems(skipped)).toEqual(withoutArrayItems(f));
   });
 
+  it('skipping arrays walks strings longer than the read window, before and after them', async () => {
+    const p = tmp();
+    const tokens = Array.from({ length: 3000 }, (_, i) => (i === 1500 ? 'x'.repeat(300 << 10) : `t${i}`));
+    await writeGguf(
+      p,
+      {
+        metadata: [
+          ['tokenizer.ggml.tokens', gv.strings(tokens)],
+          ['after', gv.u32(7)],
+        ],
+        tensors: [{ name: 't', ne: [4], type: GgmlType.F32 }],
+      },
+      () => new Float32Array(4),
+    );
+    const read = await readGgufHeader(p);
+    const skipped = await readGgufHeader(p, {}, { arrays: 'skip' });
+    expect(getArray(skipped, 'tokenizer.ggml.tokens')?.skipped).toBe(3000);
+    expect(getU32(skipped, 'after')).toBe(7);
+    expect(withoutArrayItems(skipped)).toEqual(withoutArrayItems(read));
+  });
+
   it('skipping arrays still checks every length against the limits and the end of the file', async () => {
     const filler = new Uint8Array(1000);
     const arr = (n: bigint, type: number): Uint8Array =>
