@@ -293,10 +293,10 @@ class Cursor {
         const start = inPlace ? o : 0;
         const end = inPlace ? this.bufEnd - this.bufStart : Math.min(this.bufEnd - this.pos, SCAN_WINDOW);
         if (!inPlace) scan.window.set(this.buf.subarray(o, o + end));
-        const found = scan.skip(start, end, Math.min(n - i, 1 << 30), Math.min(maxBytes, 1 << 30));
+        const asked = Math.min(n - i, 1 << 30);
+        const found = scan.skip(start, end, asked, Math.min(maxBytes, 1 << 30));
         this.pos += found.offset - start;
-        const left = found.left;
-        i = n - left;
+        i += asked - found.left;
         if (i === n) return;
         if (!this.has(8)) this.fill(8, what);
       }
