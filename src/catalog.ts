@@ -55,6 +55,7 @@ import { parseMetadata, type AdapterMetadata } from './metadata.js';
 import { parseLoraConfig } from './peft-config.js';
 import { pausePoint } from './test-hooks.js';
 import type { VerifiedAdapter, VerifyOptions, VerifyReport as VerifyReportBase } from './verify.js';
+import { nowMs } from './clock.js';
 
 type VerifyReport = VerifyReportBase & { verified: VerifiedAdapter };
 
@@ -1005,7 +1006,7 @@ export interface ListOptions {
 }
 
 export async function listAdapters(options: ListOptions): Promise<CatalogListing> {
-  const started = performance.now();
+  const started = nowMs();
   const cat = await openCatalog(options.root);
   const user = options.runtimeUser ?? RUNTIME_USER;
   const listing: CatalogListing = {
@@ -1019,7 +1020,7 @@ export async function listAdapters(options: ListOptions): Promise<CatalogListing
     durationMs: 0,
   };
   if (cat.adaptersReal === null) {
-    listing.durationMs = Math.round(performance.now() - started);
+    listing.durationMs = Math.round(nowMs() - started);
     return listing;
   }
   let dirents;
@@ -1046,7 +1047,7 @@ export async function listAdapters(options: ListOptions): Promise<CatalogListing
   for (const e of entries) e.active = e.id === listing.active;
   listing.adapters = entries;
   listing.active_dangling = listing.active !== null && !entries.some((e) => e.active);
-  listing.durationMs = Math.round(performance.now() - started);
+  listing.durationMs = Math.round(nowMs() - started);
   return listing;
 }
 

@@ -39,6 +39,7 @@ import { VERSION } from './version.js';
 
 export { OUTTYPES, type OutType } from './constants.js';
 import type { OutType } from './constants.js';
+import { nowMs } from './clock.js';
 
 /**
  * f32 by default: llama.cpp rounds the activations to the weight type inside the LoRA matmuls
@@ -84,7 +85,7 @@ export interface ConvertResult {
 }
 
 export async function convertAdapter(dir: string, options: ConvertOptions): Promise<ConvertResult> {
-  const started = performance.now();
+  const started = nowMs();
   trace('convert: start');
   // the weights file as it is before anything reads it: the pass checks it is the same file after
   const before = await lstat(join(resolve(dir), SAFETENSORS_FILE)).catch(() => null);
@@ -247,7 +248,7 @@ async function convertInspected(
       .map((p) => ({ module: p.module.module, scale: p.scale, factor: p.fold })),
     f16Fallback,
     bytes,
-    durationMs: Math.round(performance.now() - started),
+    durationMs: Math.round(nowMs() - started),
   });
 
   if (!options.out && !options.force) {

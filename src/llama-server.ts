@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { CodiError, ExitCode } from './errors.js';
 import { describeExit, findExecutable, sleep, whyNotExecutable, type SupervisedChild } from './supervisor.js';
+import { nowMs } from './clock.js';
 
 export const LLAMA_SERVER_HINT = 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN';
 export const UNREACHABLE_HINT =
@@ -249,7 +250,7 @@ export async function waitUntilHealthy(
   endpoint: string,
   options: WaitHealthyOptions,
 ): Promise<WaitHealthyResult> {
-  const started = performance.now();
+  const started = nowMs();
   const deadline = started + options.timeoutMs;
   // an object, not a `let`: set from a callback, which flow analysis does not see
   const state = { cancelled: false };
@@ -262,14 +263,14 @@ export async function waitUntilHealthy(
   for (let attempt = 0; ; attempt++) {
     if (state.cancelled) return { healthy: false, cancelled: true };
     if (options.child?.exit !== undefined) await childFailed(options.child);
-    const left = deadline - performance.now();
+    const left = deadline - nowMs();
     if (left <= 0) break;
     last = await probeHealth(endpoint, Math.max(50, Math.min(2000, left)));
     probes++;
-    if (last.ok) return { healthy: true, ms: Math.round(performance.now() - started), probes };
+    if (last.ok) return { healthy: true, ms: Math.round(nowMs() - started), probes };
     // 10 ms while a small model loads (readiness is what `run` is measured by), easing off to 500 ms
     // for a large one
-    const wait = Math.min(10 + attempt * 10, 500, Math.max(0, deadline - performance.now()));
+    const wait = Math.min(10 + attempt * 10, 500, Math.max(0, deadline - nowMs()));
     await Promise.race([sleep(wait), childExit, options.cancel]);
   }
   const seconds = (options.timeoutMs / 1000).toFixed(options.timeoutMs % 1000 === 0 ? 0 : 1);

@@ -3,6 +3,7 @@ import { paint } from './paint.js';
 import type { Finding } from './findings.js';
 import type { CheckResult, CheckStatus } from './verify.js';
 import { formatBytes } from './text.js';
+import { nowMs } from './clock.js';
 
 const MARK: Record<CheckStatus, () => string> = {
   pass: () => paint.green('✔'),
@@ -50,7 +51,7 @@ export function renderFinding(f: Finding): string {
 
 /** "1.2 GiB of 2.0 GiB, 850 MiB/s" */
 export function progressText(file: string, done: number, total: number, startedMs: number): string {
-  const seconds = Math.max((performance.now() - startedMs) / 1000, 0.001);
+  const seconds = Math.max((nowMs() - startedMs) / 1000, 0.001);
   const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
   return `hashing ${file}: ${pct}% (${formatBytes(done)} of ${formatBytes(total)}, ${formatBytes(done / seconds)}/s)`;
 }

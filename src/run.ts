@@ -46,6 +46,7 @@ import {
   type StopResult,
 } from './supervisor.js';
 import { VERSION } from './version.js';
+import { nowMs } from './clock.js';
 
 export const ENVIRONMENT_FILE = 'environment.json';
 export type { AdapterStatus };
@@ -118,7 +119,7 @@ const defaultOutput: LineSink = (role, line) => {
 };
 
 export async function runServices(options: RunOptions): Promise<RunResult> {
-  const started = performance.now();
+  const started = nowMs();
   const { config } = options;
   const env = options.env ?? process.env;
   const emit = options.onEvent ?? (() => undefined);
@@ -150,7 +151,7 @@ export async function runServices(options: RunOptions): Promise<RunResult> {
     environmentFile: record ? join(config.stateDir, ENVIRONMENT_FILE) : null,
     environment: record,
     children,
-    durationMs: Math.round(performance.now() - started),
+    durationMs: Math.round(nowMs() - started),
   });
   const stoppedEarly = async (record: EnvironmentRecord | null): Promise<RunResult> => {
     info(`received ${trap.signal ?? 'a signal'} while starting: stopping`);
@@ -571,12 +572,12 @@ async function checkRemote(
   trap: SignalTrap,
   info: (m: string) => void,
 ): Promise<{ ms: number } | null> {
-  const started = performance.now();
+  const started = nowMs();
   let last = '';
   for (let attempt = 1; attempt <= config.healthRetries; attempt++) {
     if (trap.stopRequested()) return null;
     const probe = await probeHealth(endpoint, 2000);
-    if (probe.ok) return { ms: Math.round(performance.now() - started) };
+    if (probe.ok) return { ms: Math.round(nowMs() - started) };
     last = probe.status === null ? probe.detail : `HTTP ${probe.status} ${probe.detail}`;
     info(`remote LLM ${endpoint}: attempt ${attempt}/${config.healthRetries}: ${last}`);
     if (attempt < config.healthRetries) await Promise.race([sleep(1000), trap.received]);
@@ -626,7 +627,7 @@ class Monitor {
   private failures = 0;
   private healthy: boolean | null = null;
   private resolveFatal: (r: EndReason) => void = () => undefined;
-  private readonly started = performance.now();
+  private readonly started = nowMs();
 
   constructor(
     private readonly role: 'llm' | 'app',
@@ -665,7 +666,7 @@ class Monitor {
     const starting = this.untilFirst && this.healthy === null;
     if (probe.ok) {
       if (this.healthy !== true) {
-        const after = starting ? ` after ${((performance.now() - this.started) / 1000).toFixed(1)} s` : '';
+        const after = starting ? ` after ${((nowMs() - this.started) / 1000).toFixed(1)} s` : '';
         this.emit({ kind: 'log', level: 'info', message: `${name} healthy${after} (${this.url})` });
       }
       this.healthy = true;

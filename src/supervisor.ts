@@ -20,6 +20,7 @@ import { access, readFile, stat } from 'node:fs/promises';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { CodiError, environmentError } from './errors.js';
+import { nowMs } from './clock.js';
 
 export interface ChildExit {
   code: number | null;
@@ -208,10 +209,10 @@ export class SupervisedChild {
   }
 
   private async waitGone(ms: number): Promise<boolean> {
-    const deadline = performance.now() + ms;
+    const deadline = nowMs() + ms;
     for (;;) {
       if (this.exit !== undefined && !this.groupAlive()) return true;
-      const left = deadline - performance.now();
+      const left = deadline - nowMs();
       if (left <= 0) return false;
       if (this.exit === undefined) {
         await Promise.race([this.exited, sleep(Math.min(left, 250))]);

@@ -4,11 +4,13 @@
  * touched for the first time costs ~15 µs, so memory a phase touches shows up in its time). For
  * benchmarks and slow-path hunting; silent otherwise.
  */
+import { nowMs } from './clock.js';
+
 const enabled = process.env.CODI_TRACE === '1';
 
 export function trace(label: string): void {
   if (!enabled) return;
-  const ms = performance.now().toFixed(1).padStart(8);
+  const ms = nowMs().toFixed(1).padStart(8);
   const faults = String(process.resourceUsage().minorPageFault).padStart(6);
   process.stderr.write(`[trace] ${ms} ms ${faults} faults  ${label}\n`);
 }

@@ -22,6 +22,7 @@ import {
 import { parseMetadata, type AdapterMetadata } from './metadata.js';
 import { describeConfig, parseLoraConfig, type LoraConfig } from './peft-config.js';
 import { analyzeTensors, type LoraModule, type TensorDescriptor, type TensorStats } from './peft-tensors.js';
+import { nowMs } from './clock.js';
 
 export type CheckName = 'layout' | 'config' | 'weights' | 'tensors' | 'metadata' | 'checksums' | 'base';
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
@@ -127,7 +128,7 @@ export interface Inspection {
 }
 
 export async function inspectAdapter(dir: string, options: VerifyOptions = {}): Promise<Inspection> {
-  const started = performance.now();
+  const started = nowMs();
   const layout = await scanLayout(dir);
   // The weights file must be covered by the checksums anyway: hash it from the start, in a worker
   // thread, while everything else is checked here.
@@ -378,7 +379,7 @@ async function inspect(
       checks,
       tensors: stats,
       checksums,
-      durationMs: Math.round(performance.now() - started),
+      durationMs: Math.round(nowMs() - started),
       verified,
     };
   };

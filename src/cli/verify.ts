@@ -8,6 +8,7 @@ import { progressText, renderChecklist } from '../render.js';
 import { plural } from '../text.js';
 import { verifyAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
+import { nowMs } from '../clock.js';
 
 export { verifySpec } from './specs.js';
 
@@ -31,7 +32,7 @@ export async function verifyMain(
     // a real terminal only: ora costs ~60 ms to load, and a zero-width one (a bare pty) makes it loop
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {
       const { default: ora } = await import('ora');
-      const started = performance.now();
+      const started = nowMs();
       options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {
         if (bytesTotal < PROGRESS_MIN_BYTES) return;
         // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes
