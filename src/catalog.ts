@@ -44,6 +44,7 @@ import {
   CONFIG_FILE,
   isValidAdapterId,
   METADATA_FILE,
+  promoteFile,
   README_FILE,
   requiredFiles,
   SAFETENSORS_FILE,
@@ -884,7 +885,8 @@ async function copyAdapter(src: string, dest: string, layout: AdapterLayout): Pr
     await chmod(join(dest, d), 0o755);
   }
   const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
-  for (const f of layout.files) {
+  // a promote's lock and temp file (its own, or left by one that was killed) are not the adapter's
+  for (const f of layout.files.filter((file) => promoteFile(file.name) === null)) {
     const from = join(src, f.name);
     const to = join(dest, f.name);
     let input;
@@ -1242,7 +1244,12 @@ export async function quickCheck(
           }
         }
         for (const f of layout.files) {
-          if (!parsed.checksums.has(f.name) && f.name !== METADATA_FILE && f.name !== README_FILE) {
+          if (
+            !parsed.checksums.has(f.name) &&
+            f.name !== METADATA_FILE &&
+            f.name !== README_FILE &&
+            promoteFile(f.name) === null
+          ) {
             findings.push({
               level: 'warning',
               code: 'FILE_UNCOVERED',

@@ -12,6 +12,25 @@ export const SAFETENSORS_FILE = 'adapter_model.safetensors';
 export const BIN_FILE = 'adapter_model.bin';
 export const METADATA_FILE = 'metadata.json';
 export const README_FILE = 'README.md';
+/**
+ * Beside metadata.json while a `promote` appends to it, removed when the promote ends: not part of the
+ * adapter. One left by a promote that was killed is stale (its holder is gone); the next promote of the
+ * adapter breaks it.
+ */
+export const METADATA_LOCK_FILE = `.${METADATA_FILE}.lock`;
+
+const METADATA_TEMP = /^\.metadata\.json\.(\d+)\.[0-9a-f]{12}\.tmp$/u;
+
+/**
+ * A file a `promote` keeps in the adapter while it runs, and leaves only when it is killed: its lock,
+ * or the temp file metadata.json is written to (`tempPathFor`, with the writer's pid). Not part of the
+ * adapter: never copied, never counted as uncovered (verify reports a stale one as such).
+ */
+export function promoteFile(name: string): { kind: 'lock' } | { kind: 'temp'; pid: number } | null {
+  if (name === METADATA_LOCK_FILE) return { kind: 'lock' };
+  const m = METADATA_TEMP.exec(name);
+  return m ? { kind: 'temp', pid: Number(m[1]) } : null;
+}
 
 export const ADAPTER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/u;
 

@@ -95,6 +95,13 @@ export function lockIsStale(
   return owner.hostname === hostname() && !pidAlive(owner.pid);
 }
 
+/** Whether the lock file at `path` is stale: its holder gone, or older than `staleMs`. A lock that is gone is not. */
+export async function lockFileIsStale(path: string, staleMs = DEFAULT_LOCK_STALE_MS): Promise<boolean> {
+  const st = await stat(path).catch(() => null);
+  if (!st) return false;
+  return lockIsStale(await readLockOwner(path), Date.now() - st.mtimeMs, staleMs);
+}
+
 export async function acquireLock(path: string, options: LockOptions = {}): Promise<Lock> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
   const pollMs = options.pollMs ?? 50;

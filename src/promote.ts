@@ -11,7 +11,7 @@ import { createTwoFilesPatch } from 'diff';
 import { AtomicFile } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { parseJson } from './formats/strict-json.js';
-import { METADATA_FILE } from './layout.js';
+import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
 import { acquireLock, pidAlive, type Lock, type LockOwner } from './lock.js';
 import { parseMetadata, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
 import {
@@ -119,7 +119,7 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
   try {
     // and the adapter's metadata.json, which promotes into other rules files may append to as well;
     // always taken second, so two promotes never wait for each other's first lock
-    const metadataLock = await acquireLock(join(adapter.path, METADATA_LOCK), {
+    const metadataLock = await acquireLock(join(adapter.path, METADATA_LOCK_FILE), {
       timeoutMs: options.lockTimeoutMs ?? DEFAULT_PROMOTE_LOCK_TIMEOUT_MS,
       purpose: `promote ${adapter.id} ${adapter.version} into ${rulesPath}`,
       ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
@@ -134,9 +134,6 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
     await lock.release();
   }
 }
-
-/** Beside metadata.json while a promote appends to it (hidden; removed when the promote ends). */
-const METADATA_LOCK = `.${METADATA_FILE}.lock`;
 
 type AdapterSummary = PromoteResult['adapter'];
 

@@ -14,6 +14,7 @@ import {
   BIN_FILE,
   CONFIG_FILE,
   METADATA_FILE,
+  promoteFile,
   README_FILE,
   SAFETENSORS_FILE,
   scanLayout,
@@ -86,7 +87,7 @@ export const CHECKSUM_HINT =
   're-copy the adapter files, or regenerate metadata.json checksums if the change is intended';
 
 const CHECK_FILES: Record<Exclude<CheckName, 'base'>, (f: Finding) => boolean> = {
-  layout: (f) => f.code.startsWith('LAYOUT_') || f.code === 'FILE_UNCOVERED',
+  layout: (f) => f.code.startsWith('LAYOUT_') || f.code === 'FILE_UNCOVERED' || f.code === 'PROMOTE_LEFTOVER',
   config: (f) => f.code.startsWith('CONFIG_'),
   weights: (f) =>
     f.code.startsWith('SAFETENSORS_') ||
@@ -273,10 +274,31 @@ async function inspect(
     );
   }
   for (const p of pending.values()) p.catch(() => undefined);
+  // a promote's lock and temp file, not files of the adapter: there while one runs (nothing to say),
+  // or left by one that was killed
+  for (const f of layout.files) {
+    const own = promoteFile(f.name);
+    if (!own) continue;
+    const { lockFileIsStale, pidAlive } = await import('./lock.js');
+    const stale = own.kind === 'lock' ? await lockFileIsStale(join(layout.dir, f.name)) : !pidAlive(own.pid);
+    if (stale) {
+      findings.push({
+        level: 'warning',
+        code: 'PROMOTE_LEFTOVER',
+        message: `${f.name} was left by a promote that did not finish (its process is gone)`,
+        file: f.name,
+        hint: 'the next promote of this adapter removes it; or delete it',
+      });
+    }
+  }
   if (metadata) {
     for (const f of layout.files) {
       // an uncovered weights file is already an error (CHECKSUM_WEIGHTS_UNCOVERED)
-      const exempt = f.name === METADATA_FILE || f.name === README_FILE || f.name === layout.weightsFile;
+      const exempt =
+        f.name === METADATA_FILE ||
+        f.name === README_FILE ||
+        promoteFile(f.name) !== null ||
+        f.name === layout.weightsFile;
       if (!expected.has(f.name) && !exempt) {
         findings.push({
           level: 'warning',

@@ -273,6 +273,7 @@ describe('promote: crash safety', () => {
     expect(normalise(await readFile(s.rules, 'utf8'))).toBe(s.newRules);
     expect(await metadataOf(s.adapter)).toBe(s.newMetadata);
     await expect(stat(`${s.rules}.lock`)).rejects.toThrow();
+    await expect(stat(join(s.adapter, '.metadata.json.lock'))).rejects.toThrow();
     expect((await readdir(s.dir)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
     expect((await readdir(s.adapter)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   }
@@ -295,6 +296,18 @@ describe('promote: crash safety', () => {
     run.kill('SIGKILL');
     await run.done;
     expect(await expectConsistent(s)).toBe(expected);
+    // killed while it held the adapter's lock (and, at metadata-temp, had a temp file open): verify
+    // names what the promote left for what it is
+    const verify = await runCli(['verify', s.adapter, '--json']);
+    const findings = (verify.json as { findings: { code: string; file?: string }[] }).findings;
+    const leftovers = findings.map(
+      (f) => `${f.code} ${(f.file ?? '').replace(/\.\d+\.[0-9a-f]{12}\.tmp$/u, '.<pid>.tmp')}`,
+    );
+    const lock = 'PROMOTE_LEFTOVER .metadata.json.lock';
+    const temp = 'PROMOTE_LEFTOVER .metadata.json.<pid>.tmp';
+    expect(leftovers.sort()).toEqual(
+      step === 'promote:verified' ? [] : step === 'promote:metadata-temp' ? [temp, lock] : [lock],
+    );
     await recover(s);
   });
 

@@ -329,6 +329,24 @@ describe('listAdapters', () => {
     expect(verified.adapters[0]?.finding?.code).toBe('CHECKSUM_MISMATCH');
   });
 
+  it("a promote's lock and temp file in the source are not copied; list does not count them as uncovered", async () => {
+    const { root, src } = await makeVolume();
+    const source = await makeAdapter(src, 'locked');
+    await writeFile(
+      join(source, '.metadata.json.lock'),
+      JSON.stringify({ pid: process.pid, hostname: 'h', nonce: 'n', acquired_at: new Date().toISOString() }),
+    );
+    await writeFile(join(source, `.metadata.json.${process.pid}.0123456789ab.tmp`), '{');
+    const r = await mountAdapter(source, { root });
+    expect(r.status).toBe('mounted');
+    expect((await readdir(r.path)).filter((n) => n.startsWith('.'))).toEqual([]);
+    // one in the volume (a promote running there) is not a problem of the adapter either
+    await writeFile(join(r.path, '.metadata.json.lock'), '{}');
+    const check = await quickCheck(r.path);
+    expect(check.findings).toEqual([]);
+    expect((await listAdapters({ root })).adapters[0]?.status).toBe('mounted');
+  });
+
   it('quickCheck reports header problems without hashing', async () => {
     const r = await quickCheck('examples/adapters/broken-trailing-bytes');
     expect(r.findings.map((f) => f.code)).toContain('SAFETENSORS_TRAILING');

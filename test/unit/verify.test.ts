@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sha256Bytes } from '../../src/checksum.js';
@@ -124,6 +126,42 @@ describe('verifyAdapter', () => {
     const r = await verifyAdapter(dir);
     expect(codes(r)).toEqual(['TARGET_UNMATCHED']);
     expect(r.findings[0]?.message).toContain('"lm_head"');
+  });
+
+  it("promote's lock beside metadata.json: nothing while its holder runs; a stale one is named as such", async () => {
+    const dir = await adapter();
+    const lockFile = join(dir, '.metadata.json.lock');
+    const owner = (pid: number): string =>
+      JSON.stringify({ pid, hostname: hostname(), nonce: 'n', acquired_at: new Date().toISOString() });
+    // held by a live process (this one): a promote in progress is no finding, even for --strict
+    await writeFile(lockFile, owner(process.pid));
+    const live = await verifyAdapter(dir, { strict: true });
+    expect(live.findings).toEqual([]);
+    expect(live.ok).toBe(true);
+    // left by a process that is gone
+    const gone = spawnSync(process.execPath, ['-e', '0']).pid;
+    await writeFile(lockFile, owner(gone));
+    const stale = await verifyAdapter(dir);
+    expect(stale.ok).toBe(true);
+    expect(stale.findings).toEqual([
+      expect.objectContaining({ level: 'warning', code: 'PROMOTE_LEFTOVER', file: '.metadata.json.lock' }),
+    ]);
+    expect(stale.checks.find((c) => c.name === 'layout')?.status).toBe('warn');
+    const strict = await verifyAdapter(dir, { strict: true });
+    expect(strict.ok).toBe(false);
+    expect(codes(strict)).toEqual(['PROMOTE_LEFTOVER']);
+    await rm(lockFile);
+    // metadata.json's temp file: being written by a live promote, or left by a dead one
+    await writeFile(join(dir, `.metadata.json.${process.pid}.0123456789ab.tmp`), '{');
+    expect((await verifyAdapter(dir, { strict: true })).findings).toEqual([]);
+    await rm(join(dir, `.metadata.json.${process.pid}.0123456789ab.tmp`));
+    await writeFile(join(dir, `.metadata.json.${gone}.0123456789ab.tmp`), '{');
+    expect((await verifyAdapter(dir)).findings).toEqual([
+      expect.objectContaining({ code: 'PROMOTE_LEFTOVER', file: `.metadata.json.${gone}.0123456789ab.tmp` }),
+    ]);
+    // a name that only looks like one is an ordinary uncovered file
+    await writeFile(join(dir, '.metadata.json.x.tmp'), '{');
+    expect(codes(await verifyAdapter(dir))).toContain('FILE_UNCOVERED');
   });
 
   it('every check still runs after an earlier one failed', async () => {
