@@ -277,65 +277,24 @@ class Cursor {
   }
 
   /**
-   * Moves past `n` length-prefixed strings without decoding them, checking each length against
-   * `maxBytes` (GGUF_LIMIT) and the end of the file (GGUF_TRUNCATED), as reading them would. Runs of
-   * strings inside the buffer go through the WebAssembly loop (wasm-scan.ts); the string where it
-   * stops, through the checked path here.
+   * Moves past as many of the next `n` length-prefixed strings as lie whole in the buffer, each at
+   * most `maxBytes` long, in the WebAssembly loop (wasm-scan.ts); returns how many. Stops at the first
+   * string it cannot vouch for (a length not buffered, too long, or ending past the buffer), which the
+   * caller reads through its checked path; 0 where WebAssembly is not available.
    */
-  skipStrings(n: number, maxBytes: number, what: string): void {
-    const scan = n > 64 ? stringSkipper() : null;
-    for (let i = 0; i < n; i++) {
-      if (!this.has(8)) this.fill(8, what);
-      if (scan) {
-        // in place when the cursor reads into the skipper's window, else through a copy into it
-        const inPlace = this.buf.buffer === scan.window.buffer;
-        const o = this.at();
-        const start = inPlace ? o : 0;
-        const end = inPlace ? this.bufEnd - this.bufStart : Math.min(this.bufEnd - this.pos, SCAN_WINDOW);
-        if (!inPlace) scan.window.set(this.buf.subarray(o, o + end));
-        const asked = Math.min(n - i, 1 << 30);
-        const found = scan.skip(start, end, asked, Math.min(maxBytes, 1 << 30));
-        this.pos += found.offset - start;
-        i += asked - found.left;
-        if (i === n) return;
-        if (!this.has(8)) this.fill(8, what);
-      }
-      this.skipString(i, maxBytes, what);
-    }
-  }
-
-  /** Moves past item `i` of a string array, checked; the length is buffered. */
-  private skipString(i: number, maxBytes: number, what: string): void {
-    const at = this.pos;
+  skipBufferedStrings(n: number, maxBytes: number): number {
+    const scan = stringSkipper();
+    if (!scan || !this.has(8)) return 0;
+    // in place when the cursor reads into the skipper's window, else through a copy into it
+    const inPlace = this.buf.buffer === scan.window.buffer;
     const o = this.at();
-    const low = this.view.getUint32(o, true);
-    const high = this.view.getUint32(o + 4, true);
-    if (high !== 0 || low > maxBytes) {
-      const length = this.c64();
-      throw err(
-        'GGUF_LIMIT',
-        `length of item ${i} of ${what} is ${length}, more than the limit of ${maxBytes}`,
-        at,
-        {
-          value: String(length),
-        },
-      );
-    }
-    this.pos += 8;
-    if (low > this.remaining) {
-      throw err(
-        'GGUF_TRUNCATED',
-        `length of item ${i} of ${what} is ${low}, but only ${this.remaining} bytes are left in the file`,
-        at,
-        { value: low },
-      );
-    }
-    this.pos += low;
-  }
-
-  /** The u64 at pos, for messages (buffered already). */
-  private c64(): bigint {
-    return this.view.getBigUint64(this.at(), true);
+    const start = inPlace ? o : 0;
+    const end = inPlace ? this.bufEnd - this.bufStart : Math.min(this.bufEnd - this.pos, SCAN_WINDOW);
+    if (!inPlace) scan.window.set(this.buf.subarray(o, o + end));
+    const asked = Math.min(n, 1 << 30);
+    const found = scan.skip(start, end, asked, Math.min(maxBytes, 1 << 30));
+    this.pos += found.offset - start;
+    return asked - found.left;
   }
 
   /** A UTF-8 string of `n` bytes (n already checked against the caps). */
@@ -410,6 +369,21 @@ class HeaderParser {
     return this.c.text(n, what);
   }
 
+  /**
+   * Moves past the `n` strings of an array without decoding them, each length checked as reading it
+   * would be: runs of them in bulk, and each string the bulk loop stops at through `count`.
+   */
+  private skipStrings(n: number, what: string): void {
+    const max = this.limits.maxStringBytes;
+    for (let i = 0; i < n; i++) {
+      if (n > 64) {
+        i += this.c.skipBufferedStrings(n - i, max);
+        if (i === n) return;
+      }
+      this.c.skip(this.count(`length of item ${i} of ${what}`, max, 1));
+    }
+  }
+
   private checkBudget(what: string, at: number, bytes: number): void {
     if (this.c.pos - this.metadataStart + bytes > this.limits.maxMetadataBytes) {
       throw err(
@@ -433,7 +407,7 @@ class HeaderParser {
     this.checkBudget(`array '${key}'`, at, n * minItem);
     const what = `array '${key}'`;
     if (this.options.arrays === 'skip') {
-      if (itemType === GgufValueType.STRING) this.c.skipStrings(n, this.limits.maxStringBytes, what);
+      if (itemType === GgufValueType.STRING) this.skipStrings(n, what);
       else if (itemType === GgufValueType.ARRAY) for (let i = 0; i < n; i++) this.array(key, depth + 1);
       else this.c.skip(n * (size ?? 0));
       return { itemType, items: [], skipped: n };
