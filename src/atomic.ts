@@ -14,6 +14,14 @@ export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 
+/** The pid of the writer whose temp file for a file named `name` (`tempPathFor`) is `entry`; else null. */
+export function tempWriterPid(entry: string, name: string): number | null {
+  const prefix = `.${name}.`;
+  if (!entry.startsWith(prefix)) return null;
+  const m = /^(\d+)\.[0-9a-f]{12}\.tmp$/u.exec(entry.slice(prefix.length));
+  return m ? Number(m[1]) : null;
+}
+
 /** Makes a rename or create in `dir` durable; file systems that cannot fsync a folder are left alone. */
 export async function fsyncDir(dir: string): Promise<void> {
   let fh: FileHandle | undefined;

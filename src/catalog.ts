@@ -44,8 +44,8 @@ import {
   CONFIG_FILE,
   isValidAdapterId,
   METADATA_FILE,
+  needsNoChecksum,
   promoteFile,
-  README_FILE,
   requiredFiles,
   SAFETENSORS_FILE,
   scanLayout,
@@ -1244,12 +1244,7 @@ export async function quickCheck(
           }
         }
         for (const f of layout.files) {
-          if (
-            !parsed.checksums.has(f.name) &&
-            f.name !== METADATA_FILE &&
-            f.name !== README_FILE &&
-            promoteFile(f.name) === null
-          ) {
+          if (!parsed.checksums.has(f.name) && !needsNoChecksum(f.name)) {
             findings.push({
               level: 'warning',
               code: 'FILE_UNCOVERED',

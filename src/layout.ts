@@ -4,6 +4,7 @@
  */
 import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
+import { tempWriterPid } from './atomic.js';
 import { CodiError, ExitCode, environmentError } from './errors.js';
 import type { Finding } from './findings.js';
 
@@ -19,8 +20,6 @@ export const README_FILE = 'README.md';
  */
 export const METADATA_LOCK_FILE = `.${METADATA_FILE}.lock`;
 
-const METADATA_TEMP = /^\.metadata\.json\.(\d+)\.[0-9a-f]{12}\.tmp$/u;
-
 /**
  * A file a `promote` keeps in the adapter while it runs, and leaves only when it is killed: its lock,
  * or the temp file metadata.json is written to (`tempPathFor`, with the writer's pid). Not part of the
@@ -28,8 +27,16 @@ const METADATA_TEMP = /^\.metadata\.json\.(\d+)\.[0-9a-f]{12}\.tmp$/u;
  */
 export function promoteFile(name: string): { kind: 'lock' } | { kind: 'temp'; pid: number } | null {
   if (name === METADATA_LOCK_FILE) return { kind: 'lock' };
-  const m = METADATA_TEMP.exec(name);
-  return m ? { kind: 'temp', pid: Number(m[1]) } : null;
+  const pid = tempWriterPid(name, METADATA_FILE);
+  return pid === null ? null : { kind: 'temp', pid };
+}
+
+/**
+ * Files the checksums need not cover (CONTRACT §2): metadata.json itself, README.md, and a promote's
+ * own files (`promoteFile`).
+ */
+export function needsNoChecksum(name: string): boolean {
+  return name === METADATA_FILE || name === README_FILE || promoteFile(name) !== null;
 }
 
 export const ADAPTER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/u;

@@ -8,7 +8,7 @@ import { readdir, readFile, realpath, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { createTwoFilesPatch } from 'diff';
-import { AtomicFile } from './atomic.js';
+import { AtomicFile, tempWriterPid } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { parseJson } from './formats/strict-json.js';
 import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
@@ -442,9 +442,8 @@ async function removeDeadTemps(dir: string, names: readonly string[]): Promise<v
   }
   for (const entry of entries) {
     for (const name of names) {
-      const m = new RegExp(`^\\.${escapeRegExp(name)}\\.(\\d+)\\.[0-9a-f]{12}\\.tmp$`, 'u').exec(entry);
-      if (!m) continue;
-      const pid = Number(m[1]);
+      const pid = tempWriterPid(entry, name);
+      if (pid === null) continue;
       const st = await stat(join(dir, entry)).catch(() => null);
       if (!st) continue;
       if (pid !== process.pid && (!pidAlive(pid) || Date.now() - st.mtimeMs > 10 * 60_000)) {
@@ -457,10 +456,6 @@ async function removeDeadTemps(dir: string, names: readonly string[]): Promise<v
 /** Equal as JSON data, whatever the objects' prototypes (YAML, strict and plain JSON parsers differ). */
 function sameJson(a: unknown, b: unknown): boolean {
   return isDeepStrictEqual(JSON.parse(JSON.stringify(a)), JSON.parse(JSON.stringify(b)));
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/gu, '\\$&');
 }
 
 function patch(path: string, before: string, after: string): string {

@@ -14,8 +14,8 @@ import {
   BIN_FILE,
   CONFIG_FILE,
   METADATA_FILE,
+  needsNoChecksum,
   promoteFile,
-  README_FILE,
   SAFETENSORS_FILE,
   scanLayout,
   type AdapterLayout,
@@ -294,12 +294,7 @@ async function inspect(
   if (metadata) {
     for (const f of layout.files) {
       // an uncovered weights file is already an error (CHECKSUM_WEIGHTS_UNCOVERED)
-      const exempt =
-        f.name === METADATA_FILE ||
-        f.name === README_FILE ||
-        promoteFile(f.name) !== null ||
-        f.name === layout.weightsFile;
-      if (!expected.has(f.name) && !exempt) {
+      if (!expected.has(f.name) && !needsNoChecksum(f.name) && f.name !== layout.weightsFile) {
         findings.push({
           level: 'warning',
           code: 'FILE_UNCOVERED',
