@@ -517,6 +517,32 @@ class Bytes {
   }
 }
 
+/** One key 'k' holding an array of `n` items of `type`, then 1000 zero bytes (claims larger than the file). */
+function arrayClaiming(n: bigint, type: number): Uint8Array {
+  return new Bytes()
+    .header(0, 1)
+    .str('k')
+    .i32(GgufValueType.ARRAY)
+    .i32(type)
+    .u64(n)
+    .raw(new Uint8Array(1000))
+    .bytes();
+}
+
+/** One key 'k' holding one array whose own item array claims 10 million arrays, then 1000 zero bytes. */
+function nestedArraysClaimingMany(): Uint8Array {
+  return new Bytes()
+    .header(0, 1)
+    .str('k')
+    .i32(GgufValueType.ARRAY)
+    .i32(GgufValueType.ARRAY)
+    .u64(1)
+    .i32(GgufValueType.ARRAY)
+    .u64(10_000_000)
+    .raw(new Uint8Array(1000))
+    .bytes();
+}
+
 async function readBytes(bytes: Uint8Array, options: GgufReadOptions = {}): Promise<GgufFile> {
   const p = tmp();
   await writeFile(p, bytes);
@@ -608,28 +634,12 @@ describe('GGUF reader on bad input', () => {
       'GGUF_TRUNCATED',
     );
     // array count 2^40, and one that fits the cap but not the file
-    const arr = (n: bigint, type: number): Uint8Array =>
-      new Bytes().header(0, 1).str('k').i32(GgufValueType.ARRAY).i32(type).u64(n).raw(filler).bytes();
-    await codiError(readBytes(arr(2n ** 40n, GgufValueType.UINT8)), 'GGUF_LIMIT');
-    await codiError(readBytes(arr(2n ** 62n, GgufValueType.STRING)), 'GGUF_LIMIT');
-    await codiError(readBytes(arr(1_000_000n, GgufValueType.UINT64)), 'GGUF_TRUNCATED');
-    await codiError(readBytes(arr(1_000_000n, GgufValueType.STRING)), 'GGUF_TRUNCATED');
+    await codiError(readBytes(arrayClaiming(2n ** 40n, GgufValueType.UINT8)), 'GGUF_LIMIT');
+    await codiError(readBytes(arrayClaiming(2n ** 62n, GgufValueType.STRING)), 'GGUF_LIMIT');
+    await codiError(readBytes(arrayClaiming(1_000_000n, GgufValueType.UINT64)), 'GGUF_TRUNCATED');
+    await codiError(readBytes(arrayClaiming(1_000_000n, GgufValueType.STRING)), 'GGUF_TRUNCATED');
     // nested arrays claiming many items each
-    await codiError(
-      readBytes(
-        new Bytes()
-          .header(0, 1)
-          .str('k')
-          .i32(GgufValueType.ARRAY)
-          .i32(GgufValueType.ARRAY)
-          .u64(1)
-          .i32(GgufValueType.ARRAY)
-          .u64(10_000_000)
-          .raw(filler)
-          .bytes(),
-      ),
-      'GGUF_TRUNCATED',
-    );
+    await codiError(readBytes(nestedArraysClaimingMany()), 'GGUF_TRUNCATED');
     // huge key and tensor counts
     await codiError(
       readBytes(
@@ -881,12 +891,10 @@ describe('GGUF reader on bad input', () => {
 
   it('skipping arrays still checks every length against the limits and the end of the file', async () => {
     const filler = new Uint8Array(1000);
-    const arr = (n: bigint, type: number): Uint8Array =>
-      new Bytes().header(0, 1).str('k').i32(GgufValueType.ARRAY).i32(type).u64(n).raw(filler).bytes();
     const skip = { arrays: 'skip' } as const;
-    await codiError(readBytes(arr(2n ** 40n, GgufValueType.UINT8), skip), 'GGUF_LIMIT');
-    await codiError(readBytes(arr(1_000_000n, GgufValueType.UINT64), skip), 'GGUF_TRUNCATED');
-    await codiError(readBytes(arr(1_000_000n, GgufValueType.STRING), skip), 'GGUF_TRUNCATED');
+    await codiError(readBytes(arrayClaiming(2n ** 40n, GgufValueType.UINT8), skip), 'GGUF_LIMIT');
+    await codiError(readBytes(arrayClaiming(1_000_000n, GgufValueType.UINT64), skip), 'GGUF_TRUNCATED');
+    await codiError(readBytes(arrayClaiming(1_000_000n, GgufValueType.STRING), skip), 'GGUF_TRUNCATED');
     // one string in an array: longer than the cap, then longer than the file
     const oneString = (length: bigint): Uint8Array =>
       new Bytes()
@@ -920,17 +928,7 @@ describe('GGUF reader on bad input', () => {
     expect(cut.message).toContain("length of item 499 of array 'k' is 4, but only 3 bytes are left");
     await expect(readBytes(many(3n), skip)).resolves.toMatchObject({ tensors: [] });
     // arrays of arrays are walked too
-    const nested = new Bytes()
-      .header(0, 1)
-      .str('k')
-      .i32(GgufValueType.ARRAY)
-      .i32(GgufValueType.ARRAY)
-      .u64(1)
-      .i32(GgufValueType.ARRAY)
-      .u64(10_000_000)
-      .raw(filler)
-      .bytes();
-    await codiError(readBytes(nested, skip), 'GGUF_TRUNCATED');
+    await codiError(readBytes(nestedArraysClaimingMany(), skip), 'GGUF_TRUNCATED');
   });
 });
 
