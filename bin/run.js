@@ -4,6 +4,7 @@
 // entrypoint; readiness waits on it), and the other commands when their command line is plain
 // (src/fast-path.ts). Help, and whatever the fast path declines, go through oclif.
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 const args = process.argv.slice(2);
 const wantsHelp = args.some((a) => a === '--help' || a === '-h' || a === 'help');
@@ -13,8 +14,16 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
     `${pkg.name}/${pkg.version} ${process.platform}-${process.arch} node-${process.version}\n`,
   );
 } else if (args[0] === 'run' && !wantsHelp) {
-  const { runMain } = await import('../dist/run-entry.js');
-  process.exitCode = await runMain(args.slice(1));
+  // as PID 1, run goes on under an init that reaps orphans (src/pid1.ts); this process passes signals on
+  const { findInit, needsInit, runUnderInit } = await import('../dist/pid1.js');
+  const init = needsInit() ? await findInit() : null;
+  if (init !== null) {
+    const self = [process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...args];
+    process.exitCode = await runUnderInit(init, self);
+  } else {
+    const { runMain } = await import('../dist/run-entry.js');
+    process.exitCode = await runMain(args.slice(1));
+  }
 } else if (!(await fast())) {
   const { flush, run } = await import('@oclif/core');
   try {

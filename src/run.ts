@@ -171,8 +171,8 @@ export async function runServices(options: RunOptions): Promise<RunResult> {
     emit({ kind: 'config', config });
     if (process.pid === 1) {
       warn(
-        'running as PID 1: orphaned grandchildren will not be reaped',
-        'start run under an init (the image uses tini; docker run --init)',
+        'running as PID 1 without an init: orphaned grandchildren will not be reaped',
+        'build codi-adapter with a C compiler (dist/codi-init), put tini on PATH, or start run under an init (docker run --init)',
       );
     }
     checkAirgap(config);

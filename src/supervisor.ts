@@ -11,8 +11,8 @@
  *    llama-server has no flag of its own for this (read from the pinned source). In the container `run`
  *    runs under tini as PID 1: tini exits when `run` dies, and the kernel then kills every process of
  *    the PID namespace, grandchildren included.
- *  - PID 1: Node reaps its own children, but not orphans reparented to it; the image therefore starts
- *    `run` under tini, which reaps everything (`run` warns when it finds itself as PID 1).
+ *  - PID 1: Node reaps its own children, but not orphans reparented to it. The image starts `run` under
+ *    tini; started as PID 1 anyway, bin/run.js runs it again under an init that reaps (src/pid1.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, readdirSync, readFileSync } from 'node:fs';

@@ -21,11 +21,20 @@ process.on('exit', () => {
   for (const c of started) c.kill('SIGKILL');
 });
 
-export function startRun(args: readonly string[], env: Record<string, string | undefined>): RunProcess {
+/**
+ * Starts `bin/run.js <args>`; `prefix` runs it under another command (e.g. `unshare --pid --fork` to make
+ * it PID 1), whose pid is then the one returned.
+ */
+export function startRun(
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+  prefix: readonly string[] = [],
+): RunProcess {
   const merged: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', ...env };
   const clean = Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined));
   const t0 = performance.now();
-  const child = spawn(process.execPath, [BIN, ...args], {
+  const argv = [...prefix, process.execPath, BIN, ...args];
+  const child = spawn(argv[0] ?? process.execPath, argv.slice(1), {
     cwd: REPO,
     env: clean,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -94,6 +103,48 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+export interface ProcessInfo {
+  pid: number;
+  ppid: number;
+  /** the /proc state letter: R, S, D, Z (zombie), … */
+  state: string;
+  comm: string;
+}
+
+/** Every process below `root` (zombies included), read from /proc. */
+export function descendants(root: number): ProcessInfo[] {
+  const all: ProcessInfo[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/u.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const fields = stat.slice(close + 2).split(' ');
+      all.push({
+        pid: Number(name),
+        ppid: Number(fields[1]),
+        state: fields[0] ?? '?',
+        comm: stat.slice(stat.indexOf('(') + 1, close),
+      });
+    } catch {
+      // ended while we looked
+    }
+  }
+  const found: ProcessInfo[] = [];
+  const parents = new Set([root]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of all) {
+      if (parents.has(p.ppid) && !parents.has(p.pid)) {
+        parents.add(p.pid);
+        found.push(p);
+        grew = true;
+      }
+    }
+  }
+  return found;
 }
 
 /** Live processes whose command line mentions `text` (a test's temp folder), other than us. */

@@ -9,12 +9,21 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { REPO } from '../helpers/cli.js';
 import { freePort, llamaServerBinary, startLlamaServer } from '../helpers/llama.js';
-import { alive, processesMentioning, startRun, waitGone, type RunProcess } from '../helpers/run-process.js';
+import {
+  alive,
+  descendants,
+  processesMentioning,
+  startRun,
+  waitGone,
+  type RunProcess,
+} from '../helpers/run-process.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const ADAPTER = 'tiny-qwen2-lora';
 const APP = join(REPO, 'test/fixtures/run-app.js');
 const FAULT_503 = join(REPO, 'test/fixtures/fault-server-503-forever.js');
+const FAULT_CRASH = join(REPO, 'test/fixtures/fault-server-crashes-while-loading.js');
+const FAULT_SCALE = join(REPO, 'test/fixtures/fault-server-lora-wrong-scale.js');
 const GRACE_S = 3;
 
 let root: string;
@@ -36,9 +45,15 @@ beforeAll(async () => {
 }, 45 * 60_000);
 
 afterEach(async () => {
+  // every test waits for its run to end; one still running is a failure (killed so the next test is clean)
+  const stillRunning: number[] = [];
   for (const r of runs.splice(0)) {
-    if (alive(r.pid)) r.child.kill('SIGKILL');
+    if (alive(r.pid)) {
+      stillRunning.push(r.pid);
+      r.child.kill('SIGKILL');
+    }
   }
+  expect(stillRunning, 'run processes still running after the test').toEqual([]);
   // nothing started by the test may outlive it
   let left = processesMentioning(root);
   for (let i = 0; i < 40 && left.length > 0; i++) {
@@ -264,6 +279,41 @@ describe('run, embedded llama-server', () => {
     expect(await waitGone([environment.llm.pid, app.pid], 3000)).toEqual([]);
   }, 120_000);
 
+  it('is safe as PID 1: orphans are reaped, SIGTERM stops everything (exit 0), nothing is left', async () => {
+    const env = await baseEnv();
+    const record = join(root, 'pid1.json');
+    // the app leaves three orphans behind (each subshell exits at once), which the kernel reparents
+    const app = `sh -c '(sleep 0.3 &); (sleep 0.3 &); (sleep 0.3 &); exec node ${APP} record ${record}'`;
+    // a PID namespace of its own: run is its PID 1, as in a container started without an init
+    const r = startRun(['run'], { ...env, APP_COMMAND: app }, [
+      'unshare',
+      '--pid',
+      '--fork',
+      '--mount-proc',
+      '--kill-child',
+    ]);
+    runs.push(r);
+    const recorded = await readJson<AppRecord>(record);
+    expect(recorded.completion?.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    const tree = descendants(r.pid);
+    const pid1 = tree.find((p) => p.ppid === r.pid);
+    expect(pid1?.comm).toBe('node');
+    // the sleeps have ended by now; none may be left as a zombie
+    expect(tree.filter((p) => p.state === 'Z')).toEqual([]);
+    // PID 1 started run again under codi-init (a child subreaper) and passes signals on
+    expect(tree.some((p) => p.comm === 'codi-init' && p.ppid === pid1?.pid)).toBe(true);
+    expect(tree.some((p) => p.comm === 'llama-server')).toBe(true);
+    expect(r.stdout()).not.toMatch(/running as PID 1 without an init/u);
+
+    process.kill(pid1?.pid ?? -1, 'SIGTERM');
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(0);
+    expect(r.stdout()).toMatch(/received SIGTERM: stopping app, then llm/u);
+    // the namespace is gone with its PID 1: nothing of it is left
+    expect(descendants(pid1?.pid ?? -1)).toEqual([]);
+  }, 120_000);
+
   it('prints one JSON object on exit with --json, the logs going to stderr', async () => {
     const env = await baseEnv();
     const record = join(root, 'json.json');
@@ -291,6 +341,30 @@ describe('run, failures before anything is served', () => {
     expect(r.stderr()).toMatch(/LLM_READY_TIMEOUT/u);
     expect(performance.now() - t0).toBeLessThan(2000 + GRACE_S * 1000 + 2000);
     expect(r.stdout()).toMatch(/^\[llm\] fault-server-503-forever: answering 503/mu);
+  }, 60_000);
+
+  it('exits 4 with its last lines when llama-server exits before it is healthy (fault injection)', async () => {
+    const env = await baseEnv({ LLAMA_SERVER_BIN: FAULT_CRASH, APP_COMMAND: 'none' });
+    const r = start(env);
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(4);
+    expect(r.stderr()).toMatch(/LLM_EXITED: .*exited with code 1 before it was healthy/u);
+    // the server's own last lines are in the message, not only in the [llm] stream
+    expect(r.stderr()).toMatch(/error loading model: injected fault: cannot allocate 1234 MiB/u);
+    expect(r.stdout()).toMatch(/^\[llm\] fault-server-crashes-while-loading: loading/mu);
+    expect(r.stdout()).not.toMatch(/LLM_ENDPOINT=/u);
+  }, 60_000);
+
+  it('exits 4 when /lora-adapters lists the adapter at a scale other than 1 (fault injection)', async () => {
+    const env = await baseEnv({ LLAMA_SERVER_BIN: FAULT_SCALE });
+    const record = join(root, 'wrong-scale.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} record ${record}` });
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(4);
+    expect(r.stderr()).toMatch(/LLM_LORA_MISSING: .*scale 0\.5/u);
+    // nothing was handed to an app: no environment.json, no app
+    expect(r.stdout()).not.toMatch(/app started/u);
+    await expect(readFile(join(env.CODI_STATE_DIR ?? '', 'environment.json'))).rejects.toThrow(/ENOENT/u);
   }, 60_000);
 
   it('stops promptly and exits 0 on SIGTERM while waiting for health', async () => {
