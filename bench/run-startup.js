@@ -44,6 +44,8 @@ cpSync(join(REPO, 'examples/adapters/tiny-qwen2-lora'), join(root, 'adapters/tin
   recursive: true,
 });
 cpSync(join(REPO, 'examples/base/tiny-qwen2.gguf'), join(root, 'base/tiny-qwen2.gguf'));
+// a real rules file, as in production: run reads the ruleset version from it (and loads the YAML parser)
+cpSync(join(REPO, 'examples/patterns/rules.yml'), join(root, 'rules.yml'));
 const base = join(root, 'base/tiny-qwen2.gguf');
 const adapter = join(root, 'adapters/tiny-qwen2-lora');
 // warm cache: the conversion run would otherwise do once
@@ -145,6 +147,8 @@ async function viaRun() {
       CODI_STATE_DIR: join(root, 'state'),
       PATTERNS_RULES: join(root, 'rules.yml'),
       APP_COMMAND: 'none',
+      // health checks every 0.5 s, so the RSS samples below cover supervision at work, not idle
+      LLM_HEALTH_INTERVAL: '0.5',
     },
   });
   let out = '';
@@ -165,9 +169,9 @@ async function viaRun() {
     if (child.exitCode !== null) throw new Error(`run exited:\n${out}`);
     await sleep(5);
   }
-  // supervising: sample for 2 s (a health check runs every 10 s; the first ones after start are here)
+  // supervising: sample for 3 s (about six health checks, each logged only when the state changes)
   const samples = [];
-  for (let i = 0; i < 10; i++) {
+  for (let i = 0; i < 15; i++) {
     await sleep(200);
     samples.push(rssMiB(child.pid));
   }

@@ -6,6 +6,16 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+// A reader that goes away (`codi-adapter list | head -1`) must not become a stack trace: the rest of the
+// output is dropped, the command finishes, and its exit status is the one it would have had.
+let stdoutClosed = () => undefined;
+const stdoutGone = new Promise((resolve) => (stdoutClosed = resolve));
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', () => {
+    if (stream === process.stdout) stdoutClosed();
+  });
+}
+
 const args = process.argv.slice(2);
 const wantsHelp = args.some((a) => a === '--help' || a === '-h' || a === 'help');
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
@@ -28,7 +38,8 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
   const { flush, run } = await import('@oclif/core');
   try {
     await run(args, import.meta.url);
-    await flush();
+    // flush waits for stdout to drain, which a closed pipe never does
+    await Promise.race([flush(), stdoutGone]);
   } catch (err) {
     if (err?.code === 'EEXIT') {
       // oclif's own exit (this.exit): its code, nothing to print

@@ -36,15 +36,8 @@ mkdir -p "$root/base"
 cp examples/base/tiny-qwen2.gguf "$root/base/tiny-qwen2.gguf"
 
 bold "placing the example adapter in the models root $root"
-if cli mount --help >/dev/null 2>&1; then
-  # --base builds the llama.cpp GGUF now, so run finds it cached; --activate makes it run's default
-  cli mount examples/adapters/tiny-qwen2-lora --root "$root" --base "$root/base/tiny-qwen2.gguf" --activate
-else
-  echo "(codi-adapter mount is not in this build: copying the adapter instead)" >&2
-  mkdir -p "$root/adapters"
-  cp -R examples/adapters/tiny-qwen2-lora "$root/adapters/"
-  ln -s tiny-qwen2-lora "$root/adapters/active"
-fi
+# --base builds the llama.cpp GGUF now, so run finds it cached; --activate makes it run's default
+cli mount examples/adapters/tiny-qwen2-lora --root "$root" --base "$root/base/tiny-qwen2.gguf" --activate
 
 port="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
 

@@ -48,9 +48,10 @@ export interface SettingSpec {
 export const DEFAULT_ADAPTER_ID = 'qwen15b-lora-v0.1';
 export const DEFAULT_APP_COMMAND = 'uvicorn api.server:app --host 0.0.0.0 --port 8000';
 /**
- * Where `HTTP_PROXY` points under AIRGAP: the discard port on loopback. Nothing listens there in
- * practice, and as a privileged port nothing unprivileged (the UID 1000 runtime) can start listening on
- * it, so a proxy-honouring client fails at once with "connection refused" instead of reaching out.
+ * Where `HTTP_PROXY` points under AIRGAP: the discard port on loopback, where nothing listens in practice,
+ * so a proxy-honouring client fails at once with "connection refused" instead of reaching out. It is a
+ * guard against accidents, not a firewall: inside a container whose unprivileged ports start at 0
+ * (Docker's default since 20.10) a process of the container could listen there.
  */
 export const AIRGAP_PROXY = 'http://127.0.0.1:9';
 export const LOOPBACK_NO_PROXY = ['localhost', '127.0.0.1', '::1'];
@@ -345,7 +346,10 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
   }
   const llmPort = integer('LLM_PORT', 8081, 1, 65535, 'an integer port from 1 to 65535');
   const threads = integer('LLAMA_CPP_THREADS', 4, 1, 1024, 'a whole number of threads ≥ 1');
-  const llamaServerBin = text('LLAMA_SERVER_BIN', 'llama-server');
+  // a name is looked up on PATH when run starts it; a path (it has a slash) is resolved like the others
+  const llamaServerBin = text('LLAMA_SERVER_BIN', 'llama-server').includes('/')
+    ? path('LLAMA_SERVER_BIN', 'llama-server')
+    : text('LLAMA_SERVER_BIN', 'llama-server');
   const appText = text('APP_COMMAND', DEFAULT_APP_COMMAND);
   const app =
     appText.toLowerCase() === 'none'

@@ -6,7 +6,14 @@
 import { paint } from './paint.js';
 import { colourFor, errorJson, renderError, toCodiError, usageError, writeJson } from './error-output.js';
 import { renderFinding } from './render.js';
-import { flagName, resolveRunConfig, RUN_SETTINGS, type RunConfig, type RunFlags } from './run-config.js';
+import {
+  flagName,
+  parseBoolean,
+  resolveRunConfig,
+  RUN_SETTINGS,
+  type RunConfig,
+  type RunFlags,
+} from './run-config.js';
 import { runServices, type RunEvent, type RunResult } from './run.js';
 import { VERSION } from './version.js';
 
@@ -61,8 +68,9 @@ export function parseRunArgv(argv: readonly string[]): { flags: RunFlagValues; j
       const value = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
       if (value === undefined) throw usageError(`Flag --${name} expects a value`);
       flags[name] = value;
-    } else if (BOOLEAN_FLAGS.has(name) && eq < 0) {
-      flags[name] = true;
+    } else if (BOOLEAN_FLAGS.has(name)) {
+      // `--airgap=false` as well as `--no-airgap`: the value is spelled as the variable's would be
+      flags[name] = eq < 0 ? true : parseBoolean(arg.slice(eq + 1), `--${name}`);
     } else if (name.startsWith('no-') && BOOLEAN_FLAGS.has(name.slice(3)) && eq < 0) {
       flags[name.slice(3)] = false;
     } else {

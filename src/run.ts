@@ -483,6 +483,8 @@ async function endOf(end: EndReason, ctx: EndContext): Promise<RunResult> {
     info(`app ${describeExit(end.exit)}${llm ? ': stopping the LLM' : ''}`);
     const children = await stop('SIGTERM');
     if (finished) return ctx.finish('app-finished', children, ctx.record);
+    // its last lines may still be in the pipe: the error shows them
+    await app?.drained;
     const tail = app?.tail(20) ?? [];
     throw new CodiError(
       'APP_EXITED',

@@ -101,6 +101,14 @@ describe('resolveRunConfig defaults (CONTRACT §7)', () => {
     expect(c.settings.MODEL_MOUNT_PATH).toBe('/work/models');
   });
 
+  it('resolves LLAMA_SERVER_BIN when it is a path, and keeps a bare name for the PATH lookup', () => {
+    const relative = resolve({ LLAMA_SERVER_BIN: 'build/bin/llama-server' });
+    expect(relative.llamaServerBin).toBe('/work/build/bin/llama-server');
+    expect(relative.settings.LLAMA_SERVER_BIN).toBe('/work/build/bin/llama-server');
+    expect(resolve({ LLAMA_SERVER_BIN: 'llama-server' }).llamaServerBin).toBe('llama-server');
+    expect(resolve({}).llamaServerBin).toBe('llama-server');
+  });
+
   it('lets a flag win over the environment, and treats empty values as unset', () => {
     const c = resolve(
       { LLM_PORT: '9000', LLM_HOST: '', LLAMA_CPP_THREADS: ' ' },

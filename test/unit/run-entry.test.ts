@@ -20,6 +20,13 @@ describe('parseRunArgv (the run fast path, parsing as oclif does)', () => {
     });
   });
 
+  it('reads a boolean flag given a value, spelled as its variable would be', () => {
+    expect(parseRunArgv(['--airgap=false', '--llm-enabled=YES']).flags).toEqual({
+      airgap: false,
+      'llm-enabled': true,
+    });
+  });
+
   it('keeps a value that starts with dashes when given with =', () => {
     expect(parseRunArgv(['--app-command=--weird']).flags['app-command']).toBe('--weird');
   });
@@ -28,7 +35,8 @@ describe('parseRunArgv (the run fast path, parsing as oclif does)', () => {
     [['--bogus'], /Nonexistent flag: --bogus/],
     [['--llm-port'], /--llm-port expects a value/],
     [['serve'], /Unexpected argument: serve/],
-    [['--airgap=yes'], /Nonexistent flag: --airgap/],
+    [['--airgap=maybe'], /--airgap must be true or false, got "maybe"/],
+    [['--no-airgap=false'], /Nonexistent flag: --no-airgap/],
     [['--no-llm-port'], /Nonexistent flag/],
   ])('refuses %j as a usage error (exit 2)', (argv, message) => {
     let error: unknown;
