@@ -13,6 +13,27 @@ import { describeExit, findExecutable, sleep, whyNotExecutable, type SupervisedC
 import { nowMs } from './clock.js';
 
 export const LLAMA_SERVER_HINT = 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN';
+/** CONTRACT §9: what to do when the LLM is ready but slow. */
+export const SLOW_HINT = "raise LLAMA_CPP_THREADS (up to the host's cores) or lower token limits";
+
+export interface EvalTiming {
+  tokens: number;
+  tokensPerSecond: number;
+}
+
+/**
+ * The generation timing llama-server logs after each completion, e.g.
+ * `print_timing: id  3 | task 2 |        eval time =  8.38 ms /  24 tokens (  0.36 ms per token,  2745.29 tokens per second)`;
+ * null for any other line (the `prompt eval time` line included: prompt processing is not generation).
+ */
+export function parseEvalTiming(line: string): EvalTiming | null {
+  const m =
+    /\|\s+eval time =\s*[\d.]+ ms \/\s*(\d+) tokens \([^,]*,\s*([\d.]+|inf) tokens per second\)/u.exec(line);
+  if (!m) return null;
+  const tokensPerSecond = m[2] === 'inf' ? Infinity : Number(m[2]);
+  return { tokens: Number(m[1]), tokensPerSecond };
+}
+
 export const UNREACHABLE_HINT =
   'check port mappings and container network, or add the host to AIRGAP_ALLOWLIST';
 

@@ -30,6 +30,7 @@ export const SETTING_NAMES = [
   'LLM_HEALTH_RETRIES',
   'LLM_HEALTH_INTERVAL',
   'STOP_GRACE_PERIOD',
+  'LLM_SLOW_TOKENS_PER_SECOND',
 ] as const;
 export type SettingName = (typeof SETTING_NAMES)[number];
 
@@ -168,6 +169,13 @@ export const RUN_SETTINGS: readonly SettingSpec[] = [
     description:
       'seconds each child gets to exit after SIGTERM before SIGKILL (app first, then LLM; keep 2× below docker stop -t, 10 s)',
   },
+  {
+    name: 'LLM_SLOW_TOKENS_PER_SECOND',
+    kind: 'count',
+    defaultText: '5',
+    description:
+      'generation speed below which llama-server counts as slow (read from its own timing lines): run warns with the resolution; 0: never',
+  },
 ];
 
 export type SettingSource = 'flag' | 'env' | 'default';
@@ -205,6 +213,8 @@ export interface RunConfig {
   readyTimeoutMs: number;
   healthRetries: number;
   healthIntervalMs: number;
+  /** tokens per second below which generation is reported as slow (0: never) */
+  slowTokensPerSecond: number;
   stopGraceMs: number;
   /** where each value came from */
   sources: Record<SettingName, SettingSource>;
@@ -379,6 +389,13 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
   const healthRetries = integer('LLM_HEALTH_RETRIES', 10, 1, 10_000, 'a whole number of attempts ≥ 1');
   const healthIntervalMs = seconds('LLM_HEALTH_INTERVAL', 10, true);
   const stopGraceMs = seconds('STOP_GRACE_PERIOD', 4, false);
+  const slowTokensPerSecond = integer(
+    'LLM_SLOW_TOKENS_PER_SECOND',
+    5,
+    0,
+    1_000_000,
+    'a whole number of tokens per second ≥ 0',
+  );
 
   const llmMode: LlmMode = !llmEnabled ? 'disabled' : remote !== null ? 'remote' : 'embedded';
   if (llmMode === 'disabled' && app === null) {
@@ -412,6 +429,7 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
     readyTimeoutMs,
     healthRetries,
     healthIntervalMs,
+    slowTokensPerSecond,
     stopGraceMs,
     sources,
     settings,

@@ -22,11 +22,14 @@ import {
   llamaServerVersion,
   loraAdapters,
   probeHealth,
+  parseEvalTiming,
   requireLoraServed,
   resolveLlamaServer,
+  SLOW_HINT,
   assertPortFree,
   waitUntilHealthy,
   UNREACHABLE_HINT,
+  type EvalTiming,
   type LlamaServerVersion,
   type LoraAdapterInfo,
 } from './llama-server.js';
@@ -117,6 +120,32 @@ export interface RunResult {
 const defaultOutput: LineSink = (role, line) => {
   process.stdout.write(`[${role}] ${line}\n`);
 };
+
+/** Slow-inference reports at most this often: a busy server logs a timing line per request. */
+const SLOW_REPORT_EVERY_MS = 5 * 60_000;
+
+/**
+ * Passes llama-server's lines on, and calls `onSlow` when one of its timing lines shows generation
+ * below `minTokensPerSecond` (CONTRACT §9, "ready but slow"); short answers (under 4 tokens) are too
+ * noisy to judge. 0 turns it off.
+ */
+export function slowInferenceWatch(
+  sink: LineSink,
+  minTokensPerSecond: number,
+  onSlow: (timing: EvalTiming) => void,
+  now: () => number = nowMs,
+): LineSink {
+  if (minTokensPerSecond <= 0) return sink;
+  let last = -Infinity;
+  return (role, line) => {
+    sink(role, line);
+    const timing = parseEvalTiming(line);
+    if (timing === null || timing.tokens < 4 || timing.tokensPerSecond >= minTokensPerSecond) return;
+    if (now() - last < SLOW_REPORT_EVERY_MS) return;
+    last = now();
+    onSlow(timing);
+  };
+}
 
 export async function runServices(options: RunOptions): Promise<RunResult> {
   const started = nowMs();
@@ -291,7 +320,12 @@ export async function runServices(options: RunOptions): Promise<RunResult> {
       info(`starting llama-server ${args.join(' ')}`);
       llm = await SupervisedChild.start(
         { role: 'llm', command: binPath, args, env: childEnv, wrapper },
-        output,
+        slowInferenceWatch(output, config.slowTokensPerSecond, (timing) => {
+          warn(
+            `slow inference: llama-server generated ${timing.tokens} tokens at ${timing.tokensPerSecond.toFixed(1)} tokens/s (below LLM_SLOW_TOKENS_PER_SECOND=${config.slowTokensPerSecond})`,
+            SLOW_HINT,
+          );
+        }),
       );
 
       // 4. health, bounded by LLM_READY_TIMEOUT

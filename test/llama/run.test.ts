@@ -173,6 +173,7 @@ describe('run, embedded llama-server', () => {
     expect(out).toMatch(/^\[llm\] /mu);
     expect(out).toMatch(/^\[app\] run-app: recorded/mu);
     expect(out).toMatch(/LLM serves the adapter at scale 1/u);
+    expect(out).not.toMatch(/slow inference/u);
 
     // the image's HEALTHCHECK agrees
     const health = spawnSync(process.execPath, [join(REPO, 'docker/healthcheck.js')], {
@@ -312,6 +313,19 @@ describe('run, embedded llama-server', () => {
     expect(r.stdout()).toMatch(/received SIGTERM: stopping app, then llm/u);
     // the namespace is gone with its PID 1: nothing of it is left
     expect(descendants(pid1?.pid ?? -1)).toEqual([]);
+  }, 120_000);
+
+  it('reports slow inference with the resolution, from llama-server’s own timing lines', async () => {
+    // the tiny model generates thousands of tokens a second: a threshold above that makes it "slow"
+    const env = await baseEnv({ LLM_SLOW_TOKENS_PER_SECOND: '1000000' });
+    const record = join(root, 'slow.json');
+    const r = start({ ...env, APP_COMMAND: `node ${APP} exit 0 ${record}` });
+    const exit = await r.exited;
+    expect(exit.code, r.stderr()).toBe(0);
+    expect((await readJson<AppRecord>(record)).completion?.status).toBe(200);
+    expect(r.stdout()).toMatch(
+      /\[run\] ⚠ slow inference: llama-server generated \d+ tokens at [\d.]+ tokens\/s \(below LLM_SLOW_TOKENS_PER_SECOND=1000000\)\n\s+hint: raise LLAMA_CPP_THREADS \(up to the host's cores\) or lower token limits/u,
+    );
   }, 120_000);
 
   it('prints one JSON object on exit with --json, the logs going to stderr', async () => {
