@@ -274,8 +274,9 @@ async function createExclusive(path: string, record: string): Promise<boolean> {
 /**
  * A taker killed between writing its record and linking it leaves `.<lock>.<pid>.<hex>.tmp` behind,
  * a breaker killed mid-way a `.break` file. Both live for milliseconds while their maker runs, so the
- * next holder removes any older than the heartbeat bound. Not by pid: the name carries no host, and a
- * taker in another container may have a pid that is free here.
+ * next holder removes any older than the heartbeat bound, and a temp whose record names this host and
+ * a pid that is gone at once. Not by the pid in the name alone: it carries no host, and a taker in
+ * another container may have a pid that is free here.
  */
 async function removeDeadTemps(path: string): Promise<void> {
   const dir = dirname(path);
@@ -294,7 +295,12 @@ async function removeDeadTemps(path: string): Promise<void> {
     const st = await stat(full).catch(() => null);
     if (!st) continue;
     const age = Date.now() - st.mtimeMs;
-    if (age > (m ? heartbeatStaleMs() : BREAKER_STALE_MS)) await unlink(full).catch(() => undefined);
+    let dead = age > (m ? heartbeatStaleMs() : BREAKER_STALE_MS);
+    if (!dead && m) {
+      const record = await readLockOwner(full);
+      dead = record !== null && record.hostname === hostname() && !pidAlive(record.pid);
+    }
+    if (dead) await unlink(full).catch(() => undefined);
   }
 }
 

@@ -112,8 +112,13 @@ describe('lock', () => {
       await writeFile(join(dir, name), owner({ pid: 1 }));
       await utimes(join(dir, name), old, old);
     }
-    // fresh, even with a pid that is gone here: perhaps a taker at work in another container
-    await writeFile(join(dir, `.rules.yml.lock.${dead}.ba9876543210.tmp`), owner({ pid: dead }));
+    // fresh, with a pid that is gone here: a taker at work in another container, unless its record
+    // says it was made on this host
+    await writeFile(
+      join(dir, `.rules.yml.lock.${dead}.ba9876543210.tmp`),
+      owner({ pid: dead, hostname: 'another-host' }),
+    );
+    await writeFile(join(dir, `.rules.yml.lock.${dead}.cccccccccccc.tmp`), owner({ pid: dead }));
     await writeFile(join(dir, 'rules.yml.lock.break'), '');
     await utimes(join(dir, 'rules.yml.lock.break'), old, old);
     const lock = await acquireLock(path);
