@@ -246,17 +246,23 @@ async function plan(
   if (evaluation) entry.evaluation = { suite: evaluation.suite, metrics: evaluation.metrics };
   let newRulesText = rulesText;
   let defaultAdapter = rules.llmAssist?.default_adapter ?? null;
-  if (recorded) {
-    // idempotent: the record stays as it is; only an explicit --default may still change
-    if (options.setDefault && defaultAdapter !== adapter.id) {
-      const r = recordAdapter(rules, adapter.id, { ...existing }, { setDefault: true });
-      newRulesText = r.text;
-      defaultAdapter = r.defaultAdapter;
+  const recordInRules = (value: RulesAdapterEntry, setDefault: boolean): void => {
+    let r;
+    try {
+      r = recordAdapter(rules, adapter.id, value, { setDefault });
+    } catch (e) {
+      // e.g. YAML_EDIT_ANCHORED: about this file
+      if (isCodiError(e)) throw e.withFile(rulesPath);
+      throw e;
     }
-  } else {
-    const r = recordAdapter(rules, adapter.id, entry, { setDefault: options.setDefault ?? false });
     newRulesText = r.text;
     defaultAdapter = r.defaultAdapter;
+  };
+  if (recorded) {
+    // idempotent: the record stays as it is; only an explicit --default may still change
+    if (options.setDefault && defaultAdapter !== adapter.id) recordInRules({ ...existing }, true);
+  } else {
+    recordInRules(entry, options.setDefault ?? false);
   }
 
   // 6. metadata.json `evaluations`: appended once. Also after an earlier promote died between the two

@@ -335,6 +335,26 @@ describe('promoteAdapter', () => {
     expect(e.message).toContain('never ".."');
   });
 
+  it('refuses (exit 1, untouched) to add to an adapters map whose anchor an alias elsewhere shows', async () => {
+    const s = await setup({
+      rules: [
+        'version: "2026.11.0"',
+        'llm_assist:',
+        '  adapters: &ads',
+        '    old:',
+        '      version: 0.0.1',
+        '      base_model: tiny-qwen2',
+        `      checksum: sha256:${'a'.repeat(64)}`,
+        'mirror: *ads',
+        '',
+      ].join('\n'),
+    });
+    const e = await refused(s, promoteAdapter(s.adapter, opts(s)));
+    expect(e.code).toBe('YAML_EDIT_ANCHORED');
+    expect(e.exitCode).toBe(1);
+    expect(e.file).toBe(s.rules);
+  });
+
   it('fails closed on an invalid adapter, with its first finding', async () => {
     const s = await setup();
     const e = await refused(s, promoteAdapter('examples/adapters/broken-checksum', opts(s)));
