@@ -325,6 +325,15 @@ describe('promoteAdapter', () => {
     expect(big.message).toContain('the number 1e999 is too large for a double');
   });
 
+  it('refuses an adapter whose metadata.json holds a number beyond a double (METADATA_JSON naming it)', async () => {
+    const s = await setup();
+    const path = join(s.adapter, 'metadata.json');
+    await writeFile(path, (await readFile(path, 'utf8')).replace('"epochs": 3', '"epochs": 3e999'));
+    const e = await refused(s, promoteAdapter(s.adapter, opts(s)));
+    expect(e.code).toBe('METADATA_JSON');
+    expect(e.message).toContain('the number 3e999 is too large for a double');
+  });
+
   it('refuses an adapter whose id contains "..", as verify does (METADATA_INVALID at /id)', async () => {
     const s = await setup();
     const odd = await makeAdapter(s.dir, 'a..b');
