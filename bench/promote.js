@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { BIN, qwen15bAdapterSpec, REPO } from './lib.js';
 
 const RUNS = 5;
+// every scenario whose target was missed; the exit status says so after all figures are printed
+const missed = [];
 
 const { writePeftAdapter } = await import(join(REPO, 'dist', 'testkit', 'peft-adapter.js'));
 const { exampleSpec } = await import(join(REPO, 'dist', 'testkit', 'examples.js'));
@@ -68,6 +70,7 @@ async function scenario(name, dir, work, baseModel) {
   );
   const again = await timed(['promote', dir, '--rules', rules, '--eval', evalPath, '--json']);
   const ratio = promote.median / verify.median;
+  if (ratio > 3) missed.push(`${name}: promote ${ratio.toFixed(2)}× verify > 3×`);
   console.log(`\n${name}`);
   console.log(`  verify                      ${fmt(verify)}`);
   console.log(
@@ -96,4 +99,8 @@ try {
   console.log(`\nload average ${load} on ${cpus().length} CPUs`);
 } finally {
   await rm(work, { recursive: true, force: true });
+}
+if (missed.length > 0) {
+  console.error(`\ntarget MISSED: ${missed.join('; ')}`);
+  process.exitCode = 1;
 }

@@ -8,6 +8,13 @@
  * (`--force`) moves the old folder aside first and deletes it only once the new one is in place; a
  * crash between those two renames leaves the old adapter intact under `.trash-…`, and the next mount
  * puts it back. Hidden leftovers of a dead mount are cleaned by the next one.
+ *
+ * What a reader sees during `--force` (Node has no renameat2(RENAME_EXCHANGE), and a folder cannot be
+ * renamed over a non-empty one): `<id>` is the complete old adapter, then for the moment between the
+ * two renames (both under the mount lock; milliseconds) it is absent while `.trash-<id>-…` holds the
+ * old one, then it is the complete new adapter. Never a partial one. Readers here (`list`, `run`) that
+ * find `<id>` absent while such a trash folder exists and the mount lock is alive wait for the swap
+ * (`awaitReplacement`, bounded) instead of reporting the adapter as gone.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -26,6 +33,7 @@ import {
   stat,
   symlink,
   unlink,
+  utimes,
 } from 'node:fs/promises';
 import { lstatSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -51,7 +59,14 @@ import {
   scanLayout,
   type AdapterLayout,
 } from './layout.js';
-import { acquireLock, pidAlive } from './lock.js';
+import {
+  acquireLock,
+  heartbeatIntervalMs,
+  heartbeatStaleMs,
+  lockFileIsStale,
+  pidAlive,
+  startHeartbeat,
+} from './lock.js';
 import { parseMetadata, type AdapterMetadata } from './metadata.js';
 import { parseLoraConfig } from './peft-config.js';
 import { pausePoint } from './test-hooks.js';
@@ -74,9 +89,9 @@ export const ACTIVE_LINK = 'active';
 export { DEFAULT_MODEL_ROOT } from './constants.js';
 /** The user the complete container runs as (CONTRACT §8): 1000:1000. */
 export const RUNTIME_USER: RuntimeUser = { uid: 1000, gid: 1000 };
-/** Leftovers untouched for this long are cleaned whoever made them (another host of a shared volume). */
-export const LEFTOVER_STALE_MS = 60 * 60_000;
 export const DEFAULT_MOUNT_LOCK_TIMEOUT_MS = 60_000;
+/** How long a reader waits for a `mount --force` between its two renames (they take milliseconds). */
+export const REPLACEMENT_WAIT_MS = 2000;
 const MOUNT_LOCK = '.mount.lock';
 
 export type AdapterStatus = 'mounted' | 'not_mounted' | 'invalid';
@@ -354,10 +369,11 @@ function unreadableError(
     ancestors.length > 0
       ? `chmod a+x ${ancestors.join(' ')}`
       : `chown -R ${user.uid}:${user.gid} ${dir}   or   chmod -R a+rX ${dir}`;
+  const verb = ancestors.length === problems.length ? 'pass through' : 'read';
   return statusError(
     'not_mounted',
     'ADAPTER_UNREADABLE',
-    `UID ${user.uid} (the runtime user) cannot read ${shown}${more}`,
+    `UID ${user.uid} (the runtime user) cannot ${verb} ${shown}${more}`,
     {
       exitCode: ExitCode.ENVIRONMENT,
       file: dir,
@@ -405,14 +421,35 @@ async function lastTouched(path: string): Promise<number> {
 }
 
 /**
+ * Whether the mount that fills this staging folder is gone. Staging folders are filled without the
+ * mount lock (a copy can take minutes), so the lock says nothing about them; their mount keeps a
+ * heartbeat on the folder's mtime instead. On this host a dead pid shows it at once; otherwise (a
+ * mount in another container, or one killed with a container whose hostname is gone) a heartbeat
+ * silent for `staleMs` does.
+ */
+async function stagingIsDead(path: string, m: RegExpExecArray, staleMs: number): Promise<boolean> {
+  const sameHost = m[3] === HOST_TAG;
+  const pid = Number(m[4]);
+  if (sameHost && pid === process.pid) return false;
+  if (sameHost && !pidAlive(pid)) return true;
+  return Date.now() - (await lastTouched(path)) > staleMs;
+}
+
+/** Whether a mount holds the catalog's lock now (a lock whose holder is gone does not count). */
+async function mountLockHeld(adaptersDir: string): Promise<boolean> {
+  const lock = join(adaptersDir, MOUNT_LOCK);
+  if (!(await lstat(lock).catch(() => null))) return false;
+  return !(await lockFileIsStale(lock));
+}
+
+/**
  * Cleans what dead mounts left in `<root>/adapters`. Callers hold the mount lock, and everything but
  * copying happens under it, so a `.trash-…` folder or `.active.….tmp` link seen now belongs to a mount
- * that died: a trash folder whose id is missing is a replacement that died between its two renames and
- * is put back; other trash and temp links are removed. Staging folders are filled without the lock (a
- * copy can take minutes), so one is removed only when its process on this host is gone, or when nobody
- * touched it for `staleMs` (a process in another container or on another host cannot be checked).
+ * that died, whatever host it ran on: a trash folder whose id is missing is a replacement that died
+ * between its two renames and is put back; other trash and temp links are removed. A staging folder is
+ * removed once its mount is gone (`stagingIsDead`).
  */
-export async function cleanLeftovers(adaptersDir: string, staleMs = LEFTOVER_STALE_MS): Promise<Cleaned> {
+export async function cleanLeftovers(adaptersDir: string, staleMs = heartbeatStaleMs()): Promise<Cleaned> {
   const cleaned: Cleaned = { removed: [], restored: [] };
   let names: string[];
   try {
@@ -424,13 +461,7 @@ export async function cleanLeftovers(adaptersDir: string, staleMs = LEFTOVER_STA
     const path = join(adaptersDir, name);
     const m = LEFTOVER.exec(name);
     if (!m && !ACTIVE_TEMP.test(name)) continue;
-    if (m?.[1] === 'staging') {
-      const sameHost = m[3] === HOST_TAG;
-      const pid = Number(m[4]);
-      if (sameHost && pid === process.pid) continue;
-      const dead = (sameHost && !pidAlive(pid)) || Date.now() - (await lastTouched(path)) > staleMs;
-      if (!dead) continue;
-    }
+    if (m?.[1] === 'staging' && !(await stagingIsDead(path, m, staleMs))) continue;
     if (m?.[1] === 'trash') {
       const id = m[2] ?? '';
       const home = join(adaptersDir, id);
@@ -449,6 +480,90 @@ export async function cleanLeftovers(adaptersDir: string, staleMs = LEFTOVER_STA
   }
   if (cleaned.removed.length + cleaned.restored.length > 0) await fsyncDir(adaptersDir);
   return cleaned;
+}
+
+/**
+ * The hidden leftovers in `<root>/adapters` by what the next mount does with them: `dead` ones (of
+ * mounts that are gone) it cleans, or puts back; `live` ones belong to a mount at work.
+ */
+export async function classifyLeftovers(
+  adaptersDir: string,
+  names: readonly string[],
+  staleMs = heartbeatStaleMs(),
+): Promise<{ dead: string[]; live: string[] }> {
+  const out = { dead: [] as string[], live: [] as string[] };
+  let lockHeld: boolean | undefined;
+  for (const name of [...names].sort()) {
+    const m = LEFTOVER.exec(name);
+    let live: boolean;
+    if (m?.[1] === 'staging') live = !(await stagingIsDead(join(adaptersDir, name), m, staleMs));
+    else live = lockHeld ??= await mountLockHeld(adaptersDir);
+    (live ? out.live : out.dead).push(name);
+  }
+  return out;
+}
+
+export interface Replacement {
+  /**
+   * present: the path is there (perhaps after waiting); absent: it is not, and no replacement explains
+   * it; replacing: a `mount --force` is between its two renames and did not finish within the wait;
+   * interrupted: a replacement died between them (the next mount puts the old copy back)
+   */
+  state: 'present' | 'absent' | 'replacing' | 'interrupted';
+  /** the id being replaced (the link's target for `active`), when replacing or interrupted */
+  id?: string;
+  /** the `.trash-<id>-…` folder holding the old copy, when replacing or interrupted */
+  trash?: string;
+}
+
+/**
+ * For a reader that finds `<adapters>/<id>` (or the `active` link's target) missing: waits, at most
+ * `timeoutMs`, while a `mount --force` is between its two renames, so a replacement is not mistaken for
+ * a missing adapter. Cheap when nothing is being replaced: one lstat and one readdir.
+ */
+export async function awaitReplacement(path: string, timeoutMs = REPLACEMENT_WAIT_MS): Promise<Replacement> {
+  let target = resolve(path);
+  const link = await lstat(target).catch(() => null);
+  if (link?.isSymbolicLink()) {
+    if (await stat(target).catch(() => null)) return { state: 'present' };
+    // `active` → `<id>`: the id is what is being replaced
+    target = resolve(dirname(target), await readlink(target));
+  }
+  const dir = dirname(target);
+  const id = basename(target);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const trash = (await readdir(dir).catch(() => [] as string[])).find((n) => {
+      const m = LEFTOVER.exec(n);
+      return m?.[1] === 'trash' && m[2] === id;
+    });
+    // after the listing: a swap that ends between the two is seen as done
+    if (await lstat(target).catch(() => null)) return { state: 'present' };
+    if (trash === undefined) return { state: 'absent' };
+    if (!(await mountLockHeld(dir))) return { state: 'interrupted', id, trash };
+    if (Date.now() >= deadline) return { state: 'replacing', id, trash };
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** What a reader says about an adapter missing because of a replacement (`awaitReplacement`). */
+export function replacementFinding(r: Replacement): Finding {
+  const id = r.id ?? 'the adapter';
+  return r.state === 'replacing'
+    ? {
+        level: 'error',
+        code: 'ADAPTER_BEING_REPLACED',
+        message: `${id} is being replaced by a mount --force in progress (the old copy is in ${r.trash ?? '.trash-…'})`,
+        file: '.',
+        hint: 'try again in a moment',
+      }
+    : {
+        level: 'error',
+        code: 'ADAPTER_REPLACE_INTERRUPTED',
+        message: `${id} is missing: a mount --force died between its two renames; the old copy is in ${r.trash ?? '.trash-…'}`,
+        file: '.',
+        hint: 'the next codi-adapter mount on this volume puts it back (or rename the .trash-… folder to the id)',
+      };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -599,7 +714,7 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
   const lockTimeout = options.lockTimeoutMs ?? DEFAULT_MOUNT_LOCK_TIMEOUT_MS;
 
   if (inPlace) {
-    const problems = await accessProblems(report.verified.layout, [cat.root, cat.adapters], user);
+    const problems = await accessProblems(report.verified.layout, ancestorsOf(cat), user);
     if (problems.length > 0) throw unreadableError(src, cat.root, id, problems, user);
     let cleaned: Cleaned = { removed: [], restored: [] };
     // every mount cleans what interrupted ones left, when it may write there (registering needs no write)
@@ -655,6 +770,25 @@ async function resolveSource(source: string, cat: Catalog): Promise<string> {
       file: source,
       hint: 'give the folder that holds adapter_config.json, metadata.json and the weights, not one of its files',
     });
+  }
+  const lexical = resolve(source);
+  if (
+    cat.adaptersReal !== null &&
+    (await realpath(dirname(lexical)).catch(() => null)) === cat.adaptersReal &&
+    (await lstat(lexical)).isSymbolicLink()
+  ) {
+    // what list reports as invalid: the files are wherever the link points, perhaps off the volume
+    const to = await readlink(lexical).catch(() => '?');
+    throw statusError(
+      'invalid',
+      'LAYOUT_SYMLINK',
+      `${source} is a symbolic link in the catalog (to ${to}); an adapter there must be a folder on the volume`,
+      {
+        exitCode: ExitCode.INVALID,
+        file: source,
+        hint: `replace the link with the adapter folder itself, or install a copy: codi-adapter mount ${await realpath(lexical).catch(() => to)} --id ${basename(lexical)} --force`,
+      },
+    );
   }
   const src = await realpath(source);
   if (src === cat.rootReal || src === cat.adaptersReal) {
@@ -746,8 +880,8 @@ async function install(
   base: Pick<MountResult, 'id' | 'source' | 'adapter' | 'readable_by'>,
 ): Promise<MountResult> {
   await requireWritable(cat);
-  // the runtime user must be able to reach <root>/adapters/<id> at all
-  const reach = await accessProblems(null, [cat.root, cat.adapters], user);
+  // the runtime user must be able to reach <root>/adapters/<id> at all: x on every folder from / down
+  const reach = await accessProblems(null, ancestorsOf(cat), user);
   if (reach.length > 0) throw unreadableError(cat.adapters, cat.root, id, reach, user);
 
   const final = join(cat.adapters, id);
@@ -776,6 +910,12 @@ async function install(
         },
       );
     }
+    // the staging folder is filled without the mount lock: its mtime is our sign of life for the
+    // cleaner of another mount, which cannot see our pid from another container or host
+    const stopHeartbeat = startHeartbeat(async () => {
+      const now = new Date();
+      await utimes(staging, now, now);
+    }, heartbeatIntervalMs());
     try {
       await pausePoint('mount:staged');
       await copyAdapter(src, staging, report.verified.layout);
@@ -843,6 +983,7 @@ async function install(
         return 'replaced';
       });
     } finally {
+      stopHeartbeat();
       await rm(staging, { recursive: true, force: true }).catch(() => undefined);
     }
   }
@@ -979,6 +1120,8 @@ export interface CatalogEntry {
   active: boolean;
   /** the first error (or why the runtime user cannot read it); null when mounted */
   finding: Finding | null;
+  /** the first warning (e.g. ADAPTER_ID_MISMATCH), with or without --verify */
+  warning: Finding | null;
   errors: number;
   warnings: number;
 }
@@ -993,8 +1136,10 @@ export interface CatalogListing {
   /** the checksums were recomputed (--verify) */
   verified: boolean;
   adapters: CatalogEntry[];
-  /** hidden leftovers of interrupted mounts (the next mount cleans them) */
+  /** hidden leftovers of interrupted mounts (the next mount cleans them, or puts an adapter back) */
   leftovers: string[];
+  /** hidden staging or trash folders of mounts at work now */
+  in_progress: string[];
   durationMs: number;
 }
 
@@ -1019,6 +1164,7 @@ export async function listAdapters(options: ListOptions): Promise<CatalogListing
     verified: options.verify === true,
     adapters: [],
     leftovers: [],
+    in_progress: [],
     durationMs: 0,
   };
   if (cat.adaptersReal === null) {
@@ -1033,19 +1179,44 @@ export async function listAdapters(options: ListOptions): Promise<CatalogListing
   }
   listing.active = await readActive(cat.adapters);
   const names: string[] = [];
+  const links: string[] = [];
+  const hidden: string[] = [];
   for (const d of dirents) {
     if (d.name.startsWith('.')) {
-      if (isLeftoverName(d.name)) listing.leftovers.push(d.name);
+      if (isLeftoverName(d.name)) hidden.push(d.name);
       continue;
     }
     if (d.name === ACTIVE_LINK && d.isSymbolicLink()) continue;
-    names.push(d.name);
+    (d.isSymbolicLink() ? links : names).push(d.name);
   }
-  names.sort();
-  listing.leftovers.sort();
-  const entries = await mapPool(names, options.concurrency ?? 32, (name) =>
-    inspect(join(cat.adapters, name), name, options.verify === true, user),
-  );
+  const listed = new Set([...names, ...links]);
+  const missing: CatalogEntry[] = [];
+  if (hidden.length > 0) {
+    ({ dead: listing.leftovers, live: listing.in_progress } = await classifyLeftovers(cat.adapters, hidden));
+    // an id whose folder is in `.trash-…` right now: a mount --force between its two renames
+    for (const id of new Set(
+      hidden.map((n) => LEFTOVER.exec(n)).map((m) => (m?.[1] === 'trash' ? m[2] : '')),
+    )) {
+      if (!id || listed.has(id) || !isValidAdapterId(id)) continue;
+      const r = await awaitReplacement(join(cat.adapters, id));
+      if (r.state === 'present') names.push(id);
+      else if (r.state !== 'absent') missing.push(replacedEntry(join(cat.adapters, id), id, r));
+    }
+  }
+  // the runtime user reaches nothing below a folder it cannot pass through: checked once for all
+  const reach = await accessProblems(null, ancestorsOf(cat), user);
+  const entries = await mapPool(names, options.concurrency ?? 32, async (name) => {
+    const path = join(cat.adapters, name);
+    const entry = await inspect(path, name, options.verify === true, user, reach);
+    if (entry.status === 'mounted' || (await lstat(path).catch(() => null))) return entry;
+    // gone since the listing: perhaps replaced under our feet
+    const r = await awaitReplacement(path);
+    if (r.state === 'present') return inspect(path, name, options.verify === true, user, reach);
+    return r.state === 'absent' ? entry : replacedEntry(path, name, r);
+  });
+  entries.push(...(await Promise.all(links.map((name) => linkEntry(join(cat.adapters, name), name)))));
+  entries.push(...missing);
+  entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   for (const e of entries) e.active = e.id === listing.active;
   listing.adapters = entries;
   listing.active_dangling = listing.active !== null && !entries.some((e) => e.active);
@@ -1066,8 +1237,8 @@ async function mapPool<T, R>(items: readonly T[], limit: number, fn: (item: T) =
   return out;
 }
 
-async function inspect(path: string, id: string, full: boolean, user: RuntimeUser): Promise<CatalogEntry> {
-  const entry: CatalogEntry = {
+function blankEntry(path: string, id: string): CatalogEntry {
+  return {
     id,
     path,
     version: null,
@@ -1078,9 +1249,56 @@ async function inspect(path: string, id: string, full: boolean, user: RuntimeUse
     status: 'invalid',
     active: false,
     finding: null,
+    warning: null,
     errors: 0,
     warnings: 0,
   };
+}
+
+/**
+ * A link in the catalog other than `active`: refused like a link inside an adapter (LAYOUT_SYMLINK),
+ * since it can point anywhere, off the volume the runtime mounts included.
+ */
+async function linkEntry(path: string, id: string): Promise<CatalogEntry> {
+  const to = await readlink(path).catch(() => '?');
+  return {
+    ...blankEntry(path, id),
+    status: 'invalid',
+    errors: 1,
+    finding: {
+      level: 'error',
+      code: 'LAYOUT_SYMLINK',
+      message: `${id} is a symbolic link (to ${to}); an adapter in the catalog must be a folder on the volume, not a link that can point anywhere`,
+      file: '.',
+      hint: `replace the link with the adapter folder itself, or install a copy: codi-adapter mount <its target> --id ${id} --force`,
+    },
+  };
+}
+
+function replacedEntry(path: string, id: string, r: Replacement): CatalogEntry {
+  return { ...blankEntry(path, id), status: 'not_mounted', errors: 1, finding: replacementFinding(r) };
+}
+
+/** Every folder from `/` down to `<root>/adapters`, as given and as resolved: each needs x for UID 1000. */
+function ancestorsOf(cat: Catalog): string[] {
+  const out = new Set<string>();
+  for (const path of [cat.adapters, cat.adaptersReal ?? join(cat.rootReal, ADAPTERS_DIR)]) {
+    for (let p = path; ; p = dirname(p)) {
+      out.add(p);
+      if (dirname(p) === p) break;
+    }
+  }
+  return [...out].sort();
+}
+
+async function inspect(
+  path: string,
+  id: string,
+  full: boolean,
+  user: RuntimeUser,
+  reach: readonly AccessProblem[],
+): Promise<CatalogEntry> {
+  const entry = blankEntry(path, id);
   let findings: Finding[];
   let layout: AdapterLayout;
   let metadata: AdapterMetadata | null;
@@ -1120,18 +1338,26 @@ async function inspect(path: string, id: string, full: boolean, user: RuntimeUse
   entry.errors = errors.length;
   entry.warnings = findings.length - errors.length;
   entry.finding = errors[0] ?? null;
+  entry.warning = findings.find((f) => f.level === 'warning') ?? null;
   entry.status = errors.length > 0 ? 'invalid' : 'mounted';
   if (entry.status === 'mounted') {
-    const problems = full ? await accessProblems(layout, [], user) : accessProblemsSync(layout, user);
+    const problems = [
+      ...reach,
+      ...(full ? await accessProblems(layout, [], user) : accessProblemsSync(layout, user)),
+    ];
     const first = problems[0];
     if (first) {
       entry.status = 'not_mounted';
+      const above = problems.filter((p) => p.needs === 'x').map((p) => p.path);
       entry.finding = {
         level: 'error',
         code: 'ADAPTER_UNREADABLE',
-        message: `UID ${user.uid} cannot read ${first.path} (${first.owner} ${first.mode})${problems.length > 1 ? ` and ${problems.length - 1} more` : ''}`,
+        message: `UID ${user.uid} cannot ${first.needs === 'x' ? 'pass through' : 'read'} ${first.path} (${first.owner} ${first.mode})${problems.length > 1 ? ` and ${problems.length - 1} more` : ''}`,
         file: first.path,
-        hint: `chown -R ${user.uid}:${user.gid} ${path}   or   chmod -R a+rX ${path}`,
+        hint:
+          above.length > 0
+            ? `chmod a+x ${above.join(' ')}`
+            : `chown -R ${user.uid}:${user.gid} ${path}   or   chmod -R a+rX ${path}`,
       };
     }
   }
@@ -1233,6 +1459,18 @@ export async function quickCheck(
       findings.push(...parsed.findings);
       metadata = parsed.metadata;
       if (metadata) {
+        // as verify says it: the cheap part of its metadata check, so list shows the same warnings
+        const dirName = basename(layout.dir);
+        if (dirName !== metadata.id) {
+          findings.push({
+            level: 'warning',
+            code: 'ADAPTER_ID_MISMATCH',
+            message: `the directory is named ${JSON.stringify(dirName)} but metadata.json says id ${JSON.stringify(metadata.id)}`,
+            file: METADATA_FILE,
+            pointer: '/id',
+            hint: `mount installs it as <root>/adapters/${metadata.id}`,
+          });
+        }
         for (const [file] of parsed.checksums) {
           if (!present.has(file)) {
             findings.push({

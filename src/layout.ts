@@ -41,8 +41,13 @@ export function needsNoChecksum(name: string): boolean {
 
 export const ADAPTER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/u;
 
+/**
+ * The one adapter-id rule of every command (CONTRACT §2): the pattern, and no `..` anywhere — an id
+ * names a folder and is joined into paths, and `a..b` is one careless join from a parent directory.
+ * The schemas (metadata.json `id`, rules.yml `llm_assist` ids) say the same.
+ */
 export function isValidAdapterId(id: string): boolean {
-  return ADAPTER_ID_PATTERN.test(id) && id !== '.' && id !== '..';
+  return ADAPTER_ID_PATTERN.test(id) && !id.includes('..');
 }
 
 export interface LayoutFile {

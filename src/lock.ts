@@ -4,13 +4,16 @@
  * (pid, host, nonce) is written to a temp file that is then hard-linked to the lock name, and link(2)
  * fails if the name exists. A waiter retries for a bounded time, then gives up with LOCK_HELD (exit 3).
  *
- * A lock whose owner died is stale: on the same host that is a pid that no longer exists; from another
- * host (a shared volume) we cannot see the pid, so only age makes it stale. Breaking a stale lock is
- * itself serialised by a second lock file (`.break`), so two waiters that both saw the same stale lock
- * cannot end up removing each other's fresh one.
+ * A lock whose owner died is stale. On the same host that shows at once: its pid no longer exists. A
+ * holder in another container or on another host (a shared volume) has a pid we cannot see, and a
+ * container restarted under a new hostname never comes back for its lock; so every holder keeps a
+ * heartbeat, refreshing the lock file's mtime every few seconds, and a lock whose heartbeat stopped
+ * for `heartbeatStaleMs()` (30 s) is stale whoever holds it. Breaking a stale lock is itself
+ * serialised by a second lock file (`.break`), so two waiters that both saw the same stale lock cannot
+ * end up removing each other's fresh one.
  */
 import { randomBytes } from 'node:crypto';
-import { link, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { link, open, readdir, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { tempPathFor } from './atomic.js';
@@ -23,6 +26,11 @@ export interface LockOwner {
   nonce: string;
   acquired_at: string;
   purpose?: string;
+  /**
+   * how often the holder refreshes the lock's mtime. Absent in locks written before heartbeats
+   * existed: those are only stale by their pid (same host) or `staleMs`.
+   */
+  heartbeat_ms?: number;
 }
 
 export interface LockOptions {
@@ -30,7 +38,7 @@ export interface LockOptions {
   timeoutMs?: number;
   /** poll interval while waiting, jittered (default 50 ms) */
   pollMs?: number;
-  /** a lock older than this is stale whoever holds it (default 10 min) */
+  /** a lock older than this is stale whoever holds it, heartbeat or not (default 10 min) */
   staleMs?: number;
   /** recorded in the lock, shown to whoever waits for it */
   purpose?: string;
@@ -49,6 +57,43 @@ export const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
 export const DEFAULT_LOCK_STALE_MS = 10 * 60_000;
 /** a `.break` file older than this belongs to a breaker that died; breaking takes milliseconds */
 const BREAKER_STALE_MS = 30_000;
+/** A heartbeat silent for this long belongs to a holder that is gone, on whatever host. */
+export const DEFAULT_HEARTBEAT_STALE_MS = 30_000;
+
+/**
+ * The heartbeat bound: DEFAULT_HEARTBEAT_STALE_MS, or `CODI_TEST_HEARTBEAT_STALE_MS` (tests, so that
+ * a dead holder on another host is taken over in a moment instead of 30 s).
+ */
+export function heartbeatStaleMs(): number {
+  const v = Number(process.env.CODI_TEST_HEARTBEAT_STALE_MS);
+  return Number.isFinite(v) && v > 0 ? v : DEFAULT_HEARTBEAT_STALE_MS;
+}
+
+/** How often a holder beats: six beats fit in the bound, so a slow disk or a busy moment is no death. */
+export function heartbeatIntervalMs(staleMs = heartbeatStaleMs()): number {
+  return Math.max(10, Math.min(5000, Math.floor(staleMs / 6)));
+}
+
+/**
+ * Calls `touch` every `intervalMs` (never two at once, failures ignored) until the returned function
+ * is called. The timer does not keep the process alive.
+ */
+export function startHeartbeat(touch: () => Promise<unknown>, intervalMs: number): () => void {
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    touch()
+      .catch(() => undefined)
+      .finally(() => {
+        busy = false;
+      });
+  }, intervalMs);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+  };
+}
 
 /** Whether a process with this pid exists on this host (EPERM: it exists, but is not ours). */
 export function pidAlive(pid: number): boolean {
@@ -76,7 +121,18 @@ export async function readLockOwner(path: string): Promise<LockOwner | null> {
       typeof data.nonce === 'string' &&
       typeof data.acquired_at === 'string'
     ) {
-      return data as LockOwner;
+      const owner = data as LockOwner;
+      if (
+        owner.heartbeat_ms !== undefined &&
+        !(
+          typeof owner.heartbeat_ms === 'number' &&
+          owner.heartbeat_ms > 0 &&
+          Number.isFinite(owner.heartbeat_ms)
+        )
+      ) {
+        delete owner.heartbeat_ms;
+      }
+      return owner;
     }
   } catch {
     // a lock written by the O_EXCL fallback may be caught half-written: treated as unknown owner
@@ -84,18 +140,24 @@ export async function readLockOwner(path: string): Promise<LockOwner | null> {
   return null;
 }
 
-/** Whether the lock `owner` (null: unreadable) that is `ageMs` old may be broken. */
+/**
+ * Whether the lock `owner` (null: unreadable) whose mtime is `ageMs` old may be broken: its pid is
+ * gone on this host, or its heartbeat stopped (any host), or it is older than `staleMs`.
+ */
 export function lockIsStale(
   owner: LockOwner | null,
   ageMs: number,
   staleMs = DEFAULT_LOCK_STALE_MS,
+  heartbeatStale = heartbeatStaleMs(),
 ): boolean {
   if (ageMs > staleMs) return true;
   if (owner === null) return false;
-  return owner.hostname === hostname() && !pidAlive(owner.pid);
+  if (owner.hostname === hostname() && !pidAlive(owner.pid)) return true;
+  // a holder that beats more slowly than we expect still gets three of its beats
+  return owner.heartbeat_ms !== undefined && ageMs > Math.max(heartbeatStale, 3 * owner.heartbeat_ms);
 }
 
-/** Whether the lock file at `path` is stale: its holder gone, or older than `staleMs`. A lock that is gone is not. */
+/** Whether the lock file at `path` is stale (see lockIsStale). A lock that is gone is not. */
 export async function lockFileIsStale(path: string, staleMs = DEFAULT_LOCK_STALE_MS): Promise<boolean> {
   const st = await stat(path).catch(() => null);
   if (!st) return false;
@@ -107,12 +169,14 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
   const pollMs = options.pollMs ?? 50;
   const staleMs = options.staleMs ?? DEFAULT_LOCK_STALE_MS;
   const started = Date.now();
+  const beat = heartbeatIntervalMs();
   const owner: LockOwner = {
     pid: process.pid,
     hostname: hostname(),
     nonce: randomBytes(8).toString('hex'),
     acquired_at: new Date().toISOString(),
     ...(options.purpose === undefined ? {} : { purpose: options.purpose }),
+    heartbeat_ms: beat,
   };
   const record = `${JSON.stringify(owner)}\n`;
   let waiting = false;
@@ -121,7 +185,7 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
   for (;;) {
     if (await tryCreate(path, record)) {
       await removeDeadTemps(path);
-      return lockHandle(path, owner);
+      return await lockHandle(path, owner, beat);
     }
 
     const st = await stat(path).catch(() => null);
@@ -208,9 +272,11 @@ async function createExclusive(path: string, record: string): Promise<boolean> {
 }
 
 /**
- * A taker killed between writing its record and linking it leaves `.<lock>.<pid>.<hex>.tmp` behind;
- * one whose process is gone (or that is older than any wait) is removed by the next holder, as is a
- * `.break` file whose breaker died.
+ * A taker killed between writing its record and linking it leaves `.<lock>.<pid>.<hex>.tmp` behind,
+ * a breaker killed mid-way a `.break` file. Both live for milliseconds while their maker runs, so the
+ * next holder removes any older than the heartbeat bound, and a temp whose record names this host and
+ * a pid that is gone at once. Not by the pid in the name alone: it carries no host, and a taker in
+ * another container may have a pid that is free here.
  */
 async function removeDeadTemps(path: string): Promise<void> {
   const dir = dirname(path);
@@ -229,7 +295,11 @@ async function removeDeadTemps(path: string): Promise<void> {
     const st = await stat(full).catch(() => null);
     if (!st) continue;
     const age = Date.now() - st.mtimeMs;
-    const dead = m ? !pidAlive(Number(m[1])) || age > DEFAULT_LOCK_STALE_MS : age > BREAKER_STALE_MS;
+    let dead = age > (m ? heartbeatStaleMs() : BREAKER_STALE_MS);
+    if (!dead && m) {
+      const record = await readLockOwner(full);
+      dead = record !== null && record.hostname === hostname() && !pidAlive(record.pid);
+    }
     if (dead) await unlink(full).catch(() => undefined);
   }
 }
@@ -259,7 +329,14 @@ async function breakStale(path: string, seen: LockOwner | null, seenIno: number)
   }
 }
 
-function lockHandle(path: string, owner: LockOwner): Lock {
+async function lockHandle(path: string, owner: LockOwner, beatMs: number): Promise<Lock> {
+  // the heartbeat touches the file we created through its descriptor: should the lock ever be broken
+  // and re-taken, the beat goes to our unlinked inode, never to the new holder's lock
+  const fh: FileHandle | null = await open(path, 'r').catch(() => null);
+  const stop = startHeartbeat(async () => {
+    const now = new Date();
+    await fh?.utimes(now, now);
+  }, beatMs);
   let released = false;
   return {
     path,
@@ -267,8 +344,10 @@ function lockHandle(path: string, owner: LockOwner): Lock {
     async release(): Promise<void> {
       if (released) return;
       released = true;
+      stop();
       const current = await readLockOwner(path);
       if (current?.nonce === owner.nonce) await unlink(path).catch(() => undefined);
+      await fh?.close().catch(() => undefined);
     },
   };
 }

@@ -11,8 +11,9 @@ import { createTwoFilesPatch } from 'diff';
 import { AtomicFile, tempWriterPid } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { parseJson } from './formats/strict-json.js';
+import { decodeUtf8, describeInvalidUtf8 } from './formats/utf8.js';
 import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
-import { acquireLock, pidAlive, type Lock, type LockOwner } from './lock.js';
+import { acquireLock, type Lock, type LockOwner } from './lock.js';
 import { parseMetadata, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
 import {
   adapterEntry,
@@ -145,7 +146,7 @@ async function plan(
   options: PromoteOptions,
   lock: Lock | null,
 ): Promise<PromoteResult> {
-  const rulesText = await readText(rulesPath, 'the rules file');
+  const rulesText = await readText(rulesPath, 'the rules file', 'RULES_YAML_INVALID');
   const rules = parseRulesAt(rulesText, rulesPath);
   if (rules.rulesetVersion === null) {
     throw new CodiError(
@@ -245,23 +246,29 @@ async function plan(
   if (evaluation) entry.evaluation = { suite: evaluation.suite, metrics: evaluation.metrics };
   let newRulesText = rulesText;
   let defaultAdapter = rules.llmAssist?.default_adapter ?? null;
-  if (recorded) {
-    // idempotent: the record stays as it is; only an explicit --default may still change
-    if (options.setDefault && defaultAdapter !== adapter.id) {
-      const r = recordAdapter(rules, adapter.id, { ...existing }, { setDefault: true });
-      newRulesText = r.text;
-      defaultAdapter = r.defaultAdapter;
+  const recordInRules = (value: RulesAdapterEntry, setDefault: boolean): void => {
+    let r;
+    try {
+      r = recordAdapter(rules, adapter.id, value, { setDefault });
+    } catch (e) {
+      // e.g. YAML_EDIT_ANCHORED: about this file
+      if (isCodiError(e)) throw e.withFile(rulesPath);
+      throw e;
     }
-  } else {
-    const r = recordAdapter(rules, adapter.id, entry, { setDefault: options.setDefault ?? false });
     newRulesText = r.text;
     defaultAdapter = r.defaultAdapter;
+  };
+  if (recorded) {
+    // idempotent: the record stays as it is; only an explicit --default may still change
+    if (options.setDefault && defaultAdapter !== adapter.id) recordInRules({ ...existing }, true);
+  } else {
+    recordInRules(entry, options.setDefault ?? false);
   }
 
   // 6. metadata.json `evaluations`: appended once. Also after an earlier promote died between the two
   // writes: the rules record it, the metadata does not yet.
   const metadataPath = join(adapter.path, METADATA_FILE);
-  const metadataText = await readText(metadataPath, 'metadata.json');
+  const metadataText = await readText(metadataPath, 'metadata.json', 'METADATA_JSON');
   let newMetadataText = metadataText;
   const record = evaluation?.source === 'eval-file' ? evaluationRecord(evaluation) : null;
   const sameAsRecorded =
@@ -294,8 +301,8 @@ async function plan(
   }
 
   // 5. atomic writes, rules first: the release record is what matters; the metadata follows it
-  await removeDeadTemps(dirname(rulesPath), [basename(rulesPath), `${basename(rulesPath)}.lock`]);
-  await removeDeadTemps(adapter.path, [METADATA_FILE]);
+  await removeLeftoverTemps(dirname(rulesPath), basename(rulesPath));
+  await removeLeftoverTemps(adapter.path, METADATA_FILE);
   if (changed.rules) {
     await replaceFile(rulesPath, newRulesText, 'promote:rules-temp');
     await pausePoint('promote:rules-written');
@@ -317,9 +324,15 @@ function parseRulesAt(text: string, path: string): RulesDocument {
   }
 }
 
-async function readText(path: string, what: string): Promise<string> {
+/**
+ * A file promote reads (and for rules.yml and metadata.json, writes back): strictly UTF-8. A byte that
+ * is not would otherwise come back as U+FFFD, changing a part of the file the edit never touched.
+ * `code` is the file's own code for unreadable content (exit 1).
+ */
+async function readText(path: string, what: string, code: string): Promise<string> {
+  let bytes: Buffer;
   try {
-    return await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (e) {
     const error = environmentError(e, path, 'read');
     throw new CodiError(error.code, `${what} ${error.message}`, {
@@ -328,11 +341,20 @@ async function readText(path: string, what: string): Promise<string> {
       cause: e,
     });
   }
+  const decoded = decodeUtf8(bytes);
+  if ('text' in decoded) return decoded.text;
+  throw new CodiError(code, `${what} ${path} is ${describeInvalidUtf8(bytes, decoded.invalidAt)}`, {
+    exitCode: ExitCode.INVALID,
+    file: path,
+    pointer: String(decoded.invalidAt),
+    hint: 'save it as UTF-8 (e.g. iconv -f latin1 -t utf-8, or -f utf-16); nothing was changed',
+    details: { offset: decoded.invalidAt },
+  });
 }
 
 /** Reads and checks eval.json (schema, and that it evaluated this adapter's base model). */
 export async function readEvaluation(path: string, metadata: AdapterMetadata): Promise<PromoteEvaluation> {
-  const text = await readText(path, 'the evaluation file');
+  const text = await readText(path, 'the evaluation file', 'EVAL_JSON');
   let data: unknown;
   try {
     // strict (a key given twice is refused), as plain objects for comparing and writing back
@@ -430,10 +452,12 @@ async function replaceFile(path: string, text: string, pauseStep: string): Promi
 }
 
 /**
- * Temp files (`.<name>.<pid>.<hex>.tmp`, see atomic.ts) that a killed promote left behind. Removed when
- * their pid is gone, or after 10 minutes whoever made them (a writer on another host of a shared volume).
+ * Temp files of `name` (`.<name>.<pid>.<hex>.tmp`, see atomic.ts) that a killed promote left behind.
+ * Only a promote holding the lock of that file writes one, and the caller holds it now: any there is
+ * a leftover, whatever pid or host made it (a pid says nothing about another container's process).
+ * The lock's own temp files are lock.ts's to clean.
  */
-async function removeDeadTemps(dir: string, names: readonly string[]): Promise<void> {
+async function removeLeftoverTemps(dir: string, name: string): Promise<void> {
   let entries: string[];
   try {
     entries = await readdir(dir);
@@ -441,15 +465,7 @@ async function removeDeadTemps(dir: string, names: readonly string[]): Promise<v
     return;
   }
   for (const entry of entries) {
-    for (const name of names) {
-      const pid = tempWriterPid(entry, name);
-      if (pid === null) continue;
-      const st = await stat(join(dir, entry)).catch(() => null);
-      if (!st) continue;
-      if (pid !== process.pid && (!pidAlive(pid) || Date.now() - st.mtimeMs > 10 * 60_000)) {
-        await unlink(join(dir, entry)).catch(() => undefined);
-      }
-    }
+    if (tempWriterPid(entry, name) !== null) await unlink(join(dir, entry)).catch(() => undefined);
   }
 }
 

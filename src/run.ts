@@ -11,7 +11,7 @@
 import { lstat, mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { writeFileAtomic } from './atomic.js';
-import { notMountedHint, type AdapterStatus } from './catalog.js';
+import { awaitReplacement, notMountedHint, replacementFinding, type AdapterStatus } from './catalog.js';
 import { convertAdapter, type ConvertResult } from './convert.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import type { Finding } from './findings.js';
@@ -577,7 +577,15 @@ async function validatePaths(config: RunConfig, emit: (e: RunEvent) => void): Pr
   }
   let adapterDir: string;
   try {
-    adapterDir = await realpath(config.adapterPath);
+    adapterDir = await realpath(config.adapterPath).catch(async (e: unknown) => {
+      // perhaps a `mount --force` between its two renames: the adapter is back in milliseconds
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      const r = await awaitReplacement(config.adapterPath);
+      if (r.state === 'present') return realpath(config.adapterPath);
+      if (r.state === 'absent') throw e;
+      const f = replacementFinding(r);
+      throw notMounted(`ADAPTER_PATH ${config.adapterPath}: ${f.message} (${f.hint ?? ''})`);
+    });
     const st = await lstat(adapterDir);
     if (!st.isDirectory()) throw notMounted(`ADAPTER_PATH ${config.adapterPath} is not a directory`);
   } catch (e) {

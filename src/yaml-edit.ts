@@ -7,6 +7,10 @@
  *
  * Every edit is proven afterwards: the result is parsed again and must equal, as data, the original
  * with the edits applied. If it does not, the edit is refused rather than written.
+ *
+ * A node that carries an anchor an alias refers to (`adapters: &ads …` and `mirror: *ads`) is never
+ * edited, nor is anything inside one: the alias would change with it, so a part of the file the edit
+ * does not touch would come to mean something else (YAML_EDIT_ANCHORED).
  */
 import { isDeepStrictEqual } from 'node:util';
 import {
@@ -18,6 +22,7 @@ import {
   Pair,
   parseDocument,
   Scalar,
+  visit,
   YAMLMap,
   YAMLSeq,
   type Node,
@@ -79,11 +84,14 @@ export function applyYamlEdits(
   style: YamlStyle = () => undefined,
 ): string {
   const original = parseYaml(text);
+  refuseAnchoredEdits(text, original.doc, edits);
   let out = text;
   for (const edit of edits) out = applyOne(out, edit, style);
   if (out === text) return text;
 
-  const expected = structuredClone(original.data);
+  // unshared: an alias's data is the same object as its anchor's, and a clone that kept that would
+  // expect the edit to show through the alias as well
+  const expected = cloneUnshared(original.data);
   for (const edit of edits) setPath(expected, edit.path, edit.value);
   let actual: unknown;
   try {
@@ -108,6 +116,22 @@ function unsupported(path: YamlPath, why: string): CodiError {
     exitCode: ExitCode.INVALID,
     pointer: `/${path.join('/')}`,
   });
+}
+
+/** A deep copy of plain data in which no object appears twice (a cycle keeps its reference). */
+function cloneUnshared(value: unknown, ancestors: unknown[] = []): unknown {
+  if (value === null || typeof value !== 'object' || ancestors.includes(value)) return value;
+  ancestors.push(value);
+  try {
+    if (Array.isArray(value)) return value.map((v) => cloneUnshared(v, ancestors));
+    const proto = Object.getPrototypeOf(value) as object | null;
+    if (proto !== Object.prototype && proto !== null) return structuredClone(value);
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = cloneUnshared(v, ancestors);
+    return out;
+  } finally {
+    ancestors.pop();
+  }
 }
 
 function setPath(root: unknown, path: YamlPath, value: unknown): void {
@@ -180,6 +204,69 @@ function applyOne(text: string, edit: YamlEdit, style: YamlStyle): string {
     throw unsupported(here, 'it is not a mapping');
   }
   throw unsupported(edit.path, 'unreachable');
+}
+
+/** Every alias in the document by the anchor it names, with where it is (offsets). */
+function aliasesByAnchor(doc: Document.Parsed): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  visit(doc, {
+    Alias: (_, alias) => {
+      const at = alias.range?.[0] ?? -1;
+      out.set(alias.source, [...(out.get(alias.source) ?? []), at]);
+    },
+  });
+  return out;
+}
+
+/**
+ * Refuses (YAML_EDIT_ANCHORED) an edit that would change a node an alias shows: a map on its path
+ * (inserting into it or changing something inside it changes the alias's data), or the node it
+ * replaces and anything inside that. Checked on the original text, before any edit is made.
+ */
+function refuseAnchoredEdits(text: string, doc: Document.Parsed, edits: readonly YamlEdit[]): void {
+  const aliases = aliasesByAnchor(doc);
+  if (aliases.size === 0) return;
+  for (const edit of edits) {
+    let node: unknown = doc.contents;
+    for (let i = 0; i < edit.path.length && isMap(node); i++) {
+      refuseAnchored(text, aliases, node, edit.path.slice(0, i), edit.path);
+      const pair = findPair(node, edit.path[i] as string);
+      if (!pair) break;
+      if (i === edit.path.length - 1 && pair.value) {
+        const here = edit.path.slice(0, i + 1);
+        visit(pair.value as Node, {
+          Node: (_, n) => {
+            refuseAnchored(text, aliases, n, here, edit.path);
+          },
+        });
+      }
+      node = pair.value;
+    }
+  }
+}
+
+function refuseAnchored(
+  text: string,
+  aliases: ReadonlyMap<string, number[]>,
+  node: Node,
+  nodePath: YamlPath,
+  editPath: YamlPath,
+): void {
+  const anchor = (node as { anchor?: string }).anchor;
+  const uses = anchor === undefined ? undefined : aliases.get(anchor);
+  if (anchor === undefined || uses === undefined) return;
+  const lines = uses.filter((at) => at >= 0).map((at) => text.slice(0, at).split('\n').length);
+  const where = nodePath.length === 0 ? 'the document' : nodePath.join('.');
+  throw new CodiError(
+    'YAML_EDIT_ANCHORED',
+    `cannot edit ${editPath.join('.')}: ${where} carries the anchor &${anchor}, which ${uses.length === 1 ? 'an alias refers to' : `${uses.length} aliases refer to`} (*${anchor}${lines.length > 0 ? ` at line ${lines.join(', ')}` : ''}); the edit would change that part of the file too`,
+    {
+      exitCode: ExitCode.INVALID,
+      pointer: `/${editPath.join('/')}`,
+      hint: `write ${where} out in full where *${anchor} is used (or drop the anchor), then try again; the file was not changed`,
+      details: { anchor, aliases: lines },
+    },
+  );
 }
 
 function findPair(map: YAMLMap, key: string): Pair | undefined {

@@ -58,11 +58,17 @@ function renderListing(listing: CatalogListing, io: CommandIO): void {
       paint.dim(`${listing.leftovers.length} leftover(s) of interrupted mounts; the next mount cleans them`),
     );
   }
+  if (listing.in_progress.length > 0) {
+    io.log(paint.dim(`${plural(listing.in_progress.length, 'mount')} in progress`));
+  }
 }
 
 function statusText(a: CatalogEntry): string {
-  if (a.status === 'mounted')
-    return a.warnings > 0 ? `mounted (${plural(a.warnings, 'warning')})` : 'mounted';
+  if (a.status === 'mounted') {
+    if (a.warnings === 0) return 'mounted';
+    const first = a.warning ? `: ${a.warning.code}${a.warnings > 1 ? ', …' : ''}` : '';
+    return `mounted (${plural(a.warnings, 'warning')}${first})`;
+  }
   const f = a.finding;
   const text = f ? `${a.status}: ${f.code} ${f.message}` : a.status;
   return a.status === 'invalid' ? paint.red(text) : paint.yellow(text);

@@ -18,7 +18,9 @@
  * - a leading byte order mark is an error (RFC 8259 §8.1: implementations must not add one);
  * - a lone surrogate, escaped (`"\ud800"`) or raw, is an error: it has no UTF-8 encoding, so it would be
  *   replaced by U+FFFD somewhere downstream and two different names could become equal;
- * - whitespace is only space, tab, line feed and carriage return, before and after the value.
+ * - whitespace is only space, tab, line feed and carriage return, before and after the value;
+ * - with `finiteNumbers` (what `parseJson` uses), a number too large for a double (`1e999`) is an error:
+ *   as a double it would be Infinity, which no JSON can say back (JSON.stringify writes `null`).
  */
 import { CodiError, ExitCode } from '../errors.js';
 
@@ -127,6 +129,12 @@ export interface StrictJsonOptions {
    * return a small stand-in (e.g. `null`) for a value it has already taken.
    */
   reviver?: StrictJsonReviver;
+  /**
+   * Refuse a number whose nearest double is ±Infinity (JSON_NUMBER_RANGE), for callers that take the
+   * plain values. Off by default: a caller that reads numbers from their text (`JsonNumber`) has its
+   * own rules for them.
+   */
+  finiteNumbers?: boolean;
 }
 
 export type StrictJsonReviver = (value: JsonValue, context: StrictJsonReviverContext) => JsonValue;
@@ -141,7 +149,12 @@ export interface StrictJsonReviverContext {
   readonly valuePosition: number;
 }
 
-export const STRICT_JSON_ERROR_CODES = ['JSON_SYNTAX', 'JSON_DUPLICATE_KEY', 'JSON_TOO_DEEP'] as const;
+export const STRICT_JSON_ERROR_CODES = [
+  'JSON_SYNTAX',
+  'JSON_DUPLICATE_KEY',
+  'JSON_TOO_DEEP',
+  'JSON_NUMBER_RANGE',
+] as const;
 export type StrictJsonErrorCode = (typeof STRICT_JSON_ERROR_CODES)[number];
 
 /** What went wrong, finer than the code, for callers that map errors onto their own codes. */
@@ -153,7 +166,8 @@ export type StrictJsonErrorKind =
   | 'control-character'
   | 'lone-surrogate'
   | 'duplicate-key'
-  | 'too-deep';
+  | 'too-deep'
+  | 'number-range';
 
 export class StrictJsonError extends CodiError {
   constructor(
@@ -186,7 +200,12 @@ export class StrictJsonError extends CodiError {
 
 /** Parses `text` as exactly one JSON value surrounded by optional whitespace. */
 export function parseStrictJson(text: string, options: StrictJsonOptions = {}): JsonValue {
-  return new Parser(text, options.maxDepth ?? DEFAULT_MAX_DEPTH, options.reviver).parseDocument();
+  return new Parser(
+    text,
+    options.maxDepth ?? DEFAULT_MAX_DEPTH,
+    options.reviver,
+    options.finiteNumbers === true,
+  ).parseDocument();
 }
 
 /**
@@ -195,10 +214,11 @@ export function parseStrictJson(text: string, options: StrictJsonOptions = {}): 
  */
 /**
  * Strict JSON to plain values in one call: what JSON.parse would give, except that duplicate keys,
- * lone surrogates and excessive nesting are errors (a file that says two things is refused).
+ * lone surrogates, excessive nesting and numbers beyond a double's range are errors (a file that says
+ * two things, or something no double can hold, is refused).
  */
 export function parseJson(text: string): unknown {
-  return toPlainJson(parseStrictJson(text));
+  return toPlainJson(parseStrictJson(text, { finiteNumbers: true }));
 }
 
 export function toPlainJson(value: JsonValue): unknown {
@@ -235,6 +255,7 @@ class Parser {
     private readonly text: string,
     private readonly maxDepth: number,
     private readonly reviver: StrictJsonReviver | undefined,
+    private readonly finiteNumbers: boolean,
   ) {}
 
   private revive(value: JsonValue, keyPosition: number, valuePosition: number): JsonValue {
@@ -498,7 +519,19 @@ class Parser {
       }
       while (isDigit(text.charCodeAt(this.pos))) this.pos++;
     }
-    return new JsonNumber(text.slice(start, this.pos), start);
+    const source = text.slice(start, this.pos);
+    // only an exponent or more than 308 digits can go beyond a double; the others skip the conversion
+    if (this.finiteNumbers && (this.pos - start > 308 || e === 0x65 || e === 0x45)) {
+      if (!Number.isFinite(Number(source))) {
+        this.fail(
+          'JSON_NUMBER_RANGE',
+          'number-range',
+          `the number ${source.length > 40 ? `${source.slice(0, 40)}…` : source} is too large for a double (it would read as Infinity)`,
+          start,
+        );
+      }
+    }
+    return new JsonNumber(source, start);
   }
 
   private parseLiteral<T extends boolean | null>(word: string, value: T): T {

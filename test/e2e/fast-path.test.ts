@@ -3,7 +3,7 @@
  * takes, a user must see the same thing: each case runs twice, once on the fast path and once with
  * CODI_FAST_PATH=0 (oclif), and stdout, stderr and the exit status must match.
  */
-import { cp, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runCli, type CliResult } from '../helpers/cli.js';
@@ -44,6 +44,8 @@ let root: string;
 let work: string;
 beforeAll(async () => {
   work = await tempDir('codi-fast-');
+  // mkdtemp makes it 0700: mount rightly refuses a volume UID 1000 cannot reach
+  await chmod(work, 0o755);
   root = join(work, 'models');
   await cp('examples/adapters', join(root, 'adapters'), { recursive: true });
 });

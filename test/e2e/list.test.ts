@@ -110,6 +110,26 @@ describe('list (built CLI)', () => {
     });
   });
 
+  it('shows the first warning without --verify (ADAPTER_ID_MISMATCH), and a linked folder as invalid', async () => {
+    const { root, src } = await makeVolume();
+    await mountAdapter('examples/adapters/tiny-qwen2-lora', { root, id: 'renamed' });
+    await symlink(await makeAdapter(src, 'elsewhere'), join(root, 'adapters', 'linked'));
+    const r = await runCli(['list', '--root', root]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[1]).toMatch(
+      /^ {3}linked +- +- +- +0 B +invalid: LAYOUT_SYMLINK linked is a symbolic link \(to /u,
+    );
+    expect(lines[2]).toMatch(/^ {3}renamed +0\.1\.0 .* mounted \(1 warning: ADAPTER_ID_MISMATCH\)$/u);
+    const j = (await runCli(['list', '--root', root, '--json'])).json as CatalogListing;
+    expect(j.adapters.map((a) => [a.id, a.status, a.finding?.code ?? null, a.warning?.code ?? null])).toEqual(
+      [
+        ['linked', 'invalid', 'LAYOUT_SYMLINK', null],
+        ['renamed', 'mounted', null, 'ADAPTER_ID_MISMATCH'],
+      ],
+    );
+  });
+
   it('an empty volume, a dangling active link, and a missing volume', async () => {
     const { root } = await makeVolume();
     const empty = await runCli(['list', '--root', root]);

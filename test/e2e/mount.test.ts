@@ -1,8 +1,8 @@
 /** `codi-adapter mount` as a user runs it, including SIGKILL at every step and a source that changes. */
-import { chmod, lstat, mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mountAdapter, type MountResult } from '../../src/catalog.js';
+import { mountAdapter, type CatalogListing, type MountResult } from '../../src/catalog.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
@@ -382,4 +382,123 @@ describe('mount: crash safety', () => {
       console.log(`mount kill trials (rest of a mount: ${span} ms): ${outcomes.join(' ')}`);
     },
   );
+});
+
+describe('mount: leftovers of other hosts and containers on the volume', () => {
+  it('a staging folder whose mount is gone from another container (heartbeat stopped) is cleaned by the next mount', async () => {
+    const { root } = await makeVolume();
+    const adapters = join(root, 'adapters');
+    // a hostname hash and pid from a container that no longer exists: only the heartbeat can tell
+    const gone = '.staging-x-deadbeef-99999-0123456789ab';
+    const atWork = '.staging-y-deadbeef-99999-ba9876543210';
+    for (const n of [gone, atWork]) {
+      await mkdir(join(adapters, n), { recursive: true });
+      await writeFile(join(adapters, n, 'adapter_model.safetensors'), 'partial');
+    }
+    const quiet = new Date(Date.now() - 40_000);
+    await utimes(join(adapters, gone, 'adapter_model.safetensors'), quiet, quiet);
+    await utimes(join(adapters, gone), quiet, quiet);
+
+    const listed = await runCli(['list', '--root', root, '--json']);
+    expect((listed.json as CatalogListing).leftovers).toEqual([gone]);
+    expect((listed.json as CatalogListing).in_progress).toEqual([atWork]);
+
+    const r = await runCli(['mount', 'examples/adapters/tiny-qwen2-lora', '--root', root, '--json']);
+    expect(r.code).toBe(0);
+    expect((r.json as MountResult).cleaned.removed).toEqual([gone]);
+    expect((await readdir(adapters)).filter((n) => n.startsWith('.')).sort()).toEqual([atWork]);
+  });
+
+  it("another host's .mount.lock: taken over once its heartbeat stops for the bound, respected while it beats", async () => {
+    const { root } = await makeVolume();
+    const adapters = join(root, 'adapters');
+    await mkdir(adapters);
+    const lock = join(adapters, '.mount.lock');
+    const record = JSON.stringify({
+      pid: 1,
+      hostname: 'container-gone',
+      nonce: '0123456789abcdef',
+      acquired_at: new Date().toISOString(),
+      heartbeat_ms: 100,
+    });
+    const env = { CODI_TEST_HEARTBEAT_STALE_MS: '1000' };
+    const args = [
+      'mount',
+      'examples/adapters/tiny-qwen2-lora',
+      '--root',
+      root,
+      '--json',
+      '--lock-timeout',
+      '3',
+    ];
+
+    // a live holder on another host: its beat keeps the lock fresh, so the mount gives up (exit 3)
+    await writeFile(lock, record);
+    const beat = setInterval(() => {
+      const now = new Date();
+      void utimes(lock, now, now).catch(() => undefined);
+    }, 100);
+    let held;
+    try {
+      held = await runCli(args, { env });
+    } finally {
+      clearInterval(beat);
+    }
+    expect(held.code).toBe(3);
+    expect((held.json as ErrorJson).error.code).toBe('LOCK_HELD');
+    expect((held.json as ErrorJson).error.message).toContain('pid 1 on container-gone');
+    await expect(lstat(join(adapters, 'tiny-qwen2-lora'))).rejects.toThrow();
+
+    // the same holder killed with its container: no more beats, taken over after the bound
+    await writeFile(lock, record);
+    const started = Date.now();
+    const r = await runCli(args, { env });
+    expect(r.code).toBe(0);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect((r.json as MountResult).action).toBe('installed');
+    await expect(lstat(lock)).rejects.toThrow();
+  });
+});
+
+describe('mount --force: what readers see between its two renames', () => {
+  it('list and run wait for the swap and see the new adapter; a swap that stays stuck is reported as being replaced', async () => {
+    const { root, src } = await makeVolume();
+    const adapters = join(root, 'adapters');
+    await mountAdapter(await makeAdapter(join(src, 'old'), 'x', { seed: 1 }), { root });
+    const newSource = await makeAdapter(join(src, 'new'), 'x', { seed: 2, version: '0.2.0' });
+    const runEnv = {
+      MODEL_MOUNT_PATH: root,
+      ADAPTER_PATH: join(adapters, 'x'),
+      BASE_MODEL_PATH: join(root, 'no-base.gguf'),
+      APP_COMMAND: 'none',
+    };
+
+    // stuck between the renames (paused): after its bounded wait, list says so instead of omitting x
+    const stuck = startCli(['mount', newSource, '--root', root, '--force'], { pauseAt: ['mount:old-moved'] });
+    expect(await stuck.reached('mount:old-moved')).toBe(true);
+    const waiting = await runCli(['list', '--root', root, '--json']);
+    const listing = waiting.json as CatalogListing;
+    expect(listing.adapters.map((a) => [a.id, a.status, a.finding?.code])).toEqual([
+      ['x', 'not_mounted', 'ADAPTER_BEING_REPLACED'],
+    ]);
+    // the old copy in .trash-x-…, the new one still in .staging-x-…
+    expect(listing.in_progress.map((n) => n.slice(0, 9)).sort()).toEqual(['.staging-', '.trash-x-']);
+    expect(listing.leftovers).toEqual([]);
+    const runStuck = await runCli(['run', '--json'], { env: runEnv });
+    expect(runStuck.code).toBe(3);
+    expect((runStuck.json as ErrorJson).error.code).toBe('ADAPTER_NOT_MOUNTED');
+    expect((runStuck.json as ErrorJson).error.message).toContain('is being replaced by a mount --force');
+
+    // the swap goes on while they wait: both see the new adapter
+    const list = startCli(['list', '--root', root, '--json']);
+    const run = startCli(['run', '--json'], { env: runEnv });
+    await new Promise((r) => setTimeout(r, 1000));
+    stuck.resume();
+    expect((await stuck.done).code).toBe(0);
+    const after = (await list.done).json as CatalogListing;
+    expect(after.adapters.map((a) => [a.id, a.status, a.version])).toEqual([['x', 'mounted', '0.2.0']]);
+    const ran = await run.done;
+    // past the adapter: the next thing it needs is the base model
+    expect((ran.json as ErrorJson).error.code).toBe('BASE_MODEL_MISSING');
+  });
 });

@@ -8,6 +8,7 @@ import {
   readdir,
   readFile,
   readlink,
+  rename,
   symlink,
   utimes,
   writeFile,
@@ -17,6 +18,7 @@ import { describe, expect, it } from 'vitest';
 import {
   accessProblems,
   adapterIdProblem,
+  awaitReplacement,
   cleanLeftovers,
   listAdapters,
   mountAdapter,
@@ -28,6 +30,7 @@ import {
 } from '../../src/catalog.js';
 import { CodiError } from '../../src/errors.js';
 import { scanLayout } from '../../src/layout.js';
+import { acquireLock } from '../../src/lock.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
 
 async function failure(promise: Promise<unknown>): Promise<CodiError> {
@@ -238,6 +241,10 @@ describe('leftovers', () => {
     const coveredTrash = `.trash-there-${host}-${dead}-0123456789ab`;
     const foreignOld = `.staging-far-ffffffff-${dead}-0123456789ab`;
     const foreignNew = `.staging-near-eeeeeeee-${dead}-0123456789ab`;
+    // heartbeat silent for longer than the bound (30 s): another container's mount that is gone, or
+    // one of a container restarted under the same hostname (its pid 1 is someone else now)
+    const foreignQuiet = `.staging-quiet-dddddddd-1-0123456789ab`;
+    const sameNameQuiet = `.staging-reborn-${host}-1-0123456789ab`;
     // trash is only ever made and removed under the mount lock: holding it, any trash is a leftover
     const foreignTrash = `.trash-far-away-eeeeeeee-1-0123456789ab`;
     for (const n of [
@@ -248,6 +255,8 @@ describe('leftovers', () => {
       foreignOld,
       foreignNew,
       foreignTrash,
+      foreignQuiet,
+      sameNameQuiet,
       'there',
     ]) {
       await mkdir(join(adapters, n));
@@ -256,6 +265,11 @@ describe('leftovers', () => {
     const old = new Date(Date.now() - 2 * 60 * 60_000);
     await utimes(join(adapters, foreignOld, 'f'), old, old);
     await utimes(join(adapters, foreignOld), old, old);
+    const quiet = new Date(Date.now() - 40_000);
+    for (const n of [foreignQuiet, sameNameQuiet]) {
+      await utimes(join(adapters, n, 'f'), quiet, quiet);
+      await utimes(join(adapters, n), quiet, quiet);
+    }
     await symlink('there', join(adapters, `.active.${dead}.0123456789ab.tmp`));
     await symlink('there', join(adapters, '.active.1.0123456789ab.tmp'));
     const cleaned = await cleanLeftovers(adapters);
@@ -265,6 +279,8 @@ describe('leftovers', () => {
         deadStaging,
         coveredTrash,
         foreignOld,
+        foreignQuiet,
+        sameNameQuiet,
         `.active.${dead}.0123456789ab.tmp`,
         '.active.1.0123456789ab.tmp',
       ].sort(),
@@ -298,11 +314,16 @@ describe('listAdapters', () => {
     await mountAdapter(await makeAdapter(src, 'a-adapter'), { root });
     const adapters = join(root, 'adapters');
     await mkdir(join(adapters, '.gguf-cache'));
+    // another host's mounts: one at work (fresh heartbeat), one whose heartbeat stopped long ago
     await mkdir(join(adapters, '.staging-zz-00000000-1-0123456789ab'));
+    await mkdir(join(adapters, '.staging-yy-00000000-1-0123456789ab'));
+    const old = new Date(Date.now() - 60 * 60_000);
+    await utimes(join(adapters, '.staging-yy-00000000-1-0123456789ab'), old, old);
     await mkdir(join(adapters, 'Not_An_Id'));
     const listing = await listAdapters({ root });
     expect(listing.active).toBe('b-adapter');
-    expect(listing.leftovers).toEqual(['.staging-zz-00000000-1-0123456789ab']);
+    expect(listing.leftovers).toEqual(['.staging-yy-00000000-1-0123456789ab']);
+    expect(listing.in_progress).toEqual(['.staging-zz-00000000-1-0123456789ab']);
     expect(listing.adapters.map((a) => [a.id, a.version, a.status, a.active])).toEqual([
       ['Not_An_Id', null, 'invalid', false],
       ['a-adapter', '0.1.0', 'mounted', false],
@@ -357,5 +378,171 @@ describe('listAdapters', () => {
     expect(e.code).toBe('ROOT_MISSING');
     expect(e.exitCode).toBe(3);
     expect(e.hint).toContain('/nonexistent-volume/adapters/<id>, readable by UID 1000');
+  });
+});
+
+describe('a replacement between its two renames (awaitReplacement)', () => {
+  const tag = (): Promise<string> =>
+    import('node:os').then(async ({ hostname }) =>
+      (await import('node:crypto')).createHash('sha256').update(hostname()).digest('hex').slice(0, 8),
+    );
+
+  it('waits while the mount lock is held and the id is in .trash-…; sees the new one as soon as it is there', async () => {
+    const { root } = await makeVolume();
+    const adapters = join(root, 'adapters');
+    await mkdir(adapters);
+    const trash = `.trash-x-${await tag()}-${process.pid}-0123456789ab`;
+    await mkdir(join(adapters, trash));
+    await symlink('x', join(adapters, 'active'));
+    const lock = await acquireLock(join(adapters, '.mount.lock'));
+    try {
+      const started = Date.now();
+      expect(await awaitReplacement(join(adapters, 'x'), 200)).toEqual({
+        state: 'replacing',
+        id: 'x',
+        trash,
+      });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+      // through the active link, the id it points to is what is replaced
+      expect((await awaitReplacement(join(adapters, 'active'), 0)).state).toBe('replacing');
+      setTimeout(() => void mkdir(join(adapters, 'x')), 100);
+      expect(await awaitReplacement(join(adapters, 'x'), 5000)).toEqual({ state: 'present' });
+      expect(await awaitReplacement(join(adapters, 'active'), 0)).toEqual({ state: 'present' });
+    } finally {
+      await lock.release();
+    }
+  });
+
+  it('a trash folder without a live mount lock is an interrupted replacement; no trash: simply absent', async () => {
+    const { root } = await makeVolume();
+    const adapters = join(root, 'adapters');
+    await mkdir(adapters);
+    const trash = `.trash-x-${await tag()}-${deadPid()}-0123456789ab`;
+    await mkdir(join(adapters, trash));
+    const started = Date.now();
+    expect(await awaitReplacement(join(adapters, 'x'), 5000)).toEqual({
+      state: 'interrupted',
+      id: 'x',
+      trash,
+    });
+    expect(await awaitReplacement(join(adapters, 'y'), 5000)).toEqual({ state: 'absent' });
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('list reports such an id as being replaced (not absent), or as interrupted, instead of leaving it out', async () => {
+    const { root, src } = await makeVolume();
+    await mountAdapter(await makeAdapter(src, 'x'), { root });
+    const adapters = join(root, 'adapters');
+    const trash = `.trash-x-${await tag()}-${process.pid}-0123456789ab`;
+    await rename(join(adapters, 'x'), join(adapters, trash));
+    const lock = await acquireLock(join(adapters, '.mount.lock'));
+    let listing;
+    try {
+      listing = await listAdapters({ root });
+    } finally {
+      await lock.release();
+    }
+    expect(listing.adapters.map((a) => [a.id, a.status, a.finding?.code])).toEqual([
+      ['x', 'not_mounted', 'ADAPTER_BEING_REPLACED'],
+    ]);
+    expect(listing.in_progress).toEqual([trash]);
+    expect(listing.leftovers).toEqual([]);
+    // its mount died: the next mount puts it back
+    const after = await listAdapters({ root });
+    expect(after.adapters.map((a) => [a.id, a.status, a.finding?.code])).toEqual([
+      ['x', 'not_mounted', 'ADAPTER_REPLACE_INTERRUPTED'],
+    ]);
+    expect(after.leftovers).toEqual([trash]);
+    // and a swap that completes while list waits is listed as mounted
+    const again = await acquireLock(join(adapters, '.mount.lock'));
+    setTimeout(() => void rename(join(adapters, trash), join(adapters, 'x')), 200);
+    try {
+      const done = await listAdapters({ root });
+      expect(done.adapters.map((a) => [a.id, a.status])).toEqual([['x', 'mounted']]);
+    } finally {
+      await again.release();
+    }
+  });
+});
+
+describe('reaching the catalog: search permission on every folder from /', () => {
+  const OTHER = { uid: 4242, gid: 4242 };
+
+  it('a folder above the volume that the runtime user cannot pass: mount refuses (exit 3), list says not_mounted', async () => {
+    const { tmp, src } = await makeVolume();
+    const closed = join(tmp, 'closed');
+    await mkdir(closed, { mode: 0o700 });
+    await chmod(closed, 0o700);
+    const root = join(closed, 'models');
+    await mkdir(root, { mode: 0o755 });
+    const source = await makeAdapter(src, 'a');
+    const e = await failure(mountAdapter(source, { root, runtimeUser: OTHER }));
+    expect(e.code).toBe('ADAPTER_UNREADABLE');
+    expect(e.exitCode).toBe(3);
+    expect(statusOf(e)).toBe('not_mounted');
+    expect(e.message).toContain(`UID 4242 (the runtime user) cannot pass through ${closed} (`);
+    expect(e.message).toContain('0700, needs x)');
+    expect(e.hint).toContain(`chmod a+x ${closed}`);
+    await expect(lstat(join(root, 'adapters', 'a'))).rejects.toThrow();
+
+    // registered in place: the same
+    await mkdir(join(root, 'adapters'), { recursive: true });
+    const inPlace = await makeAdapter(join(root, 'adapters'), 'b');
+    expect((await failure(mountAdapter(inPlace, { root, runtimeUser: OTHER }))).code).toBe(
+      'ADAPTER_UNREADABLE',
+    );
+
+    const listing = await listAdapters({ root, runtimeUser: OTHER });
+    expect(listing.adapters.map((a) => [a.id, a.status, a.finding?.code, a.finding?.hint])).toEqual([
+      ['b', 'not_mounted', 'ADAPTER_UNREADABLE', `chmod a+x ${closed}`],
+    ]);
+    // opened: mounted
+    await chmod(closed, 0o711);
+    expect((await mountAdapter(source, { root, runtimeUser: OTHER })).status).toBe('mounted');
+    expect((await listAdapters({ root, runtimeUser: OTHER })).adapters.map((a) => a.status)).toEqual([
+      'mounted',
+      'mounted',
+    ]);
+  });
+});
+
+describe('list and mount agree on what verify says', () => {
+  it('an id that differs from metadata.json: the ADAPTER_ID_MISMATCH warning with or without --verify', async () => {
+    const { root, src } = await makeVolume();
+    await mountAdapter(await makeAdapter(src, 'named'), { root, id: 'renamed' });
+    for (const verify of [false, true]) {
+      const [entry] = (await listAdapters({ root, verify })).adapters;
+      expect(entry).toMatchObject({ id: 'renamed', status: 'mounted', warnings: 1 });
+      expect(entry?.warning?.code).toBe('ADAPTER_ID_MISMATCH');
+      expect(entry?.warning?.message).toContain('"renamed" but metadata.json says id "named"');
+    }
+  });
+
+  it('a symbolic link in the catalog is invalid (LAYOUT_SYMLINK) in list, refused by mount, replaced only with --force', async () => {
+    const { root, src } = await makeVolume();
+    const outside = await makeAdapter(src, 'linked');
+    const adapters = join(root, 'adapters');
+    await mkdir(adapters);
+    await symlink(outside, join(adapters, 'linked'));
+    const [entry] = (await listAdapters({ root })).adapters;
+    expect(entry).toMatchObject({ id: 'linked', status: 'invalid' });
+    expect(entry?.finding?.code).toBe('LAYOUT_SYMLINK');
+    expect(entry?.finding?.message).toContain(`to ${outside}`);
+
+    const e = await failure(mountAdapter(join(adapters, 'linked'), { root }));
+    expect(e.code).toBe('LAYOUT_SYMLINK');
+    expect(e.exitCode).toBe(1);
+    expect(statusOf(e)).toBe('invalid');
+    expect(e.hint).toContain(`codi-adapter mount ${outside} --id linked --force`);
+    // installing the target under that id: the link is "other contents"
+    expect((await failure(mountAdapter(outside, { root }))).code).toBe('MOUNT_CONFLICT');
+    const r = await mountAdapter(outside, { root, force: true });
+    expect(r.action).toBe('replaced');
+    expect((await lstat(join(adapters, 'linked'))).isDirectory()).toBe(true);
+    // the link went, not what it pointed to
+    expect((await readdir(outside)).sort()).toContain('adapter_model.safetensors');
+    expect((await listAdapters({ root })).adapters.map((a) => [a.id, a.status])).toEqual([
+      ['linked', 'mounted'],
+    ]);
   });
 });

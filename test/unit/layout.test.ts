@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CodiError } from '../../src/errors.js';
 import { isValidAdapterId, scanLayout } from '../../src/layout.js';
+import { validateAgainst } from '../../src/schemas.js';
 import { tempDir } from '../helpers/tmp.js';
 
 async function adapterDir(files: string[]): Promise<string> {
@@ -92,7 +93,25 @@ describe('adapter ids', () => {
   it.each(['qwen15b-lora-v0.1', 'a', '0', 'x'.repeat(128), 'a.b_c-d'])('accepts %s', (id) => {
     expect(isValidAdapterId(id)).toBe(true);
   });
-  it.each(['', '.', '..', '.hidden', 'Upper', 'a/b', 'a b', 'x'.repeat(129), '-a'])('refuses %j', (id) => {
-    expect(isValidAdapterId(id)).toBe(false);
+  it.each(['', '.', '..', '.hidden', 'Upper', 'a/b', 'a b', 'x'.repeat(129), '-a', 'a..b', 'a..', '0...1'])(
+    'refuses %j',
+    (id) => {
+      expect(isValidAdapterId(id)).toBe(false);
+    },
+  );
+
+  it('is the rule of the schemas too: metadata.json id, llm_assist adapter ids and default_adapter', () => {
+    for (const id of ['qwen15b-lora-v0.1', 'a.b', 'a..b', 'x..', '..', '.', 'Upper', 'x'.repeat(129)]) {
+      const ok = isValidAdapterId(id);
+      const meta = validateAgainst('metadata', { id }).filter((v) => v.pointer === '/id');
+      expect(meta.length === 0, `metadata.json id ${id}`).toBe(ok);
+      const rules = validateAgainst('llm-assist', { default_adapter: id, adapters: { [id]: null } });
+      const about = new Set(
+        rules.filter((v) => v.rule === 'pattern' || v.rule === 'not').map((v) => v.pointer),
+      );
+      expect([...about].sort(), `llm_assist ids ${id}`).toEqual(
+        ok ? [] : [`/adapters/${id.replace(/~/gu, '~0').replace(/\//gu, '~1')}`, '/default_adapter'],
+      );
+    }
   });
 });

@@ -105,15 +105,72 @@ describe('lock', () => {
     const dir = await tempDir();
     const path = join(dir, 'rules.yml.lock');
     const dead = deadPid();
-    await writeFile(join(dir, `.rules.yml.lock.${dead}.0123456789ab.tmp`), owner({ pid: dead }));
-    await writeFile(join(dir, `.rules.yml.lock.1.0123456789ab.tmp`), owner({ pid: 1 }));
-    await writeFile(join(dir, 'rules.yml.lock.break'), '');
     const old = new Date(Date.now() - 60_000);
+    // older than the heartbeat bound: a taker that died, whatever its pid (pid 1 is alive here, but a
+    // temp name carries no host: it may be another container's)
+    for (const name of [`.rules.yml.lock.${dead}.0123456789ab.tmp`, `.rules.yml.lock.1.0123456789ab.tmp`]) {
+      await writeFile(join(dir, name), owner({ pid: 1 }));
+      await utimes(join(dir, name), old, old);
+    }
+    // fresh, with a pid that is gone here: a taker at work in another container, unless its record
+    // says it was made on this host
+    await writeFile(
+      join(dir, `.rules.yml.lock.${dead}.ba9876543210.tmp`),
+      owner({ pid: dead, hostname: 'another-host' }),
+    );
+    await writeFile(join(dir, `.rules.yml.lock.${dead}.cccccccccccc.tmp`), owner({ pid: dead }));
+    await writeFile(join(dir, 'rules.yml.lock.break'), '');
     await utimes(join(dir, 'rules.yml.lock.break'), old, old);
     const lock = await acquireLock(path);
     await lock.release();
-    // pid 1 is alive: its record may be a taker at work
-    expect((await readdir(dir)).sort()).toEqual(['.rules.yml.lock.1.0123456789ab.tmp']);
+    expect((await readdir(dir)).sort()).toEqual([`.rules.yml.lock.${dead}.ba9876543210.tmp`]);
+  });
+
+  it("a holder keeps a heartbeat: the lock file's mtime is refreshed while it is held, recorded in the lock", async () => {
+    const path = join(await tempDir(), 'x.lock');
+    const saved = process.env.CODI_TEST_HEARTBEAT_STALE_MS;
+    process.env.CODI_TEST_HEARTBEAT_STALE_MS = '300';
+    try {
+      const lock = await acquireLock(path);
+      expect(lock.owner.heartbeat_ms).toBe(50);
+      expect((await readLockOwner(path))?.heartbeat_ms).toBe(50);
+      const old = new Date(Date.now() - 60_000);
+      await utimes(path, old, old);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(Date.now() - (await stat(path)).mtimeMs).toBeLessThan(1000);
+      await lock.release();
+      await expect(stat(path)).rejects.toThrow();
+    } finally {
+      if (saved === undefined) delete process.env.CODI_TEST_HEARTBEAT_STALE_MS;
+      else process.env.CODI_TEST_HEARTBEAT_STALE_MS = saved;
+    }
+  });
+
+  it("another host's lock: respected while its heartbeat is fresh, broken once it stops for the bound", async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'x.lock');
+    // pid 1 exists here too: only the heartbeat can tell (a restarted container under the same name)
+    for (const host of ['another-host', hostname()]) {
+      await writeFile(path, owner({ hostname: host, pid: 1, heartbeat_ms: 5000 }));
+      expect((await heldError(acquireLock(path, { timeoutMs: 0 }))).code).toBe('LOCK_HELD');
+      const quiet = new Date(Date.now() - 31_000);
+      await utimes(path, quiet, quiet);
+      const lock = await acquireLock(path, { timeoutMs: 0 });
+      expect((await readLockOwner(path))?.nonce).toBe(lock.owner.nonce);
+      await lock.release();
+    }
+  });
+
+  it("stale by heartbeat: the bound, three of the holder's own beats if slower, never for a lock without one", () => {
+    const base = { pid: 1, hostname: 'another-host', nonce: 'n', acquired_at: '' };
+    expect(lockIsStale({ ...base, heartbeat_ms: 5000 }, 29_000, undefined, 30_000)).toBe(false);
+    expect(lockIsStale({ ...base, heartbeat_ms: 5000 }, 31_000, undefined, 30_000)).toBe(true);
+    expect(lockIsStale({ ...base, heartbeat_ms: 5000 }, 600, undefined, 500)).toBe(false);
+    expect(lockIsStale({ ...base, heartbeat_ms: 100 }, 600, undefined, 500)).toBe(true);
+    expect(lockIsStale({ ...base, heartbeat_ms: 20_000 }, 50_000, undefined, 30_000)).toBe(false);
+    // written before heartbeats existed: only its age makes it stale
+    expect(lockIsStale(base, 31_000, undefined, 30_000)).toBe(false);
+    expect(lockIsStale(base, 11 * 60_000)).toBe(true);
   });
 
   it('treats an unreadable record as held until it is stale', () => {

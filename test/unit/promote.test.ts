@@ -271,6 +271,99 @@ describe('promoteAdapter', () => {
     expect(e.file).toBe(s.rules);
   });
 
+  it.each([
+    [
+      'a Latin-1 byte in a comment',
+      Buffer.from('# Caf\xe9\n', 'latin1'),
+      'invalid byte 0xe9 at byte offset 5',
+    ],
+    [
+      'a UTF-16 byte order mark',
+      Buffer.from([0xff, 0xfe]),
+      'invalid byte 0xff at byte offset 0; it starts with a UTF-16',
+    ],
+  ])(
+    'refuses a rules.yml that is not UTF-8 (%s): exit 1, the offset named, not a byte changed',
+    async (_what, prefix, said) => {
+      const s = await setup();
+      const bytes = Buffer.concat([prefix, Buffer.from(RULES)]);
+      await writeFile(s.rules, bytes);
+      const e = await refused(s, promoteAdapter(s.adapter, opts(s)));
+      expect(e.code).toBe('RULES_YAML_INVALID');
+      expect(e.exitCode).toBe(1);
+      expect(e.message).toContain(`is not UTF-8: ${said}`);
+      expect(await readFile(s.rules)).toEqual(bytes);
+      // a dry run says the same
+      expect((await refused(s, promoteAdapter(s.adapter, opts(s, { dryRun: true })))).code).toBe(
+        'RULES_YAML_INVALID',
+      );
+    },
+  );
+
+  it('keeps a UTF-8 byte order mark and every non-ASCII byte of rules.yml', async () => {
+    const s = await setup({ rules: `\ufeff# Café — règles\n${RULES}` });
+    const before = await readFile(s.rules);
+    await promoteAdapter(s.adapter, opts(s));
+    const after = await readFile(s.rules);
+    // everything before the section promote edits, byte for byte
+    const untouched = before.indexOf('llm_assist:');
+    expect(after.subarray(0, untouched)).toEqual(before.subarray(0, untouched));
+    expect(after.toString('utf8')).toContain('# Café — règles');
+    expect(after.subarray(0, 3)).toEqual(Buffer.from([0xef, 0xbb, 0xbf]));
+  });
+
+  it('refuses an eval.json that is not UTF-8, or with a number beyond a double, naming the literal', async () => {
+    const s = await setup();
+    await writeFile(s.eval, Buffer.from('{"suite": "caf\xe9"}', 'latin1'));
+    const e = await refused(s, promoteAdapter(s.adapter, opts(s)));
+    expect(e.code).toBe('EVAL_JSON');
+    expect(e.message).toContain('is not UTF-8: invalid byte 0xe9 at byte offset 14');
+    await writeFile(s.eval, JSON.stringify(EVAL).replace('0.86', '1e999'));
+    const big = await refused(s, promoteAdapter(s.adapter, opts(s)));
+    expect(big.code).toBe('EVAL_JSON');
+    expect(big.exitCode).toBe(1);
+    expect(big.message).toContain('the number 1e999 is too large for a double');
+  });
+
+  it('refuses an adapter whose metadata.json holds a number beyond a double (METADATA_JSON naming it)', async () => {
+    const s = await setup();
+    const path = join(s.adapter, 'metadata.json');
+    await writeFile(path, (await readFile(path, 'utf8')).replace('"epochs": 3', '"epochs": 3e999'));
+    const e = await refused(s, promoteAdapter(s.adapter, opts(s)));
+    expect(e.code).toBe('METADATA_JSON');
+    expect(e.message).toContain('the number 3e999 is too large for a double');
+  });
+
+  it('refuses an adapter whose id contains "..", as verify does (METADATA_INVALID at /id)', async () => {
+    const s = await setup();
+    const odd = await makeAdapter(s.dir, 'a..b');
+    const e = await refused(s, promoteAdapter(odd, opts(s)));
+    expect(e.code).toBe('METADATA_INVALID');
+    expect(e.exitCode).toBe(1);
+    expect(e.message).toContain('/id');
+    expect(e.message).toContain('never ".."');
+  });
+
+  it('refuses (exit 1, untouched) to add to an adapters map whose anchor an alias elsewhere shows', async () => {
+    const s = await setup({
+      rules: [
+        'version: "2026.11.0"',
+        'llm_assist:',
+        '  adapters: &ads',
+        '    old:',
+        '      version: 0.0.1',
+        '      base_model: tiny-qwen2',
+        `      checksum: sha256:${'a'.repeat(64)}`,
+        'mirror: *ads',
+        '',
+      ].join('\n'),
+    });
+    const e = await refused(s, promoteAdapter(s.adapter, opts(s)));
+    expect(e.code).toBe('YAML_EDIT_ANCHORED');
+    expect(e.exitCode).toBe(1);
+    expect(e.file).toBe(s.rules);
+  });
+
   it('fails closed on an invalid adapter, with its first finding', async () => {
     const s = await setup();
     const e = await refused(s, promoteAdapter('examples/adapters/broken-checksum', opts(s)));
@@ -313,6 +406,20 @@ describe('promoteAdapter', () => {
     expect((error as CodiError).code).toBe('LOCK_HELD');
     expect((error as CodiError).exitCode).toBe(3);
     expect(await snapshot(s)).toEqual(before);
+  });
+
+  it('removes temp files a killed promote left, whatever pid or host made them (it holds both locks)', async () => {
+    const s = await setup();
+    // pid 1 is alive here: a pid from another container says nothing about the writer
+    const rulesTemp = join(s.dir, '.rules.yml.1.0123456789ab.tmp');
+    const metadataTemp = join(s.adapter, '.metadata.json.1.0123456789ab.tmp');
+    // a lock taker's temp is lock.ts's to judge (it may be a waiter at work): left alone here
+    const takerTemp = join(s.dir, '.rules.yml.lock.1.0123456789ab.tmp');
+    for (const f of [rulesTemp, metadataTemp, takerTemp]) await writeFile(f, 'partial');
+    await promoteAdapter(s.adapter, opts(s));
+    await expect(stat(rulesTemp)).rejects.toThrow();
+    await expect(stat(metadataTemp)).rejects.toThrow();
+    expect(await readFile(takerTemp, 'utf8')).toBe('partial');
   });
 
   it('keeps the rules file mode', async () => {

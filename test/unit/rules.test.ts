@@ -312,6 +312,84 @@ describe('recordAdapter', () => {
     expect(e.code).toBe('YAML_EDIT_UNSUPPORTED');
   });
 
+  describe('anchors and aliases', () => {
+    const OLD = ['      version: 0.0.1', '      base_model: qwen2.5-coder-1.5b', `      checksum: ${SHA_A}`];
+
+    it('refuses to add to an adapters map that an alias elsewhere shows (YAML_EDIT_ANCHORED), naming its line', () => {
+      const text = [
+        'version: "1"',
+        'llm_assist:',
+        '  adapters: &ads',
+        '    old:',
+        ...OLD,
+        'mirror: *ads',
+        '',
+      ].join('\n');
+      const e = thrown(() => recordAdapter(parseRules(text), 'new', entry(), { setDefault: false }));
+      expect(e.code).toBe('YAML_EDIT_ANCHORED');
+      expect(e.exitCode).toBe(1);
+      expect(e.message).toContain('llm_assist.adapters carries the anchor &ads');
+      expect(e.message).toContain('(*ads at line 8)');
+      expect(e.hint).toContain('the file was not changed');
+    });
+
+    it('refuses to update an entry an alias shows, or a default_adapter an alias repeats; adds beside them', () => {
+      const text = [
+        'version: "1"',
+        'llm_assist:',
+        '  default_adapter: &def old',
+        '  adapters:',
+        '    old: &old',
+        ...OLD,
+        'backup: *old',
+        'also_default: *def',
+        '',
+      ].join('\n');
+      const rules = parseRules(text);
+      const update = thrown(() => recordAdapter(rules, 'old', entry(), { setDefault: false }));
+      expect(update.code).toBe('YAML_EDIT_ANCHORED');
+      expect(update.message).toContain('llm_assist.adapters.old carries the anchor &old');
+      const makeDefault = thrown(() => recordAdapter(rules, 'new', entry(), { setDefault: true }));
+      expect(makeDefault.code).toBe('YAML_EDIT_ANCHORED');
+      expect(makeDefault.message).toContain('&def');
+      // a new entry touches neither anchored node: the aliases mean what they meant
+      const r = recordAdapter(rules, 'new', entry(), { setDefault: false });
+      const data = parseDocument(r.text).toJS() as Record<string, unknown>;
+      expect(data.backup).toEqual({ version: '0.0.1', base_model: 'qwen2.5-coder-1.5b', checksum: SHA_A });
+      expect(data.also_default).toBe('old');
+      expect(r.text.endsWith('backup: *old\nalso_default: *def\n')).toBe(true);
+    });
+
+    it('edits freely next to anchors no alias uses, and keeps aliases that point into llm_assist from elsewhere', () => {
+      const unused = ['version: "1"', 'llm_assist:', '  adapters: &ads', '    old:', ...OLD, ''].join('\n');
+      expect(recordAdapter(parseRules(unused), 'new', entry(), { setDefault: false }).text).toContain(
+        '    new:\n',
+      );
+      const inbound = [
+        'version: "1"',
+        'common: &gates',
+        '  ranking_accuracy: 0.80',
+        'base: &bm qwen2.5-coder-1.5b',
+        'llm_assist:',
+        '  base_model: *bm',
+        '  gates:',
+        '    min_metrics: *gates',
+        '  adapters:   # x',
+        '',
+      ].join('\n');
+      const r = recordAdapter(parseRules(inbound), 'new', entry(), { setDefault: false });
+      expect(r.text.startsWith(inbound.slice(0, inbound.indexOf('  adapters:')))).toBe(true);
+      expect(parseRules(r.text).llmAssist?.gates?.min_metrics).toEqual({ ranking_accuracy: 0.8 });
+    });
+
+    it('a merge key (<<: *b) is an alias too: the map it merges is not edited', () => {
+      const text = 'base: &b { x: 1 }\nderived:\n  <<: *b\n  y: 2\n';
+      expect(thrown(() => applyYamlEdits(text, [{ path: ['base', 'z'], value: 3 }])).code).toBe(
+        'YAML_EDIT_ANCHORED',
+      );
+    });
+  });
+
   it('random entries on the commented file always re-parse to exactly the intended data', () => {
     const id = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,20}$/u).filter((s) => !s.includes('..'));
     const version = fc.tuple(fc.nat(20), fc.nat(20), fc.nat(20)).map(([a, b, c]) => `${a}.${b}.${c}`);

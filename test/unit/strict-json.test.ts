@@ -6,6 +6,7 @@ import {
   jsonPointer,
   JsonNumber,
   JsonObject,
+  parseJson,
   parseStrictJson,
   STRICT_JSON_ERROR_CODES,
   StrictJsonError,
@@ -246,6 +247,45 @@ describe('parseStrictJson: refused documents', () => {
 
   it('survives a million open brackets without exhausting the stack', () => {
     expectKind('['.repeat(1_000_000), 'too-deep');
+  });
+
+  it('parseJson (plain values) refuses a number no double can hold, naming the literal and where it is', () => {
+    for (const [text, literal] of [
+      ['{"metrics": {"a": 0.5, "b": 1e999}}', '1e999'],
+      ['[-1E+400]', '-1E+400'],
+      [`[${'9'.repeat(400)}]`, `${'9'.repeat(40)}…`],
+    ] as const) {
+      let err: unknown;
+      try {
+        parseJson(text);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(StrictJsonError);
+      const e = err as StrictJsonError;
+      expect(e.code).toBe('JSON_NUMBER_RANGE');
+      expect(e.kind).toBe('number-range');
+      expect(e.exitCode).toBe(ExitCode.INVALID);
+      expect(e.message).toContain(`the number ${literal} is too large for a double`);
+      expect(e.position).toBe(text.indexOf(literal.replace('…', '')));
+    }
+    const e = (() => {
+      try {
+        parseJson('{"metrics": {"a": 0.5, "b": 1e999}}');
+      } catch (x) {
+        return x as StrictJsonError;
+      }
+      throw new Error('accepted');
+    })();
+    expect(e.jsonPointer).toBe('/metrics/b');
+    // small, tiny and ordinary numbers are fine; without the option the lexeme is kept as written
+    expect(parseJson('[1e308, 1e-999, -0, 123456789012345678901234567890]')).toEqual([
+      1e308,
+      0,
+      -0,
+      Number('123456789012345678901234567890'),
+    ]);
+    expect((parseStrictJson('1e999') as JsonNumber).source).toBe('1e999');
   });
 
   it('gives 1-based line and column of the error', () => {
