@@ -714,7 +714,7 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
   const lockTimeout = options.lockTimeoutMs ?? DEFAULT_MOUNT_LOCK_TIMEOUT_MS;
 
   if (inPlace) {
-    const problems = await accessProblems(report.verified.layout, ancestorsOf(cat), user);
+    const problems = await accessProblems(report.verified.layout, ancestorsOf(cat).volume, user);
     if (problems.length > 0) throw unreadableError(src, cat.root, id, problems, user);
     let cleaned: Cleaned = { removed: [], restored: [] };
     // every mount cleans what interrupted ones left, when it may write there (registering needs no write)
@@ -744,7 +744,7 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
       active: (await readActive(cat.adapters)) === id,
       activated,
       gguf,
-      findings: report.findings,
+      findings: withAboveVolume(report.findings, await aboveVolumeWarning(cat, user)),
       cleaned,
     };
   }
@@ -880,8 +880,8 @@ async function install(
   base: Pick<MountResult, 'id' | 'source' | 'adapter' | 'readable_by'>,
 ): Promise<MountResult> {
   await requireWritable(cat);
-  // the runtime user must be able to reach <root>/adapters/<id> at all: x on every folder from / down
-  const reach = await accessProblems(null, ancestorsOf(cat), user);
+  // the runtime user must be able to reach <root>/adapters/<id> at all: x on the volume's folders
+  const reach = await accessProblems(null, ancestorsOf(cat).volume, user);
   if (reach.length > 0) throw unreadableError(cat.adapters, cat.root, id, reach, user);
 
   const final = join(cat.adapters, id);
@@ -1010,9 +1010,13 @@ async function install(
     active: (await readActive(cat.adapters)) === id,
     activated,
     gguf,
-    findings,
+    findings: withAboveVolume(findings, await aboveVolumeWarning(cat, user)),
     cleaned,
   };
+}
+
+function withAboveVolume(findings: Finding[], warning: Finding | null): Finding[] {
+  return warning ? [...findings, warning] : findings;
 }
 
 /**
@@ -1140,6 +1144,8 @@ export interface CatalogListing {
   leftovers: string[];
   /** hidden staging or trash folders of mounts at work now */
   in_progress: string[];
+  /** a folder above the volume UID 1000 cannot pass (ROOT_PATH_UNREACHABLE), or null */
+  root_warning: Finding | null;
   durationMs: number;
 }
 
@@ -1165,6 +1171,7 @@ export async function listAdapters(options: ListOptions): Promise<CatalogListing
     adapters: [],
     leftovers: [],
     in_progress: [],
+    root_warning: null,
     durationMs: 0,
   };
   if (cat.adaptersReal === null) {
@@ -1204,7 +1211,8 @@ export async function listAdapters(options: ListOptions): Promise<CatalogListing
     }
   }
   // the runtime user reaches nothing below a folder it cannot pass through: checked once for all
-  const reach = await accessProblems(null, ancestorsOf(cat), user);
+  const reach = await accessProblems(null, ancestorsOf(cat).volume, user);
+  listing.root_warning = await aboveVolumeWarning(cat, user);
   const entries = await mapPool(names, options.concurrency ?? 32, async (name) => {
     const path = join(cat.adapters, name);
     const entry = await inspect(path, name, options.verify === true, user, reach);
@@ -1279,16 +1287,46 @@ function replacedEntry(path: string, id: string, r: Replacement): CatalogEntry {
   return { ...blankEntry(path, id), status: 'not_mounted', errors: 1, finding: replacementFinding(r) };
 }
 
-/** Every folder from `/` down to `<root>/adapters`, as given and as resolved: each needs x for UID 1000. */
-function ancestorsOf(cat: Catalog): string[] {
-  const out = new Set<string>();
-  for (const path of [cat.adapters, cat.adaptersReal ?? join(cat.rootReal, ADAPTERS_DIR)]) {
-    for (let p = path; ; p = dirname(p)) {
-      out.add(p);
+/**
+ * The folders UID 1000 must pass through (x) to reach `<root>/adapters`, as given and as resolved:
+ * `volume` (the root and `adapters`, which the container sees too) and `above` (from `/` down to the
+ * root's parent, which exist only on this host: a volume bind-mounted into the container as /models is
+ * reached without them).
+ */
+function ancestorsOf(cat: Catalog): { volume: string[]; above: string[] } {
+  const volume = new Set<string>();
+  const above = new Set<string>();
+  const pairs: [string, string][] = [
+    [cat.root, cat.adapters],
+    [cat.rootReal, cat.adaptersReal ?? join(cat.rootReal, ADAPTERS_DIR)],
+  ];
+  for (const [root, adapters] of pairs) {
+    volume.add(root).add(adapters);
+    for (let p = dirname(root); ; p = dirname(p)) {
+      above.add(p);
       if (dirname(p) === p) break;
     }
   }
-  return [...out].sort();
+  for (const p of volume) above.delete(p);
+  return { volume: [...volume].sort(), above: [...above].sort() };
+}
+
+/**
+ * A folder above the volume that UID 1000 cannot pass: a warning, not an error. In the container the
+ * volume is /models and these folders are not on its way; only a `run` on this host as UID 1000 would
+ * not reach the adapters.
+ */
+async function aboveVolumeWarning(cat: Catalog, user: RuntimeUser): Promise<Finding | null> {
+  const problems = await accessProblems(null, ancestorsOf(cat).above, user);
+  if (problems.length === 0) return null;
+  const shown = problems.map((p) => `${p.path} (${p.owner} ${p.mode})`).join(', ');
+  return {
+    level: 'warning',
+    code: 'ROOT_PATH_UNREACHABLE',
+    message: `UID ${user.uid} cannot pass through ${shown} above the models volume ${cat.root}: fine when the volume is bind-mounted into the container, but codi-adapter run on this host as UID ${user.uid} would not reach it`,
+    file: cat.root,
+    hint: `chmod a+x ${problems.map((p) => p.path).join(' ')}   (only if run reads the volume at this path)`,
+  };
 }
 
 async function inspect(

@@ -53,6 +53,10 @@ function renderListing(listing: CatalogListing, io: CommandIO): void {
       paint.yellow(`⚠ active points to ${listing.active ?? '?'}, which is not in ${listing.adapters_dir}`),
     );
   }
+  if (listing.root_warning) {
+    io.log(paint.yellow(`⚠ ${listing.root_warning.code}: ${listing.root_warning.message}`));
+    if (listing.root_warning.hint) io.log(`  ${paint.dim('hint:')} ${listing.root_warning.hint}`);
+  }
   if (listing.leftovers.length > 0) {
     io.log(
       paint.dim(`${listing.leftovers.length} leftover(s) of interrupted mounts; the next mount cleans them`),

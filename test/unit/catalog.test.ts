@@ -465,10 +465,37 @@ describe('a replacement between its two renames (awaitReplacement)', () => {
   });
 });
 
-describe('reaching the catalog: search permission on every folder from /', () => {
+describe('reaching the catalog: search permission on the way to the adapters', () => {
   const OTHER = { uid: 4242, gid: 4242 };
 
-  it('a folder above the volume that the runtime user cannot pass: mount refuses (exit 3), list says not_mounted', async () => {
+  it('a folder of the volume that the runtime user cannot pass: mount refuses (exit 3), list says not_mounted', async () => {
+    const { root, src } = await makeVolume();
+    const adapters = join(root, 'adapters');
+    await mkdir(adapters, { recursive: true });
+    const inPlace = await makeAdapter(adapters, 'b');
+    await chmod(adapters, 0o700);
+    const source = await makeAdapter(src, 'a');
+    const e = await failure(mountAdapter(source, { root, runtimeUser: OTHER }));
+    expect(e.code).toBe('ADAPTER_UNREADABLE');
+    expect(e.exitCode).toBe(3);
+    expect(statusOf(e)).toBe('not_mounted');
+    expect(e.message).toContain(`UID 4242 (the runtime user) cannot pass through ${adapters} (`);
+    expect(e.message).toContain('0700, needs x)');
+    expect(e.hint).toContain(`chmod a+x ${adapters}`);
+    await expect(lstat(join(adapters, 'a'))).rejects.toThrow();
+    // registered in place: the same
+    expect((await failure(mountAdapter(inPlace, { root, runtimeUser: OTHER }))).code).toBe(
+      'ADAPTER_UNREADABLE',
+    );
+    const listing = await listAdapters({ root, runtimeUser: OTHER });
+    expect(listing.adapters.map((a) => [a.id, a.status, a.finding?.code, a.finding?.hint])).toEqual([
+      ['b', 'not_mounted', 'ADAPTER_UNREADABLE', `chmod a+x ${adapters}`],
+    ]);
+    await chmod(adapters, 0o755);
+    expect((await mountAdapter(source, { root, runtimeUser: OTHER })).status).toBe('mounted');
+  });
+
+  it('a folder above the volume that the runtime user cannot pass: mounted, with ROOT_PATH_UNREACHABLE (a bind mount does not need it)', async () => {
     const { tmp, src } = await makeVolume();
     const closed = join(tmp, 'closed');
     await mkdir(closed, { mode: 0o700 });
@@ -476,33 +503,23 @@ describe('reaching the catalog: search permission on every folder from /', () =>
     const root = join(closed, 'models');
     await mkdir(root, { mode: 0o755 });
     const source = await makeAdapter(src, 'a');
-    const e = await failure(mountAdapter(source, { root, runtimeUser: OTHER }));
-    expect(e.code).toBe('ADAPTER_UNREADABLE');
-    expect(e.exitCode).toBe(3);
-    expect(statusOf(e)).toBe('not_mounted');
-    expect(e.message).toContain(`UID 4242 (the runtime user) cannot pass through ${closed} (`);
-    expect(e.message).toContain('0700, needs x)');
-    expect(e.hint).toContain(`chmod a+x ${closed}`);
-    await expect(lstat(join(root, 'adapters', 'a'))).rejects.toThrow();
-
-    // registered in place: the same
-    await mkdir(join(root, 'adapters'), { recursive: true });
-    const inPlace = await makeAdapter(join(root, 'adapters'), 'b');
-    expect((await failure(mountAdapter(inPlace, { root, runtimeUser: OTHER }))).code).toBe(
-      'ADAPTER_UNREADABLE',
-    );
+    const r = await mountAdapter(source, { root, runtimeUser: OTHER });
+    expect(r.status).toBe('mounted');
+    const warning = r.findings.find((f) => f.code === 'ROOT_PATH_UNREACHABLE');
+    expect(warning?.level).toBe('warning');
+    expect(warning?.message).toContain(`UID 4242 cannot pass through ${closed} (`);
+    expect(warning?.message).toContain(`above the models volume ${root}`);
+    expect(warning?.hint).toContain(`chmod a+x ${closed}`);
 
     const listing = await listAdapters({ root, runtimeUser: OTHER });
-    expect(listing.adapters.map((a) => [a.id, a.status, a.finding?.code, a.finding?.hint])).toEqual([
-      ['b', 'not_mounted', 'ADAPTER_UNREADABLE', `chmod a+x ${closed}`],
-    ]);
-    // opened: mounted
+    expect(listing.adapters.map((a) => [a.id, a.status])).toEqual([['a', 'mounted']]);
+    expect(listing.root_warning?.code).toBe('ROOT_PATH_UNREACHABLE');
+    // opened: no warning
     await chmod(closed, 0o711);
-    expect((await mountAdapter(source, { root, runtimeUser: OTHER })).status).toBe('mounted');
-    expect((await listAdapters({ root, runtimeUser: OTHER })).adapters.map((a) => a.status)).toEqual([
-      'mounted',
-      'mounted',
-    ]);
+    expect((await listAdapters({ root, runtimeUser: OTHER })).root_warning).toBeNull();
+    expect(
+      (await mountAdapter(source, { root, runtimeUser: OTHER })).findings.map((f) => f.code),
+    ).not.toContain('ROOT_PATH_UNREACHABLE');
   });
 });
 
