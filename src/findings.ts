@@ -30,9 +30,8 @@ export const MAX_FINDINGS_PER_CODE = 50;
 
 /**
  * Findings as a report lists them: at most `perCode` of each code, in their order; the rest of a
- * code become one finding right after its last listed one: "… and N more CODE findings", at the most
- * severe level among them, about their file when they share one (else the adapter folder, `.`),
- * with `omitted: N`. A finding that already stands for omitted ones (a capped list fed in again) is
+ * code become one finding (one per level) right after its last listed one: "… and N more CODE
+ * findings", about their file when they share one (else the adapter folder, `.`), with `omitted: N`. A finding that already stands for omitted ones (a capped list fed in again) is
  * merged into its code's. Pushing into it keeps memory bounded however many findings arrive.
  */
 export class CappedFindings {
@@ -52,14 +51,15 @@ export class CappedFindings {
         return;
       }
     }
-    let summary = this.rest.get(f.code);
+    // one per code and level, so that the counts of errors and warnings stay exact
+    const key = `${f.level} ${f.code}`;
+    let summary = this.rest.get(key);
     if (!summary) {
       summary = { level: f.level, code: f.code, message: '', file: f.file, omitted: 0 };
-      this.rest.set(f.code, summary);
+      this.rest.set(key, summary);
       this.out.push(summary);
     }
     summary.omitted += omitted || 1;
-    if (f.level === 'error') summary.level = 'error';
     if (summary.file !== f.file) summary.file = '.';
   }
 

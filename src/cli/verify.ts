@@ -10,6 +10,7 @@ import { plural } from '../text.js';
 import { reportExitCode, verifyAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
 import { nowMs } from '../clock.js';
+import { progressMinBytes } from '../test-hooks.js';
 
 export { verifySpec } from './specs.js';
 
@@ -34,8 +35,9 @@ export async function verifyMain(
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {
       const { default: ora } = await import('ora');
       const started = nowMs();
+      const minBytes = progressMinBytes(PROGRESS_MIN_BYTES);
       options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {
-        if (bytesTotal < PROGRESS_MIN_BYTES) return;
+        if (bytesTotal < minBytes) return;
         // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes
         spinner ??= ora({ stream: process.stderr, discardStdin: false }).start();
         spinner.text = progressText(file, bytesDone, bytesTotal, started);
