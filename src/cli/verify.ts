@@ -38,9 +38,11 @@ export async function verifyMain(
       const minBytes = progressMinBytes(PROGRESS_MIN_BYTES);
       options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {
         if (bytesTotal < minBytes) return;
-        // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes
-        spinner ??= ora({ stream: process.stderr, discardStdin: false }).start();
-        spinner.text = progressText(file, bytesDone, bytesTotal, started);
+        const text = progressText(file, bytesDone, bytesTotal, started);
+        // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes; the
+        // text is there from the first frame (ora draws a changed text at its next tick only)
+        if (spinner) spinner.text = text;
+        else spinner = ora({ stream: process.stderr, discardStdin: false, text }).start();
       };
     }
     let result;
