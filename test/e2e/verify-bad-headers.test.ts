@@ -26,45 +26,45 @@ const entry = (dtype: string, shape: string, offsets: string): string =>
 const one = (dtype: string, shape: string, offsets: string, data: number): Uint8Array =>
   file(`{"a":${entry(dtype, shape, offsets)}}`, data);
 
-const CASES: [what: string, bytes: Uint8Array, code: string][] = [
-  ['header length 0', file('', 0, 0n), 'SAFETENSORS_HEADER_LENGTH'],
-  ['header length over 100 MB', file('{}', 0, 100_000_001n), 'SAFETENSORS_HEADER_LENGTH'],
-  ['header length past the end of the file', file('{}', 0, 1000n), 'SAFETENSORS_HEADER_LENGTH'],
-  ['header length 2^64−1', file('{}', 0, 2n ** 64n - 1n), 'SAFETENSORS_HEADER_LENGTH'],
-  ['header not UTF-8', file(Uint8Array.of(0x7b, 0xff, 0x7d)), 'SAFETENSORS_HEADER_UTF8'],
-  ['header not JSON', file('{"a":'), 'SAFETENSORS_HEADER_JSON'],
-  ['header a JSON array', file('[]'), 'SAFETENSORS_HEADER_NOT_OBJECT'],
-  ['garbage after the JSON', file('{} x'), 'SAFETENSORS_HEADER_JSON'],
-  ['a leading BOM', file('\uFEFF{}'), 'SAFETENSORS_HEADER_JSON'],
-  ['an unknown dtype', one('F33', '[1]', '[0,4]', 4), 'SAFETENSORS_DTYPE'],
-  ['a lowercase dtype', one('f32', '[1]', '[0,4]', 4), 'SAFETENSORS_DTYPE'],
-  ['a negative shape', one('F32', '[-1]', '[0,4]', 4), 'SAFETENSORS_SHAPE'],
-  ['a float shape', one('F32', '[1.5]', '[0,4]', 4), 'SAFETENSORS_SHAPE'],
+const CASES: [what: string, code: string, bytes: Uint8Array][] = [
+  ['header length 0', 'SAFETENSORS_HEADER_LENGTH', file('', 0, 0n)],
+  ['header length over 100 MB', 'SAFETENSORS_HEADER_LENGTH', file('{}', 0, 100_000_001n)],
+  ['header length past the end of the file', 'SAFETENSORS_HEADER_LENGTH', file('{}', 0, 1000n)],
+  ['header length 2^64−1', 'SAFETENSORS_HEADER_LENGTH', file('{}', 0, 2n ** 64n - 1n)],
+  ['header not UTF-8', 'SAFETENSORS_HEADER_UTF8', file(Uint8Array.of(0x7b, 0xff, 0x7d))],
+  ['header not JSON', 'SAFETENSORS_HEADER_JSON', file('{"a":')],
+  ['header a JSON array', 'SAFETENSORS_HEADER_NOT_OBJECT', file('[]')],
+  ['garbage after the JSON', 'SAFETENSORS_HEADER_JSON', file('{} x')],
+  ['a leading BOM', 'SAFETENSORS_HEADER_JSON', file('\uFEFF{}')],
+  ['an unknown dtype', 'SAFETENSORS_DTYPE', one('F33', '[1]', '[0,4]', 4)],
+  ['a lowercase dtype', 'SAFETENSORS_DTYPE', one('f32', '[1]', '[0,4]', 4)],
+  ['a negative shape', 'SAFETENSORS_SHAPE', one('F32', '[-1]', '[0,4]', 4)],
+  ['a float shape', 'SAFETENSORS_SHAPE', one('F32', '[1.5]', '[0,4]', 4)],
   [
     'offsets with a gap',
-    file(`{"a":${entry('F32', '[1]', '[0,4]')},"b":${entry('F32', '[1]', '[8,12]')}}`, 12),
     'SAFETENSORS_OFFSETS',
+    file(`{"a":${entry('F32', '[1]', '[0,4]')},"b":${entry('F32', '[1]', '[8,12]')}}`, 12),
   ],
   [
     'offsets that overlap',
-    file(`{"a":${entry('F32', '[1]', '[0,4]')},"b":${entry('F32', '[1]', '[2,6]')}}`, 6),
     'SAFETENSORS_OFFSETS',
+    file(`{"a":${entry('F32', '[1]', '[0,4]')},"b":${entry('F32', '[1]', '[2,6]')}}`, 6),
   ],
-  ['offsets not starting at 0', one('F32', '[1]', '[4,8]', 8), 'SAFETENSORS_OFFSETS'],
-  ['offsets ending before they begin', one('F32', '[0]', '[4,0]', 4), 'SAFETENSORS_OFFSETS'],
-  ['offsets beyond the file', one('F32', '[1]', '[0,4]', 2), 'SAFETENSORS_OFFSETS'],
-  ['byte length ≠ shape × dtype size', one('F32', '[2]', '[0,4]', 4), 'SAFETENSORS_SIZE'],
-  ['F4 with an odd element count', one('F4', '[3]', '[0,2]', 2), 'SAFETENSORS_SIZE'],
+  ['offsets not starting at 0', 'SAFETENSORS_OFFSETS', one('F32', '[1]', '[4,8]', 8)],
+  ['offsets ending before they begin', 'SAFETENSORS_OFFSETS', one('F32', '[0]', '[4,0]', 4)],
+  ['offsets beyond the file', 'SAFETENSORS_OFFSETS', one('F32', '[1]', '[0,4]', 2)],
+  ['byte length ≠ shape × dtype size', 'SAFETENSORS_SIZE', one('F32', '[2]', '[0,4]', 4)],
+  ['F4 with an odd element count', 'SAFETENSORS_SIZE', one('F4', '[3]', '[0,2]', 2)],
   [
     'a duplicate tensor key',
-    file(`{"a":${entry('F32', '[1]', '[0,4]')},"a":${entry('F32', '[1]', '[4,8]')}}`, 8),
     'SAFETENSORS_DUPLICATE_KEY',
+    file(`{"a":${entry('F32', '[1]', '[0,4]')},"a":${entry('F32', '[1]', '[4,8]')}}`, 8),
   ],
-  ['a duplicate __metadata__', file('{"__metadata__":{},"__metadata__":{}}'), 'SAFETENSORS_DUPLICATE_KEY'],
-  ['a non-string metadata value', file('{"__metadata__":{"a":1}}'), 'SAFETENSORS_METADATA'],
-  ['trailing bytes after the last tensor', one('F32', '[1]', '[0,4]', 5), 'SAFETENSORS_TRAILING'],
-  ['an empty file', new Uint8Array(0), 'SAFETENSORS_TRUNCATED'],
-  ['a 7-byte file', new Uint8Array(7), 'SAFETENSORS_TRUNCATED'],
+  ['a duplicate __metadata__', 'SAFETENSORS_DUPLICATE_KEY', file('{"__metadata__":{},"__metadata__":{}}')],
+  ['a non-string metadata value', 'SAFETENSORS_METADATA', file('{"__metadata__":{"a":1}}')],
+  ['trailing bytes after the last tensor', 'SAFETENSORS_TRAILING', one('F32', '[1]', '[0,4]', 5)],
+  ['an empty file', 'SAFETENSORS_TRUNCATED', new Uint8Array(0)],
+  ['a 7-byte file', 'SAFETENSORS_TRUNCATED', new Uint8Array(7)],
 ];
 
 interface Report {
@@ -78,7 +78,7 @@ describe.concurrent('verify (built CLI) on every bad safetensors header', () => 
     root = await tempDir('codi-bad-headers-');
   });
 
-  it.each(CASES)('%s: %s, exit 1', async (what, bytes, code) => {
+  it.each(CASES)('%s: %s, exit 1', async (what, code, bytes) => {
     const dir = join(root, what.replace(/[^a-z0-9]+/giu, '-'), 'tiny-qwen2-lora');
     await cp('examples/adapters/tiny-qwen2-lora', dir, { recursive: true });
     await writeFile(join(dir, 'adapter_model.safetensors'), bytes);
