@@ -40,7 +40,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fsyncDir, tempPathFor } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
-import { findingFromError, type Finding } from './findings.js';
+import { findingFromError, isEnvironmentFinding, type Finding } from './findings.js';
 import {
   readSafetensorsHeader,
   readSafetensorsHeaderSync,
@@ -811,8 +811,9 @@ function requireMountable(report: VerifyReport, path: string): void {
   const first = errors[0];
   if (report.ok || !first) return;
   const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
-  throw statusError('invalid', first.code, `${first.message}${more}`, {
-    exitCode: ExitCode.INVALID,
+  const unreadable = report.findings.some(isEnvironmentFinding);
+  throw statusError(unreadable ? 'not_mounted' : 'invalid', first.code, `${first.message}${more}`, {
+    exitCode: unreadable ? ExitCode.ENVIRONMENT : ExitCode.INVALID,
     file: path,
     ...(first.hint ? { hint: first.hint } : {}),
     details: { findings: report.findings },
@@ -1473,7 +1474,7 @@ export async function quickCheck(
 
   if (present.has(CONFIG_FILE)) {
     const text = await readJsonText(io, layout.dir, CONFIG_FILE, 'CONFIG_JSON', findings);
-    if (text !== null) findings.push(...parseLoraConfig(text).findings);
+    if (text !== null) for (const f of parseLoraConfig(text).findings) findings.push(f);
   }
   // the weights header, strictly (CONTRACT §6); tensors against the config is left to --verify: on a
   // production adapter (392 tensors) it would cost a third of list's time again
@@ -1494,7 +1495,7 @@ export async function quickCheck(
     const text = await readJsonText(io, layout.dir, METADATA_FILE, 'METADATA_JSON', findings);
     if (text !== null) {
       const parsed = parseMetadata(text, layout.weightsFile);
-      findings.push(...parsed.findings);
+      for (const f of parsed.findings) findings.push(f);
       metadata = parsed.metadata;
       if (metadata) {
         // as verify says it: the cheap part of its metadata check, so list shows the same warnings
@@ -1520,7 +1521,7 @@ export async function quickCheck(
           }
         }
         for (const f of layout.files) {
-          if (!parsed.checksums.has(f.name) && !needsNoChecksum(f.name)) {
+          if (!parsed.checksums.has(f.name) && !needsNoChecksum(f.name) && !f.name.includes('/')) {
             findings.push({
               level: 'warning',
               code: 'FILE_UNCOVERED',

@@ -1,4 +1,5 @@
 import type { CodiError } from './errors.js';
+import { thousands } from './text.js';
 
 export type FindingLevel = 'error' | 'warning';
 
@@ -13,6 +14,89 @@ export interface Finding {
   pointer?: string;
   /** the resolution to print beside it */
   hint?: string;
+  /**
+   * Set on the one finding that stands for the findings of its code left out of a report
+   * (`capFindings`): how many there were.
+   */
+  omitted?: number;
+}
+
+/**
+ * How many findings of one code a report lists. A hostile file can produce one finding per tensor
+ * or per schema violation (hundreds of thousands); past the first few the rest say nothing new, and
+ * printing them all would bury the report (and once overflowed the stack).
+ */
+export const MAX_FINDINGS_PER_CODE = 50;
+
+/**
+ * Findings as a report lists them: at most `perCode` of each code, in their order; the rest of a
+ * code become one finding (one per level) right after its last listed one: "… and N more CODE
+ * findings", about their file when they share one (else the adapter folder, `.`), with `omitted: N`. A finding that already stands for omitted ones (a capped list fed in again) is
+ * merged into its code's. Pushing into it keeps memory bounded however many findings arrive.
+ */
+export class CappedFindings {
+  private readonly out: Finding[] = [];
+  private readonly seen = new Map<string, number>();
+  private readonly rest = new Map<string, Finding & { omitted: number }>();
+
+  constructor(private readonly perCode = MAX_FINDINGS_PER_CODE) {}
+
+  push(f: Finding): void {
+    const omitted = f.omitted ?? 0;
+    if (omitted === 0) {
+      const n = (this.seen.get(f.code) ?? 0) + 1;
+      this.seen.set(f.code, n);
+      if (n <= this.perCode) {
+        this.out.push(f);
+        return;
+      }
+    }
+    // one per code and level, so that the counts of errors and warnings stay exact
+    const key = `${f.level} ${f.code}`;
+    let summary = this.rest.get(key);
+    if (!summary) {
+      summary = { level: f.level, code: f.code, message: '', file: f.file, omitted: 0 };
+      this.rest.set(key, summary);
+      this.out.push(summary);
+    }
+    summary.omitted += omitted || 1;
+    if (summary.file !== f.file) summary.file = '.';
+  }
+
+  /** The list, each summary's message written. */
+  list(): Finding[] {
+    for (const summary of this.rest.values()) {
+      summary.message = `… and ${thousands(summary.omitted)} more ${summary.code} findings (a report lists the first ${this.perCode} of a code)`;
+    }
+    return this.out;
+  }
+}
+
+/** `findings` as a report lists them (see CappedFindings). */
+export function capFindings(findings: readonly Finding[], perCode = MAX_FINDINGS_PER_CODE): Finding[] {
+  const capped = new CappedFindings(perCode);
+  for (const f of findings) capped.push(f);
+  return capped.list();
+}
+
+/** Errors and warnings, counting the findings a capped report stands for (`omitted`). */
+export function countFindings(findings: readonly Finding[]): { errors: number; warnings: number } {
+  let errors = 0;
+  let warnings = 0;
+  for (const f of findings) {
+    const n = f.omitted ?? 1;
+    if (f.level === 'error') errors += n;
+    else warnings += n;
+  }
+  return { errors, warnings };
+}
+
+/**
+ * Whether a finding says the adapter could not be read rather than that it is wrong: a report with
+ * one ends in exit 3 (CONTRACT §4: not readable is an environment error).
+ */
+export function isEnvironmentFinding(f: Pick<Finding, 'code'>): boolean {
+  return f.code === 'PATH_INACCESSIBLE' || f.code === 'PATH_MISSING';
 }
 
 export function findingFromError(

@@ -2,6 +2,7 @@
  * The adapter directory on disk (CONTRACT §2): which files are there, and which must not be.
  * Nothing here follows a symlink: a link inside an adapter can point anywhere, so it is refused.
  */
+import type { Stats } from 'node:fs';
 import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempWriterPid } from './atomic.js';
@@ -38,6 +39,9 @@ export function promoteFile(name: string): { kind: 'lock' } | { kind: 'temp'; pi
 export function needsNoChecksum(name: string): boolean {
   return name === METADATA_FILE || name === README_FILE || promoteFile(name) !== null;
 }
+
+/** The resolution printed with a file or folder of the adapter that could not be read. */
+export const UNREADABLE_HINT = 'make the adapter folder and everything in it readable by this user';
 
 export const ADAPTER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/u;
 
@@ -100,7 +104,20 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
   const findings: Finding[] = [];
   const files: LayoutFile[] = [];
   const directories: string[] = [];
+  /** names at the top that are neither regular files nor folders (refused below) */
+  const specials = new Set<string>();
   let entries = 0;
+  /** an entry of a readable folder that cannot be looked at: reported, not thrown, so the report goes on */
+  const unreadable = (e: unknown, relName: string): void => {
+    const error = environmentError(e, relName, 'read');
+    findings.push({
+      level: 'error',
+      code: error.code,
+      message: error.message,
+      file: relName,
+      hint: UNREADABLE_HINT,
+    });
+  };
 
   const walk = async (rel: string, depth: number): Promise<void> => {
     const abs = rel === '' ? root : join(root, rel);
@@ -108,7 +125,10 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
     try {
       names = (await readdir(abs)).sort();
     } catch (e) {
-      throw environmentError(e, abs, 'read');
+      // the adapter folder itself unreadable: there is nothing to report on (exit 3 like a missing one)
+      if (rel === '') throw environmentError(e, abs, 'read');
+      unreadable(e, rel);
+      return;
     }
     for (const name of names) {
       if (++entries > MAX_ENTRIES) {
@@ -121,7 +141,13 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
         return;
       }
       const relName = rel === '' ? name : `${rel}/${name}`;
-      const st = await lstat(join(abs, name));
+      let st: Stats;
+      try {
+        st = await lstat(join(abs, name));
+      } catch (e) {
+        unreadable(e, relName);
+        continue;
+      }
       if (st.isSymbolicLink()) {
         const target = await readlink(join(abs, name)).catch(() => '?');
         findings.push({
@@ -133,6 +159,16 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
         });
       } else if (st.isDirectory()) {
         directories.push(relName);
+        if (rel === '' && !ADAPTER_FILES.has(name)) {
+          // one finding for the folder, none for each file in it (they are walked for links and devices)
+          findings.push({
+            level: 'warning',
+            code: 'LAYOUT_SUBDIRECTORY',
+            message: `${name}/ is a folder: not part of a PEFT adapter, and nothing in it can be covered by the checksums`,
+            file: name,
+            hint: `move ${name}/ out of the adapter folder (a PEFT adapter is the files beside adapter_config.json)`,
+          });
+        }
         if (depth + 1 >= MAX_DEPTH) {
           findings.push({
             level: 'error',
@@ -146,6 +182,7 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
       } else if (st.isFile()) {
         files.push({ name: relName, size: st.size, mode: st.mode, uid: st.uid, gid: st.gid });
       } else {
+        if (rel === '') specials.add(name);
         findings.push({
           level: 'error',
           code: 'LAYOUT_SPECIAL_FILE',
@@ -158,33 +195,48 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
   await walk('', 0);
   files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
-  const required = requiredFiles(new Set(files.map((f) => f.name)), new Set(directories));
-  findings.push(...required.findings);
+  const required = requiredFiles(new Set(files.map((f) => f.name)), new Set(directories), specials);
+  for (const f of required.findings) findings.push(f);
   return { dir: root, files, directories, weightsFile: required.weightsFile, findings };
 }
 
+/** The names of an adapter's own files: a folder by one of these names is refused as not a file. */
+const ADAPTER_FILES: ReadonlySet<string> = new Set([CONFIG_FILE, METADATA_FILE, SAFETENSORS_FILE, BIN_FILE]);
+
 /**
- * CONTRACT §2's required files, given the regular files and the directories found: which weights
- * file counts (safetensors before .bin), and a finding for each one missing.
+ * CONTRACT §2's required files, given the regular files, the directories and the special files
+ * found at the top (the scan refuses those already): which weights file counts (safetensors before
+ * .bin), a finding for each one missing, and one for each adapter file name held by a folder.
  */
 export function requiredFiles(
   files: ReadonlySet<string>,
   directories: ReadonlySet<string>,
+  specials: ReadonlySet<string> = new Set(),
 ): { weightsFile: AdapterLayout['weightsFile']; findings: Finding[] } {
   const findings: Finding[] = [];
-  for (const required of [CONFIG_FILE, METADATA_FILE]) {
-    if (!files.has(required)) {
-      const isDir = directories.has(required);
+  const notFile = (name: string): boolean => directories.has(name) || specials.has(name);
+  for (const name of ADAPTER_FILES) {
+    if (directories.has(name)) {
       findings.push({
         level: 'error',
-        code: isDir ? 'LAYOUT_NOT_FILE' : 'LAYOUT_MISSING',
-        message: isDir ? `${required} is a directory` : `${required} is missing`,
+        code: 'LAYOUT_NOT_FILE',
+        message: `${name} is a directory, not a file`,
+        file: name,
+      });
+    }
+  }
+  for (const required of [CONFIG_FILE, METADATA_FILE]) {
+    if (!files.has(required) && !notFile(required)) {
+      findings.push({
+        level: 'error',
+        code: 'LAYOUT_MISSING',
+        message: `${required} is missing`,
         file: required,
       });
     }
   }
   const weightsFile = files.has(SAFETENSORS_FILE) ? SAFETENSORS_FILE : files.has(BIN_FILE) ? BIN_FILE : null;
-  if (weightsFile === null) {
+  if (weightsFile === null && !notFile(SAFETENSORS_FILE) && !notFile(BIN_FILE)) {
     findings.push({
       level: 'error',
       code: 'LAYOUT_MISSING',

@@ -68,7 +68,21 @@ export function parseMetadata(text: string, weightsFile: string | null): ParsedM
     const hex = metadata.checksum.slice('sha256:'.length);
     if (weightsFile) checksums.set(weightsFile, hex);
   } else {
-    for (const [file, hex] of Object.entries(metadata.checksum.files)) checksums.set(file, hex);
+    for (const [file, hex] of Object.entries(metadata.checksum.files)) {
+      if (file === METADATA_FILE) {
+        // writing the hash into the file changes the hash: no value can ever match
+        findings.push({
+          level: 'error',
+          code: 'CHECKSUM_SELF',
+          message: 'metadata.json lists its own checksum: a file cannot hold its own sha256',
+          file: METADATA_FILE,
+          pointer: '/checksum/files/metadata.json',
+          hint: 'remove the "metadata.json" entry from checksum.files (metadata.json needs no checksum)',
+        });
+        continue;
+      }
+      checksums.set(file, hex);
+    }
   }
   if (weightsFile && !checksums.has(weightsFile)) {
     findings.push({

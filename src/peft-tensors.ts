@@ -2,7 +2,7 @@
  * PEFT LoRA tensors against their config: names, pairing, shapes, ranks and targets. Works on
  * names/dtypes/shapes only, so the same checks serve safetensors headers and scanned `.bin` pickles.
  */
-import type { Finding } from './findings.js';
+import { CappedFindings, type Finding } from './findings.js';
 import {
   layerIndexOf,
   matchingTargets,
@@ -44,7 +44,10 @@ export interface TensorStats {
 }
 
 export interface TensorAnalysis {
+  /** the modules whose A/B pair is complete and well-shaped */
   modules: LoraModule[];
+  /** LoRA modules named in the file, paired or not (what the summary and the stats describe) */
+  found: number;
   stats: TensorStats;
   findings: Finding[];
 }
@@ -80,7 +83,8 @@ export function analyzeTensors(
   config: LoraConfig | null,
   file: string,
 ): TensorAnalysis {
-  const findings: Finding[] = [];
+  // capped as they arrive: a hostile header can make one finding per tensor
+  const findings = new CappedFindings();
   const error = (code: string, message: string, hint?: string): void => {
     findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
   };
@@ -173,16 +177,20 @@ export function analyzeTensors(
   // code-point order: `localeCompare(…, 'en')` built an ICU collator per call (30 ms for 392 tensors)
   modules.sort((x, y) => (x.module < y.module ? -1 : x.module > y.module ? 1 : 0));
 
+  // every module with a well-named LoRA tensor (`halves`, in header order), paired or not: a module
+  // whose pair is broken is reported for that, not also as a target that matched nothing
   if (config) {
     const matchedTargets = new Set<string>();
-    for (const m of modules) {
-      if (!targetsModule(config, m.module)) {
+    for (const module of halves.keys()) {
+      if (!targetsModule(config, module)) {
         error(
           'TENSOR_UNTARGETED',
-          `${m.module} has LoRA weights but target_modules does not select it: config and weights disagree`,
+          `${module} has LoRA weights but target_modules does not select it: config and weights disagree`,
         );
       }
-      for (const t of matchingTargets(config, m.module)) matchedTargets.add(t);
+      for (const t of matchingTargets(config, module)) matchedTargets.add(t);
+    }
+    for (const m of modules) {
       const expected = rankFor(config, m.module);
       if (m.rank !== expected) {
         error(
@@ -204,25 +212,31 @@ export function analyzeTensors(
       }
     }
     for (const [key] of [...config.rankPattern, ...config.alphaPattern]) {
-      const used = modules.some((m) => patternMatches(key, m.module));
+      let used = false;
+      for (const module of halves.keys()) if ((used = patternMatches(key, module))) break;
       if (!used)
         warning('CONFIG_PATTERN_UNUSED', `rank/alpha pattern ${JSON.stringify(key)} matches no module`);
     }
   }
 
+  // what the file holds, broken pairs included: the rank of a module is its lora_A's rows (its
+  // lora_B's columns when it has no lora_A)
   const ranks: Record<string, number> = {};
   const kinds = new Set<string>();
   const layers = new Set<number>();
-  for (const m of modules) {
-    ranks[String(m.rank)] = (ranks[String(m.rank)] ?? 0) + 1;
-    kinds.add(m.module.slice(m.module.lastIndexOf('.') + 1));
-    const layer = layerIndexOf(m.module, config?.layersPattern ?? null);
+  for (const [module, h] of halves) {
+    const half = h.A ?? h.B;
+    const rank = half?.shape.length === 2 ? half.shape[h.A ? 0 : 1] : undefined;
+    if (rank !== undefined) ranks[String(rank)] = (ranks[String(rank)] ?? 0) + 1;
+    kinds.add(module.slice(module.lastIndexOf('.') + 1));
+    const layer = layerIndexOf(module, config?.layersPattern ?? null);
     if (layer !== null) layers.add(layer);
   }
   if (tensors.length === 0) error('TENSOR_NONE', 'the weights file holds no tensors');
 
   return {
     modules,
+    found: halves.size,
     stats: {
       count: tensors.length,
       parameters,
@@ -231,7 +245,7 @@ export function analyzeTensors(
       modules: [...kinds].sort(),
       layers: [...layers].sort((a, b) => a - b),
     },
-    findings,
+    findings: findings.list(),
   };
 }
 

@@ -23,3 +23,14 @@ export function pausePoint(step: string): Promise<void> {
     process.stderr.write(`${PAUSE_MARKER} ${step}\n`);
   });
 }
+
+/**
+ * Test hook: `CODI_TEST_PROGRESS_MIN_BYTES` lowers the file size from which `verify` shows its hashing
+ * progress on a terminal (64 MiB), so a test can see the indicator without hashing 64 MiB. Unset (or
+ * not a non-negative integer), the command's own threshold applies.
+ */
+export function progressMinBytes(threshold: number): number {
+  const raw = process.env.CODI_TEST_PROGRESS_MIN_BYTES;
+  if (raw === undefined || !/^\d+$/u.test(raw)) return threshold;
+  return Number(raw);
+}

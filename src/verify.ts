@@ -6,7 +6,13 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beginSha256, sha256File, type HashProgressCallback, type PendingHash } from './checksum.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
-import { findingFromError, type Finding } from './findings.js';
+import {
+  capFindings,
+  countFindings,
+  findingFromError,
+  isEnvironmentFinding,
+  type Finding,
+} from './findings.js';
 import { formatBytes, plural, thousands } from './text.js';
 import { trace } from './trace.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
@@ -18,6 +24,7 @@ import {
   promoteFile,
   SAFETENSORS_FILE,
   scanLayout,
+  UNREADABLE_HINT,
   type AdapterLayout,
 } from './layout.js';
 import { parseMetadata, type AdapterMetadata } from './metadata.js';
@@ -167,16 +174,32 @@ async function inspect(
 ): Promise<Inspection> {
   trace('verify: layout scanned');
   const findings: Finding[] = [...layout.findings];
+  // one at a time: `push(...list)` passes every finding as an argument, and a hostile file yields
+  // hundreds of thousands of them (more than the stack holds)
+  const add = (list: readonly Finding[]): void => {
+    for (const f of list) findings.push(f);
+  };
   const summaries: Partial<Record<CheckName, string>> = {};
   const present = new Set(layout.files.map((f) => f.name));
+  // files a read failed on (not readable: an environment error): reported once, by the first reader
+  const unreadable = new Set<string>();
+  const report = (e: unknown, file: string): void => {
+    const finding = asFinding(e, file, layout.dir);
+    if (isEnvironmentFinding(finding)) {
+      if (unreadable.has(file)) return;
+      unreadable.add(file);
+      finding.hint ??= UNREADABLE_HINT;
+    }
+    findings.push(finding);
+  };
 
   // adapter_config.json
   let config: LoraConfig | null = null;
   if (present.has(CONFIG_FILE)) {
-    const text = await readText(layout.dir, CONFIG_FILE, findings, 'CONFIG_JSON');
+    const text = await readText(layout.dir, CONFIG_FILE, findings, 'CONFIG_JSON', report);
     if (text !== null) {
       const parsed = parseLoraConfig(text);
-      findings.push(...parsed.findings);
+      add(parsed.findings);
       config = parsed.config;
       if (config) summaries.config = describeConfig(config);
     }
@@ -191,11 +214,12 @@ async function inspect(
     try {
       const header = await readSafetensorsHeader(join(layout.dir, SAFETENSORS_FILE));
       safetensors = header;
-      tensors = header.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
+      // the header's own entries (a TensorDescriptor and more): a copy would cost an object per tensor
+      tensors = header.tensors;
       weightsReadable = true;
       summaries.weights = `safetensors, ${plural(tensors.length, 'tensor')}, header ${formatBytes(header.headerLength)}`;
     } catch (e) {
-      findings.push(asFinding(e, SAFETENSORS_FILE));
+      report(e, SAFETENSORS_FILE);
     }
   }
   if (present.has(BIN_FILE)) {
@@ -217,7 +241,7 @@ async function inspect(
         });
       }
     } catch (e) {
-      findings.push(asFinding(e, BIN_FILE));
+      report(e, BIN_FILE);
     }
   }
 
@@ -227,10 +251,10 @@ async function inspect(
   let stats: TensorStats = { count: 0, parameters: 0, dtypes: {}, ranks: {}, modules: [], layers: [] };
   if (weightsReadable && layout.weightsFile) {
     const analysis = analyzeTensors(tensors, config, layout.weightsFile);
-    findings.push(...analysis.findings);
+    add(analysis.findings);
     modules = analysis.modules;
     stats = analysis.stats;
-    summaries.tensors = describeTensors(stats, modules.length);
+    summaries.tensors = describeTensors(stats, analysis.found);
   }
 
   trace('verify: tensors checked');
@@ -238,10 +262,10 @@ async function inspect(
   let metadata: AdapterMetadata | null = null;
   let expected = new Map<string, string>();
   if (present.has(METADATA_FILE)) {
-    const text = await readText(layout.dir, METADATA_FILE, findings, 'METADATA_JSON');
+    const text = await readText(layout.dir, METADATA_FILE, findings, 'METADATA_JSON', report);
     if (text !== null) {
       const parsed = parseMetadata(text, layout.weightsFile);
-      findings.push(...parsed.findings);
+      add(parsed.findings);
       metadata = parsed.metadata;
       expected = parsed.checksums;
       if (metadata) {
@@ -293,7 +317,9 @@ async function inspect(
   }
   if (metadata) {
     for (const f of layout.files) {
-      // an uncovered weights file is already an error (CHECKSUM_WEIGHTS_UNCOVERED)
+      // an uncovered weights file is already an error (CHECKSUM_WEIGHTS_UNCOVERED); a file in a
+      // subfolder cannot be listed (plain names only): its folder is the finding (LAYOUT_SUBDIRECTORY)
+      if (f.name.includes('/')) continue;
       if (!expected.has(f.name) && !needsNoChecksum(f.name) && f.name !== layout.weightsFile) {
         findings.push({
           level: 'warning',
@@ -319,7 +345,7 @@ async function inspect(
   let baseRan = false;
   if (options.baseCheck) {
     const base = await options.baseCheck(verified);
-    findings.push(...base.findings);
+    add(base.findings);
     summaries.base = base.summary;
     baseRan = true;
   }
@@ -337,7 +363,9 @@ async function inspect(
     for (const [file, hex] of expected) {
       const hashing = pending.get(file);
       if (!hashing) {
-        const refused = findings.some((f) => f.file === file && f.code.startsWith('LAYOUT_'));
+        const refused = findings.some(
+          (f) => f.file === file && (f.code.startsWith('LAYOUT_') || isEnvironmentFinding(f)),
+        );
         if (!refused) {
           findings.push({
             level: 'error',
@@ -354,7 +382,7 @@ async function inspect(
       try {
         actual = await hashing;
       } catch (e) {
-        findings.push(asFinding(e, file));
+        report(e, file);
         checksums.push({ file, expected: hex, actual: null, ok: false });
         continue;
       }
@@ -377,8 +405,18 @@ async function inspect(
     verified.checksums = checksums;
     if (options.strict) for (const f of findings) f.level = 'error';
 
+    // a listed file that could not be hashed (refused, unreadable) fails the checksums line too
+    const unhashed = new Set(checksums.filter((c) => c.actual === null).map((c) => c.file));
+    const belongs = (name: Exclude<CheckName, 'base'>, f: Finding): boolean =>
+      CHECK_FILES[name](f) ||
+      (isEnvironmentFinding(f) && readerOf(f.file, layout.weightsFile) === name) ||
+      (name === 'checksums' && f.level === 'error' && unhashed.has(f.file));
     const checks: CheckResult[] = (Object.keys(CHECK_FILES) as Exclude<CheckName, 'base'>[]).map((name) =>
-      checkResult(name, findings.filter(CHECK_FILES[name]), summaries[name]),
+      checkResult(
+        name,
+        findings.filter((f) => belongs(name, f)),
+        summaries[name],
+      ),
     );
     if (baseRan) {
       checks.push(checkResult('base', findings.filter(isBaseFinding), summaries.base));
@@ -392,7 +430,7 @@ async function inspect(
         base_model: metadata?.base_model ?? null,
         path: layout.dir,
       },
-      findings,
+      findings: capFindings(findings),
       checks,
       tensors: stats,
       checksums,
@@ -409,13 +447,20 @@ async function inspect(
   };
 }
 
+/** The check that reads `file`: where a finding that it could not be read belongs. */
+function readerOf(file: string, weightsFile: string | null): Exclude<CheckName, 'base'> {
+  if (file === CONFIG_FILE) return 'config';
+  if (file === METADATA_FILE) return 'metadata';
+  if (file === weightsFile || file === SAFETENSORS_FILE || file === BIN_FILE) return 'weights';
+  return 'layout';
+}
+
 function isBaseFinding(f: Finding): boolean {
   return f.code.startsWith('BASE_') || f.code.startsWith('GGUF_');
 }
 
 function checkResult(name: CheckName, related: Finding[], summary: string | undefined): CheckResult {
-  const errors = related.filter((f) => f.level === 'error').length;
-  const warnings = related.length - errors;
+  const { errors, warnings } = countFindings(related);
   const status: CheckStatus =
     errors > 0 ? 'fail' : warnings > 0 ? 'warn' : summary === undefined ? 'skip' : 'pass';
   const counts = [errors ? plural(errors, 'error') : '', warnings ? plural(warnings, 'warning') : '']
@@ -430,12 +475,13 @@ async function readText(
   file: string,
   findings: Finding[],
   jsonCode: string,
+  report: (e: unknown, file: string) => void,
 ): Promise<string | null> {
   let bytes: Buffer;
   try {
     bytes = await readFile(join(dir, file));
   } catch (e) {
-    findings.push(findingFromError(environmentError(e, file, 'read'), file));
+    report(environmentError(e, file, 'read'), file);
     return null;
   }
   let text: string;
@@ -448,9 +494,23 @@ async function readText(
   return text;
 }
 
-function asFinding(e: unknown, file: string): Finding {
-  if (isCodiError(e)) return findingFromError(e, file);
-  throw e;
+/** The exit status a report stands for: 3 when something could not be read, else 1 unless ok. */
+export function reportExitCode(report: Pick<VerifyReport, 'ok' | 'findings'>): ExitCode {
+  if (report.findings.some(isEnvironmentFinding)) return ExitCode.ENVIRONMENT;
+  return report.ok ? ExitCode.OK : ExitCode.INVALID;
+}
+
+/**
+ * A thrown CodiError as a finding about `file`, relative to the adapter: readers name the absolute
+ * path they opened, which the report states once, as `adapter.path`.
+ */
+function asFinding(e: unknown, file: string, dir: string): Finding {
+  if (!isCodiError(e)) throw e;
+  const finding = findingFromError(e, file);
+  const absolute = join(dir, file);
+  if (finding.file === absolute) finding.file = file;
+  finding.message = finding.message.split(absolute).join(file);
+  return finding;
 }
 
 function describeTensors(stats: TensorStats, moduleCount: number): string {
@@ -470,15 +530,15 @@ export function requireValid(report: VerifyReport): void {
   const errors = report.findings.filter((f) => f.level === 'error');
   const first = errors[0];
   if (report.ok || !first) return;
+  // counted with the findings a capped report left out
+  const total = countFindings(report.findings).errors;
+  const others = [...new Set(errors.slice(1).map((f) => f.code))];
   const more =
-    errors.length > 1
-      ? ` (and ${errors.length - 1} more: ${errors
-          .slice(1, 4)
-          .map((f) => f.code)
-          .join(', ')}${errors.length > 4 ? ', …' : ''})`
+    total > 1
+      ? ` (and ${thousands(total - 1)} more: ${others.slice(0, 3).join(', ')}${others.length > 3 ? ', …' : ''})`
       : '';
   throw new CodiError(first.code, `${first.message}${more}`, {
-    exitCode: ExitCode.INVALID,
+    exitCode: reportExitCode(report) === ExitCode.ENVIRONMENT ? ExitCode.ENVIRONMENT : ExitCode.INVALID,
     file: first.file,
     ...(first.hint ? { hint: first.hint } : {}),
     details: { adapter: report.adapter.path, findings: report.findings },

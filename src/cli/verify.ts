@@ -4,11 +4,13 @@ import type { Ora } from 'ora';
 import { baseCheckFor, readBaseForCheck } from '../base-model.js';
 import { adoptEarly, type EarlyHash } from '../checksum.js';
 import { ExitCode } from '../errors.js';
+import { countFindings } from '../findings.js';
 import { progressText, renderChecklist } from '../render.js';
 import { plural } from '../text.js';
-import { verifyAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
+import { reportExitCode, verifyAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
 import { nowMs } from '../clock.js';
+import { progressMinBytes } from '../test-hooks.js';
 
 export { verifySpec } from './specs.js';
 
@@ -33,11 +35,14 @@ export async function verifyMain(
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {
       const { default: ora } = await import('ora');
       const started = nowMs();
+      const minBytes = progressMinBytes(PROGRESS_MIN_BYTES);
       options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {
-        if (bytesTotal < PROGRESS_MIN_BYTES) return;
-        // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes
-        spinner ??= ora({ stream: process.stderr, discardStdin: false }).start();
-        spinner.text = progressText(file, bytesDone, bytesTotal, started);
+        if (bytesTotal < minBytes) return;
+        const text = progressText(file, bytesDone, bytesTotal, started);
+        // stdin is left alone: ora would otherwise put it in raw mode to swallow keystrokes; the
+        // text is there from the first frame (ora draws a changed text at its next tick only)
+        if (spinner) spinner.text = text;
+        else spinner = ora({ stream: process.stderr, discardStdin: false, text }).start();
       };
     }
     let result;
@@ -48,20 +53,26 @@ export async function verifyMain(
       spinner?.stop();
     }
     const { verified: _verified, ...report } = result;
-    io.setExitCode(report.ok ? ExitCode.OK : ExitCode.INVALID);
+    // an unreadable file is an environment error (3), whatever else the report says
+    const exitCode = reportExitCode(report);
+    io.setExitCode(exitCode);
     if (!io.json) {
       const name = report.adapter.id
         ? `${report.adapter.id} ${report.adapter.version ?? ''}`.trim()
         : report.adapter.path;
       io.log(`Verifying ${name} (${report.adapter.path})\n`);
       process.stdout.write(renderChecklist(report.checks, report.findings));
-      const errors = report.findings.filter((f) => f.level === 'error').length;
-      const warnings = report.findings.length - errors;
+      const { errors, warnings } = countFindings(report.findings);
       const w = warnings ? plural(warnings, 'warning') : '';
+      // the blank line outside the colour: chalk closes and reopens a colour around each line break
+      io.log('');
+      const counts = `${plural(errors, 'error')}${w ? `, ${w}` : ''}`;
       io.log(
         report.ok
-          ? paint.green(`\nAdapter is valid${w ? ` (${w})` : ''}.`)
-          : paint.red(`\nAdapter is invalid: ${plural(errors, 'error')}${w ? `, ${w}` : ''}.`),
+          ? paint.green(`Adapter is valid${w ? ` (${w})` : ''}.`)
+          : exitCode === ExitCode.ENVIRONMENT
+            ? paint.red(`Adapter could not be verified: ${counts} (files this user cannot read).`)
+            : paint.red(`Adapter is invalid: ${counts}.`),
       );
     }
     return report;

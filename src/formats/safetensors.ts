@@ -15,6 +15,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } fr
 import { open, type FileHandle } from 'node:fs/promises';
 import { CodiError, environmentError, ExitCode } from '../errors.js';
 import { AtomicFile } from '../atomic.js';
+import { thousands } from '../text.js';
 import {
   JsonNumber,
   JsonObject,
@@ -69,6 +70,7 @@ export const SAFETENSORS_ERROR_CODES = [
   'SAFETENSORS_HEADER_NOT_OBJECT',
   'SAFETENSORS_DUPLICATE_KEY',
   'SAFETENSORS_METADATA',
+  'SAFETENSORS_TOO_MANY_TENSORS',
   'SAFETENSORS_ENTRY',
   'SAFETENSORS_DTYPE',
   'SAFETENSORS_SHAPE',
@@ -90,6 +92,8 @@ export const SAFETENSORS_ERROR_DESCRIPTIONS: Readonly<Record<SafetensorsErrorCod
   SAFETENSORS_DUPLICATE_KEY: 'a key appears twice (a tensor name, `__metadata__`, or a key inside one)',
   SAFETENSORS_METADATA:
     '`__metadata__` is not an object whose values are all strings, or has more than 10,000 entries',
+  SAFETENSORS_TOO_MANY_TENSORS:
+    'the header describes more than 300,000 tensors, or shapes of more than 1,200,000 dimensions in all',
   SAFETENSORS_ENTRY: 'a tensor entry is not an object, or has a key other than dtype, shape, data_offsets',
   SAFETENSORS_DTYPE: 'a tensor dtype is missing, not a string, or unknown (names are case-sensitive)',
   SAFETENSORS_SHAPE:
@@ -171,6 +175,20 @@ export const SAFETENSORS_MAX_RANK = 64;
 export const SAFETENSORS_MAX_METADATA_ENTRIES = 10_000;
 
 /**
+ * Most tensors in one file, and most dimensions in all their shapes. The Rust crate sets neither.
+ * The largest real LoRA adapters, on every expert of the biggest mixture-of-experts models (61
+ * layers × 384 experts × 3 projections × A and B), hold about 140,000 tensors of 2 dimensions;
+ * base-model shards hold a few thousand of at most 4. Without bounds a 100 MB header describes ~2
+ * million tiny tensors, or half a million of 64 dimensions each, and what is kept of them costs
+ * most of a gigabyte; with them `verify` of the worst header the limits admit (300,000 unpaired
+ * 4-dimensional lora_A tensors whose names fill the 100 MB) peaks at 430–510 MiB RSS, measured,
+ * of which ~250 MiB is any 100 MB header's text and bytes.
+ */
+export const SAFETENSORS_MAX_TENSORS = 300_000;
+/** 4 per tensor on average: a LoRA matrix has 2, a convolution's LoRA 4 */
+export const SAFETENSORS_MAX_DIMENSIONS = 4 * SAFETENSORS_MAX_TENSORS;
+
+/**
  * Parses and validates a safetensors header.
  *
  * Entries are checked while the JSON is parsed, so the first wrong value ends the parse: a hostile
@@ -200,7 +218,22 @@ export function parseSafetensorsHeader(
       prefix.length,
     );
   }
-  const text = decodeHeader(prefix.subarray(HEADER_LENGTH_BYTES, dataOffset));
+  return parseHeaderText(
+    decodeHeader(prefix.subarray(HEADER_LENGTH_BYTES, dataOffset)),
+    headerLength,
+    fileSize,
+    options,
+  );
+}
+
+/** The header once decoded: the bytes it came from are no longer needed (a reader drops them). */
+function parseHeaderText(
+  text: string,
+  headerLength: number,
+  fileSize: number,
+  options: { plain?: boolean },
+): SafetensorsHeader {
+  const dataOffset = HEADER_LENGTH_BYTES + headerLength;
   const plain = options.plain === false ? null : acceptPlainHeader(text, fileSize - dataOffset);
   if (plain) return { headerLength, dataOffset, fileSize, ...plain };
   const reader = new HeaderReader(text);
@@ -292,7 +325,9 @@ export function acceptPlainHeader(
 
 /**
  * Headers up to this size may take the fast path (JSON.parse builds the whole tree); a larger one is
- * parsed value by value, so a hostile 100 MB header is refused at its first wrong value.
+ * parsed value by value, so a hostile 100 MB header is refused at its first wrong value. (So small a
+ * header cannot reach SAFETENSORS_MAX_TENSORS or SAFETENSORS_MAX_DIMENSIONS: an entry takes 40
+ * characters and more, a dimension 2.)
  */
 const PLAIN_HEADER_MAX_CHARS = 1 << 20;
 
@@ -465,6 +500,8 @@ class HeaderReader {
   readonly keyPositions: number[] = [];
   private metadataSoFar: Record<string, string> | null = null;
   private metadataEntries = 0;
+  /** dimensions of the shapes taken so far */
+  private dimensions = 0;
 
   constructor(private readonly text: string) {
     this.at = new Locator(text);
@@ -686,6 +723,18 @@ class HeaderReader {
       );
     }
     checkSize(name, dtype, dims, begin, end, keyOffset, details);
+    // refused at the first entry past a limit, so what is held stays bounded
+    this.dimensions += dims.length;
+    if (this.tensors.length >= SAFETENSORS_MAX_TENSORS || this.dimensions > SAFETENSORS_MAX_DIMENSIONS) {
+      throw failure(
+        'SAFETENSORS_TOO_MANY_TENSORS',
+        this.tensors.length >= SAFETENSORS_MAX_TENSORS
+          ? `the header describes more than ${thousands(SAFETENSORS_MAX_TENSORS)} tensors; no real adapter has that many (the largest hold ~140,000)`
+          : `the tensor shapes have more than ${thousands(SAFETENSORS_MAX_DIMENSIONS)} dimensions in all; no real file has that many (4 per tensor on average is the limit)`,
+        keyOffset(),
+        'this is not a LoRA adapter, or one built to exhaust memory',
+      );
+    }
     this.tensors.push({ name, dtype, shape: dims, begin, end });
     this.keyPositions.push(context.keyPosition);
     // the entry is taken: the root keeps only its name (for the duplicate check), not the tree
@@ -930,11 +979,16 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
     const size = await regularFileSize(handle, path);
     const lengthBytes = await readAt(handle, path, 0, Math.min(HEADER_LENGTH_BYTES, size));
     const headerLength = parseHeaderLength(lengthBytes, size);
-    const prefix = new Uint8Array(HEADER_LENGTH_BYTES + headerLength);
-    prefix.set(lengthBytes);
     const headerBytes = await readAt(handle, path, HEADER_LENGTH_BYTES, headerLength);
-    prefix.set(headerBytes, HEADER_LENGTH_BYTES);
-    return parseSafetensorsHeader(prefix.subarray(0, HEADER_LENGTH_BYTES + headerBytes.length), size);
+    if (headerBytes.length < headerLength) {
+      throw failure(
+        'SAFETENSORS_TRUNCATED',
+        `only ${headerBytes.length} of the ${headerLength} header bytes could be read`,
+        HEADER_LENGTH_BYTES + headerBytes.length,
+      );
+    }
+    // the bytes are dropped once decoded, so a 100 MB header is not held twice while it is parsed
+    return parseHeaderText(decodeHeader(headerBytes), headerLength, size, {});
   } finally {
     await closeQuietly(handle);
   }

@@ -1,9 +1,11 @@
 /** `codi-adapter verify` as a user runs it: the built binary, --json, exit codes. */
-import { cp, readFile, symlink, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { chmod, cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ALL_PROJECTIONS, decoderTargets, writePeftAdapter } from '../../src/testkit/peft-adapter.js';
-import { runCli } from '../helpers/cli.js';
+import { IS_ROOT } from '../helpers/catalog.js';
+import { BIN, runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
 interface VerifyJson {
@@ -187,5 +189,162 @@ describe('the CLI around the commands', () => {
     const r = await runCli(['--version']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^codi-adapter\/\d+\.\d+\.\d+ [a-z0-9]+-[a-z0-9]+ node-v\d+\.\d+\.\d+\n$/u);
+  });
+});
+
+describe('verify (built CLI): hostile sizes and unreadable files', () => {
+  it('200,000 unpaired tensors: exit 1, the real codes, a few KB of findings', async () => {
+    const dir = join(await tempDir('codi-verify-e2e-'), 'tiny-qwen2-lora');
+    await cp('examples/adapters/tiny-qwen2-lora', dir, { recursive: true });
+    const entries = Array.from(
+      { length: 200_000 },
+      (_, i) =>
+        `"base_model.model.model.layers.${i}.self_attn.q_proj.lora_A.weight":{"dtype":"F32","shape":[0,64],"data_offsets":[0,0]}`,
+    );
+    const header = Buffer.from(`{${entries.join(',')}}`);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(header.length));
+    await writeFile(join(dir, 'adapter_model.safetensors'), Buffer.concat([length, header]));
+    const r = await runCli(['verify', dir, '--json']);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toBe('');
+    const findings = (r.json as { findings: { code: string; omitted?: number }[] }).findings;
+    expect(JSON.stringify(findings).length).toBeLessThan(16 * 1024);
+    expect(new Set(findings.map((f) => f.code))).toEqual(
+      new Set(['TENSOR_UNPAIRED', 'TARGET_UNMATCHED', 'CHECKSUM_MISMATCH']),
+    );
+    expect(findings.find((f) => f.omitted !== undefined)).toMatchObject({
+      code: 'TENSOR_UNPAIRED',
+      omitted: 199_950,
+    });
+  });
+
+  /*
+   * Root reads every file whatever its mode, so as root the CLI runs as nobody (65534) against a
+   * folder it may enter; as another user, mode 000 is enough.
+   */
+  const asNobody = IS_ROOT ? { user: { uid: 65534, gid: 65534 } } : {};
+
+  async function readableCopy(): Promise<string> {
+    const root = await tempDir('codi-verify-e2e-');
+    await chmod(root, 0o755);
+    const dir = join(root, 'tiny-qwen2-lora');
+    await cp('examples/adapters/tiny-qwen2-lora', dir, { recursive: true });
+    return dir;
+  }
+
+  it('a weights file this user cannot read: exit 3, one finding with its name, ✖ on its lines', async () => {
+    const dir = await readableCopy();
+    await chmod(join(dir, 'adapter_model.safetensors'), 0o000);
+    const r = await runCli(['verify', dir, '--json'], asNobody);
+    expect(r.code, r.stderr).toBe(3);
+    const j = r.json as VerifyJson & { checks: { name: string; status: string }[] };
+    expect(j.findings).toEqual([
+      {
+        level: 'error',
+        code: 'PATH_INACCESSIBLE',
+        message: 'adapter_model.safetensors is not accessible (permission denied)',
+        file: 'adapter_model.safetensors',
+        hint: 'make the adapter folder and everything in it readable by this user',
+      },
+    ]);
+    expect(j.checks.filter((c) => c.status === 'fail').map((c) => c.name)).toEqual(['weights', 'checksums']);
+    const human = await runCli(['verify', dir], asNobody);
+    expect(human.code).toBe(3);
+    expect(human.stdout).toMatch(/^✖ weights header +1 error$/mu);
+    expect(human.stdout).toMatch(/^✖ checksums +1\/2 files sha256 ok — 1 error$/mu);
+    expect(human.stdout).toContain('Adapter could not be verified: 1 error (files this user cannot read).');
+    expect(human.stdout).not.toContain(dir + '/adapter_model');
+  });
+
+  it('a subfolder this user cannot read: the report, with the finding, and exit 3', async () => {
+    const dir = await readableCopy();
+    await mkdir(join(dir, 'logs'), { mode: 0o000 });
+    await chmod(join(dir, 'logs'), 0o000);
+    const r = await runCli(['verify', dir, '--json'], asNobody);
+    expect(r.code, r.stderr).toBe(3);
+    expect(codes(r.json)).toEqual(['LAYOUT_SUBDIRECTORY', 'PATH_INACCESSIBLE']);
+    expect((r.json as VerifyJson).findings[1]).toMatchObject({ file: 'logs' });
+    expect((r.json as VerifyJson).tensors.count).toBe(28);
+  });
+});
+
+describe('verify (built CLI) on a terminal', () => {
+  // chalk and ora stay quiet in CI logs: the variables that tell them so are taken out here
+  const terminalEnv: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color', NO_COLOR: '' };
+  for (const name of [
+    'CI',
+    'CONTINUOUS_INTEGRATION',
+    'BUILD_NUMBER',
+    'RUN_ID',
+    'TEAMCITY_VERSION',
+    'FORCE_COLOR',
+  ]) {
+    Reflect.deleteProperty(terminalEnv, name);
+  }
+  /** verify with a pty for stdout and stderr (script(1)), both captured; bounded, it must not hang */
+  const onTerminal = (args: string, env = ''): { status: number | null; output: string } => {
+    const r = spawnSync(
+      'script',
+      ['-qefc', `stty cols 200; ${env} ${process.execPath} ${BIN} verify ${args}`, '/dev/null'],
+      { encoding: 'utf8', timeout: 60_000, env: terminalEnv },
+    );
+    return { status: r.status, output: r.stdout };
+  };
+  // eslint-disable-next-line no-control-regex -- an SGR colour code is what these tests look for
+  const sgr = /\u001b\[[0-9;]*m/u;
+  // eslint-disable-next-line no-control-regex -- a colour opened and closed around nothing
+  const emptyPaint = /\u001b\[(3\d|9\d|1|2)m\u001b\[(39|22)m/u;
+
+  it('colours the checklist on a terminal, and is plain under NO_COLOR, --no-color and a pipe', async () => {
+    const broken = 'examples/adapters/broken-checksum';
+    const coloured = onTerminal(broken);
+    expect(coloured.status).toBe(1);
+    expect(coloured.output).toMatch(sgr);
+    expect(coloured.output).toContain('CHECKSUM_MISMATCH');
+    expect(coloured.output).toContain('Adapter is invalid: 1 error.');
+    expect(coloured.output).not.toMatch(emptyPaint);
+    const valid = onTerminal('examples/adapters/tiny-qwen2-lora');
+    expect(valid.status).toBe(0);
+    expect(valid.output).toMatch(sgr);
+    expect(valid.output).not.toMatch(emptyPaint);
+    for (const plain of [onTerminal(broken, 'NO_COLOR=1'), onTerminal(`${broken} --no-color`)]) {
+      expect(plain.status).toBe(1);
+      expect(plain.output).toContain('Adapter is invalid: 1 error.');
+      expect(plain.output).not.toMatch(sgr);
+    }
+    const piped = await runCli(['verify', broken], { env: { NO_COLOR: undefined } });
+    expect(piped.code).toBe(1);
+    expect(piped.stdout + piped.stderr).not.toMatch(sgr);
+  });
+
+  it('shows hashing progress for a large file on a terminal only', async () => {
+    const dir = join(await tempDir('codi-verify-e2e-'), 'mid-lora');
+    await writePeftAdapter(dir, {
+      id: 'mid-lora',
+      version: '0.1.0',
+      baseModel: 'mid',
+      r: 16,
+      alpha: 32,
+      targetModules: ALL_PROJECTIONS,
+      modules: decoderTargets({ layers: 4, hidden: 768, intermediate: 2048, kvDim: 128 }),
+      seed: 3,
+    });
+    // the 64 MiB threshold lowered to 1 MiB (a test hook): the weights are above it, the config below
+    const hook = 'CODI_TEST_PROGRESS_MIN_BYTES=1048576';
+    const progress = 'hashing adapter_model.safetensors: ';
+    const shown = onTerminal(dir, hook);
+    expect(shown.status, shown.output).toBe(0);
+    expect(shown.output).toContain(progress);
+    expect(shown.output).not.toContain('hashing adapter_config.json');
+    expect(shown.output).toContain('Adapter is valid.');
+    // not below the threshold, not under --json, not into a pipe
+    expect(onTerminal(dir).output).not.toContain('hashing ');
+    const json = onTerminal(`${dir} --json`, hook);
+    expect(json.status).toBe(0);
+    expect(json.output).not.toContain('hashing ');
+    const piped = await runCli(['verify', dir], { env: { CODI_TEST_PROGRESS_MIN_BYTES: '1048576' } });
+    expect(piped.code).toBe(0);
+    expect(piped.stdout + piped.stderr).not.toContain('hashing ');
   });
 });

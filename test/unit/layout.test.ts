@@ -52,7 +52,12 @@ describe('scanLayout', () => {
     await symlink('/', join(dir, 'sub', 'root'));
     execFileSync('mkfifo', [join(dir, 'pipe')]);
     const l = await scanLayout(dir);
-    expect(codes(l).sort()).toEqual(['LAYOUT_SPECIAL_FILE', 'LAYOUT_SYMLINK', 'LAYOUT_SYMLINK']);
+    expect(codes(l).sort()).toEqual([
+      'LAYOUT_SPECIAL_FILE',
+      'LAYOUT_SUBDIRECTORY',
+      'LAYOUT_SYMLINK',
+      'LAYOUT_SYMLINK',
+    ]);
     expect(l.findings.find((f) => f.file === 'passwd')?.message).toContain('/etc/passwd');
     expect(l.files.map((f) => f.name)).not.toContain('passwd');
   });
@@ -66,7 +71,7 @@ describe('scanLayout', () => {
   it('stops at a nesting depth', async () => {
     const dir = await adapterDir(['adapter_config.json', 'metadata.json', 'adapter_model.safetensors']);
     await mkdir(join(dir, ...Array.from({ length: 10 }, (_, i) => `d${i}`)), { recursive: true });
-    expect(codes(await scanLayout(dir))).toEqual(['LAYOUT_TOO_DEEP']);
+    expect(codes(await scanLayout(dir))).toEqual(['LAYOUT_SUBDIRECTORY', 'LAYOUT_TOO_DEEP']);
   });
 
   it('a missing directory or a file is an environment error (exit 3) with a hint', async () => {

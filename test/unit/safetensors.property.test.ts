@@ -348,8 +348,10 @@ describe('safetensors parser under random input (fast-check)', () => {
   });
 
   it('reached every check', () => {
-    // named, so a miss says which check the random inputs never reached
-    expect(CODES.filter((code) => !seen.has(code))).toEqual([]);
+    // the size limits need headers of megabytes, which random inputs never grow to (tested on their
+    // own in safetensors.test.ts); named, so a miss says which check the random inputs never reached
+    const reachable = CODES.filter((code) => code !== 'SAFETENSORS_TOO_MANY_TENSORS');
+    expect(reachable.filter((code) => !seen.has(code))).toEqual([]);
     expect(plainAccepted).toBeGreaterThan(50);
   });
 });

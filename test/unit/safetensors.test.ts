@@ -20,7 +20,9 @@ import {
   SAFETENSORS_ERROR_DESCRIPTIONS,
   SAFETENSORS_MAX_HEADER_LENGTH,
   SAFETENSORS_MAX_METADATA_ENTRIES,
+  SAFETENSORS_MAX_DIMENSIONS,
   SAFETENSORS_MAX_RANK,
+  SAFETENSORS_MAX_TENSORS,
   streamTensorBytes,
   writeSafetensors,
   type SafetensorsErrorCode,
@@ -659,6 +661,35 @@ describe('parseSafetensorsHeader: entries', () => {
     it.each(['[]', '"format"', 'null', '1'])('not an object: %s', (metadata) => {
       expectCode(file(`{"__metadata__":${metadata}}`), 'SAFETENSORS_METADATA');
     });
+  });
+});
+
+describe('parseSafetensorsHeader: how many tensors and dimensions', () => {
+  /** n zero-length F32 tensors of `dims` zero dimensions, each named by its index */
+  const tensors = (n: number, dims: number): string => {
+    const shape = new Array<string>(dims).fill('0').join(',');
+    const entries = new Array<string>(n);
+    for (let i = 0; i < n; i++)
+      entries[i] = `"${i}t":{"dtype":"F32","shape":[${shape}],"data_offsets":[0,0]}`;
+    return `{${entries.join(',')}}`;
+  };
+
+  it(`allows ${SAFETENSORS_MAX_TENSORS} tensors and refuses one more, at that entry`, () => {
+    const atLimit = tensors(SAFETENSORS_MAX_TENSORS, 1);
+    const ok = file(atLimit);
+    expect(parseSafetensorsHeader(ok, ok.length).tensors).toHaveLength(SAFETENSORS_MAX_TENSORS);
+    const extra = `"${SAFETENSORS_MAX_TENSORS}t":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`;
+    const err = expectCode(file(`${atLimit.slice(0, -1)},${extra}}`), 'SAFETENSORS_TOO_MANY_TENSORS');
+    expect(err.message).toContain('more than 300,000 tensors');
+    expect(err.pointer).toBe(String(8 + atLimit.length));
+  });
+
+  it(`allows ${SAFETENSORS_MAX_DIMENSIONS} dimensions in all and refuses more`, () => {
+    const n = SAFETENSORS_MAX_DIMENSIONS / SAFETENSORS_MAX_RANK;
+    const ok = file(tensors(n, SAFETENSORS_MAX_RANK));
+    expect(parseSafetensorsHeader(ok, ok.length).tensors).toHaveLength(n);
+    const err = expectCode(file(tensors(n + 1, SAFETENSORS_MAX_RANK)), 'SAFETENSORS_TOO_MANY_TENSORS');
+    expect(err.message).toContain('more than 1,200,000 dimensions');
   });
 });
 
