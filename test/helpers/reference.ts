@@ -65,7 +65,7 @@ export async function writeReferenceMerged(
       const [rank = 0, inF = 0] = a.shape;
       const [outF = 0] = b.shape;
       const s = options.scale(module);
-      let delta = new Float32Array(outF * inF);
+      let delta: Float32Array = new Float32Array(outF * inF);
       for (let o = 0; o < outF; o++) {
         for (let i = 0; i < inF; i++) {
           let acc = 0;
