@@ -4,7 +4,8 @@
  * the rename itself survives a crash. A reader sees the old file or the new one, never a mix.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { unlinkSync } from 'node:fs';
+import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { environmentError } from './errors.js';
 import { trace } from './trace.js';
@@ -20,6 +21,89 @@ export function tempWriterPid(entry: string, name: string): number | null {
   if (!entry.startsWith(prefix)) return null;
   const m = /^(\d+)\.[0-9a-f]{12}\.tmp$/u.exec(entry.slice(prefix.length));
   return m ? Number(m[1]) : null;
+}
+
+/** Whether a process with this pid exists on this host (EPERM: it exists, but is not ours). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A temp file older than this is a dead writer's whoever made it (a writer on another host of a shared volume). */
+const TEMP_STALE_MS = 10 * 60_000;
+
+/**
+ * Removes the temp files (`tempPathFor`) for files named `names` in `dir` that a killed writer left
+ * behind: their pid is gone, or they are older than 10 minutes. Ours and live writers' are kept.
+ */
+export async function removeDeadTemps(dir: string, names: readonly string[]): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const entry of entries) {
+    for (const name of names) {
+      const pid = tempWriterPid(entry, name);
+      if (pid === null || pid === process.pid) continue;
+      const st = await stat(join(dir, entry)).catch(() => null);
+      if (!st?.isFile()) continue;
+      if (!pidAlive(pid) || Date.now() - st.mtimeMs > TEMP_STALE_MS) {
+        await unlink(join(dir, entry)).then(
+          () => removed.push(entry),
+          () => undefined,
+        );
+      }
+    }
+  }
+  return removed;
+}
+
+/** Temp files this process is writing: what an interrupting signal removes (`exitOnSignal`). */
+const liveTemps = new Set<string>();
+
+export const INTERRUPT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+export type InterruptSignal = (typeof INTERRUPT_SIGNALS)[number];
+
+/** The exit status a shell reports for a process that `signal` ended: 128 + its number (130, 143, 129). */
+export function signalExitStatus(signal: InterruptSignal): number {
+  return 128 + ({ SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const)[signal];
+}
+
+/**
+ * Until the returned function is called, SIGINT/SIGTERM/SIGHUP remove every temp file this process
+ * is writing, let `report` say so, and exit with 128 + the signal's number, as the signal itself would
+ * have (Node's default is to die at once and leave the temp file behind). The target of an
+ * interrupted write keeps its old contents: the rename that commits it either happened or it did not.
+ */
+export function exitOnSignal(report: (signal: InterruptSignal, status: number) => void): () => void {
+  const handler = (signal: InterruptSignal): void => {
+    for (const temp of liveTemps) {
+      try {
+        unlinkSync(temp);
+      } catch {
+        // renamed into place a moment ago, or never created: nothing of ours is left there
+      }
+    }
+    liveTemps.clear();
+    const status = signalExitStatus(signal);
+    try {
+      report(signal, status);
+    } finally {
+      process.exit(status);
+    }
+  };
+  for (const s of INTERRUPT_SIGNALS) process.on(s, handler);
+  return () => {
+    for (const s of INTERRUPT_SIGNALS) process.off(s, handler);
+  };
 }
 
 /** Makes a rename or create in `dir` durable; file systems that cannot fsync a folder are left alone. */
@@ -47,9 +131,12 @@ export class AtomicFile {
 
   static async open(path: string, mode = 0o644): Promise<AtomicFile> {
     const temp = tempPathFor(path);
+    // registered before it exists, so a signal during the open removes it too
+    liveTemps.add(temp);
     try {
       return new AtomicFile(path, temp, await open(temp, 'wx', mode));
     } catch (e) {
+      liveTemps.delete(temp);
       throw environmentError(e, dirname(path), 'written');
     }
   }
@@ -63,10 +150,12 @@ export class AtomicFile {
       trace('atomic: fsynced');
       await this.handle.close();
       await rename(this.tempPath, this.path);
+      liveTemps.delete(this.tempPath);
       trace('atomic: renamed');
     } catch (e) {
       await this.handle.close().catch(() => undefined);
       await unlink(this.tempPath).catch(() => undefined);
+      liveTemps.delete(this.tempPath);
       throw environmentError(e, this.path, 'written');
     }
     await fsyncDir(dirname(this.path));
@@ -78,6 +167,7 @@ export class AtomicFile {
     this.settled = true;
     await this.handle.close().catch(() => undefined);
     await unlink(this.tempPath).catch(() => undefined);
+    liveTemps.delete(this.tempPath);
   }
 }
 

@@ -7,7 +7,15 @@ import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js'
 import { findingFromError, type Finding } from './findings.js';
 import { getNumber, getString, readGgufHeader, torchShape } from './formats/gguf.js';
 import { ggufTensorFor, isSupportedArch, SUPPORTED_ARCHS, type SupportedArch } from './gguf-names.js';
-import { alphaFor, rankFor, scaleFor, type LoraConfig } from './peft-config.js';
+import {
+  CONFIG_FILE,
+  patternRuleConflicts,
+  rankAndAlpha,
+  scaleFor,
+  type LoraConfig,
+  type PatternRuleConflict,
+  type PatternRules,
+} from './peft-config.js';
 import type { LoraModule } from './peft-tensors.js';
 
 export interface BaseModel {
@@ -183,20 +191,72 @@ export function checkCompatibility(
       );
       continue;
     }
+    const permuteHeads = ropePermutedHeads(base, target);
+    const split = permuteHeads === null ? null : headSplitProblem(m.outFeatures, permuteHeads);
+    if (split !== null) {
+      fail(
+        'BASE_INCOMPATIBLE',
+        `${target} (for ${m.module}): llama.cpp permutes ${base.arch} q/k rows per RoPE head (${base.arch}.attention.${target.includes('attn_k') ? 'head_count_kv' : 'head_count'} = ${permuteHeads}): ${split}`,
+        "check the base GGUF's attention head counts against its q/k weights",
+      );
+      continue;
+    }
     const scale = scaleFor(config, m.module);
-    const rank = rankFor(config, m.module);
+    const { rank, alpha } = rankAndAlpha(config, m.module);
     plan.push({
       module: m,
       target,
       rank,
-      alpha: alphaFor(config, m.module),
+      alpha,
       scale,
       // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
       fold: scale / (ggufAlpha / m.rank),
-      permuteHeads: ropePermutedHeads(base, target),
+      permuteHeads,
     });
   }
+  const conflict = patternConflictFinding(config, modules);
+  if (conflict) findings.push(conflict);
   return { findings, plan, ggufAlpha };
+}
+
+const RULES_NAME: Record<PatternRules, string> = {
+  'peft-0.13': 'PEFT ≤ 0.13',
+  'peft-0.14': 'PEFT 0.14',
+  'peft-0.15': 'PEFT ≥ 0.15',
+};
+
+/**
+ * A warning when the PEFT release that loads the adapter decides a module's scale (rank_pattern and
+ * alpha_pattern keys that select it differently), and the config does not record that release: the
+ * converted GGUF reproduces current PEFT, which is what every PEFT since 0.14 loads it as.
+ */
+function patternConflictFinding(config: LoraConfig, modules: readonly LoraModule[]): Finding | null {
+  const conflicts = patternRuleConflicts(config, modules);
+  const first = conflicts[0];
+  if (!first) return null;
+  const side = (s: PatternRuleConflict['used']): string =>
+    `${RULES_NAME[s.rules]} gives rank ${s.rank}, alpha ${s.alpha}, scale ${s.scale}`;
+  const more = conflicts.length > 1 ? ` (and ${conflicts.length - 1} more modules)` : '';
+  return {
+    level: 'warning',
+    code: 'CONFIG_PATTERN_AMBIGUOUS',
+    message: `${first.module}: ${side(first.used)}, but ${side(first.other)}${more}: rank_pattern and alpha_pattern select it differently across PEFT releases, and adapter_config.json has no peft_version; the ${RULES_NAME[first.used.rules]} scale is used`,
+    file: CONFIG_FILE,
+    pointer: '/alpha_pattern',
+    hint: `if the adapter was trained with an older PEFT, record it in adapter_config.json (e.g. "peft_version": "0.13.2") and regenerate the metadata.json checksums`,
+  };
+}
+
+/**
+ * Why `rows` q/k rows cannot be split into `heads` RoPE heads of even size (llama.cpp's permutation
+ * pairs the two halves of each head), or null when they can.
+ */
+export function headSplitProblem(rows: number, heads: number): string | null {
+  if (!Number.isSafeInteger(heads) || heads <= 0) return `invalid head count ${heads}`;
+  const headDim = rows / heads;
+  if (!Number.isInteger(headDim)) return `cannot split ${rows} rows into ${heads} heads`;
+  if (headDim % 2 !== 0) return `cannot split ${rows} rows into ${heads} heads of even size`;
+  return null;
 }
 
 /**
@@ -255,10 +315,10 @@ export function ropePermutedHeads(base: BaseModel, target: string): number | nul
  * become interleaved pairs. `rows × cols` row-major; returns a new array.
  */
 export function permuteRopeRows(src: Float32Array, rows: number, cols: number, heads: number): Float32Array {
+  // the compatibility plan has refused such a base already; this guards other callers
+  const problem = headSplitProblem(rows, heads);
+  if (problem !== null) throw new CodiError('BASE_INCOMPATIBLE', problem);
   const headDim = rows / heads;
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
-    throw new CodiError('BASE_INCOMPATIBLE', `cannot split ${rows} rows into ${heads} heads of even size`);
-  }
   const half = headDim / 2;
   const out = new Float32Array(src.length);
   for (let h = 0; h < heads; h++) {

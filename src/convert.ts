@@ -5,8 +5,19 @@
 import { createHash } from 'node:crypto';
 import { beginSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
 import { readSync, type Stats } from 'node:fs';
-import { access, constants, lstat, mkdir, open, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import {
+  access,
+  constants,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  realpath,
+  stat,
+  type FileHandle,
+} from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { removeDeadTemps } from './atomic.js';
 import {
   checkCompatibility,
   permuteRopeRows,
@@ -33,6 +44,7 @@ import {
   type VerifiedAdapter,
   type VerifyProgress,
 } from './verify.js';
+import type { Finding } from './findings.js';
 import { pausePoint } from './test-hooks.js';
 import { trace } from './trace.js';
 import { VERSION } from './version.js';
@@ -80,6 +92,8 @@ export interface ConvertResult {
   folded: { module: string; scale: number; factor: number }[];
   /** tensors written as f16 because their rows are not a multiple of 32 (q8_0 only) */
   f16Fallback: string[];
+  /** verification's warnings (e.g. CONFIG_PATTERN_AMBIGUOUS): converted all the same */
+  warnings: Finding[];
   bytes: number;
   durationMs: number;
 }
@@ -87,6 +101,7 @@ export interface ConvertResult {
 export async function convertAdapter(dir: string, options: ConvertOptions): Promise<ConvertResult> {
   const started = nowMs();
   trace('convert: start');
+  if (options.out) await refuseOutOverInputs(resolve(options.out), resolve(options.base), resolve(dir));
   // the weights file as it is before anything reads it: the pass checks it is the same file after
   const before = await lstat(join(resolve(dir), SAFETENSORS_FILE)).catch(() => null);
   const base = await readBaseModel(resolve(options.base));
@@ -202,11 +217,13 @@ async function convertInspected(
   options: ConvertOptions,
   started: number,
 ): Promise<ConvertResult> {
+  let warnings: Finding[] = [];
   const verifiedReport = async (): Promise<VerifiedAdapter> => {
     // outside the pass (or before it ends), the weights are hashed by themselves
     passHash.elsewhere();
     const report = await inspection.finish();
     requireValid(report);
+    warnings = report.findings.filter((f) => f.level === 'warning');
     return report.verified;
   };
   // anything wrong beyond the checksums: wait for the full report and fail with it
@@ -228,9 +245,16 @@ async function convertInspected(
   const outtype = options.outtype ?? DEFAULT_OUTTYPE;
   const output = options.out
     ? resolve(options.out)
-    : await defaultOutput(adapter, weightsSha256, configHash(adapter), outtype, base.arch);
+    : await defaultOutput(
+        adapter,
+        weightsSha256,
+        cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha),
+        outtype,
+      );
+  // the GGUF's tensors follow from the plan alone, so a cached result reports what a rebuild would
+  const tensors = plannedTensors(plan, outtype);
 
-  const result = (cached: boolean, bytes: number, tensors: number, f16Fallback: string[]): ConvertResult => ({
+  const result = (cached: boolean, bytes: number): ConvertResult => ({
     output,
     cached,
     adapter: {
@@ -242,11 +266,12 @@ async function convertInspected(
     base: { path: base.path, arch: base.arch, name: base.name },
     outtype,
     alpha: ggufAlpha,
-    tensors,
+    tensors: tensors.specs.length,
     folded: plan
       .filter((p) => p.fold !== 1)
       .map((p) => ({ module: p.module.module, scale: p.scale, factor: p.fold })),
-    f16Fallback,
+    f16Fallback: tensors.f16Fallback,
+    warnings,
     bytes,
     durationMs: Math.round(nowMs() - started),
   });
@@ -255,45 +280,108 @@ async function convertInspected(
     const hit = await stat(output).catch(() => null);
     if (hit?.isFile()) {
       await verifiedReport();
-      return result(true, hit.size, plan.length * 2, []);
+      return result(true, hit.size);
     }
   }
 
+  // temp files of conversions to this target that were killed (SIGKILL, power loss) go first
+  await removeDeadTemps(dirname(output), [basename(output)]);
   const written = await writeAdapterGguf(
     join(adapter.layout.dir, SAFETENSORS_FILE),
     adapter.safetensors,
     output,
-    { base, plan, ggufAlpha, outtype, metadata: adapter, weightsSha256 },
+    { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 },
     passHash,
     before,
     verifiedReport,
   );
-  return result(false, written.bytes, written.tensors, written.f16Fallback);
-}
-
-function configHash(adapter: VerifiedAdapter): string {
-  return createHash('sha256')
-    .update(JSON.stringify(adapter.config?.raw ?? {}))
-    .digest('hex');
+  return result(false, written.bytes);
 }
 
 /**
- * The cache file for this conversion, next to the adapter: `<parent>/.gguf-cache/`. Keyed by the
- * weights checksum, the config (alpha and patterns change the folded scales), outtype, arch and
- * converter format. Falls back to the user cache when the adapter's parent is read-only.
+ * Refuses an --out that names the base model (by path, or the same file through a symlink or a hard
+ * link) or a file in the adapter folder: committing the GGUF there would replace the base model or
+ * an adapter file with the converted adapter.
+ */
+async function refuseOutOverInputs(out: string, basePath: string, adapterDir: string): Promise<void> {
+  const real = (p: string): Promise<string | null> => realpath(p).catch(() => null);
+  const sameFile = (a: Stats | null, b: Stats | null): boolean =>
+    a !== null && b !== null && a.dev === b.dev && a.ino === b.ino;
+  // a file that does not exist yet lands in its folder as that folder really is
+  const outReal = (await real(out)) ?? join((await real(dirname(out))) ?? dirname(out), basename(out));
+  const outStat = await stat(out).catch(() => null);
+  const hint = 'name another file with --out, or leave --out out to use the cache beside the adapter';
+  if (outReal === (await real(basePath)) || sameFile(outStat, await stat(basePath).catch(() => null))) {
+    throw new CodiError(
+      'OUT_IS_BASE',
+      `--out ${out} is the base model ${basePath}: the converted adapter would replace the base model`,
+      { exitCode: ExitCode.USAGE, file: out, hint },
+    );
+  }
+  const dirReal = (await real(adapterDir)) ?? adapterDir;
+  let inside = outReal === dirReal || outReal.startsWith(`${dirReal}${sep}`);
+  if (!inside && outStat?.isFile()) {
+    // a hard link to one of the adapter's files, from elsewhere
+    for (const entry of await readdir(dirReal).catch(() => [])) {
+      if (sameFile(outStat, await lstat(join(dirReal, entry)).catch(() => null))) inside = true;
+    }
+  }
+  if (inside) {
+    throw new CodiError(
+      'OUT_IN_ADAPTER',
+      `--out ${out} is inside the adapter folder ${adapterDir}: the GGUF would replace or be added to the adapter's own files`,
+      { exitCode: ExitCode.USAGE, file: out, hint },
+    );
+  }
+}
+
+/**
+ * What the GGUF depends on besides the weights: the config as written, outtype, converter format,
+ * the metadata written into it, and everything taken from the base: arch, head counts (the llama q/k
+ * permutation), the adapted tensors' shapes, and the plan made from them (targets, ranks, folded
+ * scales, permutations, the file's alpha). Two bases that would give another GGUF never share a key.
+ */
+function cacheKey(
+  adapter: VerifiedAdapter,
+  weightsSha256: string,
+  outtype: OutType,
+  base: BaseModel,
+  plan: readonly PlannedModule[],
+  ggufAlpha: number,
+): string {
+  const m = adapter.metadata;
+  const parts = {
+    weightsSha256,
+    config: adapter.config?.raw ?? {},
+    outtype,
+    format: CONVERTER_FORMAT,
+    metadata: [m?.id ?? null, m?.version ?? null, m?.base_model ?? null, basename(adapter.layout.dir)],
+    base: { arch: base.arch, headCount: base.headCount, headCountKv: base.headCountKv },
+    ggufAlpha,
+    plan: plan.map((p) => [
+      p.module.a.name,
+      p.module.b.name,
+      p.target,
+      base.shapes.get(p.target) ?? null,
+      p.rank,
+      p.fold,
+      p.permuteHeads,
+    ]),
+  };
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
+}
+
+/**
+ * The cache file for this conversion, next to the adapter: `<parent>/.gguf-cache/`, named by the
+ * weights checksum and `cacheKey`. Falls back to the user cache when the adapter's parent is read-only.
  */
 async function defaultOutput(
   adapter: VerifiedAdapter,
   weightsSha256: string,
-  cfgHash: string,
+  key: string,
   outtype: OutType,
-  arch: string,
 ): Promise<string> {
-  const key = createHash('sha256')
-    .update([weightsSha256, cfgHash, outtype, arch, String(CONVERTER_FORMAT)].join('\n'))
-    .digest('hex')
-    .slice(0, 16);
-  const name = `${basename(adapter.layout.dir)}.${weightsSha256.slice(0, 12)}.${key}.${outtype}.gguf`;
+  const name = `${basename(adapter.layout.dir)}.${weightsSha256.slice(0, 12)}.${key.slice(0, 16)}.${outtype}.gguf`;
   const candidates = [
     process.env.CODI_GGUF_CACHE,
     join(dirname(adapter.layout.dir), '.gguf-cache'),
@@ -318,11 +406,64 @@ async function defaultOutput(
   );
 }
 
+/** One tensor of the GGUF: its spec, the safetensors tensor it comes from, and what is done to it. */
+interface PlannedTensor {
+  spec: GgufTensorSpec;
+  /** the safetensors tensor name */
+  source: string;
+  transpose: boolean;
+  factor: number;
+  permuteHeads: number | null;
+}
+
+/**
+ * The GGUF's tensors, from the plan alone (no file is read): a cache hit reports the same names, types
+ * and q8_0 fallbacks that writing it did.
+ */
+export function plannedTensors(
+  plan: readonly PlannedModule[],
+  outtype: OutType,
+): { specs: PlannedTensor[]; f16Fallback: string[] } {
+  const f16Fallback: string[] = [];
+  const typeFor = (name: string, ne: number[]): GgmlType => {
+    if (outtype !== 'q8_0') return GGML_OF[outtype];
+    if ((ne[0] ?? 0) % Q8_0_BLOCK === 0) return GgmlType.Q8_0;
+    f16Fallback.push(name);
+    return GgmlType.F16;
+  };
+  // llama.cpp layouts (src/llama-adapter.cpp): lora_a ne = [in, r] and lora_b ne = [r, out], i.e. the
+  // PEFT matrices as they are; for token embeddings lora_a is [r, n_vocab] (rows fetched per token),
+  // so PEFT's [r, n_vocab] lora_embedding_A is transposed, and lora_b stays [n_embd, r].
+  const specs: PlannedTensor[] = [];
+  for (const p of plan) {
+    const embedding = p.module.kind === 'embedding';
+    const aShape = embedding ? [p.module.inFeatures, p.rank] : [p.rank, p.module.inFeatures];
+    const aName = `${p.target}${LORA_A_SUFFIX}`;
+    const bName = `${p.target}${LORA_B_SUFFIX}`;
+    const aNe = neFromTorchShape(aShape);
+    const bNe = neFromTorchShape(p.module.b.shape);
+    specs.push({
+      spec: { name: aName, ne: aNe, type: typeFor(aName, aNe) },
+      source: p.module.a.name,
+      transpose: embedding,
+      factor: 1,
+      permuteHeads: null,
+    });
+    specs.push({
+      spec: { name: bName, ne: bNe, type: typeFor(bName, bNe) },
+      source: p.module.b.name,
+      transpose: false,
+      factor: p.fold,
+      permuteHeads: p.permuteHeads,
+    });
+  }
+  return { specs, f16Fallback };
+}
+
 interface WriteInput {
   base: BaseModel;
-  plan: PlannedModule[];
+  tensors: { specs: PlannedTensor[] };
   ggufAlpha: number;
-  outtype: OutType;
   metadata: VerifiedAdapter;
   weightsSha256: string;
 }
@@ -338,44 +479,9 @@ async function writeAdapterGguf(
   before: Stats | null,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
-): Promise<{ bytes: number; tensors: number; f16Fallback: string[] }> {
+): Promise<{ bytes: number }> {
   const infos = new Map(header.tensors.map((t) => [t.name, t]));
-  const f16Fallback: string[] = [];
-  const typeFor = (name: string, ne: number[]): GgmlType => {
-    if (input.outtype !== 'q8_0') return GGML_OF[input.outtype];
-    if ((ne[0] ?? 0) % Q8_0_BLOCK === 0) return GgmlType.Q8_0;
-    f16Fallback.push(name);
-    return GgmlType.F16;
-  };
-
-  // llama.cpp layouts (src/llama-adapter.cpp): lora_a ne = [in, r] and lora_b ne = [r, out], i.e. the
-  // PEFT matrices as they are; for token embeddings lora_a is [r, n_vocab] (rows fetched per token),
-  // so PEFT's [r, n_vocab] lora_embedding_A is transposed, and lora_b stays [n_embd, r].
-  const jobs: ConvertJob[] = [];
-  for (const p of input.plan) {
-    const a = infoOf(infos, p.module.a.name);
-    const b = infoOf(infos, p.module.b.name);
-    const embedding = p.module.kind === 'embedding';
-    const aShape = embedding ? [p.module.inFeatures, p.rank] : [p.rank, p.module.inFeatures];
-    const aName = `${p.target}${LORA_A_SUFFIX}`;
-    const bName = `${p.target}${LORA_B_SUFFIX}`;
-    const aNe = neFromTorchShape(aShape);
-    const bNe = neFromTorchShape(b.shape);
-    jobs.push({
-      spec: { name: aName, ne: aNe, type: typeFor(aName, aNe) },
-      info: a,
-      transpose: embedding,
-      factor: 1,
-      permuteHeads: null,
-    });
-    jobs.push({
-      spec: { name: bName, ne: bNe, type: typeFor(bName, bNe) },
-      info: b,
-      transpose: false,
-      factor: p.fold,
-      permuteHeads: p.permuteHeads,
-    });
-  }
+  const jobs: ConvertJob[] = input.tensors.specs.map((t) => ({ ...t, info: infoOf(infos, t.source) }));
   // GGUF tensors in the order their data lies in the safetensors file: one sequential read does it
   jobs.sort((x, y) => x.info.begin - y.info.begin);
 
@@ -457,6 +563,8 @@ async function writeAdapterGguf(
       async (_spec, i): Promise<TensorPayload> => {
         const job = jobs[i];
         if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
+        // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
+        if (i === jobs.length >> 1) await pausePoint('convert:writing');
         if (i < jobs.length - 1) {
           // the bytes as they are go from the file to the GGUF through the writer's buffers
           if (isPassThrough(job)) {
@@ -495,7 +603,7 @@ async function writeAdapterGguf(
       },
     );
     trace('convert: committed');
-    return { bytes: result.bytes, tensors: jobs.length, f16Fallback };
+    return { bytes: result.bytes };
   } finally {
     await source?.close().catch(() => undefined);
   }

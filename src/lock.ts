@@ -16,8 +16,11 @@ import { randomBytes } from 'node:crypto';
 import { link, open, readdir, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { tempPathFor } from './atomic.js';
+import { pidAlive, tempPathFor } from './atomic.js';
 import { CodiError, ExitCode, environmentError } from './errors.js';
+
+// where its callers have always found it; it lives beside the temp files whose writers it checks
+export { pidAlive };
 
 export interface LockOwner {
   pid: number;
@@ -93,17 +96,6 @@ export function startHeartbeat(touch: () => Promise<unknown>, intervalMs: number
   return () => {
     clearInterval(timer);
   };
-}
-
-/** Whether a process with this pid exists on this host (EPERM: it exists, but is not ours). */
-export function pidAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export async function readLockOwner(path: string): Promise<LockOwner | null> {

@@ -27,6 +27,10 @@ export interface LoraConfig {
   layersPattern: string[] | null;
   excludeModules: { kind: 'list'; names: string[] } | { kind: 'regex'; regex: RegExp } | null;
   baseModel: string | null;
+  /** `peft_version` as PEFT (0.18 and later) records it, e.g. `0.18.0`; null when absent */
+  peftVersion: string | null;
+  /** how rank_pattern/alpha_pattern keys are matched: by `peft_version`, else current PEFT's rules */
+  patternRules: PatternRules;
   /** the parsed JSON as written */
   raw: Record<string, unknown>;
 }
@@ -115,6 +119,7 @@ export function parseLoraConfig(text: string): ParsedConfig {
     excludeModules = { kind: 'list', names: ex };
   }
 
+  const peftVersion = typeof raw.peft_version === 'string' ? raw.peft_version : null;
   const config: LoraConfig = {
     r: raw.r as number,
     loraAlpha: raw.lora_alpha as number,
@@ -126,6 +131,8 @@ export function parseLoraConfig(text: string): ParsedConfig {
     layersPattern: lp === null || lp === undefined ? null : Array.isArray(lp) ? lp : [lp],
     excludeModules,
     baseModel: typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null,
+    peftVersion,
+    patternRules: patternRulesOf(peftVersion),
     raw,
   };
   return { config, findings };
@@ -188,10 +195,23 @@ function pythonFullMatch(pattern: string): RegExp | null {
   }
 }
 
-/** PEFT matches rank/alpha pattern keys with `re.match(rf"(.*\.)?({key})$", module)`. */
+/** PEFT ≥ 0.15 matches rank/alpha pattern keys with `re.match(rf"(.*\.)?({key})$", module)`. */
 function patternRegex(key: string): RegExp | null {
   try {
     return new RegExp(`^(.*\\.)?(?:${key})$`, 'u');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * PEFT ≤ 0.14 matched them with `re.match(rf".*\.{key}$", module)`: the key pasted in ungrouped (so
+ * `a|b` means `.*\.a` or `b$`) and a dot required before it (a full module name matched only through
+ * the exact-name fallback).
+ */
+function legacyPatternRegex(key: string): RegExp | null {
+  try {
+    return new RegExp(`^(?:.*\\.${key}$)`, 'u');
   } catch {
     return null;
   }
@@ -246,33 +266,124 @@ export function matchingTargets(config: LoraConfig, moduleName: string): string[
   return t.kind === 'regex' ? (t.regex.test(moduleName) ? [t.pattern] : []) : ['all-linear'];
 }
 
-/** Whether a rank/alpha pattern key selects this module. */
+/** Whether a rank/alpha pattern key selects this module (current PEFT's matching). */
 export function patternMatches(key: string, moduleName: string): boolean {
   return patternRegex(key)?.test(moduleName) ?? false;
 }
 
-function firstPatternMatch(pattern: [string, number][], moduleName: string): number | undefined {
-  for (const [key, value] of pattern) {
-    if (patternMatches(key, moduleName)) return value;
+/**
+ * How a PEFT release finds a module's rank_pattern and alpha_pattern entries (peft/tuners/lora/model.py
+ * `_create_and_replace`, peft/utils/other.py `get_pattern_key`):
+ * - `peft-0.13` (0.13 and earlier): ONE key for both, the first of the rank keys then the alpha keys
+ *   that matches `.*\.{key}$`, else the module name; rank and alpha are both looked up under it, so a
+ *   module matching a rank key gets the default alpha even when an alpha key matches it too;
+ * - `peft-0.14`: a key per pattern, the same matching;
+ * - `peft-0.15` (0.15 and later, current): a key per pattern, matched with `(.*\.)?({key})$`.
+ * In every release the first matching key in file order wins, and an exact module name is found too.
+ */
+export type PatternRules = 'peft-0.13' | 'peft-0.14' | 'peft-0.15';
+export const CURRENT_PATTERN_RULES: PatternRules = 'peft-0.15';
+
+/** The rules of the PEFT release `version` names (`0.13.2`, `0.18.0.dev0@abc…`); current PEFT's otherwise. */
+export function patternRulesOf(version: string | null): PatternRules {
+  const m = version === null ? null : /^v?(\d+)\.(\d+)/u.exec(version.trim());
+  if (!m) return CURRENT_PATTERN_RULES;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  if (major > 0 || minor >= 15) return 'peft-0.15';
+  return minor === 14 ? 'peft-0.14' : 'peft-0.13';
+}
+
+/** PEFT's `get_pattern_key`: the first key of `pattern` that selects `moduleName`, else the name itself. */
+function patternKey(keys: readonly string[], moduleName: string, rules: PatternRules): string {
+  const regexOf = rules === 'peft-0.15' ? patternRegex : legacyPatternRegex;
+  return keys.find((key) => regexOf(key)?.test(moduleName) ?? false) ?? moduleName;
+}
+
+/** Python's `dict.get(key, fallback)` on a pattern. */
+function lookup(pattern: [string, number][], key: string, fallback: number): number {
+  return pattern.find(([k]) => k === key)?.[1] ?? fallback;
+}
+
+/** The rank and alpha PEFT (of the release `rules` names) gives this module. */
+export function rankAndAlpha(
+  config: LoraConfig,
+  moduleName: string,
+  rules: PatternRules = config.patternRules,
+): { rank: number; alpha: number } {
+  const rankKeys = config.rankPattern.map(([k]) => k);
+  const alphaKeys = config.alphaPattern.map(([k]) => k);
+  if (rules === 'peft-0.13') {
+    const key = patternKey([...rankKeys, ...alphaKeys], moduleName, rules);
+    return {
+      rank: lookup(config.rankPattern, key, config.r),
+      alpha: lookup(config.alphaPattern, key, config.loraAlpha),
+    };
   }
-  return undefined;
+  return {
+    rank: lookup(config.rankPattern, patternKey(rankKeys, moduleName, rules), config.r),
+    alpha: lookup(config.alphaPattern, patternKey(alphaKeys, moduleName, rules), config.loraAlpha),
+  };
 }
 
 /** The rank PEFT gives this module: its rank_pattern entry, else `r`. */
 export function rankFor(config: LoraConfig, moduleName: string): number {
-  return firstPatternMatch(config.rankPattern, moduleName) ?? config.r;
+  return rankAndAlpha(config, moduleName).rank;
 }
 
 /** The alpha PEFT gives this module: its alpha_pattern entry, else `lora_alpha`. */
 export function alphaFor(config: LoraConfig, moduleName: string): number {
-  return firstPatternMatch(config.alphaPattern, moduleName) ?? config.loraAlpha;
+  return rankAndAlpha(config, moduleName).alpha;
 }
 
 /** PEFT's scaling of one module: alpha/r, or alpha/sqrt(r) with use_rslora. */
-export function scaleFor(config: LoraConfig, moduleName: string): number {
-  const r = rankFor(config, moduleName);
-  const alpha = alphaFor(config, moduleName);
-  return config.useRslora ? alpha / Math.sqrt(r) : alpha / r;
+export function scaleFor(
+  config: LoraConfig,
+  moduleName: string,
+  rules: PatternRules = config.patternRules,
+): number {
+  const { rank, alpha } = rankAndAlpha(config, moduleName, rules);
+  return config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
+
+/** A module whose scale depends on which PEFT release loads the adapter. */
+export interface PatternRuleConflict {
+  module: string;
+  /** what is used: the rules of `config.patternRules` */
+  used: { rules: PatternRules; rank: number; alpha: number; scale: number };
+  /** what an older PEFT release would give */
+  other: { rules: PatternRules; rank: number; alpha: number; scale: number };
+}
+
+/**
+ * Modules whose scale an older PEFT release would compute differently, when the config does not say
+ * which release wrote it (`peft_version`, recorded since PEFT 0.18). A release whose rank differs from
+ * the tensor's own rank cannot have made this adapter (its shapes would not load), so only the releases
+ * consistent with the file are compared.
+ */
+export function patternRuleConflicts(
+  config: LoraConfig,
+  modules: readonly { module: string; rank: number }[],
+): PatternRuleConflict[] {
+  if (config.peftVersion !== null) return [];
+  if (config.rankPattern.length === 0 && config.alphaPattern.length === 0) return [];
+  const out: PatternRuleConflict[] = [];
+  for (const m of modules) {
+    const used = rankAndAlpha(config, m.module);
+    const usedScale = scaleFor(config, m.module);
+    for (const rules of ['peft-0.13', 'peft-0.14'] as const) {
+      const other = rankAndAlpha(config, m.module, rules);
+      const otherScale = scaleFor(config, m.module, rules);
+      if (other.rank !== m.rank || otherScale === usedScale) continue;
+      out.push({
+        module: m.module,
+        used: { rules: config.patternRules, ...used, scale: usedScale },
+        other: { rules, ...other, scale: otherScale },
+      });
+      break;
+    }
+  }
+  return out;
 }
 
 /** A one-line description for the checklist. */

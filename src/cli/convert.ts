@@ -1,6 +1,10 @@
 /** `convert`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
 import { paint } from '../paint.js';
+import { exitOnSignal } from '../atomic.js';
 import { convertAdapter, type ConvertResult, type OutType } from '../convert.js';
+import { CodiError } from '../errors.js';
+import { errorJson, renderError, writeJson } from '../error-output.js';
+import { renderFinding } from '../render.js';
 import { formatBytes, plural } from '../text.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
 
@@ -10,12 +14,32 @@ export type { ConvertResult };
 
 export async function convertMain(input: CommandInput, io: CommandIO): Promise<ConvertResult> {
   const out = stringFlag(input, 'out');
-  const result = await convertAdapter(requiredString(input, 'dir'), {
-    base: requiredString(input, 'base'),
-    outtype: (stringFlag(input, 'outtype') ?? 'f32') as OutType,
-    force: booleanFlag(input, 'force'),
-    ...(out ? { out } : {}),
+  // SIGINT/SIGTERM/SIGHUP while the GGUF is written: its temp file is removed, the target keeps its
+  // old contents, and the exit status is the shell's for that signal (130, 143, 129)
+  const release = exitOnSignal((signal, status) => {
+    const error = new CodiError(
+      'INTERRUPTED',
+      `convert stopped by ${signal}: nothing was written (a GGUF being written was removed)`,
+    );
+    if (io.json) {
+      const json = errorJson(error);
+      json.error.exitCode = status;
+      writeJson(json);
+    } else {
+      process.stderr.write(renderError(error));
+    }
   });
+  let result: ConvertResult;
+  try {
+    result = await convertAdapter(requiredString(input, 'dir'), {
+      base: requiredString(input, 'base'),
+      outtype: (stringFlag(input, 'outtype') ?? 'f32') as OutType,
+      force: booleanFlag(input, 'force'),
+      ...(out ? { out } : {}),
+    });
+  } finally {
+    release();
+  }
   if (!io.json) {
     const name = [result.adapter.id, result.adapter.version].filter(Boolean).join(' ') || result.adapter.path;
     io.log(`${paint.green('✔')} ${result.cached ? 'Cached' : 'Converted'} ${name} → ${result.output}`);
@@ -32,6 +56,7 @@ export async function convertMain(input: CommandInput, io: CommandIO): Promise<C
         `  ${paint.yellow('⚠')} q8_0: ${plural(result.f16Fallback.length, 'tensor')} written as f16 because their rows are not a multiple of 32 (e.g. ${result.f16Fallback[0] ?? ''})`,
       );
     }
+    for (const f of result.warnings) io.log(renderFinding(f));
   }
   return result;
 }

@@ -17,7 +17,7 @@ export const TINY_DIMS = {
 
 export const TINY_VOCAB_SIZE = 484;
 
-/** The four adapters every conversion proof runs over (issue: plain, rsLoRA, patterns, BF16). */
+/** The adapters every conversion proof runs over (issue: plain, rsLoRA, patterns, BF16; and F16 input). */
 export const ADAPTER_SPECS: Record<string, AdapterSpec> = {
   plain: {
     id: 'tiny-plain',
@@ -54,6 +54,15 @@ export const ADAPTER_SPECS: Record<string, AdapterSpec> = {
     targetModules: ALL_PROJECTIONS,
     modules: decoderTargets(TINY_DIMS),
     seed: 104,
+  },
+  f16: {
+    id: 'tiny-f16',
+    r: 8,
+    alpha: 16,
+    dtype: 'F16',
+    targetModules: ALL_PROJECTIONS,
+    modules: decoderTargets(TINY_DIMS),
+    seed: 109,
   },
 };
 

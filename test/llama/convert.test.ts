@@ -6,8 +6,15 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertAdapter, type OutType } from '../../src/convert.js';
+import { GgmlType, gv } from '../../src/formats/ggml-types.js';
+import { writeGguf } from '../../src/formats/gguf-writer.js';
 import { writeMergedModel } from '../../src/testkit/merge.js';
-import { ALL_PROJECTIONS, decoderTargets, type AdapterSpec } from '../../src/testkit/peft-adapter.js';
+import {
+  ALL_PROJECTIONS,
+  decoderTargets,
+  generateLoraTensors,
+  type AdapterSpec,
+} from '../../src/testkit/peft-adapter.js';
 import { TINY_HPARAMS, writeTinyModel } from '../../src/testkit/tiny-model.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { baseCheckFor, readBaseForCheck } from '../../src/base-model.js';
@@ -20,6 +27,8 @@ import {
   startLlamaServer,
   type LlamaServer,
 } from '../helpers/llama.js';
+import { runCli } from '../helpers/cli.js';
+import { writeReferenceMerged, type ReferenceOptions } from '../helpers/reference.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const PROMPTS = ['def add(a, b):', 'The quick brown fox', 'import numpy as np\n', 'for i in range(10):'];
@@ -234,7 +243,187 @@ describe('convert: merged comparison with the real llama-server', () => {
   });
 });
 
+/**
+ * PEFT's scale of every module of each fixture, as literal numbers read off the fixture specs
+ * (test/helpers/fixtures.ts): not computed by the project's scaleFor.
+ */
+const LITERAL_SCALES: Record<string, (module: string) => number> = {
+  // r 8, lora_alpha 16: 16/8
+  plain: () => 16 / 8,
+  // r 16, lora_alpha 8, use_rslora: 8/sqrt(16)
+  rslora: () => 8 / 4,
+  // r 8, lora_alpha 16; rank_pattern {layers.0.self_attn.q_proj: 4, down_proj: 2},
+  // alpha_pattern {v_proj: 32, layers.1.mlp.up_proj: 4}
+  patterns: (module) =>
+    module === 'model.layers.0.self_attn.q_proj'
+      ? 16 / 4
+      : module.endsWith('.mlp.down_proj')
+        ? 16 / 2
+        : module.endsWith('.self_attn.v_proj')
+          ? 32 / 8
+          : module === 'model.layers.1.mlp.up_proj'
+            ? 4 / 8
+            : 16 / 8,
+  f16: () => 16 / 8,
+};
+
+describe('convert against a reference merged apart from the project (literal scales, llama.cpp permute by definition)', () => {
+  it.each(Object.keys(LITERAL_SCALES))(
+    '%s adapter: --lora converted.gguf equals W + s·B·A with the literal PEFT scales within 1e-3',
+    async (name) => {
+      const spec = ADAPTER_SPECS[name] as AdapterSpec;
+      const scale = LITERAL_SCALES[name] ?? (() => Number.NaN);
+      const adapterDir = await writeAdapter(dir, spec);
+      const gguf = await convertTo(adapterDir, base, 'f32');
+      const diff = await againstReference(spec, gguf, base, { model: {}, scale });
+      console.log(
+        `[convert] ${name}: max |Δ logprob| lora vs independent reference = ${diff.toExponential(2)}`,
+      );
+      expect(diff).toBeLessThanOrEqual(1e-3);
+    },
+  );
+
+  it("llama arch, GQA (4 heads, 2 KV heads): q/k deltas permuted by a routine written from llama.cpp's numpy expression", async () => {
+    const spec: AdapterSpec = {
+      ...(ADAPTER_SPECS.plain as AdapterSpec),
+      id: 'tiny-llama-reference',
+      seed: 110,
+    };
+    const adapterDir = await writeAdapter(dir, spec);
+    const gguf = await convertTo(adapterDir, baseLlama, 'f32');
+    const diff = await againstReference(spec, gguf, baseLlama, {
+      model: { arch: 'llama' },
+      scale: () => 16 / 8,
+      // llama.cpp convert_hf_to_gguf: q_proj permute(n_head = 4), k_proj permute(n_head_kv = 2)
+      permuteHeads: (name) =>
+        /\.attn_q\.weight$/u.test(name) ? 4 : /\.attn_k\.weight$/u.test(name) ? 2 : null,
+    });
+    console.log(
+      `[convert] llama GQA: max |Δ logprob| lora vs independent reference = ${diff.toExponential(2)}`,
+    );
+    expect(diff).toBeLessThanOrEqual(1e-3);
+  });
+});
+
+/** Serves `gguf` on `baseModel` and the independently merged reference; the largest log-prob difference. */
+async function againstReference(
+  spec: AdapterSpec,
+  gguf: string,
+  baseModel: string,
+  options: ReferenceOptions,
+): Promise<number> {
+  const reference = join(dir, `${spec.id}.${baseModel.split('/').pop() ?? ''}.reference.gguf`);
+  await writeReferenceMerged(reference, spec, options);
+  const lora = await served(baseModel, [gguf]);
+  const want = await served(reference);
+  // the reference must be what the adapter does to the model, not the model unchanged
+  expect(changedFrom(want, baseModel === base ? await plainBase() : await served(baseModel))).toBeGreaterThan(
+    0.05,
+  );
+  return maxDiff(lora, want);
+}
+
+/**
+ * An adapter GGUF written straight from the PEFT tensors, with none of convert's checks: what a
+ * converter without a pre-flight would hand llama-server. Names map by hand (q_proj → attn_q, …).
+ */
+async function uncheckedLoraGguf(path: string, spec: AdapterSpec, modules: readonly string[]): Promise<void> {
+  const names: Record<string, string> = {
+    'self_attn.q_proj': 'attn_q',
+    'self_attn.k_proj': 'attn_k',
+    'self_attn.v_proj': 'attn_v',
+    'self_attn.o_proj': 'attn_output',
+    'mlp.gate_proj': 'ffn_gate',
+    'mlp.up_proj': 'ffn_up',
+    'mlp.down_proj': 'ffn_down',
+  };
+  const peft = new Map(generateLoraTensors(spec).map((t) => [t.name, t]));
+  const tensors: { name: string; ne: number[]; type: GgmlType; values: Float32Array }[] = [];
+  for (const module of modules) {
+    const m = /^model\.layers\.(\d+)\.(.+)$/u.exec(module);
+    const target = `blk.${m?.[1] ?? ''}.${names[m?.[2] ?? ''] ?? ''}.weight`;
+    for (const [half, suffix] of [
+      ['lora_A', 'lora_a'],
+      ['lora_B', 'lora_b'],
+    ] as const) {
+      const t = peft.get(`base_model.model.${module}.${half}.weight`);
+      if (!t) throw new Error(`no ${half} for ${module}`);
+      tensors.push({
+        name: `${target}.${suffix}`,
+        ne: [...t.shape].reverse(),
+        type: GgmlType.F32,
+        values: t.values,
+      });
+    }
+  }
+  await writeGguf(
+    path,
+    {
+      metadata: [
+        ['general.architecture', gv.str('qwen2')],
+        ['general.type', gv.str('adapter')],
+        ['adapter.type', gv.str('lora')],
+        ['adapter.lora.alpha', gv.f32(spec.alpha)],
+      ],
+      tensors,
+    },
+    (_spec, i) => tensors[i]?.values ?? new Float32Array(0),
+  );
+}
+
 describe('verify --base: pre-flight catches what llama-server would fail on', () => {
+  it('verify --base --json (built CLI) names a missing tensor and a shape mismatch; llama-server refuses each of them', async () => {
+    // three layers on the two-layer base (layer 2 missing), and layer 0's up_proj 96 wide instead of 128
+    const modules = decoderTargets({ ...TINY_DIMS, layers: 3 }).map((m) =>
+      m.module === 'model.layers.0.mlp.up_proj' ? { ...m, outFeatures: 96 } : m,
+    );
+    const spec: AdapterSpec = {
+      id: 'tiny-preflight',
+      r: 8,
+      alpha: 16,
+      targetModules: ALL_PROJECTIONS,
+      modules,
+      seed: 111,
+    };
+    const adapterDir = await writeAdapter(dir, spec);
+    const r = await runCli(['verify', adapterDir, '--base', base, '--json']);
+    expect(r.code).toBe(1);
+    const report = r.json as { ok: boolean; findings: { level: string; code: string; message: string }[] };
+    expect(report.ok).toBe(false);
+    const incompatible = report.findings.filter((f) => f.code === 'BASE_INCOMPATIBLE');
+    expect(incompatible.find((f) => f.message.startsWith('blk.2.attn_q.weight'))?.message).toContain(
+      'does not exist in the base model',
+    );
+    expect(incompatible.find((f) => f.message.startsWith('blk.0.ffn_up.weight'))?.message).toMatch(
+      /expects shape \[96, 64\] but the base tensor is \[128, 64\]/,
+    );
+    // 7 modules of layer 2, and the one shape
+    expect(incompatible).toHaveLength(8);
+    // and convert refuses it with the same finding
+    await expect(
+      convertAdapter(adapterDir, { base, out: join(dir, 'never-preflight.gguf') }),
+    ).rejects.toMatchObject({
+      code: 'BASE_INCOMPATIBLE',
+    });
+
+    // what llama-server does with either problem, given an adapter GGUF written without the checks
+    const missing = join(dir, 'unchecked-missing.gguf');
+    await uncheckedLoraGguf(missing, spec, ['model.layers.2.self_attn.q_proj']);
+    await expect(startLlamaServer({ model: base, lora: [missing], timeoutMs: 60_000 })).rejects.toThrow(
+      /LoRA tensor 'blk\.2\.attn_q\.weight' does not exist in base model/,
+    );
+    const wrongShape = join(dir, 'unchecked-shape.gguf');
+    await uncheckedLoraGguf(wrongShape, spec, ['model.layers.0.mlp.up_proj']);
+    await expect(startLlamaServer({ model: base, lora: [wrongShape], timeoutMs: 60_000 })).rejects.toThrow(
+      /tensor 'blk\.0\.ffn_up\.weight' has incorrect shape/,
+    );
+    // the same writer with a module that fits: llama-server takes it (the failures above are the problems')
+    const fits = join(dir, 'unchecked-fits.gguf');
+    await uncheckedLoraGguf(fits, spec, ['model.layers.0.self_attn.q_proj']);
+    const ok = await serve(base, [fits]);
+    await stop(ok);
+  });
+
   it('a 3-layer adapter on the 2-layer base: llama-server refuses it, verify --base names the tensor first', async () => {
     const base3 = join(dir, 'tiny-qwen2-3l.gguf');
     await writeTinyModel(base3, { nLayer: 3 });

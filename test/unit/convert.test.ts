@@ -1,11 +1,13 @@
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { link, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { permuteRopeRows } from '../../src/base-model.js';
+import { baseCheckFor, permuteRopeRows, readBaseForCheck } from '../../src/base-model.js';
 import { convertAdapter, sameHeader } from '../../src/convert.js';
 import { CodiError } from '../../src/errors.js';
 import { GgmlType, gv } from '../../src/formats/ggml-types.js';
-import { getF32, getString, readGgufHeader, readTensorF32 } from '../../src/formats/gguf.js';
+import { getF32, getString, readGgufHeader, readTensorData, readTensorF32 } from '../../src/formats/gguf.js';
+import { verifyAdapter } from '../../src/verify.js';
+import { hfToGgufPermute } from '../helpers/reference.js';
 import { writeGguf } from '../../src/formats/gguf-writer.js';
 import { encodeSafetensors, parseSafetensorsHeader } from '../../src/formats/safetensors.js';
 import { sha256Bytes } from '../../src/checksum.js';
@@ -34,6 +36,37 @@ async function failure(promise: Promise<unknown>): Promise<CodiError> {
 
 async function adapter(spec: AdapterSpec): Promise<string> {
   return writeAdapter(dir, spec);
+}
+
+/** A copy of the GGUF `src` whose attention head counts say `heads` and `kv`, the rest unchanged. */
+async function withHeadCounts(src: string, dst: string, heads: number, kv: number): Promise<void> {
+  const g = await readGgufHeader(src);
+  const arch = getString(g, 'general.architecture') ?? '';
+  const changed: Record<string, number> = {
+    [`${arch}.attention.head_count`]: heads,
+    [`${arch}.attention.head_count_kv`]: kv,
+  };
+  await writeGguf(
+    dst,
+    {
+      metadata: [...g.metadata.values()].map(
+        (e) => [e.key, { type: e.type, value: changed[e.key] ?? e.value }] as const,
+      ),
+      tensors: g.tensors.map((t) => ({ name: t.name, ne: t.ne, type: t.type })),
+      alignment: g.alignment,
+    },
+    (spec) => readTensorData(src, g, spec.name),
+  );
+}
+
+/** The PEFT tensor `name` of `spec`, as generated (values rounded to its dtype). */
+function peftTensor(
+  spec: AdapterSpec,
+  name: string,
+): { shape: number[]; values: Float32Array; data: Uint8Array } {
+  const t = generateLoraTensors(spec).find((x) => x.name === `base_model.model.${name}`);
+  if (!t) throw new Error(`no tensor ${name}`);
+  return t;
 }
 
 describe('convert', () => {
@@ -150,6 +183,112 @@ describe('convert', () => {
     ]);
     expect(sameHeader(swapped.subarray(0, header.dataOffset), header)).toBe(false);
     expect(sameHeader(new Uint8Array(header.dataOffset), header)).toBe(false);
+  });
+
+  it('q8_0: a cache hit reports the same f16 fallbacks as the conversion that filled the cache', async () => {
+    const a = await adapter({ ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'q8-cached' });
+    const first = await convertAdapter(a, { base, outtype: 'q8_0' });
+    const again = await convertAdapter(a, { base, outtype: 'q8_0' });
+    expect(first.cached).toBe(false);
+    expect(again.cached).toBe(true);
+    expect(first.f16Fallback).toHaveLength(14);
+    expect(again.f16Fallback).toEqual(first.f16Fallback);
+    expect(again.tensors).toBe(first.tensors);
+    expect(again.folded).toEqual(first.folded);
+  });
+
+  it('the cache key holds what the conversion takes from the base: llama bases differing only in head counts', async () => {
+    const llama4 = join(dir, 'llama-h4.gguf');
+    const llama2 = join(dir, 'llama-h2.gguf');
+    await writeTinyModel(llama4, { arch: 'llama' });
+    await withHeadCounts(llama4, llama2, 2, 1);
+    const spec = { ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'llama-heads' };
+    const a = await adapter(spec);
+    const four = await convertAdapter(a, { base: llama4 });
+    const two = await convertAdapter(a, { base: llama2 });
+    expect(two.cached).toBe(false);
+    expect(two.output).not.toBe(four.output);
+    expect((await convertAdapter(a, { base: llama4 })).output).toBe(four.output);
+    // and each GGUF has its own base's permutation
+    const b = peftTensor(spec, 'model.layers.0.self_attn.q_proj.lora_B.weight');
+    for (const [r, heads] of [
+      [four, 4],
+      [two, 2],
+    ] as const) {
+      const g = await readGgufHeader(r.output);
+      expect(await readTensorF32(r.output, g, 'blk.0.attn_q.weight.lora_b')).toEqual(
+        hfToGgufPermute(b.values, 64, 8, heads),
+      );
+    }
+  });
+
+  it("llama q/k rows against llama.cpp's permute written from its definition (GQA: 4 heads, 2 KV heads)", async () => {
+    const llama = join(dir, 'llama.gguf');
+    await writeTinyModel(llama, { arch: 'llama' });
+    const spec = { ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'llama-gqa' };
+    const out = join(dir, 'llama-gqa.gguf');
+    await convertAdapter(await adapter(spec), { base: llama, out });
+    const g = await readGgufHeader(out);
+    const q = peftTensor(spec, 'model.layers.1.self_attn.q_proj.lora_B.weight');
+    const k = peftTensor(spec, 'model.layers.1.self_attn.k_proj.lora_B.weight');
+    const v = peftTensor(spec, 'model.layers.1.self_attn.v_proj.lora_B.weight');
+    expect(k.shape).toEqual([32, 8]);
+    const gotQ = await readTensorF32(out, g, 'blk.1.attn_q.weight.lora_b');
+    const gotK = await readTensorF32(out, g, 'blk.1.attn_k.weight.lora_b');
+    expect(gotQ).toEqual(hfToGgufPermute(q.values, 64, 8, 4));
+    // k_proj is permuted with head_count_kv (llama.cpp: permute(data, n_head, n_head_kv) uses n_head_kv)
+    expect(gotK).toEqual(hfToGgufPermute(k.values, 32, 8, 2));
+    expect(gotK).not.toEqual(hfToGgufPermute(k.values, 32, 8, 4));
+    expect(gotK).not.toEqual(k.values);
+    // v and lora_a are not permuted
+    expect(await readTensorF32(out, g, 'blk.1.attn_v.weight.lora_b')).toEqual(v.values);
+    expect(await readTensorF32(out, g, 'blk.1.attn_k.weight.lora_a')).toEqual(
+      peftTensor(spec, 'model.layers.1.self_attn.k_proj.lora_A.weight').values,
+    );
+  });
+
+  it('a llama base whose head count does not split q/k: verify --base and convert both refuse it, naming the tensor', async () => {
+    const llama = join(dir, 'llama-for-h3.gguf');
+    const h3 = join(dir, 'llama-h3.gguf');
+    await writeTinyModel(llama, { arch: 'llama' });
+    await withHeadCounts(llama, h3, 3, 3);
+    const a = await adapter({ ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'h3' });
+    const report = await verifyAdapter(a, { baseCheck: baseCheckFor(await readBaseForCheck(h3)) });
+    expect(report.ok).toBe(false);
+    const q = report.findings.find((f) => f.message.startsWith('blk.0.attn_q.weight'));
+    expect(q).toMatchObject({ level: 'error', code: 'BASE_INCOMPATIBLE' });
+    expect(q?.message).toContain('cannot split 64 rows into 3 heads');
+    expect(q?.message).toContain('llama.attention.head_count = 3');
+    const k = report.findings.find((f) => f.message.startsWith('blk.0.attn_k.weight'));
+    expect(k?.message).toContain('cannot split 32 rows into 3 heads');
+    expect(k?.message).toContain('head_count_kv = 3');
+    const target = join(dir, 'never-h3.gguf');
+    const e = await failure(convertAdapter(a, { base: h3, out: target }));
+    expect(e.code).toBe('BASE_INCOMPATIBLE');
+    expect(e.message).toMatch(/cannot split (64|32) rows into 3 heads/);
+    await expect(stat(target)).rejects.toThrow();
+  });
+
+  it('F16 weights: converted to f32 exactly, and to f16 bit for bit', async () => {
+    const spec = ADAPTER_SPECS.f16 as AdapterSpec;
+    const a = await adapter(spec);
+    const f32 = join(dir, 'f16-in.f32.gguf');
+    const f16 = join(dir, 'f16-in.f16.gguf');
+    const r = await convertAdapter(a, { base, out: f32 });
+    await convertAdapter(a, { base, out: f16, outtype: 'f16' });
+    expect(r.tensors).toBe(28);
+    const g32 = await readGgufHeader(f32);
+    const g16 = await readGgufHeader(f16);
+    for (const [peft, name] of [
+      ['model.layers.0.self_attn.q_proj.lora_A.weight', 'blk.0.attn_q.weight.lora_a'],
+      ['model.layers.1.mlp.down_proj.lora_B.weight', 'blk.1.ffn_down.weight.lora_b'],
+    ] as const) {
+      const t = peftTensor(spec, peft);
+      expect(g32.tensorsByName.get(name)?.type).toBe(GgmlType.F32);
+      expect(await readTensorF32(f32, g32, name)).toEqual(t.values);
+      expect(g16.tensorsByName.get(name)?.type).toBe(GgmlType.F16);
+      expect(Buffer.from(await readTensorData(f16, g16, name))).toEqual(Buffer.from(t.data));
+    }
   });
 
   it('llama q/k permutation: HF half-split rows become interleaved pairs within each head', () => {
@@ -321,10 +460,111 @@ describe('convert refuses, with a clear code and no output file', () => {
     await refuses(d, base, 'TENSOR_DTYPE', /I64/);
   });
 
+  it('--out naming the base model, by path, symlink or hard link: a usage error, the base untouched', async () => {
+    const a = await adapter({ ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'out-base' });
+    const own = join(dir, 'own-base.gguf');
+    await writeTinyModel(own);
+    const before = await readFile(own);
+    const sym = join(dir, 'own-base-symlink.gguf');
+    const hard = join(dir, 'own-base-hardlink.gguf');
+    await symlink(own, sym);
+    await link(own, hard);
+    for (const out of [own, join(dir, '.', 'x', '..', 'own-base.gguf'), sym, hard]) {
+      const e = await failure(convertAdapter(a, { base: own, out }));
+      expect(e.code, out).toBe('OUT_IS_BASE');
+      expect(e.exitCode).toBe(2);
+    }
+    // the base named through the link, --out the file itself
+    expect((await failure(convertAdapter(a, { base: sym, out: own }))).code).toBe('OUT_IS_BASE');
+    expect(await readFile(own)).toEqual(before);
+  });
+
+  it('--out inside the adapter folder (its files, a new file, the folder, through a symlink or a hard link): a usage error', async () => {
+    const a = await adapter({ ...(ADAPTER_SPECS.plain as AdapterSpec), id: 'out-adapter' });
+    const files = await readdir(a);
+    const weights = await readFile(join(a, 'adapter_model.safetensors'));
+    const alias = join(dir, 'out-adapter-alias');
+    await symlink(a, alias);
+    const hard = join(dir, 'weights-hardlink.safetensors');
+    await link(join(a, 'adapter_model.safetensors'), hard);
+    for (const out of [
+      join(a, 'adapter_model.safetensors'),
+      join(a, 'metadata.json'),
+      join(a, 'adapter.gguf'),
+      join(a, 'sub', 'adapter.gguf'),
+      a,
+      join(alias, 'adapter.gguf'),
+      hard,
+    ]) {
+      const e = await failure(convertAdapter(a, { base, out }));
+      expect(e.code, out).toBe('OUT_IN_ADAPTER');
+      expect(e.exitCode).toBe(2);
+    }
+    expect(await readdir(a)).toEqual(files);
+    expect(await readFile(join(a, 'adapter_model.safetensors'))).toEqual(weights);
+    // beside the adapter is fine
+    expect((await convertAdapter(a, { base, out: join(dir, 'out-adapter.gguf') })).cached).toBe(false);
+  });
+
   it('a missing base file is an environment error (exit 3)', async () => {
     const e = await failure(
       convertAdapter(await adapter(ADAPTER_SPECS.plain as AdapterSpec), { base: join(dir, 'nope.gguf') }),
     );
     expect(e.exitCode).toBe(3);
   });
+});
+
+describe('rank_pattern and alpha_pattern keys that PEFT releases read differently', () => {
+  // layer 0's q_proj: rank key q_proj and alpha key layers.0.self_attn.q_proj both select it. PEFT ≥ 0.14
+  // looks each up separately (rank 4, alpha 32: scale 8); PEFT 0.13 used the first matching key for both
+  // (q_proj: rank 4, alpha 16: scale 4). llama.cpp applies 16/4, so scale 8 is a fold of 2.
+  const overlapping = (id: string, extraConfig?: Record<string, unknown>): AdapterSpec => ({
+    ...(ADAPTER_SPECS.plain as AdapterSpec),
+    id,
+    rankPattern: { q_proj: 4 },
+    alphaPattern: { 'layers.0.self_attn.q_proj': 32 },
+    ...(extraConfig ? { extraConfig } : {}),
+  });
+  const q0 = 'model.layers.0.self_attn.q_proj';
+
+  it('no peft_version: the current PEFT scale, with a warning that names both results (convert and verify --base)', async () => {
+    const a = await adapter(overlapping('pattern-ambiguous'));
+    const r = await convertAdapter(a, { base, out: join(dir, 'pattern-ambiguous.gguf') });
+    expect(r.folded.find((f) => f.module === q0)).toEqual({ module: q0, scale: 8, factor: 2 });
+    expect(r.warnings).toHaveLength(1);
+    const w = r.warnings[0];
+    expect(w).toMatchObject({
+      level: 'warning',
+      code: 'CONFIG_PATTERN_AMBIGUOUS',
+      file: 'adapter_config.json',
+    });
+    expect(w?.message).toContain(`${q0}: PEFT ≥ 0.15 gives rank 4, alpha 32, scale 8`);
+    expect(w?.message).toContain('PEFT ≤ 0.13 gives rank 4, alpha 16, scale 4');
+    expect(w?.hint).toContain('peft_version');
+    const report = await verifyAdapter(a, { baseCheck: baseCheckFor(await readBaseForCheck(base)) });
+    expect(report.ok).toBe(true);
+    expect(report.findings.map((f) => f.code)).toEqual(['CONFIG_PATTERN_AMBIGUOUS']);
+  });
+
+  it.each([
+    ['0.13.2', 4, 1],
+    ['0.18.0', 8, 2],
+  ])(
+    'peft_version %s recorded: the scale of that release (%d), no warning',
+    async (version, scale, factor) => {
+      const a = await adapter(overlapping(`pattern-${version}`, { peft_version: version }));
+      const out = join(dir, `pattern-${version}.gguf`);
+      const r = await convertAdapter(a, { base, out });
+      expect(r.warnings).toEqual([]);
+      expect(r.folded.find((f) => f.module === q0)).toEqual(
+        factor === 1 ? undefined : { module: q0, scale, factor },
+      );
+      const spec = overlapping('x');
+      const b = peftTensor(spec, `${q0}.lora_B.weight`);
+      const g = await readGgufHeader(out);
+      expect(await readTensorF32(out, g, 'blk.0.attn_q.weight.lora_b')).toEqual(
+        b.values.map((v) => Math.fround(v * factor)),
+      );
+    },
+  );
 });

@@ -3,6 +3,9 @@ import {
   alphaFor,
   layerIndexOf,
   parseLoraConfig,
+  patternRuleConflicts,
+  patternRulesOf,
+  rankAndAlpha,
   rankFor,
   scaleFor,
   targetsModule,
@@ -117,6 +120,83 @@ describe('PEFT module rules', () => {
     const pat = config({ rank_pattern: { q_proj: 4 } });
     expect(rankFor(pat, 'model.layers.0.self_attn.q_proj')).toBe(4);
     expect(rankFor(pat, 'model.layers.0.self_attn.xq_proj')).toBe(8);
+  });
+});
+
+describe('rank_pattern / alpha_pattern across PEFT releases (peft/tuners/lora/model.py, get_pattern_key)', () => {
+  const q0 = 'model.layers.0.self_attn.q_proj';
+  const q1 = 'model.layers.1.self_attn.q_proj';
+  const v0 = 'model.layers.0.self_attn.v_proj';
+
+  it('reads the release from peft_version (PEFT writes it since 0.18); current PEFT without it', () => {
+    expect(patternRulesOf(null)).toBe('peft-0.15');
+    expect(patternRulesOf('0.13.2')).toBe('peft-0.13');
+    expect(patternRulesOf('0.10.0')).toBe('peft-0.13');
+    expect(patternRulesOf('0.14.0')).toBe('peft-0.14');
+    expect(patternRulesOf('0.15.2')).toBe('peft-0.15');
+    expect(patternRulesOf('0.18.0.dev0@0123abc')).toBe('peft-0.15');
+    expect(patternRulesOf('1.0.0')).toBe('peft-0.15');
+    expect(patternRulesOf('unknown')).toBe('peft-0.15');
+    expect(config().patternRules).toBe('peft-0.15');
+    expect(config({ peft_version: '0.13.2' })).toMatchObject({
+      peftVersion: '0.13.2',
+      patternRules: 'peft-0.13',
+    });
+  });
+
+  it('PEFT ≤ 0.13 looks rank and alpha up under ONE key (rank keys first); later releases under one key each', () => {
+    const overlap = { rank_pattern: { q_proj: 4 }, alpha_pattern: { 'layers.0.self_attn.q_proj': 32 } };
+    const c = config(overlap);
+    // 0.15: rank from q_proj, alpha from the layer-0 key: 32/4
+    expect(rankAndAlpha(c, q0)).toEqual({ rank: 4, alpha: 32 });
+    expect(scaleFor(c, q0)).toBe(8);
+    expect(rankAndAlpha(c, q0, 'peft-0.14')).toEqual({ rank: 4, alpha: 32 });
+    // 0.13: the key is q_proj (the first rank key that matches), and alpha_pattern has no q_proj: 16/4
+    expect(rankAndAlpha(c, q0, 'peft-0.13')).toEqual({ rank: 4, alpha: 16 });
+    expect(scaleFor(c, q0, 'peft-0.13')).toBe(4);
+    // a module only one key selects is the same in every release
+    expect(scaleFor(c, q1, 'peft-0.13')).toBe(scaleFor(c, q1));
+    // recorded as 0.13: that release's rules are the config's own
+    expect(scaleFor(config({ ...overlap, peft_version: '0.13.2' }), q0)).toBe(4);
+  });
+
+  it('PEFT ≤ 0.14 pasted the key into .*\\.{key}$ ungrouped: an alternation only binds its first branch', () => {
+    const c = config({ alpha_pattern: { 'q_proj|v_proj': 32 } });
+    expect(alphaFor(c, q0)).toBe(32);
+    expect(alphaFor(c, v0)).toBe(32);
+    expect(rankAndAlpha(c, q0, 'peft-0.14').alpha).toBe(32);
+    expect(rankAndAlpha(c, v0, 'peft-0.14').alpha).toBe(16);
+    expect(rankAndAlpha(c, v0, 'peft-0.13').alpha).toBe(16);
+    // an exact module name is found by every release (the dict lookup falls back to the name)
+    const exact = config({ rank_pattern: { [q0]: 2 } });
+    for (const rules of ['peft-0.13', 'peft-0.14', 'peft-0.15'] as const) {
+      expect(rankAndAlpha(exact, q0, rules).rank).toBe(2);
+    }
+  });
+
+  it('conflicts: only without peft_version, and only where the older release matches the tensor rank', () => {
+    const overlap = { rank_pattern: { q_proj: 4 }, alpha_pattern: { 'layers.0.self_attn.q_proj': 32 } };
+    const modules = [
+      { module: q0, rank: 4 },
+      { module: q1, rank: 4 },
+    ];
+    expect(patternRuleConflicts(config(overlap), modules)).toEqual([
+      {
+        module: q0,
+        used: { rules: 'peft-0.15', rank: 4, alpha: 32, scale: 8 },
+        other: { rules: 'peft-0.13', rank: 4, alpha: 16, scale: 4 },
+      },
+    ]);
+    expect(patternRuleConflicts(config({ ...overlap, peft_version: '0.18.0' }), modules)).toEqual([]);
+    expect(patternRuleConflicts(config(), modules)).toEqual([]);
+    // here PEFT 0.13 gives another rank: its regex needs a dot before the key, so the full-name rank key
+    // loses to the alpha key q_proj, under which rank_pattern has nothing (rank 8, not 4)
+    const ranks = config({ rank_pattern: { [q0]: 4 }, alpha_pattern: { q_proj: 32 } });
+    expect(rankAndAlpha(ranks, q0)).toEqual({ rank: 4, alpha: 32 });
+    expect(rankAndAlpha(ranks, q0, 'peft-0.13')).toEqual({ rank: 8, alpha: 32 });
+    // a rank-4 tensor cannot come from PEFT 0.13 (it would not load there): nothing to warn about
+    expect(patternRuleConflicts(ranks, [{ module: q0, rank: 4 }])).toEqual([]);
+    expect(patternRuleConflicts(ranks, [{ module: q0, rank: 8 }])).toHaveLength(1);
   });
 });
 
