@@ -941,6 +941,14 @@ async function install(
       }
       // verify named the staging folder; what counts is the name it will have
       findings = copy.findings.filter((f) => f.code !== 'ADAPTER_ID_MISMATCH');
+      for (const d of report.verified.layout.directories.filter((name) => !name.includes('/'))) {
+        findings.push({
+          level: 'warning',
+          code: 'MOUNT_SUBDIRECTORY_SKIPPED',
+          message: `${d}/ is not part of a PEFT adapter and was not copied`,
+          file: `${d}/`,
+        });
+      }
       if (copy.adapter.id !== id) {
         findings.push({
           level: 'warning',
@@ -1026,13 +1034,12 @@ function withAboveVolume(findings: Finding[], warning: Finding | null): Finding[
  * then the folders.
  */
 async function copyAdapter(src: string, dest: string, layout: AdapterLayout): Promise<void> {
-  for (const d of layout.directories) {
-    await mkdir(join(dest, d), { mode: 0o755 });
-    await chmod(join(dest, d), 0o755);
-  }
   const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
-  // a promote's lock and temp file (its own, or left by one that was killed) are not the adapter's
-  for (const f of layout.files.filter((file) => promoteFile(file.name) === null)) {
+  // a promote's lock and temp file (its own, or left by one that was killed) are not the adapter's, nor
+  // is anything in a subfolder (LAYOUT_SUBDIRECTORY: a trainer's checkpoint-N/, say, often gigabytes)
+  for (const f of layout.files.filter(
+    (file) => promoteFile(file.name) === null && !file.name.includes('/'),
+  )) {
     const from = join(src, f.name);
     const to = join(dest, f.name);
     let input;

@@ -151,6 +151,28 @@ describe('mountAdapter', () => {
     );
   });
 
+  it('leaves a subfolder (not part of an adapter) behind, and says so', async () => {
+    const { root, src } = await makeVolume();
+    const source = await makeAdapter(src, 'with-sub');
+    await mkdir(join(source, 'checkpoint-1', 'inner'), { recursive: true });
+    await writeFile(join(source, 'checkpoint-1', 'optimizer.pt'), 'not an adapter file');
+    const r = await mountAdapter(source, { root });
+    expect(r.action).toBe('installed');
+    expect((await readdir(r.path)).sort()).toEqual([
+      'README.md',
+      'adapter_config.json',
+      'adapter_model.safetensors',
+      'metadata.json',
+    ]);
+    const skipped = r.findings.filter((f) => f.code === 'MOUNT_SUBDIRECTORY_SKIPPED');
+    expect(skipped.map((f) => [f.level, f.file, f.message])).toEqual([
+      ['warning', 'checkpoint-1/', 'checkpoint-1/ is not part of a PEFT adapter and was not copied'],
+    ]);
+    expect(r.findings.map((f) => f.code)).not.toContain('LAYOUT_SUBDIRECTORY');
+    // the same adapter again: unchanged (the subfolder was never part of it)
+    expect((await mountAdapter(source, { root })).action).toBe('unchanged');
+  });
+
   it('same id, same checksums: success, nothing changed; other contents: MOUNT_CONFLICT unless --force', async () => {
     const { root, src } = await makeVolume();
     const one = await makeAdapter(src, 'x', { seed: 1 });
