@@ -23,13 +23,18 @@ export const METADATA_LOCK_FILE = `.${METADATA_FILE}.lock`;
 
 /**
  * A file a `promote` keeps in the adapter while it runs, and leaves only when it is killed: its lock,
- * or the temp file metadata.json is written to (`tempPathFor`, with the writer's pid). Not part of the
- * adapter: never copied, never counted as uncovered (verify reports a stale one as such).
+ * what taking the lock writes for a moment (the record `.<lock>.<pid>.<hex>.tmp` that is hard-linked to
+ * the lock name, a `.break` file while a stale lock is broken), or the temp file metadata.json is written
+ * to (`tempPathFor`). Not part of the adapter: never copied, never counted as uncovered (verify reports
+ * one left behind as such).
  */
-export function promoteFile(name: string): { kind: 'lock' } | { kind: 'temp'; pid: number } | null {
+export function promoteFile(name: string): { kind: 'lock' } | { kind: 'temp' } | null {
   if (name === METADATA_LOCK_FILE) return { kind: 'lock' };
-  const pid = tempWriterPid(name, METADATA_FILE);
-  return pid === null ? null : { kind: 'temp', pid };
+  if (name === `${METADATA_LOCK_FILE}.break`) return { kind: 'temp' };
+  if (tempWriterPid(name, METADATA_FILE) !== null || tempWriterPid(name, METADATA_LOCK_FILE) !== null) {
+    return { kind: 'temp' };
+  }
+  return null;
 }
 
 /**

@@ -267,8 +267,8 @@ async function createExclusive(path: string, record: string): Promise<boolean> {
  * A taker killed between writing its record and linking it leaves `.<lock>.<pid>.<hex>.tmp` behind,
  * a breaker killed mid-way a `.break` file. Both live for milliseconds while their maker runs, so the
  * next holder removes any older than the heartbeat bound, and a temp whose record names this host and
- * a pid that is gone at once. Not by the pid in the name alone: it carries no host, and a taker in
- * another container may have a pid that is free here.
+ * a pid that is gone at once. Not by the pid in the name alone while there is a record: it carries no
+ * host, and a taker in another container may have a pid that is free here.
  */
 async function removeDeadTemps(path: string): Promise<void> {
   const dir = dirname(path);
@@ -290,7 +290,11 @@ async function removeDeadTemps(path: string): Promise<void> {
     let dead = age > (m ? heartbeatStaleMs() : BREAKER_STALE_MS);
     if (!dead && m) {
       const record = await readLockOwner(full);
-      dead = record !== null && record.hostname === hostname() && !pidAlive(record.pid);
+      // no record yet: killed between creating the file and writing it (microseconds apart), so the
+      // pid in its name is the best word there is; a taker elsewhere that happens to have a pid free here
+      // would see its link fail (exit 3), nothing worse
+      dead =
+        record === null ? !pidAlive(Number(m[1])) : record.hostname === hostname() && !pidAlive(record.pid);
     }
     if (dead) await unlink(full).catch(() => undefined);
   }

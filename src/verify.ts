@@ -21,6 +21,7 @@ import {
   CONFIG_FILE,
   METADATA_FILE,
   needsNoChecksum,
+  METADATA_LOCK_FILE,
   promoteFile,
   SAFETENSORS_FILE,
   scanLayout,
@@ -298,18 +299,25 @@ async function inspect(
     );
   }
   for (const p of pending.values()) p.catch(() => undefined);
-  // a promote's lock and temp file, not files of the adapter: there while one runs (nothing to say),
-  // or left by one that was killed
+  // a promote's lock and temp files, not files of the adapter: there while one runs (nothing to say),
+  // or left by one that was killed. Its temp files are written only under the lock, so they are
+  // leftovers once no live lock is there (whatever their pid: it may be another container's).
+  let liveLock: boolean | undefined;
   for (const f of layout.files) {
     const own = promoteFile(f.name);
     if (!own) continue;
-    const { lockFileIsStale, pidAlive } = await import('./lock.js');
-    const stale = own.kind === 'lock' ? await lockFileIsStale(join(layout.dir, f.name)) : !pidAlive(own.pid);
+    if (liveLock === undefined) {
+      const { lockFileIsStale } = await import('./lock.js');
+      const lockPath = join(layout.dir, METADATA_LOCK_FILE);
+      liveLock =
+        layout.files.some((file) => file.name === METADATA_LOCK_FILE) && !(await lockFileIsStale(lockPath));
+    }
+    const stale = !liveLock;
     if (stale) {
       findings.push({
         level: 'warning',
         code: 'PROMOTE_LEFTOVER',
-        message: `${f.name} was left by a promote that did not finish (its process is gone)`,
+        message: `${f.name} was left by a promote that did not finish (no live promote holds the adapter's lock)`,
         file: f.name,
         hint: 'the next promote of this adapter removes it; or delete it',
       });

@@ -119,11 +119,16 @@ describe('lock', () => {
       owner({ pid: dead, hostname: 'another-host' }),
     );
     await writeFile(join(dir, `.rules.yml.lock.${dead}.cccccccccccc.tmp`), owner({ pid: dead }));
+    // fresh and empty (killed between creating it and writing the record): the pid in its name decides
+    await writeFile(join(dir, `.rules.yml.lock.${dead}.dddddddddddd.tmp`), '');
+    await writeFile(join(dir, `.rules.yml.lock.${process.pid}.eeeeeeeeeeee.tmp`), '');
     await writeFile(join(dir, 'rules.yml.lock.break'), '');
     await utimes(join(dir, 'rules.yml.lock.break'), old, old);
     const lock = await acquireLock(path);
     await lock.release();
-    expect((await readdir(dir)).sort()).toEqual([`.rules.yml.lock.${dead}.ba9876543210.tmp`]);
+    expect((await readdir(dir)).sort()).toEqual(
+      [`.rules.yml.lock.${dead}.ba9876543210.tmp`, `.rules.yml.lock.${process.pid}.eeeeeeeeeeee.tmp`].sort(),
+    );
   });
 
   it("a holder keeps a heartbeat: the lock file's mtime is refreshed while it is held, recorded in the lock", async () => {

@@ -153,14 +153,20 @@ describe('verifyAdapter', () => {
     expect(strict.ok).toBe(false);
     expect(codes(strict)).toEqual(['PROMOTE_LEFTOVER']);
     await rm(lockFile);
-    // metadata.json's temp file: being written by a live promote, or left by a dead one
-    await writeFile(join(dir, `.metadata.json.${process.pid}.0123456789ab.tmp`), '{');
+    // metadata.json's temp file and a lock taker's record: written under a live lock (nothing to say),
+    // or left once no live promote holds the lock, whatever pid their names carry
+    const temps = [
+      `.metadata.json.${process.pid}.0123456789ab.tmp`,
+      `..metadata.json.lock.${gone}.0123456789ab.tmp`,
+    ];
+    for (const t of temps) await writeFile(join(dir, t), '{');
+    await writeFile(lockFile, owner(process.pid));
     expect((await verifyAdapter(dir, { strict: true })).findings).toEqual([]);
-    await rm(join(dir, `.metadata.json.${process.pid}.0123456789ab.tmp`));
-    await writeFile(join(dir, `.metadata.json.${gone}.0123456789ab.tmp`), '{');
-    expect((await verifyAdapter(dir)).findings).toEqual([
-      expect.objectContaining({ code: 'PROMOTE_LEFTOVER', file: `.metadata.json.${gone}.0123456789ab.tmp` }),
-    ]);
+    await rm(lockFile);
+    expect((await verifyAdapter(dir)).findings).toEqual(
+      [...temps].sort().map((file) => expect.objectContaining({ code: 'PROMOTE_LEFTOVER', file })),
+    );
+    for (const t of temps) await rm(join(dir, t));
     // a name that only looks like one is an ordinary uncovered file
     await writeFile(join(dir, '.metadata.json.x.tmp'), '{');
     expect(codes(await verifyAdapter(dir))).toContain('FILE_UNCOVERED');
