@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { baseCheckFor, permuteRopeRows, readBaseForCheck } from '../../src/base-model.js';
 import { convertAdapter, sameHeader } from '../../src/convert.js';
 import { CodiError } from '../../src/errors.js';
-import { GgmlType, gv } from '../../src/formats/ggml-types.js';
+import { GgmlType } from '../../src/formats/ggml-types.js';
 import { getF32, getString, readGgufHeader, readTensorData, readTensorF32 } from '../../src/formats/gguf.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { hfToGgufPermute } from '../helpers/reference.js';
@@ -13,7 +13,7 @@ import { encodeSafetensors, parseSafetensorsHeader } from '../../src/formats/saf
 import { sha256Bytes } from '../../src/checksum.js';
 import { generateLoraTensors, writeMetadata, type AdapterSpec } from '../../src/testkit/peft-adapter.js';
 import { writeTinyModel } from '../../src/testkit/tiny-model.js';
-import { ADAPTER_SPECS, writeAdapter } from '../helpers/fixtures.js';
+import { ADAPTER_SPECS, writeAdapter, writeUnsupportedBase } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let dir: string;
@@ -404,18 +404,7 @@ describe('convert refuses, with a clear code and no output file', () => {
   });
 
   it('an unsupported architecture', async () => {
-    const gemma = join(dir, 'gemma.gguf');
-    await writeGguf(
-      gemma,
-      {
-        metadata: [
-          ['general.architecture', gv.str('gemma')],
-          ['gemma.attention.head_count', gv.u32(4)],
-        ],
-        tensors: [{ name: 'token_embd.weight', ne: [64, 4], type: GgmlType.F32 }],
-      },
-      () => new Float32Array(256),
-    );
+    const gemma = await writeUnsupportedBase(join(dir, 'gemma.gguf'));
     await refuses(await adapter(ADAPTER_SPECS.plain as AdapterSpec), gemma, 'BASE_ARCH_UNSUPPORTED', /gemma/);
   });
 
