@@ -2,6 +2,7 @@
 import { chmod, cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { exampleSpec } from '../../src/testkit/examples.js';
 import { ALL_PROJECTIONS, decoderTargets, writePeftAdapter } from '../../src/testkit/peft-adapter.js';
 import { IS_ROOT } from '../helpers/catalog.js';
 import { runCli, runOnTerminal, SGR } from '../helpers/cli.js';
@@ -177,6 +178,30 @@ describe('verify (built CLI)', () => {
       '--json',
     ]);
     expect(missing.code).toBe(3);
+  });
+
+  it('CONFIG_PATTERN_AMBIGUOUS once, with or without --base; convert --json lists it among its warnings', async () => {
+    // rank key q_proj and alpha key layers.0.self_attn.q_proj: PEFT releases give that module other scales
+    const dir = join(await tempDir('codi-verify-e2e-'), 'ambiguous');
+    await writePeftAdapter(dir, {
+      ...exampleSpec('ambiguous'),
+      rankPattern: { q_proj: 4 },
+      alphaPattern: { 'layers.0.self_attn.q_proj': 32 },
+    });
+    const base = 'examples/base/tiny-qwen2.gguf';
+    for (const args of [[], ['--base', base]]) {
+      const r = await runCli(['verify', dir, ...args, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(codes(r.json)).toEqual(['CONFIG_PATTERN_AMBIGUOUS']);
+    }
+    const human = await runCli(['verify', dir]);
+    expect(human.code).toBe(0);
+    expect(human.stdout.match(/CONFIG_PATTERN_AMBIGUOUS/gu)).toHaveLength(1);
+    const out = join(dir, '..', 'ambiguous.gguf');
+    const converted = await runCli(['convert', dir, '--base', base, '--out', out, '--json']);
+    expect(converted.code, converted.stderr).toBe(0);
+    const warnings = (converted.json as { warnings: { code: string }[] }).warnings;
+    expect(warnings.map((w) => w.code)).toEqual(['CONFIG_PATTERN_AMBIGUOUS']);
   });
 });
 
