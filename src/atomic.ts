@@ -40,8 +40,14 @@ const TEMP_STALE_MS = 10 * 60_000;
 /**
  * Removes the temp files (`tempPathFor`) for files named `names` in `dir` that a killed writer left
  * behind: their pid is gone, or they are older than 10 minutes. Ours and live writers' are kept.
+ * `lockHeld`: the caller holds the lock every writer of these files takes, so any temp file there is a
+ * leftover, whatever pid made it (a pid says nothing about another container's process), ours too.
  */
-export async function removeDeadTemps(dir: string, names: readonly string[]): Promise<string[]> {
+export async function removeDeadTemps(
+  dir: string,
+  names: readonly string[],
+  options: { lockHeld?: boolean } = {},
+): Promise<string[]> {
   let entries: string[];
   try {
     entries = await readdir(dir);
@@ -52,15 +58,17 @@ export async function removeDeadTemps(dir: string, names: readonly string[]): Pr
   for (const entry of entries) {
     for (const name of names) {
       const pid = tempWriterPid(entry, name);
-      if (pid === null || pid === process.pid) continue;
-      const st = await stat(join(dir, entry)).catch(() => null);
-      if (!st?.isFile()) continue;
-      if (!pidAlive(pid) || Date.now() - st.mtimeMs > TEMP_STALE_MS) {
-        await unlink(join(dir, entry)).then(
-          () => removed.push(entry),
-          () => undefined,
-        );
+      if (pid === null) continue;
+      if (!options.lockHeld) {
+        if (pid === process.pid) continue;
+        const st = await stat(join(dir, entry)).catch(() => null);
+        if (!st?.isFile()) continue;
+        if (pidAlive(pid) && Date.now() - st.mtimeMs <= TEMP_STALE_MS) continue;
       }
+      await unlink(join(dir, entry)).then(
+        () => removed.push(entry),
+        () => undefined,
+      );
     }
   }
   return removed;

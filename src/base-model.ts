@@ -7,15 +7,7 @@ import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js'
 import { findingFromError, type Finding } from './findings.js';
 import { getNumber, getString, readGgufHeader, torchShape } from './formats/gguf.js';
 import { ggufTensorFor, isSupportedArch, SUPPORTED_ARCHS, type SupportedArch } from './gguf-names.js';
-import {
-  CONFIG_FILE,
-  patternRuleConflicts,
-  rankAndAlpha,
-  scaleFor,
-  type LoraConfig,
-  type PatternRuleConflict,
-  type PatternRules,
-} from './peft-config.js';
+import { rankAndAlpha, scaleFor, type LoraConfig } from './peft-config.js';
 import type { LoraModule } from './peft-tensors.js';
 
 export interface BaseModel {
@@ -214,37 +206,7 @@ export function checkCompatibility(
       permuteHeads,
     });
   }
-  const conflict = patternConflictFinding(config, modules);
-  if (conflict) findings.push(conflict);
   return { findings, plan, ggufAlpha };
-}
-
-const RULES_NAME: Record<PatternRules, string> = {
-  'peft-0.13': 'PEFT ≤ 0.13',
-  'peft-0.14': 'PEFT 0.14',
-  'peft-0.15': 'PEFT ≥ 0.15',
-};
-
-/**
- * A warning when the PEFT release that loads the adapter decides a module's scale (rank_pattern and
- * alpha_pattern keys that select it differently), and the config does not record that release: the
- * converted GGUF reproduces current PEFT, which is what every PEFT since 0.14 loads it as.
- */
-function patternConflictFinding(config: LoraConfig, modules: readonly LoraModule[]): Finding | null {
-  const conflicts = patternRuleConflicts(config, modules);
-  const first = conflicts[0];
-  if (!first) return null;
-  const side = (s: PatternRuleConflict['used']): string =>
-    `${RULES_NAME[s.rules]} gives rank ${s.rank}, alpha ${s.alpha}, scale ${s.scale}`;
-  const more = conflicts.length > 1 ? ` (and ${conflicts.length - 1} more modules)` : '';
-  return {
-    level: 'warning',
-    code: 'CONFIG_PATTERN_AMBIGUOUS',
-    message: `${first.module}: ${side(first.used)}, but ${side(first.other)}${more}: rank_pattern and alpha_pattern select it differently across PEFT releases, and adapter_config.json has no peft_version; the ${RULES_NAME[first.used.rules]} scale is used`,
-    file: CONFIG_FILE,
-    pointer: '/alpha_pattern',
-    hint: `if the adapter was trained with an older PEFT, record it in adapter_config.json (e.g. "peft_version": "0.13.2") and regenerate the metadata.json checksums`,
-  };
 }
 
 /**

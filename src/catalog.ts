@@ -52,7 +52,6 @@ import {
   CONFIG_FILE,
   isValidAdapterId,
   METADATA_FILE,
-  needsNoChecksum,
   promoteFile,
   requiredFiles,
   SAFETENSORS_FILE,
@@ -67,7 +66,7 @@ import {
   pidAlive,
   startHeartbeat,
 } from './lock.js';
-import { parseMetadata, type AdapterMetadata } from './metadata.js';
+import { adapterIdFinding, parseMetadata, uncoveredFileFindings, type AdapterMetadata } from './metadata.js';
 import { parseLoraConfig } from './peft-config.js';
 import { pausePoint } from './test-hooks.js';
 import type { VerifiedAdapter, VerifyOptions, VerifyReport as VerifyReportBase } from './verify.js';
@@ -1506,17 +1505,8 @@ export async function quickCheck(
       metadata = parsed.metadata;
       if (metadata) {
         // as verify says it: the cheap part of its metadata check, so list shows the same warnings
-        const dirName = basename(layout.dir);
-        if (dirName !== metadata.id) {
-          findings.push({
-            level: 'warning',
-            code: 'ADAPTER_ID_MISMATCH',
-            message: `the directory is named ${JSON.stringify(dirName)} but metadata.json says id ${JSON.stringify(metadata.id)}`,
-            file: METADATA_FILE,
-            pointer: '/id',
-            hint: `mount installs it as <root>/adapters/${metadata.id}`,
-          });
-        }
+        const idFinding = adapterIdFinding(layout.dir, metadata);
+        if (idFinding) findings.push(idFinding);
         for (const [file] of parsed.checksums) {
           if (!present.has(file)) {
             findings.push({
@@ -1527,16 +1517,8 @@ export async function quickCheck(
             });
           }
         }
-        for (const f of layout.files) {
-          if (!parsed.checksums.has(f.name) && !needsNoChecksum(f.name) && !f.name.includes('/')) {
-            findings.push({
-              level: 'warning',
-              code: 'FILE_UNCOVERED',
-              message: `${f.name} is not covered by the checksums in metadata.json`,
-              file: f.name,
-            });
-          }
-        }
+        for (const f of uncoveredFileFindings(layout.files, parsed.checksums, layout.weightsFile))
+          findings.push(f);
       }
     }
   }

@@ -2,7 +2,7 @@
 import { CodiError } from './errors.js';
 import type { Finding } from './findings.js';
 import { parseJson } from './formats/strict-json.js';
-import { METADATA_FILE } from './layout.js';
+import { METADATA_FILE, needsNoChecksum } from './layout.js';
 import { formatViolation, validateAgainst } from './schemas.js';
 
 export interface EvaluationRecord {
@@ -95,4 +95,46 @@ export function parseMetadata(text: string, weightsFile: string | null): ParsedM
     });
   }
   return { metadata, checksums, findings };
+}
+
+/**
+ * The warning when the folder's name is not the id in metadata.json: mount installs an adapter under
+ * its id, so the folder a user names and the one the catalog shows would differ. verify and list say it
+ * alike.
+ */
+export function adapterIdFinding(dir: string, metadata: AdapterMetadata): Finding | null {
+  const dirName = dir.slice(dir.lastIndexOf('/') + 1);
+  if (dirName === metadata.id) return null;
+  return {
+    level: 'warning',
+    code: 'ADAPTER_ID_MISMATCH',
+    message: `the directory is named ${JSON.stringify(dirName)} but metadata.json says id ${JSON.stringify(metadata.id)}`,
+    file: METADATA_FILE,
+    pointer: '/id',
+    hint: `mount installs it as <root>/adapters/${metadata.id}`,
+  };
+}
+
+/**
+ * A warning for each file in the adapter folder that the checksums do not cover, so a file could change
+ * unseen. An uncovered weights file is already an error (CHECKSUM_WEIGHTS_UNCOVERED); a file in a
+ * subfolder cannot be listed (plain names only): its folder is the finding (LAYOUT_SUBDIRECTORY).
+ */
+export function uncoveredFileFindings(
+  files: readonly { name: string }[],
+  checksums: ReadonlyMap<string, string>,
+  weightsFile: string | null,
+): Finding[] {
+  const findings: Finding[] = [];
+  for (const { name } of files) {
+    if (name.includes('/') || name === weightsFile || checksums.has(name) || needsNoChecksum(name)) continue;
+    findings.push({
+      level: 'warning',
+      code: 'FILE_UNCOVERED',
+      message: `${name} is not covered by the checksums in metadata.json`,
+      file: name,
+      hint: 'remove it, or add its sha256 to checksum.files',
+    });
+  }
+  return findings;
 }

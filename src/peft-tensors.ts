@@ -4,12 +4,16 @@
  */
 import { CappedFindings, type Finding } from './findings.js';
 import {
+  CONFIG_FILE,
   layerIndexOf,
   matchingTargets,
   patternMatches,
+  patternRuleConflicts,
   rankFor,
   targetsModule,
   type LoraConfig,
+  type PatternRuleConflict,
+  type PatternRules,
 } from './peft-config.js';
 
 export interface TensorDescriptor {
@@ -217,6 +221,10 @@ export function analyzeTensors(
       if (!used)
         warning('CONFIG_PATTERN_UNUSED', `rank/alpha pattern ${JSON.stringify(key)} matches no module`);
     }
+    // config and module names alone decide it: verify says it with or without --base, and convert
+    // passes it on among its warnings
+    const conflict = patternConflictFinding(config, modules);
+    if (conflict) findings.push(conflict);
   }
 
   // what the file holds, broken pairs included: the rank of a module is its lora_A's rows (its
@@ -246,6 +254,35 @@ export function analyzeTensors(
       layers: [...layers].sort((a, b) => a - b),
     },
     findings: findings.list(),
+  };
+}
+
+const RULES_NAME: Record<PatternRules, string> = {
+  'peft-0.13': 'PEFT ≤ 0.13',
+  'peft-0.14': 'PEFT 0.14',
+  'peft-0.15': 'PEFT ≥ 0.15',
+};
+
+/**
+ * A warning when the PEFT release that loads the adapter decides a module's scale (rank_pattern and
+ * alpha_pattern keys that select it differently), and the config does not record that release: the
+ * converted GGUF reproduces current PEFT, which is what every PEFT since 0.14 loads it as. Only the
+ * config and the modules' names and ranks decide it, so no base model is needed.
+ */
+function patternConflictFinding(config: LoraConfig, modules: readonly LoraModule[]): Finding | null {
+  const conflicts = patternRuleConflicts(config, modules);
+  const first = conflicts[0];
+  if (!first) return null;
+  const side = (s: PatternRuleConflict['used']): string =>
+    `${RULES_NAME[s.rules]} gives rank ${s.rank}, alpha ${s.alpha}, scale ${s.scale}`;
+  const more = conflicts.length > 1 ? ` (and ${conflicts.length - 1} more modules)` : '';
+  return {
+    level: 'warning',
+    code: 'CONFIG_PATTERN_AMBIGUOUS',
+    message: `${first.module}: ${side(first.used)}, but ${side(first.other)}${more}: rank_pattern and alpha_pattern select it differently across PEFT releases, and adapter_config.json has no peft_version; convert uses the ${RULES_NAME[first.used.rules]} scale`,
+    file: CONFIG_FILE,
+    pointer: '/alpha_pattern',
+    hint: `if the adapter was trained with an older PEFT, record it in adapter_config.json (e.g. "peft_version": "0.13.2") and regenerate the metadata.json checksums`,
   };
 }
 

@@ -4,11 +4,11 @@
  * the evaluation to the adapter's metadata.json. Both files are replaced atomically while a lock beside
  * rules.yml is held, so concurrent promotes serialise instead of losing each other's entries.
  */
-import { readdir, readFile, realpath, stat, unlink } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { createTwoFilesPatch } from 'diff';
-import { AtomicFile, tempWriterPid } from './atomic.js';
+import { AtomicFile, removeDeadTemps } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { parseJson } from './formats/strict-json.js';
 import { decodeUtf8, describeInvalidUtf8 } from './formats/utf8.js';
@@ -301,8 +301,10 @@ async function plan(
   }
 
   // 5. atomic writes, rules first: the release record is what matters; the metadata follows it
-  await removeLeftoverTemps(dirname(rulesPath), basename(rulesPath));
-  await removeLeftoverTemps(adapter.path, METADATA_FILE);
+  // Only a promote holding the lock of a file writes its temp, and this one holds both: any temp there
+  // is a killed promote's. The locks' own temp files are lock.ts's to clean.
+  await removeDeadTemps(dirname(rulesPath), [basename(rulesPath)], { lockHeld: true });
+  await removeDeadTemps(adapter.path, [METADATA_FILE], { lockHeld: true });
   if (changed.rules) {
     await replaceFile(rulesPath, newRulesText, 'promote:rules-temp');
     await pausePoint('promote:rules-written');
@@ -449,24 +451,6 @@ async function replaceFile(path: string, text: string, pauseStep: string): Promi
   }
   await pausePoint(pauseStep);
   await file.commit();
-}
-
-/**
- * Temp files of `name` (`.<name>.<pid>.<hex>.tmp`, see atomic.ts) that a killed promote left behind.
- * Only a promote holding the lock of that file writes one, and the caller holds it now: any there is
- * a leftover, whatever pid or host made it (a pid says nothing about another container's process).
- * The lock's own temp files are lock.ts's to clean.
- */
-async function removeLeftoverTemps(dir: string, name: string): Promise<void> {
-  let entries: string[];
-  try {
-    entries = await readdir(dir);
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    if (tempWriterPid(entry, name) !== null) await unlink(join(dir, entry)).catch(() => undefined);
-  }
 }
 
 /** Equal as JSON data, whatever the objects' prototypes (YAML, strict and plain JSON parsers differ). */

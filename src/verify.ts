@@ -20,7 +20,6 @@ import {
   BIN_FILE,
   CONFIG_FILE,
   METADATA_FILE,
-  needsNoChecksum,
   METADATA_LOCK_FILE,
   promoteFile,
   SAFETENSORS_FILE,
@@ -28,7 +27,7 @@ import {
   UNREADABLE_HINT,
   type AdapterLayout,
 } from './layout.js';
-import { parseMetadata, type AdapterMetadata } from './metadata.js';
+import { adapterIdFinding, parseMetadata, uncoveredFileFindings, type AdapterMetadata } from './metadata.js';
 import { describeConfig, parseLoraConfig, type LoraConfig } from './peft-config.js';
 import { analyzeTensors, type LoraModule, type TensorDescriptor, type TensorStats } from './peft-tensors.js';
 import { nowMs } from './clock.js';
@@ -271,17 +270,8 @@ async function inspect(
       expected = parsed.checksums;
       if (metadata) {
         summaries.metadata = `${metadata.id} ${metadata.version} for ${metadata.base_model}`;
-        const dirName = layout.dir.slice(layout.dir.lastIndexOf('/') + 1);
-        if (dirName !== metadata.id) {
-          findings.push({
-            level: 'warning',
-            code: 'ADAPTER_ID_MISMATCH',
-            message: `the directory is named ${JSON.stringify(dirName)} but metadata.json says id ${JSON.stringify(metadata.id)}`,
-            file: METADATA_FILE,
-            pointer: '/id',
-            hint: `mount installs it as <root>/adapters/${metadata.id}`,
-          });
-        }
+        const idFinding = adapterIdFinding(layout.dir, metadata);
+        if (idFinding) findings.push(idFinding);
       }
     }
   }
@@ -323,22 +313,7 @@ async function inspect(
       });
     }
   }
-  if (metadata) {
-    for (const f of layout.files) {
-      // an uncovered weights file is already an error (CHECKSUM_WEIGHTS_UNCOVERED); a file in a
-      // subfolder cannot be listed (plain names only): its folder is the finding (LAYOUT_SUBDIRECTORY)
-      if (f.name.includes('/')) continue;
-      if (!expected.has(f.name) && !needsNoChecksum(f.name) && f.name !== layout.weightsFile) {
-        findings.push({
-          level: 'warning',
-          code: 'FILE_UNCOVERED',
-          message: `${f.name} is not covered by the checksums in metadata.json`,
-          file: f.name,
-          hint: 'remove it, or add its sha256 to checksum.files',
-        });
-      }
-    }
-  }
+  if (metadata) add(uncoveredFileFindings(layout.files, expected, layout.weightsFile));
   summaries.layout = `${plural(layout.files.length, 'file')}${layout.weightsFile ? `, weights in ${layout.weightsFile}` : ''}`;
 
   const verified: VerifiedAdapter = {

@@ -16,6 +16,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { CodiError, environmentError, ExitCode } from '../errors.js';
 import { AtomicFile } from '../atomic.js';
 import { thousands } from '../text.js';
+import { decodeUtf8 } from './utf8.js';
 import {
   JsonNumber,
   JsonObject,
@@ -438,20 +439,16 @@ function parseHeaderLength(prefix: Uint8Array, fileSize: number): number {
   return Number(n);
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
 function decodeHeader(bytes: Uint8Array): string {
-  try {
-    // ignoreBOM keeps a leading U+FEFF in the text, so the JSON parser refuses it instead of it vanishing
-    return utf8.decode(bytes);
-  } catch {
-    const at = firstInvalidUtf8(bytes);
-    throw failure(
-      'SAFETENSORS_HEADER_UTF8',
-      `the header is not valid UTF-8 (invalid byte 0x${(bytes[at] ?? 0).toString(16).padStart(2, '0')} at file byte ${HEADER_LENGTH_BYTES + at})`,
-      HEADER_LENGTH_BYTES + at,
-    );
-  }
+  // a leading U+FEFF stays in the text, so the JSON parser refuses it instead of it vanishing
+  const decoded = decodeUtf8(bytes);
+  if ('text' in decoded) return decoded.text;
+  const at = decoded.invalidAt;
+  throw failure(
+    'SAFETENSORS_HEADER_UTF8',
+    `the header is not valid UTF-8 (invalid byte 0x${(bytes[at] ?? 0).toString(16).padStart(2, '0')} at file byte ${HEADER_LENGTH_BYTES + at})`,
+    HEADER_LENGTH_BYTES + at,
+  );
 }
 
 function jsonFailure(err: StrictJsonError, at: Locator): CodiError {
@@ -915,37 +912,6 @@ class Locator {
     // only computed for the one error being raised, so the O(n) prefix encode is fine
     return HEADER_LENGTH_BYTES + Buffer.byteLength(this.text.slice(0, charIndex), 'utf8');
   }
-}
-
-/** Index of the first byte that does not start a well-formed UTF-8 sequence (Unicode table 3-7). */
-function firstInvalidUtf8(bytes: Uint8Array): number {
-  let i = 0;
-  while (i < bytes.length) {
-    const b0 = bytes[i] ?? 0;
-    if (b0 < 0x80) {
-      i++;
-      continue;
-    }
-    let length: number;
-    let lo = 0x80;
-    let hi = 0xbf;
-    if (b0 >= 0xc2 && b0 <= 0xdf) length = 2;
-    else if (b0 >= 0xe0 && b0 <= 0xef) {
-      length = 3;
-      if (b0 === 0xe0) lo = 0xa0;
-      if (b0 === 0xed) hi = 0x9f;
-    } else if (b0 >= 0xf0 && b0 <= 0xf4) {
-      length = 4;
-      if (b0 === 0xf0) lo = 0x90;
-      if (b0 === 0xf4) hi = 0x8f;
-    } else return i;
-    for (let k = 1; k < length; k++) {
-      const b = bytes[i + k];
-      if (b === undefined || b < (k === 1 ? lo : 0x80) || b > (k === 1 ? hi : 0xbf)) return i;
-    }
-    i += length;
-  }
-  return bytes.length;
 }
 
 function failure(

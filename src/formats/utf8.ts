@@ -1,6 +1,7 @@
 /**
- * Strict UTF-8 decoding for files we read and may write back. Node's `'utf8'` decoding replaces a bad
- * byte with U+FFFD without a word, so a file read that way and written back has silently changed.
+ * Strict UTF-8 decoding for text whose bytes matter: files we read and may write back, and the
+ * safetensors header. Node's `'utf8'` decoding replaces a bad byte with U+FFFD without a word, so a file
+ * read that way and written back has silently changed, and a header read that way names other tensors.
  */
 
 const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });

@@ -9,7 +9,6 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tempWriterPid } from '../../src/atomic.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { convertAdapter } from '../../src/convert.js';
-import { GgmlType, gv } from '../../src/formats/ggml-types.js';
 import { readGgufHeader, readTensorData } from '../../src/formats/gguf.js';
 import { writeGguf } from '../../src/formats/gguf-writer.js';
 import { encodeSafetensors } from '../../src/formats/safetensors.js';
@@ -23,7 +22,7 @@ import {
 } from '../../src/testkit/peft-adapter.js';
 import { writeTinyModel } from '../../src/testkit/tiny-model.js';
 import { killAfterRandomDelay, msFromStepToEnd, runCli, startCli, type CliResult } from '../helpers/cli.js';
-import { TINY_DIMS } from '../helpers/fixtures.js';
+import { TINY_DIMS, writeUnsupportedBase } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const BASE = 'examples/base/tiny-qwen2.gguf';
@@ -332,18 +331,7 @@ beforeAll(async () => {
     await writeFile(join(bases, name), bytes);
     return join(bases, name);
   };
-  const gemma = join(bases, 'gemma.gguf');
-  await writeGguf(
-    gemma,
-    {
-      metadata: [
-        ['general.architecture', gv.str('gemma')],
-        ['gemma.attention.head_count', gv.u32(4)],
-      ],
-      tensors: [{ name: 'token_embd.weight', ne: [64, 4], type: GgmlType.F32 }],
-    },
-    () => new Float32Array(256),
-  );
+  const gemma = await writeUnsupportedBase(join(bases, 'gemma.gguf'));
   const asBase = join(bases, 'adapter-as-base.gguf');
   await convertAdapter(plain, { base: BASE, out: asBase });
   const version = Buffer.from(baseBytes);

@@ -1,11 +1,10 @@
 /** `codi-adapter list` as a user runs it. */
-import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mountAdapter, type CatalogListing } from '../../src/catalog.js';
 import { makeAdapter, makeVolume } from '../helpers/catalog.js';
-import { BIN, runCli } from '../helpers/cli.js';
+import { runCli, runOnTerminal, SGR } from '../helpers/cli.js';
 
 describe('list (built CLI)', () => {
   it('prints a table with a marker on the active adapter; --json holds the same data', async () => {
@@ -51,43 +50,20 @@ describe('list (built CLI)', () => {
   it('colours the table on a terminal; plain under NO_COLOR, --no-color, and into a pipe', async () => {
     const { root } = await makeVolume();
     await mountAdapter('examples/adapters/tiny-qwen2-lora', { root, activate: true });
-    // A user's terminal, not a CI log: chalk keeps a CI job's output plain (CI=true, as CI runners
-    // set it), so the variables that tell it so are taken out here, and checked on their own below.
-    const terminalEnv: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color', NO_COLOR: '' };
-    for (const name of [
-      'CI',
-      'CONTINUOUS_INTEGRATION',
-      'BUILD_NUMBER',
-      'RUN_ID',
-      'TEAMCITY_VERSION',
-      'FORCE_COLOR',
-    ]) {
-      Reflect.deleteProperty(terminalEnv, name);
-    }
-    // a real terminal: script(1) gives the command a pty (bounded: it must not hang the suite)
+    // a real terminal (runOnTerminal takes out the variables that say CI; CI=true is checked below)
     const onTerminal = (prefix: string, extra = ''): string => {
-      const r = spawnSync(
-        'script',
-        [
-          '-qefc',
-          `stty cols 200; ${prefix} ${process.execPath} ${BIN} list --root ${root} ${extra}`,
-          '/dev/null',
-        ],
-        { encoding: 'utf8', timeout: 60_000, env: terminalEnv },
-      );
+      const r = runOnTerminal(`list --root ${root} ${extra}`, prefix);
       expect(r.status, r.stderr).toBe(0);
-      return r.stdout;
+      return r.output;
     };
-    // eslint-disable-next-line no-control-regex -- an SGR colour code is what this test looks for
-    const sgr = /\u001b\[[0-9;]*m/u;
     const coloured = onTerminal('');
-    expect(coloured).toMatch(sgr);
+    expect(coloured).toMatch(SGR);
     expect(coloured).toContain('tiny-qwen2-lora');
-    expect(onTerminal('NO_COLOR=1')).not.toMatch(sgr);
-    expect(onTerminal('', '--no-color')).not.toMatch(sgr);
-    expect(onTerminal('CI=true')).not.toMatch(sgr);
+    expect(onTerminal('NO_COLOR=1')).not.toMatch(SGR);
+    expect(onTerminal('', '--no-color')).not.toMatch(SGR);
+    expect(onTerminal('CI=true')).not.toMatch(SGR);
     const piped = await runCli(['list', '--root', root]);
-    expect(piped.stdout).not.toMatch(sgr);
+    expect(piped.stdout).not.toMatch(SGR);
     expect(piped.stdout).toContain('tiny-qwen2-lora');
   });
 

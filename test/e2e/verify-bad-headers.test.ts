@@ -25,6 +25,9 @@ const entry = (dtype: string, shape: string, offsets: string): string =>
   `{"dtype":${JSON.stringify(dtype)},"shape":${shape},"data_offsets":${offsets}}`;
 const one = (dtype: string, shape: string, offsets: string, data: number): Uint8Array =>
   file(`{"a":${entry(dtype, shape, offsets)}}`, data);
+/** Two F32 tensors of one element, `a` and then `second`, at the offsets given. */
+const two = (first: string, then: string, data: number, second = 'b'): Uint8Array =>
+  file(`{"a":${entry('F32', '[1]', first)},${JSON.stringify(second)}:${entry('F32', '[1]', then)}}`, data);
 
 const CASES: [what: string, code: string, bytes: Uint8Array][] = [
   ['header length 0', 'SAFETENSORS_HEADER_LENGTH', file('', 0, 0n)],
@@ -40,26 +43,14 @@ const CASES: [what: string, code: string, bytes: Uint8Array][] = [
   ['a lowercase dtype', 'SAFETENSORS_DTYPE', one('f32', '[1]', '[0,4]', 4)],
   ['a negative shape', 'SAFETENSORS_SHAPE', one('F32', '[-1]', '[0,4]', 4)],
   ['a float shape', 'SAFETENSORS_SHAPE', one('F32', '[1.5]', '[0,4]', 4)],
-  [
-    'offsets with a gap',
-    'SAFETENSORS_OFFSETS',
-    file(`{"a":${entry('F32', '[1]', '[0,4]')},"b":${entry('F32', '[1]', '[8,12]')}}`, 12),
-  ],
-  [
-    'offsets that overlap',
-    'SAFETENSORS_OFFSETS',
-    file(`{"a":${entry('F32', '[1]', '[0,4]')},"b":${entry('F32', '[1]', '[2,6]')}}`, 6),
-  ],
+  ['offsets with a gap', 'SAFETENSORS_OFFSETS', two('[0,4]', '[8,12]', 12)],
+  ['offsets that overlap', 'SAFETENSORS_OFFSETS', two('[0,4]', '[2,6]', 6)],
   ['offsets not starting at 0', 'SAFETENSORS_OFFSETS', one('F32', '[1]', '[4,8]', 8)],
   ['offsets ending before they begin', 'SAFETENSORS_OFFSETS', one('F32', '[0]', '[4,0]', 4)],
   ['offsets beyond the file', 'SAFETENSORS_OFFSETS', one('F32', '[1]', '[0,4]', 2)],
   ['byte length ≠ shape × dtype size', 'SAFETENSORS_SIZE', one('F32', '[2]', '[0,4]', 4)],
   ['F4 with an odd element count', 'SAFETENSORS_SIZE', one('F4', '[3]', '[0,2]', 2)],
-  [
-    'a duplicate tensor key',
-    'SAFETENSORS_DUPLICATE_KEY',
-    file(`{"a":${entry('F32', '[1]', '[0,4]')},"a":${entry('F32', '[1]', '[4,8]')}}`, 8),
-  ],
+  ['a duplicate tensor key', 'SAFETENSORS_DUPLICATE_KEY', two('[0,4]', '[4,8]', 8, 'a')],
   ['a duplicate __metadata__', 'SAFETENSORS_DUPLICATE_KEY', file('{"__metadata__":{},"__metadata__":{}}')],
   ['a non-string metadata value', 'SAFETENSORS_METADATA', file('{"__metadata__":{"a":1}}')],
   ['trailing bytes after the last tensor', 'SAFETENSORS_TRAILING', one('F32', '[1]', '[0,4]', 5)],

@@ -1,11 +1,11 @@
 /** `codi-adapter verify` as a user runs it: the built binary, --json, exit codes. */
-import { spawnSync } from 'node:child_process';
 import { chmod, cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { exampleSpec } from '../../src/testkit/examples.js';
 import { ALL_PROJECTIONS, decoderTargets, writePeftAdapter } from '../../src/testkit/peft-adapter.js';
 import { IS_ROOT } from '../helpers/catalog.js';
-import { BIN, runCli } from '../helpers/cli.js';
+import { runCli, runOnTerminal, SGR } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
 interface VerifyJson {
@@ -25,6 +25,22 @@ interface VerifyJson {
 }
 
 const codes = (j: unknown): string[] => (j as VerifyJson).findings.map((f) => f.code);
+
+/** An adapter whose weights file is several MiB: above the sizes where verify hashes in a worker and shows progress. */
+async function midAdapter(): Promise<string> {
+  const dir = join(await tempDir('codi-verify-e2e-'), 'mid-lora');
+  await writePeftAdapter(dir, {
+    id: 'mid-lora',
+    version: '0.1.0',
+    baseModel: 'mid',
+    r: 16,
+    alpha: 32,
+    targetModules: ALL_PROJECTIONS,
+    modules: decoderTargets({ layers: 4, hidden: 768, intermediate: 2048, kvDim: 128 }),
+    seed: 3,
+  });
+  return dir;
+}
 
 describe('verify (built CLI)', () => {
   it('accepts the bundled example adapter: exit 0 and the full JSON report', async () => {
@@ -78,17 +94,7 @@ describe('verify (built CLI)', () => {
 
   it('hashes a weights file of several MiB in a worker thread: a match passes, one changed byte fails', async () => {
     // above SMALL_FILE_BYTES, so verify starts its early hash worker (the fast path's bundled code)
-    const dir = join(await tempDir('codi-verify-e2e-'), 'mid-lora');
-    await writePeftAdapter(dir, {
-      id: 'mid-lora',
-      version: '0.1.0',
-      baseModel: 'mid',
-      r: 16,
-      alpha: 32,
-      targetModules: ALL_PROJECTIONS,
-      modules: decoderTargets({ layers: 4, hidden: 768, intermediate: 2048, kvDim: 128 }),
-      seed: 3,
-    });
+    const dir = await midAdapter();
     const ok = await runCli(['verify', dir, '--json']);
     expect(ok.code, ok.stderr).toBe(0);
     const weights = join(dir, 'adapter_model.safetensors');
@@ -172,6 +178,30 @@ describe('verify (built CLI)', () => {
       '--json',
     ]);
     expect(missing.code).toBe(3);
+  });
+
+  it('CONFIG_PATTERN_AMBIGUOUS once, with or without --base; convert --json lists it among its warnings', async () => {
+    // rank key q_proj and alpha key layers.0.self_attn.q_proj: PEFT releases give that module other scales
+    const dir = join(await tempDir('codi-verify-e2e-'), 'ambiguous');
+    await writePeftAdapter(dir, {
+      ...exampleSpec('ambiguous'),
+      rankPattern: { q_proj: 4 },
+      alphaPattern: { 'layers.0.self_attn.q_proj': 32 },
+    });
+    const base = 'examples/base/tiny-qwen2.gguf';
+    for (const args of [[], ['--base', base]]) {
+      const r = await runCli(['verify', dir, ...args, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(codes(r.json)).toEqual(['CONFIG_PATTERN_AMBIGUOUS']);
+    }
+    const human = await runCli(['verify', dir]);
+    expect(human.code).toBe(0);
+    expect(human.stdout.match(/CONFIG_PATTERN_AMBIGUOUS/gu)).toHaveLength(1);
+    const out = join(dir, '..', 'ambiguous.gguf');
+    const converted = await runCli(['convert', dir, '--base', base, '--out', out, '--json']);
+    expect(converted.code, converted.stderr).toBe(0);
+    const warnings = (converted.json as { warnings: { code: string }[] }).warnings;
+    expect(warnings.map((w) => w.code)).toEqual(['CONFIG_PATTERN_AMBIGUOUS']);
   });
 });
 
@@ -270,29 +300,9 @@ describe('verify (built CLI): hostile sizes and unreadable files', () => {
 });
 
 describe('verify (built CLI) on a terminal', () => {
-  // chalk and ora stay quiet in CI logs: the variables that tell them so are taken out here
-  const terminalEnv: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color', NO_COLOR: '' };
-  for (const name of [
-    'CI',
-    'CONTINUOUS_INTEGRATION',
-    'BUILD_NUMBER',
-    'RUN_ID',
-    'TEAMCITY_VERSION',
-    'FORCE_COLOR',
-  ]) {
-    Reflect.deleteProperty(terminalEnv, name);
-  }
-  /** verify with a pty for stdout and stderr (script(1)), both captured; bounded, it must not hang */
-  const onTerminal = (args: string, env = ''): { status: number | null; output: string } => {
-    const r = spawnSync(
-      'script',
-      ['-qefc', `stty cols 200; ${env} ${process.execPath} ${BIN} verify ${args}`, '/dev/null'],
-      { encoding: 'utf8', timeout: 60_000, env: terminalEnv },
-    );
-    return { status: r.status, output: r.stdout };
-  };
-  // eslint-disable-next-line no-control-regex -- an SGR colour code is what these tests look for
-  const sgr = /\u001b\[[0-9;]*m/u;
+  // chalk and ora stay quiet in CI logs: runOnTerminal takes out the variables that tell them so
+  const onTerminal = (args: string, env = ''): { status: number | null; output: string } =>
+    runOnTerminal(`verify ${args}`, env);
   // eslint-disable-next-line no-control-regex -- a colour opened and closed around nothing
   const emptyPaint = /\u001b\[(3\d|9\d|1|2)m\u001b\[(39|22)m/u;
 
@@ -300,36 +310,26 @@ describe('verify (built CLI) on a terminal', () => {
     const broken = 'examples/adapters/broken-checksum';
     const coloured = onTerminal(broken);
     expect(coloured.status).toBe(1);
-    expect(coloured.output).toMatch(sgr);
+    expect(coloured.output).toMatch(SGR);
     expect(coloured.output).toContain('CHECKSUM_MISMATCH');
     expect(coloured.output).toContain('Adapter is invalid: 1 error.');
     expect(coloured.output).not.toMatch(emptyPaint);
     const valid = onTerminal('examples/adapters/tiny-qwen2-lora');
     expect(valid.status).toBe(0);
-    expect(valid.output).toMatch(sgr);
+    expect(valid.output).toMatch(SGR);
     expect(valid.output).not.toMatch(emptyPaint);
     for (const plain of [onTerminal(broken, 'NO_COLOR=1'), onTerminal(`${broken} --no-color`)]) {
       expect(plain.status).toBe(1);
       expect(plain.output).toContain('Adapter is invalid: 1 error.');
-      expect(plain.output).not.toMatch(sgr);
+      expect(plain.output).not.toMatch(SGR);
     }
     const piped = await runCli(['verify', broken], { env: { NO_COLOR: undefined } });
     expect(piped.code).toBe(1);
-    expect(piped.stdout + piped.stderr).not.toMatch(sgr);
+    expect(piped.stdout + piped.stderr).not.toMatch(SGR);
   });
 
   it('shows hashing progress for a large file on a terminal only', async () => {
-    const dir = join(await tempDir('codi-verify-e2e-'), 'mid-lora');
-    await writePeftAdapter(dir, {
-      id: 'mid-lora',
-      version: '0.1.0',
-      baseModel: 'mid',
-      r: 16,
-      alpha: 32,
-      targetModules: ALL_PROJECTIONS,
-      modules: decoderTargets({ layers: 4, hidden: 768, intermediate: 2048, kvDim: 128 }),
-      seed: 3,
-    });
+    const dir = await midAdapter();
     // the 64 MiB threshold lowered to 1 MiB (a test hook): the weights are above it, the config below
     const hook = 'CODI_TEST_PROGRESS_MIN_BYTES=1048576';
     const progress = 'hashing adapter_model.safetensors: ';

@@ -4,7 +4,7 @@
  * SIGKILL it there or after a delay, let it continue, or run it as another user.
  * test/global-setup.ts rebuilds dist/ when src/ is newer.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { PAUSE_MARKER } from '../../src/test-hooks.js';
@@ -107,6 +107,46 @@ export function startCli(args: readonly string[], options: StartOptions = {}): R
     kill: (signal = 'SIGKILL') => child.kill(signal),
     done,
   };
+}
+
+/**
+ * A user's terminal, not a CI log: chalk keeps a CI job's output plain (CI=true, as CI runners set
+ * it), so the variables that tell it so are taken out; a test puts one back through `prefix`.
+ */
+function terminalEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color', NO_COLOR: '' };
+  for (const name of [
+    'CI',
+    'CONTINUOUS_INTEGRATION',
+    'BUILD_NUMBER',
+    'RUN_ID',
+    'TEAMCITY_VERSION',
+    'FORCE_COLOR',
+  ]) {
+    Reflect.deleteProperty(env, name);
+  }
+  return env;
+}
+
+/** An SGR colour code, what the terminal tests look for. */
+// eslint-disable-next-line no-control-regex -- the escape character is the point
+export const SGR = /\u001b\[[0-9;]*m/u;
+
+/**
+ * Runs the built CLI on a real terminal: script(1) gives it a pty 200 columns wide for stdout and
+ * stderr, both read back as `output`. `command` is the shell words after the binary (`list --root
+ * /x`), `prefix` what goes before it (`NO_COLOR=1`). Bounded: it must not hang the suite.
+ */
+export function runOnTerminal(
+  command: string,
+  prefix = '',
+): { status: number | null; output: string; stderr: string } {
+  const r = spawnSync(
+    'script',
+    ['-qefc', `stty cols 200; ${prefix} ${process.execPath} ${BIN} ${command}`, '/dev/null'],
+    { encoding: 'utf8', timeout: 60_000, env: terminalEnv() },
+  );
+  return { status: r.status, output: r.stdout, stderr: r.stderr };
 }
 
 /** Runs to the end (no pausing). */

@@ -28,9 +28,11 @@ import {
   switchActive,
   userCan,
 } from '../../src/catalog.js';
+import { sha256Bytes } from '../../src/checksum.js';
 import { CodiError } from '../../src/errors.js';
 import { scanLayout } from '../../src/layout.js';
 import { acquireLock } from '../../src/lock.js';
+import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
 
 async function failure(promise: Promise<unknown>): Promise<CodiError> {
@@ -555,6 +557,21 @@ describe('list and mount agree on what verify says', () => {
       expect(entry?.warning?.code).toBe('ADAPTER_ID_MISMATCH');
       expect(entry?.warning?.message).toContain('"renamed" but metadata.json says id "named"');
     }
+  });
+
+  it('weights the checksums do not cover: CHECKSUM_WEIGHTS_UNCOVERED alone, as verify says it, not also FILE_UNCOVERED', async () => {
+    const { src } = await makeVolume();
+    const dir = await makeAdapter(src, 'uncovered');
+    const meta = JSON.parse(await readFile(join(dir, 'metadata.json'), 'utf8')) as {
+      checksum: { files: object };
+    };
+    meta.checksum.files = {
+      'adapter_config.json': sha256Bytes(await readFile(join(dir, 'adapter_config.json'))),
+    };
+    await writeFile(join(dir, 'metadata.json'), JSON.stringify(meta));
+    const codes = (findings: readonly { code: string }[]) => findings.map((f) => f.code);
+    expect(codes((await quickCheck(dir)).findings)).toEqual(['CHECKSUM_WEIGHTS_UNCOVERED']);
+    expect(codes((await verifyAdapter(dir)).findings)).toEqual(['CHECKSUM_WEIGHTS_UNCOVERED']);
   });
 
   it('a symbolic link in the catalog is invalid (LAYOUT_SYMLINK) in list, refused by mount, replaced only with --force', async () => {

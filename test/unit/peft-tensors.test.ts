@@ -72,6 +72,24 @@ describe('analyzeTensors', () => {
     expect(codes(mixed, config({ rank_pattern: { 'layers.0.self_attn.q_proj': 2 } }))).toEqual([]);
   });
 
+  it('warns CONFIG_PATTERN_AMBIGUOUS where PEFT releases give a module another scale, with no peft_version', () => {
+    // q_proj keys the rank, layers.0's q_proj the alpha: PEFT ≥ 0.14 takes each (rank 4, alpha 32),
+    // PEFT 0.13 the first matching key for both (rank 4, no alpha under q_proj: lora_alpha 8)
+    const overlap = { r: 4, rank_pattern: { q_proj: 4 }, alpha_pattern: { 'layers.0.self_attn.q_proj': 32 } };
+    const a = analyzeTensors(good, config(overlap), 'adapter_model.safetensors');
+    expect(a.findings).toHaveLength(1);
+    expect(a.findings[0]).toMatchObject({
+      level: 'warning',
+      code: 'CONFIG_PATTERN_AMBIGUOUS',
+      file: 'adapter_config.json',
+      pointer: '/alpha_pattern',
+    });
+    expect(a.findings[0]?.message).toMatch(
+      /^model\.layers\.0\.self_attn\.q_proj: PEFT ≥ 0\.15 gives rank 4, alpha 32, scale 8, but PEFT ≤ 0\.13 gives rank 4, alpha 8, scale 2:/u,
+    );
+    expect(codes(good, config({ ...overlap, peft_version: '0.18.0' }))).toEqual([]);
+  });
+
   it('finds A and B whose ranks disagree', () => {
     const bad = [
       {

@@ -413,12 +413,15 @@ describe('promoteAdapter', () => {
     // pid 1 is alive here: a pid from another container says nothing about the writer
     const rulesTemp = join(s.dir, '.rules.yml.1.0123456789ab.tmp');
     const metadataTemp = join(s.adapter, '.metadata.json.1.0123456789ab.tmp');
+    // this process's own pid too: promote runs in it here, and holds the locks every writer takes
+    const ownTemp = join(s.adapter, `.metadata.json.${process.pid}.abcdefabcdef.tmp`);
     // a lock taker's temp is lock.ts's to judge (it may be a waiter at work): left alone here
     const takerTemp = join(s.dir, '.rules.yml.lock.1.0123456789ab.tmp');
-    for (const f of [rulesTemp, metadataTemp, takerTemp]) await writeFile(f, 'partial');
+    for (const f of [rulesTemp, metadataTemp, ownTemp, takerTemp]) await writeFile(f, 'partial');
     await promoteAdapter(s.adapter, opts(s));
     await expect(stat(rulesTemp)).rejects.toThrow();
     await expect(stat(metadataTemp)).rejects.toThrow();
+    await expect(stat(ownTemp)).rejects.toThrow();
     expect(await readFile(takerTemp, 'utf8')).toBe('partial');
   });
 

@@ -13,6 +13,7 @@ import {
   toPlainJson,
   type StrictJsonErrorKind,
 } from '../../src/formats/strict-json.js';
+import { JSON_STRUCTURE } from '../helpers/json-pieces.js';
 
 function failure(text: string, maxDepth?: number): StrictJsonError {
   try {
@@ -386,12 +387,7 @@ describe('parseStrictJson agrees with JSON.parse where JSON.parse is right', () 
 
   it('accepts exactly what JSON.parse accepts, except duplicates, BOM-free and surrogate rules', () => {
     const pieces = fc.constantFrom(
-      '{',
-      '}',
-      '[',
-      ']',
-      ',',
-      ':',
+      ...JSON_STRUCTURE,
       '"a"',
       '"b"',
       '1',

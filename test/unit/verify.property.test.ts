@@ -13,6 +13,7 @@ import { SAFETENSORS_ERROR_CODES } from '../../src/formats/safetensors.js';
 import { exampleSpec } from '../../src/testkit/examples.js';
 import { writePeftAdapter } from '../../src/testkit/peft-adapter.js';
 import { verifyAdapter } from '../../src/verify.js';
+import { JSON_STRUCTURE } from '../helpers/json-pieces.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /** Every code verify can report for a safetensors adapter (CONTRACT §4, issue 2). */
@@ -28,6 +29,7 @@ const KNOWN_CODES: ReadonlySet<string> = new Set<string>([
   'CONFIG_INVALID',
   'CONFIG_UNSUPPORTED',
   'CONFIG_PATTERN_UNUSED',
+  'CONFIG_PATTERN_AMBIGUOUS',
   'TENSOR_DTYPE',
   'TENSOR_UNSUPPORTED',
   'TENSOR_NAME',
@@ -57,12 +59,7 @@ type FileName = (typeof FILES)[number];
 /** Pieces of JSON and of PEFT that reach the semantic checks more often than random bytes. */
 const TOKENS = [
   '"',
-  '{',
-  '}',
-  '[',
-  ']',
-  ',',
-  ':',
+  ...JSON_STRUCTURE,
   'null',
   'true',
   '-1',
