@@ -286,8 +286,11 @@ describe('run, embedded llama-server', () => {
     // the app leaves three orphans behind (each subshell exits at once), which the kernel reparents
     const app = `sh -c '(sleep 0.3 &); (sleep 0.3 &); (sleep 0.3 &); exec node ${APP} record ${record}'`;
     // a PID namespace of its own: run is its PID 1, as in a container started without an init
+    // (not root: in a user namespace of its own too, which an unprivileged user may make)
+    const asUser = process.getuid?.() === 0 ? [] : ['--user', '--map-root-user'];
     const r = startRun(['run'], { ...env, APP_COMMAND: app }, [
       'unshare',
+      ...asUser,
       '--pid',
       '--fork',
       '--mount-proc',
