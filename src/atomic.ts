@@ -4,6 +4,7 @@
  * the rename itself survives a crash. A reader sees the old file or the new one, never a mix.
  */
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:os';
 import { unlinkSync } from 'node:fs';
 import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -81,8 +82,8 @@ export const INTERRUPT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 export type InterruptSignal = (typeof INTERRUPT_SIGNALS)[number];
 
 /** The exit status a shell reports for a process that `signal` ended: 128 + its number (130, 143, 129). */
-export function signalExitStatus(signal: InterruptSignal): number {
-  return 128 + ({ SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const)[signal];
+export function signalExitStatus(signal: NodeJS.Signals): number {
+  return 128 + constants.signals[signal];
 }
 
 /**

@@ -52,7 +52,7 @@ import {
   CONFIG_FILE,
   isValidAdapterId,
   METADATA_FILE,
-  promoteFile,
+  isPromoteFile,
   requiredFiles,
   SAFETENSORS_FILE,
   scanLayout,
@@ -351,6 +351,14 @@ function accessProblemsSync(layout: AdapterLayout, user: RuntimeUser): AccessPro
   return problems;
 }
 
+/** How to let `user` in: x on the folders it cannot pass through, else read access to all of `dir`. */
+function accessFix(problems: readonly AccessProblem[], dir: string, user: RuntimeUser): string {
+  const closed = problems.filter((p) => p.needs === 'x').map((p) => p.path);
+  return closed.length > 0
+    ? `chmod a+x ${closed.join(' ')}`
+    : `chown -R ${user.uid}:${user.gid} ${dir}   or   chmod -R a+rX ${dir}`;
+}
+
 function unreadableError(
   dir: string,
   root: string,
@@ -363,12 +371,8 @@ function unreadableError(
     .map((p) => `${p.path} (${p.owner} ${p.mode}, needs ${p.needs})`)
     .join(', ');
   const more = problems.length > 4 ? ` and ${problems.length - 4} more` : '';
-  const ancestors = problems.filter((p) => p.needs === 'x').map((p) => p.path);
-  const fix =
-    ancestors.length > 0
-      ? `chmod a+x ${ancestors.join(' ')}`
-      : `chown -R ${user.uid}:${user.gid} ${dir}   or   chmod -R a+rX ${dir}`;
-  const verb = ancestors.length === problems.length ? 'pass through' : 'read';
+  const fix = accessFix(problems, dir, user);
+  const verb = problems.every((p) => p.needs === 'x') ? 'pass through' : 'read';
   return statusError(
     'not_mounted',
     'ADAPTER_UNREADABLE',
@@ -1036,9 +1040,7 @@ async function copyAdapter(src: string, dest: string, layout: AdapterLayout): Pr
   const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
   // a promote's lock and temp file (its own, or left by one that was killed) are not the adapter's, nor
   // is anything in a subfolder (LAYOUT_SUBDIRECTORY: a trainer's checkpoint-N/, say, often gigabytes)
-  for (const f of layout.files.filter(
-    (file) => promoteFile(file.name) === null && !file.name.includes('/'),
-  )) {
+  for (const f of layout.files.filter((file) => !isPromoteFile(file.name) && !file.name.includes('/'))) {
     const from = join(src, f.name);
     const to = join(dest, f.name);
     let input;
@@ -1393,16 +1395,12 @@ async function inspect(
     const first = problems[0];
     if (first) {
       entry.status = 'not_mounted';
-      const above = problems.filter((p) => p.needs === 'x').map((p) => p.path);
       entry.finding = {
         level: 'error',
         code: 'ADAPTER_UNREADABLE',
         message: `UID ${user.uid} cannot ${first.needs === 'x' ? 'pass through' : 'read'} ${first.path} (${first.owner} ${first.mode})${problems.length > 1 ? ` and ${problems.length - 1} more` : ''}`,
         file: first.path,
-        hint:
-          above.length > 0
-            ? `chmod a+x ${above.join(' ')}`
-            : `chown -R ${user.uid}:${user.gid} ${path}   or   chmod -R a+rX ${path}`,
+        hint: accessFix(problems, path, user),
       };
     }
   }

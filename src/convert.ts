@@ -323,7 +323,8 @@ async function refuseOutOverInputs(out: string, basePath: string, adapterDir: st
   if (!inside && outStat?.isFile()) {
     // a hard link to one of the adapter's files, from elsewhere
     for (const entry of await readdir(dirReal).catch(() => [])) {
-      if (sameFile(outStat, await lstat(join(dirReal, entry)).catch(() => null))) inside = true;
+      inside = sameFile(outStat, await lstat(join(dirReal, entry)).catch(() => null));
+      if (inside) break;
     }
   }
   if (inside) {

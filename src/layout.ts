@@ -28,21 +28,21 @@ export const METADATA_LOCK_FILE = `.${METADATA_FILE}.lock`;
  * to (`tempPathFor`). Not part of the adapter: never copied, never counted as uncovered (verify reports
  * one left behind as such).
  */
-export function promoteFile(name: string): { kind: 'lock' } | { kind: 'temp' } | null {
-  if (name === METADATA_LOCK_FILE) return { kind: 'lock' };
-  if (name === `${METADATA_LOCK_FILE}.break`) return { kind: 'temp' };
-  if (tempWriterPid(name, METADATA_FILE) !== null || tempWriterPid(name, METADATA_LOCK_FILE) !== null) {
-    return { kind: 'temp' };
-  }
-  return null;
+export function isPromoteFile(name: string): boolean {
+  return (
+    name === METADATA_LOCK_FILE ||
+    name === `${METADATA_LOCK_FILE}.break` ||
+    tempWriterPid(name, METADATA_FILE) !== null ||
+    tempWriterPid(name, METADATA_LOCK_FILE) !== null
+  );
 }
 
 /**
  * Files the checksums need not cover (CONTRACT §2): metadata.json itself, README.md, and a promote's
- * own files (`promoteFile`).
+ * own files (`isPromoteFile`).
  */
 export function needsNoChecksum(name: string): boolean {
-  return name === METADATA_FILE || name === README_FILE || promoteFile(name) !== null;
+  return name === METADATA_FILE || name === README_FILE || isPromoteFile(name);
 }
 
 /** The resolution printed with a file or folder of the adapter that could not be read. */

@@ -176,7 +176,7 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
 
   for (;;) {
     if (await tryCreate(path, record)) {
-      await removeDeadTemps(path);
+      await removeDeadTakerFiles(path);
       return await lockHandle(path, owner, beat);
     }
 
@@ -270,7 +270,7 @@ async function createExclusive(path: string, record: string): Promise<boolean> {
  * a pid that is gone at once. Not by the pid in the name alone while there is a record: it carries no
  * host, and a taker in another container may have a pid that is free here.
  */
-async function removeDeadTemps(path: string): Promise<void> {
+async function removeDeadTakerFiles(path: string): Promise<void> {
   const dir = dirname(path);
   const prefix = `.${basename(path)}.`;
   let names: string[];

@@ -342,7 +342,11 @@ export function scaleFor(
   moduleName: string,
   rules: PatternRules = config.patternRules,
 ): number {
-  const { rank, alpha } = rankAndAlpha(config, moduleName, rules);
+  return scaleOf(config, rankAndAlpha(config, moduleName, rules));
+}
+
+/** alpha/r, or alpha/sqrt(r) with use_rslora. */
+function scaleOf(config: LoraConfig, { rank, alpha }: { rank: number; alpha: number }): number {
   return config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
 }
 
@@ -370,10 +374,10 @@ export function patternRuleConflicts(
   const out: PatternRuleConflict[] = [];
   for (const m of modules) {
     const used = rankAndAlpha(config, m.module);
-    const usedScale = scaleFor(config, m.module);
+    const usedScale = scaleOf(config, used);
     for (const rules of ['peft-0.13', 'peft-0.14'] as const) {
       const other = rankAndAlpha(config, m.module, rules);
-      const otherScale = scaleFor(config, m.module, rules);
+      const otherScale = scaleOf(config, other);
       if (other.rank !== m.rank || otherScale === usedScale) continue;
       out.push({
         module: m.module,

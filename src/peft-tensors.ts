@@ -266,7 +266,7 @@ const RULES_NAME: Record<PatternRules, string> = {
 /**
  * A warning when the PEFT release that loads the adapter decides a module's scale (rank_pattern and
  * alpha_pattern keys that select it differently), and the config does not record that release: the
- * converted GGUF reproduces current PEFT, which is what every PEFT since 0.14 loads it as. Only the
+ * converted GGUF reproduces current PEFT, which is how every PEFT since 0.15 loads it. Only the
  * config and the modules' names and ranks decide it, so no base model is needed.
  */
 function patternConflictFinding(config: LoraConfig, modules: readonly LoraModule[]): Finding | null {

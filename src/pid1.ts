@@ -6,8 +6,8 @@
  * the init's status. With neither available, `run` goes on and warns (src/run.ts).
  */
 import { spawn } from 'node:child_process';
-import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { signalExitStatus } from './atomic.js';
 import { findExecutable } from './supervisor.js';
 
 /** Set in the environment of the `run` started under the init, so it does not start another. */
@@ -61,7 +61,7 @@ export function runUnderInit(
       done(3);
     });
     child.once('exit', (code, signal) => {
-      done(code ?? 128 + (signal ? constants.signals[signal] : 0));
+      done(code ?? (signal ? signalExitStatus(signal) : 128));
     });
   });
 }

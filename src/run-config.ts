@@ -357,9 +357,8 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
   const llmPort = integer('LLM_PORT', 8081, 1, 65535, 'an integer port from 1 to 65535');
   const threads = integer('LLAMA_CPP_THREADS', 4, 1, 1024, 'a whole number of threads ≥ 1');
   // a name is looked up on PATH when run starts it; a path (it has a slash) is resolved like the others
-  const llamaServerBin = text('LLAMA_SERVER_BIN', 'llama-server').includes('/')
-    ? path('LLAMA_SERVER_BIN', 'llama-server')
-    : text('LLAMA_SERVER_BIN', 'llama-server');
+  const serverText = text('LLAMA_SERVER_BIN', 'llama-server');
+  const llamaServerBin = serverText.includes('/') ? path('LLAMA_SERVER_BIN', 'llama-server') : serverText;
   const appText = text('APP_COMMAND', DEFAULT_APP_COMMAND);
   const app =
     appText.toLowerCase() === 'none'

@@ -21,7 +21,7 @@ import {
   CONFIG_FILE,
   METADATA_FILE,
   METADATA_LOCK_FILE,
-  promoteFile,
+  isPromoteFile,
   SAFETENSORS_FILE,
   scanLayout,
   UNREADABLE_HINT,
@@ -292,18 +292,9 @@ async function inspect(
   // a promote's lock and temp files, not files of the adapter: there while one runs (nothing to say),
   // or left by one that was killed. Its temp files are written only under the lock, so they are
   // leftovers once no live lock is there (whatever their pid: it may be another container's).
-  let liveLock: boolean | undefined;
-  for (const f of layout.files) {
-    const own = promoteFile(f.name);
-    if (!own) continue;
-    if (liveLock === undefined) {
-      const { lockFileIsStale } = await import('./lock.js');
-      const lockPath = join(layout.dir, METADATA_LOCK_FILE);
-      liveLock =
-        layout.files.some((file) => file.name === METADATA_LOCK_FILE) && !(await lockFileIsStale(lockPath));
-    }
-    const stale = !liveLock;
-    if (stale) {
+  const promoteFiles = layout.files.filter((f) => isPromoteFile(f.name));
+  if (promoteFiles.length > 0 && !(await promoteLockLive(layout))) {
+    for (const f of promoteFiles) {
       findings.push({
         level: 'warning',
         code: 'PROMOTE_LEFTOVER',
@@ -430,6 +421,13 @@ async function inspect(
   };
 }
 
+/** Whether a live promote holds the adapter's metadata lock (one whose holder is gone does not count). */
+async function promoteLockLive(layout: AdapterLayout): Promise<boolean> {
+  if (!layout.files.some((f) => f.name === METADATA_LOCK_FILE)) return false;
+  const { lockFileIsStale } = await import('./lock.js');
+  return !(await lockFileIsStale(join(layout.dir, METADATA_LOCK_FILE)));
+}
+
 /** The check that reads `file`: where a finding that it could not be read belongs. */
 function readerOf(file: string, weightsFile: string | null): Exclude<CheckName, 'base'> {
   if (file === CONFIG_FILE) return 'config';
@@ -521,7 +519,7 @@ export function requireValid(report: VerifyReport): void {
       ? ` (and ${thousands(total - 1)} more: ${others.slice(0, 3).join(', ')}${others.length > 3 ? ', …' : ''})`
       : '';
   throw new CodiError(first.code, `${first.message}${more}`, {
-    exitCode: reportExitCode(report) === ExitCode.ENVIRONMENT ? ExitCode.ENVIRONMENT : ExitCode.INVALID,
+    exitCode: reportExitCode(report),
     file: first.file,
     ...(first.hint ? { hint: first.hint } : {}),
     details: { adapter: report.adapter.path, findings: report.findings },
