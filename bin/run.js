@@ -25,11 +25,11 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
   );
 } else if (args[0] === 'run' && !wantsHelp) {
   // as PID 1, run goes on under an init that reaps orphans (src/pid1.ts); this process passes signals on
-  const { findInit, needsInit, runUnderInit } = await import('../dist/pid1.js');
-  const init = needsInit() ? await findInit() : null;
-  if (init !== null) {
+  const pid1 = process.pid === 1 ? await import('../dist/pid1.js') : null;
+  const init = pid1?.needsInit() ? await pid1.findInit() : null;
+  if (pid1 && init !== null) {
     const self = [process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...args];
-    process.exitCode = await runUnderInit(init, self);
+    process.exitCode = await pid1.runUnderInit(init, self);
   } else {
     const { runMain } = await import('../dist/run-entry.js');
     process.exitCode = await runMain(args.slice(1));
