@@ -11,10 +11,9 @@
  * info order, each at the padded end of the previous one, inside the file.
  */
 import { isUtf8 } from 'node:buffer';
-import { readSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
 
-import { CodiError, ExitCode, environmentError } from '../errors.js';
+import { RegularFile, withRegularFile } from '../byte-source.js';
+import { CodiError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
   GGML_MAX_NAME,
@@ -32,7 +31,6 @@ import {
   type GgufValue,
 } from './ggml-types.js';
 import { decodeToF32 } from './numeric.js';
-import { SCAN_WINDOW, stringSkipper } from './wasm-scan.js';
 
 export interface GgufKv {
   readonly key: string;
@@ -118,6 +116,30 @@ function err(
   });
 }
 
+/** How many strings the last `skipStringRun` moved past. */
+let stringsSkipped = 0;
+
+/**
+ * Moves past up to `n` length-prefixed strings in `view[at, end)`, each at most `max` bytes long;
+ * returns the offset after the last one, and sets `stringsSkipped`. A vocabulary is hundreds of
+ * thousands of strings, so this loop is kept to locals and one store after it: code that V8 optimises
+ * while the loop runs has no type feedback yet for what follows the loop, and an object or array
+ * result there would throw that code away again.
+ */
+function skipStringRun(view: DataView, at: number, end: number, n: number, max: number): number {
+  const last = end - 8;
+  let left = n;
+  while (left > 0 && at <= last) {
+    const next = at + 8 + view.getUint32(at, true);
+    // a length of 2^32 or more has a high word; one over the limit, or past the buffer, is checked
+    if (next > end || view.getUint32(at + 4, true) !== 0 || next - at - 8 > max) break;
+    at = next;
+    left--;
+  }
+  stringsSkipped = n - left;
+  return at;
+}
+
 /**
  * Buffered positioned reads over an open file, refilled on demand in bounded chunks. Synchronous: a
  * header is read in a few large reads, and a promise per field would cost more than the reads.
@@ -130,20 +152,11 @@ class Cursor {
   private bufEnd = 0;
   pos = 0;
 
-  /**
-   * `window`, when given, is the buffer to read into: the string skipper's own memory, so that runs
-   * of vocabulary strings are walked where they were read, without a copy (and without a buffer of
-   * their own: fresh memory is dear on the VMs this runs on). One cursor uses it at a time: a parse
-   * runs synchronously from start to end.
-   */
-  constructor(
-    private readonly fh: FileHandle,
-    readonly fileSize: number,
-    private readonly window: Uint8Array | null = null,
-  ) {
-    this.buf = window
-      ? Buffer.from(window.buffer, window.byteOffset, window.byteLength)
-      : Buffer.allocUnsafe(FIRST_CHUNK);
+  readonly fileSize: number;
+
+  constructor(private readonly file: RegularFile) {
+    this.fileSize = file.size;
+    this.buf = Buffer.allocUnsafe(FIRST_CHUNK);
     this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
   }
 
@@ -164,18 +177,13 @@ class Cursor {
         this.pos,
       );
     }
-    const chunk = this.window ? this.window.length : this.bufEnd === 0 ? FIRST_CHUNK : CHUNK;
+    const chunk = this.bufEnd === 0 ? FIRST_CHUNK : CHUNK;
     const want = Math.min(Math.max(n, chunk), this.remaining);
     if (want > this.buf.length) {
       this.buf = Buffer.allocUnsafe(want);
       this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
     }
-    let got = 0;
-    while (got < want) {
-      const bytesRead = readSync(this.fh.fd, this.buf, got, want - got, this.pos + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
+    const got = this.file.readSync(this.buf.subarray(0, want), this.pos);
     this.bufStart = this.pos;
     this.bufEnd = this.pos + got;
     if (got < n) {
@@ -278,23 +286,15 @@ class Cursor {
 
   /**
    * Moves past as many of the next `n` length-prefixed strings as lie whole in the buffer, each at
-   * most `maxBytes` long, in the WebAssembly loop (wasm-scan.ts); returns how many. Stops at the first
-   * string it cannot vouch for (a length not buffered, too long, or ending past the buffer), which the
-   * caller reads through its checked path; 0 where WebAssembly is not available.
+   * most `maxBytes` long; returns how many. Stops at the first string it cannot vouch for (a length
+   * not buffered, too long, or a string ending past the buffer), which the caller reads through its
+   * checked path.
    */
   skipBufferedStrings(n: number, maxBytes: number): number {
-    const scan = stringSkipper();
-    if (!scan || !this.has(8)) return 0;
-    // in place when the cursor reads into the skipper's window, else through a copy into it
-    const inPlace = this.buf.buffer === scan.window.buffer;
-    const o = this.at();
-    const start = inPlace ? o : 0;
-    const end = inPlace ? this.bufEnd - this.bufStart : Math.min(this.bufEnd - this.pos, SCAN_WINDOW);
-    if (!inPlace) scan.window.set(this.buf.subarray(o, o + end));
-    const asked = Math.min(n, 1 << 30);
-    const found = scan.skip(start, end, asked, Math.min(maxBytes, 1 << 30));
-    this.pos += found.offset - start;
-    return asked - found.left;
+    const at = this.pos - this.bufStart;
+    if (at < 0) return 0;
+    this.pos = this.bufStart + skipStringRun(this.view, at, this.bufEnd - this.bufStart, n, maxBytes);
+    return stringsSkipped;
   }
 
   /** A UTF-8 string of `n` bytes (n already checked against the caps). */
@@ -371,16 +371,16 @@ class HeaderParser {
 
   /**
    * Moves past the `n` strings of an array without decoding them, each length checked as reading it
-   * would be: runs of them in bulk, and each string the bulk loop stops at through `count`.
+   * would be: runs of them as they lie in the buffer, and each string such a run stops at through
+   * `count`, whose message is built only for those few.
    */
   private skipStrings(n: number, what: string): void {
     const max = this.limits.maxStringBytes;
-    for (let i = 0; i < n; i++) {
-      if (n > 64) {
-        i += this.c.skipBufferedStrings(n - i, max);
-        if (i === n) return;
-      }
+    let i = this.c.skipBufferedStrings(n, max);
+    while (i < n) {
       this.c.skip(this.count(`length of item ${i} of ${what}`, max, 1));
+      i++;
+      i += this.c.skipBufferedStrings(n - i, max);
     }
   }
 
@@ -671,52 +671,19 @@ function newTypedArray(type: GgufValueType, n: number): Exclude<GgufArrayItems, 
   }
 }
 
-async function openForRead(path: string): Promise<{ fh: FileHandle; size: number }> {
-  let fh: FileHandle;
-  try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    throw environmentError(e, path, 'read');
-  }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) {
-      throw new CodiError('PATH_INACCESSIBLE', `${path} is not a regular file`, {
-        exitCode: ExitCode.ENVIRONMENT,
-        file: path,
-      });
-    }
-    return { fh, size: st.size };
-  } catch (e) {
-    await fh.close();
-    throw e instanceof CodiError ? e : environmentError(e, path, 'read');
-  }
-}
-
-function wrapIoError(e: unknown, path: string): unknown {
-  if (e instanceof CodiError) return e.withFile(path);
-  if (typeof e === 'object' && e !== null && 'code' in e) return environmentError(e, path, 'read');
-  return e;
-}
-
 /** Reads and checks the header of the GGUF file at `path`. */
 export async function readGgufHeader(
   path: string,
   limits: Partial<GgufReadLimits> = {},
   options: GgufReadOptions = {},
 ): Promise<GgufFile> {
-  const { fh, size } = await openForRead(path);
+  const file = await RegularFile.open(path);
   try {
-    const window = options.arrays === 'skip' ? (stringSkipper()?.window ?? null) : null;
-    return new HeaderParser(
-      new Cursor(fh, size, window),
-      { ...DEFAULT_GGUF_LIMITS, ...limits },
-      options,
-    ).parse();
+    return new HeaderParser(new Cursor(file), { ...DEFAULT_GGUF_LIMITS, ...limits }, options).parse();
   } catch (e) {
-    throw wrapIoError(e, path);
+    throw e instanceof CodiError ? e.withFile(path) : e;
   } finally {
-    await fh.close();
+    await file.close();
   }
 }
 
@@ -733,27 +700,15 @@ function tensorOrThrow(file: GgufFile, name: string): GgufTensorInfo {
 /** The raw bytes of one tensor (8-byte aligned, so typed-array views over them work). */
 export async function readTensorData(path: string, file: GgufFile, name: string): Promise<Uint8Array> {
   const t = tensorOrThrow(file, name);
-  const { fh } = await openForRead(path);
-  try {
+  return withRegularFile(path, async (source) => {
     const out = new Uint8Array(new ArrayBuffer(Math.ceil(t.nBytes / 8) * 8), 0, t.nBytes);
-    let got = 0;
-    while (got < t.nBytes) {
-      const { bytesRead } = await fh.read(out, got, t.nBytes - got, t.dataStart + got);
-      if (bytesRead === 0) {
-        throw err(
-          'GGUF_TRUNCATED',
-          `GGUF file ended early while reading tensor '${name}'`,
-          t.dataStart + got,
-        );
-      }
-      got += bytesRead;
+    const got = await source.read(out, t.dataStart);
+    if (got < t.nBytes) {
+      const at = t.dataStart + got;
+      throw err('GGUF_TRUNCATED', `GGUF file ended early while reading tensor '${name}'`, at).withFile(path);
     }
     return out;
-  } catch (e) {
-    throw wrapIoError(e, path);
-  } finally {
-    await fh.close();
-  }
+  });
 }
 
 /** One tensor decoded to float32 (F32, F16, BF16 and Q8_0 tensors). */

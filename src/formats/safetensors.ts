@@ -11,8 +11,7 @@
  * Errors are `CodiError`s with a `SAFETENSORS_*` code, exit code 1, and `pointer` set to a byte
  * offset in the file. They carry no file name: the caller knows the path relative to the adapter.
  */
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { RegularFile, withRegularFile } from '../byte-source.js';
 import { CodiError, environmentError, ExitCode } from '../errors.js';
 import { AtomicFile } from '../atomic.js';
 import { thousands } from '../text.js';
@@ -939,83 +938,56 @@ function failure(
  * @throws CodiError `SAFETENSORS_*` (exit 1) for an invalid file; `PATH_*` (exit 3) when it cannot
  *   be opened or read or is not a regular file
  */
-export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
-  const handle = await openForReading(path);
-  try {
-    const size = await regularFileSize(handle, path);
-    const lengthBytes = await readAt(handle, path, 0, Math.min(HEADER_LENGTH_BYTES, size));
-    const headerLength = parseHeaderLength(lengthBytes, size);
-    const headerBytes = await readAt(handle, path, HEADER_LENGTH_BYTES, headerLength);
-    if (headerBytes.length < headerLength) {
-      throw failure(
-        'SAFETENSORS_TRUNCATED',
-        `only ${headerBytes.length} of the ${headerLength} header bytes could be read`,
-        HEADER_LENGTH_BYTES + headerBytes.length,
-      );
-    }
-    // the bytes are dropped once decoded, so a 100 MB header is not held twice while it is parsed
-    return parseHeaderText(decodeHeader(headerBytes), headerLength, size, {});
-  } finally {
-    await closeQuietly(handle);
-  }
+export function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  return withRegularFile(path, async (file) => {
+    const headerLength = parseHeaderLength(
+      await file.readBytes(0, Math.min(HEADER_LENGTH_BYTES, file.size)),
+      file.size,
+    );
+    return headerOf(await file.readBytes(HEADER_LENGTH_BYTES, headerLength), headerLength, file.size);
+  });
 }
 
 /**
  * `readSafetensorsHeader` with blocking reads: for scanning many files (`list` over a catalog), where
- * the thread-pool hop and a FileHandle per call cost more than the reads. It never follows a symlink
- * (a catalog is scanned for what is really there).
+ * the thread-pool hop costs more than the reads. It never follows a symlink (a catalog is scanned for
+ * what is really there).
  */
 export function readSafetensorsHeaderSync(path: string): SafetensorsHeader {
-  let fd: number;
+  const file = RegularFile.openSync(path, { noFollow: true });
   try {
-    const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW;
-    fd = openSync(path, flags | ((fsConstants.O_NONBLOCK as number | undefined) ?? 0));
-  } catch (err) {
-    throw environmentError(err, path);
-  }
-  try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) {
-      throw new CodiError('PATH_INACCESSIBLE', `${path} is not a regular file`, {
-        exitCode: ExitCode.ENVIRONMENT,
-        file: path,
-      });
-    }
-    const lengthBytes = readAtSync(fd, path, 0, new Uint8Array(Math.min(HEADER_LENGTH_BYTES, stat.size)));
-    const headerLength = parseHeaderLength(lengthBytes, stat.size);
-    const prefix = new Uint8Array(HEADER_LENGTH_BYTES + headerLength);
-    prefix.set(lengthBytes);
-    const headerBytes = readAtSync(fd, path, HEADER_LENGTH_BYTES, prefix.subarray(HEADER_LENGTH_BYTES));
-    return parseSafetensorsHeader(prefix.subarray(0, HEADER_LENGTH_BYTES + headerBytes.length), stat.size);
+    const headerLength = parseHeaderLength(
+      file.readBytesSync(0, Math.min(HEADER_LENGTH_BYTES, file.size)),
+      file.size,
+    );
+    return headerOf(file.readBytesSync(HEADER_LENGTH_BYTES, headerLength), headerLength, file.size);
   } finally {
-    closeSync(fd);
+    file.closeSync();
   }
 }
 
-function readAtSync(fd: number, path: string, position: number, buffer: Uint8Array): Uint8Array {
-  let done = 0;
-  while (done < buffer.length) {
-    let n: number;
-    try {
-      n = readSync(fd, buffer, done, buffer.length - done, position + done);
-    } catch (err) {
-      throw environmentError(err, path);
-    }
-    if (n === 0) break;
-    done += n;
+/** The header from its bytes as read: fewer than `headerLength` means the file shrank meanwhile. */
+function headerOf(headerBytes: Uint8Array, headerLength: number, fileSize: number): SafetensorsHeader {
+  if (headerBytes.length < headerLength) {
+    throw failure(
+      'SAFETENSORS_TRUNCATED',
+      `only ${headerBytes.length} of the ${headerLength} header bytes could be read`,
+      HEADER_LENGTH_BYTES + headerBytes.length,
+    );
   }
-  return buffer.subarray(0, done);
+  // the bytes are dropped once decoded, so a 100 MB header is not held twice while it is parsed
+  return parseHeaderText(decodeHeader(headerBytes), headerLength, fileSize, {});
 }
 
 /** Largest tensor `readTensorBytes` loads at once; `streamTensorBytes` has no such limit. */
 export const MAX_TENSOR_READ_BYTES = 2 ** 31 - 1;
 
 /**
- * The raw bytes of one tensor. `source` may be an open handle, so a converter reading many tensors
+ * The raw bytes of one tensor. `source` may be an open file, so a converter reading many tensors
  * opens the file once.
  */
 export async function readTensorBytes(
-  source: string | FileHandle,
+  source: string | RegularFile,
   header: SafetensorsHeader,
   info: SafetensorsTensorInfo,
   /** reused for the bytes when large enough (a converter reading many tensors allocates once) */
@@ -1031,36 +1003,36 @@ export async function readTensorBytes(
       { tensor: info.name },
     );
   }
-  return withHandle(source, async (handle, path) => {
+  const read = async (file: RegularFile): Promise<Uint8Array> => {
     const target = into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length);
-    const bytes = await readAt(handle, path, header.dataOffset + info.begin, target);
-    if (bytes.length < length) throw tensorTruncated(info, header, bytes.length);
-    return bytes;
-  });
+    const got = await file.read(target, header.dataOffset + info.begin);
+    if (got < length) throw tensorTruncated(info, header, got);
+    return target;
+  };
+  return typeof source === 'string' ? withRegularFile(source, read) : read(source);
 }
 
 /** One tensor's bytes in chunks of at most `chunkSize`; memory stays bounded whatever its size. */
 export async function* streamTensorBytes(
-  source: string | FileHandle,
+  source: string | RegularFile,
   header: SafetensorsHeader,
   info: SafetensorsTensorInfo,
   chunkSize = 1 << 20,
 ): AsyncGenerator<Uint8Array, void, undefined> {
   const length = checkTensorBounds(header, info);
   const owned = typeof source === 'string';
-  const handle = owned ? await openForReading(source) : source;
-  const path = owned ? source : '(open file)';
+  const file = owned ? await RegularFile.open(source) : source;
   try {
     let done = 0;
     while (done < length) {
       const want = Math.min(chunkSize, length - done);
-      const chunk = await readAt(handle, path, header.dataOffset + info.begin + done, want);
+      const chunk = await file.readBytes(header.dataOffset + info.begin + done, want);
       if (chunk.length < want) throw tensorTruncated(info, header, done + chunk.length);
       done += chunk.length;
       yield chunk;
     }
   } finally {
-    if (owned) await closeQuietly(handle);
+    if (owned) await file.close();
   }
 }
 
@@ -1109,8 +1081,9 @@ export async function writeSafetensors(
 
   const file = await AtomicFile.open(path);
   try {
-    let position = await writeAll(file.handle, prefix, 0);
-    for (const t of tensors) position = await writeAll(file.handle, t.data, position);
+    // each write continues where the last ended
+    await file.handle.writeFile(prefix);
+    for (const t of tensors) await file.handle.writeFile(t.data);
   } catch (err) {
     await file.abort();
     throw environmentError(err, path);
@@ -1213,76 +1186,4 @@ function writerError(code: SafetensorsErrorCode, message: string): CodiError {
 function hasLoneSurrogate(text: string): boolean {
   // with the u flag, a well-formed pair is one code point, so only unpaired halves match
   return /\p{Cs}/u.test(text);
-}
-
-async function openForReading(path: string): Promise<FileHandle> {
-  try {
-    // O_NONBLOCK: opening a FIFO for reading would otherwise wait forever for a writer (absent on Windows)
-    return await open(path, fsConstants.O_RDONLY | ((fsConstants.O_NONBLOCK as number | undefined) ?? 0));
-  } catch (err) {
-    throw environmentError(err, path);
-  }
-}
-
-async function regularFileSize(handle: FileHandle, path: string): Promise<number> {
-  const stat = await handle.stat().catch((err: unknown) => {
-    throw environmentError(err, path);
-  });
-  if (!stat.isFile()) {
-    throw new CodiError('PATH_INACCESSIBLE', `${path} is not a regular file`, {
-      exitCode: ExitCode.ENVIRONMENT,
-      file: path,
-    });
-  }
-  return stat.size;
-}
-
-/** Up to `length` bytes from `position`; fewer only at end of file. */
-async function readAt(
-  handle: FileHandle,
-  path: string,
-  position: number,
-  lengthOrBuffer: number | Uint8Array,
-): Promise<Uint8Array> {
-  const buffer = typeof lengthOrBuffer === 'number' ? new Uint8Array(lengthOrBuffer) : lengthOrBuffer;
-  const length = buffer.length;
-  let done = 0;
-  while (done < length) {
-    let bytesRead: number;
-    try {
-      ({ bytesRead } = await handle.read(buffer, done, length - done, position + done));
-    } catch (err) {
-      throw environmentError(err, path);
-    }
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done === length ? buffer : buffer.subarray(0, done);
-}
-
-async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
-  let done = 0;
-  while (done < bytes.length) {
-    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position + done);
-    done += bytesWritten;
-  }
-  return position + done;
-}
-
-async function withHandle<T>(
-  source: string | FileHandle,
-  action: (handle: FileHandle, path: string) => Promise<T>,
-): Promise<T> {
-  if (typeof source !== 'string') return action(source, '(open file)');
-  const handle = await openForReading(source);
-  try {
-    return await action(handle, source);
-  } finally {
-    await closeQuietly(handle);
-  }
-}
-
-async function closeQuietly(handle: FileHandle): Promise<void> {
-  // a failed close of a file we only read, or are abandoning, changes nothing for the caller
-  await handle.close().catch(() => undefined);
 }

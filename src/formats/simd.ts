@@ -13,21 +13,79 @@
  * the source block is copied in, converted, and the result copied out.
  */
 
-import {
-  body,
-  EXPORT,
-  get,
-  i32,
-  instantiate,
-  MAGIC,
-  name,
-  OP,
-  section,
-  set,
-  tee,
-  TYPE,
-  uleb,
-} from './wasm-kit.js';
+// The module is written out as bytes: just enough of the WebAssembly binary format (core specification
+// 2.0) for it, and no toolchain or download.
+
+/** the instructions the kernels use, by their binary encoding */
+const OP = {
+  loop: 0x03,
+  brIf: 0x0d,
+  end: 0x0b,
+  localGet: 0x20,
+  localSet: 0x21,
+  localTee: 0x22,
+  i32Const: 0x41,
+  i32Add: 0x6a,
+  i32Sub: 0x6b,
+} as const;
+
+/** value and block types */
+const TYPE = { i32: 0x7f, v128: 0x7b, void: 0x40, func: 0x60 } as const;
+
+/** export kinds */
+const EXPORT = { func: 0, memory: 2 } as const;
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (n !== 0);
+  return out;
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const byte = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0)) {
+      out.push(byte);
+      return out;
+    }
+    out.push(byte | 0x80);
+  }
+}
+
+const get = (local: number): number[] => [OP.localGet, local];
+const set = (local: number): number[] => [OP.localSet, local];
+const tee = (local: number): number[] => [OP.localTee, local];
+const i32 = (value: number): number[] => [OP.i32Const, ...sleb(value)];
+
+function section(id: number, content: number[]): number[] {
+  return [id, ...uleb(content.length), ...content];
+}
+
+function name(text: string): number[] {
+  return [...uleb(text.length), ...Array.from(text, (c) => c.charCodeAt(0))];
+}
+
+/** A function body: local declarations (count, type pairs), then the code, then `end`. */
+function body(locals: [number, number][], code: number[]): number[] {
+  const content = [...uleb(locals.length), ...locals.flatMap(([n, t]) => [...uleb(n), t]), ...code, OP.end];
+  return [...uleb(content.length), ...content];
+}
+
+/** The module header: `\0asm`, version 1. */
+const MAGIC = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+// what this module uses of the WebAssembly JS API (the lib it compiles against omits it)
+declare const WebAssembly: {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object) => { exports: Record<string, unknown> };
+};
 
 /** elements per block: the input window is 4·BLOCK bytes, the output window 2·BLOCK */
 const BLOCK = 16384;
@@ -142,14 +200,14 @@ let kernels: Kernels | null | undefined;
 /** The compiled kernels; null where WebAssembly SIMD is not available (the scalar loops then run). */
 function compiled(): Kernels | null {
   if (kernels !== undefined) return kernels;
-  const exports = instantiate(moduleBytes()) as {
-    memory: { buffer: ArrayBuffer };
-    f16: Kernels['f16'];
-    bf16: Kernels['bf16'];
-  } | null;
-  kernels = exports
-    ? { bytes: new Uint8Array(exports.memory.buffer), f16: exports.f16, bf16: exports.bf16 }
-    : null;
+  try {
+    const exports = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(moduleBytes())))
+      .exports as { memory: { buffer: ArrayBuffer }; f16: Kernels['f16']; bf16: Kernels['bf16'] };
+    kernels = { bytes: new Uint8Array(exports.memory.buffer), f16: exports.f16, bf16: exports.bf16 };
+  } catch {
+    // no WebAssembly, or no SIMD in it
+    kernels = null;
+  }
   return kernels;
 }
 

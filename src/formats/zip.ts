@@ -11,9 +11,9 @@
  * Errors are `CodiError`s with a `BIN_ZIP_*` code and exit code 1; `pointer` is a byte offset in the
  * file. They carry no file name: the caller knows the path relative to the adapter.
  */
-import { open } from 'node:fs/promises';
 import { crc32, inflateRawSync } from 'node:zlib';
-import { CodiError, environmentError, ExitCode } from '../errors.js';
+import { RegularFile } from '../byte-source.js';
+import { CodiError, ExitCode } from '../errors.js';
 
 export const ZIP_ERROR_CODES = [
   'BIN_ZIP_TRUNCATED',
@@ -122,19 +122,22 @@ export function quoteName(value: string, max = 120): string {
   return `"${visible.replace(/"/g, '\\"')}"`;
 }
 
+/** The error for a read that would run past the end of a source of `size` bytes, if it would. */
+function outOfRange(size: number, position: number, length: number): CodiError | null {
+  if (position >= 0 && length >= 0 && position + length <= size) return null;
+  return zipError(
+    'BIN_ZIP_TRUNCATED',
+    `read of ${length} bytes at ${position} goes past the end of the file`,
+    position,
+  );
+}
+
 export function memorySource(bytes: Uint8Array): ByteSource {
   return {
     size: bytes.length,
     read(position: number, length: number): Promise<Uint8Array> {
-      if (position < 0 || length < 0 || position + length > bytes.length) {
-        return Promise.reject(
-          zipError(
-            'BIN_ZIP_TRUNCATED',
-            `read of ${length} bytes at ${position} goes past the end of the file`,
-            position,
-          ),
-        );
-      }
+      const refused = outOfRange(bytes.length, position, length);
+      if (refused) return Promise.reject(refused);
       return Promise.resolve(bytes.subarray(position, position + length));
     },
     close(): Promise<void> {
@@ -144,62 +147,25 @@ export function memorySource(bytes: Uint8Array): ByteSource {
 }
 
 export async function openFileSource(path: string): Promise<ByteSource> {
-  let handle;
-  try {
-    handle = await open(path, 'r');
-  } catch (err) {
-    throw environmentError(err, path, 'opened');
-  }
-  let size: number;
-  try {
-    const stat = await handle.stat();
-    if (!stat.isFile()) {
-      await handle.close();
-      throw new CodiError('PATH_INACCESSIBLE', `${path} is not a regular file`, {
-        exitCode: ExitCode.ENVIRONMENT,
-        file: path,
-      });
-    }
-    size = stat.size;
-  } catch (err) {
-    if (err instanceof CodiError) throw err;
-    await handle.close();
-    throw environmentError(err, path, 'read');
-  }
-  const fh = handle;
+  const file = await RegularFile.open(path);
   return {
-    size,
+    size: file.size,
     async read(position: number, length: number): Promise<Uint8Array> {
-      if (position < 0 || length < 0 || position + length > size) {
+      const refused = outOfRange(file.size, position, length);
+      if (refused) throw refused;
+      const bytes = await file.readBytes(position, length);
+      // the file shrank while we read it
+      if (bytes.length < length) {
         throw zipError(
           'BIN_ZIP_TRUNCATED',
-          `read of ${length} bytes at ${position} goes past the end of the file`,
-          position,
+          `the file ends at ${position + bytes.length}, before the bytes it promised`,
+          position + bytes.length,
         );
       }
-      const buffer = new Uint8Array(length);
-      let done = 0;
-      while (done < length) {
-        let bytesRead: number;
-        try {
-          ({ bytesRead } = await fh.read(buffer, done, length - done, position + done));
-        } catch (err) {
-          throw environmentError(err, path, 'read');
-        }
-        // the file shrank while we read it
-        if (bytesRead === 0) {
-          throw zipError(
-            'BIN_ZIP_TRUNCATED',
-            `the file ends at ${position + done}, before the bytes it promised`,
-            position + done,
-          );
-        }
-        done += bytesRead;
-      }
-      return buffer;
+      return bytes;
     },
     close(): Promise<void> {
-      return fh.close();
+      return file.close();
     },
   };
 }

@@ -927,6 +927,9 @@ describe('GGUF reader on bad input', () => {
     const cut = await codiError(readBytes(many(4n), skip), 'GGUF_TRUNCATED');
     expect(cut.message).toContain("length of item 499 of array 'k' is 4, but only 3 bytes are left");
     await expect(readBytes(many(3n), skip)).resolves.toMatchObject({ tensors: [] });
+    // a length of 2^32 and more whose low word alone would pass
+    const wrapped = await codiError(readBytes(many(2n ** 32n + 1n), skip), 'GGUF_LIMIT');
+    expect(wrapped.message).toContain(`length of item 499 of array 'k' is ${2n ** 32n + 1n}`);
     // arrays of arrays are walked too
     await codiError(readBytes(nestedArraysClaimingMany(), skip), 'GGUF_TRUNCATED');
   });

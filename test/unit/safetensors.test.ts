@@ -1,9 +1,10 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RegularFile } from '../../src/byte-source.js';
 import { CodiError, ExitCode } from '../../src/errors.js';
 import {
   acceptPlainHeader,
@@ -815,7 +816,7 @@ describe('files', () => {
     const header = await writeSafetensors(path, [{ name: 'big', dtype: 'U8', shape: [10_000], data }]);
     const info = header.tensors[0];
     if (info === undefined) throw new Error('no tensor');
-    const handle = await open(path, 'r');
+    const handle = await RegularFile.open(path);
     try {
       expect(await readTensorBytes(handle, header, info)).toEqual(data);
       const chunks: Uint8Array[] = [];
