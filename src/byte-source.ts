@@ -152,6 +152,7 @@ export class RegularFile {
    * (fewer than `into.length` only at the end of the file).
    */
   readSync(into: Uint8Array, position: number): number {
+    this.checkOpen();
     let done = 0;
     while (done < into.length) {
       let n: number;
@@ -168,6 +169,7 @@ export class RegularFile {
 
   /** As `readSync`, in libuv's thread pool. */
   async read(into: Uint8Array, position: number): Promise<number> {
+    this.checkOpen();
     let done = 0;
     while (done < into.length) {
       const n = await new Promise<number>((resolve, reject) => {
@@ -180,6 +182,11 @@ export class RegularFile {
       done += n;
     }
     return done;
+  }
+
+  /** Its descriptor number may belong to another file once it is closed. */
+  private checkOpen(): void {
+    if (this.closed) throw new CodiError('INTERNAL', `${this.path} was read after it was closed`);
   }
 
   /** Up to `length` bytes from `position` in a new array: fewer only at the end of the file. */

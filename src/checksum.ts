@@ -6,8 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import { lstatSync, realpathSync, type Stats } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { RegularFile } from './byte-source.js';
 import { CodiError, environmentError } from './errors.js';
 import { trace } from './trace.js';
 
@@ -24,22 +24,23 @@ export async function sha256File(
   onProgress?: HashProgressCallback,
   blockSize = HASH_BLOCK_SIZE,
 ): Promise<string> {
-  let size: number;
+  const file = await RegularFile.open(path, NO_FOLLOW);
+  if (file.size > SMALL_FILE_BYTES) return hashInWorker(file, onProgress, blockSize).result;
+  let data: Uint8Array;
   try {
-    size = (await stat(path)).size;
-  } catch (e) {
-    throw environmentError(e, path, 'read');
-  }
-  if (size > SMALL_FILE_BYTES) return startSha256(path, onProgress, blockSize).result;
-  let data: Buffer;
-  try {
-    data = await readFile(path);
-  } catch (e) {
-    throw environmentError(e, path, 'read');
+    data = await file.readBytes(0, file.size);
+  } finally {
+    await file.close();
   }
   onProgress?.(data.length, data.length);
   return sha256Bytes(data);
 }
+
+/**
+ * Never through a symlink: adapter files are refused as symlinks, and a hash begun before that check
+ * (verify starts early) must not read what one points to.
+ */
+const NO_FOLLOW = { noFollow: true } as const;
 
 /** sha256 of an in-memory buffer (small files such as adapter_config.json). */
 export function sha256Bytes(data: Uint8Array): string {
@@ -60,59 +61,50 @@ type WorkerMessage =
 
 /**
  * The worker's program. It is passed as source text (an `eval` worker), so it may use nothing from
- * this module's scope; it is the same double-buffered loop described above.
+ * this module's scope; it is the same double-buffered loop described above, over a file the calling
+ * thread opened (a descriptor is the process's, whichever thread uses it) and closes.
  */
 function hashWorkerMain(): void {
   // builtins by name, not `require`: a bundler rewrites `require` calls, even in code kept as text
   const threads = process.getBuiltinModule('node:worker_threads');
   const { createHash: hashOf } = process.getBuiltinModule('node:crypto');
   const fs = process.getBuiltinModule('node:fs');
-  const { path, blockSize } = threads.workerData as { path: string; blockSize: number };
+  const { fd, total, blockSize } = threads.workerData as { fd: number; total: number; blockSize: number };
   const post = (m: unknown): void => threads.parentPort?.postMessage(m);
-  let fd = -1;
-  try {
-    // never through a symlink: adapter files are refused as symlinks, and a hash begun before that
-    // check (verify starts early) must not read what one points to
-    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    const total = fs.fstatSync(fd).size;
-    const hash = hashOf('sha256');
-    // buffers no bigger than the file (plus one byte to see the end in one read)
-    const size = Math.max(1, Math.min(blockSize, total + 1));
-    const buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
-    let position = 0;
-    let which = 0;
-    let lastReport = 0;
-    const step = (bytesRead: number): void => {
-      if (bytesRead === 0) {
-        fs.closeSync(fd);
-        post({ kind: 'done', hex: hash.digest('hex') });
-        return;
-      }
-      const current = buffers[which] as Buffer;
-      position += bytesRead;
-      which ^= 1;
-      const next = buffers[which] as Buffer;
-      // the next read is in flight in the thread pool while this block is hashed
-      fs.read(fd, next, 0, size, position, (err, n) => {
-        if (err) fail(err);
-        else step(n);
-      });
-      hash.update(bytesRead === size ? current : current.subarray(0, bytesRead));
-      if (position - lastReport >= 64 * size || position === total) {
-        lastReport = position;
-        post({ kind: 'progress', done: position, total });
-      }
-    };
-    const fail = (err: NodeJS.ErrnoException): void => {
-      post({ kind: 'error', errno: err.code, message: err.message });
-    };
-    fs.read(fd, buffers[0] as Buffer, 0, size, 0, (err, n) => {
+  const hash = hashOf('sha256');
+  // buffers no bigger than the file (plus one byte to see the end in one read)
+  const size = Math.max(1, Math.min(blockSize, total + 1));
+  const buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+  let position = 0;
+  let which = 0;
+  let lastReport = 0;
+  const fail = (err: NodeJS.ErrnoException): void => {
+    post({ kind: 'error', errno: err.code, message: err.message });
+  };
+  const step = (bytesRead: number): void => {
+    if (bytesRead === 0) {
+      post({ kind: 'done', hex: hash.digest('hex') });
+      return;
+    }
+    const current = buffers[which] as Buffer;
+    position += bytesRead;
+    which ^= 1;
+    const next = buffers[which] as Buffer;
+    // the next read is in flight in the thread pool while this block is hashed
+    fs.read(fd, next, 0, size, position, (err, n) => {
       if (err) fail(err);
       else step(n);
     });
-  } catch (e) {
-    post({ kind: 'error', errno: (e as NodeJS.ErrnoException).code, message: (e as Error).message });
-  }
+    hash.update(bytesRead === size ? current : current.subarray(0, bytesRead));
+    if (position - lastReport >= 64 * size || position === total) {
+      lastReport = position;
+      post({ kind: 'progress', done: position, total });
+    }
+  };
+  fs.read(fd, buffers[0] as Buffer, 0, size, 0, (err, n) => {
+    if (err) fail(err);
+    else step(n);
+  });
 }
 
 /**
@@ -132,11 +124,29 @@ export function startSha256(
   onProgress?: HashProgressCallback,
   blockSize = HASH_BLOCK_SIZE,
 ): PendingHash {
+  let file: RegularFile;
+  try {
+    file = RegularFile.openSync(path, NO_FOLLOW);
+  } catch (e) {
+    const result = Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    result.catch(() => undefined);
+    return { result, cancel: () => undefined };
+  }
+  return hashInWorker(file, onProgress, blockSize);
+}
+
+/** Hashes `file` in a worker thread, and closes it once the worker has stopped. */
+function hashInWorker(
+  file: RegularFile,
+  onProgress: HashProgressCallback | undefined,
+  blockSize: number,
+): PendingHash {
+  const path = file.path;
   // loaded on first use: most commands hash small files inline, and convert hashes in its own pass
   const { Worker } = process.getBuiltinModule('node:worker_threads');
   const worker = new Worker(`(${hashWorkerMain.toString()})()`, {
     eval: true,
-    workerData: { path, blockSize },
+    workerData: { fd: file.fd, total: file.size, blockSize },
     // the worker holds two buffers and a hash; a small heap keeps the process's peak RSS down
     resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
   });
@@ -162,6 +172,8 @@ export function startSha256(
       reject(new CodiError('INTERNAL', `hash worker failed: ${e.message}`, { cause: e }));
     });
     worker.on('exit', (code) => {
+      // only now: no read of the worker's is under way any more
+      file.closeSync();
       if (!settled) reject(new CodiError('INTERNAL', `hash worker exited (${code}) before finishing`));
     });
   });

@@ -4,18 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { beginSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
-import { readSync, type Stats } from 'node:fs';
-import {
-  access,
-  constants,
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  realpath,
-  stat,
-  type FileHandle,
-} from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { removeDeadTemps } from './atomic.js';
 import {
@@ -25,10 +15,11 @@ import {
   type BaseModel,
   type PlannedModule,
 } from './base-model.js';
-import { CodiError, ExitCode, environmentError } from './errors.js';
+import { identityAt, RegularFile, sameFile, type FileIdentity } from './byte-source.js';
+import { CodiError, ExitCode } from './errors.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
-import { writeGguf, type GgufTensorSpec, type TensorPayload } from './formats/gguf-writer.js';
+import { writeGguf, type FileRange, type GgufTensorSpec, type TensorPayload } from './formats/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
 import {
   parseSafetensorsHeader,
@@ -103,7 +94,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   trace('convert: start');
   if (options.out) await refuseOutOverInputs(resolve(options.out), resolve(options.base), resolve(dir));
   // the weights file as it is before anything reads it: the pass checks it is the same file after
-  const before = await lstat(join(resolve(dir), SAFETENSORS_FILE)).catch(() => null);
+  const before = await identityAt(join(resolve(dir), SAFETENSORS_FILE));
   const base = await readBaseModel(resolve(options.base));
   trace('convert: base model read');
   let plan: PlannedModule[] = [];
@@ -210,7 +201,7 @@ async function convertInspected(
   inspection: Inspection,
   passHash: PassHash,
   /** the weights file before it was hashed */
-  before: Stats | null,
+  before: FileIdentity | null,
   base: BaseModel,
   plan: PlannedModule[],
   ggufAlpha: number,
@@ -477,7 +468,7 @@ async function writeAdapterGguf(
   /** fed every byte of the weights file, in order */
   hash: PassHash,
   /** the weights file before the pass: it must be the same file when the pass ends */
-  before: Stats | null,
+  before: FileIdentity | null,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
 ): Promise<{ bytes: number }> {
@@ -485,7 +476,51 @@ async function writeAdapterGguf(
   const jobs: ConvertJob[] = input.tensors.specs.map((t) => ({ ...t, info: infoOf(infos, t.source) }));
   // GGUF tensors in the order their data lies in the safetensors file: one sequential read does it
   jobs.sort((x, y) => x.info.begin - y.info.begin);
+  if (jobs.length === 0) await gate();
+  // one buffer for every tensor that needs converting: the writer has encoded a payload before it
+  // asks for the next
+  const scratch = new Float32Array(
+    Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
+  );
+  trace('convert: writing');
+  await pausePoint('convert:before-pass');
+  const pass = await WeightsPass.begin(weightsPath, header, hash, Math.max(0, ...jobs.map(byteSize)));
+  try {
+    const result = await writeGguf(
+      output,
+      { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec) },
+      async (_spec, i): Promise<TensorPayload> => {
+        const job = jobs[i];
+        if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
+        // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
+        if (i === jobs.length >> 1) await pausePoint('convert:writing');
+        if (i < jobs.length - 1) {
+          // the bytes as they are go from the file to the GGUF through the writer's buffers
+          if (isPassThrough(job)) return pass.range(job.info);
+          return convertTensor(job, pass.read(job.info), scratch);
+        }
+        const bytes = pass.read(job.info);
+        await pass.finish(before);
+        // then the checksums: the GGUF is committed only for a verified adapter
+        trace('convert: all read, waiting for the checksums');
+        await gate();
+        trace('convert: verified');
+        return convertTensor(job, bytes, scratch);
+      },
+    );
+    trace('convert: committed');
+    return { bytes: result.bytes };
+  } finally {
+    await pass.close();
+  }
+}
 
+function byteSize(job: ConvertJob): number {
+  return job.info.end - job.info.begin;
+}
+
+/** The GGUF's key/value pairs: an adapter of the base's architecture, and where it came from. */
+function adapterKv(input: WriteInput): [string, GgufTypedValue][] {
   const m = input.metadata.metadata;
   const kv: [string, GgufTypedValue][] = [
     ['general.architecture', gv.str(input.base.arch)],
@@ -500,113 +535,109 @@ async function writeAdapterGguf(
     ['codi.converter', gv.str(`codi-adapter ${VERSION} (format ${CONVERTER_FORMAT})`)],
   ];
   if (m?.version) kv.push(['general.version', gv.str(m.version)]);
+  return kv;
+}
 
-  if (jobs.length === 0) await gate();
-  // one buffer for every tensor that needs converting: the writer has encoded a payload before it
-  // asks for the next
-  const largest = Math.max(0, ...jobs.map((j) => j.info.end - j.info.begin));
-  const scratch = new Float32Array(
-    Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
-  );
-  // also the buffer for bytes that are only hashed (tensors the GGUF does not take)
-  const held = new Uint8Array(Math.max(largest, 64 << 10));
-  let source: FileHandle | null = null;
-  try {
-    trace('convert: writing');
-    await pausePoint('convert:before-pass');
-    source = await open(weightsPath, constants.O_RDONLY | constants.O_NOFOLLOW).catch((e: unknown) => {
-      throw environmentError(e, weightsPath, 'read');
-    });
-    const fd = source.fd;
-    const handle = source;
-    const failure = (cause: unknown): Error =>
-      cause === null ? sourceChanged(weightsPath, 'shrank') : environmentError(cause, weightsPath, 'read');
-    /** fills `into` from `position`; a file that ends first has shrunk since its header was read */
-    const readFully = (into: Uint8Array, position: number): Uint8Array => {
-      let got = 0;
-      while (got < into.length) {
-        let n: number;
-        try {
-          n = readSync(fd, into, got, into.length - got, position + got);
-        } catch (e) {
-          throw failure(e);
-        }
-        if (n === 0) throw failure(null);
-        got += n;
-      }
-      return into;
-    };
-    // every byte of the file passes through the hash exactly once, in order: `hashedTo` is where the
-    // next one starts. The header comes first: what this pass hashes must be the header the plan was
-    // made from (else the file changed in between, whatever its timestamps say).
-    const prefix = readFully(new Uint8Array(header.dataOffset), 0);
-    hash.update(prefix);
-    if (!sameHeader(prefix, header)) throw sourceChanged(weightsPath, 'changed');
-    // bytes no tensor of the GGUF needs (any tensor not converted) are read just to be hashed
-    let hashedTo = header.dataOffset;
-    const hashUpTo = (end: number): void => {
-      while (hashedTo < end) {
-        const part = readFully(held.subarray(0, Math.min(held.length, end - hashedTo)), hashedTo);
-        hash.update(part);
-        hashedTo += part.length;
-      }
-    };
-    const readTensor = (job: ConvertJob): Uint8Array => {
-      hashUpTo(header.dataOffset + job.info.begin);
-      const bytes = readFully(held.subarray(0, job.info.end - job.info.begin), hashedTo);
-      hash.update(bytes);
-      hashedTo += bytes.length;
-      return bytes;
-    };
-    const result = await writeGguf(
-      output,
-      { metadata: kv, tensors: jobs.map((j) => j.spec) },
-      async (_spec, i): Promise<TensorPayload> => {
-        const job = jobs[i];
-        if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
-        // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
-        if (i === jobs.length >> 1) await pausePoint('convert:writing');
-        if (i < jobs.length - 1) {
-          // the bytes as they are go from the file to the GGUF through the writer's buffers
-          if (isPassThrough(job)) {
-            hashUpTo(header.dataOffset + job.info.begin);
-            const length = job.info.end - job.info.begin;
-            hashedTo += length;
-            return {
-              fd,
-              position: hashedTo - length,
-              length,
-              failure,
-              onBytes: (b) => {
-                hash.update(b);
-              },
-            };
-          }
-          return convertTensor(job, readTensor(job), scratch);
-        }
-        const bytes = readTensor(job);
-        hashUpTo(header.fileSize);
-        // every byte is read and hashed: the bytes converted are the bytes hashed (and so, once the
-        // checksums pass, the bytes published) only if the file is the same one, unchanged since the
-        // header was read, and no longer than the header says
-        const now = await handle.stat().catch((e: unknown) => {
-          throw failure(e);
-        });
-        if (now.size > header.fileSize) throw sourceChanged(weightsPath, 'grew');
-        if (now.size < header.fileSize) throw sourceChanged(weightsPath, 'shrank');
-        if (before && !sameFile(before, now)) throw sourceChanged(weightsPath, 'changed');
-        hash.finish();
-        // then the checksums: the GGUF is committed only for a verified adapter
-        trace('convert: all read, waiting for the checksums');
-        await gate();
-        trace('convert: verified');
-        return convertTensor(job, bytes, scratch);
+/**
+ * One front-to-back read of the weights file in which every byte passes through the hash exactly
+ * once, in order: `hashedTo` is where the next one starts. Bytes no tensor of the GGUF needs (any
+ * tensor not converted) are read just to be hashed. A file that ends early has shrunk since its
+ * header was read.
+ */
+class WeightsPass {
+  private hashedTo: number;
+
+  private constructor(
+    private readonly file: RegularFile,
+    private readonly header: SafetensorsHeader,
+    private readonly hash: PassHash,
+    /** the buffer for the tensors read here, and for bytes that are only hashed */
+    private readonly held: Uint8Array,
+  ) {
+    this.hashedTo = header.dataOffset;
+  }
+
+  /**
+   * Opens the file and hashes its header first: what this pass hashes must be the header the plan
+   * was made from (else the file changed in between, whatever its timestamps say).
+   */
+  static async begin(
+    path: string,
+    header: SafetensorsHeader,
+    hash: PassHash,
+    largestTensor: number,
+  ): Promise<WeightsPass> {
+    const file = await RegularFile.open(path, { noFollow: true });
+    const pass = new WeightsPass(file, header, hash, new Uint8Array(Math.max(largestTensor, 64 << 10)));
+    try {
+      const prefix = pass.readFully(new Uint8Array(header.dataOffset), 0);
+      hash.update(prefix);
+      if (!sameHeader(prefix, header)) throw sourceChanged(path, 'changed');
+      return pass;
+    } catch (e) {
+      await file.close();
+      throw e;
+    }
+  }
+
+  private readFully(into: Uint8Array, position: number): Uint8Array {
+    if (this.file.readSync(into, position) < into.length) throw sourceChanged(this.file.path, 'shrank');
+    return into;
+  }
+
+  private hashUpTo(end: number): void {
+    while (this.hashedTo < end) {
+      const part = this.held.subarray(0, Math.min(this.held.length, end - this.hashedTo));
+      this.hash.update(this.readFully(part, this.hashedTo));
+      this.hashedTo += part.length;
+    }
+  }
+
+  /** A tensor's bytes, in the pass's own buffer (valid until the next read). */
+  read(info: SafetensorsTensorInfo): Uint8Array {
+    this.hashUpTo(this.header.dataOffset + info.begin);
+    const bytes = this.readFully(this.held.subarray(0, info.end - info.begin), this.hashedTo);
+    this.hash.update(bytes);
+    this.hashedTo += bytes.length;
+    return bytes;
+  }
+
+  /** A tensor's bytes as a range the GGUF writer reads into its own buffers, hashing them there. */
+  range(info: SafetensorsTensorInfo): FileRange {
+    this.hashUpTo(this.header.dataOffset + info.begin);
+    const length = info.end - info.begin;
+    const position = this.hashedTo;
+    this.hashedTo += length;
+    const path = this.file.path;
+    return {
+      file: this.file,
+      position,
+      length,
+      // a failed read is already the file's own error
+      failure: (cause) => (cause === null ? sourceChanged(path, 'shrank') : (cause as Error)),
+      onBytes: (b) => {
+        this.hash.update(b);
       },
-    );
-    trace('convert: committed');
-    return { bytes: result.bytes };
-  } finally {
-    await source?.close().catch(() => undefined);
+    };
+  }
+
+  /**
+   * Every byte is read and hashed: the bytes converted are the bytes hashed (and so, once the
+   * checksums pass, the bytes published) only if the file is the same one, unchanged since the
+   * header was read, and no longer than the header says.
+   */
+  async finish(before: FileIdentity | null): Promise<void> {
+    this.hashUpTo(this.header.fileSize);
+    const now = await this.file.currentIdentity();
+    const path = this.file.path;
+    if (now.size > this.header.fileSize) throw sourceChanged(path, 'grew');
+    if (now.size < this.header.fileSize) throw sourceChanged(path, 'shrank');
+    if (before && !sameFile(before, now)) throw sourceChanged(path, 'changed');
+    this.hash.finish();
+  }
+
+  close(): Promise<void> {
+    return this.file.close();
   }
 }
 
@@ -644,17 +675,6 @@ export function sameHeader(prefix: Uint8Array, header: SafetensorsHeader): boole
         t.shape.every((d, k) => d === was.shape[k])
       );
     })
-  );
-}
-
-/** Same inode, size and change time: nothing wrote to the file in between. */
-function sameFile(a: Stats, b: Stats): boolean {
-  return (
-    a.dev === b.dev &&
-    a.ino === b.ino &&
-    a.size === b.size &&
-    a.ctimeMs === b.ctimeMs &&
-    a.mtimeMs === b.mtimeMs
   );
 }
 

@@ -2,10 +2,10 @@
  * `verify`: proves an adapter directory is what it claims (CONTRACT §2, §3, §4, §6). Every check
  * runs even after an earlier one failed, so one run reports everything that is wrong.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readRegularFile } from './byte-source.js';
 import { beginSha256, sha256File, type HashProgressCallback, type PendingHash } from './checksum.js';
-import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
+import { CodiError, ExitCode, isCodiError } from './errors.js';
 import {
   capFindings,
   countFindings,
@@ -458,11 +458,11 @@ async function readText(
   jsonCode: string,
   report: (e: unknown, file: string) => void,
 ): Promise<string | null> {
-  let bytes: Buffer;
+  let bytes: Uint8Array;
   try {
-    bytes = await readFile(join(dir, file));
+    bytes = await readRegularFile(join(dir, file), { noFollow: true });
   } catch (e) {
-    report(environmentError(e, file, 'read'), file);
+    report(e, file);
     return null;
   }
   let text: string;

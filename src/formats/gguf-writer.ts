@@ -7,10 +7,10 @@
  * Layout (ggml/include/gguf.h): magic, version, n_tensors u64, n_kv u64, the key/value pairs, the tensor
  * infos, zero padding to the alignment, then each tensor's data padded to the alignment.
  */
-import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 import { AtomicFile } from '../atomic.js';
+import { RegularFile } from '../byte-source.js';
 import { CodiError, environmentError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
@@ -44,7 +44,7 @@ export type TensorChunk = Float32Array | Uint8Array;
  * read into the writer's own buffers, so they are copied once on the way in and once on the way out.
  */
 export interface FileRange {
-  readonly fd: number;
+  readonly file: RegularFile;
   readonly position: number;
   readonly length: number;
   /** the error to raise when a read fails (`cause`) or the file ends inside the range (`cause` null) */
@@ -243,13 +243,14 @@ class Sink {
         await this.flush();
         continue;
       }
-      let got: number;
+      const got = Math.min(room, left);
+      let read: number;
       try {
-        got = readSync(range.fd, this.buf, this.used, Math.min(room, left), position);
+        read = range.file.readSync(this.buf.subarray(this.used, this.used + got), position);
       } catch (e) {
         throw range.failure(e);
       }
-      if (got === 0) throw range.failure(null);
+      if (read < got) throw range.failure(null);
       range.onBytes?.(this.buf.subarray(this.used, this.used + got));
       this.used += got;
       this.position += got;
@@ -419,7 +420,7 @@ function checkSpecs(tensors: readonly GgufTensorSpec[]): number[] {
 }
 
 function isFileRange(x: TensorPayload): x is FileRange {
-  return 'fd' in x && 'length' in x && typeof x.fd === 'number';
+  return 'file' in x && x.file instanceof RegularFile;
 }
 
 function isAsyncIterable(x: unknown): x is AsyncIterable<TensorChunk> {

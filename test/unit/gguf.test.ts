@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { RegularFile } from '../../src/byte-source.js';
 import { CodiError } from '../../src/errors.js';
 import {
   GgmlType,
@@ -289,12 +290,12 @@ describe('GGUF writer safety', () => {
     const bytes = new Uint8Array(2 * 3 * 1024 * 1024 + 100);
     for (let i = 0; i < bytes.length; i++) bytes[i] = rng.int(256);
     await writeFile(source, bytes);
-    const fh = await open(source, 'r');
+    const fh = await RegularFile.open(source);
     const seen: Uint8Array[] = [];
     const p = tmp();
     try {
       await writeGguf(p, { metadata: [], tensors: big }, (_t, i) => ({
-        fd: fh.fd,
+        file: fh,
         position: 100 + i * 3 * 1024 * 1024,
         length: 3 * 1024 * 1024,
         failure: () => new Error('unexpected'),
@@ -314,13 +315,15 @@ describe('GGUF writer safety', () => {
   it('a file range the file no longer holds, or of the wrong length, fails and writes nothing', async () => {
     const source = tmp('short.bin');
     await writeFile(source, new Uint8Array(300));
-    const fh = await open(source, 'r');
+    const fh = await RegularFile.open(source);
+    const closed = await RegularFile.open(source);
+    await closed.close();
     const p = tmp();
     await writeFile(p, 'previous content');
     try {
       await expect(
         writeGguf(p, { metadata: [], tensors: specs }, () => ({
-          fd: fh.fd,
+          file: fh,
           position: 200,
           length: 256,
           failure: (cause) => new Error(cause === null ? 'source shrank' : 'read failed'),
@@ -328,7 +331,7 @@ describe('GGUF writer safety', () => {
       ).rejects.toThrow('source shrank');
       await codiError(
         writeGguf(p, { metadata: [], tensors: specs }, () => ({
-          fd: fh.fd,
+          file: fh,
           position: 0,
           length: 255,
           failure: () => new Error('unexpected'),
@@ -337,7 +340,7 @@ describe('GGUF writer safety', () => {
       );
       await expect(
         writeGguf(p, { metadata: [], tensors: specs }, () => ({
-          fd: 1 << 20,
+          file: closed,
           position: 0,
           length: 256,
           failure: (cause) => new Error(cause === null ? 'source shrank' : 'read failed'),
