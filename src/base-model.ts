@@ -6,13 +6,14 @@ import { stat } from 'node:fs/promises';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import { findingFromError, type Finding } from './findings.js';
 import { getNumber, getString, readGgufHeader, torchShape } from './formats/gguf.js';
-import { ggufTensorFor, isSupportedArch, SUPPORTED_ARCHS, type SupportedArch } from './gguf-names.js';
+import { ARCH_NAMES, archKey, archOf, isArchName, type ArchName, type ArchTensor } from './arch.js';
+import { adaptedTensor } from './gguf-names.js';
 import { rankAndAlpha, scaleFor, type LoraConfig } from './peft-config.js';
 import type { LoraModule } from './peft-tensors.js';
 
 export interface BaseModel {
   path: string;
-  arch: SupportedArch;
+  arch: ArchName;
   name: string | null;
   /** tensor name → PyTorch-order shape */
   shapes: Map<string, number[]>;
@@ -64,10 +65,10 @@ export async function readBaseModel(path: string): Promise<BaseModel> {
       file: path,
     });
   }
-  if (!isSupportedArch(arch)) {
+  if (!isArchName(arch)) {
     throw new CodiError(
       'BASE_ARCH_UNSUPPORTED',
-      `base architecture ${JSON.stringify(arch)} is not supported (supported: ${SUPPORTED_ARCHS.join(', ')})`,
+      `base architecture ${JSON.stringify(arch)} is not supported (supported: ${ARCH_NAMES.join(', ')})`,
       { file: path },
     );
   }
@@ -81,9 +82,10 @@ export async function readBaseModel(path: string): Promise<BaseModel> {
       },
     );
   }
-  const headCount = getNumber(gguf, `${arch}.attention.head_count`);
+  const headCountKey = archKey(arch, HEAD_COUNT);
+  const headCount = getNumber(gguf, headCountKey);
   if (headCount === undefined || headCount <= 0) {
-    throw new CodiError('BASE_NOT_MODEL', `${path} has no ${arch}.attention.head_count`, { file: path });
+    throw new CodiError('BASE_NOT_MODEL', `${path} has no ${headCountKey}`, { file: path });
   }
   return {
     path,
@@ -92,9 +94,12 @@ export async function readBaseModel(path: string): Promise<BaseModel> {
     shapes,
     tiedEmbeddings: !shapes.has('output.weight'),
     headCount,
-    headCountKv: getNumber(gguf, `${arch}.attention.head_count_kv`) ?? headCount,
+    headCountKv: getNumber(gguf, archKey(arch, HEAD_COUNT_KV)) ?? headCount,
   };
 }
+
+const HEAD_COUNT = 'attention.head_count';
+const HEAD_COUNT_KV = 'attention.head_count_kv';
 
 /** One LoRA module as it will be written: where it goes and how its scale is made exact. */
 export interface PlannedModule {
@@ -130,9 +135,6 @@ export function checkCompatibility(
   file: string,
 ): CompatibilityResult {
   const findings: Finding[] = [];
-  const fail = (code: string, message: string, hint?: string): void => {
-    findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
-  };
   const rsFactor = config.useRslora ? Math.sqrt(config.r) : 1;
   let ggufAlpha = Math.fround(config.loraAlpha * rsFactor);
   // llama.cpp reads alpha 0 as "no scaling"; any other non-zero value works once the rest is folded
@@ -140,73 +142,91 @@ export function checkCompatibility(
 
   const plan: PlannedModule[] = [];
   for (const m of modules) {
-    const target = ggufTensorFor(base.arch, m.module);
-    if (!target) {
-      fail(
-        'BASE_UNMAPPED_MODULE',
-        `${m.module}: llama.cpp's ${base.arch} architecture has no tensor this LoRA could adapt`,
-      );
-      continue;
-    }
-    if (m.module === 'lm_head' && base.tiedEmbeddings) {
-      fail(
-        'BASE_TIED_LM_HEAD',
-        'lm_head has a LoRA but the base model ties its output head to token_embd.weight: llama.cpp has no separate output tensor to adapt',
-        'train the adapter without lm_head in target_modules',
-      );
-      continue;
-    }
-    if (m.kind === 'embedding' && base.tiedEmbeddings) {
-      fail(
-        'BASE_TIED_EMBEDDINGS',
-        'model.embed_tokens has a LoRA but the base model ties its output head to token_embd.weight: llama.cpp would apply the embedding LoRA to the output head as well (and fails on it)',
-        'train the adapter without embed_tokens in target_modules, or use a base with untied embeddings',
-      );
-      continue;
-    }
-    const shape = base.shapes.get(target);
-    // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]
-    const expected = m.kind === 'embedding' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
-    if (!shape) {
-      fail(
-        'BASE_INCOMPATIBLE',
-        `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`,
-        'check that the adapter was trained on this base model',
-      );
-      continue;
-    }
-    if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
-      fail(
-        'BASE_INCOMPATIBLE',
-        `${target} (for ${m.module}): the adapter expects shape [${expected.join(', ')}] but the base tensor is [${shape.join(', ')}]`,
-        'check that the adapter was trained on this base model',
-      );
-      continue;
-    }
-    const permuteHeads = ropePermutedHeads(base, target);
-    const split = permuteHeads === null ? null : headSplitProblem(m.outFeatures, permuteHeads);
-    if (split !== null) {
-      fail(
-        'BASE_INCOMPATIBLE',
-        `${target} (for ${m.module}): llama.cpp permutes ${base.arch} q/k rows per RoPE head (${base.arch}.attention.${target.includes('attn_k') ? 'head_count_kv' : 'head_count'} = ${permuteHeads}): ${split}`,
-        "check the base GGUF's attention head counts against its q/k weights",
-      );
+    const placed = placeModule(base, m);
+    if ('code' in placed) {
+      const { code, message, hint } = placed;
+      findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
       continue;
     }
     const scale = scaleFor(config, m.module);
     const { rank, alpha } = rankAndAlpha(config, m.module);
     plan.push({
       module: m,
-      target,
+      target: placed.target,
       rank,
       alpha,
       scale,
       // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
       fold: scale / (ggufAlpha / m.rank),
-      permuteHeads,
+      permuteHeads: placed.permuteHeads,
     });
   }
   return { findings, plan, ggufAlpha };
+}
+
+interface Refusal {
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+const TRAINED_ON_THIS_BASE = 'check that the adapter was trained on this base model';
+
+/** Where a LoRA module goes in the base (its tensor, and how its rows are permuted), or why it cannot. */
+function placeModule(
+  base: BaseModel,
+  m: LoraModule,
+): { target: string; permuteHeads: number | null } | Refusal {
+  const adapted = adaptedTensor(base.arch, m.module);
+  if (!adapted) {
+    return {
+      code: 'BASE_UNMAPPED_MODULE',
+      message: `${m.module}: llama.cpp's ${base.arch} architecture has no tensor this LoRA could adapt`,
+    };
+  }
+  const target = adapted.name;
+  if (adapted.tensor.role === 'output' && base.tiedEmbeddings) {
+    return {
+      code: 'BASE_TIED_LM_HEAD',
+      message: `${m.module} has a LoRA but the base model ties its output head to token_embd.weight: llama.cpp has no separate output tensor to adapt`,
+      hint: `train the adapter without ${m.module} in target_modules`,
+    };
+  }
+  if (m.kind === 'embedding' && base.tiedEmbeddings) {
+    return {
+      code: 'BASE_TIED_EMBEDDINGS',
+      message: `${m.module} has a LoRA but the base model ties its output head to token_embd.weight: llama.cpp would apply the embedding LoRA to the output head as well (and fails on it)`,
+      hint: `train the adapter without ${m.module.split('.').at(-1) ?? m.module} in target_modules, or use a base with untied embeddings`,
+    };
+  }
+  const shape = base.shapes.get(target);
+  // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]
+  const expected = m.kind === 'embedding' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
+  if (!shape) {
+    return {
+      code: 'BASE_INCOMPATIBLE',
+      message: `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`,
+      hint: TRAINED_ON_THIS_BASE,
+    };
+  }
+  if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
+    return {
+      code: 'BASE_INCOMPATIBLE',
+      message: `${target} (for ${m.module}): the adapter expects shape [${expected.join(', ')}] but the base tensor is [${shape.join(', ')}]`,
+      hint: TRAINED_ON_THIS_BASE,
+    };
+  }
+  const permuteHeads = ropePermutedHeads(base, adapted.tensor);
+  const split = permuteHeads === null ? null : headSplitProblem(m.outFeatures, permuteHeads);
+  if (split !== null) {
+    const key = archKey(base.arch, adapted.tensor.heads === 'kv' ? HEAD_COUNT_KV : HEAD_COUNT);
+    return {
+      code: 'BASE_INCOMPATIBLE',
+      message: `${target} (for ${m.module}): llama.cpp permutes ${base.arch} q/k rows per RoPE head (${key} = ${permuteHeads}): ${split}`,
+      hint: "check the base GGUF's attention head counts against its q/k weights",
+    };
+  }
+  return { target, permuteHeads };
 }
 
 /**
@@ -261,15 +281,12 @@ export async function readBaseForCheck(path: string): Promise<BaseModel | CodiEr
 }
 
 /**
- * llama.cpp's `llama` arch uses interleaved RoPE, so its converter permutes the rows of the HF q/k
- * projections within each head; a LoRA's lora_b (whose rows are output rows) needs the same. qwen2
- * uses NEOX RoPE and keeps HF order.
+ * How many RoPE heads the rows of `tensor` are permuted in, where the architecture's llama.cpp
+ * converter permutes them (`Arch.permutesQk`); null where the rows keep the Hugging Face order.
  */
-export function ropePermutedHeads(base: BaseModel, target: string): number | null {
-  if (base.arch !== 'llama') return null;
-  if (/^blk\.\d+\.attn_q\.weight$/u.test(target)) return base.headCount;
-  if (/^blk\.\d+\.attn_k\.weight$/u.test(target)) return base.headCountKv;
-  return null;
+export function ropePermutedHeads(base: BaseModel, tensor: ArchTensor): number | null {
+  if (!archOf(base.arch).permutesQk || tensor.heads === undefined) return null;
+  return tensor.heads === 'q' ? base.headCount : base.headCountKv;
 }
 
 /**

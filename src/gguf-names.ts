@@ -1,42 +1,69 @@
 /**
- * PEFT module paths → llama.cpp GGUF tensor names, per architecture. Facts from llama.cpp's
- * tensor-name tables (gguf-py `TensorNameMap`, src/llama-arch.cpp); the layouts are our own.
+ * PEFT module paths → llama.cpp GGUF tensor names, from the architecture table (arch.ts): a LoRA
+ * targets a module, the module is a Hugging Face tensor name without `.weight`, and the table pairs
+ * each such name with llama.cpp's.
  */
+import { archOf, type ArchName, type ArchTensor } from './arch.js';
 
-export const SUPPORTED_ARCHS = ['qwen2', 'llama'] as const;
-export type SupportedArch = (typeof SUPPORTED_ARCHS)[number];
-
-export function isSupportedArch(arch: string): arch is SupportedArch {
-  return (SUPPORTED_ARCHS as readonly string[]).includes(arch);
+/** The base tensor a LoRA on a module adapts, and what that tensor is. */
+export interface AdaptedTensor {
+  /** the GGUF tensor name, e.g. `blk.3.ffn_down.weight` */
+  readonly name: string;
+  readonly tensor: ArchTensor;
 }
 
-const LAYER_MODULES: Record<string, string> = {
-  'self_attn.q_proj': 'attn_q',
-  'self_attn.k_proj': 'attn_k',
-  'self_attn.v_proj': 'attn_v',
-  'self_attn.o_proj': 'attn_output',
-  'mlp.gate_proj': 'ffn_gate',
-  'mlp.up_proj': 'ffn_up',
-  'mlp.down_proj': 'ffn_down',
-};
+interface ModuleMap {
+  readonly layers: RegExp;
+  /** module inside a layer → tensor */
+  readonly layer: ReadonlyMap<string, ArchTensor>;
+  /** whole module name → tensor */
+  readonly model: ReadonlyMap<string, ArchTensor>;
+}
 
-const GLOBAL_MODULES: Record<string, string> = {
-  'model.embed_tokens': 'token_embd',
-  lm_head: 'output',
-};
+const WEIGHT = '.weight';
+const ADAPTABLE = new Set(['linear', 'embedding', 'output']);
+const maps = new Map<ArchName, ModuleMap>();
+
+function modulesOf(tensors: readonly ArchTensor[]): Map<string, ArchTensor> {
+  const out = new Map<string, ArchTensor>();
+  for (const t of tensors) {
+    if (ADAPTABLE.has(t.role) && t.hf.endsWith(WEIGHT)) out.set(t.hf.slice(0, -WEIGHT.length), t);
+  }
+  return out;
+}
+
+function moduleMap(archName: ArchName): ModuleMap {
+  let map = maps.get(archName);
+  if (map === undefined) {
+    const arch = archOf(archName);
+    const prefix = arch.hfLayers.replace(/[.*+?^${}()|[\]\\]/gu, '\\$&');
+    map = {
+      layers: new RegExp(`^${prefix}\\.(\\d+)\\.(.+)$`, 'u'),
+      layer: modulesOf(arch.layer),
+      model: modulesOf([...arch.head, ...arch.tail]),
+    };
+    maps.set(archName, map);
+  }
+  return map;
+}
 
 /**
  * The GGUF weight tensor a PEFT module adapts, e.g. `model.layers.3.mlp.down_proj` →
  * `blk.3.ffn_down.weight`; null when the architecture has no such tensor.
  */
-export function ggufTensorFor(_arch: SupportedArch, module: string): string | null {
-  // qwen2 and llama share the HF module layout and llama.cpp's tensor names
-  const global = GLOBAL_MODULES[module];
-  if (global) return `${global}.weight`;
-  const m = /^model\.layers\.(\d+)\.(.+)$/u.exec(module);
+export function adaptedTensor(arch: ArchName, module: string): AdaptedTensor | null {
+  const map = moduleMap(arch);
+  const global = map.model.get(module);
+  if (global) return { name: global.gguf, tensor: global };
+  const m = map.layers.exec(module);
   if (!m?.[1] || !m[2]) return null;
-  const name = LAYER_MODULES[m[2]];
-  return name ? `blk.${Number(m[1])}.${name}.weight` : null;
+  const tensor = map.layer.get(m[2]);
+  return tensor ? { name: `blk.${Number(m[1])}.${tensor.gguf}`, tensor } : null;
+}
+
+/** `adaptedTensor`'s name alone. */
+export function ggufTensorFor(arch: ArchName, module: string): string | null {
+  return adaptedTensor(arch, module)?.name ?? null;
 }
 
 export const LORA_A_SUFFIX = '.lora_a';

@@ -11,7 +11,7 @@ import { permuteRopeRows, readBaseModel, ropePermutedHeads } from '../base-model
 import { writeGguf } from '../formats/gguf-writer.js';
 import { decodeToF32 } from '../formats/numeric.js';
 import { readSafetensorsHeader, readTensorBytes } from '../formats/safetensors.js';
-import { ggufTensorFor } from '../gguf-names.js';
+import { adaptedTensor } from '../gguf-names.js';
 import { parseLoraConfig, scaleFor } from '../peft-config.js';
 import { analyzeTensors } from '../peft-tensors.js';
 
@@ -25,7 +25,12 @@ export async function writeMergedModel(basePath: string, adapterDir: string, out
   const weights = join(adapterDir, 'adapter_model.safetensors');
   const header = await readSafetensorsHeader(weights);
   const analysis = analyzeTensors(header.tensors, config, 'adapter_model.safetensors');
-  const byTarget = new Map(analysis.modules.map((m) => [ggufTensorFor(arch, m.module) ?? '', m]));
+  const byTarget = new Map(
+    analysis.modules.map((m) => {
+      const adapted = adaptedTensor(arch, m.module);
+      return [adapted?.name ?? '', { lora: m, tensor: adapted?.tensor }] as const;
+    }),
+  );
   const infos = new Map(header.tensors.map((t) => [t.name, t]));
   const f32 = async (name: string): Promise<Float32Array> => {
     const info = infos.get(name);
@@ -43,8 +48,9 @@ export async function writeMergedModel(basePath: string, adapterDir: string, out
       alignment: base.alignment,
     },
     async (spec) => {
-      const lora = byTarget.get(spec.name);
-      if (!lora) return readTensorData(basePath, base, spec.name);
+      const target = byTarget.get(spec.name);
+      if (!target?.tensor) return readTensorData(basePath, base, spec.name);
+      const lora = target.lora;
       if (spec.type !== GgmlType.F32) throw new Error(`${spec.name}: merge needs an F32 base tensor`);
       const w = await readTensorF32(basePath, base, spec.name);
       const a = await f32(lora.a.name);
@@ -64,7 +70,7 @@ export async function writeMergedModel(basePath: string, adapterDir: string, out
         }
       }
       // what llama.cpp's HF converter does to a merged llama q/k weight, it does to the delta
-      const heads = ropePermutedHeads(model, spec.name);
+      const heads = ropePermutedHeads(model, target.tensor);
       const placed = heads === null ? delta : permuteRopeRows(delta, outF, inF, heads);
       for (let k = 0; k < w.length; k++) w[k] = (w[k] ?? 0) + (placed[k] ?? 0);
       return w;

@@ -2,22 +2,23 @@
  * A tiny, deterministic base model in GGUF that the real llama-server loads and generates from, so
  * adapter conversion can be proven against llama.cpp without downloading anything.
  *
- * Architecture `qwen2` (like Qwen2.5-Coder-1.5B, scaled down): RMS norm, GQA attention with q/k/v
- * biases, SwiGLU FFN, NEOX RoPE, tied embeddings by default. Architecture `llama` is the same minus the
- * q/k/v biases (llama.cpp's llama graph would refuse unused tensors). Facts from llama.cpp:
- * src/models/qwen2.cpp and src/models/llama.cpp (tensors and shapes), src/llama-model.cpp
- * (`load_hparams`: required keys), src/llama-vocab.cpp (BPE vocab keys), src/llama-arch.cpp (key names).
+ * Any architecture of arch.ts, laid out as its row says, with small shared hyper-parameters: RMS
+ * norm, GQA attention, SwiGLU FFN, tied embeddings by default. `qwen2` (the default) is
+ * Qwen2.5-Coder-1.5B scaled down; `llama` is the same minus the q/k/v biases (llama.cpp's llama graph
+ * would refuse unused tensors). Facts from llama.cpp beyond the table: src/llama-vocab.cpp (BPE
+ * vocabulary keys).
  *
  * Vocabulary: byte-level BPE (`tokenizer.ggml.model = gpt2`, pre-tokenizer `qwen2`) with GPT-2's
  * byte→unicode token text. Only bytes 0x00–0x7F are tokens, plus merges of them, so every token decodes
  * to complete UTF-8 on its own: llama-server leaves out the log-probs of a token that ends inside a
  * multi-byte character.
  */
+import { archKey, archOf, type ArchHparams, type ArchName, type ArchTensor } from '../arch.js';
 import { GgmlType, gv, type GgufTypedValue } from '../formats/ggml-types.js';
 import { writeGguf, type GgufWriteResult } from '../formats/gguf-writer.js';
 import { Rng } from './rng.js';
 
-export type TinyArch = 'qwen2' | 'llama';
+export type TinyArch = ArchName;
 export type TinyWeightType = 'F32' | 'F16' | 'BF16' | 'Q8_0';
 
 /** Hyper-parameters shared by every tiny model (the layer count is an option). */
@@ -207,40 +208,42 @@ export const TINY_CHAT_TEMPLATE =
 // ---------------------------------------------------------------------------------------------
 // Tensors and weights
 
-/** The tensors of a tiny model, in file order. */
-export function tinyModelTensors(options: TinyModelOptions = {}): TinyTensor[] {
-  const { arch, nLayer, tied, weightType } = resolve(options);
-  const { nEmbd, nHeadKv, headDim, nFf } = TINY_HPARAMS;
-  const nVocab = tinyVocab().tokens.length;
-  const nKv = nHeadKv * headDim;
-  const wType = WEIGHT_TYPES[weightType];
-  const list: TinyTensor[] = [];
-  const t = (name: string, hfName: string, shape: number[], type: GgmlType, std: number): void => {
-    list.push({ name, hfName, shape, ne: [...shape].reverse(), type, std });
-  };
-  const linear = (fanIn: number): number => 1 / Math.sqrt(fanIn);
+function hparams(r: Resolved): ArchHparams {
+  return { ...TINY_HPARAMS, nLayer: r.nLayer, nVocab: tinyVocab().tokens.length };
+}
 
-  t('token_embd.weight', 'model.embed_tokens.weight', [nVocab, nEmbd], wType, 0.3);
-  for (let i = 0; i < nLayer; i++) {
-    const blk = `blk.${i}`;
-    const hf = `model.layers.${i}`;
-    t(`${blk}.attn_norm.weight`, `${hf}.input_layernorm.weight`, [nEmbd], GgmlType.F32, 0.1);
-    t(`${blk}.attn_q.weight`, `${hf}.self_attn.q_proj.weight`, [nEmbd, nEmbd], wType, linear(nEmbd));
-    t(`${blk}.attn_k.weight`, `${hf}.self_attn.k_proj.weight`, [nKv, nEmbd], wType, linear(nEmbd));
-    t(`${blk}.attn_v.weight`, `${hf}.self_attn.v_proj.weight`, [nKv, nEmbd], wType, linear(nEmbd));
-    if (arch === 'qwen2') {
-      t(`${blk}.attn_q.bias`, `${hf}.self_attn.q_proj.bias`, [nEmbd], GgmlType.F32, 0.1);
-      t(`${blk}.attn_k.bias`, `${hf}.self_attn.k_proj.bias`, [nKv], GgmlType.F32, 0.1);
-      t(`${blk}.attn_v.bias`, `${hf}.self_attn.v_proj.bias`, [nKv], GgmlType.F32, 0.1);
-    }
-    t(`${blk}.attn_output.weight`, `${hf}.self_attn.o_proj.weight`, [nEmbd, nEmbd], wType, linear(nEmbd));
-    t(`${blk}.ffn_norm.weight`, `${hf}.post_attention_layernorm.weight`, [nEmbd], GgmlType.F32, 0.1);
-    t(`${blk}.ffn_gate.weight`, `${hf}.mlp.gate_proj.weight`, [nFf, nEmbd], wType, linear(nEmbd));
-    t(`${blk}.ffn_up.weight`, `${hf}.mlp.up_proj.weight`, [nFf, nEmbd], wType, linear(nEmbd));
-    t(`${blk}.ffn_down.weight`, `${hf}.mlp.down_proj.weight`, [nEmbd, nFf], wType, linear(nFf));
+/** Spread of the generated weights: linear layers scaled by their fan-in; norm weights around 1. */
+function stdOf(tensor: ArchTensor, shape: readonly number[]): number {
+  switch (tensor.role) {
+    case 'embedding':
+    case 'output':
+      return 0.3;
+    case 'norm':
+    case 'bias':
+      return 0.1;
+    case 'linear':
+      return 1 / Math.sqrt(shape[1] ?? 1);
   }
-  t('output_norm.weight', 'model.norm.weight', [nEmbd], GgmlType.F32, 0.1);
-  if (!tied) t('output.weight', 'lm_head.weight', [nVocab, nEmbd], wType, 0.3);
+}
+
+/** The tensors of a tiny model, in file order: its architecture's row of arch.ts. */
+export function tinyModelTensors(options: TinyModelOptions = {}): TinyTensor[] {
+  const r = resolve(options);
+  const arch = archOf(r.arch);
+  const h = hparams(r);
+  const wType = WEIGHT_TYPES[r.weightType];
+  const list: TinyTensor[] = [];
+  const add = (t: ArchTensor, name: string, hfName: string): void => {
+    const shape = t.shape(h);
+    // 2-D weights in the chosen type; norms and biases stay F32
+    const type = shape.length === 2 ? wType : GgmlType.F32;
+    list.push({ name, hfName, shape, ne: [...shape].reverse(), type, std: stdOf(t, shape) });
+  };
+  for (const t of arch.head) add(t, t.gguf, t.hf);
+  for (let i = 0; i < r.nLayer; i++) {
+    for (const t of arch.layer) add(t, `blk.${i}.${t.gguf}`, `${arch.hfLayers}.${i}.${t.hf}`);
+  }
+  for (const t of arch.tail) if (t.role !== 'output' || !r.tied) add(t, t.gguf, t.hf);
   return list;
 }
 
@@ -271,7 +274,7 @@ export function* tinyModelWeights(options: TinyModelOptions = {}): Generator<[Ti
 
 function metadata(r: Resolved, name: string): [string, GgufTypedValue][] {
   const a = r.arch;
-  const h = TINY_HPARAMS;
+  const h = hparams(r);
   const vocab = tinyVocab();
   const kv: [string, GgufTypedValue][] = [
     ['general.architecture', gv.str(a)],
@@ -279,18 +282,10 @@ function metadata(r: Resolved, name: string): [string, GgufTypedValue][] {
     ['general.name', gv.str(name)],
     ['general.file_type', gv.u32(FILE_TYPES[r.weightType])],
     ['general.quantization_version', gv.u32(2)],
-    [`${a}.context_length`, gv.u32(h.nCtxTrain)],
-    [`${a}.embedding_length`, gv.u32(h.nEmbd)],
-    [`${a}.block_count`, gv.u32(r.nLayer)],
-    [`${a}.feed_forward_length`, gv.u32(h.nFf)],
-    [`${a}.attention.head_count`, gv.u32(h.nHead)],
-    [`${a}.attention.head_count_kv`, gv.u32(h.nHeadKv)],
-    [`${a}.rope.freq_base`, gv.f32(h.ropeFreqBase)],
-    [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(h.rmsEps)],
   ];
-  if (a === 'llama') {
-    kv.push([`${a}.rope.dimension_count`, gv.u32(h.headDim)]);
-    kv.push([`${a}.vocab_size`, gv.u32(vocab.tokens.length)]);
+  for (const k of archOf(a).keys) {
+    const value = h[k.value];
+    kv.push([archKey(a, k.key), k.type === 'u32' ? gv.u32(value) : gv.f32(value)]);
   }
   kv.push(
     ['tokenizer.ggml.model', gv.str('gpt2')],
