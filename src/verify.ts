@@ -1,6 +1,7 @@
 /**
- * `verify`: proves an adapter directory is what it claims (CONTRACT §2, §3, §4, §6). Every check
- * runs even after an earlier one failed, so one run reports everything that is wrong.
+ * `verify`: proves an adapter directory is what it claims: its layout, config, weights, tensors,
+ * metadata and checksums. Every check runs even after an earlier one failed, so one run reports
+ * everything that is wrong.
  */
 import { join } from 'node:path';
 import { readRegularFile } from './byte-source.js';
@@ -89,7 +90,7 @@ export interface VerifiedAdapter {
   checksums: ChecksumResult[];
 }
 
-/** CONTRACT §9: the resolution printed with a checksum failure. */
+/** What to do about a checksum failure, printed with it. */
 export const CHECKSUM_HINT =
   're-copy the adapter files, or regenerate metadata.json checksums if the change is intended';
 

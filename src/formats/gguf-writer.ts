@@ -78,9 +78,8 @@ export interface GgufWriteResult {
 }
 
 /**
- * Each of the sink's two buffers. Measured on the 74 MB benchmark adapter: 512 KiB beats 1 MiB (a page
- * touched for the first time costs ~15 µs on the VMs this runs on, so 1 MiB more of buffers costs
- * ~4 ms) and 256 KiB (twice the reads and writes).
+ * Each of the sink's two buffers: larger ones cost more in memory touched for the first time than
+ * they save (bench/convert.js prints that cost per page), smaller ones double the reads and writes.
  */
 const SINK_BYTES = 512 << 10;
 /**

@@ -91,13 +91,14 @@ export const DEFAULT_GGUF_LIMITS: Readonly<GgufReadLimits> = {
 export interface GgufReadOptions {
   /**
    * 'skip': arrays are walked and bounds-checked but not read (their value has no items and says how
-   * many it skipped), and strings in them are not decoded. What needs only the architecture and the
-   * tensors of a model takes a 150k-token vocabulary in a few ms instead of ~150 ms. Default 'read'.
+   * many it skipped), and strings in them are not decoded: what needs only the architecture and the
+   * tensors of a model builds none of a vocabulary's hundreds of thousands of strings (bench/kernels.js
+   * times the walk). Default 'read'.
    */
   arrays?: 'read' | 'skip';
 }
 
-// small: on the VMs this runs on, a page of memory touched for the first time costs ~15 µs
+// small: memory touched for the first time is dear on small VMs (bench/convert.js prints what a page costs)
 const CHUNK = 256 << 10;
 /** the first read: enough for a header without a vocabulary; later reads grow to CHUNK */
 const FIRST_CHUNK = 64 << 10;

@@ -1,6 +1,6 @@
 /**
- * PyTorch `.bin` files without executing them (CONTRACT §2): a scanner for the pickle in
- * `<archive>/data.pkl` and the checks of that pickle against the zip around it.
+ * PyTorch `.bin` files without executing them (a pickle run could execute any code): a scanner for
+ * the pickle in `<archive>/data.pkl` and the checks of that pickle against the zip around it.
  *
  * The scanner walks the opcode stream once (protocols 0–5) over a symbolic stack and memo: nothing is
  * imported, called or constructed. Every global must be on an allow-list in the spirit of PyTorch's

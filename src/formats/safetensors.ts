@@ -1,6 +1,6 @@
 /**
- * The safetensors format: a strict header parser (CONTRACT §6), a header-only file reader, a tensor
- * reader and an atomic writer.
+ * The safetensors format: a strict header parser, a header-only file reader, a tensor reader and an
+ * atomic writer.
  *
  * Layout: an 8-byte little-endian u64 N, N bytes of UTF-8 JSON (an object of tensor entries and an
  * optional `__metadata__` string map), then the data section, in which every tensor's `data_offsets`
@@ -180,9 +180,9 @@ export const SAFETENSORS_MAX_METADATA_ENTRIES = 10_000;
  * layers × 384 experts × 3 projections × A and B), hold about 140,000 tensors of 2 dimensions;
  * base-model shards hold a few thousand of at most 4. Without bounds a 100 MB header describes ~2
  * million tiny tensors, or half a million of 64 dimensions each, and what is kept of them costs
- * most of a gigabyte; with them `verify` of the worst header the limits admit (300,000 unpaired
- * 4-dimensional lora_A tensors whose names fill the 100 MB) peaks at 430–510 MiB RSS, measured,
- * of which ~250 MiB is any 100 MB header's text and bytes.
+ * most of a gigabyte; with them, what `verify` keeps of the worst header the limits admit (300,000
+ * unpaired 4-dimensional lora_A tensors whose names fill the 100 MB) is about what reading any
+ * 100 MB header costs anyway.
  */
 export const SAFETENSORS_MAX_TENSORS = 300_000;
 /** 4 per tensor on average: a LoRA matrix has 2, a convolution's LoRA 4 */

@@ -1,11 +1,9 @@
 /**
  * float32 → float16 and float32 → bfloat16 over whole arrays with WebAssembly SIMD: four lanes per
- * instruction, and no branch per element. On the two-core machines the container runs on, the
- * scalar loops in numeric.ts take ~2 ns an element, which is most of what `convert --outtype f16`
- * adds over f32 on a 74 MB adapter; this takes a fraction of that.
+ * instruction, and no branch per element, where the scalar loops in numeric.ts are most of what
+ * `convert --outtype f16` adds over f32 (bench/kernels.js compares the two).
  *
- * The module is small enough to write out as bytes here (no toolchain, nothing to download); the
- * instructions are listed by name below. Results are bit-identical to the scalar reference
+ * The instructions are listed by name below. Results are bit-identical to the scalar reference
  * (`f32BitsToF16Bits`, `f32BitsToBf16Bits`): round to nearest even, overflow to ±Inf, NaN made quiet
  * as ggml does. The tests compare the two over every exponent, every rounding boundary and random bits.
  *
