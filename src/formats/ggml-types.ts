@@ -265,3 +265,25 @@ export const GGML_MAX_NAME = 64;
 export const GGUF_DEFAULT_ALIGNMENT = 32;
 export const GGUF_MAGIC = 'GGUF';
 export const GGUF_KEY_ALIGNMENT = 'general.alignment';
+
+// What llama.cpp's loader (ggml/src/gguf.cpp) requires of a tensor and of the alignment, for the
+// reader, which refuses a file that breaks it, and the writer, which never writes one.
+
+/** Why llama.cpp refuses this tensor name (GGML_MAX_NAME bytes or more), or null. */
+export function tensorNameProblem(name: string): string | null {
+  const bytes = Buffer.byteLength(name);
+  if (bytes < GGML_MAX_NAME) return null;
+  return `tensor name '${name}' is ${bytes} bytes; llama.cpp allows ${GGML_MAX_NAME - 1}`;
+}
+
+/** Why llama.cpp refuses a tensor of this type and these dims (an unknown type, rows not whole blocks), or null. */
+export function tensorTypeProblem(name: string, type: number, ne: readonly number[]): string | null {
+  const info = ggmlTypeInfo(type);
+  if (info === undefined) return `tensor '${name}' has unknown ggml type ${type}`;
+  if ((ne[0] ?? 1) % info.blockSize === 0) return null;
+  return `tensor '${name}' of type ${info.name} has rows of ${ne[0] ?? 1} elements, not a multiple of its block size ${info.blockSize}`;
+}
+
+export function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && n <= 0x80000000 && (n & (n - 1)) === 0;
+}

@@ -14,16 +14,17 @@ import { RegularFile } from '../byte-source.js';
 import { CodiError, environmentError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
-  GGML_MAX_NAME,
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_KEY_ALIGNMENT,
   GgmlType,
   GgufValueType,
   ggmlTensorBytes,
-  ggmlTypeInfo,
   ggmlTypeName,
   ggufScalarSize,
   ggufValueTypeName,
+  isPowerOfTwo,
+  tensorNameProblem,
+  tensorTypeProblem,
   type GgufArray,
   type GgufTypedValue,
   type GgufValue,
@@ -396,24 +397,17 @@ function padTo(n: number, alignment: number): number {
 function checkSpecs(tensors: readonly GgufTensorSpec[]): number[] {
   const names = new Set<string>();
   return tensors.map((t) => {
-    if (t.name === '' || Buffer.byteLength(t.name) >= GGML_MAX_NAME) {
-      throw invalid(`tensor name '${t.name}' must be 1 to ${GGML_MAX_NAME - 1} bytes`, { tensor: t.name });
-    }
+    const nameProblem = t.name === '' ? 'a tensor name is empty' : tensorNameProblem(t.name);
+    if (nameProblem !== null) throw invalid(nameProblem, { tensor: t.name });
     if (names.has(t.name)) throw invalid(`duplicate tensor '${t.name}'`, { tensor: t.name });
     names.add(t.name);
     if (t.ne.length > GGML_MAX_DIMS || t.ne.some((d) => !Number.isSafeInteger(d) || d < 0)) {
       throw invalid(`tensor '${t.name}' has invalid dims [${t.ne.join(', ')}]`, { tensor: t.name });
     }
-    const info = ggmlTypeInfo(t.type);
-    if (info === undefined)
-      throw invalid(`tensor '${t.name}' has unknown type ${t.type}`, { tensor: t.name });
+    const typeProblem = tensorTypeProblem(t.name, t.type, t.ne);
+    if (typeProblem !== null) throw invalid(typeProblem, { tensor: t.name });
     const bytes = ggmlTensorBytes(t.type, t.ne);
-    if (bytes === undefined) {
-      throw invalid(
-        `tensor '${t.name}': rows of ${t.ne[0] ?? 1} are not a multiple of the ${info.name} block size ${info.blockSize}`,
-        { tensor: t.name },
-      );
-    }
+    if (bytes === undefined) throw invalid(`tensor '${t.name}' is too large to address`, { tensor: t.name });
     return bytes;
   });
 }
@@ -467,14 +461,7 @@ export class GgufWriter {
       metadata.push(entry);
     }
     alignment ??= GGUF_DEFAULT_ALIGNMENT;
-    if (
-      !Number.isInteger(alignment) ||
-      alignment <= 0 ||
-      alignment > 0x80000000 ||
-      (alignment & (alignment - 1)) !== 0
-    ) {
-      throw invalid(`alignment ${alignment} is not a power of two`);
-    }
+    if (!isPowerOfTwo(alignment)) throw invalid(`alignment ${alignment} is not a power of two`);
     if (alignment !== GGUF_DEFAULT_ALIGNMENT && !keys.has(GGUF_KEY_ALIGNMENT)) {
       metadata.push([GGUF_KEY_ALIGNMENT, { type: GgufValueType.UINT32, value: alignment }]);
     }

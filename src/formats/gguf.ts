@@ -10,21 +10,20 @@
  * non-negative dims, a known type whose block size divides the row, and tensor data laid out in
  * info order, each at the padded end of the previous one, inside the file.
  */
-import { isUtf8 } from 'node:buffer';
-
 import { RegularFile, withRegularFile } from '../byte-source.js';
 import { CodiError } from '../errors.js';
+import { Cursor, err } from './gguf-cursor.js';
 import {
   GGML_MAX_DIMS,
-  GGML_MAX_NAME,
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_KEY_ALIGNMENT,
   GgufValueType,
   ggmlTensorBytes,
-  ggmlTypeInfo,
-  ggmlTypeName,
   ggufScalarSize,
   ggufValueTypeName,
+  isPowerOfTwo,
+  tensorNameProblem,
+  tensorTypeProblem,
   type GgmlType,
   type GgufArray,
   type GgufArrayItems,
@@ -98,244 +97,8 @@ export interface GgufReadOptions {
   arrays?: 'read' | 'skip';
 }
 
-// small: memory touched for the first time is dear on small VMs (bench/convert.js prints what a page costs)
-const CHUNK = 256 << 10;
-/** the first read: enough for a header without a vocabulary; later reads grow to CHUNK */
-const FIRST_CHUNK = 64 << 10;
 const MIN_KV_BYTES = 8 + 4 + 1; // key length, value type, a 1-byte value
 const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8; // name length, n_dims, type, offset
-
-function err(
-  code: string,
-  message: string,
-  offset: number,
-  details: Record<string, unknown> = {},
-): CodiError {
-  return new CodiError(code, `${message} (at byte ${offset})`, {
-    pointer: String(offset),
-    details: { offset, ...details },
-  });
-}
-
-/** How many strings the last `skipStringRun` moved past. */
-let stringsSkipped = 0;
-
-/**
- * Moves past up to `n` length-prefixed strings in `view[at, end)`, each at most `max` bytes long;
- * returns the offset after the last one, and sets `stringsSkipped`. A vocabulary is hundreds of
- * thousands of strings, so this loop is kept to locals and one store after it: code that V8 optimises
- * while the loop runs has no type feedback yet for what follows the loop, and an object or array
- * result there would throw that code away again.
- */
-function skipStringRun(view: DataView, at: number, end: number, n: number, max: number): number {
-  const last = end - 8;
-  let left = n;
-  while (left > 0 && at <= last) {
-    const next = at + 8 + view.getUint32(at, true);
-    // a length of 2^32 or more has a high word; one over the limit, or past the buffer, is checked
-    if (next > end || view.getUint32(at + 4, true) !== 0 || next - at - 8 > max) break;
-    at = next;
-    left--;
-  }
-  stringsSkipped = n - left;
-  return at;
-}
-
-/**
- * Buffered positioned reads over an open file, refilled on demand in bounded chunks. Synchronous: a
- * header is read in a few large reads, and a promise per field would cost more than the reads.
- */
-class Cursor {
-  // unzeroed: only bytes read from the file (bufStart..bufEnd) are ever looked at
-  private buf: Buffer;
-  private view: DataView;
-  private bufStart = 0;
-  private bufEnd = 0;
-  pos = 0;
-
-  readonly fileSize: number;
-
-  constructor(private readonly file: RegularFile) {
-    this.fileSize = file.size;
-    this.buf = Buffer.allocUnsafe(FIRST_CHUNK);
-    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
-  }
-
-  get remaining(): number {
-    return this.fileSize - this.pos;
-  }
-
-  /** Whether `n` bytes from pos are buffered; callers `fill(n)` only when not. */
-  has(n: number): boolean {
-    return this.pos >= this.bufStart && this.pos + n <= this.bufEnd;
-  }
-
-  fill(n: number, what: string): void {
-    if (n > this.remaining) {
-      throw err(
-        'GGUF_TRUNCATED',
-        `GGUF file ends at byte ${this.fileSize} while reading ${what}, which needs ${n} bytes`,
-        this.pos,
-      );
-    }
-    const chunk = this.bufEnd === 0 ? FIRST_CHUNK : CHUNK;
-    const want = Math.min(Math.max(n, chunk), this.remaining);
-    if (want > this.buf.length) {
-      this.buf = Buffer.allocUnsafe(want);
-      this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
-    }
-    const got = this.file.readSync(this.buf.subarray(0, want), this.pos);
-    this.bufStart = this.pos;
-    this.bufEnd = this.pos + got;
-    if (got < n) {
-      // the file shrank under us
-      throw err('GGUF_TRUNCATED', `GGUF file ended early while reading ${what}`, this.pos + got);
-    }
-  }
-
-  private at(): number {
-    return this.pos - this.bufStart;
-  }
-
-  u32(what: string): number {
-    if (!this.has(4)) this.fill(4, what);
-    const v = this.view.getUint32(this.at(), true);
-    this.pos += 4;
-    return v;
-  }
-
-  i32(what: string): number {
-    if (!this.has(4)) this.fill(4, what);
-    const v = this.view.getInt32(this.at(), true);
-    this.pos += 4;
-    return v;
-  }
-
-  u64(what: string): bigint {
-    if (!this.has(8)) this.fill(8, what);
-    const v = this.view.getBigUint64(this.at(), true);
-    this.pos += 8;
-    return v;
-  }
-
-  /**
-   * A 64-bit integer as a number when it lies in [0, 2^53), the common case, which needs no BigInt;
-   * otherwise the exact value as an i64 bigint (negative when its top bit is set), for the caller's
-   * checks and messages.
-   */
-  smallI64(what: string): number | bigint {
-    if (!this.has(8)) this.fill(8, what);
-    const o = this.at();
-    const hi = this.view.getUint32(o + 4, true);
-    const v =
-      hi < 0x200000 ? hi * 0x100000000 + this.view.getUint32(o, true) : this.view.getBigInt64(o, true);
-    this.pos += 8;
-    return v;
-  }
-
-  scalar(type: GgufValueType, what: string): number | bigint | boolean {
-    const size = ggufScalarSize(type) ?? 0;
-    if (!this.has(size)) this.fill(size, what);
-    const o = this.at();
-    const v = this.view;
-    this.pos += size;
-    switch (type) {
-      case GgufValueType.UINT8:
-        return v.getUint8(o);
-      case GgufValueType.INT8:
-        return v.getInt8(o);
-      case GgufValueType.UINT16:
-        return v.getUint16(o, true);
-      case GgufValueType.INT16:
-        return v.getInt16(o, true);
-      case GgufValueType.UINT32:
-        return v.getUint32(o, true);
-      case GgufValueType.INT32:
-        return v.getInt32(o, true);
-      case GgufValueType.FLOAT32:
-        return v.getFloat32(o, true);
-      case GgufValueType.BOOL:
-        return v.getUint8(o) !== 0;
-      case GgufValueType.UINT64:
-        return v.getBigUint64(o, true);
-      case GgufValueType.INT64:
-        return v.getBigInt64(o, true);
-      case GgufValueType.FLOAT64:
-        return v.getFloat64(o, true);
-      default:
-        throw new Error(`not a scalar type: ${type}`);
-    }
-  }
-
-  /** Copies `target.length` bytes from pos, refilling as often as needed. */
-  bytesInto(target: Uint8Array, what: string): void {
-    if (target.length > this.remaining) this.fill(target.length, what);
-    let done = 0;
-    while (done < target.length) {
-      const n = Math.min(target.length - done, CHUNK);
-      if (!this.has(n)) this.fill(n, what);
-      target.set(this.buf.subarray(this.at(), this.at() + n), done);
-      this.pos += n;
-      done += n;
-    }
-  }
-
-  /** Moves past `n` bytes without reading them (n already checked against what is left). */
-  skip(n: number): void {
-    this.pos += n;
-  }
-
-  /**
-   * Moves past as many of the next `n` length-prefixed strings as lie whole in the buffer, each at
-   * most `maxBytes` long; returns how many. Stops at the first string it cannot vouch for (a length
-   * not buffered, too long, or a string ending past the buffer), which the caller reads through its
-   * checked path.
-   */
-  skipBufferedStrings(n: number, maxBytes: number): number {
-    const at = this.pos - this.bufStart;
-    if (at < 0) return 0;
-    this.pos = this.bufStart + skipStringRun(this.view, at, this.bufEnd - this.bufStart, n, maxBytes);
-    return stringsSkipped;
-  }
-
-  /** A UTF-8 string of `n` bytes (n already checked against the caps). */
-  text(n: number, what: string): string {
-    if (!this.has(n)) this.fill(n, what);
-    return this.decode(n, what);
-  }
-
-  private decode(n: number, what: string): string {
-    const buf = this.buf;
-    const start = this.at();
-    const end = start + n;
-    let ascii = true;
-    for (let i = start; i < end; i++) {
-      if ((buf[i] as number) >= 0x80) {
-        ascii = false;
-        break;
-      }
-    }
-    if (!ascii && !isUtf8(buf.subarray(start, end)))
-      throw err('GGUF_INVALID', `${what} is not valid UTF-8`, this.pos);
-    this.pos += n;
-    // most tokens are ASCII, and latin1 is the cheapest exact decoding of ASCII
-    return buf.toString(ascii ? 'latin1' : 'utf8', start, end);
-  }
-
-  /**
-   * A length-prefixed string when it is wholly buffered and within `maxBytes`; otherwise undefined
-   * with nothing consumed, and the caller takes the checked path (a BigInt count, cap and bounds
-   * checks), which arrays of 150k tokens would otherwise pay for every token.
-   */
-  bufferedText(maxBytes: number, what: string): string | undefined {
-    if (!this.has(8)) return undefined;
-    const o = this.at();
-    const n = this.view.getUint32(o, true);
-    if (this.view.getUint32(o + 4, true) !== 0 || n > maxBytes || !this.has(8 + n)) return undefined;
-    this.pos += 8;
-    return this.decode(n, what);
-  }
-}
 
 class HeaderParser {
   private metadataStart = 0;
@@ -455,6 +218,37 @@ class HeaderParser {
 
   parse(): GgufFile {
     const c = this.c;
+    const version = this.magicAndVersion();
+    const nTensors = this.count('tensor count', this.limits.maxTensors, 0);
+    const nKv = this.count('metadata key count', this.limits.maxKv, 0);
+    if (nTensors * MIN_TENSOR_INFO_BYTES + nKv * MIN_KV_BYTES > c.remaining) {
+      throw err(
+        'GGUF_TRUNCATED',
+        `${nKv} keys and ${nTensors} tensor infos cannot fit in the ${c.remaining} bytes left in the file`,
+        8,
+      );
+    }
+    const metadata = this.metadata(nKv);
+    const alignment = alignmentOf(metadata);
+    const infos: TensorInfoRead[] = [];
+    const names = new Set<string>();
+    for (let i = 0; i < nTensors; i++) infos.push(this.tensorInfo(i, names, alignment));
+    const headerEnd = c.pos;
+    const dataOffset = nTensors > 0 ? Math.ceil(headerEnd / alignment) * alignment : headerEnd;
+    if (dataOffset > c.fileSize) {
+      throw err(
+        'GGUF_TRUNCATED',
+        `GGUF file ends at byte ${c.fileSize}, before its data section starts at ${dataOffset}`,
+        headerEnd,
+      );
+    }
+    const tensors = laidOut(infos, dataOffset, alignment, c.fileSize);
+    const tensorsByName = new Map(tensors.map((t) => [t.name, t]));
+    return { version, metadata, tensors, tensorsByName, dataOffset, alignment, fileSize: c.fileSize };
+  }
+
+  private magicAndVersion(): number {
+    const c = this.c;
     if (c.fileSize < 4) throw err('GGUF_MAGIC', `not a GGUF file: only ${c.fileSize} bytes`, 0);
     const magic = c.u32('the magic');
     if (magic !== 0x46554747) {
@@ -471,16 +265,11 @@ class HeaderParser {
         version,
       });
     }
-    const nTensors = this.count('tensor count', this.limits.maxTensors, 0);
-    const nKv = this.count('metadata key count', this.limits.maxKv, 0);
-    if (nTensors * MIN_TENSOR_INFO_BYTES + nKv * MIN_KV_BYTES > c.remaining) {
-      throw err(
-        'GGUF_TRUNCATED',
-        `${nKv} keys and ${nTensors} tensor infos cannot fit in the ${c.remaining} bytes left in the file`,
-        8,
-      );
-    }
+    return version;
+  }
 
+  private metadata(nKv: number): Map<string, GgufKv> {
+    const c = this.c;
     this.metadataStart = c.pos;
     const metadata = new Map<string, GgufKv>();
     for (let i = 0; i < nKv; i++) {
@@ -495,154 +284,144 @@ class HeaderParser {
       else value = c.scalar(type, `value of '${key}'`);
       metadata.set(key, { key, type, value, offset });
     }
+    return metadata;
+  }
 
-    let alignment = GGUF_DEFAULT_ALIGNMENT;
-    const alignKv = metadata.get(GGUF_KEY_ALIGNMENT);
-    if (alignKv !== undefined) {
-      if (alignKv.type !== GgufValueType.UINT32) {
-        throw err(
-          'GGUF_INVALID',
-          `'${GGUF_KEY_ALIGNMENT}' must be u32 but is ${ggufValueTypeName(alignKv.type)}`,
-          alignKv.offset,
-        );
-      }
-      alignment = alignKv.value as number;
-      if (alignment === 0 || (alignment & (alignment - 1)) !== 0) {
-        throw err(
-          'GGUF_INVALID',
-          `'${GGUF_KEY_ALIGNMENT}' is ${alignment}, not a power of two`,
-          alignKv.offset,
-        );
-      }
-    }
-
-    const pending: Omit<GgufTensorInfo, 'dataStart'>[] = [];
-    const names = new Set<string>();
-    for (let i = 0; i < nTensors; i++) {
-      const infoOffset = c.pos;
-      const name = this.string(`name of tensor ${i}`);
-      if (Buffer.byteLength(name) >= GGML_MAX_NAME) {
-        throw err(
-          'GGUF_INVALID',
-          `tensor name '${name}' is ${Buffer.byteLength(name)} bytes; llama.cpp allows ${GGML_MAX_NAME - 1}`,
-          infoOffset,
-        );
-      }
-      if (names.has(name))
-        throw err('GGUF_INVALID', `duplicate tensor '${name}'`, infoOffset, { tensor: name });
-      names.add(name);
-      const dimsAt = c.pos;
-      const nDims = c.u32(`dim count of tensor '${name}'`);
-      if (nDims > GGML_MAX_DIMS) {
-        throw err(
-          'GGUF_INVALID',
-          `tensor '${name}' has ${nDims} dims; at most ${GGML_MAX_DIMS} are allowed`,
-          dimsAt,
-        );
-      }
-      const ne: number[] = [];
-      let nElements = 1;
-      for (let d = 0; d < nDims; d++) {
-        const at = c.pos;
-        const dim = c.smallI64(`dim ${d} of tensor '${name}'`);
-        if (dim < 0n) throw err('GGUF_INVALID', `tensor '${name}' has a negative dim ${d} (${dim})`, at);
-        if (dim > BigInt(Number.MAX_SAFE_INTEGER)) {
-          throw err('GGUF_LIMIT', `tensor '${name}' dim ${d} is ${dim}, too large`, at);
-        }
-        ne.push(Number(dim));
-        nElements *= Number(dim);
-        if (!Number.isSafeInteger(nElements)) {
-          throw err('GGUF_LIMIT', `tensor '${name}' has more elements than can be addressed`, at);
-        }
-      }
-      const typeAt = c.pos;
-      const typeId = c.i32(`type of tensor '${name}'`);
-      const info = ggmlTypeInfo(typeId);
-      if (info === undefined)
-        throw err('GGUF_INVALID', `tensor '${name}' has unknown ggml type ${typeId}`, typeAt);
-      if ((ne[0] ?? 1) % info.blockSize !== 0) {
-        throw err(
-          'GGUF_INVALID',
-          `tensor '${name}' of type ${info.name} has rows of ${ne[0] ?? 1} elements, not a multiple of its block size ${info.blockSize}`,
-          typeAt,
-        );
-      }
-      const nBytes = ggmlTensorBytes(typeId, ne);
-      if (nBytes === undefined) throw err('GGUF_LIMIT', `tensor '${name}' is too large to address`, typeAt);
-      const offAt = c.pos;
-      const rawOffset = c.smallI64(`data offset of tensor '${name}'`);
-      if (typeof rawOffset === 'bigint') {
-        // a u64 in the file: 2^53 or more, far beyond any file
-        throw err(
-          'GGUF_TRUNCATED',
-          `tensor '${name}' data offset ${BigInt.asUintN(64, rawOffset)} lies beyond the end of the file`,
-          offAt,
-        );
-      }
-      const offset = rawOffset;
-      if (offset % alignment !== 0) {
-        throw err(
-          'GGUF_INVALID',
-          `tensor '${name}' data offset ${offset} is not aligned to ${alignment}`,
-          offAt,
-          {
-            tensor: name,
-          },
-        );
-      }
-      pending.push({ name, ne, type: info.id, offset, nBytes, nElements, infoOffset });
-    }
-
-    const headerEnd = c.pos;
-    const dataOffset = nTensors > 0 ? Math.ceil(headerEnd / alignment) * alignment : headerEnd;
-    if (dataOffset > c.fileSize) {
+  /** Tensor info `i`: its name (new, and short enough), dims, type and aligned data offset. */
+  private tensorInfo(i: number, names: Set<string>, alignment: number): TensorInfoRead {
+    const c = this.c;
+    const infoOffset = c.pos;
+    const name = this.string(`name of tensor ${i}`);
+    const nameProblem = tensorNameProblem(name);
+    if (nameProblem !== null) throw err('GGUF_INVALID', nameProblem, infoOffset);
+    if (names.has(name))
+      throw err('GGUF_INVALID', `duplicate tensor '${name}'`, infoOffset, { tensor: name });
+    names.add(name);
+    const { ne, nElements } = this.dims(name);
+    const typeAt = c.pos;
+    const typeId = c.i32(`type of tensor '${name}'`);
+    const typeProblem = tensorTypeProblem(name, typeId, ne);
+    if (typeProblem !== null) throw err('GGUF_INVALID', typeProblem, typeAt);
+    const nBytes = ggmlTensorBytes(typeId, ne);
+    if (nBytes === undefined) throw err('GGUF_LIMIT', `tensor '${name}' is too large to address`, typeAt);
+    const offAt = c.pos;
+    const offset = c.smallI64(`data offset of tensor '${name}'`);
+    if (typeof offset === 'bigint') {
+      // a u64 in the file: 2^53 or more, far beyond any file
       throw err(
         'GGUF_TRUNCATED',
-        `GGUF file ends at byte ${c.fileSize}, before its data section starts at ${dataOffset}`,
-        headerEnd,
+        `tensor '${name}' data offset ${BigInt.asUintN(64, offset)} lies beyond the end of the file`,
+        offAt,
       );
     }
-
-    const tensors: GgufTensorInfo[] = [];
-    const tensorsByName = new Map<string, GgufTensorInfo>();
-    let expected = 0;
-    for (const p of pending) {
-      const dataStart = dataOffset + p.offset;
-      if (dataStart + p.nBytes > c.fileSize) {
-        throw err(
-          'GGUF_TRUNCATED',
-          `tensor '${p.name}' data [${dataStart}, ${dataStart + p.nBytes}) lies beyond the end of the file (${c.fileSize} bytes)`,
-          p.infoOffset,
-          { tensor: p.name },
-        );
-      }
-      if (p.offset !== expected) {
-        const why =
-          p.offset < expected ? 'overlaps the tensor before it' : 'leaves a gap after the tensor before it';
-        throw err(
-          'GGUF_INVALID',
-          `tensor '${p.name}' data at offset ${p.offset} ${why} (expected ${expected}); llama.cpp requires tensor data in info order, each padded to ${alignment}`,
-          p.infoOffset,
-          { tensor: p.name },
-        );
-      }
-      expected += Math.ceil(p.nBytes / alignment) * alignment;
-      const t: GgufTensorInfo = {
-        name: p.name,
-        ne: p.ne,
-        type: p.type,
-        offset: p.offset,
-        dataStart,
-        nBytes: p.nBytes,
-        nElements: p.nElements,
-        infoOffset: p.infoOffset,
-      };
-      tensors.push(t);
-      tensorsByName.set(t.name, t);
+    if (offset % alignment !== 0) {
+      throw err(
+        'GGUF_INVALID',
+        `tensor '${name}' data offset ${offset} is not aligned to ${alignment}`,
+        offAt,
+        {
+          tensor: name,
+        },
+      );
     }
-
-    return { version, metadata, tensors, tensorsByName, dataOffset, alignment, fileSize: c.fileSize };
+    return { name, ne, type: typeId as GgmlType, offset, nBytes, nElements, infoOffset };
   }
+
+  private dims(name: string): { ne: number[]; nElements: number } {
+    const c = this.c;
+    const dimsAt = c.pos;
+    const nDims = c.u32(`dim count of tensor '${name}'`);
+    if (nDims > GGML_MAX_DIMS) {
+      throw err(
+        'GGUF_INVALID',
+        `tensor '${name}' has ${nDims} dims; at most ${GGML_MAX_DIMS} are allowed`,
+        dimsAt,
+      );
+    }
+    const ne: number[] = [];
+    let nElements = 1;
+    for (let d = 0; d < nDims; d++) {
+      const at = c.pos;
+      const dim = c.smallI64(`dim ${d} of tensor '${name}'`);
+      if (dim < 0n) throw err('GGUF_INVALID', `tensor '${name}' has a negative dim ${d} (${dim})`, at);
+      if (dim > BigInt(Number.MAX_SAFE_INTEGER)) {
+        throw err('GGUF_LIMIT', `tensor '${name}' dim ${d} is ${dim}, too large`, at);
+      }
+      ne.push(Number(dim));
+      nElements *= Number(dim);
+      if (!Number.isSafeInteger(nElements)) {
+        throw err('GGUF_LIMIT', `tensor '${name}' has more elements than can be addressed`, at);
+      }
+    }
+    return { ne, nElements };
+  }
+}
+
+type TensorInfoRead = Omit<GgufTensorInfo, 'dataStart'>;
+
+/** `general.alignment` when the file sets it (a u32 power of two), else GGUF's default. */
+function alignmentOf(metadata: ReadonlyMap<string, GgufKv>): number {
+  const kv = metadata.get(GGUF_KEY_ALIGNMENT);
+  if (kv === undefined) return GGUF_DEFAULT_ALIGNMENT;
+  if (kv.type !== GgufValueType.UINT32) {
+    throw err(
+      'GGUF_INVALID',
+      `'${GGUF_KEY_ALIGNMENT}' must be u32 but is ${ggufValueTypeName(kv.type)}`,
+      kv.offset,
+    );
+  }
+  const alignment = kv.value as number;
+  if (!isPowerOfTwo(alignment)) {
+    throw err('GGUF_INVALID', `'${GGUF_KEY_ALIGNMENT}' is ${alignment}, not a power of two`, kv.offset);
+  }
+  return alignment;
+}
+
+/**
+ * The tensors where their data lies: inside the file, in info order, each at the padded end of the
+ * one before (llama.cpp refuses anything else).
+ */
+function laidOut(
+  infos: readonly TensorInfoRead[],
+  dataOffset: number,
+  alignment: number,
+  fileSize: number,
+): GgufTensorInfo[] {
+  const tensors: GgufTensorInfo[] = [];
+  let expected = 0;
+  for (const p of infos) {
+    const dataStart = dataOffset + p.offset;
+    if (dataStart + p.nBytes > fileSize) {
+      throw err(
+        'GGUF_TRUNCATED',
+        `tensor '${p.name}' data [${dataStart}, ${dataStart + p.nBytes}) lies beyond the end of the file (${fileSize} bytes)`,
+        p.infoOffset,
+        { tensor: p.name },
+      );
+    }
+    if (p.offset !== expected) {
+      const why =
+        p.offset < expected ? 'overlaps the tensor before it' : 'leaves a gap after the tensor before it';
+      throw err(
+        'GGUF_INVALID',
+        `tensor '${p.name}' data at offset ${p.offset} ${why} (expected ${expected}); llama.cpp requires tensor data in info order, each padded to ${alignment}`,
+        p.infoOffset,
+        { tensor: p.name },
+      );
+    }
+    expected += Math.ceil(p.nBytes / alignment) * alignment;
+    tensors.push({
+      name: p.name,
+      ne: p.ne,
+      type: p.type,
+      offset: p.offset,
+      dataStart,
+      nBytes: p.nBytes,
+      nElements: p.nElements,
+      infoOffset: p.infoOffset,
+    });
+  }
+  return tensors;
 }
 
 function newTypedArray(type: GgufValueType, n: number): Exclude<GgufArrayItems, unknown[]> {
@@ -749,29 +528,30 @@ function missing(key: string): CodiError {
   return new CodiError('GGUF_KEY_MISSING', `the GGUF file has no key '${key}'`, { details: { key } });
 }
 
-export function getString(file: GgufFile, key: string): string | undefined {
-  return typed(file, key, [GgufValueType.STRING])?.value as string | undefined;
+/** The JavaScript value of each scalar value type a getter reads. */
+interface ValueOf {
+  [GgufValueType.STRING]: string;
+  [GgufValueType.UINT32]: number;
+  [GgufValueType.INT32]: number;
+  [GgufValueType.UINT64]: bigint;
+  [GgufValueType.FLOAT32]: number;
+  [GgufValueType.BOOL]: boolean;
+  [GgufValueType.ARRAY]: GgufArray;
 }
 
-export function getU32(file: GgufFile, key: string): number | undefined {
-  return typed(file, key, [GgufValueType.UINT32])?.value as number | undefined;
+/** A getter for keys of one value type, the value as that type. */
+function getter<K extends keyof ValueOf>(type: K): (file: GgufFile, key: string) => ValueOf[K] | undefined {
+  const types = [type];
+  return (file, key) => typed(file, key, types)?.value as ValueOf[K] | undefined;
 }
 
-export function getI32(file: GgufFile, key: string): number | undefined {
-  return typed(file, key, [GgufValueType.INT32])?.value as number | undefined;
-}
-
-export function getU64(file: GgufFile, key: string): bigint | undefined {
-  return typed(file, key, [GgufValueType.UINT64])?.value as bigint | undefined;
-}
-
-export function getF32(file: GgufFile, key: string): number | undefined {
-  return typed(file, key, [GgufValueType.FLOAT32])?.value as number | undefined;
-}
-
-export function getBool(file: GgufFile, key: string): boolean | undefined {
-  return typed(file, key, [GgufValueType.BOOL])?.value as boolean | undefined;
-}
+export const getString = getter(GgufValueType.STRING);
+export const getU32 = getter(GgufValueType.UINT32);
+export const getI32 = getter(GgufValueType.INT32);
+export const getU64 = getter(GgufValueType.UINT64);
+export const getF32 = getter(GgufValueType.FLOAT32);
+export const getBool = getter(GgufValueType.BOOL);
+export const getArray = getter(GgufValueType.ARRAY);
 
 const NUMERIC: readonly GgufValueType[] = [
   GgufValueType.UINT8,
@@ -799,10 +579,6 @@ export function getNumber(file: GgufFile, key: string): number | undefined {
   return kv.value as number;
 }
 
-export function getArray(file: GgufFile, key: string): GgufArray | undefined {
-  return typed(file, key, [GgufValueType.ARRAY])?.value as GgufArray | undefined;
-}
-
 export function getStringArray(file: GgufFile, key: string): readonly string[] | undefined {
   const arr = getArray(file, key);
   if (arr === undefined) return undefined;
@@ -818,22 +594,17 @@ export function getStringArray(file: GgufFile, key: string): readonly string[] |
   return arr.items as string[];
 }
 
-export function requireString(file: GgufFile, key: string): string {
-  const v = getString(file, key);
-  if (v === undefined) throw missing(key);
-  return v;
+/** A getter that raises GGUF_KEY_MISSING where `get` finds nothing. */
+function required<T>(
+  get: (file: GgufFile, key: string) => T | undefined,
+): (file: GgufFile, key: string) => T {
+  return (file, key) => {
+    const v = get(file, key);
+    if (v === undefined) throw missing(key);
+    return v;
+  };
 }
 
-export function requireU32(file: GgufFile, key: string): number {
-  const v = getU32(file, key);
-  if (v === undefined) throw missing(key);
-  return v;
-}
-
-export function requireNumber(file: GgufFile, key: string): number {
-  const v = getNumber(file, key);
-  if (v === undefined) throw missing(key);
-  return v;
-}
-
-export { ggmlTypeName };
+export const requireString = required(getString);
+export const requireU32 = required(getU32);
+export const requireNumber = required(getNumber);

@@ -12,7 +12,7 @@
  * file. They carry no file name: the caller knows the path relative to the adapter.
  */
 import { crc32, inflateRawSync } from 'node:zlib';
-import { RegularFile } from '../byte-source.js';
+import { RegularFile, withRegularFile } from '../byte-source.js';
 import { CodiError, ExitCode } from '../errors.js';
 
 export const ZIP_ERROR_CODES = [
@@ -147,7 +147,11 @@ export function memorySource(bytes: Uint8Array): ByteSource {
 }
 
 export async function openFileSource(path: string): Promise<ByteSource> {
-  const file = await RegularFile.open(path);
+  return fileSource(await RegularFile.open(path));
+}
+
+/** `file` as a source; closing the source closes the file. */
+function fileSource(file: RegularFile): ByteSource {
   return {
     size: file.size,
     async read(position: number, length: number): Promise<Uint8Array> {
@@ -302,17 +306,12 @@ export class ZipArchive {
 }
 
 /** Opens the archive at `path`, runs `fn`, and closes the file whatever happens. */
-export async function withZip<T>(
+export function withZip<T>(
   path: string,
   fn: (zip: ZipArchive) => Promise<T>,
   limits: Partial<ZipLimits> = {},
 ): Promise<T> {
-  const zip = await ZipArchive.open(path, limits);
-  try {
-    return await fn(zip);
-  } finally {
-    await zip.close();
-  }
+  return withRegularFile(path, async (file) => fn(await ZipArchive.fromSource(fileSource(file), limits)));
 }
 
 function hex32(n: number): string {
