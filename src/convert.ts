@@ -3,7 +3,8 @@
  * architecture and shapes come from the base GGUF; the adapter is verified first (fail closed).
  */
 import { createHash } from 'node:crypto';
-import { beginSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
+import { beginSha256 } from './checksum.js';
+import { PassHash, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
 import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -15,17 +16,13 @@ import {
   type BaseModel,
   type PlannedModule,
 } from './base-model.js';
-import { identityAt, RegularFile, sameFile, type FileIdentity } from './byte-source.js';
+import { identityAt, type FileIdentity } from './byte-source.js';
 import { CodiError, ExitCode } from './errors.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
-import { writeGguf, type FileRange, type GgufTensorSpec, type TensorPayload } from './formats/gguf-writer.js';
+import { writeGguf, type GgufTensorSpec, type TensorPayload } from './formats/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
-import {
-  parseSafetensorsHeader,
-  type SafetensorsHeader,
-  type SafetensorsTensorInfo,
-} from './formats/safetensors.js';
+import type { SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { SAFETENSORS_FILE } from './layout.js';
 import {
@@ -133,66 +130,6 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
 }
 
 /**
- * The weights' sha256, computed by the conversion pass from the very bytes it converts: the header
- * bytes, then the data section in file order. One read of the file, on this thread, and no worker
- * to start (on two cores, a hashing worker slows everything else down by more than it saves). When
- * no pass comes after all (a cached result, or an adapter that fails before it), `elsewhere` hashes
- * the file the ordinary way.
- */
-class PassHash implements PendingHash {
-  readonly result: Promise<string>;
-  private readonly sha = createHash('sha256');
-  private resolve: (hex: string) => void = () => undefined;
-  private reject: (e: Error) => void = () => undefined;
-  private other: PendingHash | null = null;
-  private settled = false;
-  private file: { path: string; size: number; onProgress: HashProgressCallback | undefined } | null = null;
-  private hashed = 0;
-
-  constructor() {
-    this.result = new Promise<string>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-    this.result.catch(() => undefined);
-  }
-
-  /** Verification asks for the hash of `path`: this is it. */
-  adopt(path: string, size: number, onProgress: HashProgressCallback | undefined): PendingHash {
-    this.file = { path, size, onProgress };
-    return this;
-  }
-
-  update(bytes: Uint8Array): void {
-    this.sha.update(bytes);
-    this.hashed += bytes.length;
-    this.file?.onProgress?.(this.hashed, this.file.size);
-  }
-
-  /** The pass has fed every byte of the file. */
-  finish(): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.resolve(this.sha.digest('hex'));
-  }
-
-  /** No pass will feed this hash: hash the file by itself (a no-op once the pass has finished). */
-  elsewhere(): void {
-    if (this.settled || !this.file) return;
-    this.settled = true;
-    this.other = beginSha256(this.file.path, this.file.size, this.file.onProgress);
-    this.other.result.then(this.resolve, this.reject);
-  }
-
-  cancel(): void {
-    this.other?.cancel();
-    if (this.settled) return;
-    this.settled = true;
-    this.reject(new CodiError('HASH_CANCELLED', 'hashing the weights was cancelled'));
-  }
-}
-
-/**
  * The conversion proper. It reads the weights once, hashing every byte as it converts, and only the
  * commit waits for the checksums: a mismatch aborts the write, so an adapter that fails verification
  * never produces a GGUF.
@@ -225,42 +162,30 @@ async function convertInspected(
     throw new CodiError(
       'CONVERT_NEEDS_SAFETENSORS',
       'convert reads safetensors weights only; this adapter has adapter_model.bin',
-      {
-        hint: 'convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
-      },
+      { hint: NEEDS_SAFETENSORS_HINT },
     );
   }
   // metadata.json must list the weights (else verification has failed above); the cache is keyed by
   // that checksum, which the finished verification then confirms
   const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
   const outtype = options.outtype ?? DEFAULT_OUTTYPE;
+  const key = cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha);
   const output = options.out
     ? resolve(options.out)
-    : await defaultOutput(
-        adapter,
-        weightsSha256,
-        cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha),
-        outtype,
-      );
+    : await defaultOutput(adapter, weightsSha256, key, outtype);
   // the GGUF's tensors follow from the plan alone, so a cached result reports what a rebuild would
   const tensors = plannedTensors(plan, outtype);
 
+  const about = described(adapter, weightsSha256, base, plan);
   const result = (cached: boolean, bytes: number): ConvertResult => ({
     output,
     cached,
-    adapter: {
-      id: adapter.metadata?.id ?? null,
-      version: adapter.metadata?.version ?? null,
-      path: adapter.layout.dir,
-      weightsSha256,
-    },
-    base: { path: base.path, arch: base.arch, name: base.name },
+    adapter: about.adapter,
+    base: about.base,
     outtype,
     alpha: ggufAlpha,
     tensors: tensors.specs.length,
-    folded: plan
-      .filter((p) => p.fold !== 1)
-      .map((p) => ({ module: p.module.module, scale: p.scale, factor: p.fold })),
+    folded: about.folded,
     f16Fallback: tensors.f16Fallback,
     warnings,
     bytes,
@@ -287,6 +212,30 @@ async function convertInspected(
     verifiedReport,
   );
   return result(false, written.bytes);
+}
+
+const NEEDS_SAFETENSORS_HINT =
+  'convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)';
+
+/** What a conversion result says of its inputs: the adapter, the base and the folded scales. */
+function described(
+  adapter: VerifiedAdapter,
+  weightsSha256: string,
+  base: BaseModel,
+  plan: readonly PlannedModule[],
+): Pick<ConvertResult, 'adapter' | 'base' | 'folded'> {
+  return {
+    adapter: {
+      id: adapter.metadata?.id ?? null,
+      version: adapter.metadata?.version ?? null,
+      path: adapter.layout.dir,
+      weightsSha256,
+    },
+    base: { path: base.path, arch: base.arch, name: base.name },
+    folded: plan
+      .filter((p) => p.fold !== 1)
+      .map((p) => ({ module: p.module.module, scale: p.scale, factor: p.fold })),
+  };
 }
 
 /**
@@ -538,109 +487,6 @@ function adapterKv(input: WriteInput): [string, GgufTypedValue][] {
   return kv;
 }
 
-/**
- * One front-to-back read of the weights file in which every byte passes through the hash exactly
- * once, in order: `hashedTo` is where the next one starts. Bytes no tensor of the GGUF needs (any
- * tensor not converted) are read just to be hashed. A file that ends early has shrunk since its
- * header was read.
- */
-class WeightsPass {
-  private hashedTo: number;
-
-  private constructor(
-    private readonly file: RegularFile,
-    private readonly header: SafetensorsHeader,
-    private readonly hash: PassHash,
-    /** the buffer for the tensors read here, and for bytes that are only hashed */
-    private readonly held: Uint8Array,
-  ) {
-    this.hashedTo = header.dataOffset;
-  }
-
-  /**
-   * Opens the file and hashes its header first: what this pass hashes must be the header the plan
-   * was made from (else the file changed in between, whatever its timestamps say).
-   */
-  static async begin(
-    path: string,
-    header: SafetensorsHeader,
-    hash: PassHash,
-    largestTensor: number,
-  ): Promise<WeightsPass> {
-    const file = await RegularFile.open(path, { noFollow: true });
-    const pass = new WeightsPass(file, header, hash, new Uint8Array(Math.max(largestTensor, 64 << 10)));
-    try {
-      const prefix = pass.readFully(new Uint8Array(header.dataOffset), 0);
-      hash.update(prefix);
-      if (!sameHeader(prefix, header)) throw sourceChanged(path, 'changed');
-      return pass;
-    } catch (e) {
-      await file.close();
-      throw e;
-    }
-  }
-
-  private readFully(into: Uint8Array, position: number): Uint8Array {
-    if (this.file.readSync(into, position) < into.length) throw sourceChanged(this.file.path, 'shrank');
-    return into;
-  }
-
-  private hashUpTo(end: number): void {
-    while (this.hashedTo < end) {
-      const part = this.held.subarray(0, Math.min(this.held.length, end - this.hashedTo));
-      this.hash.update(this.readFully(part, this.hashedTo));
-      this.hashedTo += part.length;
-    }
-  }
-
-  /** A tensor's bytes, in the pass's own buffer (valid until the next read). */
-  read(info: SafetensorsTensorInfo): Uint8Array {
-    this.hashUpTo(this.header.dataOffset + info.begin);
-    const bytes = this.readFully(this.held.subarray(0, info.end - info.begin), this.hashedTo);
-    this.hash.update(bytes);
-    this.hashedTo += bytes.length;
-    return bytes;
-  }
-
-  /** A tensor's bytes as a range the GGUF writer reads into its own buffers, hashing them there. */
-  range(info: SafetensorsTensorInfo): FileRange {
-    this.hashUpTo(this.header.dataOffset + info.begin);
-    const length = info.end - info.begin;
-    const position = this.hashedTo;
-    this.hashedTo += length;
-    const path = this.file.path;
-    return {
-      file: this.file,
-      position,
-      length,
-      // a failed read is already the file's own error
-      failure: (cause) => (cause === null ? sourceChanged(path, 'shrank') : (cause as Error)),
-      onBytes: (b) => {
-        this.hash.update(b);
-      },
-    };
-  }
-
-  /**
-   * Every byte is read and hashed: the bytes converted are the bytes hashed (and so, once the
-   * checksums pass, the bytes published) only if the file is the same one, unchanged since the
-   * header was read, and no longer than the header says.
-   */
-  async finish(before: FileIdentity | null): Promise<void> {
-    this.hashUpTo(this.header.fileSize);
-    const now = await this.file.currentIdentity();
-    const path = this.file.path;
-    if (now.size > this.header.fileSize) throw sourceChanged(path, 'grew');
-    if (now.size < this.header.fileSize) throw sourceChanged(path, 'shrank');
-    if (before && !sameFile(before, now)) throw sourceChanged(path, 'changed');
-    this.hash.finish();
-  }
-
-  close(): Promise<void> {
-    return this.file.close();
-  }
-}
-
 /** F32 in and F32 out with nothing to change: the bytes go through as they are. */
 function isPassThrough(job: ConvertJob): boolean {
   return (
@@ -649,32 +495,6 @@ function isPassThrough(job: ConvertJob): boolean {
     job.factor === 1 &&
     job.info.dtype === 'F32' &&
     job.spec.type === GgmlType.F32
-  );
-}
-
-/** Whether `prefix` (a header as read now) describes exactly the tensors of `header`. */
-export function sameHeader(prefix: Uint8Array, header: SafetensorsHeader): boolean {
-  let now: SafetensorsHeader;
-  try {
-    now = parseSafetensorsHeader(prefix, header.fileSize);
-  } catch {
-    return false;
-  }
-  return (
-    now.dataOffset === header.dataOffset &&
-    now.tensors.length === header.tensors.length &&
-    now.tensors.every((t, i) => {
-      const was = header.tensors[i];
-      return (
-        was !== undefined &&
-        t.name === was.name &&
-        t.dtype === was.dtype &&
-        t.begin === was.begin &&
-        t.end === was.end &&
-        t.shape.length === was.shape.length &&
-        t.shape.every((d, k) => d === was.shape[k])
-      );
-    })
   );
 }
 
@@ -707,13 +527,6 @@ function convertTensor(job: ConvertJob, bytes: Uint8Array, scratch: Float32Array
   return values;
 }
 
-function sourceChanged(path: string, how: string): CodiError {
-  return new CodiError(
-    'SOURCE_CHANGED',
-    `${basename(path)} ${how} while it was being converted; nothing was written`,
-    { file: basename(path), hint: 'convert again once the adapter files are no longer being written' },
-  );
-}
 function infoOf(infos: Map<string, SafetensorsTensorInfo>, name: string): SafetensorsTensorInfo {
   const info = infos.get(name);
   if (!info) throw new CodiError('INTERNAL', `tensor ${name} vanished from the header`);

@@ -2,7 +2,8 @@ import { link, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { baseCheckFor, permuteRopeRows, readBaseForCheck } from '../../src/base-model.js';
-import { convertAdapter, sameHeader } from '../../src/convert.js';
+import { convertAdapter } from '../../src/convert.js';
+import { sameHeader } from '../../src/convert-pass.js';
 import { CodiError } from '../../src/errors.js';
 import { GgmlType } from '../../src/formats/ggml-types.js';
 import { getF32, getString, readGgufHeader, readTensorData, readTensorF32 } from '../../src/formats/gguf.js';
