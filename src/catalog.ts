@@ -1486,7 +1486,7 @@ export async function quickCheck(
     if (layout.weightsFile === SAFETENSORS_FILE) {
       await io.header(join(layout.dir, SAFETENSORS_FILE));
     } else if (layout.weightsFile === BIN_FILE) {
-      const { scanTorchBin } = await import('./formats/pickle.js');
+      const { scanTorchBin } = await import('./formats/torch-bin.js');
       await scanTorchBin(join(layout.dir, BIN_FILE));
     }
   } catch (e) {

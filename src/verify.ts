@@ -227,7 +227,7 @@ async function inspect(
     // scanned even beside a safetensors file: some loaders still pick a .bin up
     try {
       // the pickle scanner (and the zip reader under it) loads only for the adapters that need it
-      const { scanTorchBin } = await import('./formats/pickle.js');
+      const { scanTorchBin } = await import('./formats/torch-bin.js');
       const scan = await scanTorchBin(join(layout.dir, BIN_FILE));
       if (layout.weightsFile === BIN_FILE) {
         tensors = scan.tensors;

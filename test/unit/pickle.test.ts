@@ -4,13 +4,8 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CodiError } from '../../src/errors.js';
-import {
-  allowedGlobals,
-  scanPickle,
-  scanTorchBin,
-  scanTorchBinBytes,
-  TORCH_BIN_ERROR_CODES,
-} from '../../src/formats/pickle.js';
+import { allowedGlobals, scanPickle, TORCH_BIN_ERROR_CODES } from '../../src/formats/pickle.js';
+import { scanTorchBin, scanTorchBinBytes } from '../../src/formats/torch-bin.js';
 import { ZIP_ERROR_CODES } from '../../src/formats/zip.js';
 import { Rng } from '../../src/testkit/rng.js';
 import {
