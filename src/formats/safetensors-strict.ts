@@ -187,32 +187,49 @@ class HeaderReader {
       );
     }
 
-    if (field === 'dtype') {
-      if (path.length > 2 || typeof value !== 'string') {
-        const found = path.length > 2 ? containerKind(path[2]) : describeKind(value);
-        throw failure(
-          'SAFETENSORS_DTYPE',
-          `${tensorLabel(name)}: dtype must be a string, found ${found}`,
-          here(),
-          undefined,
-          details,
-        );
-      }
-      if (!isSafetensorsDtype(value)) {
-        const upper = value.toUpperCase();
-        throw failure(
-          'SAFETENSORS_DTYPE',
-          `${tensorLabel(name)}: unknown dtype ${quoteForMessage(value)}`,
-          here(),
-          isSafetensorsDtype(upper)
-            ? `dtype names are case-sensitive: ${quoteForMessage(upper)} is the known one`
-            : `known dtypes: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`,
-          details,
-        );
-      }
-      return value;
-    }
+    if (field === 'dtype') return this.reviveDtype(name, value, context);
+    return this.reviveArrayField(name, field, value, context);
+  }
 
+  private reviveDtype(name: string, value: JsonValue, context: StrictJsonReviverContext): JsonValue {
+    const { path } = context;
+    const details = { tensor: name };
+    const here = (): number => this.at.byteOffset(context.valuePosition);
+    if (path.length > 2 || typeof value !== 'string') {
+      const found = path.length > 2 ? containerKind(path[2]) : describeKind(value);
+      throw failure(
+        'SAFETENSORS_DTYPE',
+        `${tensorLabel(name)}: dtype must be a string, found ${found}`,
+        here(),
+        undefined,
+        details,
+      );
+    }
+    if (!isSafetensorsDtype(value)) {
+      const upper = value.toUpperCase();
+      throw failure(
+        'SAFETENSORS_DTYPE',
+        `${tensorLabel(name)}: unknown dtype ${quoteForMessage(value)}`,
+        here(),
+        isSafetensorsDtype(upper)
+          ? `dtype names are case-sensitive: ${quoteForMessage(upper)} is the known one`
+          : `known dtypes: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`,
+        details,
+      );
+    }
+    return value;
+  }
+
+  /** shape or data_offsets (`field`), or one of their items */
+  private reviveArrayField(
+    name: string,
+    field: string,
+    value: JsonValue,
+    context: StrictJsonReviverContext,
+  ): JsonValue {
+    const { path } = context;
+    const details = { tensor: name };
+    const here = (): number => this.at.byteOffset(context.valuePosition);
     const isShape = field === 'shape';
     const code = isShape ? 'SAFETENSORS_SHAPE' : 'SAFETENSORS_OFFSETS';
     const index = path[2];
