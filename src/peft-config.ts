@@ -76,26 +76,8 @@ export function parseLoraConfig(text: string): ParsedConfig {
   }
   for (const f of unsupportedFeatures(raw)) findings.push(f);
 
-  let targets: TargetModules;
-  const tm = raw.target_modules as string | string[];
-  if (Array.isArray(tm)) {
-    targets = { kind: 'list', names: tm };
-  } else if (tm === 'all-linear') {
-    targets = { kind: 'all-linear' };
-  } else {
-    const regex = pythonFullMatch(tm);
-    if (!regex) {
-      findings.push(
-        err(
-          'CONFIG_INVALID',
-          `target_modules regex ${JSON.stringify(tm)} does not compile`,
-          '/target_modules',
-        ),
-      );
-      return { config: null, findings };
-    }
-    targets = { kind: 'regex', pattern: tm, regex };
-  }
+  const targets = targetModulesOf(raw, findings);
+  if (!targets) return { config: null, findings };
 
   const rankPattern = Object.entries((raw.rank_pattern ?? {}) as Record<string, number>);
   const alphaPattern = Object.entries((raw.alpha_pattern ?? {}) as Record<string, number>);
@@ -109,15 +91,7 @@ export function parseLoraConfig(text: string): ParsedConfig {
 
   const ltt = raw.layers_to_transform as number | number[] | null | undefined;
   const lp = raw.layers_pattern as string | string[] | null | undefined;
-  const ex = raw.exclude_modules as string | string[] | null | undefined;
-  let excludeModules: LoraConfig['excludeModules'] = null;
-  if (typeof ex === 'string') {
-    const regex = pythonFullMatch(ex);
-    if (regex) excludeModules = { kind: 'regex', regex };
-    else findings.push(err('CONFIG_INVALID', `exclude_modules regex ${JSON.stringify(ex)} does not compile`));
-  } else if (Array.isArray(ex) && ex.length > 0) {
-    excludeModules = { kind: 'list', names: ex };
-  }
+  const excludeModules = excludeModulesOf(raw, findings);
 
   const peftVersion = typeof raw.peft_version === 'string' ? raw.peft_version : null;
   const config: LoraConfig = {
@@ -136,6 +110,32 @@ export function parseLoraConfig(text: string): ParsedConfig {
     raw,
   };
   return { config, findings };
+}
+
+/** `target_modules`: a list, `all-linear`, or a regex; null (with a finding) for one that does not compile. */
+function targetModulesOf(raw: Record<string, unknown>, findings: Finding[]): TargetModules | null {
+  const tm = raw.target_modules as string | string[];
+  if (Array.isArray(tm)) return { kind: 'list', names: tm };
+  if (tm === 'all-linear') return { kind: 'all-linear' };
+  const regex = pythonFullMatch(tm);
+  if (!regex) {
+    findings.push(
+      err('CONFIG_INVALID', `target_modules regex ${JSON.stringify(tm)} does not compile`, '/target_modules'),
+    );
+    return null;
+  }
+  return { kind: 'regex', pattern: tm, regex };
+}
+
+function excludeModulesOf(raw: Record<string, unknown>, findings: Finding[]): LoraConfig['excludeModules'] {
+  const ex = raw.exclude_modules as string | string[] | null | undefined;
+  if (typeof ex === 'string') {
+    const regex = pythonFullMatch(ex);
+    if (regex) return { kind: 'regex', regex };
+    findings.push(err('CONFIG_INVALID', `exclude_modules regex ${JSON.stringify(ex)} does not compile`));
+    return null;
+  }
+  return Array.isArray(ex) && ex.length > 0 ? { kind: 'list', names: ex } : null;
 }
 
 /** Config options that change the computation in ways a llama.cpp LoRA cannot express. */

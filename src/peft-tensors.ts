@@ -89,146 +89,204 @@ export function analyzeTensors(
 ): TensorAnalysis {
   // capped as they arrive: a hostile header can make one finding per tensor
   const findings = new CappedFindings();
-  const error = (code: string, message: string, hint?: string): void => {
-    findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
+  const report: Report = {
+    error: (code, message, hint) => {
+      findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
+    },
+    warning: (code, message) => {
+      findings.push({ level: 'warning', code, message, file });
+    },
+    finding: (f) => {
+      findings.push(f);
+    },
   };
-  const warning = (code: string, message: string): void => {
-    findings.push({ level: 'warning', code, message, file });
-  };
+  const halves = collectHalves(tensors, report);
+  const modules = pairModules(halves, report);
+  if (config) checkAgainstConfig(config, halves, modules, report);
+  const stats = describeHalves(tensors, halves, config);
+  if (tensors.length === 0) report.error('TENSOR_NONE', 'the weights file holds no tensors');
+  return { modules, found: halves.size, stats, findings: findings.list() };
+}
 
-  const halves = new Map<string, { kind: LoraModule['kind']; A?: TensorDescriptor; B?: TensorDescriptor }>();
-  const dtypes: Record<string, number> = {};
-  let parameters = 0;
+interface Report {
+  error(code: string, message: string, hint?: string): void;
+  warning(code: string, message: string): void;
+  finding(f: Finding): void;
+}
+
+type Halves = Map<string, { kind: LoraModule['kind']; A?: TensorDescriptor; B?: TensorDescriptor }>;
+
+/** The LoRA A and B tensors of each module, in header order; every other tensor is an error. */
+function collectHalves(tensors: readonly TensorDescriptor[], report: Report): Halves {
+  const halves: Halves = new Map();
   for (const t of tensors) {
-    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
-    parameters += numel(t.shape);
     if (!FLOAT_DTYPES.has(t.dtype)) {
-      error('TENSOR_DTYPE', `${t.name} is ${t.dtype}: LoRA weights must be F32, F16 or BF16`);
+      report.error('TENSOR_DTYPE', `${t.name} is ${t.dtype}: LoRA weights must be F32, F16 or BF16`);
     }
     const parsed = parsePeftName(t.name);
     if (!parsed) {
-      if (t.name.includes('lora_magnitude_vector')) {
-        error(
-          'TENSOR_UNSUPPORTED',
-          `${t.name} is a DoRA magnitude vector: DoRA adapters cannot be served by llama.cpp`,
-        );
-      } else if (/\.lora_[AB]\.bias$/u.test(t.name)) {
-        error(
-          'TENSOR_UNSUPPORTED',
-          `${t.name} is a lora_B bias (lora_bias): llama.cpp LoRA adapters have no bias term`,
-        );
-      } else if (/\.lora_[AB]\.[^.]+\.weight$/u.test(t.name)) {
-        error(
-          'TENSOR_NAME',
-          `${t.name} carries an adapter name; PEFT's save_pretrained writes names without it`,
-          'save the adapter with PeftModel.save_pretrained',
-        );
-      } else if (!t.name.startsWith(PEFT_PREFIX)) {
-        error(
-          'TENSOR_NAME',
-          `${t.name} does not start with "${PEFT_PREFIX}": not a PEFT adapter tensor name`,
-        );
-      } else {
-        error(
-          'TENSOR_UNEXPECTED',
-          `${t.name} is not a LoRA A/B matrix (a full weight from modules_to_save, or a trained bias?)`,
-        );
-      }
+      const { code, message, hint } = misnamed(t.name);
+      report.error(code, message, hint);
       continue;
     }
     const entry = halves.get(parsed.module) ?? { kind: parsed.kind };
     if (entry.kind !== parsed.kind) {
-      error('TENSOR_NAME', `${parsed.module} has both linear and embedding LoRA tensors`);
+      report.error('TENSOR_NAME', `${parsed.module} has both linear and embedding LoRA tensors`);
       continue;
     }
     if (entry[parsed.role]) {
-      error('TENSOR_DUPLICATE', `${parsed.module} has more than one lora_${parsed.role}`);
+      report.error('TENSOR_DUPLICATE', `${parsed.module} has more than one lora_${parsed.role}`);
       continue;
     }
     entry[parsed.role] = t;
     halves.set(parsed.module, entry);
   }
+  return halves;
+}
 
+/** Why a tensor that is not a LoRA A/B matrix is in the file, as far as its name tells. */
+function misnamed(name: string): { code: string; message: string; hint?: string } {
+  if (name.includes('lora_magnitude_vector')) {
+    return {
+      code: 'TENSOR_UNSUPPORTED',
+      message: `${name} is a DoRA magnitude vector: DoRA adapters cannot be served by llama.cpp`,
+    };
+  }
+  if (/\.lora_[AB]\.bias$/u.test(name)) {
+    return {
+      code: 'TENSOR_UNSUPPORTED',
+      message: `${name} is a lora_B bias (lora_bias): llama.cpp LoRA adapters have no bias term`,
+    };
+  }
+  if (/\.lora_[AB]\.[^.]+\.weight$/u.test(name)) {
+    return {
+      code: 'TENSOR_NAME',
+      message: `${name} carries an adapter name; PEFT's save_pretrained writes names without it`,
+      hint: 'save the adapter with PeftModel.save_pretrained',
+    };
+  }
+  if (!name.startsWith(PEFT_PREFIX)) {
+    return {
+      code: 'TENSOR_NAME',
+      message: `${name} does not start with "${PEFT_PREFIX}": not a PEFT adapter tensor name`,
+    };
+  }
+  return {
+    code: 'TENSOR_UNEXPECTED',
+    message: `${name} is not a LoRA A/B matrix (a full weight from modules_to_save, or a trained bias?)`,
+  };
+}
+
+/** The modules whose A and B pair up into one LoRA, in code-point order of their names. */
+function pairModules(halves: Halves, report: Report): LoraModule[] {
   const modules: LoraModule[] = [];
   for (const [module, h] of halves) {
     if (!h.A || !h.B) {
       const have = h.A ? 'lora_A' : 'lora_B';
       const missing = h.A ? 'lora_B' : 'lora_A';
-      error('TENSOR_UNPAIRED', `${module} has ${have} but no ${missing}`);
+      report.error('TENSOR_UNPAIRED', `${module} has ${have} but no ${missing}`);
       continue;
     }
     const { A, B } = h;
     if (A.shape.length !== 2 || B.shape.length !== 2) {
-      error('TENSOR_SHAPE', `${module}: lora_A ${fmt(A.shape)} and lora_B ${fmt(B.shape)} must both be 2-D`);
+      report.error(
+        'TENSOR_SHAPE',
+        `${module}: lora_A ${fmt(A.shape)} and lora_B ${fmt(B.shape)} must both be 2-D`,
+      );
       continue;
     }
     const [aRows = 0, aCols = 0] = A.shape;
     const [bRows = 0, bCols = 0] = B.shape;
     // linear: A [r, in], B [out, r]; embedding: A [r, num_embeddings], B [embedding_dim, r]
     if (aRows !== bCols) {
-      error(
+      report.error(
         'TENSOR_SHAPE',
         `${module}: lora_A ${fmt(A.shape)} has rank ${aRows} but lora_B ${fmt(B.shape)} has rank ${bCols}`,
       );
       continue;
     }
     if (aRows === 0 || aCols === 0 || bRows === 0) {
-      error('TENSOR_SHAPE', `${module}: empty LoRA matrix (lora_A ${fmt(A.shape)}, lora_B ${fmt(B.shape)})`);
+      report.error(
+        'TENSOR_SHAPE',
+        `${module}: empty LoRA matrix (lora_A ${fmt(A.shape)}, lora_B ${fmt(B.shape)})`,
+      );
       continue;
     }
     modules.push({ module, kind: h.kind, a: A, b: B, rank: aRows, inFeatures: aCols, outFeatures: bRows });
   }
   // code-point order: `localeCompare(…, 'en')` builds an ICU collator per call
-  modules.sort((x, y) => (x.module < y.module ? -1 : x.module > y.module ? 1 : 0));
+  return modules.sort((x, y) => (x.module < y.module ? -1 : x.module > y.module ? 1 : 0));
+}
 
-  // every module with a well-named LoRA tensor (`halves`, in header order), paired or not: a module
-  // whose pair is broken is reported for that, not also as a target that matched nothing
-  if (config) {
-    const matchedTargets = new Set<string>();
-    for (const module of halves.keys()) {
-      if (!targetsModule(config, module)) {
-        error(
-          'TENSOR_UNTARGETED',
-          `${module} has LoRA weights but target_modules does not select it: config and weights disagree`,
-        );
-      }
-      for (const t of matchingTargets(config, module)) matchedTargets.add(t);
+/**
+ * The tensors against the config: every module with a well-named LoRA tensor (`halves`, in header
+ * order), paired or not, must be targeted; ranks as configured; every target and pattern used. A
+ * module whose pair is broken is reported for that, not also as a target that matched nothing.
+ */
+function checkAgainstConfig(
+  config: LoraConfig,
+  halves: Halves,
+  modules: readonly LoraModule[],
+  report: Report,
+): void {
+  const matchedTargets = new Set<string>();
+  for (const module of halves.keys()) {
+    if (!targetsModule(config, module)) {
+      report.error(
+        'TENSOR_UNTARGETED',
+        `${module} has LoRA weights but target_modules does not select it: config and weights disagree`,
+      );
     }
-    for (const m of modules) {
-      const expected = rankFor(config, m.module);
-      if (m.rank !== expected) {
-        error(
-          'TENSOR_RANK',
-          `${m.module}: rank ${m.rank} (lora_A ${fmt(m.a.shape)}) but the config gives rank ${expected}` +
-            (config.rankPattern.length > 0 ? ' (r and rank_pattern)' : ' (r)'),
-        );
-      }
-    }
-    const t = config.targets;
-    const wanted = t.kind === 'list' ? t.names : t.kind === 'regex' ? [t.pattern] : ['all-linear'];
-    for (const name of wanted) {
-      if (!matchedTargets.has(name)) {
-        error(
-          'TARGET_UNMATCHED',
-          `target module ${JSON.stringify(name)} matched no LoRA tensor: that part of the adapter silently does nothing`,
-          'check target_modules against the tensor names, or re-export the adapter',
-        );
-      }
-    }
-    for (const [key] of [...config.rankPattern, ...config.alphaPattern]) {
-      let used = false;
-      for (const module of halves.keys()) if ((used = patternMatches(key, module))) break;
-      if (!used)
-        warning('CONFIG_PATTERN_UNUSED', `rank/alpha pattern ${JSON.stringify(key)} matches no module`);
-    }
-    // config and module names alone decide it: verify says it with or without --base, and convert
-    // passes it on among its warnings
-    const conflict = patternConflictFinding(config, modules);
-    if (conflict) findings.push(conflict);
+    for (const t of matchingTargets(config, module)) matchedTargets.add(t);
   }
+  for (const m of modules) {
+    const expected = rankFor(config, m.module);
+    if (m.rank !== expected) {
+      report.error(
+        'TENSOR_RANK',
+        `${m.module}: rank ${m.rank} (lora_A ${fmt(m.a.shape)}) but the config gives rank ${expected}` +
+          (config.rankPattern.length > 0 ? ' (r and rank_pattern)' : ' (r)'),
+      );
+    }
+  }
+  const t = config.targets;
+  const wanted = t.kind === 'list' ? t.names : t.kind === 'regex' ? [t.pattern] : ['all-linear'];
+  for (const name of wanted) {
+    if (!matchedTargets.has(name)) {
+      report.error(
+        'TARGET_UNMATCHED',
+        `target module ${JSON.stringify(name)} matched no LoRA tensor: that part of the adapter silently does nothing`,
+        'check target_modules against the tensor names, or re-export the adapter',
+      );
+    }
+  }
+  for (const [key] of [...config.rankPattern, ...config.alphaPattern]) {
+    let used = false;
+    for (const module of halves.keys()) if ((used = patternMatches(key, module))) break;
+    if (!used)
+      report.warning('CONFIG_PATTERN_UNUSED', `rank/alpha pattern ${JSON.stringify(key)} matches no module`);
+  }
+  // config and module names alone decide it: verify says it with or without --base, and convert
+  // passes it on among its warnings
+  const conflict = patternConflictFinding(config, modules);
+  if (conflict) report.finding(conflict);
+}
 
-  // what the file holds, broken pairs included: the rank of a module is its lora_A's rows (its
-  // lora_B's columns when it has no lora_A)
+/**
+ * What the file holds, broken pairs included: the rank of a module is its lora_A's rows (its lora_B's
+ * columns when it has no lora_A).
+ */
+function describeHalves(
+  tensors: readonly TensorDescriptor[],
+  halves: Halves,
+  config: LoraConfig | null,
+): TensorStats {
+  const dtypes: Record<string, number> = {};
+  let parameters = 0;
+  for (const t of tensors) {
+    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+    parameters += numel(t.shape);
+  }
   const ranks: Record<string, number> = {};
   const kinds = new Set<string>();
   const layers = new Set<number>();
@@ -240,20 +298,13 @@ export function analyzeTensors(
     const layer = layerIndexOf(module, config?.layersPattern ?? null);
     if (layer !== null) layers.add(layer);
   }
-  if (tensors.length === 0) error('TENSOR_NONE', 'the weights file holds no tensors');
-
   return {
-    modules,
-    found: halves.size,
-    stats: {
-      count: tensors.length,
-      parameters,
-      dtypes,
-      ranks,
-      modules: [...kinds].sort(),
-      layers: [...layers].sort((a, b) => a - b),
-    },
-    findings: findings.list(),
+    count: tensors.length,
+    parameters,
+    dtypes,
+    ranks,
+    modules: [...kinds].sort(),
+    layers: [...layers].sort((a, b) => a - b),
   };
 }
 
