@@ -269,76 +269,83 @@ export function zipBytes(entries: readonly ZipInputEntry[], options: ZipWriteOpt
   const zip64 = options.zip64 ?? false;
   const out = new Bytes();
   const central = new Bytes();
-  for (const entry of entries) {
-    const method = entry.method ?? 0;
-    const stored = method === 0 ? entry.data : new Uint8Array(deflateRawSync(entry.data));
-    const crc = crc32(entry.data) >>> 0;
-    const name = Buffer.from(entry.name, 'utf8');
-    const offset = out.length;
-    let padding = 0;
-    if (method === 0 && align > 1) {
-      const bare = offset + 30 + name.length + 4;
-      padding = (align - (bare % align)) % align;
-    }
-    const extra =
-      method === 0 && align > 1
-        ? le(4 + padding, (dv) => {
-            dv.setUint16(0, 0x4246, true); // 'FB', PyTorch's padding field
-            dv.setUint16(2, padding, true);
-            for (let i = 0; i < padding; i++) dv.setUint8(4 + i, 0x5a);
-          })
-        : new Uint8Array(0);
-    out.push(
-      le(30, (dv) => {
-        dv.setUint32(0, 0x04034b50, true);
-        dv.setUint16(4, zip64 ? 45 : 20, true);
-        dv.setUint16(6, 0, true);
-        dv.setUint16(8, method, true);
-        dv.setUint16(10, 0, true);
-        dv.setUint16(12, 0x21, true);
-        dv.setUint32(14, crc, true);
-        dv.setUint32(18, stored.length, true);
-        dv.setUint32(22, entry.data.length, true);
-        dv.setUint16(26, name.length, true);
-        dv.setUint16(28, extra.length, true);
-      }),
-    );
-    out.push(name);
-    out.push(extra);
-    out.push(stored);
-    const centralExtra = zip64
-      ? le(28, (dv) => {
-          dv.setUint16(0, 0x0001, true);
-          dv.setUint16(2, 24, true);
-          dv.setBigUint64(4, BigInt(entry.data.length), true);
-          dv.setBigUint64(12, BigInt(stored.length), true);
-          dv.setBigUint64(20, BigInt(offset), true);
-        })
-      : new Uint8Array(0);
-    central.push(
-      le(46, (dv) => {
-        dv.setUint32(0, 0x02014b50, true);
-        dv.setUint16(4, zip64 ? 45 : 20, true);
-        dv.setUint16(6, zip64 ? 45 : 20, true);
-        dv.setUint16(8, 0, true);
-        dv.setUint16(10, method, true);
-        dv.setUint16(12, 0, true);
-        dv.setUint16(14, 0x21, true);
-        dv.setUint32(16, crc, true);
-        dv.setUint32(20, zip64 ? 0xffffffff : stored.length, true);
-        dv.setUint32(24, zip64 ? 0xffffffff : entry.data.length, true);
-        dv.setUint16(28, name.length, true);
-        dv.setUint16(30, centralExtra.length, true);
-        dv.setUint32(42, zip64 ? 0xffffffff : offset, true);
-      }),
-    );
-    central.push(name);
-    central.push(centralExtra);
-  }
+  for (const entry of entries) writeEntry(out, central, entry, align, zip64);
   const cdOffset = out.length;
   for (const chunk of central.chunks) out.push(chunk);
-  const cdSize = central.length;
-  const count = entries.length;
+  writeEnd(out, cdOffset, central.length, entries.length, zip64);
+  return out.concat();
+}
+
+/** One entry: its local header, name, padding and data in `out`, its record in `central`. */
+function writeEntry(out: Bytes, central: Bytes, entry: ZipInputEntry, align: number, zip64: boolean): void {
+  const method = entry.method ?? 0;
+  const stored = method === 0 ? entry.data : new Uint8Array(deflateRawSync(entry.data));
+  const crc = crc32(entry.data) >>> 0;
+  const name = Buffer.from(entry.name, 'utf8');
+  const offset = out.length;
+  let padding = 0;
+  if (method === 0 && align > 1) {
+    const bare = offset + 30 + name.length + 4;
+    padding = (align - (bare % align)) % align;
+  }
+  const extra =
+    method === 0 && align > 1
+      ? le(4 + padding, (dv) => {
+          dv.setUint16(0, 0x4246, true); // 'FB', PyTorch's padding field
+          dv.setUint16(2, padding, true);
+          for (let i = 0; i < padding; i++) dv.setUint8(4 + i, 0x5a);
+        })
+      : new Uint8Array(0);
+  out.push(
+    le(30, (dv) => {
+      dv.setUint32(0, 0x04034b50, true);
+      dv.setUint16(4, zip64 ? 45 : 20, true);
+      dv.setUint16(6, 0, true);
+      dv.setUint16(8, method, true);
+      dv.setUint16(10, 0, true);
+      dv.setUint16(12, 0x21, true);
+      dv.setUint32(14, crc, true);
+      dv.setUint32(18, stored.length, true);
+      dv.setUint32(22, entry.data.length, true);
+      dv.setUint16(26, name.length, true);
+      dv.setUint16(28, extra.length, true);
+    }),
+  );
+  out.push(name);
+  out.push(extra);
+  out.push(stored);
+  const centralExtra = zip64
+    ? le(28, (dv) => {
+        dv.setUint16(0, 0x0001, true);
+        dv.setUint16(2, 24, true);
+        dv.setBigUint64(4, BigInt(entry.data.length), true);
+        dv.setBigUint64(12, BigInt(stored.length), true);
+        dv.setBigUint64(20, BigInt(offset), true);
+      })
+    : new Uint8Array(0);
+  central.push(
+    le(46, (dv) => {
+      dv.setUint32(0, 0x02014b50, true);
+      dv.setUint16(4, zip64 ? 45 : 20, true);
+      dv.setUint16(6, zip64 ? 45 : 20, true);
+      dv.setUint16(8, 0, true);
+      dv.setUint16(10, method, true);
+      dv.setUint16(12, 0, true);
+      dv.setUint16(14, 0x21, true);
+      dv.setUint32(16, crc, true);
+      dv.setUint32(20, zip64 ? 0xffffffff : stored.length, true);
+      dv.setUint32(24, zip64 ? 0xffffffff : entry.data.length, true);
+      dv.setUint16(28, name.length, true);
+      dv.setUint16(30, centralExtra.length, true);
+      dv.setUint32(42, zip64 ? 0xffffffff : offset, true);
+    }),
+  );
+  central.push(name);
+  central.push(centralExtra);
+}
+
+/** The end records: ZIP64 ones when asked for, then the classic one. */
+function writeEnd(out: Bytes, cdOffset: number, cdSize: number, count: number, zip64: boolean): void {
   if (zip64) {
     const recordOffset = out.length;
     out.push(
@@ -370,7 +377,6 @@ export function zipBytes(entries: readonly ZipInputEntry[], options: ZipWriteOpt
       dv.setUint32(16, zip64 ? 0xffffffff : cdOffset, true);
     }),
   );
-  return out.concat();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -435,7 +441,8 @@ export async function writeTorchBin(
 // ---------------------------------------------------------------------------------------------------
 // Hostile pickles (bytes only; never unpickled)
 
-export const MALICIOUS_PICKLE_KINDS = [
+/** pickles that import something dangerous */
+const IMPORTING_KINDS = [
   'os.system',
   'posix.system',
   'nt.system',
@@ -447,6 +454,10 @@ export const MALICIOUS_PICKLE_KINDS = [
   'stack-global-computed',
   'stack-global-int',
   'inst',
+] as const;
+
+/** pickles that call, build or mutate what only code could, or use opcodes off the list */
+const ACTING_KINDS = [
   'obj',
   'newobj-non-global',
   'reduce-non-global',
@@ -458,7 +469,11 @@ export const MALICIOUS_PICKLE_KINDS = [
   'ext1',
   'unknown-opcode',
 ] as const;
+
+export const MALICIOUS_PICKLE_KINDS = [...IMPORTING_KINDS, ...ACTING_KINDS] as const;
 export type MaliciousPickleKind = (typeof MALICIOUS_PICKLE_KINDS)[number];
+type ImportingKind = (typeof IMPORTING_KINDS)[number];
+type ActingKind = (typeof ACTING_KINDS)[number];
 
 export interface MaliciousPickle {
   kind: MaliciousPickleKind;
@@ -479,14 +494,26 @@ function benignStart(p: PickleBuilder): PickleBuilder {
 /** A pickle that does what `kind` names; the bytes are only for scanning. */
 export function maliciousPickle(kind: MaliciousPickleKind): MaliciousPickle {
   const p = benignStart(new PickleBuilder(kind === 'builtins.eval' ? 4 : 2));
-  const result = (global: string | undefined, opcode: string): MaliciousPickle => ({
-    kind,
-    bytes: p.bytes(),
-    global,
-    opcode,
-  });
   // each payload is stored under a key of the dict: the shape a poisoned state dict has
   p.str('payload');
+  const { global, opcode } = isImporting(kind) ? importing(kind, p) : acting(kind, p);
+  return { kind, bytes: p.bytes(), global, opcode };
+}
+
+function isImporting(kind: MaliciousPickleKind): kind is ImportingKind {
+  return (IMPORTING_KINDS as readonly string[]).includes(kind);
+}
+
+interface Found {
+  global: string | undefined;
+  opcode: string;
+}
+
+function found(global: string | undefined, opcode: string): Found {
+  return { global, opcode };
+}
+
+function importing(kind: ImportingKind, p: PickleBuilder): Found {
   switch (kind) {
     case 'os.system':
     case 'posix.system':
@@ -494,51 +521,56 @@ export function maliciousPickle(kind: MaliciousPickleKind): MaliciousPickle {
       const mod = kind.split('.')[0] ?? 'os';
       p.global(mod, 'system').str(PAYLOAD).op(PICKLE_OP.TUPLE1).op(PICKLE_OP.REDUCE);
       p.op(PICKLE_OP.SETITEM).stop();
-      return result(kind, 'GLOBAL');
+      return found(kind, 'GLOBAL');
     }
     case 'builtins.eval':
       // protocol 4: STACK_GLOBAL from literal strings
       p.global('builtins', 'eval').str(`__import__('os').system('${PAYLOAD}')`).op(PICKLE_OP.TUPLE1);
       p.op(PICKLE_OP.REDUCE).op(PICKLE_OP.SETITEM).stop();
-      return result('builtins.eval', 'STACK_GLOBAL');
+      return found('builtins.eval', 'STACK_GLOBAL');
     case 'builtins.exec':
       // the Python 2 module name, which unpicklers map to builtins
       p.global('__builtin__', 'exec').str(`import os; os.system('${PAYLOAD}')`).op(PICKLE_OP.TUPLE1);
       p.op(PICKLE_OP.REDUCE).op(PICKLE_OP.SETITEM).stop();
-      return result('builtins.exec', 'GLOBAL');
+      return found('builtins.exec', 'GLOBAL');
     case 'builtins.getattr':
       p.global('builtins', 'getattr').global('torch', 'FloatStorage').str('__init__').op(PICKLE_OP.TUPLE2);
       p.op(PICKLE_OP.REDUCE).op(PICKLE_OP.SETITEM).stop();
-      return result('builtins.getattr', 'GLOBAL');
+      return found('builtins.getattr', 'GLOBAL');
     case 'subprocess.Popen':
       p.global('subprocess', 'Popen').op(PICKLE_OP.EMPTY_LIST).str('sh').op(PICKLE_OP.APPEND);
       p.op(PICKLE_OP.TUPLE1).op(PICKLE_OP.REDUCE).op(PICKLE_OP.SETITEM).stop();
-      return result('subprocess.Popen', 'GLOBAL');
+      return found('subprocess.Popen', 'GLOBAL');
     case 'torch-module':
       // a whole nn.Module pickled: benign in intent, but it imports model code
       p.global('torch.nn.modules.linear', 'Linear').op(PICKLE_OP.EMPTY_TUPLE).op(PICKLE_OP.NEWOBJ);
       p.op(PICKLE_OP.SETITEM).stop();
-      return result('torch.nn.modules.linear.Linear', 'GLOBAL');
+      return found('torch.nn.modules.linear.Linear', 'GLOBAL');
     case 'stack-global-computed':
       // the module name comes out of an (allowed) call, not from the stream
       p.global('_codecs', 'encode').str('os').str('latin1').op(PICKLE_OP.TUPLE2).op(PICKLE_OP.REDUCE);
       p.str('system').op(PICKLE_OP.STACK_GLOBAL).str(PAYLOAD).op(PICKLE_OP.TUPLE1).op(PICKLE_OP.REDUCE);
       p.op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'STACK_GLOBAL');
+      return found(undefined, 'STACK_GLOBAL');
     case 'stack-global-int':
       p.int(7).str('system').op(PICKLE_OP.STACK_GLOBAL).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'STACK_GLOBAL');
+      return found(undefined, 'STACK_GLOBAL');
     case 'inst':
       p.op(PICKLE_OP.MARK).str(PAYLOAD).op(PICKLE_OP.INST).line('os').line('system');
       p.op(PICKLE_OP.SETITEM).stop();
-      return result('os.system', 'INST');
+      return found('os.system', 'INST');
+  }
+}
+
+function acting(kind: ActingKind, p: PickleBuilder): Found {
+  switch (kind) {
     case 'obj':
       p.op(PICKLE_OP.MARK).op(PICKLE_OP.EMPTY_DICT).str(PAYLOAD).op(PICKLE_OP.OBJ);
       p.op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'OBJ');
+      return found(undefined, 'OBJ');
     case 'newobj-non-global':
       p.str('os.system').op(PICKLE_OP.EMPTY_TUPLE).op(PICKLE_OP.NEWOBJ).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'NEWOBJ');
+      return found(undefined, 'NEWOBJ');
     case 'reduce-non-global':
       p.op(PICKLE_OP.EMPTY_LIST)
         .str(PAYLOAD)
@@ -546,31 +578,31 @@ export function maliciousPickle(kind: MaliciousPickleKind): MaliciousPickle {
         .op(PICKLE_OP.REDUCE)
         .op(PICKLE_OP.SETITEM)
         .stop();
-      return result(undefined, 'REDUCE');
+      return found(undefined, 'REDUCE');
     case 'build-on-global':
       // setting attributes on a class object monkey-patches it for the whole process
       p.op(PICKLE_OP.POP).global('collections', 'OrderedDict').op(PICKLE_OP.EMPTY_DICT);
       p.str('__reduce__').op(PICKLE_OP.NONE).op(PICKLE_OP.SETITEM).op(PICKLE_OP.BUILD).stop();
-      return result(undefined, 'BUILD');
+      return found(undefined, 'BUILD');
     case 'setitem-on-list':
       p.op(PICKLE_OP.EMPTY_LIST).str('k').str('v').op(PICKLE_OP.SETITEM).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'SETITEM');
+      return found(undefined, 'SETITEM');
     case 'append-on-object':
       p.global('torch', 'device').str('cpu').op(PICKLE_OP.TUPLE1).op(PICKLE_OP.REDUCE);
       p.op(PICKLE_OP.NONE).op(PICKLE_OP.APPEND).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'APPEND');
+      return found(undefined, 'APPEND');
     case 'persid-text':
       p.op(PICKLE_OP.PERSID).line(PAYLOAD).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'PERSID');
+      return found(undefined, 'PERSID');
     case 'persid-not-storage':
       p.str('module').str('os').op(PICKLE_OP.TUPLE2).op(PICKLE_OP.BINPERSID).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'BINPERSID');
+      return found(undefined, 'BINPERSID');
     case 'ext1':
       p.raw(PICKLE_OP.EXT1, 1).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, 'EXT1');
+      return found(undefined, 'EXT1');
     case 'unknown-opcode':
       p.raw(0xff).op(PICKLE_OP.SETITEM).stop();
-      return result(undefined, '0xff');
+      return found(undefined, '0xff');
   }
 }
 
