@@ -1,5 +1,5 @@
 /**
- * `promote`: release an adapter into patterns/rules.yml (CONTRACT §4, §5). Verify (fail closed), check
+ * `promote`: release an adapter into patterns/rules.yml (its `llm_assist` section). Verify (fail closed), check
  * the evaluation against the gates the rules file sets, record the adapter in `llm_assist`, and append
  * the evaluation to the adapter's metadata.json. Both files are replaced atomically while a lock beside
  * rules.yml is held, so concurrent promotes serialise instead of losing each other's entries.
@@ -14,7 +14,7 @@ import { parseJson } from './formats/strict-json.js';
 import { decodeUtf8, describeInvalidUtf8 } from './formats/utf8.js';
 import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
 import { acquireLock, type Lock, type LockOwner } from './lock.js';
-import { parseMetadata, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
+import { parseMetadata, sha256Ref, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
 import {
   adapterEntry,
   declaredBaseModel,
@@ -27,7 +27,7 @@ import {
 import { formatViolation, validateAgainst } from './schemas.js';
 import { compareSemver } from './semver.js';
 import { pausePoint } from './test-hooks.js';
-import { requireValid, verifyAdapter } from './verify.js';
+import { requireValid, verifyAdapter, weightsSha256 } from './verify.js';
 
 export interface PromoteOptions {
   /** patterns/rules.yml */
@@ -91,7 +91,7 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
   const report = await verifyAdapter(dir);
   requireValid(report);
   const { metadata, layout } = report.verified;
-  const weights = report.checksums.find((c) => c.file === layout.weightsFile)?.actual;
+  const weights = weightsSha256(report);
   if (!metadata || !layout.weightsFile || !weights) {
     throw new CodiError('INTERNAL', 'a verified adapter has no metadata or weights checksum');
   }
@@ -99,7 +99,7 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
     id: metadata.id,
     version: metadata.version,
     base_model: metadata.base_model,
-    checksum: `sha256:${weights}`,
+    checksum: sha256Ref(weights),
     path: layout.dir,
   };
 

@@ -1,6 +1,7 @@
 /**
- * `verify`: proves an adapter directory is what it claims (CONTRACT §2, §3, §4, §6). Every check
- * runs even after an earlier one failed, so one run reports everything that is wrong.
+ * `verify`: proves an adapter directory is what it claims: layout, adapter_config.json, the weights
+ * header, the tensors against the config, metadata.json and every file's sha256. Every check runs
+ * even after an earlier one failed, so one run reports everything that is wrong.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -89,7 +90,7 @@ export interface VerifiedAdapter {
   checksums: ChecksumResult[];
 }
 
-/** CONTRACT §9: the resolution printed with a checksum failure. */
+/** The resolution printed with a checksum failure (the README's troubleshooting table says the same). */
 export const CHECKSUM_HINT =
   're-copy the adapter files, or regenerate metadata.json checksums if the change is intended';
 
@@ -166,73 +167,121 @@ function progressFor(options: VerifyOptions, file: string): HashProgressCallback
   };
 }
 
-async function inspect(
-  layout: AdapterLayout,
-  early: { file: string; hash: PendingHash } | null,
-  options: VerifyOptions,
-  started: number,
-): Promise<Inspection> {
-  trace('verify: layout scanned');
-  const findings: Finding[] = [...layout.findings];
-  // one at a time: `push(...list)` passes every finding as an argument, and a hostile file yields
-  // hundreds of thousands of them (more than the stack holds)
-  const add = (list: readonly Finding[]): void => {
-    for (const f of list) findings.push(f);
-  };
-  const summaries: Partial<Record<CheckName, string>> = {};
-  const present = new Set(layout.files.map((f) => f.name));
-  // files a read failed on (not readable: an environment error): reported once, by the first reader
-  const unreadable = new Set<string>();
-  const report = (e: unknown, file: string): void => {
-    const finding = asFinding(e, file, layout.dir);
+/**
+ * How verify reads an adapter's files. `fileReads` by default; `list`, which reads a thousand adapters
+ * and does nothing else meanwhile, passes blocking ones.
+ */
+export interface AdapterReads {
+  scan(dir: string): Promise<AdapterLayout>;
+  read(path: string): Promise<Buffer>;
+  header(path: string): Promise<SafetensorsHeader>;
+}
+
+export const fileReads: AdapterReads = {
+  scan: scanLayout,
+  read: (path) => readFile(path),
+  header: readSafetensorsHeader,
+};
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+/** One adapter's checks as they run: the findings so far, and the summaries of the checklist lines. */
+class AdapterChecks {
+  readonly findings: Finding[];
+  readonly summaries: Partial<Record<CheckName, string>> = {};
+  readonly present: ReadonlySet<string>;
+  /** files a read failed on (not readable: an environment error): reported once, by the first reader */
+  private readonly unreadable = new Set<string>();
+
+  constructor(
+    readonly layout: AdapterLayout,
+    readonly reads: AdapterReads,
+  ) {
+    this.findings = [...layout.findings];
+    this.present = new Set(layout.files.map((f) => f.name));
+  }
+
+  /**
+   * One at a time: `push(...list)` passes every finding as an argument, and a hostile file yields
+   * hundreds of thousands of them (more than the stack holds).
+   */
+  add(list: readonly Finding[]): void {
+    for (const f of list) this.findings.push(f);
+  }
+
+  /** What a reader of `file` threw, as a finding (a file that cannot be read, once). */
+  report(e: unknown, file: string): void {
+    const finding = asFinding(e, file, this.layout.dir);
     if (isEnvironmentFinding(finding)) {
-      if (unreadable.has(file)) return;
-      unreadable.add(file);
+      if (this.unreadable.has(file)) return;
+      this.unreadable.add(file);
       finding.hint ??= UNREADABLE_HINT;
     }
-    findings.push(finding);
-  };
-
-  // adapter_config.json
-  let config: LoraConfig | null = null;
-  if (present.has(CONFIG_FILE)) {
-    const text = await readText(layout.dir, CONFIG_FILE, findings, 'CONFIG_JSON', report);
-    if (text !== null) {
-      const parsed = parseLoraConfig(text);
-      add(parsed.findings);
-      config = parsed.config;
-      if (config) summaries.config = describeConfig(config);
-    }
+    this.findings.push(finding);
   }
 
-  trace('verify: config checked');
-  // weights: header / pickle only, never the tensor data
-  let tensors: TensorDescriptor[] = [];
-  let weightsReadable = false;
-  let safetensors: SafetensorsHeader | null = null;
+  /** `file` as UTF-8 text; null (and a finding) when it cannot be read or is not UTF-8. */
+  async readText(file: string, jsonCode: string): Promise<string | null> {
+    let bytes: Buffer;
+    try {
+      bytes = await this.reads.read(join(this.layout.dir, file));
+    } catch (e) {
+      this.report(environmentError(e, file, 'read'), file);
+      return null;
+    }
+    try {
+      return utf8.decode(bytes);
+    } catch {
+      this.findings.push({ level: 'error', code: jsonCode, message: `${file} is not valid UTF-8`, file });
+      return null;
+    }
+  }
+}
+
+async function checkConfig(c: AdapterChecks): Promise<LoraConfig | null> {
+  if (!c.present.has(CONFIG_FILE)) return null;
+  const text = await c.readText(CONFIG_FILE, 'CONFIG_JSON');
+  if (text === null) return null;
+  const parsed = parseLoraConfig(text);
+  c.add(parsed.findings);
+  if (parsed.config) c.summaries.config = describeConfig(parsed.config);
+  return parsed.config;
+}
+
+interface Weights {
+  tensors: TensorDescriptor[];
+  /** the parsed safetensors header, when the weights are safetensors */
+  safetensors: SafetensorsHeader | null;
+  readable: boolean;
+}
+
+/** The weights: the safetensors header or the pickle scanned, never the tensor data. */
+async function checkWeights(c: AdapterChecks): Promise<Weights> {
+  const { layout } = c;
+  const weights: Weights = { tensors: [], safetensors: null, readable: false };
   if (layout.weightsFile === SAFETENSORS_FILE) {
     try {
-      const header = await readSafetensorsHeader(join(layout.dir, SAFETENSORS_FILE));
-      safetensors = header;
+      const header = await c.reads.header(join(layout.dir, SAFETENSORS_FILE));
+      weights.safetensors = header;
       // the header's own entries (a TensorDescriptor and more): a copy would cost an object per tensor
-      tensors = header.tensors;
-      weightsReadable = true;
-      summaries.weights = `safetensors, ${plural(tensors.length, 'tensor')}, header ${formatBytes(header.headerLength)}`;
+      weights.tensors = header.tensors;
+      weights.readable = true;
+      c.summaries.weights = `safetensors, ${plural(header.tensors.length, 'tensor')}, header ${formatBytes(header.headerLength)}`;
     } catch (e) {
-      report(e, SAFETENSORS_FILE);
+      c.report(e, SAFETENSORS_FILE);
     }
   }
-  if (present.has(BIN_FILE)) {
+  if (c.present.has(BIN_FILE)) {
     // scanned even beside a safetensors file: some loaders still pick a .bin up
     try {
       // the pickle scanner (and the zip reader under it) loads only for the adapters that need it
       const { scanTorchBin } = await import('./formats/pickle.js');
       const scan = await scanTorchBin(join(layout.dir, BIN_FILE));
       if (layout.weightsFile === BIN_FILE) {
-        tensors = scan.tensors;
-        weightsReadable = true;
-        summaries.weights = `PyTorch pickle (scanned, not loaded), ${plural(tensors.length, 'tensor')}`;
-        findings.push({
+        weights.tensors = scan.tensors;
+        weights.readable = true;
+        c.summaries.weights = `PyTorch pickle (scanned, not loaded), ${plural(scan.tensors.length, 'tensor')}`;
+        c.findings.push({
           level: 'warning',
           code: 'BIN_PREFER_SAFETENSORS',
           message: `${BIN_FILE} is a pickle; safetensors is preferred (no code can hide in it)`,
@@ -241,61 +290,61 @@ async function inspect(
         });
       }
     } catch (e) {
-      report(e, BIN_FILE);
+      c.report(e, BIN_FILE);
     }
   }
+  return weights;
+}
 
-  trace('verify: weights header read');
-  // tensors against the config
-  let modules: LoraModule[] = [];
-  let stats: TensorStats = { count: 0, parameters: 0, dtypes: {}, ranks: {}, modules: [], layers: [] };
-  if (weightsReadable && layout.weightsFile) {
-    const analysis = analyzeTensors(tensors, config, layout.weightsFile);
-    add(analysis.findings);
-    modules = analysis.modules;
-    stats = analysis.stats;
-    summaries.tensors = describeTensors(stats, analysis.found);
+/** The tensors against the config. */
+function checkTensors(
+  c: AdapterChecks,
+  weights: Weights,
+  config: LoraConfig | null,
+): { modules: LoraModule[]; stats: TensorStats } {
+  if (!weights.readable || !c.layout.weightsFile) {
+    return {
+      modules: [],
+      stats: { count: 0, parameters: 0, dtypes: {}, ranks: {}, modules: [], layers: [] },
+    };
   }
+  const analysis = analyzeTensors(weights.tensors, config, c.layout.weightsFile);
+  c.add(analysis.findings);
+  c.summaries.tensors = describeTensors(analysis.stats, analysis.found);
+  return { modules: analysis.modules, stats: analysis.stats };
+}
 
-  trace('verify: tensors checked');
-  // metadata.json
-  let metadata: AdapterMetadata | null = null;
-  let expected = new Map<string, string>();
-  if (present.has(METADATA_FILE)) {
-    const text = await readText(layout.dir, METADATA_FILE, findings, 'METADATA_JSON', report);
-    if (text !== null) {
-      const parsed = parseMetadata(text, layout.weightsFile);
-      add(parsed.findings);
-      metadata = parsed.metadata;
-      expected = parsed.checksums;
-      if (metadata) {
-        summaries.metadata = `${metadata.id} ${metadata.version} for ${metadata.base_model}`;
-        const idFinding = adapterIdFinding(layout.dir, metadata);
-        if (idFinding) findings.push(idFinding);
-      }
-    }
+/** metadata.json, and the sha256 it expects of each file. */
+async function checkMetadata(
+  c: AdapterChecks,
+): Promise<{ metadata: AdapterMetadata | null; expected: Map<string, string> }> {
+  const text = c.present.has(METADATA_FILE) ? await c.readText(METADATA_FILE, 'METADATA_JSON') : null;
+  if (text === null) return { metadata: null, expected: new Map() };
+  const parsed = parseMetadata(text, c.layout.weightsFile);
+  c.add(parsed.findings);
+  const { metadata } = parsed;
+  if (metadata) {
+    c.summaries.metadata = `${metadata.id} ${metadata.version} for ${metadata.base_model}`;
+    const idFinding = adapterIdFinding(c.layout.dir, metadata);
+    if (idFinding) c.findings.push(idFinding);
   }
+  return { metadata, expected: parsed.checksums };
+}
 
-  trace('verify: metadata checked');
-  // checksums, streamed, all files at once (each in its own worker thread)
-  const pending = new Map<string, Promise<string>>();
-  for (const file of expected.keys()) {
-    if (!present.has(file)) continue;
-    pending.set(
-      file,
-      file === early?.file
-        ? early.hash.result
-        : sha256File(join(layout.dir, file), progressFor(options, file)),
-    );
-  }
-  for (const p of pending.values()) p.catch(() => undefined);
+/** The files beside the adapter's own: a promote's leftovers, files the checksums do not cover. */
+async function checkOtherFiles(
+  c: AdapterChecks,
+  metadata: AdapterMetadata | null,
+  expected: ReadonlyMap<string, string>,
+): Promise<void> {
+  const { layout } = c;
   // a promote's lock and temp files, not files of the adapter: there while one runs (nothing to say),
   // or left by one that was killed. Its temp files are written only under the lock, so they are
   // leftovers once no live lock is there (whatever their pid: it may be another container's).
   const promoteFiles = layout.files.filter((f) => isPromoteFile(f.name));
   if (promoteFiles.length > 0 && !(await promoteLockLive(layout))) {
     for (const f of promoteFiles) {
-      findings.push({
+      c.findings.push({
         level: 'warning',
         code: 'PROMOTE_LEFTOVER',
         message: `${f.name} was left by a promote that did not finish (no live promote holds the adapter's lock)`,
@@ -304,121 +353,234 @@ async function inspect(
       });
     }
   }
-  if (metadata) add(uncoveredFileFindings(layout.files, expected, layout.weightsFile));
-  summaries.layout = `${plural(layout.files.length, 'file')}${layout.weightsFile ? `, weights in ${layout.weightsFile}` : ''}`;
+  if (metadata) c.add(uncoveredFileFindings(layout.files, expected, layout.weightsFile));
+  c.summaries.layout = `${plural(layout.files.length, 'file')}${layout.weightsFile ? `, weights in ${layout.weightsFile}` : ''}`;
+}
+
+/**
+ * CHECKSUM_FILE_MISSING for a file metadata.json lists that is not there; null when the layout check
+ * refused it already or it could not be read (one finding is enough).
+ */
+function listedFileMissing(file: string, findings: readonly Finding[]): Finding | null {
+  const refused = findings.some(
+    (f) => f.file === file && (f.code.startsWith('LAYOUT_') || isEnvironmentFinding(f)),
+  );
+  if (refused) return null;
+  return {
+    level: 'error',
+    code: 'CHECKSUM_FILE_MISSING',
+    message: `${file} is listed in the checksums but missing`,
+    file,
+    hint: CHECKSUM_HINT,
+  };
+}
+
+export interface QuickCheck {
+  findings: Finding[];
+  layout: AdapterLayout;
+  metadata: AdapterMetadata | null;
+  /** file name → the sha256 metadata.json expects */
+  checksums: Map<string, string>;
+}
+
+/**
+ * verify without hashing and without the tensor analysis: the layout, adapter_config.json, the weights
+ * header (strict) or the pickle scan, metadata.json and the files it lists. What `list` shows without
+ * --verify; a changed weights byte that keeps the header intact, or tensors that do not match the
+ * config, are found by verify itself (the tensor analysis would cost `list` as much again as the rest).
+ */
+export async function quickCheck(dir: string, reads: AdapterReads = fileReads): Promise<QuickCheck> {
+  const layout = await reads.scan(dir);
+  const c = new AdapterChecks(layout, reads);
+  await checkConfig(c);
+  await checkWeights(c);
+  const { metadata, expected } = await checkMetadata(c);
+  await checkOtherFiles(c, metadata, expected);
+  for (const file of expected.keys()) {
+    const missing = c.present.has(file) ? null : listedFileMissing(file, c.findings);
+    if (missing) c.findings.push(missing);
+  }
+  return { findings: c.findings, layout, metadata, checksums: expected };
+}
+
+/** What the checks before the hashing found, for `complete`. */
+interface Inspected {
+  c: AdapterChecks;
+  verified: VerifiedAdapter;
+  stats: TensorStats;
+  expected: ReadonlyMap<string, string>;
+  pending: ReadonlyMap<string, Promise<string>>;
+  baseRan: boolean;
+  strict: boolean;
+  started: number;
+}
+
+async function inspect(
+  layout: AdapterLayout,
+  early: { file: string; hash: PendingHash } | null,
+  options: VerifyOptions,
+  started: number,
+): Promise<Inspection> {
+  trace('verify: layout scanned');
+  const c = new AdapterChecks(layout, fileReads);
+  const config = await checkConfig(c);
+  trace('verify: config checked');
+  const weights = await checkWeights(c);
+  trace('verify: weights header read');
+  const { modules, stats } = checkTensors(c, weights, config);
+  trace('verify: tensors checked');
+  const { metadata, expected } = await checkMetadata(c);
+  trace('verify: metadata checked');
+  const pending = startHashes(c, expected, early, options);
+  await checkOtherFiles(c, metadata, expected);
 
   const verified: VerifiedAdapter = {
     layout,
-    safetensors,
+    safetensors: weights.safetensors,
     config,
     metadata,
     modules,
-    tensors,
+    tensors: weights.tensors,
     checksums: [],
   };
   let baseRan = false;
   if (options.baseCheck) {
     const base = await options.baseCheck(verified);
-    add(base.findings);
-    summaries.base = base.summary;
+    c.add(base.findings);
+    c.summaries.base = base.summary;
     baseRan = true;
   }
-
-  const cancel = (): void => {
-    early?.hash.cancel();
+  const inspected: Inspected = {
+    c,
+    verified,
+    stats,
+    expected,
+    pending,
+    baseRan,
+    strict: options.strict === true,
+    started,
   };
   let finished: Promise<VerifyReport & { verified: VerifiedAdapter }> | undefined;
-  const finish = (): Promise<VerifyReport & { verified: VerifiedAdapter }> => {
-    finished ??= complete();
-    return finished;
-  };
-  const complete = async (): Promise<VerifyReport & { verified: VerifiedAdapter }> => {
-    const checksums: ChecksumResult[] = [];
-    for (const [file, hex] of expected) {
-      const hashing = pending.get(file);
-      if (!hashing) {
-        const refused = findings.some(
-          (f) => f.file === file && (f.code.startsWith('LAYOUT_') || isEnvironmentFinding(f)),
-        );
-        if (!refused) {
-          findings.push({
-            level: 'error',
-            code: 'CHECKSUM_FILE_MISSING',
-            message: `${file} is listed in the checksums but missing`,
-            file,
-            hint: CHECKSUM_HINT,
-          });
-        }
-        checksums.push({ file, expected: hex, actual: null, ok: false });
-        continue;
-      }
-      let actual: string;
-      try {
-        actual = await hashing;
-      } catch (e) {
-        report(e, file);
-        checksums.push({ file, expected: hex, actual: null, ok: false });
-        continue;
-      }
-      const ok = actual === hex;
-      checksums.push({ file, expected: hex, actual, ok });
-      if (!ok) {
-        findings.push({
-          level: 'error',
-          code: 'CHECKSUM_MISMATCH',
-          message: `${file}: sha256 is ${actual}, metadata.json expects ${hex}`,
-          file,
-          hint: CHECKSUM_HINT,
-        });
-      }
-    }
-    if (checksums.length > 0) {
-      const good = checksums.filter((c) => c.ok).length;
-      summaries.checksums = `${good}/${checksums.length} files sha256 ok`;
-    }
-    verified.checksums = checksums;
-    if (options.strict) for (const f of findings) f.level = 'error';
-
-    // a listed file that could not be hashed (refused, unreadable) fails the checksums line too
-    const unhashed = new Set(checksums.filter((c) => c.actual === null).map((c) => c.file));
-    const belongs = (name: Exclude<CheckName, 'base'>, f: Finding): boolean =>
-      CHECK_FILES[name](f) ||
-      (isEnvironmentFinding(f) && readerOf(f.file, layout.weightsFile) === name) ||
-      (name === 'checksums' && f.level === 'error' && unhashed.has(f.file));
-    const checks: CheckResult[] = (Object.keys(CHECK_FILES) as Exclude<CheckName, 'base'>[]).map((name) =>
-      checkResult(
-        name,
-        findings.filter((f) => belongs(name, f)),
-        summaries[name],
-      ),
-    );
-    if (baseRan) {
-      checks.push(checkResult('base', findings.filter(isBaseFinding), summaries.base));
-    }
-
-    return {
-      ok: !findings.some((f) => f.level === 'error'),
-      adapter: {
-        id: metadata?.id ?? null,
-        version: metadata?.version ?? null,
-        base_model: metadata?.base_model ?? null,
-        path: layout.dir,
-      },
-      findings: capFindings(findings),
-      checks,
-      tensors: stats,
-      checksums,
-      durationMs: Math.round(nowMs() - started),
-      verified,
-    };
-  };
   return {
     verified,
-    errors: findings.filter((f) => f.level === 'error'),
+    errors: c.findings.filter((f) => f.level === 'error'),
     expectedWeightsSha256: layout.weightsFile ? (expected.get(layout.weightsFile) ?? null) : null,
-    finish,
-    cancel,
+    finish: () => (finished ??= complete(inspected)),
+    cancel: () => {
+      early?.hash.cancel();
+    },
   };
+}
+
+/** The checksums, streamed, all files at once (each in its own worker thread). */
+function startHashes(
+  c: AdapterChecks,
+  expected: ReadonlyMap<string, string>,
+  early: { file: string; hash: PendingHash } | null,
+  options: VerifyOptions,
+): Map<string, Promise<string>> {
+  const pending = new Map<string, Promise<string>>();
+  for (const file of expected.keys()) {
+    if (!c.present.has(file)) continue;
+    pending.set(
+      file,
+      file === early?.file
+        ? early.hash.result
+        : sha256File(join(c.layout.dir, file), progressFor(options, file)),
+    );
+  }
+  for (const p of pending.values()) p.catch(() => undefined);
+  return pending;
+}
+
+/** Each listed file's sha256 against what metadata.json expects. */
+async function checksumResults(i: Inspected): Promise<ChecksumResult[]> {
+  const checksums: ChecksumResult[] = [];
+  for (const [file, hex] of i.expected) {
+    const hashing = i.pending.get(file);
+    if (!hashing) {
+      const missing = listedFileMissing(file, i.c.findings);
+      if (missing) i.c.findings.push(missing);
+      checksums.push({ file, expected: hex, actual: null, ok: false });
+      continue;
+    }
+    let actual: string;
+    try {
+      actual = await hashing;
+    } catch (e) {
+      i.c.report(e, file);
+      checksums.push({ file, expected: hex, actual: null, ok: false });
+      continue;
+    }
+    const ok = actual === hex;
+    checksums.push({ file, expected: hex, actual, ok });
+    if (!ok) {
+      i.c.findings.push({
+        level: 'error',
+        code: 'CHECKSUM_MISMATCH',
+        message: `${file}: sha256 is ${actual}, metadata.json expects ${hex}`,
+        file,
+        hint: CHECKSUM_HINT,
+      });
+    }
+  }
+  return checksums;
+}
+
+/** The checklist: each check's line from the findings that belong to it. */
+function checkLines(i: Inspected, checksums: readonly ChecksumResult[]): CheckResult[] {
+  const { findings, summaries, layout } = i.c;
+  // a listed file that could not be hashed (refused, unreadable) fails the checksums line too
+  const unhashed = new Set(checksums.filter((c) => c.actual === null).map((c) => c.file));
+  const belongs = (name: Exclude<CheckName, 'base'>, f: Finding): boolean =>
+    CHECK_FILES[name](f) ||
+    (isEnvironmentFinding(f) && readerOf(f.file, layout.weightsFile) === name) ||
+    (name === 'checksums' && f.level === 'error' && unhashed.has(f.file));
+  const checks: CheckResult[] = (Object.keys(CHECK_FILES) as Exclude<CheckName, 'base'>[]).map((name) =>
+    checkResult(
+      name,
+      findings.filter((f) => belongs(name, f)),
+      summaries[name],
+    ),
+  );
+  if (i.baseRan) checks.push(checkResult('base', findings.filter(isBaseFinding), summaries.base));
+  return checks;
+}
+
+async function complete(i: Inspected): Promise<VerifyReport & { verified: VerifiedAdapter }> {
+  const checksums = await checksumResults(i);
+  const { findings, summaries } = i.c;
+  if (checksums.length > 0) {
+    const good = checksums.filter((c) => c.ok).length;
+    summaries.checksums = `${good}/${checksums.length} files sha256 ok`;
+  }
+  i.verified.checksums = checksums;
+  if (i.strict) for (const f of findings) f.level = 'error';
+  const checks = checkLines(i, checksums);
+  const { metadata } = i.verified;
+  return {
+    ok: !findings.some((f) => f.level === 'error'),
+    adapter: {
+      id: metadata?.id ?? null,
+      version: metadata?.version ?? null,
+      base_model: metadata?.base_model ?? null,
+      path: i.verified.layout.dir,
+    },
+    findings: capFindings(findings),
+    checks,
+    tensors: i.stats,
+    checksums,
+    durationMs: Math.round(nowMs() - i.started),
+    verified: i.verified,
+  };
+}
+
+/** The sha256 of the weights file as hashed; null when it was not (missing, unreadable). */
+export function weightsSha256(report: {
+  checksums: readonly ChecksumResult[];
+  verified: VerifiedAdapter;
+}): string | null {
+  return report.checksums.find((c) => c.file === report.verified.layout.weightsFile)?.actual ?? null;
 }
 
 /** Whether a live promote holds the adapter's metadata lock (one whose holder is gone does not count). */
@@ -449,30 +611,6 @@ function checkResult(name: CheckName, related: Finding[], summary: string | unde
     .join(', ');
   const text = summary ?? (status === 'skip' ? 'not checked' : '');
   return { name, status, summary: counts ? (text ? `${text} — ${counts}` : counts) : text };
-}
-
-async function readText(
-  dir: string,
-  file: string,
-  findings: Finding[],
-  jsonCode: string,
-  report: (e: unknown, file: string) => void,
-): Promise<string | null> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(join(dir, file));
-  } catch (e) {
-    report(environmentError(e, file, 'read'), file);
-    return null;
-  }
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
-  } catch {
-    findings.push({ level: 'error', code: jsonCode, message: `${file} is not valid UTF-8`, file });
-    return null;
-  }
-  return text;
 }
 
 /** The exit status a report stands for: 3 when something could not be read, else 1 unless ok. */
