@@ -11,7 +11,8 @@
 import { lstat, mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { writeFileAtomic } from './atomic.js';
-import { awaitReplacement, notMountedHint, replacementFinding, type AdapterStatus } from './catalog.js';
+import { awaitReplacement, replacementFinding } from './catalog/leftovers.js';
+import { notMountedHint, type AdapterStatus } from './catalog/volume.js';
 import { convertAdapter, type ConvertResult } from './convert.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
 import type { Finding } from './findings.js';

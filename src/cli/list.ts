@@ -1,6 +1,6 @@
 /** `list`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
 import { paint } from '../paint.js';
-import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog.js';
+import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog/list.js';
 import { ExitCode } from '../errors.js';
 import { formatBytes, plural } from '../text.js';
 import { booleanFlag, requiredString, type CommandInput, type CommandIO } from './spec.js';

@@ -1,6 +1,7 @@
 /** `mount`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
 import { paint } from '../paint.js';
-import { mountAdapter, statusOf, type MountResult } from '../catalog.js';
+import { mountAdapter, type MountResult } from '../catalog/mount.js';
+import { statusOf } from '../catalog/volume.js';
 import { isCodiError } from '../errors.js';
 import { renderFinding } from '../render.js';
 import {

@@ -2,7 +2,8 @@
 import { chmod, lstat, mkdir, readdir, readFile, readlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mountAdapter, type CatalogListing, type MountResult } from '../../src/catalog.js';
+import type { CatalogListing } from '../../src/catalog/list.js';
+import { mountAdapter, type MountResult } from '../../src/catalog/mount.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';

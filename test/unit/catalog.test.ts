@@ -15,24 +15,17 @@ import {
 } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  accessProblems,
-  adapterIdProblem,
-  awaitReplacement,
-  cleanLeftovers,
-  listAdapters,
-  mountAdapter,
-  quickCheck,
-  readActive,
-  statusOf,
-  switchActive,
-  userCan,
-} from '../../src/catalog.js';
+import { accessProblems, userCan } from '../../src/catalog/access.js';
+import { readActive, switchActive } from '../../src/catalog/active.js';
+import { awaitReplacement, cleanLeftovers } from '../../src/catalog/leftovers.js';
+import { listAdapters } from '../../src/catalog/list.js';
+import { mountAdapter } from '../../src/catalog/mount.js';
+import { adapterIdProblem, statusOf } from '../../src/catalog/volume.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { CodiError } from '../../src/errors.js';
 import { scanLayout } from '../../src/layout.js';
 import { acquireLock } from '../../src/lock.js';
-import { verifyAdapter } from '../../src/verify.js';
+import { quickCheck, verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
 
 async function failure(promise: Promise<unknown>): Promise<CodiError> {
