@@ -121,7 +121,7 @@ describe('mount (built CLI)', () => {
     expect(r.stderr).toContain('hint: give the folder that holds adapter_config.json');
   });
 
-  it('a missing volume: exit 3 with the §9 hint', async () => {
+  it('a missing volume: exit 3 with the not_mounted hint', async () => {
     const r = await runCli(['mount', 'examples/adapters/tiny-qwen2-lora', '--root', '/nonexistent-models']);
     expect(r.code).toBe(3);
     expect(r.stdout).toContain(
