@@ -11,7 +11,8 @@ import { findingFromError, type Finding } from '../findings.js';
 import { readSafetensorsHeaderSync } from '../formats/safetensors.js';
 import { isValidAdapterId, scanLayout, scanPlainLayoutSync } from '../layout.js';
 import { sha256Ref } from '../metadata.js';
-import { quickCheck, verifyAdapter, weightsSha256, type AdapterReads, type QuickCheck } from '../verify.js';
+import { quickCheck, type AdapterReads, type QuickCheck } from '../adapter-checks.js';
+import { verifyAdapter, weightsSha256 } from '../verify.js';
 import {
   aboveVolumeWarning,
   accessFix,

@@ -25,7 +25,8 @@ import { sha256Bytes } from '../../src/checksum.js';
 import { CodiError } from '../../src/errors.js';
 import { scanLayout } from '../../src/layout.js';
 import { acquireLock } from '../../src/lock.js';
-import { quickCheck, verifyAdapter } from '../../src/verify.js';
+import { quickCheck } from '../../src/adapter-checks.js';
+import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
 
 async function failure(promise: Promise<unknown>): Promise<CodiError> {
