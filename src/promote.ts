@@ -13,7 +13,7 @@ import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js'
 import { parseJson } from './formats/strict-json.js';
 import { decodeUtf8, describeInvalidUtf8 } from './formats/utf8.js';
 import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
-import { acquireLock, type Lock, type LockOwner } from './lock.js';
+import { withLock, type Lock, type LockOptions, type LockOwner } from './lock.js';
 import { parseMetadata, sha256Ref, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
 import {
   adapterEntry,
@@ -111,28 +111,24 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
   if (options.dryRun) return plan({ rulesPath, adapter, evaluation, options }, null);
 
   // the rest under the lock: the rules file is read again there, so a concurrent promote's entry is kept
-  const lock = await acquireLock(`${rulesPath}.lock`, {
+  const lockOptions = (purpose: string): LockOptions => ({
     timeoutMs: options.lockTimeoutMs ?? DEFAULT_PROMOTE_LOCK_TIMEOUT_MS,
-    purpose: `promote ${adapter.id} ${adapter.version}`,
+    purpose,
     ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
   });
-  try {
+  const purpose = `promote ${adapter.id} ${adapter.version}`;
+  return withLock(`${rulesPath}.lock`, lockOptions(purpose), (lock) =>
     // and the adapter's metadata.json, which promotes into other rules files may append to as well;
     // always taken second, so two promotes never wait for each other's first lock
-    const metadataLock = await acquireLock(join(adapter.path, METADATA_LOCK_FILE), {
-      timeoutMs: options.lockTimeoutMs ?? DEFAULT_PROMOTE_LOCK_TIMEOUT_MS,
-      purpose: `promote ${adapter.id} ${adapter.version} into ${rulesPath}`,
-      ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
-    });
-    try {
-      await pausePoint('promote:locked');
-      return await plan({ rulesPath, adapter, evaluation, options }, lock);
-    } finally {
-      await metadataLock.release();
-    }
-  } finally {
-    await lock.release();
-  }
+    withLock(
+      join(adapter.path, METADATA_LOCK_FILE),
+      lockOptions(`${purpose} into ${rulesPath}`),
+      async () => {
+        await pausePoint('promote:locked');
+        return plan({ rulesPath, adapter, evaluation, options }, lock);
+      },
+    ),
+  );
 }
 
 type AdapterSummary = PromoteResult['adapter'];

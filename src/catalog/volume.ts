@@ -7,7 +7,7 @@ import { access, chmod, constants, lstat, mkdir, realpath, stat } from 'node:fs/
 import { dirname, join, resolve } from 'node:path';
 import { CodiError, ExitCode, environmentError } from '../errors.js';
 import { ADAPTER_ID_PATTERN, isValidAdapterId } from '../layout.js';
-import { acquireLock } from '../lock.js';
+import { withLock } from '../lock.js';
 
 export const ADAPTERS_DIR = 'adapters';
 export const ACTIVE_LINK = 'active';
@@ -152,18 +152,13 @@ export function catalogWritable(cat: Catalog): Promise<boolean> {
 }
 
 /** Runs `fn` holding the catalog's mount lock. */
-export async function withMountLock<T>(
+export function withMountLock<T>(
   cat: Catalog,
   timeoutMs: number,
   purpose: string,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const lock = await acquireLock(join(cat.adapters, MOUNT_LOCK), { timeoutMs, purpose });
-  try {
-    return await fn();
-  } finally {
-    await lock.release();
-  }
+  return withLock(join(cat.adapters, MOUNT_LOCK), { timeoutMs, purpose }, fn);
 }
 
 /**
