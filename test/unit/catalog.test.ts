@@ -542,6 +542,35 @@ describe('reaching the catalog: search permission on the way to the adapters', (
 });
 
 describe('list and mount agree on what verify says', () => {
+  it.each([
+    'broken-checksum',
+    'broken-dora',
+    'broken-pickle',
+    'broken-trailing-bytes',
+    'broken-unpaired',
+    'tiny-qwen2-lora',
+    'tiny-qwen2-lora-bin',
+  ])(
+    'list without --verify finds in %s what verify finds, short of the checksums and the tensors',
+    async (name) => {
+      const dir = join('examples/adapters', name);
+      const byHashOrTensors = (code: string): boolean =>
+        code === 'CHECKSUM_MISMATCH' || code.startsWith('TENSOR_') || code === 'TARGET_UNMATCHED';
+      const verified = (await verifyAdapter(dir)).findings.filter((f) => !byHashOrTensors(f.code));
+      expect((await quickCheck(dir)).findings).toEqual(verified);
+    },
+  );
+
+  it("a killed promote's temp file: PROMOTE_LEFTOVER in list as in verify", async () => {
+    const { root, src } = await makeVolume();
+    const r = await mountAdapter(await makeAdapter(src, 'left'), { root });
+    await writeFile(join(r.path, `.metadata.json.${deadPid()}.0123456789ab.tmp`), '{');
+    expect((await verifyAdapter(r.path)).findings.map((f) => f.code)).toEqual(['PROMOTE_LEFTOVER']);
+    const [entry] = (await listAdapters({ root })).adapters;
+    expect(entry).toMatchObject({ id: 'left', status: 'mounted', warnings: 1 });
+    expect(entry?.warning?.code).toBe('PROMOTE_LEFTOVER');
+  });
+
   it('an id that differs from metadata.json: the ADAPTER_ID_MISMATCH warning with or without --verify', async () => {
     const { root, src } = await makeVolume();
     await mountAdapter(await makeAdapter(src, 'named'), { root, id: 'renamed' });
