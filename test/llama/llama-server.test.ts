@@ -17,7 +17,7 @@ import {
   probeHealth,
   requireLoraServed,
   resolveLlamaServer,
-} from '../../src/llama-server.js';
+} from '../../src/run/llama-server.js';
 import { REPO } from '../helpers/cli.js';
 import { freePort, llamaServerBinary, startLlamaServer, type LlamaServer } from '../helpers/llama.js';
 import { processesMentioning } from '../helpers/run-process.js';

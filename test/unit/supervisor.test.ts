@@ -14,7 +14,7 @@ import {
   stopInOrder,
   SupervisedChild,
   type ChildSpec,
-} from '../../src/supervisor.js';
+} from '../../src/run/supervisor.js';
 import { alive, waitGone } from '../helpers/run-process.js';
 import { tempDir } from '../helpers/tmp.js';
 

@@ -7,13 +7,13 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { signalExitStatus } from './atomic.js';
+import { signalExitStatus } from '../atomic.js';
 import { findExecutable } from './supervisor.js';
 
 /** Set in the environment of the `run` started under the init, so it does not start another. */
 export const UNDER_INIT = 'CODI_UNDER_INIT';
 
-export const OWN_INIT = fileURLToPath(new URL('../dist/codi-init', import.meta.url));
+export const OWN_INIT = fileURLToPath(new URL('../../dist/codi-init', import.meta.url));
 
 /** The init command to start `run` under: the project's, else tini as a child subreaper; null if none. */
 export async function findInit(

@@ -8,9 +8,9 @@ import { execFile } from 'node:child_process';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
-import { CodiError, ExitCode } from './errors.js';
+import { CodiError, ExitCode } from '../errors.js';
 import { describeExit, findExecutable, sleep, whyNotExecutable, type SupervisedChild } from './supervisor.js';
-import { nowMs } from './clock.js';
+import { nowMs } from '../clock.js';
 
 export const LLAMA_SERVER_HINT = 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN';
 /** CONTRACT §9: what to do when the LLM is ready but slow. */

@@ -19,8 +19,8 @@ import { constants, readdirSync, readFileSync } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { CodiError, environmentError } from './errors.js';
-import { nowMs } from './clock.js';
+import { CodiError, environmentError } from '../errors.js';
+import { nowMs } from '../clock.js';
 
 export interface ChildExit {
   code: number | null;

@@ -10,12 +10,12 @@
  */
 import { lstat, mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { writeFileAtomic } from './atomic.js';
-import { awaitReplacement, notMountedHint, replacementFinding, type AdapterStatus } from './catalog.js';
-import { convertAdapter, type ConvertResult } from './convert.js';
-import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
-import type { Finding } from './findings.js';
-import { SAFETENSORS_FILE } from './layout.js';
+import { writeFileAtomic } from '../atomic.js';
+import { awaitReplacement, notMountedHint, replacementFinding, type AdapterStatus } from '../catalog.js';
+import { convertAdapter, type ConvertResult } from '../convert.js';
+import { CodiError, ExitCode, environmentError, isCodiError } from '../errors.js';
+import type { Finding } from '../findings.js';
+import { SAFETENSORS_FILE } from '../layout.js';
 import {
   httpGet,
   llamaServerArgs,
@@ -33,7 +33,13 @@ import {
   type LlamaServerVersion,
   type LoraAdapterInfo,
 } from './llama-server.js';
-import { airgapProxyEnv, checkAirgap, type LlmMode, type RunConfig, type SettingName } from './run-config.js';
+import {
+  airgapProxyEnv,
+  checkAirgap,
+  type LlmMode,
+  type RunConfig,
+  type SettingName,
+} from '../run-config.js';
 import {
   describeExit,
   findExecutable,
@@ -48,8 +54,8 @@ import {
   type LineSink,
   type StopResult,
 } from './supervisor.js';
-import { VERSION } from './version.js';
-import { nowMs } from './clock.js';
+import { VERSION } from '../version.js';
+import { nowMs } from '../clock.js';
 
 export const ENVIRONMENT_FILE = 'environment.json';
 export type { AdapterStatus };
