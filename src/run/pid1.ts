@@ -1,9 +1,9 @@
 /**
- * `run` as PID 1 (CONTRACT §7: safe as PID 1). Node reaps the children it spawned, not the orphans the
- * kernel reparents to PID 1, so they would stay zombies. As PID 1, bin/run.js therefore starts `run` again
+ * `run` as PID 1 (a container started without an init): it must still reap every process. Node reaps the
+ * children it spawned, not the orphans the kernel reparents to PID 1, so they would stay zombies. As PID 1, bin/run.js therefore starts `run` again
  * under an init that reaps: the project's own `dist/codi-init` (native/codi-init.c, built by
  * `npm run build`), else `tini` on PATH. This process stays PID 1: it passes signals on and exits with
- * the init's status. With neither available, `run` goes on and warns (src/run.ts).
+ * the init's status. With neither available, `run` goes on and warns (src/run/services.ts).
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

@@ -1,5 +1,5 @@
 /**
- * The children of `run` (llama-server and the app) and their supervision (CONTRACT §7): each child runs
+ * The children of `run` (llama-server and the app) and their supervision: each child runs
  * in its own process group (so a shell's or uvicorn's own children are signalled with it), its output
  * goes to our stdout line by line behind a `[role]` prefix, and it is stopped gracefully, then by force
  * after a bounded grace period. No child outlives `run`:
@@ -12,7 +12,7 @@
  *    runs under tini as PID 1: tini exits when `run` dies, and the kernel then kills every process of
  *    the PID namespace, grandchildren included.
  *  - PID 1: Node reaps its own children, but not orphans reparented to it. The image starts `run` under
- *    tini; started as PID 1 anyway, bin/run.js runs it again under an init that reaps (src/pid1.ts).
+ *    tini; started as PID 1 anyway, bin/run.js runs it again under an init that reaps (src/run/pid1.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, readdirSync, readFileSync } from 'node:fs';
@@ -335,8 +335,8 @@ export function parentDeathWrapper(env: NodeJS.ProcessEnv = process.env): Promis
   if (process.platform !== 'linux') return Promise.resolve(null);
   wrapper ??= findExecutable('setpriv', env).then(async (path) => {
     if (path === null) return null;
-    // --pdeathsig came with util-linux 2.33; its name is in the binary's option table. Reading the file
-    // (~50 KB) costs far less than starting `setpriv --help` on run's critical path.
+    // --pdeathsig came with util-linux 2.33; its name is in the binary's option table. Reading the small
+    // binary is cheaper than starting `setpriv --help` on run's critical path.
     const binary = await readFile(path).catch(() => null);
     return binary?.includes('pdeathsig') ? [path, '--pdeathsig', 'KILL', '--'] : null;
   });
