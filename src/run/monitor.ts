@@ -1,3 +1,4 @@
+/** Health checks while `run` supervises (every LLM_HEALTH_INTERVAL; the app's APP_HEALTH_URL). */
 import { nowMs } from '../clock.js';
 import type { RunEvent } from './context.js';
 import { probeHealthUrl } from './http.js';
