@@ -5,7 +5,8 @@
 import { CodiError, ExitCode } from '../errors.js';
 import type { RunContext } from './context.js';
 import { environmentFile } from './environment.js';
-import { findExecutable, SupervisedChild } from './supervisor.js';
+import { findExecutable } from './executable.js';
+import { SupervisedChild } from './supervisor.js';
 
 /** A missing app executable is exit 3 (a shell command is the shell's to resolve). */
 export async function checkApp(ctx: RunContext): Promise<void> {

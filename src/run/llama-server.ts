@@ -8,7 +8,8 @@ import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { CodiError, ExitCode } from '../errors.js';
-import { describeExit, findExecutable, sleep, whyNotExecutable, type SupervisedChild } from './supervisor.js';
+import { findExecutable, whyNotExecutable } from './executable.js';
+import { describeExit, sleep, type SupervisedChild } from './supervisor.js';
 import { nowMs } from '../clock.js';
 import { httpGet, probeUrl, type HealthProbe } from './http.js';
 

@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { signalExitStatus } from '../atomic.js';
-import { findExecutable } from './supervisor.js';
+import { findExecutable } from './executable.js';
 
 /** Set in the environment of the `run` started under the init, so it does not start another. */
 export const UNDER_INIT = 'CODI_UNDER_INIT';
