@@ -25,7 +25,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
   );
 } else if (args[0] === 'run' && !wantsHelp) {
   // as PID 1, run goes on under an init that reaps orphans (src/pid1.ts); this process passes signals on
-  const pid1 = process.pid === 1 ? await import('../dist/pid1.js') : null;
+  const pid1 = process.pid === 1 ? await import('../dist/run/pid1.js') : null;
   const init = pid1?.needsInit() ? await pid1.findInit() : null;
   if (pid1 && init !== null) {
     const self = [process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...args];

@@ -14,5 +14,5 @@ export { promoteAdapter } from './promote.js';
 export type { PromoteOptions, PromoteResult } from './promote.js';
 export { resolveRunConfig, RUN_SETTINGS, SETTING_NAMES } from './run-config.js';
 export type { RunConfig, RunFlags, SettingName, LlmMode, AppCommand } from './run-config.js';
-export { runServices, ENVIRONMENT_FILE } from './run.js';
-export type { RunEvent, RunOptions, RunResult, RunOutcome, EnvironmentRecord } from './run.js';
+export { runServices, ENVIRONMENT_FILE } from './run/services.js';
+export type { RunEvent, RunOptions, RunResult, RunOutcome, EnvironmentRecord } from './run/services.js';

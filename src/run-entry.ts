@@ -14,7 +14,7 @@ import {
   type RunConfig,
   type RunFlags,
 } from './run-config.js';
-import { runServices, type RunEvent, type RunResult } from './run.js';
+import { runServices, type RunEvent, type RunResult } from './run/services.js';
 import { VERSION } from './version.js';
 
 /** Flag values by flag name (`llm-port`), as the command line gave them. */

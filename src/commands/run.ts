@@ -2,7 +2,7 @@ import { Flags, type Interfaces } from '@oclif/core';
 import { BaseCommand } from '../base-command.js';
 import { flagName, RUN_SETTINGS } from '../run-config.js';
 import { startRun } from '../run-entry.js';
-import type { RunResult } from '../run.js';
+import type { RunResult } from '../run/services.js';
 
 export type { RunResult };
 
