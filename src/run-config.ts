@@ -1,51 +1,18 @@
 /**
- * `run`'s configuration (CONTRACT §7). Every setting is an environment variable and a flag named after
- * it in kebab case (`LLM_PORT` ↔ `--llm-port`); the flag wins, and an empty value counts as unset (so
+ * `run`'s settings, as data: one row each (`RUN_SETTINGS`: name, flag, kind, default, bounds,
+ * description), from which the flags, their parsing and checks, `--help`, the configuration `run`
+ * prints and the README's settings table all come. Every setting is an environment variable and a
+ * flag (`LLM_PORT` ↔ `--llm-port`); the flag wins, and an empty value counts as unset (so
  * `-e LLM_ENDPOINT=` in a compose file means "auto", not "the empty URL"). Resolving is pure apart from
  * one `stat` (the `adapters/active` default): environment and flags in, a validated configuration out.
  * Syntax errors are usage errors (exit 2) naming the variable or flag that was wrong.
  */
 import { statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import { DEFAULT_MODEL_ROOT } from './constants.js';
 import { CodiError, ExitCode } from './errors.js';
 
-export const SETTING_NAMES = [
-  'MODEL_MOUNT_PATH',
-  'ADAPTER_PATH',
-  'CODE_MODEL',
-  'BASE_MODEL_PATH',
-  'LLM_ENABLED',
-  'LLM_ENDPOINT',
-  'LLM_HOST',
-  'LLM_PORT',
-  'LLAMA_CPP_THREADS',
-  'LLAMA_SERVER_BIN',
-  'APP_COMMAND',
-  'APP_HEALTH_URL',
-  'AIRGAP',
-  'AIRGAP_ALLOWLIST',
-  'CODI_STATE_DIR',
-  'PATTERNS_RULES',
-  'LLM_READY_TIMEOUT',
-  'LLM_HEALTH_RETRIES',
-  'LLM_HEALTH_INTERVAL',
-  'STOP_GRACE_PERIOD',
-  'LLM_SLOW_TOKENS_PER_SECOND',
-] as const;
-export type SettingName = (typeof SETTING_NAMES)[number];
-
-export type SettingKind = 'path' | 'text' | 'boolean' | 'port' | 'count' | 'seconds' | 'url' | 'list';
-
-export interface SettingSpec {
-  name: SettingName;
-  kind: SettingKind;
-  /** shown in --help and the README table */
-  description: string;
-  /** the default as documented (some depend on other settings and are computed) */
-  defaultText: string;
-}
-
-/** The adapter the contract names as the default, below `<MODEL_MOUNT_PATH>/adapters/`. */
+/** The adapter served by default, below `<MODEL_MOUNT_PATH>/adapters/`. */
 export const DEFAULT_ADAPTER_ID = 'qwen15b-lora-v0.1';
 export const DEFAULT_APP_COMMAND = 'uvicorn api.server:app --host 0.0.0.0 --port 8000';
 /**
@@ -57,126 +24,244 @@ export const DEFAULT_APP_COMMAND = 'uvicorn api.server:app --host 0.0.0.0 --port
 export const AIRGAP_PROXY = 'http://127.0.0.1:9';
 export const LOOPBACK_NO_PROXY = ['localhost', '127.0.0.1', '::1'];
 
-export const RUN_SETTINGS: readonly SettingSpec[] = [
-  { name: 'MODEL_MOUNT_PATH', kind: 'path', defaultText: '/models', description: 'models volume root' },
+/** What a setting's value is, and so how it is read and checked. */
+export interface KindValue {
+  /** a file or folder, resolved against the working directory */
+  path: string;
+  /** a model id (not a path) */
+  id: string;
+  /** an address or host name */
+  host: string;
+  /** a program: a name looked up on PATH when started, or a path (it has a slash), resolved */
+  program: string;
+  /** a command line ("none": none) */
+  command: AppCommand | null;
+  /** true/false, 1/0, yes/no, on/off */
+  boolean: boolean;
+  port: number;
+  /** a whole number within the row's bounds */
+  count: number;
+  /** seconds (decimals and an `s` suffix allowed), as milliseconds */
+  seconds: number;
+  /** an http(s) base URL ("auto"/"none": null) */
+  url: string | null;
+  /** comma-separated host names (".example.com" matches its subdomains) */
+  hosts: string[];
+}
+export type SettingKind = keyof KindValue;
+
+/** What the settings resolved so far give a computed default. */
+export interface DefaultContext {
+  settings: Readonly<Partial<Record<string, string>>>;
+  isDirectory: (path: string) => boolean;
+}
+
+/** One setting of `run`: everything about it is this row (parsing, checks, --help, README, the print). */
+export interface SettingRow {
+  /** the environment variable; also the setting's name in the configuration print and environment.json */
+  readonly name: string;
+  /** the command-line flag, without its dashes */
+  readonly flag: string;
+  readonly kind: SettingKind;
+  /** the value when neither flag nor variable gives one, as text; a function of the settings above it */
+  readonly default: string | ((context: DefaultContext) => string);
+  /** the default as documented, where it is computed or reads better in words */
+  readonly defaultText?: string;
+  /** bounds of a number; `above` refuses the minimum itself */
+  readonly min?: number;
+  readonly max?: number;
+  readonly above?: boolean;
+  /** what a count counts, for its messages ("threads": "a whole number of threads ≥ 1") */
+  readonly unit?: string;
+  /** shown in --help and the README table */
+  readonly description: string;
+}
+
+export const RUN_SETTINGS = [
+  {
+    name: 'MODEL_MOUNT_PATH',
+    flag: 'model-mount-path',
+    kind: 'path',
+    default: DEFAULT_MODEL_ROOT,
+    description: 'models volume root',
+  },
   {
     name: 'ADAPTER_PATH',
+    flag: 'adapter-path',
     kind: 'path',
+    // `mount --activate` points adapters/active at an id; serving it by default is what that is for
+    default: ({ settings, isDirectory }) => {
+      const adapters = join(settings.MODEL_MOUNT_PATH ?? DEFAULT_MODEL_ROOT, 'adapters');
+      return isDirectory(join(adapters, 'active'))
+        ? join(adapters, 'active')
+        : join(adapters, DEFAULT_ADAPTER_ID);
+    },
     defaultText: `<MODEL_MOUNT_PATH>/adapters/active if it exists (mount --activate), else <MODEL_MOUNT_PATH>/adapters/${DEFAULT_ADAPTER_ID}`,
     description: 'adapter directory to serve',
   },
   {
     name: 'CODE_MODEL',
-    kind: 'text',
-    defaultText: 'qwen2.5-coder-1.5b',
+    flag: 'code-model',
+    kind: 'id',
+    default: 'qwen2.5-coder-1.5b',
     description: "base model id; the adapter's metadata base_model must equal it",
   },
   {
     name: 'BASE_MODEL_PATH',
+    flag: 'base-model-path',
     kind: 'path',
+    default: ({ settings }) =>
+      join(settings.MODEL_MOUNT_PATH ?? DEFAULT_MODEL_ROOT, 'base', `${settings.CODE_MODEL ?? ''}.gguf`),
     defaultText: '<MODEL_MOUNT_PATH>/base/<CODE_MODEL>.gguf',
     description: 'base model GGUF',
   },
   {
     name: 'LLM_ENABLED',
+    flag: 'llm-enabled',
     kind: 'boolean',
-    defaultText: 'true',
+    default: 'true',
     description: 'false: start the app without any LLM',
   },
   {
     name: 'LLM_ENDPOINT',
+    flag: 'llm-endpoint',
     kind: 'url',
+    default: 'auto',
     defaultText: 'auto (the embedded server)',
     description:
       'an http(s) URL: use that llama.cpp server instead of starting one ("auto" or empty: embedded)',
   },
   {
     name: 'LLM_HOST',
-    kind: 'text',
-    defaultText: '127.0.0.1',
+    flag: 'llm-host',
+    kind: 'host',
+    default: '127.0.0.1',
     description: 'embedded server bind address (the image sets 0.0.0.0)',
   },
-  { name: 'LLM_PORT', kind: 'port', defaultText: '8081', description: 'embedded server port' },
-  { name: 'LLAMA_CPP_THREADS', kind: 'count', defaultText: '4', description: 'inference threads (-t)' },
+  { name: 'LLM_PORT', flag: 'llm-port', kind: 'port', default: '8081', description: 'embedded server port' },
+  {
+    name: 'LLAMA_CPP_THREADS',
+    flag: 'llama-cpp-threads',
+    kind: 'count',
+    default: '4',
+    min: 1,
+    max: 1024,
+    unit: 'threads',
+    description: 'inference threads (-t)',
+  },
   {
     name: 'LLAMA_SERVER_BIN',
-    kind: 'text',
+    flag: 'llama-server-bin',
+    kind: 'program',
+    default: 'llama-server',
     defaultText: 'llama-server on PATH',
     description: 'the llama.cpp server binary (a name looked up on PATH, or a path)',
   },
   {
     name: 'APP_COMMAND',
-    kind: 'text',
-    defaultText: DEFAULT_APP_COMMAND,
+    flag: 'app-command',
+    kind: 'command',
+    default: DEFAULT_APP_COMMAND,
     description:
       'started once the LLM is healthy; "none" disables it. Plain words are executed directly, anything with shell syntax through /bin/sh -c',
   },
   {
     name: 'APP_HEALTH_URL',
+    flag: 'app-health-url',
     kind: 'url',
-    defaultText: 'none',
+    default: 'none',
     description:
       "the app's health URL: polled and logged (never fatal), and checked by the image's HEALTHCHECK",
   },
   {
     name: 'AIRGAP',
+    flag: 'airgap',
     kind: 'boolean',
-    defaultText: 'true',
+    default: 'true',
     description:
       'outbound guard: a remote LLM_ENDPOINT must be loopback or allow-listed, and the children get a proxy that refuses',
   },
   {
     name: 'AIRGAP_ALLOWLIST',
-    kind: 'list',
+    flag: 'airgap-allowlist',
+    kind: 'hosts',
+    default: '',
     defaultText: 'empty',
     description: 'comma-separated hosts allowed when air-gapped (".example.com" allows its subdomains)',
   },
   {
     name: 'CODI_STATE_DIR',
+    flag: 'codi-state-dir',
     kind: 'path',
-    defaultText: '/tmp/codi-adapter',
+    default: '/tmp/codi-adapter',
     description: 'where environment.json is written',
   },
   {
     name: 'PATTERNS_RULES',
+    flag: 'patterns-rules',
     kind: 'path',
-    defaultText: '/work/patterns/rules.yml',
+    default: '/work/patterns/rules.yml',
     description: 'rules file whose top-level version is recorded as the ruleset version (optional)',
   },
   {
     name: 'LLM_READY_TIMEOUT',
+    flag: 'llm-ready-timeout',
     kind: 'seconds',
-    defaultText: '120',
+    default: '120',
+    min: 0,
+    above: true,
+    max: 86_400,
     description: 'seconds the embedded server may take to answer GET /health 200',
   },
   {
     name: 'LLM_HEALTH_RETRIES',
+    flag: 'llm-health-retries',
     kind: 'count',
-    defaultText: '10',
+    default: '10',
+    min: 1,
+    max: 10_000,
+    unit: 'attempts',
     description:
       'GET /health attempts (1 s apart) for a remote LLM_ENDPOINT; also the consecutive failed checks after which the embedded server counts as unhealthy',
   },
   {
     name: 'LLM_HEALTH_INTERVAL',
+    flag: 'llm-health-interval',
     kind: 'seconds',
-    defaultText: '10',
+    default: '10',
+    min: 0,
+    max: 86_400,
     description: 'seconds between health checks while running (0: no checks)',
   },
   {
     name: 'STOP_GRACE_PERIOD',
+    flag: 'stop-grace-period',
     kind: 'seconds',
-    defaultText: '4',
+    default: '4',
+    min: 0,
+    above: true,
+    max: 86_400,
     description:
       'seconds each child gets to exit after SIGTERM before SIGKILL (app first, then LLM; keep 2× below docker stop -t, 10 s)',
   },
   {
     name: 'LLM_SLOW_TOKENS_PER_SECOND',
+    flag: 'llm-slow-tokens-per-second',
     kind: 'count',
-    defaultText: '5',
+    default: '5',
+    min: 0,
+    max: 1_000_000,
+    unit: 'tokens per second',
     description:
       'generation speed below which llama-server counts as slow (read from its own timing lines): run warns with the resolution; 0: never',
   },
-];
+] as const satisfies readonly SettingRow[];
+
+type Row = (typeof RUN_SETTINGS)[number];
+export type SettingName = Row['name'];
+export const SETTING_NAMES: readonly SettingName[] = RUN_SETTINGS.map((s) => s.name);
+/** Every setting's value, typed by its kind. */
+export type SettingValues = { [R in Row as R['name']]: KindValue[R['kind']] };
 
 export type SettingSource = 'flag' | 'env' | 'default';
 
@@ -234,9 +319,16 @@ export interface ResolveInput {
   isDirectory?: (path: string) => boolean;
 }
 
+const BY_NAME = new Map<string, SettingRow>(RUN_SETTINGS.map((s) => [s.name, s]));
+
 /** `LLM_PORT` → `llm-port` */
 export function flagName(name: SettingName): string {
-  return name.toLowerCase().replace(/_/gu, '-');
+  return BY_NAME.get(name)?.flag ?? name;
+}
+
+/** The documented default of a setting. */
+export function defaultText(row: SettingRow): string {
+  return row.defaultText ?? (typeof row.default === 'string' ? row.default : '');
 }
 
 const TRUE = new Set(['true', '1', 'yes', 'on']);
@@ -247,189 +339,187 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
   const isDirectory = input.isDirectory ?? defaultIsDirectory;
   const sources = {} as Record<SettingName, SettingSource>;
   const settings = {} as Record<SettingName, string>;
+  const values = {} as Record<SettingName, unknown>;
+  for (const row of RUN_SETTINGS) {
+    const given = givenValue(row, input);
+    sources[row.name] = given.source;
+    const value =
+      given.value ?? (typeof row.default === 'string' ? row.default : row.default({ settings, isDirectory }));
+    const read = readSetting(row, value, given.label, cwd);
+    values[row.name] = read.value;
+    settings[row.name] = read.text;
+  }
+  return configOf(values as SettingValues, sources, settings);
+}
 
-  /** The raw value, its source, and how to name it in an error. */
-  const raw = (name: SettingName): { value: string | boolean | undefined; label: string } => {
-    const flag = input.flags?.[name];
-    if (flag !== undefined && flag !== '') {
-      sources[name] = 'flag';
-      return { value: flag, label: `--${flagName(name)}` };
+/** The flag's value, else the variable's (trimmed); an empty one counts as unset. */
+function givenValue(
+  row: Row,
+  input: ResolveInput,
+): { value: string | boolean | undefined; label: string; source: SettingSource } {
+  const flag = input.flags?.[row.name];
+  if (flag !== undefined && flag !== '') return { value: flag, label: `--${row.flag}`, source: 'flag' };
+  const env = input.env[row.name];
+  if (env !== undefined && env.trim() !== '') return { value: env.trim(), label: row.name, source: 'env' };
+  return { value: undefined, label: row.name, source: 'default' };
+}
+
+/** A setting's value read and checked by its kind: the typed value, and the text that shows it. */
+function readSetting(
+  row: SettingRow,
+  value: string | boolean,
+  label: string,
+  cwd: string,
+): { value: KindValue[SettingKind]; text: string } {
+  if (row.kind === 'boolean') {
+    const b = typeof value === 'boolean' ? value : parseBoolean(value, label);
+    return { value: b, text: String(b) };
+  }
+  const s = String(value);
+  switch (row.kind) {
+    case 'path': {
+      const out = resolve(cwd, s);
+      return { value: out, text: out };
     }
-    const env = input.env[name];
-    if (env !== undefined && env.trim() !== '') {
-      sources[name] = 'env';
-      return { value: env.trim(), label: name };
+    case 'program': {
+      // a name is looked up on PATH when run starts it; a path (it has a slash) is resolved like the others
+      const out = s.includes('/') ? resolve(cwd, s) : s;
+      return { value: out, text: out };
     }
-    sources[name] = 'default';
-    return { value: undefined, label: name };
-  };
-  const text = (name: SettingName, fallback: string): string => {
-    const { value } = raw(name);
-    const out = typeof value === 'string' ? value : fallback;
-    settings[name] = out;
-    return out;
-  };
-  const path = (name: SettingName, fallback: string): string => {
-    const out = resolve(cwd, text(name, fallback));
-    settings[name] = out;
-    return out;
-  };
-  const bool = (name: SettingName, fallback: boolean): boolean => {
-    const { value, label } = raw(name);
-    let out = fallback;
-    if (typeof value === 'boolean') out = value;
-    else if (value !== undefined) out = parseBoolean(value, label);
-    settings[name] = String(out);
-    return out;
-  };
-  const integer = (name: SettingName, fallback: number, min: number, max: number, what: string): number => {
-    const { value, label } = raw(name);
-    let out = fallback;
-    if (value !== undefined) {
-      const s = String(value);
-      out = /^[0-9]+$/u.test(s) ? Number(s) : NaN;
-      if (!Number.isSafeInteger(out) || out < min || out > max) {
+    case 'id':
+      if (s.includes('/') || s === '.' || s === '..') {
         throw usage(
-          `${label} must be ${what}, got ${JSON.stringify(s)}`,
-          `set ${label} to ${what}, e.g. ${fallback}`,
-          name,
+          `${row.name} must be a model id, not a path: ${JSON.stringify(s)}`,
+          'set BASE_MODEL_PATH to the GGUF file and CODE_MODEL to its id',
+          row.name,
         );
       }
-    }
-    settings[name] = String(out);
-    return out;
-  };
-  const seconds = (name: SettingName, fallback: number, allowZero: boolean): number => {
-    const { value, label } = raw(name);
-    let out = fallback;
-    if (value !== undefined) {
-      const s = String(value).replace(/s$/u, '');
-      out = /^[0-9]+(\.[0-9]+)?$/u.test(s) ? Number(s) : NaN;
-      if (!Number.isFinite(out) || (allowZero ? out < 0 : out <= 0) || out > 86_400) {
-        const what = allowZero ? 'a number of seconds ≥ 0' : 'a number of seconds > 0';
+      return { value: s, text: s };
+    case 'host':
+      if (!/^[A-Za-z0-9.:_[\]-]+$/u.test(s)) {
         throw usage(
-          `${label} must be ${what}, got ${JSON.stringify(String(value))}`,
-          `set ${label} to ${what}, e.g. ${fallback}`,
-          name,
+          `${label} must be an address or host name, got ${JSON.stringify(s)}`,
+          'e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)',
+          row.name,
         );
       }
+      return { value: s, text: s };
+    case 'command': {
+      const app = s.toLowerCase() === 'none' ? null : parseAppCommand(s, label);
+      return { value: app, text: app === null ? 'none' : s };
     }
-    settings[name] = String(out);
-    return Math.round(out * 1000);
-  };
-  const url = (name: SettingName): string | null => {
-    const { value, label } = raw(name);
-    if (typeof value !== 'string' || value.toLowerCase() === 'auto' || value.toLowerCase() === 'none') {
-      settings[name] = name === 'LLM_ENDPOINT' ? 'auto' : 'none';
-      return null;
+    case 'url': {
+      // either word means "no URL"; it shows as the row's own word for it
+      if (s.toLowerCase() === 'auto' || s.toLowerCase() === 'none') {
+        return { value: null, text: String(row.default) };
+      }
+      const out = parseHttpUrl(s, label, row.name);
+      return { value: out, text: out };
     }
-    const out = parseHttpUrl(value, label, name);
-    settings[name] = out;
-    return out;
-  };
+    case 'hosts': {
+      const hosts = hostList(row, s);
+      return { value: hosts, text: hosts.join(',') };
+    }
+    case 'port':
+    case 'count':
+      return readInteger(row, s, label);
+    case 'seconds':
+      return readSeconds(row, s, label);
+  }
+}
 
-  const modelMountPath = path('MODEL_MOUNT_PATH', '/models');
-  // `mount --activate` points adapters/active at an id; serving it by default is what that is for
-  const active = join(modelMountPath, 'adapters', 'active');
-  const adapterPath = path(
-    'ADAPTER_PATH',
-    isDirectory(active) ? active : join(modelMountPath, 'adapters', DEFAULT_ADAPTER_ID),
-  );
-  const codeModel = text('CODE_MODEL', 'qwen2.5-coder-1.5b');
-  if (codeModel.includes('/') || codeModel === '.' || codeModel === '..') {
-    throw usage(
-      `CODE_MODEL must be a model id, not a path: ${JSON.stringify(codeModel)}`,
-      'set BASE_MODEL_PATH to the GGUF file and CODE_MODEL to its id',
-      'CODE_MODEL',
-    );
-  }
-  const baseModelPath = path('BASE_MODEL_PATH', join(modelMountPath, 'base', `${codeModel}.gguf`));
-  const llmEnabled = bool('LLM_ENABLED', true);
-  const remote = url('LLM_ENDPOINT');
-  const llmHost = text('LLM_HOST', '127.0.0.1');
-  if (!/^[A-Za-z0-9.:_[\]-]+$/u.test(llmHost)) {
-    throw usage(
-      `${sources.LLM_HOST === 'flag' ? '--llm-host' : 'LLM_HOST'} must be an address or host name, got ${JSON.stringify(llmHost)}`,
-      'e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)',
-      'LLM_HOST',
-    );
-  }
-  const llmPort = integer('LLM_PORT', 8081, 1, 65535, 'an integer port from 1 to 65535');
-  const threads = integer('LLAMA_CPP_THREADS', 4, 1, 1024, 'a whole number of threads ≥ 1');
-  // a name is looked up on PATH when run starts it; a path (it has a slash) is resolved like the others
-  const serverText = text('LLAMA_SERVER_BIN', 'llama-server');
-  const llamaServerBin = serverText.includes('/') ? path('LLAMA_SERVER_BIN', 'llama-server') : serverText;
-  const appText = text('APP_COMMAND', DEFAULT_APP_COMMAND);
-  const app =
-    appText.toLowerCase() === 'none'
-      ? null
-      : parseAppCommand(appText, sources.APP_COMMAND === 'flag' ? '--app-command' : 'APP_COMMAND');
-  if (app === null) settings.APP_COMMAND = 'none';
-  const appHealthUrl = url('APP_HEALTH_URL');
-  const airgap = bool('AIRGAP', true);
-  const allowText = text('AIRGAP_ALLOWLIST', '');
-  const airgapAllowlist = allowText
+function hostList(row: SettingRow, text: string): string[] {
+  const hosts = text
     .split(',')
     .map((h) => h.trim().toLowerCase())
     .filter((h) => h !== '');
-  settings.AIRGAP_ALLOWLIST = airgapAllowlist.join(',');
-  for (const host of airgapAllowlist) {
+  for (const host of hosts) {
     if (!/^\.?[a-z0-9_[\]:.-]+$/u.test(host)) {
       throw usage(
-        `AIRGAP_ALLOWLIST entries must be host names or addresses, got ${JSON.stringify(host)}`,
-        'e.g. AIRGAP_ALLOWLIST=llm.internal.example.com,10.0.0.5 (".example.com" allows its subdomains)',
-        'AIRGAP_ALLOWLIST',
+        `${row.name} entries must be host names or addresses, got ${JSON.stringify(host)}`,
+        `e.g. ${row.name}=llm.internal.example.com,10.0.0.5 (".example.com" allows its subdomains)`,
+        row.name,
       );
     }
   }
-  const stateDir = path('CODI_STATE_DIR', '/tmp/codi-adapter');
-  const patternsRules = path('PATTERNS_RULES', '/work/patterns/rules.yml');
-  const readyTimeoutMs = seconds('LLM_READY_TIMEOUT', 120, false);
-  const healthRetries = integer('LLM_HEALTH_RETRIES', 10, 1, 10_000, 'a whole number of attempts ≥ 1');
-  const healthIntervalMs = seconds('LLM_HEALTH_INTERVAL', 10, true);
-  const stopGraceMs = seconds('STOP_GRACE_PERIOD', 4, false);
-  const slowTokensPerSecond = integer(
-    'LLM_SLOW_TOKENS_PER_SECOND',
-    5,
-    0,
-    1_000_000,
-    'a whole number of tokens per second ≥ 0',
-  );
+  return hosts;
+}
 
-  const llmMode: LlmMode = !llmEnabled ? 'disabled' : remote !== null ? 'remote' : 'embedded';
-  if (llmMode === 'disabled' && app === null) {
+function readInteger(row: SettingRow, s: string, label: string): { value: number; text: string } {
+  const min = row.kind === 'port' ? 1 : (row.min ?? 0);
+  const max = row.kind === 'port' ? 65_535 : (row.max ?? Number.MAX_SAFE_INTEGER);
+  const what =
+    row.kind === 'port'
+      ? 'an integer port from 1 to 65535'
+      : `a whole number of ${row.unit ?? 'units'} ≥ ${min}`;
+  const out = /^[0-9]+$/u.test(s) ? Number(s) : NaN;
+  if (!Number.isSafeInteger(out) || out < min || out > max) {
+    throw usage(
+      `${label} must be ${what}, got ${JSON.stringify(s)}`,
+      `set ${label} to ${what}, e.g. ${defaultText(row)}`,
+      row.name,
+    );
+  }
+  return { value: out, text: String(out) };
+}
+
+function readSeconds(row: SettingRow, given: string, label: string): { value: number; text: string } {
+  const min = row.min ?? 0;
+  const s = given.replace(/s$/u, '');
+  const out = /^[0-9]+(\.[0-9]+)?$/u.test(s) ? Number(s) : NaN;
+  if (!Number.isFinite(out) || (row.above ? out <= min : out < min) || out > (row.max ?? Infinity)) {
+    const what = `a number of seconds ${row.above ? '>' : '≥'} ${min}`;
+    throw usage(
+      `${label} must be ${what}, got ${JSON.stringify(given)}`,
+      `set ${label} to ${what}, e.g. ${defaultText(row)}`,
+      row.name,
+    );
+  }
+  return { value: Math.round(out * 1000), text: String(out) };
+}
+
+/** The typed configuration from the settings' values, with the rules that span settings. */
+function configOf(
+  v: SettingValues,
+  sources: Record<SettingName, SettingSource>,
+  settings: Record<SettingName, string>,
+): RunConfig {
+  const llmMode: LlmMode = !v.LLM_ENABLED ? 'disabled' : v.LLM_ENDPOINT !== null ? 'remote' : 'embedded';
+  if (llmMode === 'disabled' && v.APP_COMMAND === null) {
     throw usage(
       'nothing to run: LLM_ENABLED is false and APP_COMMAND is none',
       'enable the LLM, or give the app to start in APP_COMMAND',
       'APP_COMMAND',
     );
   }
-  const llmEndpoint =
-    llmMode === 'remote' ? remote : llmMode === 'embedded' ? endpointFor(llmHost, llmPort) : null;
-
   return {
-    modelMountPath,
-    adapterPath,
-    codeModel,
-    baseModelPath,
-    llmEnabled,
+    modelMountPath: v.MODEL_MOUNT_PATH,
+    adapterPath: v.ADAPTER_PATH,
+    codeModel: v.CODE_MODEL,
+    baseModelPath: v.BASE_MODEL_PATH,
+    llmEnabled: v.LLM_ENABLED,
     llmMode,
-    llmEndpoint,
-    llmHost,
-    llmPort,
-    threads,
-    llamaServerBin,
-    app,
-    appHealthUrl,
-    airgap,
-    airgapAllowlist,
-    stateDir,
-    patternsRules,
-    readyTimeoutMs,
-    healthRetries,
-    healthIntervalMs,
-    slowTokensPerSecond,
-    stopGraceMs,
+    llmEndpoint:
+      llmMode === 'remote'
+        ? v.LLM_ENDPOINT
+        : llmMode === 'embedded'
+          ? endpointFor(v.LLM_HOST, v.LLM_PORT)
+          : null,
+    llmHost: v.LLM_HOST,
+    llmPort: v.LLM_PORT,
+    threads: v.LLAMA_CPP_THREADS,
+    llamaServerBin: v.LLAMA_SERVER_BIN,
+    app: v.APP_COMMAND,
+    appHealthUrl: v.APP_HEALTH_URL,
+    airgap: v.AIRGAP,
+    airgapAllowlist: v.AIRGAP_ALLOWLIST,
+    stateDir: v.CODI_STATE_DIR,
+    patternsRules: v.PATTERNS_RULES,
+    readyTimeoutMs: v.LLM_READY_TIMEOUT,
+    healthRetries: v.LLM_HEALTH_RETRIES,
+    healthIntervalMs: v.LLM_HEALTH_INTERVAL,
+    slowTokensPerSecond: v.LLM_SLOW_TOKENS_PER_SECOND,
+    stopGraceMs: v.STOP_GRACE_PERIOD,
     sources,
     settings,
   };
