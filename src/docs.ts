@@ -3,7 +3,7 @@
  * between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. `npm run docs` rewrites them, and
  * a test fails while a file differs from what `GENERATED` renders. A new generated part is one row.
  */
-import { defaultText, RUN_SETTINGS } from './run-config.js';
+import { defaultText, RUN_SETTINGS } from './run/settings.js';
 
 export interface GeneratedPart {
   /** relative to the repository */

@@ -33,7 +33,8 @@ import {
   type LlamaServerVersion,
   type LoraAdapterInfo,
 } from './llama-server.js';
-import { airgapProxyEnv, checkAirgap, type LlmMode, type RunConfig, type SettingName } from './run-config.js';
+import { airgapProxyEnv, checkAirgap, type LlmMode, type RunConfig } from './run-config.js';
+import type { SettingName } from './run/settings.js';
 import {
   describeExit,
   findExecutable,

@@ -3,7 +3,7 @@
  * command's spec (src/cli/spec.ts), and every usage error (code USAGE, exit 2) is worded here.
  * oclif renders help from the same specs (src/cli/oclif.ts), so help and parser agree.
  */
-import { parseBoolean } from '../run-config.js';
+import { parseBoolean } from '../run/settings.js';
 import { usageError } from './finish.js';
 import type { CommandInput, CommandSpec, FlagSpec } from './spec.js';
 

@@ -5,7 +5,7 @@
  * (src/cli/oclif.ts). Light on purpose: it is read before any command's code is loaded.
  */
 import { DEFAULT_MODEL_ROOT, OUTTYPES } from '../constants.js';
-import { defaultText, RUN_SETTINGS } from '../run-config.js';
+import { defaultText, RUN_SETTINGS } from '../run/settings.js';
 import type { CommandMain, CommandSpec, FlagSpec } from './spec.js';
 
 export interface CommandEntry {

@@ -5,7 +5,8 @@
  */
 import { paint } from '../paint.js';
 import { renderFinding } from '../render.js';
-import { resolveRunConfig, RUN_SETTINGS, type RunConfig, type RunFlags } from '../run-config.js';
+import { resolveRunConfig, type RunConfig, type RunFlags } from '../run-config.js';
+import { RUN_SETTINGS } from '../run/settings.js';
 import type { RunEvent, RunResult } from '../run.js';
 import { VERSION } from '../version.js';
 import type { CommandContext, CommandInput, CommandIO } from './spec.js';

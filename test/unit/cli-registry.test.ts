@@ -4,7 +4,7 @@ import { INTERRUPT_STATUS } from '../../src/cli/finish.js';
 import { OCLIF_COMMANDS } from '../../src/cli/oclif.js';
 import { COMMANDS } from '../../src/cli/registry.js';
 import { signalExitStatus } from '../../src/errors.js';
-import { RUN_SETTINGS } from '../../src/run-config.js';
+import { RUN_SETTINGS } from '../../src/run/settings.js';
 
 interface ManifestFlag {
   type: 'boolean' | 'option';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GENERATED, replaceBetween, settingsTable, withGeneratedParts } from '../../src/docs.js';
-import { RUN_SETTINGS } from '../../src/run-config.js';
+import { RUN_SETTINGS } from '../../src/run/settings.js';
 
 const REPO = new URL('../../', import.meta.url);
 
