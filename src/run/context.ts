@@ -4,7 +4,7 @@
  */
 import type { AdapterStatus } from '../catalog/volume.js';
 import type { Finding } from '../findings.js';
-import { airgapProxyEnv, type RunConfig } from '../run-config.js';
+import { airgapProxyEnv, type RunConfig } from './config.js';
 import {
   describeExit,
   parentDeathWrapper,

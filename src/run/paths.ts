@@ -7,7 +7,7 @@ import { basename } from 'node:path';
 import { awaitReplacement, replacementFinding } from '../catalog/leftovers.js';
 import { notMountedHint } from '../catalog/volume.js';
 import { CodiError, ExitCode, isCodiError } from '../errors.js';
-import type { RunConfig } from '../run-config.js';
+import type { RunConfig } from './config.js';
 import type { RunEvent } from './context.js';
 
 /** Checks MODEL_MOUNT_PATH, ADAPTER_PATH and BASE_MODEL_PATH; resolves to the adapter's real path. */

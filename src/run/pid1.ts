@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { signalExitStatus } from '../atomic.js';
+import { signalExitStatus } from '../errors.js';
 import { findExecutable } from './executable.js';
 
 /** Set in the environment of the `run` started under the init, so it does not start another. */

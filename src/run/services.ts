@@ -9,7 +9,7 @@
  * exit code 0 (a finished job is not a crash; see docs/notes-run.md).
  */
 import { nowMs } from '../clock.js';
-import { checkAirgap, type LlmMode } from '../run-config.js';
+import { checkAirgap, type LlmMode } from './config.js';
 import { checkApp, startApp } from './app.js';
 import { createContext, type RunContext, type RunOptions } from './context.js';
 import { startEmbeddedLlm } from './embedded-llm.js';
