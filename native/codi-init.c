@@ -1,7 +1,7 @@
 /*
- * codi-init: what `codi-adapter run` needs from an init when it finds itself PID 1 (CONTRACT §7, "safe as
- * PID 1"). Node reaps only the children it spawned; an orphan reparented to PID 1 would stay a zombie. So
- * bin/run.js, as PID 1, starts `run` under this program, which
+ * codi-init: what `codi-adapter run` needs from an init when it finds itself PID 1 (a container started
+ * without one). Node reaps only the children it spawned; an orphan reparented to PID 1 would stay a
+ * zombie. So bin/run.js, as PID 1, starts `run` under this program, which
  *   - runs its arguments as its one child,
  *   - passes on the signals a container receives (TERM, INT, HUP, QUIT, USR1, USR2, WINCH),
  *   - reaps every process that ends up as its child (it is PID 1's child and marks itself a child

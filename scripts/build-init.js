@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Compiles native/codi-init.c into dist/codi-init: the init `codi-adapter run` starts itself under when it
-// is PID 1 (src/pid1.ts). Needs a C compiler ($CC, else cc); without one the build goes on and says so,
+// is PID 1 (src/run/pid1.ts). Needs a C compiler ($CC, else cc); without one the build goes on and says so,
 // and `run` as PID 1 falls back to tini on PATH, else warns.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';

@@ -4,7 +4,6 @@
  * the rename itself survives a crash. A reader sees the old file or the new one, never a mix.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:os';
 import { unlinkSync } from 'node:fs';
 import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -75,44 +74,23 @@ export async function removeDeadTemps(
   return removed;
 }
 
-/** Temp files this process is writing: what an interrupting signal removes (`exitOnSignal`). */
+/** Temp files this process is writing: what an interrupting signal removes (`removeLiveTemps`). */
 const liveTemps = new Set<string>();
 
-export const INTERRUPT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-export type InterruptSignal = (typeof INTERRUPT_SIGNALS)[number];
-
-/** The exit status a shell reports for a process that `signal` ended: 128 + its number (130, 143, 129). */
-export function signalExitStatus(signal: NodeJS.Signals): number {
-  return 128 + constants.signals[signal];
-}
-
 /**
- * Until the returned function is called, SIGINT/SIGTERM/SIGHUP remove every temp file this process
- * is writing, let `report` say so, and exit with 128 + the signal's number, as the signal itself would
- * have (Node's default is to die at once and leave the temp file behind). The target of an
- * interrupted write keeps its old contents: the rename that commits it either happened or it did not.
+ * Removes every temp file this process is writing, synchronously: what a signal handler does before
+ * the process exits (Node's default is to die at once and leave the temp file behind). The target of
+ * an interrupted write keeps its old contents: the rename that commits it either happened or it did not.
  */
-export function exitOnSignal(report: (signal: InterruptSignal, status: number) => void): () => void {
-  const handler = (signal: InterruptSignal): void => {
-    for (const temp of liveTemps) {
-      try {
-        unlinkSync(temp);
-      } catch {
-        // renamed into place a moment ago, or never created: nothing of ours is left there
-      }
-    }
-    liveTemps.clear();
-    const status = signalExitStatus(signal);
+export function removeLiveTemps(): void {
+  for (const temp of liveTemps) {
     try {
-      report(signal, status);
-    } finally {
-      process.exit(status);
+      unlinkSync(temp);
+    } catch {
+      // renamed into place a moment ago, or never created: nothing of ours is left there
     }
-  };
-  for (const s of INTERRUPT_SIGNALS) process.on(s, handler);
-  return () => {
-    for (const s of INTERRUPT_SIGNALS) process.off(s, handler);
-  };
+  }
+  liveTemps.clear();
 }
 
 /** Makes a rename or create in `dir` durable; file systems that cannot fsync a folder are left alone. */

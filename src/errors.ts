@@ -1,9 +1,14 @@
 /**
- * The one error type of codi-adapter. Library code throws it; exactly one place (the base command)
+ * The one error type of codi-adapter. Library code throws it; exactly one module (src/cli/finish.ts)
  * turns it into output and an exit status.
  */
+import { constants } from 'node:os';
 
-/** Exit codes shared by every command (CONTRACT §4). */
+/**
+ * Exit codes shared by every command. A process ended by a signal exits as a shell reports it,
+ * 128 + the signal's number (`signalExitStatus`); the interrupts a command handles itself are named
+ * here.
+ */
 export const ExitCode = {
   OK: 0,
   /** the checked thing is invalid, or a gate failed */
@@ -16,8 +21,19 @@ export const ExitCode = {
   LLM_FAILED: 4,
   /** a supervised child died (`run`) */
   CHILD_DIED: 5,
+  /** stopped by SIGHUP (128 + 1) */
+  INTERRUPTED_SIGHUP: 129,
+  /** stopped by SIGINT (128 + 2), e.g. Ctrl-C */
+  INTERRUPTED_SIGINT: 130,
+  /** stopped by SIGTERM (128 + 15) */
+  INTERRUPTED_SIGTERM: 143,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** The exit status a shell reports for a process that `signal` ended: 128 + its number. */
+export function signalExitStatus(signal: NodeJS.Signals): number {
+  return 128 + constants.signals[signal];
+}
 
 export interface CodiErrorOptions {
   exitCode?: ExitCode;

@@ -1,8 +1,8 @@
 /**
- * The adapter directory on disk (CONTRACT §2): which files are there, and which must not be.
- * Nothing here follows a symlink: a link inside an adapter can point anywhere, so it is refused.
+ * The adapter directory on disk: which files are there, and which must not be. Nothing here follows a
+ * symlink: a link inside an adapter can point anywhere, so it is refused.
  */
-import type { Stats } from 'node:fs';
+import { lstatSync, readdirSync, realpathSync, type Stats } from 'node:fs';
 import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempWriterPid } from './atomic.js';
@@ -38,8 +38,8 @@ export function isPromoteFile(name: string): boolean {
 }
 
 /**
- * Files the checksums need not cover (CONTRACT §2): metadata.json itself, README.md, and a promote's
- * own files (`isPromoteFile`).
+ * Files the checksums need not cover: metadata.json itself (it holds them), README.md, and a
+ * promote's own files (`isPromoteFile`).
  */
 export function needsNoChecksum(name: string): boolean {
   return name === METADATA_FILE || name === README_FILE || isPromoteFile(name);
@@ -51,7 +51,7 @@ export const UNREADABLE_HINT = 'make the adapter folder and everything in it rea
 export const ADAPTER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/u;
 
 /**
- * The one adapter-id rule of every command (CONTRACT §2): the pattern, and no `..` anywhere — an id
+ * The one adapter-id rule of every command: the pattern, and no `..` anywhere — an id
  * names a folder and is joined into paths, and `a..b` is one careless join from a parent directory.
  * The schemas (metadata.json `id`, rules.yml `llm_assist` ids) say the same.
  */
@@ -84,9 +84,42 @@ const MAX_ENTRIES = 10_000;
 
 /** Scans `dir`. A missing or unreadable directory is an environment error (exit 3). */
 export async function scanLayout(dir: string): Promise<AdapterLayout> {
+  const scan = new LayoutScan(await adapterRoot(dir));
+  await scan.walk('', 0);
+  return scan.result();
+}
+
+/**
+ * scanLayout for the common case, a folder of regular files only, in blocking calls (`list` reads a
+ * thousand of them); null for anything else, which takes scanLayout.
+ */
+export function scanPlainLayoutSync(dir: string): AdapterLayout | null {
   let root: string;
+  let dirents;
   try {
-    root = await realpath(dir);
+    // the native realpath is one system call; the JS one lstats every component of the path
+    root = realpathSync.native(dir);
+    dirents = readdirSync(root, { withFileTypes: true });
+  } catch {
+    return null;
+  }
+  if (dirents.length > MAX_ENTRIES || dirents.some((d) => !d.isFile())) return null;
+  const files: LayoutFile[] = [];
+  for (const d of dirents) {
+    const st = lstatSync(join(root, d.name));
+    // replaced by something else since the listing
+    if (!st.isFile()) return null;
+    files.push(layoutFile(d.name, st));
+  }
+  files.sort(byName);
+  const { weightsFile, findings } = requiredFiles(new Set(files.map((f) => f.name)), new Set());
+  return { dir: root, files, directories: [], weightsFile, findings };
+}
+
+/** The adapter folder with the links on its path resolved; it must be a directory (exit 3). */
+async function adapterRoot(dir: string): Promise<string> {
+  try {
+    const root = await realpath(dir);
     const st = await lstat(root);
     if (!st.isDirectory()) {
       throw new CodiError('PATH_NOT_DIRECTORY', `${dir} is not a directory`, {
@@ -95,6 +128,7 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
         hint: 'give the adapter directory (the folder holding adapter_config.json)',
       });
     }
+    return root;
   } catch (e) {
     if (e instanceof CodiError) throw e;
     const error = environmentError(e, dir, 'read');
@@ -105,39 +139,40 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
       cause: e,
     });
   }
+}
 
-  const findings: Finding[] = [];
-  const files: LayoutFile[] = [];
-  const directories: string[] = [];
+function layoutFile(name: string, st: Stats): LayoutFile {
+  return { name, size: st.size, mode: st.mode, uid: st.uid, gid: st.gid };
+}
+
+const byName = (a: { name: string }, b: { name: string }): number =>
+  a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+
+/** One scanLayout walk: what it found so far. Nothing here follows a link. */
+class LayoutScan {
+  private readonly findings: Finding[] = [];
+  private readonly files: LayoutFile[] = [];
+  private readonly directories: string[] = [];
   /** names at the top that are neither regular files nor folders (refused below) */
-  const specials = new Set<string>();
-  let entries = 0;
-  /** an entry of a readable folder that cannot be looked at: reported, not thrown, so the report goes on */
-  const unreadable = (e: unknown, relName: string): void => {
-    const error = environmentError(e, relName, 'read');
-    findings.push({
-      level: 'error',
-      code: error.code,
-      message: error.message,
-      file: relName,
-      hint: UNREADABLE_HINT,
-    });
-  };
+  private readonly specials = new Set<string>();
+  private entries = 0;
 
-  const walk = async (rel: string, depth: number): Promise<void> => {
-    const abs = rel === '' ? root : join(root, rel);
+  constructor(private readonly root: string) {}
+
+  async walk(rel: string, depth: number): Promise<void> {
+    const abs = rel === '' ? this.root : join(this.root, rel);
     let names: string[];
     try {
       names = (await readdir(abs)).sort();
     } catch (e) {
       // the adapter folder itself unreadable: there is nothing to report on (exit 3 like a missing one)
       if (rel === '') throw environmentError(e, abs, 'read');
-      unreadable(e, rel);
+      this.unreadable(e, rel);
       return;
     }
     for (const name of names) {
-      if (++entries > MAX_ENTRIES) {
-        findings.push({
+      if (++this.entries > MAX_ENTRIES) {
+        this.findings.push({
           level: 'error',
           code: 'LAYOUT_TOO_MANY_FILES',
           message: `more than ${MAX_ENTRIES} entries: not an adapter directory`,
@@ -145,73 +180,102 @@ export async function scanLayout(dir: string): Promise<AdapterLayout> {
         });
         return;
       }
-      const relName = rel === '' ? name : `${rel}/${name}`;
-      let st: Stats;
-      try {
-        st = await lstat(join(abs, name));
-      } catch (e) {
-        unreadable(e, relName);
-        continue;
-      }
-      if (st.isSymbolicLink()) {
-        const target = await readlink(join(abs, name)).catch(() => '?');
-        findings.push({
-          level: 'error',
-          code: 'LAYOUT_SYMLINK',
-          message: `${relName} is a symbolic link (to ${target}); links inside an adapter are refused because they can point anywhere`,
-          file: relName,
-          hint: 'replace the link with a copy of the file',
-        });
-      } else if (st.isDirectory()) {
-        directories.push(relName);
-        if (rel === '' && !ADAPTER_FILES.has(name)) {
-          // one finding for the folder, none for each file in it (they are walked for links and devices)
-          findings.push({
-            level: 'warning',
-            code: 'LAYOUT_SUBDIRECTORY',
-            message: `${name}/ is a folder: not part of a PEFT adapter, and nothing in it can be covered by the checksums`,
-            file: name,
-            hint: `move ${name}/ out of the adapter folder (a PEFT adapter is the files beside adapter_config.json)`,
-          });
-        }
-        if (depth + 1 >= MAX_DEPTH) {
-          findings.push({
-            level: 'error',
-            code: 'LAYOUT_TOO_DEEP',
-            message: `${relName} is nested more than ${MAX_DEPTH} levels deep`,
-            file: relName,
-          });
-        } else {
-          await walk(relName, depth + 1);
-        }
-      } else if (st.isFile()) {
-        files.push({ name: relName, size: st.size, mode: st.mode, uid: st.uid, gid: st.gid });
-      } else {
-        if (rel === '') specials.add(name);
-        findings.push({
-          level: 'error',
-          code: 'LAYOUT_SPECIAL_FILE',
-          message: `${relName} is a ${specialKind(st)}, not a regular file`,
-          file: relName,
-        });
-      }
+      await this.entry(abs, rel, name, depth);
     }
-  };
-  await walk('', 0);
-  files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
 
-  const required = requiredFiles(new Set(files.map((f) => f.name)), new Set(directories), specials);
-  for (const f of required.findings) findings.push(f);
-  return { dir: root, files, directories, weightsFile: required.weightsFile, findings };
+  result(): AdapterLayout {
+    this.files.sort(byName);
+    const names = new Set(this.files.map((f) => f.name));
+    const required = requiredFiles(names, new Set(this.directories), this.specials);
+    for (const f of required.findings) this.findings.push(f);
+    return {
+      dir: this.root,
+      files: this.files,
+      directories: this.directories,
+      weightsFile: required.weightsFile,
+      findings: this.findings,
+    };
+  }
+
+  private async entry(abs: string, rel: string, name: string, depth: number): Promise<void> {
+    const relName = rel === '' ? name : `${rel}/${name}`;
+    let st: Stats;
+    try {
+      st = await lstat(join(abs, name));
+    } catch (e) {
+      this.unreadable(e, relName);
+      return;
+    }
+    if (st.isSymbolicLink()) {
+      const target = await readlink(join(abs, name)).catch(() => '?');
+      this.findings.push({
+        level: 'error',
+        code: 'LAYOUT_SYMLINK',
+        message: `${relName} is a symbolic link (to ${target}); links inside an adapter are refused because they can point anywhere`,
+        file: relName,
+        hint: 'replace the link with a copy of the file',
+      });
+    } else if (st.isDirectory()) {
+      await this.directory(rel, name, relName, depth);
+    } else if (st.isFile()) {
+      this.files.push(layoutFile(relName, st));
+    } else {
+      if (rel === '') this.specials.add(name);
+      this.findings.push({
+        level: 'error',
+        code: 'LAYOUT_SPECIAL_FILE',
+        message: `${relName} is a ${specialKind(st)}, not a regular file`,
+        file: relName,
+      });
+    }
+  }
+
+  private async directory(rel: string, name: string, relName: string, depth: number): Promise<void> {
+    this.directories.push(relName);
+    if (rel === '' && !ADAPTER_FILES.has(name)) {
+      // one finding for the folder, none for each file in it (they are walked for links and devices)
+      this.findings.push({
+        level: 'warning',
+        code: 'LAYOUT_SUBDIRECTORY',
+        message: `${name}/ is a folder: not part of a PEFT adapter, and nothing in it can be covered by the checksums`,
+        file: name,
+        hint: `move ${name}/ out of the adapter folder (a PEFT adapter is the files beside adapter_config.json)`,
+      });
+    }
+    if (depth + 1 >= MAX_DEPTH) {
+      this.findings.push({
+        level: 'error',
+        code: 'LAYOUT_TOO_DEEP',
+        message: `${relName} is nested more than ${MAX_DEPTH} levels deep`,
+        file: relName,
+      });
+    } else {
+      await this.walk(relName, depth + 1);
+    }
+  }
+
+  /** An entry of a readable folder that cannot be looked at: reported, not thrown, so the report goes on. */
+  private unreadable(e: unknown, relName: string): void {
+    const error = environmentError(e, relName, 'read');
+    this.findings.push({
+      level: 'error',
+      code: error.code,
+      message: error.message,
+      file: relName,
+      hint: UNREADABLE_HINT,
+    });
+  }
 }
 
 /** The names of an adapter's own files: a folder by one of these names is refused as not a file. */
 const ADAPTER_FILES: ReadonlySet<string> = new Set([CONFIG_FILE, METADATA_FILE, SAFETENSORS_FILE, BIN_FILE]);
 
 /**
- * CONTRACT §2's required files, given the regular files, the directories and the special files
- * found at the top (the scan refuses those already): which weights file counts (safetensors before
- * .bin), a finding for each one missing, and one for each adapter file name held by a folder.
+ * The required files (adapter_config.json, metadata.json and a weights file), given the regular
+ * files, the directories and the special files found at the top (the scan refuses those already):
+ * which weights file counts (safetensors before .bin), a finding for each one missing, and one for each
+ * adapter file name held by a folder.
  */
 export function requiredFiles(
   files: ReadonlySet<string>,

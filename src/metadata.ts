@@ -1,4 +1,8 @@
-/** metadata.json (CONTRACT §3): identity, provenance and the checksums that cover the adapter. */
+/**
+ * metadata.json: identity, provenance and the checksums that cover the adapter. The one place that
+ * reads its checksum format: the short form `"sha256:<hex>"` (the weights file alone) or
+ * `{ algorithm: "sha256", files: { name: hex } }`.
+ */
 import { CodiError } from './errors.js';
 import type { Finding } from './findings.js';
 import { parseJson } from './formats/strict-json.js';
@@ -32,13 +36,48 @@ export interface ParsedMetadata {
   findings: Finding[];
 }
 
+const SHA256_PREFIX = 'sha256:';
+
+/**
+ * `sha256:<hex>`: metadata.json's short checksum form, and how `mount`, `list`, `promote` and
+ * rules.yml name the weights file's checksum.
+ */
+export function sha256Ref(hex: string): string {
+  return `${SHA256_PREFIX}${hex}`;
+}
+
+/** The hex digits of a `sha256:<hex>` reference; null for anything else. */
+export function sha256Hex(ref: string): string | null {
+  return ref.startsWith(SHA256_PREFIX) ? ref.slice(SHA256_PREFIX.length) : null;
+}
+
+/**
+ * The sha256 each file must have, from a validated `checksum`: the short form stands for
+ * `weightsFile` (and for nothing without one). An entry for metadata.json itself is left out: no value
+ * can match it (parseMetadata reports it as CHECKSUM_SELF).
+ */
+export function expectedChecksums(
+  checksum: AdapterMetadata['checksum'],
+  weightsFile: string | null,
+): Map<string, string> {
+  const checksums = new Map<string, string>();
+  if (typeof checksum === 'string') {
+    const hex = sha256Hex(checksum);
+    if (weightsFile && hex !== null) checksums.set(weightsFile, hex);
+    return checksums;
+  }
+  for (const [file, hex] of Object.entries(checksum.files)) {
+    if (file !== METADATA_FILE) checksums.set(file, hex);
+  }
+  return checksums;
+}
+
 /**
  * Parses and validates metadata.json text. `weightsFile` is the file the short checksum form stands
  * for, and the file that must always be covered.
  */
 export function parseMetadata(text: string, weightsFile: string | null): ParsedMetadata {
   const findings: Finding[] = [];
-  const checksums = new Map<string, string>();
   let data: unknown;
   try {
     data = parseJson(text);
@@ -50,7 +89,7 @@ export function parseMetadata(text: string, weightsFile: string | null): ParsedM
       message: `not valid JSON: ${e.message}`,
       file: METADATA_FILE,
     });
-    return { metadata: null, checksums, findings };
+    return { metadata: null, checksums: new Map(), findings };
   }
   for (const v of validateAgainst('metadata', data)) {
     findings.push({
@@ -61,29 +100,21 @@ export function parseMetadata(text: string, weightsFile: string | null): ParsedM
       pointer: v.pointer,
     });
   }
-  if (findings.length > 0) return { metadata: null, checksums, findings };
+  if (findings.length > 0) return { metadata: null, checksums: new Map(), findings };
   const metadata = data as AdapterMetadata;
 
-  if (typeof metadata.checksum === 'string') {
-    const hex = metadata.checksum.slice('sha256:'.length);
-    if (weightsFile) checksums.set(weightsFile, hex);
-  } else {
-    for (const [file, hex] of Object.entries(metadata.checksum.files)) {
-      if (file === METADATA_FILE) {
-        // writing the hash into the file changes the hash: no value can ever match
-        findings.push({
-          level: 'error',
-          code: 'CHECKSUM_SELF',
-          message: 'metadata.json lists its own checksum: a file cannot hold its own sha256',
-          file: METADATA_FILE,
-          pointer: '/checksum/files/metadata.json',
-          hint: 'remove the "metadata.json" entry from checksum.files (metadata.json needs no checksum)',
-        });
-        continue;
-      }
-      checksums.set(file, hex);
-    }
+  if (typeof metadata.checksum !== 'string' && Object.hasOwn(metadata.checksum.files, METADATA_FILE)) {
+    // writing the hash into the file changes the hash: no value can ever match
+    findings.push({
+      level: 'error',
+      code: 'CHECKSUM_SELF',
+      message: 'metadata.json lists its own checksum: a file cannot hold its own sha256',
+      file: METADATA_FILE,
+      pointer: '/checksum/files/metadata.json',
+      hint: 'remove the "metadata.json" entry from checksum.files (metadata.json needs no checksum)',
+    });
   }
+  const checksums = expectedChecksums(metadata.checksum, weightsFile);
   if (weightsFile && !checksums.has(weightsFile)) {
     findings.push({
       level: 'error',

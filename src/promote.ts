@@ -1,5 +1,5 @@
 /**
- * `promote`: release an adapter into patterns/rules.yml (CONTRACT §4, §5). Verify (fail closed), check
+ * `promote`: release an adapter into patterns/rules.yml (its `llm_assist` section). Verify (fail closed), check
  * the evaluation against the gates the rules file sets, record the adapter in `llm_assist`, and append
  * the evaluation to the adapter's metadata.json. Both files are replaced atomically while a lock beside
  * rules.yml is held, so concurrent promotes serialise instead of losing each other's entries.
@@ -13,8 +13,8 @@ import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js'
 import { parseJson } from './formats/strict-json.js';
 import { decodeUtf8, describeInvalidUtf8 } from './formats/utf8.js';
 import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
-import { acquireLock, type Lock, type LockOwner } from './lock.js';
-import { parseMetadata, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
+import { withLock, type Lock, type LockOptions, type LockOwner } from './lock.js';
+import { parseMetadata, sha256Ref, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
 import {
   adapterEntry,
   declaredBaseModel,
@@ -27,7 +27,7 @@ import {
 import { formatViolation, validateAgainst } from './schemas.js';
 import { compareSemver } from './semver.js';
 import { pausePoint } from './test-hooks.js';
-import { requireValid, verifyAdapter } from './verify.js';
+import { requireValid, verifyAdapter, weightsSha256 } from './verify.js';
 
 export interface PromoteOptions {
   /** patterns/rules.yml */
@@ -87,11 +87,11 @@ export interface PromoteResult {
 export const DEFAULT_PROMOTE_LOCK_TIMEOUT_MS = 10_000;
 
 export async function promoteAdapter(dir: string, options: PromoteOptions): Promise<PromoteResult> {
-  // 1. the adapter, fail closed (the slow part, hashing, happens before the lock is taken)
+  // the adapter, fail closed (the slow part, hashing, happens before the lock is taken)
   const report = await verifyAdapter(dir);
   requireValid(report);
   const { metadata, layout } = report.verified;
-  const weights = report.checksums.find((c) => c.file === layout.weightsFile)?.actual;
+  const weights = weightsSha256(report);
   if (!metadata || !layout.weightsFile || !weights) {
     throw new CodiError('INTERNAL', 'a verified adapter has no metadata or weights checksum');
   }
@@ -99,55 +99,116 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
     id: metadata.id,
     version: metadata.version,
     base_model: metadata.base_model,
-    checksum: `sha256:${weights}`,
+    checksum: sha256Ref(weights),
     path: layout.dir,
   };
 
-  // 2. the evaluation
   const evaluation = options.eval ? await readEvaluation(options.eval, metadata) : latestEvaluation(metadata);
 
   // through a symlinked rules.yml to the real file: the rename must replace the file, not the link
   const rulesPath = await realpath(resolve(options.rules)).catch(() => resolve(options.rules));
   await pausePoint('promote:verified');
-  if (options.dryRun) return plan(rulesPath, adapter, evaluation, options, null);
+  if (options.dryRun) return plan({ rulesPath, adapter, evaluation, options }, null);
 
-  // 3–6 under the lock: the rules file is read again there, so a concurrent promote's entry is kept
-  const lock = await acquireLock(`${rulesPath}.lock`, {
+  // the rest under the lock: the rules file is read again there, so a concurrent promote's entry is kept
+  const lockOptions = (purpose: string): LockOptions => ({
     timeoutMs: options.lockTimeoutMs ?? DEFAULT_PROMOTE_LOCK_TIMEOUT_MS,
-    purpose: `promote ${adapter.id} ${adapter.version}`,
+    purpose,
     ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
   });
-  try {
+  const purpose = `promote ${adapter.id} ${adapter.version}`;
+  return withLock(`${rulesPath}.lock`, lockOptions(purpose), (lock) =>
     // and the adapter's metadata.json, which promotes into other rules files may append to as well;
     // always taken second, so two promotes never wait for each other's first lock
-    const metadataLock = await acquireLock(join(adapter.path, METADATA_LOCK_FILE), {
-      timeoutMs: options.lockTimeoutMs ?? DEFAULT_PROMOTE_LOCK_TIMEOUT_MS,
-      purpose: `promote ${adapter.id} ${adapter.version} into ${rulesPath}`,
-      ...(options.onLockWait ? { onWait: options.onLockWait } : {}),
-    });
-    try {
-      await pausePoint('promote:locked');
-      return await plan(rulesPath, adapter, evaluation, options, lock);
-    } finally {
-      await metadataLock.release();
-    }
-  } finally {
-    await lock.release();
-  }
+    withLock(
+      join(adapter.path, METADATA_LOCK_FILE),
+      lockOptions(`${purpose} into ${rulesPath}`),
+      async () => {
+        await pausePoint('promote:locked');
+        return plan({ rulesPath, adapter, evaluation, options }, lock);
+      },
+    ),
+  );
 }
 
 type AdapterSummary = PromoteResult['adapter'];
 
+/** One promote: the adapter, its evaluation, the rules file and the options. */
+interface Promotion {
+  rulesPath: string;
+  adapter: AdapterSummary;
+  evaluation: PromoteEvaluation | null;
+  options: PromoteOptions;
+}
+
 /** Decides every change; writes them when holding the lock, returns the diff on a dry run. */
-async function plan(
-  rulesPath: string,
-  adapter: AdapterSummary,
-  evaluation: PromoteEvaluation | null,
-  options: PromoteOptions,
-  lock: Lock | null,
-): Promise<PromoteResult> {
-  const rulesText = await readText(rulesPath, 'the rules file', 'RULES_YAML_INVALID');
-  const rules = parseRulesAt(rulesText, rulesPath);
+async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
+  const { adapter } = p;
+  const { rules, rulesetVersion } = await readRules(p.rulesPath);
+  const gates = checkGates(rules, p);
+  requireRulesBase(rules, p);
+  const existing = adapterEntry(rules, adapter.id);
+  if (existing && !p.options.force) requireNewVersion(existing, p);
+  const recorded =
+    existing !== null &&
+    existing.version === adapter.version &&
+    existing.checksum === adapter.checksum &&
+    existing.base_model === adapter.base_model
+      ? existing
+      : null;
+  const newRules = recordInRules(rules, rulesetVersion, recorded, p);
+  const changes: Changes = {
+    rules: { path: p.rulesPath, before: rules.text, after: newRules.text },
+    metadata: await metadataChange(recorded, p),
+  };
+  const changed = {
+    rules: changes.rules.after !== changes.rules.before,
+    metadata: changes.metadata.after !== changes.metadata.before,
+  };
+  const result: PromoteResult = {
+    promoted: false,
+    already: recorded !== null && !changed.rules && !changed.metadata,
+    dry_run: lock === null,
+    adapter,
+    rules_file: p.rulesPath,
+    ruleset_version: rulesetVersion,
+    default_adapter: newRules.defaultAdapter,
+    evaluation: p.evaluation,
+    gates,
+    changed,
+  };
+  if (lock === null) {
+    result.promoted = recorded !== null && !changed.rules;
+    result.diff = patch(changes.rules) + patch(changes.metadata);
+    return result;
+  }
+  await writeChanges(changes, adapter.path);
+  result.promoted = true;
+  return result;
+}
+
+/**
+ * metadata.json with the evaluation from --eval appended to `evaluations`, once. Also after an earlier
+ * promote died between its two writes: the rules record it (`recorded`), the metadata does not yet.
+ */
+async function metadataChange(recorded: RulesAdapterEntry | null, p: Promotion): Promise<Change> {
+  const { evaluation } = p;
+  const path = join(p.adapter.path, METADATA_FILE);
+  const before = await readText(path, 'metadata.json', 'METADATA_JSON');
+  const record = evaluation?.source === 'eval-file' ? evaluationRecord(evaluation) : null;
+  const sameAsRecorded =
+    recorded === null ||
+    (recorded.evaluation !== undefined &&
+      evaluation !== null &&
+      recorded.evaluation.suite === evaluation.suite &&
+      sameJson(recorded.evaluation.metrics, evaluation.metrics));
+  const after = record && sameAsRecorded ? appendEvaluation(before, record, path) : before;
+  return { path, before, after };
+}
+
+/** The rules file, parsed; it must name its ruleset version (promote records it). */
+async function readRules(rulesPath: string): Promise<{ rules: RulesDocument; rulesetVersion: string }> {
+  const rules = parseRulesAt(await readText(rulesPath, 'the rules file', 'RULES_YAML_INVALID'), rulesPath);
   if (rules.rulesetVersion === null) {
     throw new CodiError(
       'RULES_VERSION_MISSING',
@@ -159,162 +220,146 @@ async function plan(
       },
     );
   }
+  return { rules, rulesetVersion: rules.rulesetVersion };
+}
 
-  // 3. gates: a metric the evaluation lacks fails its gate
+/** The gates against the evaluation (GATE_FAILED): a metric the evaluation lacks fails its gate. */
+function checkGates(rules: RulesDocument, { evaluation, rulesPath }: Promotion): GateResult[] {
   const gates = Object.entries(minMetricGates(rules)).map(([metric, threshold]): GateResult => {
     const value = evaluation?.metrics[metric];
     return { metric, threshold, value: value ?? null, ok: value !== undefined && value >= threshold };
   });
   const failed = gates.filter((g) => !g.ok);
-  if (failed.length > 0) {
-    const what = failed
-      .map((g) =>
-        g.value === null
-          ? `${g.metric} is missing (gate: ≥ ${g.threshold})`
-          : `${g.metric} ${g.value} is below the gate ${g.threshold}`,
-      )
-      .join('; ');
-    throw new CodiError(
-      'GATE_FAILED',
-      `${failed.length === 1 ? 'a gate failed' : `${failed.length} gates failed`}: ${what}`,
-      {
-        exitCode: ExitCode.INVALID,
-        file: rulesPath,
-        hint: evaluation
-          ? 'the adapter does not meet llm_assist.gates.min_metrics; nothing was changed'
-          : 'give the evaluation with --eval <eval.json>; the rules file sets gates',
-        details: { gates, evaluation },
-      },
-    );
-  }
+  if (failed.length === 0) return gates;
+  const what = failed
+    .map((g) =>
+      g.value === null
+        ? `${g.metric} is missing (gate: ≥ ${g.threshold})`
+        : `${g.metric} ${g.value} is below the gate ${g.threshold}`,
+    )
+    .join('; ');
+  throw new CodiError(
+    'GATE_FAILED',
+    `${failed.length === 1 ? 'a gate failed' : `${failed.length} gates failed`}: ${what}`,
+    {
+      exitCode: ExitCode.INVALID,
+      file: rulesPath,
+      hint: evaluation
+        ? 'the adapter does not meet llm_assist.gates.min_metrics; nothing was changed'
+        : 'give the evaluation with --eval <eval.json>; the rules file sets gates',
+      details: { gates, evaluation },
+    },
+  );
+}
 
-  // the base model the rules are for
+/** The adapter must be for the base model the rules are for (PROMOTE_BASE_MISMATCH). */
+function requireRulesBase(rules: RulesDocument, { adapter, rulesPath }: Promotion): void {
   const declared = declaredBaseModel(rules);
-  if (declared && declared.base_model !== adapter.base_model) {
+  if (!declared || declared.base_model === adapter.base_model) return;
+  throw new CodiError(
+    'PROMOTE_BASE_MISMATCH',
+    `${adapter.id} is for base model ${JSON.stringify(adapter.base_model)}, but the rules are for ${JSON.stringify(declared.base_model)} (${declared.from})`,
+    {
+      exitCode: ExitCode.INVALID,
+      file: rulesPath,
+      hint: 'promote an adapter trained on the rules file’s base model; the file was not changed',
+    },
+  );
+}
+
+/** Versions never go backwards, and a released version never gets new weights (without --force). */
+function requireNewVersion(existing: RulesAdapterEntry, { adapter, rulesPath }: Promotion): void {
+  const order = compareSemver(adapter.version, existing.version);
+  if (order < 0) {
     throw new CodiError(
-      'PROMOTE_BASE_MISMATCH',
-      `${adapter.id} is for base model ${JSON.stringify(adapter.base_model)}, but the rules are for ${JSON.stringify(declared.base_model)} (${declared.from})`,
+      'PROMOTE_DOWNGRADE',
+      `${adapter.id} ${existing.version} is promoted; ${adapter.version} would be a downgrade`,
       {
         exitCode: ExitCode.INVALID,
         file: rulesPath,
-        hint: 'promote an adapter trained on the rules file’s base model; the file was not changed',
+        hint: 'bump the adapter version, or pass --force to roll back on purpose',
       },
     );
   }
-
-  // versions: never backwards, never new weights under a version already released
-  const existing = adapterEntry(rules, adapter.id);
-  if (existing && !options.force) {
-    const order = compareSemver(adapter.version, existing.version);
-    if (order < 0) {
-      throw new CodiError(
-        'PROMOTE_DOWNGRADE',
-        `${adapter.id} ${existing.version} is promoted; ${adapter.version} would be a downgrade`,
-        {
-          exitCode: ExitCode.INVALID,
-          file: rulesPath,
-          hint: 'bump the adapter version, or pass --force to roll back on purpose',
-        },
-      );
-    }
-    if (order === 0 && existing.checksum !== adapter.checksum) {
-      throw new CodiError(
-        'PROMOTE_VERSION_REUSED',
-        `${adapter.id} ${adapter.version} is already promoted with other weights (${existing.checksum}, now ${adapter.checksum})`,
-        {
-          exitCode: ExitCode.INVALID,
-          file: rulesPath,
-          hint: 'give the new weights a new version, or pass --force to replace them under the same version',
-        },
-      );
-    }
+  if (order === 0 && existing.checksum !== adapter.checksum) {
+    throw new CodiError(
+      'PROMOTE_VERSION_REUSED',
+      `${adapter.id} ${adapter.version} is already promoted with other weights (${existing.checksum}, now ${adapter.checksum})`,
+      {
+        exitCode: ExitCode.INVALID,
+        file: rulesPath,
+        hint: 'give the new weights a new version, or pass --force to replace them under the same version',
+      },
+    );
   }
+}
 
-  // 4. the entry
-  const recorded =
-    existing !== null &&
-    existing.version === adapter.version &&
-    existing.checksum === adapter.checksum &&
-    existing.base_model === adapter.base_model;
-  const entry: RulesAdapterEntry = {
-    version: adapter.version,
-    base_model: adapter.base_model,
-    checksum: adapter.checksum,
-    ruleset_version: rules.rulesetVersion,
-    promoted_at: isoSeconds(options.now ?? new Date()),
-  };
-  if (evaluation) entry.evaluation = { suite: evaluation.suite, metrics: evaluation.metrics };
-  let newRulesText = rulesText;
-  let defaultAdapter = rules.llmAssist?.default_adapter ?? null;
-  const recordInRules = (value: RulesAdapterEntry, setDefault: boolean): void => {
-    let r;
-    try {
-      r = recordAdapter(rules, adapter.id, value, { setDefault });
-    } catch (e) {
-      // e.g. YAML_EDIT_ANCHORED: about this file
-      if (isCodiError(e)) throw e.withFile(rulesPath);
-      throw e;
-    }
-    newRulesText = r.text;
-    defaultAdapter = r.defaultAdapter;
-  };
+/**
+ * The rules text with the adapter's entry: a new record unless this very one is `recorded` already
+ * (then only an explicit --default may still change), and the default adapter after it.
+ */
+function recordInRules(
+  rules: RulesDocument,
+  rulesetVersion: string,
+  recorded: RulesAdapterEntry | null,
+  { adapter, evaluation, options, rulesPath }: Promotion,
+): { text: string; defaultAdapter: string | null } {
+  const current = { text: rules.text, defaultAdapter: rules.llmAssist?.default_adapter ?? null };
+  let value: RulesAdapterEntry;
+  let setDefault = options.setDefault ?? false;
   if (recorded) {
-    // idempotent: the record stays as it is; only an explicit --default may still change
-    if (options.setDefault && defaultAdapter !== adapter.id) recordInRules({ ...existing }, true);
+    // idempotent: the record stays as it is
+    if (!options.setDefault || current.defaultAdapter === adapter.id) return current;
+    value = { ...recorded };
+    setDefault = true;
   } else {
-    recordInRules(entry, options.setDefault ?? false);
+    value = {
+      version: adapter.version,
+      base_model: adapter.base_model,
+      checksum: adapter.checksum,
+      ruleset_version: rulesetVersion,
+      promoted_at: isoSeconds(options.now ?? new Date()),
+    };
+    if (evaluation) value.evaluation = { suite: evaluation.suite, metrics: evaluation.metrics };
   }
-
-  // 6. metadata.json `evaluations`: appended once. Also after an earlier promote died between the two
-  // writes: the rules record it, the metadata does not yet.
-  const metadataPath = join(adapter.path, METADATA_FILE);
-  const metadataText = await readText(metadataPath, 'metadata.json', 'METADATA_JSON');
-  let newMetadataText = metadataText;
-  const record = evaluation?.source === 'eval-file' ? evaluationRecord(evaluation) : null;
-  const sameAsRecorded =
-    !recorded ||
-    (existing.evaluation !== undefined &&
-      evaluation !== null &&
-      existing.evaluation.suite === evaluation.suite &&
-      sameJson(existing.evaluation.metrics, evaluation.metrics));
-  if (record && sameAsRecorded) newMetadataText = appendEvaluation(metadataText, record, metadataPath);
-
-  const changed = { rules: newRulesText !== rulesText, metadata: newMetadataText !== metadataText };
-  const result: PromoteResult = {
-    promoted: false,
-    already: recorded && !changed.rules && !changed.metadata,
-    dry_run: lock === null,
-    adapter,
-    rules_file: rulesPath,
-    ruleset_version: rules.rulesetVersion,
-    default_adapter: defaultAdapter,
-    evaluation,
-    gates,
-    changed,
-  };
-
-  if (lock === null) {
-    result.promoted = recorded && !changed.rules;
-    result.diff =
-      patch(rulesPath, rulesText, newRulesText) + patch(metadataPath, metadataText, newMetadataText);
-    return result;
+  try {
+    const r = recordAdapter(rules, adapter.id, value, { setDefault });
+    return { text: r.text, defaultAdapter: r.defaultAdapter };
+  } catch (e) {
+    // e.g. YAML_EDIT_ANCHORED: about this file
+    if (isCodiError(e)) throw e.withFile(rulesPath);
+    throw e;
   }
+}
 
-  // 5. atomic writes, rules first: the release record is what matters; the metadata follows it
-  // Only a promote holding the lock of a file writes its temp, and this one holds both: any temp there
-  // is a killed promote's. The locks' own temp files are lock.ts's to clean.
-  await removeDeadTemps(dirname(rulesPath), [basename(rulesPath)], { lockHeld: true });
-  await removeDeadTemps(adapter.path, [METADATA_FILE], { lockHeld: true });
-  if (changed.rules) {
-    await replaceFile(rulesPath, newRulesText, 'promote:rules-temp');
+interface Change {
+  path: string;
+  before: string;
+  after: string;
+}
+
+interface Changes {
+  rules: Change;
+  metadata: Change;
+}
+
+/**
+ * Atomic writes, rules first: the release record is what matters; the metadata follows it. Only a
+ * promote holding the lock of a file writes its temp, and this one holds both: any temp there is a
+ * killed promote's. The locks' own temp files are lock.ts's to clean.
+ */
+async function writeChanges(changes: Changes, adapterDir: string): Promise<void> {
+  const { rules, metadata } = changes;
+  await removeDeadTemps(dirname(rules.path), [basename(rules.path)], { lockHeld: true });
+  await removeDeadTemps(adapterDir, [METADATA_FILE], { lockHeld: true });
+  if (rules.after !== rules.before) {
+    await replaceFile(rules.path, rules.after, 'promote:rules-temp');
     await pausePoint('promote:rules-written');
   }
-  if (changed.metadata) {
-    await replaceFile(metadataPath, newMetadataText, 'promote:metadata-temp');
+  if (metadata.after !== metadata.before) {
+    await replaceFile(metadata.path, metadata.after, 'promote:metadata-temp');
     await pausePoint('promote:metadata-written');
   }
-  result.promoted = true;
-  return result;
 }
 
 function parseRulesAt(text: string, path: string): RulesDocument {
@@ -458,7 +503,7 @@ function sameJson(a: unknown, b: unknown): boolean {
   return isDeepStrictEqual(JSON.parse(JSON.stringify(a)), JSON.parse(JSON.stringify(b)));
 }
 
-function patch(path: string, before: string, after: string): string {
+function patch({ path, before, after }: Change): string {
   if (before === after) return '';
   // a path inside the working directory reads like `git diff`; anything else stays absolute
   const rel = relative(process.cwd(), path);

@@ -1,6 +1,7 @@
 /**
- * patterns/rules.yml, section `llm_assist` (CONTRACT §5): read it, and record a promoted adapter in it
- * without disturbing anything else in the file (see yaml-edit.ts for how the bytes are kept).
+ * patterns/rules.yml, section `llm_assist` (its shape: schemas/llm-assist.schema.json): read it, and
+ * record a promoted adapter in it without disturbing anything else in the file (see yaml-edit.ts for
+ * how the bytes are kept).
  */
 import { isDeepStrictEqual } from 'node:util';
 import { isMap, isScalar } from 'yaml';
@@ -19,7 +20,7 @@ export interface RulesEvaluation {
 export interface RulesAdapterEntry {
   version: string;
   base_model: string;
-  /** `sha256:<64 hex>` of the weights file */
+  /** the weights file's sha256 as `sha256:<64 hex>` (`sha256Ref` in metadata.ts) */
   checksum: string;
   ruleset_version?: string;
   promoted_at?: string;

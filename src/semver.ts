@@ -1,6 +1,7 @@
 /**
- * Semantic Versioning 2.0.0 precedence (§11), for refusing version downgrades. Small enough to own
- * rather than depend on a transitive copy of `semver`.
+ * Semantic Versioning 2.0.0 precedence (rule 11 of that specification), for refusing version
+ * downgrades. Own code rather than the `semver` package: numeric parts are bigints here (the grammar
+ * bounds none), where `semver` refuses any above Number.MAX_SAFE_INTEGER.
  */
 
 const SEMVER =

@@ -1,33 +1,25 @@
-/** `convert`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+/** `convert`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
-import { exitOnSignal } from '../atomic.js';
+import { removeLiveTemps } from '../atomic.js';
 import { convertAdapter, type ConvertResult, type OutType } from '../convert.js';
 import { CodiError } from '../errors.js';
-import { errorJson, renderError, writeJson } from '../error-output.js';
 import { renderFinding } from '../render.js';
 import { formatBytes, plural } from '../text.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
-
-export { convertSpec } from './specs.js';
 
 export type { ConvertResult };
 
 export async function convertMain(input: CommandInput, io: CommandIO): Promise<ConvertResult> {
   const out = stringFlag(input, 'out');
   // SIGINT/SIGTERM/SIGHUP while the GGUF is written: its temp file is removed, the target keeps its
-  // old contents, and the exit status is the shell's for that signal (130, 143, 129)
-  const release = exitOnSignal((signal, status) => {
-    const error = new CodiError(
+  // old contents, and the exit status is the shell's for that signal
+  const release = io.onInterrupt((signal, status) => {
+    removeLiveTemps();
+    return new CodiError(
       'INTERRUPTED',
       `convert stopped by ${signal}: nothing was written (a GGUF being written was removed)`,
+      { exitCode: status },
     );
-    if (io.json) {
-      const json = errorJson(error);
-      json.error.exitCode = status;
-      writeJson(json);
-    } else {
-      process.stderr.write(renderError(error));
-    }
   });
   let result: ConvertResult;
   try {

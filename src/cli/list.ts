@@ -1,11 +1,9 @@
-/** `list`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+/** `list`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
-import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog.js';
+import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog/list.js';
 import { ExitCode } from '../errors.js';
 import { formatBytes, plural } from '../text.js';
 import { booleanFlag, requiredString, type CommandInput, type CommandIO } from './spec.js';
-
-export { listSpec } from './specs.js';
 
 export type ListResult = CatalogListing;
 

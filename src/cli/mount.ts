@@ -1,6 +1,7 @@
-/** `mount`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+/** `mount`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
-import { mountAdapter, statusOf, type MountResult } from '../catalog.js';
+import { mountAdapter, type MountResult } from '../catalog/mount.js';
+import { statusOf } from '../catalog/volume.js';
 import { isCodiError } from '../errors.js';
 import { renderFinding } from '../render.js';
 import {
@@ -11,8 +12,6 @@ import {
   type CommandInput,
   type CommandIO,
 } from './spec.js';
-
-export { mountSpec } from './specs.js';
 
 export type { MountResult };
 
@@ -30,7 +29,7 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
       ...(base === undefined ? {} : { base }),
     });
   } catch (e) {
-    // the status line comes first, the error and its hint follow on stderr (base command)
+    // the status line comes first, the error and its hint follow on stderr (finish.ts)
     if (isCodiError(e) && !io.json) {
       io.log(`Adapter Status: ${statusOf(e)} (${e.code}: ${e.message})`);
     }

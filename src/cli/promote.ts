@@ -1,4 +1,4 @@
-/** `promote`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+/** `promote`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
 import { promoteAdapter, type PromoteResult } from '../promote.js';
 import {
@@ -10,14 +10,11 @@ import {
   type CommandIO,
 } from './spec.js';
 
-export { promoteSpec } from './specs.js';
-
 export type { PromoteResult };
 
 export async function promoteMain(input: CommandInput, io: CommandIO): Promise<PromoteResult> {
   const rules = requiredString(input, 'rules');
   const evalFile = stringFlag(input, 'eval');
-  const human = !io.json;
   const result = await promoteAdapter(requiredString(input, 'dir'), {
     rules,
     dryRun: booleanFlag(input, 'dry-run'),
@@ -26,14 +23,10 @@ export async function promoteMain(input: CommandInput, io: CommandIO): Promise<P
     lockTimeoutMs: integerFlag(input, 'lock-timeout') * 1000,
     ...(evalFile === undefined ? {} : { eval: evalFile }),
     onLockWait: (owner) => {
-      if (human) {
-        process.stderr.write(
-          `waiting for ${rules}.lock${owner ? ` (pid ${owner.pid} on ${owner.hostname})` : ''}…\n`,
-        );
-      }
+      io.note(`waiting for ${rules}.lock${owner ? ` (pid ${owner.pid} on ${owner.hostname})` : ''}…\n`);
     },
   });
-  if (human) renderPromotion(result, io);
+  if (!io.json) renderPromotion(result, io);
   return result;
 }
 
@@ -43,7 +36,7 @@ function renderPromotion(r: PromoteResult, io: CommandIO): void {
     io.log(`${paint.green('✔')} gate ${g.metric} ${String(g.value)} ≥ ${g.threshold}`);
   }
   if (r.dry_run) {
-    if (r.diff) process.stdout.write(r.diff);
+    if (r.diff) io.write(r.diff);
     io.log(
       r.already
         ? `${name} is already promoted in ${r.rules_file}; nothing would change.`

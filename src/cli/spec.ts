@@ -1,11 +1,9 @@
 /**
- * The commands' arguments and flags, declared once, free of oclif: src/cli/oclif.ts turns a spec into
- * oclif flags (help, manifest, the canonical parser), and `parseFast` reads a well-formed command line
- * against the same spec for bin/run.js's fast path, which starts a command without loading oclif
- * (~150 ms). Anything `parseFast` is not sure of, it declines, and oclif parses it instead: so every
- * usage error still comes from oclif's parser, worded as oclif words it.
+ * The shape of a command's arguments and flags, free of oclif: src/cli/parse.ts reads every command
+ * line against it, and src/cli/oclif.ts turns it into oclif flags for help and the manifest.
  */
-import type { ExitCode } from '../errors.js';
+import type { CodiError, ExitCode } from '../errors.js';
+import type { EarlyHash } from '../checksum.js';
 
 interface FlagCommon {
   description: string;
@@ -14,6 +12,8 @@ interface FlagCommon {
 export interface StringFlagSpec extends FlagCommon {
   kind: 'string';
   required?: boolean;
+  /** an empty value (`--name=`) is accepted; otherwise it is a usage error */
+  allowEmpty?: boolean;
   /** an environment variable read when the flag is absent (a non-empty value only, as oclif does) */
   env?: string;
   default?: string;
@@ -22,6 +22,10 @@ export interface BooleanFlagSpec extends FlagCommon {
   kind: 'boolean';
   /** `--no-<name>` is accepted */
   allowNo?: boolean;
+  /** `--<name>=<value>` is accepted too, the value spelled as an environment variable's (true/false, 1/0, …) */
+  allowValue?: boolean;
+  /** absent means unset (undefined), not false: something else (a variable, a default) decides then */
+  unset?: boolean;
 }
 export interface IntegerFlagSpec extends FlagCommon {
   kind: 'integer';
@@ -46,113 +50,44 @@ export interface CommandSpec {
   flags: Readonly<Record<string, FlagSpec>>;
 }
 
-/** A parsed command line: what oclif's `this.parse` gives, and what `parseFast` gives. */
+/** A parsed command line. */
 export interface CommandInput {
   args: Readonly<Record<string, string | undefined>>;
   flags: Readonly<Record<string, unknown>>;
 }
 
-/** How a command talks to its user, the same under oclif and on the fast path. */
+/** How a command talks to its user; made by src/cli/finish.ts, the one module that writes output. */
 export interface CommandIO {
-  /** `--json`: one JSON object on stdout, no human output */
+  /** `--json`: one JSON object on stdout (the command's result), no human output */
   readonly json: boolean;
-  /** a line on stdout (dropped under --json, as oclif's `this.log`) */
+  /** a line on stdout (dropped under --json) */
   log(line?: string): void;
+  /** text on stdout as it is (dropped under --json) */
+  write(text: string): void;
+  /** a message for the person on stderr (dropped under --json) */
+  note(text: string): void;
+  /** progress of a long-running command: stdout, or stderr under --json */
+  progress(text: string): void;
   setExitCode(code: ExitCode): void;
+  /** the command ran in another process, which wrote its own output: end with its status, print nothing */
+  endWith(status: number): void;
+  /**
+   * Until the returned function is called, SIGINT/SIGTERM/SIGHUP end the command: `stop` cleans up
+   * synchronously and returns the error to report; the exit status is `status` (128 + the signal).
+   */
+  onInterrupt(stop: (signal: NodeJS.Signals, status: ExitCode) => CodiError): () => void;
 }
 
-/** The flags every command has (BaseCommand): `--json` and `--no-color`. */
-const GLOBAL_BOOLEANS = new Set(['json', 'no-color']);
-
-/**
- * `argv` read against `spec`, or null when oclif should parse it: help, an unknown or short flag,
- * `--`, a missing required argument or flag, a value oclif would refuse, a flag given twice.
- */
-export function parseFast(
-  spec: CommandSpec,
-  argv: readonly string[],
-  env: NodeJS.ProcessEnv,
-): (CommandInput & { json: boolean }) | null {
-  const flags: Record<string, unknown> = {};
-  const positional: string[] = [];
-  let json = false;
-  const seen = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] ?? '';
-    // an empty word: oclif's reading of it is the reference
-    if (arg === '') return null;
-    if (!arg.startsWith('-') || arg === '-') {
-      positional.push(arg);
-      continue;
-    }
-    if (!arg.startsWith('--') || arg === '--') return null;
-    const eq = arg.indexOf('=');
-    let name = arg.slice(2, eq < 0 ? undefined : eq);
-    const inline = eq < 0 ? undefined : arg.slice(eq + 1);
-    if (seen.has(name)) return null;
-    seen.add(name);
-    if (GLOBAL_BOOLEANS.has(name)) {
-      if (inline !== undefined) return null;
-      if (name === 'json') json = true;
-      continue;
-    }
-    let negated = false;
-    let flag = spec.flags[name];
-    if (!flag && name.startsWith('no-')) {
-      const positive = spec.flags[name.slice(3)];
-      if (positive?.kind === 'boolean' && positive.allowNo) {
-        name = name.slice(3);
-        flag = positive;
-        negated = true;
-      }
-    }
-    if (!flag) return null;
-    if (flag.kind === 'boolean') {
-      if (inline !== undefined) return null;
-      flags[name] = !negated;
-      continue;
-    }
-    const value = inline ?? argv[++i];
-    // a value that looks like a flag: oclif decides what it means
-    if (value === undefined || value === '' || (inline === undefined && value.startsWith('-'))) return null;
-    const parsed = flagValue(flag, value);
-    if (parsed === undefined) return null;
-    flags[name] = parsed;
-  }
-  if (positional.length > spec.args.length) return null;
-  const args: Record<string, string | undefined> = {};
-  for (const [i, a] of spec.args.entries()) {
-    const value = positional[i];
-    if (value === undefined && a.required) return null;
-    args[a.name] = value;
-  }
-  for (const [name, flag] of Object.entries(spec.flags)) {
-    if (name in flags) continue;
-    if (flag.kind === 'boolean') {
-      flags[name] = false;
-      continue;
-    }
-    const fromEnv = flag.kind === 'string' && flag.env ? env[flag.env] : undefined;
-    if (fromEnv) flags[name] = fromEnv;
-    else if (flag.kind === 'string' && flag.required) return null;
-    else flags[name] = flag.default;
-  }
-  return { args, flags, json };
+/** What the front door gives a command besides its parsed input. */
+export interface CommandContext {
+  /** the command line after the command's name, as given */
+  argv: readonly string[];
+  /** the weights' hash, begun before the command's code was loaded (registry `earlyHash`) */
+  earlyHash: EarlyHash | null;
 }
 
-function flagValue(flag: Exclude<FlagSpec, BooleanFlagSpec>, value: string): string | number | undefined {
-  switch (flag.kind) {
-    case 'string':
-      return value;
-    case 'option':
-      return flag.options.includes(value) ? value : undefined;
-    case 'integer': {
-      if (!/^-?\d+$/u.test(value)) return undefined;
-      const n = Number(value);
-      return Number.isSafeInteger(n) && (flag.min === undefined || n >= flag.min) ? n : undefined;
-    }
-  }
-}
+/** A command's behaviour (src/cli/<name>.ts): its result is what `--json` prints. */
+export type CommandMain = (input: CommandInput, io: CommandIO, context: CommandContext) => Promise<unknown>;
 
 /** Typed reads of a parsed input (the spec guarantees the types; these make TypeScript see them). */
 export function stringFlag(input: CommandInput, name: string): string | undefined {

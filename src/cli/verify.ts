@@ -1,18 +1,23 @@
-/** `verify`: arguments, flags and behaviour, shared by the oclif command and the fast path. */
+/** `verify`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
 import type { Ora } from 'ora';
 import { baseCheckFor, readBaseForCheck } from '../base-model.js';
-import { adoptEarly, type EarlyHash } from '../checksum.js';
+import { adoptEarly } from '../checksum.js';
 import { ExitCode } from '../errors.js';
 import { countFindings } from '../findings.js';
 import { progressText, renderChecklist } from '../render.js';
 import { plural } from '../text.js';
 import { reportExitCode, verifyAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
-import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
+import {
+  booleanFlag,
+  requiredString,
+  stringFlag,
+  type CommandContext,
+  type CommandInput,
+  type CommandIO,
+} from './spec.js';
 import { nowMs } from '../clock.js';
 import { progressMinBytes } from '../test-hooks.js';
-
-export { verifySpec } from './specs.js';
 
 export type VerifyResult = VerifyReport;
 
@@ -22,11 +27,11 @@ const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
 export async function verifyMain(
   input: CommandInput,
   io: CommandIO,
-  earlyHash: EarlyHash | null = null,
+  { earlyHash }: Pick<CommandContext, 'earlyHash'> = { earlyHash: null },
 ): Promise<VerifyResult> {
   try {
     const options: VerifyOptions = { strict: booleanFlag(input, 'strict') };
-    // the fast path began hashing the weights before this module was loaded
+    // the front door began hashing the weights before this module was loaded
     if (earlyHash) options.weightsHash = adoptEarly(earlyHash);
     const base = stringFlag(input, 'base');
     if (base) options.baseCheck = baseCheckFor(await readBaseForCheck(base));
@@ -61,7 +66,7 @@ export async function verifyMain(
         ? `${report.adapter.id} ${report.adapter.version ?? ''}`.trim()
         : report.adapter.path;
       io.log(`Verifying ${name} (${report.adapter.path})\n`);
-      process.stdout.write(renderChecklist(report.checks, report.findings));
+      io.write(renderChecklist(report.checks, report.findings));
       const { errors, warnings } = countFindings(report.findings);
       const w = warnings ? plural(warnings, 'warning') : '';
       // the blank line outside the colour: chalk closes and reopens a colour around each line break

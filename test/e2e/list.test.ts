@@ -2,7 +2,8 @@
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mountAdapter, type CatalogListing } from '../../src/catalog.js';
+import type { CatalogListing } from '../../src/catalog/list.js';
+import { mountAdapter } from '../../src/catalog/mount.js';
 import { makeAdapter, makeVolume } from '../helpers/catalog.js';
 import { runCli, runOnTerminal, SGR } from '../helpers/cli.js';
 

@@ -2,7 +2,8 @@
 import { chmod, lstat, mkdir, readdir, readFile, readlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mountAdapter, type CatalogListing, type MountResult } from '../../src/catalog.js';
+import type { CatalogListing } from '../../src/catalog/list.js';
+import { mountAdapter, type MountResult } from '../../src/catalog/mount.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
@@ -120,7 +121,7 @@ describe('mount (built CLI)', () => {
     expect(r.stderr).toContain('hint: give the folder that holds adapter_config.json');
   });
 
-  it('a missing volume: exit 3 with the §9 hint', async () => {
+  it('a missing volume: exit 3 with the not_mounted hint', async () => {
     const r = await runCli(['mount', 'examples/adapters/tiny-qwen2-lora', '--root', '/nonexistent-models']);
     expect(r.code).toBe(3);
     expect(r.stdout).toContain(

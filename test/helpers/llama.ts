@@ -125,8 +125,9 @@ async function startOnce(bin: string, options: LlamaServerOptions, port: number)
   child.stdout.on('data', collect);
   child.stderr.on('data', collect);
   let exitCode: number | null | undefined;
+  // 'close', not 'exit': the process can exit before its last output has been read from the pipes
   const exited = new Promise<void>((resolve) => {
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
       exitCode = code ?? (signal === null ? -1 : -2);
       live.delete(child);
       resolve();

@@ -1,5 +1,5 @@
 /**
- * src/llama-server.ts against the real llama-server: what its messages and endpoints actually look like.
+ * src/run/llama-server.ts against the real llama-server: what its messages and endpoints actually look like.
  */
 import { spawn } from 'node:child_process';
 import { chmod, cp, writeFile } from 'node:fs/promises';
@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertAdapter } from '../../src/convert.js';
 import {
   assertPortFree,
-  httpPostJson,
   isBindFailure,
   llamaServerArgs,
   llamaServerVersion,
@@ -17,7 +16,8 @@ import {
   probeHealth,
   requireLoraServed,
   resolveLlamaServer,
-} from '../../src/llama-server.js';
+} from '../../src/run/llama-server.js';
+import { httpPostJson } from '../../src/run/http.js';
 import { REPO } from '../helpers/cli.js';
 import { freePort, llamaServerBinary, startLlamaServer, type LlamaServer } from '../helpers/llama.js';
 import { processesMentioning } from '../helpers/run-process.js';

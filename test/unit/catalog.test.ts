@@ -15,23 +15,17 @@ import {
 } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  accessProblems,
-  adapterIdProblem,
-  awaitReplacement,
-  cleanLeftovers,
-  listAdapters,
-  mountAdapter,
-  quickCheck,
-  readActive,
-  statusOf,
-  switchActive,
-  userCan,
-} from '../../src/catalog.js';
+import { accessProblems, userCan } from '../../src/catalog/access.js';
+import { readActive, switchActive } from '../../src/catalog/active.js';
+import { awaitReplacement, cleanLeftovers } from '../../src/catalog/leftovers.js';
+import { listAdapters } from '../../src/catalog/list.js';
+import { mountAdapter } from '../../src/catalog/mount.js';
+import { adapterIdProblem, statusOf } from '../../src/catalog/volume.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { CodiError } from '../../src/errors.js';
 import { scanLayout } from '../../src/layout.js';
 import { acquireLock } from '../../src/lock.js';
+import { quickCheck } from '../../src/adapter-checks.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
 
@@ -548,6 +542,35 @@ describe('reaching the catalog: search permission on the way to the adapters', (
 });
 
 describe('list and mount agree on what verify says', () => {
+  it.each([
+    'broken-checksum',
+    'broken-dora',
+    'broken-pickle',
+    'broken-trailing-bytes',
+    'broken-unpaired',
+    'tiny-qwen2-lora',
+    'tiny-qwen2-lora-bin',
+  ])(
+    'list without --verify finds in %s what verify finds, short of the checksums and the tensors',
+    async (name) => {
+      const dir = join('examples/adapters', name);
+      const byHashOrTensors = (code: string): boolean =>
+        code === 'CHECKSUM_MISMATCH' || code.startsWith('TENSOR_') || code === 'TARGET_UNMATCHED';
+      const verified = (await verifyAdapter(dir)).findings.filter((f) => !byHashOrTensors(f.code));
+      expect((await quickCheck(dir)).findings).toEqual(verified);
+    },
+  );
+
+  it("a killed promote's temp file: PROMOTE_LEFTOVER in list as in verify", async () => {
+    const { root, src } = await makeVolume();
+    const r = await mountAdapter(await makeAdapter(src, 'left'), { root });
+    await writeFile(join(r.path, `.metadata.json.${deadPid()}.0123456789ab.tmp`), '{');
+    expect((await verifyAdapter(r.path)).findings.map((f) => f.code)).toEqual(['PROMOTE_LEFTOVER']);
+    const [entry] = (await listAdapters({ root })).adapters;
+    expect(entry).toMatchObject({ id: 'left', status: 'mounted', warnings: 1 });
+    expect(entry?.warning?.code).toBe('PROMOTE_LEFTOVER');
+  });
+
   it('an id that differs from metadata.json: the ADAPTER_ID_MISMATCH warning with or without --verify', async () => {
     const { root, src } = await makeVolume();
     await mountAdapter(await makeAdapter(src, 'named'), { root, id: 'renamed' });

@@ -3,7 +3,7 @@ import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CodiError } from '../../src/errors.js';
-import { isValidAdapterId, scanLayout } from '../../src/layout.js';
+import { isValidAdapterId, scanLayout, scanPlainLayoutSync } from '../../src/layout.js';
 import { validateAgainst } from '../../src/schemas.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -17,6 +17,23 @@ async function adapterDir(files: string[]): Promise<string> {
 const codes = (l: Awaited<ReturnType<typeof scanLayout>>): string[] => l.findings.map((f) => f.code);
 
 describe('scanLayout', () => {
+  it('a plain folder scanned in blocking calls gives what scanLayout gives; anything else is left to scanLayout', async () => {
+    for (const files of [
+      ['adapter_config.json', 'metadata.json', 'adapter_model.safetensors', 'README.md'],
+      ['adapter_model.bin', 'README.md'],
+    ]) {
+      const dir = await adapterDir(files);
+      expect(scanPlainLayoutSync(dir)).toEqual(await scanLayout(dir));
+    }
+    const withFolder = await adapterDir(['adapter_config.json']);
+    await mkdir(join(withFolder, 'checkpoint-1'));
+    expect(scanPlainLayoutSync(withFolder)).toBeNull();
+    const withLink = await adapterDir(['adapter_config.json']);
+    await symlink('adapter_config.json', join(withLink, 'metadata.json'));
+    expect(scanPlainLayoutSync(withLink)).toBeNull();
+    expect(scanPlainLayoutSync(join(withLink, 'missing'))).toBeNull();
+  });
+
   it('lists regular files and picks the weights file, safetensors first', async () => {
     const dir = await adapterDir([
       'adapter_config.json',

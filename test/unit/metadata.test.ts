@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseMetadata } from '../../src/metadata.js';
+import { expectedChecksums, parseMetadata, sha256Hex, sha256Ref } from '../../src/metadata.js';
 
 const HEX = 'a'.repeat(64);
 const valid = {
@@ -102,5 +102,24 @@ describe('duplicate keys', () => {
     const p = parseMetadata(text, 'adapter_model.safetensors');
     expect(p.findings[0]?.code).toBe('METADATA_JSON');
     expect(p.findings[0]?.message).toMatch(/duplicate/i);
+  });
+});
+
+describe('the checksum format', () => {
+  it('sha256:<hex> is written and read in one place', () => {
+    expect(sha256Ref(HEX)).toBe(`sha256:${HEX}`);
+    expect(sha256Hex(sha256Ref(HEX))).toBe(HEX);
+    expect(sha256Hex(`md5:${HEX}`)).toBeNull();
+  });
+
+  it('expands the short form to the weights file, and leaves metadata.json out of the files map', () => {
+    expect([...expectedChecksums(`sha256:${HEX}`, 'adapter_model.bin')]).toEqual([
+      ['adapter_model.bin', HEX],
+    ]);
+    expect(expectedChecksums(`sha256:${HEX}`, null).size).toBe(0);
+    const files = { 'adapter_config.json': HEX, 'metadata.json': HEX };
+    expect([...expectedChecksums({ algorithm: 'sha256', files }, 'adapter_model.safetensors')]).toEqual([
+      ['adapter_config.json', HEX],
+    ]);
   });
 });

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { findInit, needsInit, OWN_INIT, runUnderInit, UNDER_INIT } from '../../src/pid1.js';
+import { findInit, needsInit, OWN_INIT, runUnderInit, UNDER_INIT } from '../../src/run/pid1.js';
 import { descendants } from '../helpers/run-process.js';
 import { tempDir } from '../helpers/tmp.js';
 

@@ -5,16 +5,14 @@ import {
   airgapProxyEnv,
   checkAirgap,
   endpointFor,
-  flagName,
   isAllowListed,
   isLoopbackHost,
   parseAppCommand,
   resolveRunConfig,
-  RUN_SETTINGS,
-  SETTING_NAMES,
   type ResolveInput,
   type RunConfig,
-} from '../../src/run-config.js';
+} from '../../src/run/config.js';
+import { flagName, RUN_SETTINGS, SETTING_NAMES } from '../../src/run/settings.js';
 
 const noActive = (): boolean => false;
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseEvalTiming } from '../../src/llama-server.js';
-import { slowInferenceWatch } from '../../src/run.js';
+import { parseEvalTiming } from '../../src/run/llama-server.js';
+import { slowInferenceWatch } from '../../src/run/embedded-llm.js';
 
 const line = (tokens: number, tps: string): string =>
   `0.00.255.537 I slot print_timing: id  3 | task 2 |        eval time =       8.38 ms /    ${tokens} tokens (    0.36 ms per token,  ${tps} tokens per second)`;

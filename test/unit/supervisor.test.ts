@@ -6,7 +6,6 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  findExecutable,
   firstEnd,
   forwardedSignal,
   parentDeathWrapper,
@@ -14,7 +13,8 @@ import {
   stopInOrder,
   SupervisedChild,
   type ChildSpec,
-} from '../../src/supervisor.js';
+} from '../../src/run/supervisor.js';
+import { findExecutable } from '../../src/run/executable.js';
 import { alive, waitGone } from '../helpers/run-process.js';
 import { tempDir } from '../helpers/tmp.js';
 

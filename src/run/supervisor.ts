@@ -1,5 +1,5 @@
 /**
- * The children of `run` (llama-server and the app) and their supervision (CONTRACT §7): each child runs
+ * The children of `run` (llama-server and the app) and their supervision: each child runs
  * in its own process group (so a shell's or uvicorn's own children are signalled with it), its output
  * goes to our stdout line by line behind a `[role]` prefix, and it is stopped gracefully, then by force
  * after a bounded grace period. No child outlives `run`:
@@ -12,15 +12,15 @@
  *    runs under tini as PID 1: tini exits when `run` dies, and the kernel then kills every process of
  *    the PID namespace, grandchildren included.
  *  - PID 1: Node reaps its own children, but not orphans reparented to it. The image starts `run` under
- *    tini; started as PID 1 anyway, bin/run.js runs it again under an init that reaps (src/pid1.ts).
+ *    tini; started as PID 1 anyway, bin/run.js runs it again under an init that reaps (src/run/pid1.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants, readdirSync, readFileSync } from 'node:fs';
-import { access, readFile, stat } from 'node:fs/promises';
-import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { CodiError, environmentError } from './errors.js';
-import { nowMs } from './clock.js';
+import { CodiError, environmentError } from '../errors.js';
+import { nowMs } from '../clock.js';
+import { findExecutable } from './executable.js';
 
 export interface ChildExit {
   code: number | null;
@@ -335,55 +335,12 @@ export function parentDeathWrapper(env: NodeJS.ProcessEnv = process.env): Promis
   if (process.platform !== 'linux') return Promise.resolve(null);
   wrapper ??= findExecutable('setpriv', env).then(async (path) => {
     if (path === null) return null;
-    // --pdeathsig came with util-linux 2.33; its name is in the binary's option table. Reading the file
-    // (~50 KB) costs far less than starting `setpriv --help` on run's critical path.
+    // --pdeathsig came with util-linux 2.33; its name is in the binary's option table. Reading the small
+    // binary is cheaper than starting `setpriv --help` on run's critical path.
     const binary = await readFile(path).catch(() => null);
     return binary?.includes('pdeathsig') ? [path, '--pdeathsig', 'KILL', '--'] : null;
   });
   return wrapper;
-}
-
-/**
- * An executable as the shell would find it: a name with a slash is a path (relative to `cwd`), any other
- * name is looked up on PATH. null when there is no such executable file.
- */
-export async function findExecutable(
-  name: string,
-  env: NodeJS.ProcessEnv = process.env,
-  cwd: string = process.cwd(),
-): Promise<string | null> {
-  const candidates = name.includes('/')
-    ? [isAbsolute(name) ? name : resolve(cwd, name)]
-    : (env.PATH ?? '')
-        .split(delimiter)
-        .filter((d) => d !== '')
-        .map((d) => join(resolve(cwd, d), name));
-  for (const candidate of candidates) {
-    try {
-      const st = await stat(candidate);
-      if (!st.isFile()) continue;
-      await access(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here, or not executable: try the next PATH entry
-    }
-  }
-  return null;
-}
-
-/** Why a path given as an executable cannot be run, for the error message. */
-export async function whyNotExecutable(path: string): Promise<string> {
-  try {
-    const st = await stat(path);
-    if (!st.isFile()) return 'is not a file';
-    await access(path, constants.X_OK);
-    return 'is executable';
-  } catch (e) {
-    const errno = (e as NodeJS.ErrnoException).code;
-    if (errno === 'ENOENT') return 'does not exist';
-    if (errno === 'EACCES') return 'is not executable by this user';
-    return `cannot be run (${errno ?? String(e)})`;
-  }
 }
 
 /** Linux: a non-zombie process in group `pgid`, read from /proc (fields after the command name). */

@@ -1,8 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { CodiError } from '../../src/errors.js';
-import { parseRunArgv } from '../../src/run-entry.js';
+import { parseCommandLine } from '../../src/cli/parse.js';
+import { COMMANDS } from '../../src/cli/registry.js';
 
-describe('parseRunArgv (the run fast path, parsing as oclif does)', () => {
+/** `run`'s command line through the one parser: the flags it was given (unset ones left out). */
+function parseRunArgv(argv: readonly string[]): { flags: Record<string, unknown>; json: boolean } {
+  const { flags, json } = parseCommandLine(COMMANDS.run.spec, argv, {});
+  return { flags: Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)), json };
+}
+
+describe("run's command line (the one parser, with run's flags from the settings)", () => {
   it('reads --name value, --name=value, boolean flags and their --no- forms, --json and --no-color', () => {
     expect(
       parseRunArgv([

@@ -5,15 +5,16 @@
  * tools/server/server.cpp and server-http.cpp.
  */
 import { execFile } from 'node:child_process';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
-import { CodiError, ExitCode } from './errors.js';
-import { describeExit, findExecutable, sleep, whyNotExecutable, type SupervisedChild } from './supervisor.js';
-import { nowMs } from './clock.js';
+import { CodiError, ExitCode } from '../errors.js';
+import { findExecutable, whyNotExecutable } from './executable.js';
+import { describeExit, sleep, type SupervisedChild } from './supervisor.js';
+import { nowMs } from '../clock.js';
+import { httpGet, probeUrl, type HealthProbe } from './http.js';
 
 export const LLAMA_SERVER_HINT = 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN';
-/** CONTRACT §9: what to do when the LLM is ready but slow. */
+/** What to do when the LLM is ready but generates slowly. */
 export const SLOW_HINT = "raise LLAMA_CPP_THREADS (up to the host's cores) or lower token limits";
 
 export interface EvalTiming {
@@ -57,19 +58,6 @@ export interface LoraAdapterInfo {
   id: number;
   path: string;
   scale: number;
-}
-
-export interface HttpResult {
-  status: number;
-  body: string;
-}
-
-export interface HealthProbe {
-  ok: boolean;
-  /** HTTP status, null when there was no answer */
-  status: number | null;
-  /** the server's message (e.g. "Loading model") or the connection error */
-  detail: string;
 }
 
 /**
@@ -135,7 +123,10 @@ export function parseLlamaServerVersion(text: string): LlamaServerVersion {
   };
 }
 
-/** The command line of CONTRACT §7: model, adapter, bind address, threads, no web UI, offline. */
+/**
+ * llama-server's command line: model, adapter, bind address, threads; no web UI and offline, since the
+ * container is air-gapped and serves only the API.
+ */
 export function llamaServerArgs(o: LlamaServerLaunch): string[] {
   return [
     '-m',
@@ -195,48 +186,9 @@ export function isBindFailure(lines: readonly string[]): boolean {
   return lines.some((l) => /couldn't bind HTTP server socket/u.test(l));
 }
 
-/** GET with a connection of its own (no keep-alive: a held connection would pin a server thread). */
-export function httpGet(url: string, timeoutMs: number): Promise<HttpResult> {
-  return httpCall('GET', url, timeoutMs);
-}
-
-export function httpPostJson(url: string, body: unknown, timeoutMs: number): Promise<HttpResult> {
-  return httpCall('POST', url, timeoutMs, JSON.stringify(body));
-}
-
-async function httpCall(method: string, url: string, timeoutMs: number, body?: string): Promise<HttpResult> {
-  const u = new URL(url);
-  // TLS is loaded only for an https endpoint: it is a noticeable part of start-up, and rare here
-  const request = u.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
-  return new Promise((resolveCall, reject) => {
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (body !== undefined) {
-      headers['content-type'] = 'application/json';
-      headers['content-length'] = String(Buffer.byteLength(body));
-    }
-    const req = request(u, { method, agent: false, headers, timeout: timeoutMs }, (res: IncomingMessage) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        // a health answer is tiny; a huge one is not a llama.cpp server
-        size += c.length;
-        if (size <= 1024 * 1024) chunks.push(c);
-      });
-      res.on('end', () => {
-        resolveCall({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
-      });
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-/** One `GET /health`. Never throws. */
-export async function probeHealth(endpoint: string, timeoutMs = 2000): Promise<HealthProbe> {
-  try {
-    const res = await httpGet(`${endpoint}/health`, timeoutMs);
+/** One `GET /health` of llama-server (its message, e.g. "Loading model", as the detail). Never throws. */
+export function probeHealth(endpoint: string, timeoutMs = 2000): Promise<HealthProbe> {
+  return probeUrl(`${endpoint}/health`, timeoutMs, (res) => {
     let detail = res.body.trim().slice(0, 200);
     try {
       const json = JSON.parse(res.body) as { status?: unknown; error?: { message?: unknown } };
@@ -246,10 +198,7 @@ export async function probeHealth(endpoint: string, timeoutMs = 2000): Promise<H
       // not JSON: keep the text
     }
     return { ok: res.status === 200, status: res.status, detail: detail || `HTTP ${res.status}` };
-  } catch (e) {
-    const errno = (e as NodeJS.ErrnoException).code;
-    return { ok: false, status: null, detail: errno ?? (e instanceof Error ? e.message : String(e)) };
-  }
+  });
 }
 
 export interface WaitHealthyOptions {

@@ -1,19 +1,19 @@
 /**
- * `run` as PID 1 (CONTRACT §7: safe as PID 1). Node reaps the children it spawned, not the orphans the
- * kernel reparents to PID 1, so they would stay zombies. As PID 1, bin/run.js therefore starts `run` again
+ * `run` as PID 1 (a container started without an init): it must still reap every process. Node reaps the
+ * children it spawned, not the orphans the kernel reparents to PID 1, so they would stay zombies. As PID 1, bin/run.js therefore starts `run` again
  * under an init that reaps: the project's own `dist/codi-init` (native/codi-init.c, built by
  * `npm run build`), else `tini` on PATH. This process stays PID 1: it passes signals on and exits with
- * the init's status. With neither available, `run` goes on and warns (src/run.ts).
+ * the init's status. With neither available, `run` goes on and warns (src/run/services.ts).
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { signalExitStatus } from './atomic.js';
-import { findExecutable } from './supervisor.js';
+import { signalExitStatus } from '../errors.js';
+import { findExecutable } from './executable.js';
 
 /** Set in the environment of the `run` started under the init, so it does not start another. */
 export const UNDER_INIT = 'CODI_UNDER_INIT';
 
-export const OWN_INIT = fileURLToPath(new URL('../dist/codi-init', import.meta.url));
+export const OWN_INIT = fileURLToPath(new URL('../../dist/codi-init', import.meta.url));
 
 /** The init command to start `run` under: the project's, else tini as a child subreaper; null if none. */
 export async function findInit(

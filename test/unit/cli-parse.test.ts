@@ -1,8 +1,27 @@
 import { describe, expect, it } from 'vitest';
-import { parseFast } from '../../src/cli/spec.js';
-import { convertSpec, listSpec, mountSpec, verifySpec } from '../../src/cli/specs.js';
+import { isCodiError } from '../../src/errors.js';
+import { parseCommandLine, type ParsedCommandLine } from '../../src/cli/parse.js';
+import { COMMANDS } from '../../src/cli/registry.js';
+import type { CommandSpec } from '../../src/cli/spec.js';
 
-describe('parseFast', () => {
+const { convert, list, mount, verify } = COMMANDS;
+const [convertSpec, listSpec, mountSpec, verifySpec] = [convert.spec, list.spec, mount.spec, verify.spec];
+
+/** The command line read against `spec`, or null when it is a usage error (exit 2). */
+function parseFast(
+  spec: CommandSpec,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): ParsedCommandLine | null {
+  try {
+    return parseCommandLine(spec, argv, env);
+  } catch (e) {
+    if (isCodiError(e) && e.code === 'USAGE' && e.exitCode === 2) return null;
+    throw e;
+  }
+}
+
+describe('parseCommandLine', () => {
   it('reads a plain command line: args, value flags in both spellings, booleans, defaults', () => {
     expect(parseFast(convertSpec, ['a', '--base', 'b.gguf', '--out=o.gguf', '--force'], {})).toEqual({
       args: { dir: 'a' },
@@ -44,7 +63,7 @@ describe('parseFast', () => {
     ['--no- on a boolean without allowNo', ['a', '--base', 'b', '--no-force']],
     ['a flag twice', ['a', '--base', 'b', '--base', 'c']],
     ['an empty word', ['', '--base', 'b']],
-  ])('declines (oclif parses it instead): %s', (_name, argv) => {
+  ])('refuses, as a usage error: %s', (_name, argv) => {
     expect(parseFast(convertSpec, argv, {})).toBeNull();
   });
 });

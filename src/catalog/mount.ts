@@ -1,0 +1,297 @@
+/**
+ * `mount`: puts a verified adapter on the models volume. A folder already in `<root>/adapters/` is
+ * registered in place; anything else is installed (install.ts). Either way the runtime user must be
+ * able to read it, and `--activate` points the `active` link at it.
+ */
+import { lstat, readlink, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { CodiError, ExitCode, environmentError, isCodiError } from '../errors.js';
+import { isEnvironmentFinding, type Finding } from '../findings.js';
+import { SAFETENSORS_FILE } from '../layout.js';
+import { sha256Ref, type AdapterMetadata } from '../metadata.js';
+import { verifyAdapter, weightsSha256, type VerifyOptions } from '../verify.js';
+import { aboveVolumeWarning, accessProblems, unreadableError } from './access.js';
+import { readActive, switchActive } from './active.js';
+import { install, type Mount, type MountAction, type Placed, type VerifiedReport } from './install.js';
+import { cleanLeftovers, type Cleaned } from './leftovers.js';
+import {
+  ancestorsOf,
+  catalogWritable,
+  DEFAULT_MOUNT_LOCK_TIMEOUT_MS,
+  notMountedHint,
+  openCatalog,
+  requireId,
+  requireWritable,
+  RUNTIME_USER,
+  statusError,
+  withMountLock,
+  type Catalog,
+  type RuntimeUser,
+} from './volume.js';
+
+export interface MountOptions {
+  /** the models volume (MODEL_MOUNT_PATH) */
+  root: string;
+  /** install under this id instead of metadata.json `id` */
+  id?: string;
+  /** base model GGUF: checked at mount, and the llama.cpp adapter built into the cache */
+  base?: string;
+  /** point `<root>/adapters/active` at this adapter */
+  activate?: boolean;
+  /** replace an existing id whose contents differ */
+  force?: boolean;
+  lockTimeoutMs?: number;
+  /** the user that must be able to read the adapter (default 1000:1000) */
+  runtimeUser?: RuntimeUser;
+}
+
+export interface MountResult {
+  status: 'mounted';
+  /** why, in words: the text after `Adapter Status: mounted` */
+  reason: string;
+  action: MountAction;
+  /** the id held this very adapter already (same checksums): nothing was changed */
+  already: boolean;
+  id: string;
+  path: string;
+  source: string;
+  adapter: { id: string; version: string; base_model: string; checksum: string };
+  /** `active` points at this adapter after the command */
+  active: boolean;
+  /** the command switched `active` */
+  activated: boolean;
+  gguf: { path: string; cached: boolean } | null;
+  /** verification warnings */
+  findings: Finding[];
+  cleaned: Cleaned;
+  readable_by: RuntimeUser;
+}
+
+export async function mountAdapter(source: string, options: MountOptions): Promise<MountResult> {
+  if (options.id !== undefined) requireId(options.id, '--id', ExitCode.USAGE);
+  const cat = await openCatalog(options.root, options.id);
+  const src = await resolveSource(source, cat);
+  const inPlace = cat.adaptersReal !== null && dirname(src) === cat.adaptersReal;
+  const verifyOptions = await baseCheckOptions(options.base);
+  const report = await verifyAdapter(src, verifyOptions);
+  requireMountable(report, src, options.base !== undefined);
+  const m: Mount = {
+    cat,
+    id: inPlace ? inPlaceId(src, cat, options.id) : newId(report, options.id),
+    src,
+    report,
+    verifyOptions,
+    force: options.force === true,
+    lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_MOUNT_LOCK_TIMEOUT_MS,
+    user: options.runtimeUser ?? RUNTIME_USER,
+  };
+  const placed = inPlace ? await register(m) : await install(m);
+  return finish(m, placed, options);
+}
+
+/** With `--base`: the compatibility check against the base model (loaded only then). */
+async function baseCheckOptions(base: string | undefined): Promise<VerifyOptions> {
+  if (!base) return {};
+  // loaded on demand: `list` and plain mounts need none of the GGUF code
+  const { baseCheckFor, readBaseForCheck } = await import('../base-model.js');
+  return { baseCheck: baseCheckFor(await readBaseForCheck(resolve(base))) };
+}
+
+/** The source folder, resolved: a folder, not a link in the catalog, not the catalog itself. */
+async function resolveSource(source: string, cat: Catalog): Promise<string> {
+  let st;
+  try {
+    st = await stat(source);
+  } catch (e) {
+    const error = environmentError(e, source, 'read');
+    throw statusError('not_mounted', error.code, `the adapter source ${error.message}`, {
+      exitCode: ExitCode.ENVIRONMENT,
+      file: source,
+      hint: notMountedHint(cat.root),
+      cause: e,
+    });
+  }
+  if (!st.isDirectory()) {
+    throw statusError('not_mounted', 'PATH_NOT_DIRECTORY', `${source} is a file, not an adapter folder`, {
+      exitCode: ExitCode.ENVIRONMENT,
+      file: source,
+      hint: 'give the folder that holds adapter_config.json, metadata.json and the weights, not one of its files',
+    });
+  }
+  await refuseCatalogLink(source, cat);
+  const src = await realpath(source);
+  if (src === cat.rootReal || src === cat.adaptersReal) {
+    throw statusError(
+      'not_mounted',
+      'MOUNT_SOURCE_IS_CATALOG',
+      `${source} is the catalog itself, not an adapter`,
+      {
+        exitCode: ExitCode.USAGE,
+        hint: `give one adapter folder, e.g. ${join(cat.adapters, '<id>')}`,
+      },
+    );
+  }
+  return src;
+}
+
+/** A symbolic link in `<root>/adapters` is what list reports as invalid: refused (LAYOUT_SYMLINK). */
+async function refuseCatalogLink(source: string, cat: Catalog): Promise<void> {
+  const lexical = resolve(source);
+  if (
+    cat.adaptersReal === null ||
+    (await realpath(dirname(lexical)).catch(() => null)) !== cat.adaptersReal ||
+    !(await lstat(lexical)).isSymbolicLink()
+  ) {
+    return;
+  }
+  // the files are wherever the link points, perhaps off the volume
+  const to = await readlink(lexical).catch(() => '?');
+  throw statusError(
+    'invalid',
+    'LAYOUT_SYMLINK',
+    `${source} is a symbolic link in the catalog (to ${to}); an adapter there must be a folder on the volume`,
+    {
+      exitCode: ExitCode.INVALID,
+      file: source,
+      hint: `replace the link with the adapter folder itself, or install a copy: codi-adapter mount ${await realpath(lexical).catch(() => to)} --id ${basename(lexical)} --force`,
+    },
+  );
+}
+
+/**
+ * Fails closed on any error finding: status invalid, exit 1, the first finding's code. With `--base`,
+ * .bin weights are refused now rather than after the adapter is in place.
+ */
+function requireMountable(report: VerifiedReport, path: string, withBase: boolean): void {
+  const errors = report.findings.filter((f) => f.level === 'error');
+  const first = errors[0];
+  if (!report.ok && first) {
+    const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
+    const unreadable = report.findings.some(isEnvironmentFinding);
+    throw statusError(unreadable ? 'not_mounted' : 'invalid', first.code, `${first.message}${more}`, {
+      exitCode: unreadable ? ExitCode.ENVIRONMENT : ExitCode.INVALID,
+      file: path,
+      ...(first.hint ? { hint: first.hint } : {}),
+      details: { findings: report.findings },
+    });
+  }
+  if (withBase && report.verified.layout.weightsFile !== SAFETENSORS_FILE) {
+    throw statusError(
+      'invalid',
+      'CONVERT_NEEDS_SAFETENSORS',
+      '--base builds a GGUF from safetensors weights; this adapter has adapter_model.bin',
+      {
+        exitCode: ExitCode.INVALID,
+        file: path,
+        hint: 'mount it without --base, or convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
+      },
+    );
+  }
+}
+
+/** The id of a folder already in the catalog: its name (`--id` may only repeat it). */
+function inPlaceId(src: string, cat: Catalog, wanted: string | undefined): string {
+  const id = basename(src);
+  requireId(id, 'the folder name', ExitCode.INVALID);
+  if (wanted !== undefined && wanted !== id) {
+    throw statusError(
+      'not_mounted',
+      'MOUNT_ID_MISMATCH',
+      `${src} is already in ${cat.adapters} under the name ${id}; it cannot be registered as ${wanted}`,
+      {
+        exitCode: ExitCode.USAGE,
+        hint: 'rename the folder, or mount a copy from outside the catalog with --id',
+      },
+    );
+  }
+  return id;
+}
+
+/** The id an installed copy gets: `--id`, else metadata.json's. */
+function newId(report: VerifiedReport, wanted: string | undefined): string {
+  const id = wanted ?? (report.verified.metadata as AdapterMetadata).id;
+  requireId(id, 'metadata.json id', ExitCode.INVALID);
+  return id;
+}
+
+/** A folder already in the catalog: readable by the runtime user, and nothing to copy. */
+async function register(m: Mount): Promise<Placed> {
+  const problems = await accessProblems(m.report.verified.layout, ancestorsOf(m.cat).volume, m.user);
+  if (problems.length > 0) throw unreadableError(m.src, m.cat.root, m.id, problems, m.user);
+  // every mount cleans what interrupted ones left, when it may write there (registering needs no write)
+  const cleaned = (await catalogWritable(m.cat))
+    ? await withMountLock(m.cat, m.lockTimeoutMs, 'clean', () => cleanLeftovers(m.cat.adapters))
+    : { removed: [], restored: [] };
+  return { action: 'registered', path: m.src, findings: m.report.findings, cleaned };
+}
+
+/** The adapter is in place: `--activate`, the GGUF with `--base`, and the result. */
+async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<MountResult> {
+  let activated = false;
+  if (options.activate) {
+    await requireWritable(m.cat);
+    activated = await withMountLock(m.cat, m.lockTimeoutMs, `activate ${m.id}`, () =>
+      switchActive(m.cat.adapters, m.id),
+    );
+  }
+  const gguf = options.base ? await buildGguf(placed.path, options.base, m.id) : null;
+  const metadata = m.report.verified.metadata as AdapterMetadata;
+  const adapter = {
+    id: metadata.id,
+    version: metadata.version,
+    base_model: metadata.base_model,
+    checksum: sha256Ref(weightsSha256(m.report) ?? ''),
+  };
+  const warning = await aboveVolumeWarning(m.cat, m.user);
+  return {
+    status: 'mounted',
+    reason: reasonFor(placed, m.src, `${adapter.id} ${adapter.version}`),
+    action: placed.action,
+    already: placed.action === 'unchanged',
+    path: placed.path,
+    id: m.id,
+    source: m.src,
+    adapter,
+    readable_by: m.user,
+    active: (await readActive(m.cat.adapters)) === m.id,
+    activated,
+    gguf,
+    findings: warning ? [...placed.findings, warning] : placed.findings,
+    cleaned: placed.cleaned,
+  };
+}
+
+function reasonFor(placed: Placed, src: string, name: string): string {
+  switch (placed.action) {
+    case 'registered':
+      return `registered in place at ${src}`;
+    case 'unchanged':
+      return `already mounted at ${placed.path} with the same checksums; nothing changed`;
+    case 'replaced':
+      return `replaced ${placed.path} with ${name}`;
+    case 'installed':
+      return `installed ${name} at ${placed.path}`;
+  }
+}
+
+async function buildGguf(
+  dir: string,
+  basePath: string,
+  id: string,
+): Promise<{ path: string; cached: boolean }> {
+  try {
+    const { convertAdapter } = await import('../convert.js');
+    const r = await convertAdapter(dir, { base: basePath });
+    return { path: r.output, cached: r.cached };
+  } catch (e) {
+    if (!isCodiError(e)) throw e;
+    // the adapter is in place and verified; only the prebuilt GGUF is missing (run builds it later)
+    throw new CodiError(e.code, `${id} is mounted, but its GGUF could not be built: ${e.message}`, {
+      exitCode: e.exitCode,
+      ...(e.hint === undefined ? {} : { hint: e.hint }),
+      ...(e.file === undefined ? {} : { file: e.file }),
+      details: { ...e.details, status: 'mounted' },
+      cause: e,
+    });
+  }
+}

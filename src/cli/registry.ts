@@ -1,0 +1,209 @@
+/**
+ * Every command, declared once: its arguments and flags, its help text, and a lazy loader of its
+ * behaviour (src/cli/<name>.ts). The front door (src/cli/main.ts) parses every command line against
+ * these specs, and oclif's command classes, for help and the manifest, are generated from them
+ * (src/cli/oclif.ts). Light on purpose: it is read before any command's code is loaded.
+ */
+import { DEFAULT_MODEL_ROOT, OUTTYPES } from '../constants.js';
+import { defaultText, RUN_SETTINGS } from '../run/settings.js';
+import type { CommandMain, CommandSpec, FlagSpec } from './spec.js';
+
+export interface CommandEntry {
+  readonly spec: CommandSpec;
+  readonly summary: string;
+  readonly description: string;
+  /** `<%= config.bin %>` stands for the program's name */
+  readonly examples: readonly string[];
+  /** the command's behaviour, loaded when it runs */
+  readonly load: () => Promise<CommandMain>;
+  /** the argument naming an adapter directory whose weights are hashed while the command loads */
+  readonly earlyHash?: string;
+}
+
+/** `--root`, the models volume, for the commands that work on it (list, mount) */
+const modelRootFlag = {
+  kind: 'string',
+  description: 'models volume root',
+  env: 'MODEL_MOUNT_PATH',
+  default: DEFAULT_MODEL_ROOT,
+} as const;
+
+const convert: CommandEntry = {
+  summary: 'Convert a PEFT safetensors LoRA into a llama.cpp GGUF LoRA adapter',
+  description:
+    "Natively, with no Python: the architecture and shapes come from the base GGUF, so it works air-gapped. The adapter is verified first. The GGUF makes llama.cpp apply exactly PEFT's scale for every module (lora_alpha/r, lora_alpha/sqrt(r) with use_rslora, rank_pattern and alpha_pattern): what llama.cpp's single alpha cannot express is folded into lora_b. Without --out the result is cached next to the adapter (<parent>/.gguf-cache), keyed by the weights checksum, config, outtype and arch.",
+  examples: [
+    '<%= config.bin %> convert examples/adapters/tiny-qwen2-lora --base examples/base/tiny-qwen2.gguf',
+    '<%= config.bin %> convert /models/adapters/qwen15b-lora-v0.1 --base /models/base/qwen2.5-coder-1.5b.gguf --outtype q8_0 --out /tmp/lora.gguf',
+  ],
+  spec: {
+    args: [{ name: 'dir', description: 'adapter directory', required: true }],
+    flags: {
+      base: { kind: 'string', description: 'base model GGUF (architecture and shapes)', required: true },
+      out: { kind: 'string', description: 'output GGUF file (default: the cache next to the adapter)' },
+      outtype: {
+        kind: 'option',
+        options: OUTTYPES,
+        default: 'f32',
+        description:
+          'tensor type. f32 (default) reproduces PEFT: llama.cpp rounds activations to the weight type in LoRA matmuls. q8_0 falls back to f16 where a row is not a multiple of 32',
+      },
+      force: { kind: 'boolean', description: 'convert again even when the cache has the result' },
+    },
+  },
+  load: async () => (await import('./convert.js')).convertMain,
+};
+
+const verify: CommandEntry = {
+  summary: 'Verify a PEFT LoRA adapter directory',
+  description:
+    'Checks layout, adapter_config.json, the safetensors header (strictly) or the .bin pickle (scanned, never loaded), tensors against the config, metadata.json against its schema, sha256 checksums (streamed) and, with --base, that llama.cpp will accept the adapter on that base model. Exit 0 when valid (warnings allowed), 1 when invalid, 3 when a path cannot be read.',
+  examples: [
+    '<%= config.bin %> verify examples/adapters/tiny-qwen2-lora',
+    '<%= config.bin %> verify /models/adapters/qwen15b-lora-v0.1 --base /models/base/qwen2.5-coder-1.5b.gguf --strict --json',
+  ],
+  spec: {
+    args: [{ name: 'dir', description: 'adapter directory', required: true }],
+    flags: {
+      strict: { kind: 'boolean', description: 'treat every warning as an error' },
+      base: {
+        kind: 'string',
+        description: 'base model GGUF: also check that llama.cpp will accept the adapter on it',
+      },
+    },
+  },
+  load: async () => (await import('./verify.js')).verifyMain,
+  earlyHash: 'dir',
+};
+
+const list: CommandEntry = {
+  summary: 'List the adapters in the models volume',
+  description:
+    'Scans <root>/adapters/*: id, version, base model, weights checksum (short), size, status (mounted, invalid with the first finding, or not_mounted when UID 1000 cannot read it), and a * on the active adapter. Without --verify it reads layout, headers and metadata only (fast; the checksum shown is the recorded one); --verify re-hashes every file and exits 1 if any adapter is invalid.',
+  examples: ['<%= config.bin %> list --root /models', '<%= config.bin %> list --verify --json'],
+  spec: {
+    args: [],
+    flags: {
+      root: modelRootFlag,
+      verify: { kind: 'boolean', description: 'recompute every checksum (reads all the weights)' },
+    },
+  },
+  load: async () => (await import('./list.js')).listMain,
+};
+
+const mount: CommandEntry = {
+  summary: 'Install or register an adapter in the models volume',
+  description:
+    'A folder already in <root>/adapters/ is registered in place. Any other folder is installed: copied to a hidden staging folder in <root>/adapters/, verified again there, fsynced, and renamed into <root>/adapters/<id> in one step, so a reader never sees half an adapter. An id that already holds the same checksums is left as it is; other contents are never replaced without --force. Checks that UID 1000 (the runtime user) can read every file. Prints "Adapter Status: mounted|not_mounted|invalid". Exit 0 mounted, 1 invalid or conflicting, 2 usage, 3 environment (volume missing or not writable, unreadable, lock held).',
+  examples: [
+    '<%= config.bin %> mount examples/adapters/tiny-qwen2-lora --root /models --activate',
+    '<%= config.bin %> mount /incoming/qwen15b-lora-v0.2 --base /models/base/qwen2.5-coder-1.5b.gguf --activate --json',
+    '<%= config.bin %> mount /models/adapters/qwen15b-lora-v0.1',
+  ],
+  spec: {
+    args: [{ name: 'source', description: 'adapter folder', required: true }],
+    flags: {
+      root: modelRootFlag,
+      id: { kind: 'string', description: 'install under this id (default: metadata.json id)' },
+      base: {
+        kind: 'string',
+        description:
+          'base model GGUF: check compatibility and build the llama.cpp adapter now, so run starts fast',
+      },
+      activate: {
+        kind: 'boolean',
+        description: 'point <root>/adapters/active at this adapter (atomically)',
+      },
+      force: { kind: 'boolean', description: 'replace an id that holds other contents' },
+      'lock-timeout': {
+        kind: 'integer',
+        description: 'seconds to wait for another mount to finish',
+        default: 60,
+        min: 0,
+      },
+    },
+  },
+  load: async () => (await import('./mount.js')).mountMain,
+};
+
+const promote: CommandEntry = {
+  summary: 'Promote an adapter into patterns/rules.yml',
+  description:
+    'Verifies the adapter (fail closed), checks the evaluation against llm_assist.gates.min_metrics (a missing metric fails its gate), records the adapter under llm_assist.adapters.<id> and appends the evaluation to its metadata.json. Comments, order, quoting and every untouched byte of rules.yml are kept. Both writes are atomic and serialised by <rules>.lock. Promoting the same version and checksum again changes nothing. Exit 0 promoted, 1 invalid / gate failed / refused, 3 environment (file missing, lock held).',
+  examples: [
+    '<%= config.bin %> promote examples/adapters/tiny-qwen2-lora --rules examples/patterns/rules.yml --eval examples/eval.json --dry-run',
+    '<%= config.bin %> promote /models/adapters/qwen15b-lora-v0.2 --rules patterns/rules.yml --eval eval.json --default --json',
+  ],
+  spec: {
+    args: [{ name: 'dir', description: 'adapter directory', required: true }],
+    flags: {
+      rules: { kind: 'string', description: 'the rules file (patterns/rules.yml)', required: true },
+      eval: {
+        kind: 'string',
+        description: 'evaluation (eval.json); default: the newest record in metadata.json evaluations',
+      },
+      'dry-run': { kind: 'boolean', description: 'print the unified diff, write nothing' },
+      default: {
+        kind: 'boolean',
+        description: 'make it llm_assist.default_adapter (it becomes the default anyway when none is set)',
+      },
+      force: {
+        kind: 'boolean',
+        description: 'allow a version downgrade, or other weights under an already promoted version',
+      },
+      'lock-timeout': {
+        kind: 'integer',
+        description: 'seconds to wait for another promote of the same rules file',
+        default: 10,
+        min: 0,
+      },
+    },
+  },
+  load: async () => (await import('./promote.js')).promoteMain,
+};
+
+/** `run`'s flags: one per setting row, unset unless given (the variable, then the default, decide). */
+function settingFlags(): Record<string, FlagSpec> {
+  return Object.fromEntries(
+    RUN_SETTINGS.map((s): [string, FlagSpec] => {
+      const description = `${s.description} [env ${s.name}; default: ${defaultText(s)}]`;
+      const flag: FlagSpec =
+        s.kind === 'boolean'
+          ? {
+              kind: 'boolean',
+              allowNo: true,
+              allowValue: true,
+              unset: true,
+              description,
+              helpGroup: 'SETTINGS',
+            }
+          : { kind: 'string', allowEmpty: true, description, helpGroup: 'SETTINGS' };
+      return [s.flag, flag];
+    }),
+  );
+}
+
+const run: CommandEntry = {
+  summary: 'Serve the mounted adapter with llama-server and start the app (the container entrypoint)',
+  description: `Resolves the configuration (every setting is an environment variable and the flag named after it; the flag wins), validates MODEL_MOUNT_PATH and ADAPTER_PATH, verifies the adapter, converts it to GGUF (cached), starts llama-server, waits for GET /health, checks GET /lora-adapters lists the adapter at scale 1, writes environment.json to CODI_STATE_DIR, starts APP_COMMAND with LLM_ENDPOINT and CODI_ENVIRONMENT_FILE, then supervises both: child output is prefixed [llm]/[app]; SIGTERM/SIGINT stop the app, then the LLM, gracefully and then by force.
+
+Exit status: 0 stopped by a signal, or the app finished with exit code 0; 1 the adapter is invalid; 2 a setting is malformed; 3 the environment is wrong (adapter not mounted, llama-server missing, port in use, remote endpoint not allowed); 4 the LLM failed to start or became unhealthy; 5 the app died.
+
+With --json the children's lines and progress go to stderr, and one JSON object describing the outcome is printed on stdout when run ends.`,
+  examples: [
+    '<%= config.bin %> run',
+    'MODEL_MOUNT_PATH=/srv/models LLAMA_SERVER_BIN=$(scripts/build-llama-server.sh) <%= config.bin %> run --app-command none',
+    '<%= config.bin %> run --llm-endpoint http://llm.internal.example.com:8081 --airgap-allowlist llm.internal.example.com',
+  ],
+  spec: { args: [], flags: settingFlags() },
+  load: async () => (await import('./run.js')).runMain,
+};
+
+/** Every command by name: the only list of them. */
+export const COMMANDS = { convert, list, mount, promote, run, verify } as const satisfies Readonly<
+  Record<string, CommandEntry>
+>;
+
+export function commandNamed(name: string): CommandEntry | undefined {
+  return Object.hasOwn(COMMANDS, name) ? (COMMANDS as Record<string, CommandEntry>)[name] : undefined;
+}

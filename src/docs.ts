@@ -1,0 +1,51 @@
+/**
+ * Parts of the docs written from the code, so they cannot drift from it: each sits in its file
+ * between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. `npm run docs` rewrites them, and
+ * a test fails while a file differs from what `GENERATED` renders. A new generated part is one row.
+ */
+import { defaultText, RUN_SETTINGS } from './run/settings.js';
+
+export interface GeneratedPart {
+  /** relative to the repository */
+  readonly file: string;
+  readonly name: string;
+  readonly render: () => string;
+}
+
+export const GENERATED: readonly GeneratedPart[] = [
+  { file: 'README.md', name: 'settings', render: settingsTable },
+];
+
+/** `text` with every part of `GENERATED` that belongs to `file` rewritten between its markers. */
+export function withGeneratedParts(file: string, text: string, parts = GENERATED): string {
+  let out = text;
+  for (const part of parts.filter((p) => p.file === file))
+    out = replaceBetween(out, part.name, part.render());
+  return out;
+}
+
+/** Replaces what lies between the markers named `name`; a missing or repeated marker is an error. */
+export function replaceBetween(text: string, name: string, content: string): string {
+  const begin = `<!-- generated:${name} -->`;
+  const end = `<!-- /generated:${name} -->`;
+  const start = text.indexOf(begin);
+  const stop = text.indexOf(end);
+  if (start < 0 || stop < start || text.indexOf(begin, start + 1) >= 0) {
+    throw new Error(`expected one ${begin} … ${end} pair`);
+  }
+  const body = content.endsWith('\n') ? content : `${content}\n`;
+  return `${text.slice(0, start + begin.length)}\n${body}${text.slice(stop)}`;
+}
+
+/** Markdown table cell: a `|` would end the cell. */
+function cell(text: string): string {
+  return text.replace(/\|/gu, '\\|');
+}
+
+/** `run`'s settings, one table row per setting row. */
+export function settingsTable(): string {
+  const rows = RUN_SETTINGS.map(
+    (s) => `| \`${s.name}\` | \`--${s.flag}\` | \`${cell(defaultText(s))}\` | ${cell(s.description)} |`,
+  );
+  return ['| variable | flag | default | what it sets |', '|---|---|---|---|', ...rows].join('\n');
+}

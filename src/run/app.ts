@@ -1,0 +1,50 @@
+/**
+ * The app (APP_COMMAND): its executable looked up before anything is started for it, and started once
+ * environment.json is written, with LLM_ENDPOINT and CODI_ENVIRONMENT_FILE.
+ */
+import { CodiError, ExitCode } from '../errors.js';
+import type { RunContext } from './context.js';
+import { environmentFile } from './environment.js';
+import { findExecutable } from './executable.js';
+import { SupervisedChild } from './supervisor.js';
+
+/** A missing app executable is exit 3 (a shell command is the shell's to resolve). */
+export async function checkApp(ctx: RunContext): Promise<void> {
+  const { app } = ctx.config;
+  if (!app || app.shell) return;
+  const found = await findExecutable(app.argv[0], ctx.childEnv);
+  if (found === null) {
+    throw new CodiError(
+      'APP_NOT_FOUND',
+      `APP_COMMAND: ${app.argv[0]} not found (PATH=${ctx.childEnv.PATH ?? ''})`,
+      {
+        exitCode: ExitCode.ENVIRONMENT,
+        hint: 'install the app in the image, fix APP_COMMAND, or set APP_COMMAND=none to run the LLM alone',
+      },
+    );
+  }
+}
+
+export async function startApp(ctx: RunContext): Promise<void> {
+  const { config, report } = ctx;
+  if (!config.app) {
+    report.info('no app (APP_COMMAND=none): serving the LLM until stopped');
+    return;
+  }
+  const appEnv: NodeJS.ProcessEnv = {
+    ...ctx.childEnv,
+    CODI_ENVIRONMENT_FILE: environmentFile(config),
+    LLM_ENABLED: String(config.llmEnabled),
+  };
+  if (config.llmEndpoint !== null) appEnv.LLM_ENDPOINT = config.llmEndpoint;
+  else delete appEnv.LLM_ENDPOINT;
+  const [command, ...args] = config.app.argv;
+  const app = await SupervisedChild.start(
+    { role: 'app', command, args, env: appEnv, wrapper: await ctx.wrapper },
+    ctx.output,
+  );
+  ctx.children.app = app;
+  report.info(
+    `app started (pid ${app.pid}): ${config.app.shell ? `/bin/sh -c ${config.app.text}` : config.app.text}`,
+  );
+}

@@ -1,0 +1,163 @@
+/**
+ * `environment.json` in CODI_STATE_DIR: what `run` is serving and how it was configured, written
+ * atomically once the LLM is ready and before the app starts (the app and a HEALTHCHECK read it).
+ */
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../atomic.js';
+import { CodiError, environmentError } from '../errors.js';
+import { airgapProxyEnv, type LlmMode, type RunConfig } from './config.js';
+import type { SettingName } from './settings.js';
+import { VERSION } from '../version.js';
+import type { RunContext } from './context.js';
+import type { LoraAdapterInfo } from './llama-server.js';
+import { describeErrno } from './paths.js';
+
+export const ENVIRONMENT_FILE = 'environment.json';
+
+export interface AdapterRecord {
+  id: string | null;
+  version: string | null;
+  base_model: string | null;
+  path: string;
+  /** the weights file, `sha256:<hex>` as metadata.json writes it */
+  checksum: string;
+  checksum_verified: boolean;
+  checksums: { file: string; ok: boolean }[];
+  gguf: string;
+  gguf_cached: boolean;
+}
+
+export interface LlamaServerRecord {
+  path: string;
+  version: string;
+  build: number | null;
+  commit: string | null;
+}
+
+export interface EnvironmentRecord {
+  schema_version: 1;
+  written_at: string;
+  codi_adapter: { version: string; pid: number };
+  adapter: AdapterRecord | null;
+  ruleset: { path: string; version: string | null; error?: string };
+  base_model: { id: string; path: string | null };
+  llm: {
+    enabled: boolean;
+    mode: LlmMode;
+    endpoint: string | null;
+    pid: number | null;
+    llama_server: LlamaServerRecord | null;
+    lora_adapters: LoraAdapterInfo[] | null;
+    healthy_after_ms: number | null;
+  };
+  app: { command: string | null; argv: string[] | null; shell: boolean };
+  airgap: { enabled: boolean; allowlist: string[]; proxy: string | null; no_proxy: string | null };
+  settings: Record<SettingName, string>;
+}
+
+/** What the LLM step found out, for the record (all null without an LLM). */
+export interface LlmReady {
+  adapter: AdapterRecord | null;
+  llamaServer: LlamaServerRecord | null;
+  lora: LoraAdapterInfo[] | null;
+  healthyMs: number | null;
+}
+
+export function environmentFile(config: RunConfig): string {
+  return join(config.stateDir, ENVIRONMENT_FILE);
+}
+
+/** A file from an earlier run must not make a HEALTHCHECK or the app believe we are up. */
+export async function removeEnvironment(config: RunConfig): Promise<void> {
+  await rm(environmentFile(config), { force: true }).catch(() => undefined);
+}
+
+/** Records the environment (LLM_ENDPOINT included) in CODI_STATE_DIR; resolves to what it wrote. */
+export async function writeEnvironment(ctx: RunContext, llm: LlmReady): Promise<EnvironmentRecord> {
+  const { config, report } = ctx;
+  const ruleset = await readRulesetVersion(config.patternsRules);
+  if (ruleset.error) report.warn(`ruleset version not recorded: ${ruleset.error}`);
+  const record = environmentRecord(ctx, llm, ruleset);
+  try {
+    await mkdir(config.stateDir, { recursive: true });
+  } catch (e) {
+    throw withHint(
+      environmentError(e, config.stateDir, 'created'),
+      'set CODI_STATE_DIR to a writable directory',
+    );
+  }
+  const file = environmentFile(config);
+  await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`);
+  if (config.llmEndpoint !== null) report.info(`LLM_ENDPOINT=${config.llmEndpoint}`);
+  report.info(`environment recorded in ${file}`);
+  return record;
+}
+
+function environmentRecord(
+  ctx: RunContext,
+  llm: LlmReady,
+  ruleset: EnvironmentRecord['ruleset'],
+): EnvironmentRecord {
+  const { config } = ctx;
+  const proxy = airgapProxyEnv(config);
+  return {
+    schema_version: 1,
+    written_at: new Date().toISOString(),
+    codi_adapter: { version: VERSION, pid: process.pid },
+    adapter: llm.adapter,
+    ruleset,
+    base_model: { id: config.codeModel, path: config.llmMode === 'embedded' ? config.baseModelPath : null },
+    llm: {
+      enabled: config.llmEnabled,
+      mode: config.llmMode,
+      endpoint: config.llmEndpoint,
+      pid: ctx.children.llm?.pid ?? null,
+      llama_server: llm.llamaServer,
+      lora_adapters: llm.lora,
+      healthy_after_ms: llm.healthyMs,
+    },
+    app: {
+      command: config.app?.text ?? null,
+      argv: config.app ? [...config.app.argv] : null,
+      shell: config.app?.shell ?? false,
+    },
+    airgap: {
+      enabled: config.airgap,
+      allowlist: config.airgapAllowlist,
+      proxy: proxy.HTTP_PROXY ?? null,
+      no_proxy: proxy.NO_PROXY ?? null,
+    },
+    settings: config.settings,
+  };
+}
+
+/** The ruleset version: the rules file's top-level `version`, if the file is there. */
+export async function readRulesetVersion(path: string): Promise<EnvironmentRecord['ruleset']> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    if (errno === 'ENOENT' || errno === 'ENOTDIR') return { path, version: null };
+    return { path, version: null, error: `${path}: ${describeErrno(e as NodeJS.ErrnoException)}` };
+  }
+  try {
+    // loaded here, after the LLM is up: the YAML parser is a noticeable part of start-up otherwise
+    const { parse } = await import('yaml');
+    const doc: unknown = parse(text);
+    const v = doc !== null && typeof doc === 'object' ? (doc as Record<string, unknown>).version : undefined;
+    if (typeof v === 'string' || typeof v === 'number') return { path, version: String(v) };
+    return { path, version: null, error: `${path} has no top-level version` };
+  } catch (e) {
+    return {
+      path,
+      version: null,
+      error: `${path} is not valid YAML: ${(e as Error).message.split('\n')[0] ?? ''}`,
+    };
+  }
+}
+
+function withHint(e: CodiError, hint: string): CodiError {
+  return new CodiError(e.code, e.message, { exitCode: e.exitCode, file: e.file, hint, cause: e.cause });
+}

@@ -1,0 +1,298 @@
+/**
+ * `run`'s settings, as data: one row each (`RUN_SETTINGS`: name, flag, kind, default, bounds,
+ * description). The flags, their parsing and checks (src/config.ts), `--help`, the configuration
+ * `run` prints and the README's settings table all come from these rows; a new setting, or a new
+ * column, is written here once. Every setting is an environment variable and a flag
+ * (`LLM_PORT` ↔ `--llm-port`).
+ */
+import { join } from 'node:path';
+import { DEFAULT_MODEL_ROOT } from '../constants.js';
+import { CodiError, ExitCode } from '../errors.js';
+
+/** The adapter served by default, below `<MODEL_MOUNT_PATH>/adapters/`. */
+export const DEFAULT_ADAPTER_ID = 'qwen15b-lora-v0.1';
+export const DEFAULT_APP_COMMAND = 'uvicorn api.server:app --host 0.0.0.0 --port 8000';
+
+/** What a setting's value is, and so how it is read and checked. */
+export interface KindValue {
+  /** a file or folder, resolved against the working directory */
+  path: string;
+  /** a model id (not a path) */
+  id: string;
+  /** an address or host name */
+  host: string;
+  /** a program: a name looked up on PATH when started, or a path (it has a slash), resolved */
+  program: string;
+  /** a command line ("none": none) */
+  command: AppCommand | null;
+  /** true/false, 1/0, yes/no, on/off */
+  boolean: boolean;
+  port: number;
+  /** a whole number within the row's bounds */
+  count: number;
+  /** seconds (decimals and an `s` suffix allowed), as milliseconds */
+  seconds: number;
+  /** an http(s) base URL ("auto"/"none": null) */
+  url: string | null;
+  /** comma-separated host names (".example.com" matches its subdomains) */
+  hosts: string[];
+}
+export type SettingKind = keyof KindValue;
+
+/** What the settings resolved so far give a computed default. */
+export interface DefaultContext {
+  settings: Readonly<Partial<Record<string, string>>>;
+  isDirectory: (path: string) => boolean;
+}
+
+/** One setting of `run`: everything about it is this row (parsing, checks, --help, README, the print). */
+export interface SettingRow {
+  /** the environment variable; also the setting's name in the configuration print and environment.json */
+  readonly name: string;
+  /** the command-line flag, without its dashes */
+  readonly flag: string;
+  readonly kind: SettingKind;
+  /** the value when neither flag nor variable gives one, as text; a function of the settings above it */
+  readonly default: string | ((context: DefaultContext) => string);
+  /** the default as documented, where it is computed or reads better in words */
+  readonly defaultText?: string;
+  /** bounds of a number; `above` refuses the minimum itself */
+  readonly min?: number;
+  readonly max?: number;
+  readonly above?: boolean;
+  /** what a count counts, for its messages ("threads": "a whole number of threads ≥ 1") */
+  readonly unit?: string;
+  /** shown in --help and the README table */
+  readonly description: string;
+}
+
+export const RUN_SETTINGS = [
+  {
+    name: 'MODEL_MOUNT_PATH',
+    flag: 'model-mount-path',
+    kind: 'path',
+    default: DEFAULT_MODEL_ROOT,
+    description: 'models volume root',
+  },
+  {
+    name: 'ADAPTER_PATH',
+    flag: 'adapter-path',
+    kind: 'path',
+    // `mount --activate` points adapters/active at an id; serving it by default is what that is for
+    default: ({ settings, isDirectory }) => {
+      const adapters = join(settings.MODEL_MOUNT_PATH ?? DEFAULT_MODEL_ROOT, 'adapters');
+      return isDirectory(join(adapters, 'active'))
+        ? join(adapters, 'active')
+        : join(adapters, DEFAULT_ADAPTER_ID);
+    },
+    defaultText: `<MODEL_MOUNT_PATH>/adapters/active if it exists (mount --activate), else <MODEL_MOUNT_PATH>/adapters/${DEFAULT_ADAPTER_ID}`,
+    description: 'adapter directory to serve',
+  },
+  {
+    name: 'CODE_MODEL',
+    flag: 'code-model',
+    kind: 'id',
+    default: 'qwen2.5-coder-1.5b',
+    description: "base model id; the adapter's metadata base_model must equal it",
+  },
+  {
+    name: 'BASE_MODEL_PATH',
+    flag: 'base-model-path',
+    kind: 'path',
+    default: ({ settings }) =>
+      join(settings.MODEL_MOUNT_PATH ?? DEFAULT_MODEL_ROOT, 'base', `${settings.CODE_MODEL ?? ''}.gguf`),
+    defaultText: '<MODEL_MOUNT_PATH>/base/<CODE_MODEL>.gguf',
+    description: 'base model GGUF',
+  },
+  {
+    name: 'LLM_ENABLED',
+    flag: 'llm-enabled',
+    kind: 'boolean',
+    default: 'true',
+    description: 'false: start the app without any LLM',
+  },
+  {
+    name: 'LLM_ENDPOINT',
+    flag: 'llm-endpoint',
+    kind: 'url',
+    default: 'auto',
+    defaultText: 'auto (the embedded server)',
+    description:
+      'an http(s) URL: use that llama.cpp server instead of starting one ("auto" or empty: embedded)',
+  },
+  {
+    name: 'LLM_HOST',
+    flag: 'llm-host',
+    kind: 'host',
+    default: '127.0.0.1',
+    description: 'embedded server bind address (the image sets 0.0.0.0)',
+  },
+  { name: 'LLM_PORT', flag: 'llm-port', kind: 'port', default: '8081', description: 'embedded server port' },
+  {
+    name: 'LLAMA_CPP_THREADS',
+    flag: 'llama-cpp-threads',
+    kind: 'count',
+    default: '4',
+    min: 1,
+    max: 1024,
+    unit: 'threads',
+    description: 'inference threads (-t)',
+  },
+  {
+    name: 'LLAMA_SERVER_BIN',
+    flag: 'llama-server-bin',
+    kind: 'program',
+    default: 'llama-server',
+    defaultText: 'llama-server on PATH',
+    description: 'the llama.cpp server binary (a name looked up on PATH, or a path)',
+  },
+  {
+    name: 'APP_COMMAND',
+    flag: 'app-command',
+    kind: 'command',
+    default: DEFAULT_APP_COMMAND,
+    description:
+      'started once the LLM is healthy; "none" disables it. Plain words are executed directly, anything with shell syntax through /bin/sh -c',
+  },
+  {
+    name: 'APP_HEALTH_URL',
+    flag: 'app-health-url',
+    kind: 'url',
+    default: 'none',
+    description:
+      "the app's health URL: polled and logged (never fatal), and checked by the image's HEALTHCHECK",
+  },
+  {
+    name: 'AIRGAP',
+    flag: 'airgap',
+    kind: 'boolean',
+    default: 'true',
+    description:
+      'outbound guard: a remote LLM_ENDPOINT must be loopback or allow-listed, and the children get a proxy that refuses',
+  },
+  {
+    name: 'AIRGAP_ALLOWLIST',
+    flag: 'airgap-allowlist',
+    kind: 'hosts',
+    default: '',
+    defaultText: 'empty',
+    description: 'comma-separated hosts allowed when air-gapped (".example.com" allows its subdomains)',
+  },
+  {
+    name: 'CODI_STATE_DIR',
+    flag: 'codi-state-dir',
+    kind: 'path',
+    default: '/tmp/codi-adapter',
+    description: 'where environment.json is written',
+  },
+  {
+    name: 'PATTERNS_RULES',
+    flag: 'patterns-rules',
+    kind: 'path',
+    default: '/work/patterns/rules.yml',
+    description: 'rules file whose top-level version is recorded as the ruleset version (optional)',
+  },
+  {
+    name: 'LLM_READY_TIMEOUT',
+    flag: 'llm-ready-timeout',
+    kind: 'seconds',
+    default: '120',
+    min: 0,
+    above: true,
+    max: 86_400,
+    description: 'seconds the embedded server may take to answer GET /health 200',
+  },
+  {
+    name: 'LLM_HEALTH_RETRIES',
+    flag: 'llm-health-retries',
+    kind: 'count',
+    default: '10',
+    min: 1,
+    max: 10_000,
+    unit: 'attempts',
+    description:
+      'GET /health attempts (1 s apart) for a remote LLM_ENDPOINT; also the consecutive failed checks after which the embedded server counts as unhealthy',
+  },
+  {
+    name: 'LLM_HEALTH_INTERVAL',
+    flag: 'llm-health-interval',
+    kind: 'seconds',
+    default: '10',
+    min: 0,
+    max: 86_400,
+    description: 'seconds between health checks while running (0: no checks)',
+  },
+  {
+    name: 'STOP_GRACE_PERIOD',
+    flag: 'stop-grace-period',
+    kind: 'seconds',
+    default: '4',
+    min: 0,
+    above: true,
+    max: 86_400,
+    description:
+      'seconds each child gets to exit after SIGTERM before SIGKILL (app first, then LLM; keep 2× below docker stop -t, 10 s)',
+  },
+  {
+    name: 'LLM_SLOW_TOKENS_PER_SECOND',
+    flag: 'llm-slow-tokens-per-second',
+    kind: 'count',
+    default: '5',
+    min: 0,
+    max: 1_000_000,
+    unit: 'tokens per second',
+    description:
+      'generation speed below which llama-server counts as slow (read from its own timing lines): run warns with the resolution; 0: never',
+  },
+] as const satisfies readonly SettingRow[];
+
+export type Row = (typeof RUN_SETTINGS)[number];
+export type SettingName = Row['name'];
+export const SETTING_NAMES: readonly SettingName[] = RUN_SETTINGS.map((s) => s.name);
+/** Every setting's value, typed by its kind. */
+export type SettingValues = { [R in Row as R['name']]: KindValue[R['kind']] };
+
+export interface AppCommand {
+  /** as configured */
+  text: string;
+  /** what is spawned: the words, or `/bin/sh -c <text>` */
+  argv: [string, ...string[]];
+  /** true when the text needed a shell (pipes, `&&`, `$VAR`, redirections, globs, assignments…) */
+  shell: boolean;
+}
+
+const BY_NAME = new Map<string, SettingRow>(RUN_SETTINGS.map((s) => [s.name, s]));
+
+/** `LLM_PORT` → `llm-port` */
+export function flagName(name: SettingName): string {
+  return BY_NAME.get(name)?.flag ?? name;
+}
+
+/** The documented default of a setting. */
+export function defaultText(row: SettingRow): string {
+  return row.defaultText ?? (typeof row.default === 'string' ? row.default : '');
+}
+
+const TRUE = new Set(['true', '1', 'yes', 'on']);
+const FALSE = new Set(['false', '0', 'no', 'off']);
+
+/** true/false/1/0/yes/no/on/off, any case; anything else is refused, naming where it came from. */
+export function parseBoolean(value: string, label: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (TRUE.has(v)) return true;
+  if (FALSE.has(v)) return false;
+  throw settingError(
+    `${label} must be true or false, got ${JSON.stringify(value)}`,
+    `use one of true/false, 1/0, yes/no, on/off for ${label}`,
+    label,
+  );
+}
+
+/** A malformed setting: a usage error (exit 2) naming it. */
+export function settingError(message: string, hint: string, setting: string): CodiError {
+  return new CodiError('CONFIG_INVALID', message, {
+    exitCode: ExitCode.USAGE,
+    hint,
+    details: { setting },
+  });
+}
