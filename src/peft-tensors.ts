@@ -178,7 +178,7 @@ export function analyzeTensors(
     }
     modules.push({ module, kind: h.kind, a: A, b: B, rank: aRows, inFeatures: aCols, outFeatures: bRows });
   }
-  // code-point order: `localeCompare(…, 'en')` built an ICU collator per call (30 ms for 392 tensors)
+  // code-point order: `localeCompare(…, 'en')` builds an ICU collator per call, per module
   modules.sort((x, y) => (x.module < y.module ? -1 : x.module > y.module ? 1 : 0));
 
   // every module with a well-named LoRA tensor (`halves`, in header order), paired or not: a module
