@@ -4,7 +4,7 @@ IMAGE ?= codi:complete
 
 .PHONY: build-complete llama-server demo
 
-## build-complete: the CODI Complete image (CONTRACT §8), FROM $(BASE_IMAGE)
+## build-complete: the CODI Complete image (docs/reference.md, "The container"), FROM $(BASE_IMAGE)
 build-complete:
 	docker build -f docker/Dockerfile.complete --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
 

@@ -109,7 +109,7 @@ function hashWorkerMain(): void {
 
 /**
  * Starts hashing `path`: in a worker thread when it is large, inline when it is small (starting a
- * worker takes longer than hashing a small adapter does). `size` is the file's size as known.
+ * worker takes longer than hashing a small adapter). `size` is the file's size as known.
  */
 export function beginSha256(path: string, size: number, onProgress?: HashProgressCallback): PendingHash {
   if (size > SMALL_FILE_BYTES) return startSha256(path, onProgress);

@@ -1,6 +1,6 @@
 /** Constants the command specs need, kept apart so the fast path can read them without loading the commands. */
 
-/** CONTRACT §2: where the models volume is mounted in the container. */
+/** Where the models volume is mounted in the container: `<root>/adapters/<id>` holds each adapter. */
 export const DEFAULT_MODEL_ROOT = '/models';
 
 /** The GGUF tensor types `convert` writes. */

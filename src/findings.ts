@@ -93,7 +93,7 @@ export function countFindings(findings: readonly Finding[]): { errors: number; w
 
 /**
  * Whether a finding says the adapter could not be read rather than that it is wrong: a report with
- * one ends in exit 3 (CONTRACT §4: not readable is an environment error).
+ * one ends in exit 3 (environment): the adapter may be fine, it is the permissions that need fixing.
  */
 export function isEnvironmentFinding(f: Pick<Finding, 'code'>): boolean {
   return f.code === 'PATH_INACCESSIBLE' || f.code === 'PATH_MISSING';

@@ -1,5 +1,5 @@
 /**
- * Terminal colours, through one small facade. chalk takes ~20 ms to load (it probes the terminal
+ * Terminal colours, through one small facade. chalk is slow to load (it probes the terminal
  * through node:tty and node:os), which output to a pipe or a file, or with colour turned off, never
  * needs: until `useColour(true)` has loaded chalk, every style returns its text as it is.
  */

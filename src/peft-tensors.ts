@@ -214,7 +214,7 @@ function pairModules(halves: Halves, report: Report): LoraModule[] {
     }
     modules.push({ module, kind: h.kind, a: A, b: B, rank: aRows, inFeatures: aCols, outFeatures: bRows });
   }
-  // code-point order: `localeCompare(…, 'en')` builds an ICU collator per call
+  // code-point order: `localeCompare(…, 'en')` builds an ICU collator per call, per module
   return modules.sort((x, y) => (x.module < y.module ? -1 : x.module > y.module ? 1 : 0));
 }
 

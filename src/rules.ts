@@ -226,7 +226,8 @@ export function recordAdapter(
   const text = applyYamlEdits(rules.text, edits, (path) => {
     const last = path[path.length - 1];
     if (last === 'ruleset_version') return 'quoted';
-    // the contract writes an evaluation on one line; one that would not fit ~100 columns reads better as a block
+    // an evaluation reads best on one line, as the documented example writes it; one that would not fit
+    // ~100 columns reads better as a block
     if (last === 'evaluation' && path.length === 4) {
       return JSON.stringify(entryValueAt(edits, path) ?? {}).length <= 80 ? 'flow' : undefined;
     }

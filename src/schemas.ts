@@ -33,7 +33,7 @@ const prebuilt: Partial<Record<SchemaName, ValidateFunction>> | null = (() => {
 
 function instance(): Ajv2020 {
   if (!ajv) {
-    // loaded only when no prebuilt validator exists (running from the sources): ajv costs ~30 ms
+    // loaded only when no prebuilt validator exists (running from the sources): ajv is slow to load
     const { Ajv2020: Ajv } = require('ajv/dist/2020.js') as typeof import('ajv/dist/2020.js');
     const formats = require('ajv-formats') as { default: typeof addFormatsModule.default };
     ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true });

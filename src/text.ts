@@ -1,6 +1,6 @@
 /** Small text formatting shared by the library's summaries and the commands' output. */
 
-/** 1234567 → "1,234,567" (Intl's toLocaleString costs ~15 ms to initialise on a short command). */
+/** 1234567 → "1,234,567" (Intl's toLocaleString is slow to initialise, for a short command). */
 export function thousands(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/gu, ',');
 }

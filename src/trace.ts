@@ -1,8 +1,8 @@
 /**
  * `CODI_TRACE=1` prints where a command's time goes, one line per phase on stderr: milliseconds since
- * the process started, and the minor page faults so far (on the VMs this runs on, a page of memory
- * touched for the first time costs ~15 µs, so memory a phase touches shows up in its time). For
- * benchmarks and slow-path hunting; silent otherwise.
+ * the process started, and the minor page faults so far (a page of memory touched for the first time
+ * costs a fault, so memory a phase touches shows up in its time; bench/convert.js reports what one
+ * costs). For benchmarks and slow-path hunting; silent otherwise.
  */
 import { nowMs } from './clock.js';
 

@@ -441,7 +441,7 @@ function isEmptyCollection(value: unknown): boolean {
 /**
  * Plain scalars that YAML 1.1 readers (PyYAML, which CODI's Python side may use) would read as
  * something else (`yes`, `on`, `1_000`, `1:20`) are quoted; 1.1 timestamps are left plain, as the
- * contract's own example writes `promoted_at`.
+ * documented example writes `promoted_at`.
  */
 function needsQuotes(value: string): boolean {
   const as11 = parseDocument(value, { version: '1.1' });

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The old entry point, kept as a thin wrapper (CONTRACT §8):
+# The old entry point, kept as a thin wrapper so that scripts calling it keep working:
 #   /opt/codi/scripts/mount_adapter.sh <dir> [options]
 # runs `codi-adapter mount <dir> [options]` with the same arguments, output and exit status.
 # CODI_ADAPTER_BIN overrides the CLI's path.

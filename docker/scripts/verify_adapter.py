@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The old entry point, kept as a thin wrapper (CONTRACT §8):
+"""The old entry point, kept as a thin wrapper so that scripts calling it keep working:
 
     python docker/scripts/verify_adapter.py <dir> [options]
 

@@ -36,7 +36,7 @@ export async function verifyMain(
     const base = stringFlag(input, 'base');
     if (base) options.baseCheck = baseCheckFor(await readBaseForCheck(base));
     let spinner: Ora | undefined;
-    // a real terminal only: ora costs ~60 ms to load, and a zero-width one (a bare pty) makes it loop
+    // a real terminal only: ora is slow to load, and a zero-width one (a bare pty) makes it loop
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {
       const { default: ora } = await import('ora');
       const started = nowMs();

@@ -1,5 +1,5 @@
 /**
- * Every bad safetensors header of issue 2, end to end: the built CLI on an adapter carrying it. The
+ * Every kind of bad safetensors header, end to end: the built CLI on an adapter carrying it. The
  * parser's unit tests prove the checks; this proves a user gets the finding code, exit 1, one JSON
  * object and no stack trace. Cases run concurrently (one process each).
  */

@@ -19,7 +19,7 @@ export const TINY_DIMS = {
 
 export const TINY_VOCAB_SIZE = 484;
 
-/** The adapters every conversion proof runs over (issue: plain, rsLoRA, patterns, BF16; and F16 input). */
+/** The adapters every conversion proof runs over: plain, rsLoRA, patterns, BF16; and F16 input. */
 export const ADAPTER_SPECS: Record<string, AdapterSpec> = {
   plain: {
     id: 'tiny-plain',

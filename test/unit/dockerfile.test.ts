@@ -1,8 +1,8 @@
 /**
  * docker/Dockerfile.complete, checked statically (no Docker engine runs here): what it copies exists
  * and is not excluded by .dockerignore, the entrypoint is the built CLI under tini, it runs as UID 1000,
- * llama-server comes from the build script with --portable, and the §8 ports, volumes and healthcheck
- * are there. The old entry-point wrappers are run for real against a stand-in CLI.
+ * llama-server comes from the build script with --portable, and the documented ports, volumes and
+ * healthcheck are there. The old entry-point wrappers are run for real against a stand-in CLI.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';

@@ -16,7 +16,7 @@ const valid = {
 const parse = (data: unknown) => parseMetadata(JSON.stringify(data), 'adapter_model.safetensors');
 
 describe('parseMetadata', () => {
-  it('accepts the contract example and expands the checksums', () => {
+  it('accepts the documented example and expands the checksums', () => {
     const p = parse(valid);
     expect(p.findings).toEqual([]);
     expect([...p.checksums.keys()]).toEqual(['adapter_model.safetensors', 'adapter_config.json']);

@@ -33,8 +33,8 @@ function usageError(fn: () => unknown): CodiError {
   throw new Error('expected a usage error');
 }
 
-describe('resolveRunConfig defaults (CONTRACT §7)', () => {
-  it('matches the contract table', () => {
+describe('resolveRunConfig defaults', () => {
+  it('matches the documented defaults', () => {
     const c = resolve();
     expect(c.modelMountPath).toBe('/models');
     expect(c.adapterPath).toBe('/models/adapters/qwen15b-lora-v0.1');

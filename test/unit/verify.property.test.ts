@@ -16,7 +16,7 @@ import { verifyAdapter } from '../../src/verify.js';
 import { JSON_STRUCTURE } from '../helpers/json-pieces.js';
 import { tempDir } from '../helpers/tmp.js';
 
-/** Every code verify can report for a safetensors adapter (CONTRACT §4, issue 2). */
+/** Every code verify can report for a safetensors adapter. */
 const KNOWN_CODES: ReadonlySet<string> = new Set<string>([
   ...SAFETENSORS_ERROR_CODES,
   'LAYOUT_MISSING',
