@@ -9,6 +9,7 @@ import { readRegularFile } from './byte-source.js';
 import { environmentError, isCodiError } from './errors.js';
 import { findingFromError, isEnvironmentFinding, type Finding } from './findings.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
+import { decodeUtf8 } from './formats/utf8.js';
 import {
   BIN_FILE,
   CONFIG_FILE,
@@ -45,8 +46,6 @@ export const fileReads: AdapterReads = {
   read: (path) => readRegularFile(path, { noFollow: true }),
   header: readSafetensorsHeader,
 };
-
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 /** One adapter's checks as they run: the findings so far, and the summaries of the checklist lines. */
 export class AdapterChecks {
@@ -92,12 +91,11 @@ export class AdapterChecks {
       this.report(isCodiError(e) ? e : environmentError(e, file, 'read'), file);
       return null;
     }
-    try {
-      return utf8.decode(bytes);
-    } catch {
-      this.findings.push({ level: 'error', code: jsonCode, message: `${file} is not valid UTF-8`, file });
-      return null;
-    }
+    // a byte order mark is kept, for the JSON parser to refuse like every other JSON file's
+    const decoded = decodeUtf8(bytes);
+    if ('text' in decoded) return decoded.text;
+    this.findings.push({ level: 'error', code: jsonCode, message: `${file} is not valid UTF-8`, file });
+    return null;
   }
 }
 

@@ -98,7 +98,7 @@ export class JsonObject extends Map<string, JsonValue> {
     return super.delete(key);
   }
 
-  /** @internal used by the parser, which has already refused duplicates */
+  /** @internal used by the parser, which refuses a document that repeats a key */
   addMember(key: string, keyPosition: number, valuePosition: number, value: JsonValue): void {
     this.set(key, value);
     this.starts.push(keyPosition, valuePosition);
@@ -250,6 +250,11 @@ class Parser {
   private readonly path: (string | number)[] = [];
   // one context for every reviver call: a value per member would be garbage for nothing
   private readonly context = { path: this.path, keyPosition: 0, valuePosition: 0 };
+  /**
+   * The first duplicate key, raised once the whole text has parsed: text that is not JSON at all is a
+   * syntax error whatever keys it repeats. Nothing is revived after it (the document is refused).
+   */
+  private duplicate: StrictJsonError | undefined;
 
   constructor(
     private readonly text: string,
@@ -259,7 +264,7 @@ class Parser {
   ) {}
 
   private revive(value: JsonValue, keyPosition: number, valuePosition: number): JsonValue {
-    if (this.reviver === undefined) return value;
+    if (this.reviver === undefined || this.duplicate !== undefined) return value;
     this.context.keyPosition = keyPosition;
     this.context.valuePosition = valuePosition;
     return this.reviver(value, this.context);
@@ -282,6 +287,7 @@ class Parser {
         this.pos,
       );
     }
+    if (this.duplicate !== undefined) throw this.duplicate;
     return this.revive(value, start, start);
   }
 
@@ -329,15 +335,16 @@ class Parser {
       }
       const keyPosition = this.pos;
       const key = this.parseString();
-      if (object.has(key)) {
+      if (object.has(key) && this.duplicate === undefined) {
         this.path.push(key);
-        this.fail(
+        this.duplicate = this.error(
           'JSON_DUPLICATE_KEY',
           'duplicate-key',
           `duplicate key ${quoteForMessage(key)}`,
           keyPosition,
           key,
         );
+        this.path.pop();
       }
       this.skipWhitespace();
       if (this.text.charCodeAt(this.pos) !== 0x3a) {
@@ -563,10 +570,19 @@ class Parser {
     kind: StrictJsonErrorKind,
     reason: string,
     position: number = this.pos,
-    key?: string,
   ): never {
+    throw this.error(code, kind, reason, position);
+  }
+
+  private error(
+    code: StrictJsonErrorCode,
+    kind: StrictJsonErrorKind,
+    reason: string,
+    position: number,
+    key?: string,
+  ): StrictJsonError {
     const { line, column } = lineAndColumn(this.text, position);
-    throw new StrictJsonError(code, kind, reason, position, [...this.path], key, line, column);
+    return new StrictJsonError(code, kind, reason, position, [...this.path], key, line, column);
   }
 }
 

@@ -154,6 +154,14 @@ describe('parseStrictJson: refused documents', () => {
     expect(err.path).toEqual(['t', 'x', 0, 'k~/']);
   });
 
+  it('reports a syntax error, not a duplicate key, when the text is not JSON at all', () => {
+    expectKind('{"\\u00e9":"a","\\u00e9"', 'syntax');
+    expectKind('{"a":1,"a":2', 'syntax');
+    expectKind('{"a":1,"a":2}}', 'trailing');
+    const err = expectKind('{"a":{"b":1,"b":2},"a":3}', 'duplicate-key');
+    expect(err.jsonPointer).toBe('/a/b');
+  });
+
   it('refuses a duplicate __proto__ like any other key', () => {
     expectKind('{"__proto__":1,"__proto__":2}', 'duplicate-key');
   });

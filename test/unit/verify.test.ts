@@ -59,6 +59,20 @@ describe('verifyAdapter', () => {
     expect(codes(await verifyAdapter(dir))).toEqual(['METADATA_JSON']);
   });
 
+  it('a leading byte order mark is refused in metadata.json and adapter_config.json, as in every JSON file', async () => {
+    const dir = await adapter();
+    for (const name of ['metadata.json', 'adapter_config.json']) {
+      await writeFile(join(dir, name), `\ufeff${await readFile(join(dir, name), 'utf8')}`);
+    }
+    const r = await verifyAdapter(dir);
+    const bom = r.findings.filter((f) => f.code === 'METADATA_JSON' || f.code === 'CONFIG_JSON');
+    expect(bom.map((f) => [f.code, f.file])).toEqual([
+      ['CONFIG_JSON', 'adapter_config.json'],
+      ['METADATA_JSON', 'metadata.json'],
+    ]);
+    for (const f of bom) expect(f.message).toContain('byte order mark');
+  });
+
   it('a listed file that is missing', async () => {
     const dir = await adapter();
     await writeMetadata(dir, exampleSpec(), {
