@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GgmlType, gv } from '../dist/formats/ggml-types.js';
-import { GgufWriter } from '../dist/formats/gguf-writer.js';
+import { GgufWriter } from '../dist/files/gguf-writer.js';
 import { writePeftAdapter } from '../dist/testkit/peft-adapter.js';
 import {
   BIN,

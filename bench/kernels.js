@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { GgmlType, gv } from '../dist/formats/ggml-types.js';
-import { writeGguf } from '../dist/formats/gguf-writer.js';
+import { writeGguf } from '../dist/files/gguf-writer.js';
 import { f32ToF16 } from '../dist/formats/numeric.js';
 import { median, requireBuilt } from './lib.js';
 
@@ -64,7 +64,7 @@ await writeGguf(
   },
   () => new Float32Array(4),
 );
-const gguf = fileURLToPath(new URL('../dist/formats/gguf.js', import.meta.url));
+const gguf = fileURLToPath(new URL('../dist/files/gguf.js', import.meta.url));
 const program = `const { readGgufHeader } = await import(${JSON.stringify(gguf)});
 const t = performance.now();
 await readGgufHeader(${JSON.stringify(vocab)}, {}, { arrays: 'skip' });

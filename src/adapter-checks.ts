@@ -6,9 +6,11 @@
  */
 import { join } from 'node:path';
 import { readRegularFile } from './byte-source.js';
-import { environmentError, isCodiError } from './errors.js';
-import { findingFromError, isEnvironmentFinding, type Finding } from './findings.js';
-import { readSafetensorsHeader, type SafetensorsHeader } from './formats/safetensors.js';
+import { asCodiError, environmentError, isCodiError } from './errors.js';
+import { codeRow } from './codes.js';
+import { finding, findingFromError, isEnvironmentFinding, type Finding } from './findings.js';
+import { readSafetensorsHeader } from './files/safetensors.js';
+import type { SafetensorsHeader } from './formats/safetensors.js';
 import { decodeUtf8 } from './formats/utf8.js';
 import {
   BIN_FILE,
@@ -26,10 +28,6 @@ import { describeConfig, parseLoraConfig, type LoraConfig } from './peft-config.
 import { analyzeTensors, type LoraModule, type TensorDescriptor, type TensorStats } from './peft-tensors.js';
 import { formatBytes, plural, thousands } from './text.js';
 import type { CheckName } from './verify.js';
-
-/** The resolution printed with a checksum failure (the README's troubleshooting table says the same). */
-export const CHECKSUM_HINT =
-  're-copy the adapter files, or regenerate metadata.json checksums if the change is intended';
 
 /**
  * How verify reads an adapter's files. `fileReads` by default; `list`, which reads a thousand adapters
@@ -73,17 +71,17 @@ export class AdapterChecks {
 
   /** What a reader of `file` threw, as a finding (a file that cannot be read, once). */
   report(e: unknown, file: string): void {
-    const finding = asFinding(e, file, this.layout.dir);
-    if (isEnvironmentFinding(finding)) {
+    const found = asFinding(e, file, this.layout.dir);
+    if (isEnvironmentFinding(found)) {
       if (this.unreadable.has(file)) return;
       this.unreadable.add(file);
-      finding.hint ??= UNREADABLE_HINT;
+      found.hint ??= UNREADABLE_HINT;
     }
-    this.findings.push(finding);
+    this.findings.push(found);
   }
 
   /** `file` as UTF-8 text; null (and a finding) when it cannot be read or is not UTF-8. */
-  async readText(file: string, jsonCode: string): Promise<string | null> {
+  async readText(file: string, jsonCode: 'CONFIG_JSON' | 'METADATA_JSON'): Promise<string | null> {
     let bytes: Uint8Array;
     try {
       bytes = await this.reads.read(join(this.layout.dir, file));
@@ -94,7 +92,7 @@ export class AdapterChecks {
     // a byte order mark is kept, for the JSON parser to refuse like every other JSON file's
     const decoded = decodeUtf8(bytes);
     if ('text' in decoded) return decoded.text;
-    this.findings.push({ level: 'error', code: jsonCode, message: `${file} is not valid UTF-8`, file });
+    this.findings.push(finding(jsonCode, `${file} is not valid UTF-8`, file));
     return null;
   }
 }
@@ -136,19 +134,19 @@ export async function checkWeights(c: AdapterChecks): Promise<Weights> {
     // scanned even beside a safetensors file: some loaders still pick a .bin up
     try {
       // the pickle scanner (and the zip reader under it) loads only for the adapters that need it
-      const { scanTorchBin } = await import('./formats/torch-bin.js');
+      const { scanTorchBin } = await import('./files/torch-bin.js');
       const scan = await scanTorchBin(join(layout.dir, BIN_FILE));
       if (layout.weightsFile === BIN_FILE) {
         weights.tensors = scan.tensors;
         weights.readable = true;
         c.summaries.weights = `PyTorch pickle (scanned, not loaded), ${plural(scan.tensors.length, 'tensor')}`;
-        c.findings.push({
-          level: 'warning',
-          code: 'BIN_PREFER_SAFETENSORS',
-          message: `${BIN_FILE} is a pickle; safetensors is preferred (no code can hide in it)`,
-          file: BIN_FILE,
-          hint: 'convert it: load with torch.load(weights_only=True) and save with safetensors.torch.save_file',
-        });
+        c.findings.push(
+          finding(
+            'BIN_PREFER_SAFETENSORS',
+            `${BIN_FILE} is a pickle; safetensors is preferred (no code can hide in it)`,
+            BIN_FILE,
+          ),
+        );
       }
     } catch (e) {
       c.report(e, BIN_FILE);
@@ -205,13 +203,13 @@ export async function checkOtherFiles(
   const promoteFiles = layout.files.filter((f) => isPromoteFile(f.name));
   if (promoteFiles.length > 0 && !(await promoteLockLive(layout))) {
     for (const f of promoteFiles) {
-      c.findings.push({
-        level: 'warning',
-        code: 'PROMOTE_LEFTOVER',
-        message: `${f.name} was left by a promote that did not finish (no live promote holds the adapter's lock)`,
-        file: f.name,
-        hint: 'the next promote of this adapter removes it; or delete it',
-      });
+      c.findings.push(
+        finding(
+          'PROMOTE_LEFTOVER',
+          `${f.name} was left by a promote that did not finish (no live promote holds the adapter's lock)`,
+          f.name,
+        ),
+      );
     }
   }
   if (metadata) c.add(uncoveredFileFindings(layout.files, expected, layout.weightsFile));
@@ -224,16 +222,10 @@ export async function checkOtherFiles(
  */
 export function listedFileMissing(file: string, findings: readonly Finding[]): Finding | null {
   const refused = findings.some(
-    (f) => f.file === file && (f.code.startsWith('LAYOUT_') || isEnvironmentFinding(f)),
+    (f) => f.file === file && (codeRow(f.code).check === 'layout' || isEnvironmentFinding(f)),
   );
   if (refused) return null;
-  return {
-    level: 'error',
-    code: 'CHECKSUM_FILE_MISSING',
-    message: `${file} is listed in the checksums but missing`,
-    file,
-    hint: CHECKSUM_HINT,
-  };
+  return finding('CHECKSUM_FILE_MISSING', `${file} is listed in the checksums but missing`, file);
 }
 
 export interface QuickCheck {
@@ -272,16 +264,17 @@ async function promoteLockLive(layout: AdapterLayout): Promise<boolean> {
 }
 
 /**
- * A thrown CodiError as a finding about `file`, relative to the adapter: readers name the absolute
- * path they opened, which the report states once, as `adapter.path`.
+ * A thrown CodiError (or format error) as a finding about `file`, relative to the adapter: readers
+ * name the absolute path they opened, which the report states once, as `adapter.path`.
  */
 function asFinding(e: unknown, file: string, dir: string): Finding {
-  if (!isCodiError(e)) throw e;
-  const finding = findingFromError(e, file);
+  const error = asCodiError(e);
+  if (!error) throw e;
+  const found = findingFromError(error, file);
   const absolute = join(dir, file);
-  if (finding.file === absolute) finding.file = file;
-  finding.message = finding.message.split(absolute).join(file);
-  return finding;
+  if (found.file === absolute) found.file = file;
+  found.message = found.message.split(absolute).join(file);
+  return found;
 }
 
 function describeTensors(stats: TensorStats, moduleCount: number): string {

@@ -3,9 +3,11 @@
  * tied embeddings. Only the header is read, so a multi-GB base costs nothing.
  */
 import { stat } from 'node:fs/promises';
-import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
-import { findingFromError, type Finding } from './findings.js';
-import { getNumber, getString, readGgufHeader, torchShape } from './formats/gguf.js';
+import type { Code } from './codes.js';
+import { CodiError, environmentError, ExitCode, isCodiError, lifted } from './errors.js';
+import { finding, findingFromError, type Finding } from './findings.js';
+import { getNumber, getString, torchShape, type GgufFile } from './formats/gguf.js';
+import { readGgufHeader } from './files/gguf.js';
 import { ARCH_NAMES, archKey, archOf, isArchName, type ArchName, type ArchTensor } from './arch.js';
 import { adaptedTensor } from './gguf-names.js';
 import { rankAndAlpha, scaleFor, type LoraConfig } from './peft-config.js';
@@ -30,12 +32,8 @@ export interface BaseModel {
 export async function readBaseModel(path: string): Promise<BaseModel> {
   try {
     const st = await stat(path);
-    if (!st.isFile()) {
-      throw new CodiError('PATH_NOT_FILE', `base model ${path} is not a file`, {
-        exitCode: ExitCode.ENVIRONMENT,
-        file: path,
-      });
-    }
+    if (!st.isFile())
+      throw new CodiError('PATH_NOT_FILE', `base model ${path} is not a file`, { file: path });
   } catch (e) {
     if (isCodiError(e)) throw e;
     throw environmentError(e, path, 'read');
@@ -48,6 +46,11 @@ export async function readBaseModel(path: string): Promise<BaseModel> {
     if (isCodiError(e)) throw e.withFile(path);
     throw e;
   }
+  return lifted(() => baseModelOf(path, gguf), path);
+}
+
+/** What the base's header says, or why it is not a base model codi-adapter can use. */
+function baseModelOf(path: string, gguf: GgufFile): BaseModel {
   const type = getString(gguf, 'general.type');
   if (type === 'adapter') {
     throw new CodiError(
@@ -145,7 +148,7 @@ export function checkCompatibility(
     const placed = placeModule(base, m);
     if ('code' in placed) {
       const { code, message, hint } = placed;
-      findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
+      findings.push(finding(code, message, file, hint === undefined ? {} : { hint }));
       continue;
     }
     const scale = scaleFor(config, m.module);
@@ -165,12 +168,11 @@ export function checkCompatibility(
 }
 
 interface Refusal {
-  code: string;
+  code: Code;
   message: string;
+  /** more specific than the code's own */
   hint?: string;
 }
-
-const TRAINED_ON_THIS_BASE = 'check that the adapter was trained on this base model';
 
 /** Where a LoRA module goes in the base (its tensor, and how its rows are permuted), or why it cannot. */
 function placeModule(
@@ -206,14 +208,12 @@ function placeModule(
     return {
       code: 'BASE_INCOMPATIBLE',
       message: `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`,
-      hint: TRAINED_ON_THIS_BASE,
     };
   }
   if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
     return {
       code: 'BASE_INCOMPATIBLE',
       message: `${target} (for ${m.module}): the adapter expects shape [${expected.join(', ')}] but the base tensor is [${shape.join(', ')}]`,
-      hint: TRAINED_ON_THIS_BASE,
     };
   }
   const permuteHeads = ropePermutedHeads(base, adapted.tensor);

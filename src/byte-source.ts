@@ -26,7 +26,7 @@ import {
   readSync,
   type Stats,
 } from 'node:fs';
-import { CodiError, environmentError, ExitCode } from './errors.js';
+import { CodiError, environmentError } from './errors.js';
 
 /** What says a file is still the one that was opened, unchanged. */
 export interface FileIdentity {
@@ -81,7 +81,6 @@ export function identityAt(path: string): Promise<FileIdentity | null> {
 
 function notRegular(path: string): CodiError {
   return new CodiError('PATH_INACCESSIBLE', `${path} is not a regular file`, {
-    exitCode: ExitCode.ENVIRONMENT,
     file: path,
   });
 }

@@ -8,7 +8,7 @@ import { basename } from 'node:path';
 import { RegularFile, sameFile, type FileIdentity } from './byte-source.js';
 import { beginSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
 import { CodiError } from './errors.js';
-import type { FileRange } from './formats/gguf-writer.js';
+import type { FileRange } from './files/gguf-writer.js';
 import {
   parseSafetensorsHeader,
   type SafetensorsHeader,
@@ -208,6 +208,6 @@ export function sourceChanged(path: string, how: string): CodiError {
   return new CodiError(
     'SOURCE_CHANGED',
     `${basename(path)} ${how} while it was being converted; nothing was written`,
-    { file: basename(path), hint: 'convert again once the adapter files are no longer being written' },
+    { file: basename(path) },
   );
 }

@@ -17,10 +17,10 @@ import {
   type PlannedModule,
 } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
-import { CodiError, ExitCode } from './errors.js';
+import { CodiError } from './errors.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
-import { writeGguf, type GgufTensorSpec, type TensorPayload } from './formats/gguf-writer.js';
+import { writeGguf, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
 import type { SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
@@ -162,7 +162,6 @@ async function convertInspected(
     throw new CodiError(
       'CONVERT_NEEDS_SAFETENSORS',
       'convert reads safetensors weights only; this adapter has adapter_model.bin',
-      { hint: NEEDS_SAFETENSORS_HINT },
     );
   }
   // metadata.json must list the weights (else verification has failed above); the cache is keyed by
@@ -214,9 +213,6 @@ async function convertInspected(
   return result(false, written.bytes);
 }
 
-const NEEDS_SAFETENSORS_HINT =
-  'convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)';
-
 /** What a conversion result says of its inputs: the adapter, the base and the folded scales. */
 function described(
   adapter: VerifiedAdapter,
@@ -250,12 +246,11 @@ async function refuseOutOverInputs(out: string, basePath: string, adapterDir: st
   // a file that does not exist yet lands in its folder as that folder really is
   const outReal = (await real(out)) ?? join((await real(dirname(out))) ?? dirname(out), basename(out));
   const outStat = await stat(out).catch(() => null);
-  const hint = 'name another file with --out, or leave --out out to use the cache beside the adapter';
   if (outReal === (await real(basePath)) || sameFile(outStat, await stat(basePath).catch(() => null))) {
     throw new CodiError(
       'OUT_IS_BASE',
       `--out ${out} is the base model ${basePath}: the converted adapter would replace the base model`,
-      { exitCode: ExitCode.USAGE, file: out, hint },
+      { file: out },
     );
   }
   const dirReal = (await real(adapterDir)) ?? adapterDir;
@@ -271,7 +266,7 @@ async function refuseOutOverInputs(out: string, basePath: string, adapterDir: st
     throw new CodiError(
       'OUT_IN_ADAPTER',
       `--out ${out} is inside the adapter folder ${adapterDir}: the GGUF would replace or be added to the adapter's own files`,
-      { exitCode: ExitCode.USAGE, file: out, hint },
+      { file: out },
     );
   }
 }
@@ -340,10 +335,6 @@ async function defaultOutput(
   throw new CodiError(
     'CACHE_UNWRITABLE',
     `no writable place for the converted GGUF (tried ${candidates.join(', ')})`,
-    {
-      exitCode: ExitCode.ENVIRONMENT,
-      hint: 'pass --out <file>, or set CODI_GGUF_CACHE to a writable directory',
-    },
   );
 }
 

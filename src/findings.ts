@@ -1,12 +1,16 @@
+import { codeRow, isEnvironmentCode, type Code, type CodeLevel } from './codes.js';
 import type { CodiError } from './errors.js';
 import { thousands } from './text.js';
 
-export type FindingLevel = 'error' | 'warning';
+export type FindingLevel = CodeLevel;
 
-/** One result of a check. Codes are stable: release scripts match on them. */
-export interface Finding {
+/**
+ * One result of a check. Codes are stable: release scripts match on them. (Capping and counting take
+ * any code, `C`; what a check raises has a registered one.)
+ */
+export interface Finding<C extends string = Code> {
   level: FindingLevel;
-  code: string;
+  code: C;
   message: string;
   /** the file the finding is about, relative to the adapter directory */
   file: string;
@@ -34,14 +38,14 @@ export const MAX_FINDINGS_PER_CODE = 50;
  * findings", about their file when they share one (else the adapter folder, `.`), with `omitted: N`. A finding that already stands for omitted ones (a capped list fed in again) is
  * merged into its code's. Pushing into it keeps memory bounded however many findings arrive.
  */
-export class CappedFindings {
-  private readonly out: Finding[] = [];
+export class CappedFindings<C extends string = Code> {
+  private readonly out: Finding<C>[] = [];
   private readonly seen = new Map<string, number>();
-  private readonly rest = new Map<string, Finding & { omitted: number }>();
+  private readonly rest = new Map<string, Finding<C> & { omitted: number }>();
 
   constructor(private readonly perCode = MAX_FINDINGS_PER_CODE) {}
 
-  push(f: Finding): void {
+  push(f: Finding<C>): void {
     const omitted = f.omitted ?? 0;
     if (omitted === 0) {
       const n = (this.seen.get(f.code) ?? 0) + 1;
@@ -64,7 +68,7 @@ export class CappedFindings {
   }
 
   /** The list, each summary's message written. */
-  list(): Finding[] {
+  list(): Finding<C>[] {
     for (const summary of this.rest.values()) {
       summary.message = `… and ${thousands(summary.omitted)} more ${summary.code} findings (a report lists the first ${this.perCode} of a code)`;
     }
@@ -73,14 +77,20 @@ export class CappedFindings {
 }
 
 /** `findings` as a report lists them (see CappedFindings). */
-export function capFindings(findings: readonly Finding[], perCode = MAX_FINDINGS_PER_CODE): Finding[] {
-  const capped = new CappedFindings(perCode);
+export function capFindings<C extends string>(
+  findings: readonly Finding<C>[],
+  perCode = MAX_FINDINGS_PER_CODE,
+): Finding<C>[] {
+  const capped = new CappedFindings<C>(perCode);
   for (const f of findings) capped.push(f);
   return capped.list();
 }
 
 /** Errors and warnings, counting the findings a capped report stands for (`omitted`). */
-export function countFindings(findings: readonly Finding[]): { errors: number; warnings: number } {
+export function countFindings(findings: readonly Pick<Finding<string>, 'level' | 'omitted'>[]): {
+  errors: number;
+  warnings: number;
+} {
   let errors = 0;
   let warnings = 0;
   for (const f of findings) {
@@ -91,51 +101,37 @@ export function countFindings(findings: readonly Finding[]): { errors: number; w
   return { errors, warnings };
 }
 
-/**
- * Whether a finding says the adapter could not be read rather than that it is wrong: a report with
- * one ends in exit 3 (environment): the adapter may be fine, it is the permissions that need fixing.
- */
-export function isEnvironmentFinding(f: Pick<Finding, 'code'>): boolean {
-  return f.code === 'PATH_INACCESSIBLE' || f.code === 'PATH_MISSING';
+/** Where a finding sits and what it adds: the pointer, and a hint more specific than its code's. */
+export type FindingExtra = Pick<Finding, 'pointer' | 'hint'>;
+
+/** A finding of `code` at its registered level, with its registered hint unless `extra` gives one. */
+export function finding(code: Code, message: string, file: string, extra: FindingExtra = {}): Finding {
+  const row = codeRow(code);
+  const f: Finding = { level: row.level, code, message, file };
+  if (extra.pointer !== undefined) f.pointer = extra.pointer;
+  const hint = extra.hint ?? row.hint;
+  if (hint !== undefined) f.hint = hint;
+  return f;
 }
 
-export function findingFromError(
-  err: CodiError,
-  fallbackFile: string,
-  level: FindingLevel = 'error',
-): Finding {
-  const finding: Finding = { level, code: err.code, message: err.message, file: err.file ?? fallbackFile };
+/**
+ * Whether a finding says the adapter could not be read rather than that it is wrong (its code is an
+ * environment error): a report with one ends in exit 3: the adapter may be fine, it is the
+ * permissions that need fixing.
+ */
+export function isEnvironmentFinding(f: Pick<Finding, 'code'>): boolean {
+  return isEnvironmentCode(f.code);
+}
+
+/** A thrown error as a finding: its code, message, pointer and hint, about its file or `fallbackFile`. */
+export function findingFromError(err: CodiError, fallbackFile: string): Finding {
+  const finding: Finding = {
+    level: 'error',
+    code: err.code,
+    message: err.message,
+    file: err.file ?? fallbackFile,
+  };
   if (err.pointer !== undefined) finding.pointer = err.pointer;
   if (err.hint !== undefined) finding.hint = err.hint;
   return finding;
-}
-
-/** Collects findings; `--strict` promotes every warning to an error at the end. */
-export class Findings {
-  readonly items: Finding[] = [];
-
-  error(code: string, message: string, file: string, extra: Pick<Finding, 'pointer' | 'hint'> = {}): void {
-    this.items.push({ level: 'error', code, message, file, ...extra });
-  }
-
-  warning(code: string, message: string, file: string, extra: Pick<Finding, 'pointer' | 'hint'> = {}): void {
-    this.items.push({ level: 'warning', code, message, file, ...extra });
-  }
-
-  add(finding: Finding): void {
-    this.items.push(finding);
-  }
-
-  get hasErrors(): boolean {
-    return this.items.some((f) => f.level === 'error');
-  }
-
-  /** Findings about `file`, or with the given code prefix. */
-  about(file: string): Finding[] {
-    return this.items.filter((f) => f.file === file);
-  }
-
-  strict(): void {
-    for (const f of this.items) f.level = 'error';
-  }
 }

@@ -1,5 +1,7 @@
 // The library behind the CLI: every command is one of these functions (see docs/ARCHITECTURE.md).
 export { CodiError, ExitCode } from './errors.js';
+export { CODES } from './codes.js';
+export type { Code, CodeRow, CheckName } from './codes.js';
 export type { Finding, FindingLevel } from './findings.js';
 export { verifyAdapter, inspectAdapter } from './verify.js';
 export type { VerifyReport, VerifyOptions, VerifiedAdapter, Inspection } from './verify.js';

@@ -6,8 +6,8 @@ import { lstatSync, readdirSync, realpathSync, type Stats } from 'node:fs';
 import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempWriterPid } from './atomic.js';
-import { CodiError, ExitCode, environmentError } from './errors.js';
-import type { Finding } from './findings.js';
+import { CodiError, environmentError } from './errors.js';
+import { finding, type Finding } from './findings.js';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const SAFETENSORS_FILE = 'adapter_model.safetensors';
@@ -123,7 +123,6 @@ async function adapterRoot(dir: string): Promise<string> {
     const st = await lstat(root);
     if (!st.isDirectory()) {
       throw new CodiError('PATH_NOT_DIRECTORY', `${dir} is not a directory`, {
-        exitCode: ExitCode.ENVIRONMENT,
         file: dir,
         hint: 'give the adapter directory (the folder holding adapter_config.json)',
       });
@@ -133,7 +132,6 @@ async function adapterRoot(dir: string): Promise<string> {
     if (e instanceof CodiError) throw e;
     const error = environmentError(e, dir, 'read');
     throw new CodiError(error.code, error.message, {
-      exitCode: ExitCode.ENVIRONMENT,
       file: dir,
       hint: 'give the adapter directory (the folder holding adapter_config.json and metadata.json), readable by this user',
       cause: e,
@@ -172,12 +170,13 @@ class LayoutScan {
     }
     for (const name of names) {
       if (++this.entries > MAX_ENTRIES) {
-        this.findings.push({
-          level: 'error',
-          code: 'LAYOUT_TOO_MANY_FILES',
-          message: `more than ${MAX_ENTRIES} entries: not an adapter directory`,
-          file: rel || '.',
-        });
+        this.findings.push(
+          finding(
+            'LAYOUT_TOO_MANY_FILES',
+            `more than ${MAX_ENTRIES} entries: not an adapter directory`,
+            rel || '.',
+          ),
+        );
         return;
       }
       await this.entry(abs, rel, name, depth);
@@ -209,25 +208,22 @@ class LayoutScan {
     }
     if (st.isSymbolicLink()) {
       const target = await readlink(join(abs, name)).catch(() => '?');
-      this.findings.push({
-        level: 'error',
-        code: 'LAYOUT_SYMLINK',
-        message: `${relName} is a symbolic link (to ${target}); links inside an adapter are refused because they can point anywhere`,
-        file: relName,
-        hint: 'replace the link with a copy of the file',
-      });
+      this.findings.push(
+        finding(
+          'LAYOUT_SYMLINK',
+          `${relName} is a symbolic link (to ${target}); links inside an adapter are refused because they can point anywhere`,
+          relName,
+        ),
+      );
     } else if (st.isDirectory()) {
       await this.directory(rel, name, relName, depth);
     } else if (st.isFile()) {
       this.files.push(layoutFile(relName, st));
     } else {
       if (rel === '') this.specials.add(name);
-      this.findings.push({
-        level: 'error',
-        code: 'LAYOUT_SPECIAL_FILE',
-        message: `${relName} is a ${specialKind(st)}, not a regular file`,
-        file: relName,
-      });
+      this.findings.push(
+        finding('LAYOUT_SPECIAL_FILE', `${relName} is a ${specialKind(st)}, not a regular file`, relName),
+      );
     }
   }
 
@@ -235,21 +231,21 @@ class LayoutScan {
     this.directories.push(relName);
     if (rel === '' && !ADAPTER_FILES.has(name)) {
       // one finding for the folder, none for each file in it (they are walked for links and devices)
-      this.findings.push({
-        level: 'warning',
-        code: 'LAYOUT_SUBDIRECTORY',
-        message: `${name}/ is a folder: not part of a PEFT adapter, and nothing in it can be covered by the checksums`,
-        file: name,
-        hint: `move ${name}/ out of the adapter folder (a PEFT adapter is the files beside adapter_config.json)`,
-      });
+      this.findings.push(
+        finding(
+          'LAYOUT_SUBDIRECTORY',
+          `${name}/ is a folder: not part of a PEFT adapter, and nothing in it can be covered by the checksums`,
+          name,
+          {
+            hint: `move ${name}/ out of the adapter folder (a PEFT adapter is the files beside adapter_config.json)`,
+          },
+        ),
+      );
     }
     if (depth + 1 >= MAX_DEPTH) {
-      this.findings.push({
-        level: 'error',
-        code: 'LAYOUT_TOO_DEEP',
-        message: `${relName} is nested more than ${MAX_DEPTH} levels deep`,
-        file: relName,
-      });
+      this.findings.push(
+        finding('LAYOUT_TOO_DEEP', `${relName} is nested more than ${MAX_DEPTH} levels deep`, relName),
+      );
     } else {
       await this.walk(relName, depth + 1);
     }
@@ -286,32 +282,19 @@ export function requiredFiles(
   const notFile = (name: string): boolean => directories.has(name) || specials.has(name);
   for (const name of ADAPTER_FILES) {
     if (directories.has(name)) {
-      findings.push({
-        level: 'error',
-        code: 'LAYOUT_NOT_FILE',
-        message: `${name} is a directory, not a file`,
-        file: name,
-      });
+      findings.push(finding('LAYOUT_NOT_FILE', `${name} is a directory, not a file`, name));
     }
   }
   for (const required of [CONFIG_FILE, METADATA_FILE]) {
     if (!files.has(required) && !notFile(required)) {
-      findings.push({
-        level: 'error',
-        code: 'LAYOUT_MISSING',
-        message: `${required} is missing`,
-        file: required,
-      });
+      findings.push(finding('LAYOUT_MISSING', `${required} is missing`, required));
     }
   }
   const weightsFile = files.has(SAFETENSORS_FILE) ? SAFETENSORS_FILE : files.has(BIN_FILE) ? BIN_FILE : null;
   if (weightsFile === null && !notFile(SAFETENSORS_FILE) && !notFile(BIN_FILE)) {
-    findings.push({
-      level: 'error',
-      code: 'LAYOUT_MISSING',
-      message: `neither ${SAFETENSORS_FILE} nor ${BIN_FILE} is present`,
-      file: SAFETENSORS_FILE,
-    });
+    findings.push(
+      finding('LAYOUT_MISSING', `neither ${SAFETENSORS_FILE} nor ${BIN_FILE} is present`, SAFETENSORS_FILE),
+    );
   }
   return { weightsFile, findings };
 }

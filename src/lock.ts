@@ -17,7 +17,7 @@ import { link, open, readdir, readFile, stat, unlink, type FileHandle } from 'no
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { pidAlive, tempPathFor } from './atomic.js';
-import { CodiError, ExitCode, environmentError } from './errors.js';
+import { CodiError, environmentError } from './errors.js';
 
 // where its callers have always found it; it lives beside the temp files whose writers it checks
 export { pidAlive };
@@ -356,7 +356,6 @@ function lockHeld(path: string, owner: LockOwner | null, waitedMs: number): Codi
     'LOCK_HELD',
     `${path} is locked by ${who}; gave up after ${(waitedMs / 1000).toFixed(1)} s`,
     {
-      exitCode: ExitCode.ENVIRONMENT,
       file: path,
       hint: owner
         ? `wait for it to finish and try again; if no codi-adapter process ${owner.pid} runs on ${owner.hostname}, remove ${path}`

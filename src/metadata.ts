@@ -3,9 +3,8 @@
  * reads its checksum format: the short form `"sha256:<hex>"` (the weights file alone) or
  * `{ algorithm: "sha256", files: { name: hex } }`.
  */
-import { CodiError } from './errors.js';
-import type { Finding } from './findings.js';
-import { parseJson } from './formats/strict-json.js';
+import { finding, type Finding } from './findings.js';
+import { parseJson, StrictJsonError } from './formats/strict-json.js';
 import { METADATA_FILE, needsNoChecksum } from './layout.js';
 import { formatViolation, validateAgainst } from './schemas.js';
 
@@ -82,48 +81,40 @@ export function parseMetadata(text: string, weightsFile: string | null): ParsedM
   try {
     data = parseJson(text);
   } catch (e) {
-    if (!(e instanceof CodiError)) throw e;
-    findings.push({
-      level: 'error',
-      code: 'METADATA_JSON',
-      message: `not valid JSON: ${e.message}`,
-      file: METADATA_FILE,
-    });
+    if (!(e instanceof StrictJsonError)) throw e;
+    findings.push(finding('METADATA_JSON', `not valid JSON: ${e.message}`, METADATA_FILE));
     return { metadata: null, checksums: new Map(), findings };
   }
   for (const v of validateAgainst('metadata', data)) {
-    findings.push({
-      level: 'error',
-      code: 'METADATA_INVALID',
-      message: formatViolation(v),
-      file: METADATA_FILE,
-      pointer: v.pointer,
-    });
+    findings.push(finding('METADATA_INVALID', formatViolation(v), METADATA_FILE, { pointer: v.pointer }));
   }
   if (findings.length > 0) return { metadata: null, checksums: new Map(), findings };
   const metadata = data as AdapterMetadata;
 
   if (typeof metadata.checksum !== 'string' && Object.hasOwn(metadata.checksum.files, METADATA_FILE)) {
     // writing the hash into the file changes the hash: no value can ever match
-    findings.push({
-      level: 'error',
-      code: 'CHECKSUM_SELF',
-      message: 'metadata.json lists its own checksum: a file cannot hold its own sha256',
-      file: METADATA_FILE,
-      pointer: '/checksum/files/metadata.json',
-      hint: 'remove the "metadata.json" entry from checksum.files (metadata.json needs no checksum)',
-    });
+    findings.push(
+      finding(
+        'CHECKSUM_SELF',
+        'metadata.json lists its own checksum: a file cannot hold its own sha256',
+        METADATA_FILE,
+        { pointer: '/checksum/files/metadata.json' },
+      ),
+    );
   }
   const checksums = expectedChecksums(metadata.checksum, weightsFile);
   if (weightsFile && !checksums.has(weightsFile)) {
-    findings.push({
-      level: 'error',
-      code: 'CHECKSUM_WEIGHTS_UNCOVERED',
-      message: `the checksums do not cover the weights file ${weightsFile}`,
-      file: METADATA_FILE,
-      pointer: '/checksum',
-      hint: `add "${weightsFile}": "<sha256>" to checksum.files (sha256sum ${weightsFile})`,
-    });
+    findings.push(
+      finding(
+        'CHECKSUM_WEIGHTS_UNCOVERED',
+        `the checksums do not cover the weights file ${weightsFile}`,
+        METADATA_FILE,
+        {
+          pointer: '/checksum',
+          hint: `add "${weightsFile}": "<sha256>" to checksum.files (sha256sum ${weightsFile})`,
+        },
+      ),
+    );
   }
   return { metadata, checksums, findings };
 }
@@ -136,14 +127,12 @@ export function parseMetadata(text: string, weightsFile: string | null): ParsedM
 export function adapterIdFinding(dir: string, metadata: AdapterMetadata): Finding | null {
   const dirName = dir.slice(dir.lastIndexOf('/') + 1);
   if (dirName === metadata.id) return null;
-  return {
-    level: 'warning',
-    code: 'ADAPTER_ID_MISMATCH',
-    message: `the directory is named ${JSON.stringify(dirName)} but metadata.json says id ${JSON.stringify(metadata.id)}`,
-    file: METADATA_FILE,
-    pointer: '/id',
-    hint: `mount installs it as <root>/adapters/${metadata.id}`,
-  };
+  return finding(
+    'ADAPTER_ID_MISMATCH',
+    `the directory is named ${JSON.stringify(dirName)} but metadata.json says id ${JSON.stringify(metadata.id)}`,
+    METADATA_FILE,
+    { pointer: '/id', hint: `mount installs it as <root>/adapters/${metadata.id}` },
+  );
 }
 
 /**
@@ -159,13 +148,9 @@ export function uncoveredFileFindings(
   const findings: Finding[] = [];
   for (const { name } of files) {
     if (name.includes('/') || name === weightsFile || checksums.has(name) || needsNoChecksum(name)) continue;
-    findings.push({
-      level: 'warning',
-      code: 'FILE_UNCOVERED',
-      message: `${name} is not covered by the checksums in metadata.json`,
-      file: name,
-      hint: 'remove it, or add its sha256 to checksum.files',
-    });
+    findings.push(
+      finding('FILE_UNCOVERED', `${name} is not covered by the checksums in metadata.json`, name),
+    );
   }
   return findings;
 }

@@ -2,10 +2,11 @@
  * PEFT `LoraConfig` (adapter_config.json): parsing as PEFT writes it, and PEFT's own rules for which
  * modules are targeted and what rank, alpha and scale each module gets.
  */
+import type { Code } from './codes.js';
 import { CodiError } from './errors.js';
-import { parseJson } from './formats/strict-json.js';
+import { parseJson, StrictJsonError } from './formats/strict-json.js';
 import { formatViolation, validateAgainst } from './schemas.js';
-import type { Finding } from './findings.js';
+import { finding, type Finding } from './findings.js';
 
 import { CONFIG_FILE } from './layout.js';
 export { CONFIG_FILE };
@@ -40,11 +41,8 @@ export interface ParsedConfig {
   findings: Finding[];
 }
 
-function err(code: string, message: string, pointer?: string, hint?: string): Finding {
-  const f: Finding = { level: 'error', code, message, file: CONFIG_FILE };
-  if (pointer !== undefined) f.pointer = pointer;
-  if (hint !== undefined) f.hint = hint;
-  return f;
+function err(code: Code, message: string, pointer?: string): Finding {
+  return finding(code, message, CONFIG_FILE, pointer === undefined ? {} : { pointer });
 }
 
 /**
@@ -56,7 +54,7 @@ export function parseLoraConfig(text: string): ParsedConfig {
   try {
     data = parseJson(text);
   } catch (e) {
-    if (!(e instanceof CodiError)) throw e;
+    if (!(e instanceof StrictJsonError)) throw e;
     return { config: null, findings: [err('CONFIG_JSON', `not valid JSON: ${e.message}`)] };
   }
   const findings: Finding[] = validateAgainst('adapter-config', data).map((v) =>

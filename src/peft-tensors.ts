@@ -2,7 +2,8 @@
  * PEFT LoRA tensors against their config: names, pairing, shapes, ranks and targets. Works on
  * names/dtypes/shapes only, so the same checks serve safetensors headers and scanned `.bin` pickles.
  */
-import { CappedFindings, type Finding } from './findings.js';
+import type { Code } from './codes.js';
+import { CappedFindings, finding, type Finding } from './findings.js';
 import {
   CONFIG_FILE,
   layerIndexOf,
@@ -90,11 +91,8 @@ export function analyzeTensors(
   // capped as they arrive: a hostile header can make one finding per tensor
   const findings = new CappedFindings();
   const report: Report = {
-    error: (code, message, hint) => {
-      findings.push({ level: 'error', code, message, file, ...(hint ? { hint } : {}) });
-    },
-    warning: (code, message) => {
-      findings.push({ level: 'warning', code, message, file });
+    raise: (code, message, hint) => {
+      findings.push(finding(code, message, file, hint === undefined ? {} : { hint }));
     },
     finding: (f) => {
       findings.push(f);
@@ -104,13 +102,13 @@ export function analyzeTensors(
   const modules = pairModules(halves, report);
   if (config) checkAgainstConfig(config, halves, modules, report);
   const stats = describeHalves(tensors, halves, config);
-  if (tensors.length === 0) report.error('TENSOR_NONE', 'the weights file holds no tensors');
+  if (tensors.length === 0) report.raise('TENSOR_NONE', 'the weights file holds no tensors');
   return { modules, found: halves.size, stats, findings: findings.list() };
 }
 
 interface Report {
-  error(code: string, message: string, hint?: string): void;
-  warning(code: string, message: string): void;
+  /** a finding of `code` about the weights file, at its code's level */
+  raise(code: Code, message: string, hint?: string): void;
   finding(f: Finding): void;
 }
 
@@ -121,21 +119,21 @@ function collectHalves(tensors: readonly TensorDescriptor[], report: Report): Ha
   const halves: Halves = new Map();
   for (const t of tensors) {
     if (!FLOAT_DTYPES.has(t.dtype)) {
-      report.error('TENSOR_DTYPE', `${t.name} is ${t.dtype}: LoRA weights must be F32, F16 or BF16`);
+      report.raise('TENSOR_DTYPE', `${t.name} is ${t.dtype}: LoRA weights must be F32, F16 or BF16`);
     }
     const parsed = parsePeftName(t.name);
     if (!parsed) {
       const { code, message, hint } = misnamed(t.name);
-      report.error(code, message, hint);
+      report.raise(code, message, hint);
       continue;
     }
     const entry = halves.get(parsed.module) ?? { kind: parsed.kind };
     if (entry.kind !== parsed.kind) {
-      report.error('TENSOR_NAME', `${parsed.module} has both linear and embedding LoRA tensors`);
+      report.raise('TENSOR_NAME', `${parsed.module} has both linear and embedding LoRA tensors`);
       continue;
     }
     if (entry[parsed.role]) {
-      report.error('TENSOR_DUPLICATE', `${parsed.module} has more than one lora_${parsed.role}`);
+      report.raise('TENSOR_DUPLICATE', `${parsed.module} has more than one lora_${parsed.role}`);
       continue;
     }
     entry[parsed.role] = t;
@@ -145,7 +143,7 @@ function collectHalves(tensors: readonly TensorDescriptor[], report: Report): Ha
 }
 
 /** Why a tensor that is not a LoRA A/B matrix is in the file, as far as its name tells. */
-function misnamed(name: string): { code: string; message: string; hint?: string } {
+function misnamed(name: string): { code: Code; message: string; hint?: string } {
   if (name.includes('lora_magnitude_vector')) {
     return {
       code: 'TENSOR_UNSUPPORTED',
@@ -184,12 +182,12 @@ function pairModules(halves: Halves, report: Report): LoraModule[] {
     if (!h.A || !h.B) {
       const have = h.A ? 'lora_A' : 'lora_B';
       const missing = h.A ? 'lora_B' : 'lora_A';
-      report.error('TENSOR_UNPAIRED', `${module} has ${have} but no ${missing}`);
+      report.raise('TENSOR_UNPAIRED', `${module} has ${have} but no ${missing}`);
       continue;
     }
     const { A, B } = h;
     if (A.shape.length !== 2 || B.shape.length !== 2) {
-      report.error(
+      report.raise(
         'TENSOR_SHAPE',
         `${module}: lora_A ${fmt(A.shape)} and lora_B ${fmt(B.shape)} must both be 2-D`,
       );
@@ -199,14 +197,14 @@ function pairModules(halves: Halves, report: Report): LoraModule[] {
     const [bRows = 0, bCols = 0] = B.shape;
     // linear: A [r, in], B [out, r]; embedding: A [r, num_embeddings], B [embedding_dim, r]
     if (aRows !== bCols) {
-      report.error(
+      report.raise(
         'TENSOR_SHAPE',
         `${module}: lora_A ${fmt(A.shape)} has rank ${aRows} but lora_B ${fmt(B.shape)} has rank ${bCols}`,
       );
       continue;
     }
     if (aRows === 0 || aCols === 0 || bRows === 0) {
-      report.error(
+      report.raise(
         'TENSOR_SHAPE',
         `${module}: empty LoRA matrix (lora_A ${fmt(A.shape)}, lora_B ${fmt(B.shape)})`,
       );
@@ -232,7 +230,7 @@ function checkAgainstConfig(
   const matchedTargets = new Set<string>();
   for (const module of halves.keys()) {
     if (!targetsModule(config, module)) {
-      report.error(
+      report.raise(
         'TENSOR_UNTARGETED',
         `${module} has LoRA weights but target_modules does not select it: config and weights disagree`,
       );
@@ -242,7 +240,7 @@ function checkAgainstConfig(
   for (const m of modules) {
     const expected = rankFor(config, m.module);
     if (m.rank !== expected) {
-      report.error(
+      report.raise(
         'TENSOR_RANK',
         `${m.module}: rank ${m.rank} (lora_A ${fmt(m.a.shape)}) but the config gives rank ${expected}` +
           (config.rankPattern.length > 0 ? ' (r and rank_pattern)' : ' (r)'),
@@ -253,10 +251,9 @@ function checkAgainstConfig(
   const wanted = t.kind === 'list' ? t.names : t.kind === 'regex' ? [t.pattern] : ['all-linear'];
   for (const name of wanted) {
     if (!matchedTargets.has(name)) {
-      report.error(
+      report.raise(
         'TARGET_UNMATCHED',
         `target module ${JSON.stringify(name)} matched no LoRA tensor: that part of the adapter silently does nothing`,
-        'check target_modules against the tensor names, or re-export the adapter',
       );
     }
   }
@@ -264,7 +261,7 @@ function checkAgainstConfig(
     let used = false;
     for (const module of halves.keys()) if ((used = patternMatches(key, module))) break;
     if (!used)
-      report.warning('CONFIG_PATTERN_UNUSED', `rank/alpha pattern ${JSON.stringify(key)} matches no module`);
+      report.raise('CONFIG_PATTERN_UNUSED', `rank/alpha pattern ${JSON.stringify(key)} matches no module`);
   }
   // config and module names alone decide it: verify says it with or without --base, and convert
   // passes it on among its warnings
@@ -327,14 +324,12 @@ function patternConflictFinding(config: LoraConfig, modules: readonly LoraModule
   const side = (s: PatternRuleConflict['used']): string =>
     `${RULES_NAME[s.rules]} gives rank ${s.rank}, alpha ${s.alpha}, scale ${s.scale}`;
   const more = conflicts.length > 1 ? ` (and ${conflicts.length - 1} more modules)` : '';
-  return {
-    level: 'warning',
-    code: 'CONFIG_PATTERN_AMBIGUOUS',
-    message: `${first.module}: ${side(first.used)}, but ${side(first.other)}${more}: rank_pattern and alpha_pattern select it differently across PEFT releases, and adapter_config.json has no peft_version; convert uses the ${RULES_NAME[first.used.rules]} scale`,
-    file: CONFIG_FILE,
-    pointer: '/alpha_pattern',
-    hint: `if the adapter was trained with an older PEFT, record it in adapter_config.json (e.g. "peft_version": "0.13.2") and regenerate the metadata.json checksums`,
-  };
+  return finding(
+    'CONFIG_PATTERN_AMBIGUOUS',
+    `${first.module}: ${side(first.used)}, but ${side(first.other)}${more}: rank_pattern and alpha_pattern select it differently across PEFT releases, and adapter_config.json has no peft_version; convert uses the ${RULES_NAME[first.used.rules]} scale`,
+    CONFIG_FILE,
+    { pointer: '/alpha_pattern' },
+  );
 }
 
 function fmt(shape: number[]): string {

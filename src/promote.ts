@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { createTwoFilesPatch } from 'diff';
 import { AtomicFile, removeDeadTemps } from './atomic.js';
 import { CodiError, ExitCode, environmentError, isCodiError } from './errors.js';
-import { parseJson } from './formats/strict-json.js';
+import { parseJson, StrictJsonError } from './formats/strict-json.js';
 import { decodeUtf8, describeInvalidUtf8 } from './formats/utf8.js';
 import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
 import { withLock, type Lock, type LockOptions, type LockOwner } from './lock.js';
@@ -214,9 +214,7 @@ async function readRules(rulesPath: string): Promise<{ rules: RulesDocument; rul
       'RULES_VERSION_MISSING',
       `${rulesPath} has no top-level \`version\` (the ruleset version)`,
       {
-        exitCode: ExitCode.INVALID,
         file: rulesPath,
-        hint: 'add e.g. version: "2026.11.0" at the top; promote records it with the adapter',
       },
     );
   }
@@ -242,7 +240,6 @@ function checkGates(rules: RulesDocument, { evaluation, rulesPath }: Promotion):
     'GATE_FAILED',
     `${failed.length === 1 ? 'a gate failed' : `${failed.length} gates failed`}: ${what}`,
     {
-      exitCode: ExitCode.INVALID,
       file: rulesPath,
       hint: evaluation
         ? 'the adapter does not meet llm_assist.gates.min_metrics; nothing was changed'
@@ -260,9 +257,7 @@ function requireRulesBase(rules: RulesDocument, { adapter, rulesPath }: Promotio
     'PROMOTE_BASE_MISMATCH',
     `${adapter.id} is for base model ${JSON.stringify(adapter.base_model)}, but the rules are for ${JSON.stringify(declared.base_model)} (${declared.from})`,
     {
-      exitCode: ExitCode.INVALID,
       file: rulesPath,
-      hint: 'promote an adapter trained on the rules file’s base model; the file was not changed',
     },
   );
 }
@@ -275,9 +270,7 @@ function requireNewVersion(existing: RulesAdapterEntry, { adapter, rulesPath }: 
       'PROMOTE_DOWNGRADE',
       `${adapter.id} ${existing.version} is promoted; ${adapter.version} would be a downgrade`,
       {
-        exitCode: ExitCode.INVALID,
         file: rulesPath,
-        hint: 'bump the adapter version, or pass --force to roll back on purpose',
       },
     );
   }
@@ -286,9 +279,7 @@ function requireNewVersion(existing: RulesAdapterEntry, { adapter, rulesPath }: 
       'PROMOTE_VERSION_REUSED',
       `${adapter.id} ${adapter.version} is already promoted with other weights (${existing.checksum}, now ${adapter.checksum})`,
       {
-        exitCode: ExitCode.INVALID,
         file: rulesPath,
-        hint: 'give the new weights a new version, or pass --force to replace them under the same version',
       },
     );
   }
@@ -376,17 +367,17 @@ function parseRulesAt(text: string, path: string): RulesDocument {
  * is not would otherwise come back as U+FFFD, changing a part of the file the edit never touched.
  * `code` is the file's own code for unreadable content (exit 1).
  */
-async function readText(path: string, what: string, code: string): Promise<string> {
+async function readText(
+  path: string,
+  what: string,
+  code: 'METADATA_JSON' | 'RULES_YAML_INVALID' | 'EVAL_JSON',
+): Promise<string> {
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
   } catch (e) {
     const error = environmentError(e, path, 'read');
-    throw new CodiError(error.code, `${what} ${error.message}`, {
-      exitCode: ExitCode.ENVIRONMENT,
-      file: path,
-      cause: e,
-    });
+    throw error.with({ message: `${what} ${error.message}` });
   }
   const decoded = decodeUtf8(bytes);
   if ('text' in decoded) return decoded.text;
@@ -407,18 +398,16 @@ export async function readEvaluation(path: string, metadata: AdapterMetadata): P
     // strict (a key given twice is refused), as plain objects for comparing and writing back
     data = parseJson(text);
   } catch (e) {
-    if (!isCodiError(e)) throw e;
-    throw new CodiError('EVAL_JSON', `${path}: ${e.message}`, { exitCode: ExitCode.INVALID, file: path });
+    if (!(e instanceof StrictJsonError)) throw e;
+    throw new CodiError('EVAL_JSON', `${path}: ${e.message}`, { file: path });
   }
   const violations = validateAgainst('eval', data);
   const first = violations[0];
   if (first) {
     const more = violations.length > 1 ? ` (and ${violations.length - 1} more)` : '';
     throw new CodiError('EVAL_INVALID', `${basename(path)} ${formatViolation(first)}${more}`, {
-      exitCode: ExitCode.INVALID,
       file: path,
       pointer: first.pointer,
-      hint: 'see schemas/eval.schema.json: { suite, evaluated_at, base_model, metrics: { name: number } }',
       details: { violations },
     });
   }
@@ -427,7 +416,7 @@ export async function readEvaluation(path: string, metadata: AdapterMetadata): P
     throw new CodiError(
       'EVAL_BASE_MISMATCH',
       `${basename(path)} evaluated base model ${JSON.stringify(record.base_model)}, but ${metadata.id} is for ${JSON.stringify(metadata.base_model)}`,
-      { exitCode: ExitCode.INVALID, file: path, hint: 'give the evaluation of this adapter' },
+      { file: path },
     );
   }
   return {

@@ -5,7 +5,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { isMap, isScalar } from 'yaml';
-import { CodiError, ExitCode, isCodiError } from './errors.js';
+import { CodiError, isCodiError } from './errors.js';
 import { formatViolation, validateAgainst } from './schemas.js';
 import { applyYamlEdits, parseYaml, type YamlEdit, type YamlPath } from './yaml-edit.js';
 
@@ -66,9 +66,7 @@ export function parseRules(text: string): RulesDocument {
   } catch (e) {
     if (isCodiError(e)) {
       throw new CodiError('RULES_YAML_INVALID', e.message, {
-        exitCode: ExitCode.INVALID,
         ...(e.pointer === undefined ? {} : { pointer: e.pointer }),
-        hint: 'fix the YAML syntax; the file was not changed',
       });
     }
     throw e;
@@ -78,9 +76,6 @@ export function parseRules(text: string): RulesDocument {
     throw new CodiError(
       'RULES_NOT_MAPPING',
       'the rules file is not a YAML mapping (key: value pairs at the top)',
-      {
-        exitCode: ExitCode.INVALID,
-      },
     );
   }
   const record = data as Record<string, unknown>;
@@ -96,7 +91,6 @@ export function parseRules(text: string): RulesDocument {
         'RULES_VERSION_INVALID',
         'the top-level `version` (the ruleset version) must be a string',
         {
-          exitCode: ExitCode.INVALID,
           pointer: '/version',
         },
       );
@@ -120,9 +114,7 @@ export function parseRules(text: string): RulesDocument {
       'RULES_LLM_ASSIST_INVALID',
       `llm_assist${formatViolation({ ...first, pointer: first.pointer === '/' ? '' : first.pointer })}${more}`,
       {
-        exitCode: ExitCode.INVALID,
         pointer: `/${LLM_ASSIST_KEY}${first.pointer === '/' ? '' : first.pointer}`,
-        hint: 'see schemas/llm-assist.schema.json for the shape of the section; the file was not changed',
         details: { violations },
       },
     );

@@ -7,7 +7,6 @@
 import { join } from 'node:path';
 import {
   AdapterChecks,
-  CHECKSUM_HINT,
   checkConfig,
   checkMetadata,
   checkOtherFiles,
@@ -17,8 +16,9 @@ import {
   listedFileMissing,
 } from './adapter-checks.js';
 import { beginSha256, sha256File, type HashProgressCallback, type PendingHash } from './checksum.js';
+import { CHECK_NAMES, codeRow, type CheckName } from './codes.js';
 import { CodiError, ExitCode } from './errors.js';
-import { capFindings, countFindings, isEnvironmentFinding, type Finding } from './findings.js';
+import { capFindings, countFindings, finding, isEnvironmentFinding, type Finding } from './findings.js';
 import { plural, thousands } from './text.js';
 import { trace } from './trace.js';
 import type { SafetensorsHeader } from './formats/safetensors.js';
@@ -35,7 +35,7 @@ import type { LoraConfig } from './peft-config.js';
 import type { LoraModule, TensorDescriptor, TensorStats } from './peft-tensors.js';
 import { nowMs } from './clock.js';
 
-export type CheckName = 'layout' | 'config' | 'weights' | 'tensors' | 'metadata' | 'checksums' | 'base';
+export type { CheckName } from './codes.js';
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 
 export interface CheckResult {
@@ -92,18 +92,8 @@ export interface VerifiedAdapter {
   checksums: ChecksumResult[];
 }
 
-const CHECK_FILES: Record<Exclude<CheckName, 'base'>, (f: Finding) => boolean> = {
-  layout: (f) => f.code.startsWith('LAYOUT_') || f.code === 'FILE_UNCOVERED' || f.code === 'PROMOTE_LEFTOVER',
-  config: (f) => f.code.startsWith('CONFIG_'),
-  weights: (f) =>
-    f.code.startsWith('SAFETENSORS_') ||
-    f.code.startsWith('PICKLE_') ||
-    f.code.startsWith('BIN_') ||
-    f.code.startsWith('JSON_'),
-  tensors: (f) => f.code.startsWith('TENSOR_') || f.code === 'TARGET_UNMATCHED',
-  metadata: (f) => f.code.startsWith('METADATA_') || f.code === 'ADAPTER_ID_MISMATCH',
-  checksums: (f) => f.code.startsWith('CHECKSUM_'),
-};
+/** The lines every report has, in order; `base` follows when a base model was checked. */
+const FILE_CHECKS = CHECK_NAMES.filter((name) => name !== 'base');
 
 export async function verifyAdapter(
   dir: string,
@@ -277,13 +267,9 @@ async function checksumResults(i: Inspected): Promise<ChecksumResult[]> {
     const ok = actual === hex;
     checksums.push({ file, expected: hex, actual, ok });
     if (!ok) {
-      i.c.findings.push({
-        level: 'error',
-        code: 'CHECKSUM_MISMATCH',
-        message: `${file}: sha256 is ${actual}, metadata.json expects ${hex}`,
-        file,
-        hint: CHECKSUM_HINT,
-      });
+      i.c.findings.push(
+        finding('CHECKSUM_MISMATCH', `${file}: sha256 is ${actual}, metadata.json expects ${hex}`, file),
+      );
     }
   }
   return checksums;
@@ -294,19 +280,26 @@ function checkLines(i: Inspected, checksums: readonly ChecksumResult[]): CheckRe
   const { findings, summaries, layout } = i.c;
   // a listed file that could not be hashed (refused, unreadable) fails the checksums line too
   const unhashed = new Set(checksums.filter((c) => c.actual === null).map((c) => c.file));
-  const belongs = (name: Exclude<CheckName, 'base'>, f: Finding): boolean =>
-    CHECK_FILES[name](f) ||
-    (isEnvironmentFinding(f) && readerOf(f.file, layout.weightsFile) === name) ||
+  const belongs = (name: CheckName, f: Finding): boolean =>
+    lineOf(f, layout.weightsFile) === name ||
     (name === 'checksums' && f.level === 'error' && unhashed.has(f.file));
-  const checks: CheckResult[] = (Object.keys(CHECK_FILES) as Exclude<CheckName, 'base'>[]).map((name) =>
+  const names = i.baseRan ? CHECK_NAMES : FILE_CHECKS;
+  return names.map((name) =>
     checkResult(
       name,
       findings.filter((f) => belongs(name, f)),
       summaries[name],
     ),
   );
-  if (i.baseRan) checks.push(checkResult('base', findings.filter(isBaseFinding), summaries.base));
-  return checks;
+}
+
+/**
+ * The line a finding fails (or warns): its code's line, else the line of the check that reads the
+ * file it is about, so that no finding can make a report invalid without failing a line.
+ */
+function lineOf(f: Finding, weightsFile: string | null): CheckName {
+  const line = codeRow(f.code).check;
+  return line === null || line === 'reader' ? readerOf(f.file, weightsFile) : line;
 }
 
 async function complete(i: Inspected): Promise<VerifyReport & { verified: VerifiedAdapter }> {
@@ -346,15 +339,11 @@ export function weightsSha256(report: {
 }
 
 /** The check that reads `file`: where a finding that it could not be read belongs. */
-function readerOf(file: string, weightsFile: string | null): Exclude<CheckName, 'base'> {
+function readerOf(file: string, weightsFile: string | null): CheckName {
   if (file === CONFIG_FILE) return 'config';
   if (file === METADATA_FILE) return 'metadata';
   if (file === weightsFile || file === SAFETENSORS_FILE || file === BIN_FILE) return 'weights';
   return 'layout';
-}
-
-function isBaseFinding(f: Finding): boolean {
-  return f.code.startsWith('BASE_') || f.code.startsWith('GGUF_');
 }
 
 function checkResult(name: CheckName, related: Finding[], summary: string | undefined): CheckResult {

@@ -27,7 +27,7 @@ import {
   YAMLSeq,
   type Node,
 } from 'yaml';
-import { CodiError, ExitCode } from './errors.js';
+import { CodiError } from './errors.js';
 
 export type YamlPath = readonly string[];
 
@@ -58,7 +58,6 @@ export function parseYaml(text: string): ParsedYaml {
     const where = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
     const more = doc.errors.length > 1 ? ` (and ${doc.errors.length - 1} more)` : '';
     throw new CodiError('YAML_SYNTAX', `not valid YAML${where}: ${first.message}${more}`, {
-      exitCode: ExitCode.INVALID,
       ...(pos ? { pointer: `${pos.line}:${pos.col}` } : {}),
     });
   }
@@ -66,9 +65,7 @@ export function parseYaml(text: string): ParsedYaml {
   try {
     data = doc.toJS({ maxAliasCount: 100 });
   } catch (e) {
-    throw new CodiError('YAML_SYNTAX', `not usable YAML: ${(e as Error).message}`, {
-      exitCode: ExitCode.INVALID,
-    });
+    throw new CodiError('YAML_SYNTAX', `not usable YAML: ${(e as Error).message}`);
   }
   return { doc, data };
 }
@@ -105,15 +102,11 @@ export function applyYamlEdits(
 }
 
 function editFailed(why: string): CodiError {
-  return new CodiError('YAML_EDIT_FAILED', `refusing to write the YAML edit: ${why}`, {
-    exitCode: ExitCode.INVALID,
-    hint: 'this is a bug in codi-adapter; the file was not changed. Report it with the file attached',
-  });
+  return new CodiError('YAML_EDIT_FAILED', `refusing to write the YAML edit: ${why}`);
 }
 
 function unsupported(path: YamlPath, why: string): CodiError {
   return new CodiError('YAML_EDIT_UNSUPPORTED', `cannot edit ${path.join('.')}: ${why}`, {
-    exitCode: ExitCode.INVALID,
     pointer: `/${path.join('/')}`,
   });
 }
@@ -261,7 +254,6 @@ function refuseAnchored(
     'YAML_EDIT_ANCHORED',
     `cannot edit ${editPath.join('.')}: ${where} carries the anchor &${anchor}, which ${uses.length === 1 ? 'an alias refers to' : `${uses.length} aliases refer to`} (*${anchor}${lines.length > 0 ? ` at line ${lines.join(', ')}` : ''}); the edit would change that part of the file too`,
     {
-      exitCode: ExitCode.INVALID,
       pointer: `/${editPath.join('/')}`,
       hint: `write ${where} out in full where *${anchor} is used (or drop the anchor), then try again; the file was not changed`,
       details: { anchor, aliases: lines },

@@ -6,8 +6,8 @@
 import { lstatSync } from 'node:fs';
 import { lstat, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ExitCode, type CodiError } from '../errors.js';
-import type { Finding } from '../findings.js';
+import type { CodiError } from '../errors.js';
+import { finding, type Finding } from '../findings.js';
 import type { AdapterLayout } from '../layout.js';
 import {
   ancestorsOf,
@@ -138,7 +138,6 @@ export function unreadableError(
     'ADAPTER_UNREADABLE',
     `UID ${user.uid} (the runtime user) cannot ${verb} ${shown}${more}`,
     {
-      exitCode: ExitCode.ENVIRONMENT,
       file: dir,
       hint: `${fix} — ${notMountedHint(root, id)}`,
       details: { problems },
@@ -155,11 +154,12 @@ export async function aboveVolumeWarning(cat: Catalog, user: RuntimeUser): Promi
   const problems = await accessProblems(null, ancestorsOf(cat).above, user);
   if (problems.length === 0) return null;
   const shown = problems.map((p) => `${p.path} (${p.owner} ${p.mode})`).join(', ');
-  return {
-    level: 'warning',
-    code: 'ROOT_PATH_UNREACHABLE',
-    message: `UID ${user.uid} cannot pass through ${shown} above the models volume ${cat.root}: fine when the volume is bind-mounted into the container, but codi-adapter run on this host as UID ${user.uid} would not reach it`,
-    file: cat.root,
-    hint: `chmod a+x ${problems.map((p) => p.path).join(' ')}   (only if run reads the volume at this path)`,
-  };
+  return finding(
+    'ROOT_PATH_UNREACHABLE',
+    `UID ${user.uid} cannot pass through ${shown} above the models volume ${cat.root}: fine when the volume is bind-mounted into the container, but codi-adapter run on this host as UID ${user.uid} would not reach it`,
+    cat.root,
+    {
+      hint: `chmod a+x ${problems.map((p) => p.path).join(' ')}   (only if run reads the volume at this path)`,
+    },
+  );
 }

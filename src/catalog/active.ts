@@ -5,7 +5,7 @@
 import { lstat, readlink, rename, symlink, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fsyncDir, tempPathFor } from '../atomic.js';
-import { CodiError, ExitCode, environmentError } from '../errors.js';
+import { CodiError, environmentError } from '../errors.js';
 import { pausePoint } from '../test-hooks.js';
 import { ACTIVE_LINK } from './volume.js';
 
@@ -27,7 +27,6 @@ export async function switchActive(adaptersDir: string, id: string): Promise<boo
   const st = await lstat(link).catch(() => null);
   if (st && !st.isSymbolicLink()) {
     throw new CodiError('ACTIVE_NOT_LINK', `${link} exists and is not a symbolic link; it is not replaced`, {
-      exitCode: ExitCode.ENVIRONMENT,
       file: link,
       hint: `move ${link} away; "${ACTIVE_LINK}" is reserved for the link to the active adapter`,
     });

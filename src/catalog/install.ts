@@ -8,8 +8,8 @@
 import { chmod, constants, lstat, mkdir, open, rename, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir } from '../atomic.js';
-import { CodiError, ExitCode, environmentError, isCodiError } from '../errors.js';
-import type { Finding } from '../findings.js';
+import { CodiError, environmentError, isCodiError } from '../errors.js';
+import { finding, type Finding } from '../findings.js';
 import { isPromoteFile, METADATA_FILE, type AdapterLayout } from '../layout.js';
 import { heartbeatIntervalMs, startHeartbeat } from '../lock.js';
 import { pausePoint } from '../test-hooks.js';
@@ -104,9 +104,7 @@ function conflict(id: string, path: string, why: string): CodiError {
     'MOUNT_CONFLICT',
     `${path} exists and differs: ${why}; it was left as it is`,
     {
-      exitCode: ExitCode.INVALID,
       file: path,
-      hint: `pass --force to replace it (the old copy is kept until the new one is in place), or mount under another --id`,
       details: { id },
     },
   );
@@ -148,7 +146,6 @@ async function makeStaging(m: Mount): Promise<string> {
       'ROOT_NOT_WRITABLE',
       `cannot create ${staging}: ${environmentError(e, staging).message}`,
       {
-        exitCode: ExitCode.ENVIRONMENT,
         file: m.cat.adapters,
         cause: e,
       },
@@ -172,9 +169,7 @@ async function verifyCopy(m: Mount, staging: string): Promise<Finding[]> {
         ? `the copy does not verify (${firstError.code}: ${firstError.message}): the source changed while it was being copied, or the copy is damaged; nothing was mounted`
         : 'the copy differs from the adapter that was verified: the source changed while it was being copied; nothing was mounted',
       {
-        exitCode: ExitCode.INVALID,
         file: m.src,
-        hint: 'make sure nothing writes to the source folder during the mount, then mount again',
         details: { findings: copy.findings },
       },
     );
@@ -182,21 +177,23 @@ async function verifyCopy(m: Mount, staging: string): Promise<Finding[]> {
   // verify named the staging folder; what counts is the name it will have
   const findings = copy.findings.filter((f) => f.code !== 'ADAPTER_ID_MISMATCH');
   for (const d of m.report.verified.layout.directories.filter((name) => !name.includes('/'))) {
-    findings.push({
-      level: 'warning',
-      code: 'MOUNT_SUBDIRECTORY_SKIPPED',
-      message: `${d}/ is not part of a PEFT adapter and was not copied`,
-      file: `${d}/`,
-    });
+    findings.push(
+      finding(
+        'MOUNT_SUBDIRECTORY_SKIPPED',
+        `${d}/ is not part of a PEFT adapter and was not copied`,
+        `${d}/`,
+      ),
+    );
   }
   if (copy.adapter.id !== m.id) {
-    findings.push({
-      level: 'warning',
-      code: 'ADAPTER_ID_MISMATCH',
-      message: `installed as ${JSON.stringify(m.id)}, but metadata.json says id ${JSON.stringify(copy.adapter.id)}`,
-      file: METADATA_FILE,
-      pointer: '/id',
-    });
+    findings.push(
+      finding(
+        'ADAPTER_ID_MISMATCH',
+        `installed as ${JSON.stringify(m.id)}, but metadata.json says id ${JSON.stringify(copy.adapter.id)}`,
+        METADATA_FILE,
+        { pointer: '/id' },
+      ),
+    );
   }
   const problems = await accessProblems(copy.verified.layout, [], m.user);
   if (problems.length > 0) throw unreadableError(staging, m.cat.root, m.id, problems, m.user);
@@ -292,7 +289,6 @@ function sourceChanged(file: string, cause: unknown): CodiError {
     'MOUNT_SOURCE_CHANGED',
     `${file} could not be copied (${(cause as Error).message}): the source changed while it was being copied; nothing was mounted`,
     {
-      exitCode: ExitCode.INVALID,
       file,
       hint: 'make sure nothing writes to the source folder during the mount',
       cause,

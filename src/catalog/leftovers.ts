@@ -16,7 +16,7 @@ import { lstat, readdir, readlink, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fsyncDir } from '../atomic.js';
-import type { Finding } from '../findings.js';
+import { finding, type Finding } from '../findings.js';
 import { isValidAdapterId } from '../layout.js';
 import { heartbeatStaleMs, lockFileIsStale, pidAlive } from '../lock.js';
 import { ACTIVE_LINK, MOUNT_LOCK } from './volume.js';
@@ -206,18 +206,14 @@ export async function awaitReplacement(path: string, timeoutMs = REPLACEMENT_WAI
 export function replacementFinding(r: Replacement): Finding {
   const id = r.id ?? 'the adapter';
   return r.state === 'replacing'
-    ? {
-        level: 'error',
-        code: 'ADAPTER_BEING_REPLACED',
-        message: `${id} is being replaced by a mount --force in progress (the old copy is in ${r.trash ?? '.trash-…'})`,
-        file: '.',
-        hint: 'try again in a moment',
-      }
-    : {
-        level: 'error',
-        code: 'ADAPTER_REPLACE_INTERRUPTED',
-        message: `${id} is missing: a mount --force died between its two renames; the old copy is in ${r.trash ?? '.trash-…'}`,
-        file: '.',
-        hint: 'the next codi-adapter mount on this volume puts it back (or rename the .trash-… folder to the id)',
-      };
+    ? finding(
+        'ADAPTER_BEING_REPLACED',
+        `${id} is being replaced by a mount --force in progress (the old copy is in ${r.trash ?? '.trash-…'})`,
+        '.',
+      )
+    : finding(
+        'ADAPTER_REPLACE_INTERRUPTED',
+        `${id} is missing: a mount --force died between its two renames; the old copy is in ${r.trash ?? '.trash-…'}`,
+        '.',
+      );
 }

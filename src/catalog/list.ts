@@ -7,8 +7,8 @@ import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nowMs } from '../clock.js';
 import { ExitCode, environmentError, isCodiError } from '../errors.js';
-import { findingFromError, type Finding } from '../findings.js';
-import { readSafetensorsHeaderSync } from '../formats/safetensors.js';
+import { finding, findingFromError, type Finding } from '../findings.js';
+import { readSafetensorsHeaderSync } from '../files/safetensors.js';
 import { isValidAdapterId, scanLayout, scanPlainLayoutSync } from '../layout.js';
 import { sha256Ref } from '../metadata.js';
 import { quickCheck, type AdapterReads, type QuickCheck } from '../adapter-checks.js';
@@ -246,13 +246,14 @@ async function linkEntry(path: string, id: string): Promise<CatalogEntry> {
     ...blankEntry(path, id),
     status: 'invalid',
     errors: 1,
-    finding: {
-      level: 'error',
-      code: 'LAYOUT_SYMLINK',
-      message: `${id} is a symbolic link (to ${to}); an adapter in the catalog must be a folder on the volume, not a link that can point anywhere`,
-      file: '.',
-      hint: `replace the link with the adapter folder itself, or install a copy: codi-adapter mount <its target> --id ${id} --force`,
-    },
+    finding: finding(
+      'LAYOUT_SYMLINK',
+      `${id} is a symbolic link (to ${to}); an adapter in the catalog must be a folder on the volume, not a link that can point anywhere`,
+      '.',
+      {
+        hint: `replace the link with the adapter folder itself, or install a copy: codi-adapter mount <its target> --id ${id} --force`,
+      },
+    ),
   };
 }
 
@@ -304,12 +305,9 @@ async function inspectEntry(
   entry.size = layout.files.reduce((n, f) => n + f.size, 0);
   const problem = adapterIdProblem(id);
   if (problem) {
-    findings.unshift({
-      level: 'error',
-      code: 'MOUNT_ID_INVALID',
-      message: `the folder name is not a valid adapter id: ${problem}`,
-      file: '.',
-    });
+    findings.unshift(
+      finding('MOUNT_ID_INVALID', `the folder name is not a valid adapter id: ${problem}`, '.'),
+    );
   }
   const errors = findings.filter((f) => f.level === 'error');
   entry.errors = errors.length;
@@ -332,11 +330,10 @@ function unreadableEntry(entry: CatalogEntry, problems: readonly AccessProblem[]
   const [first] = problems;
   if (!first) return;
   entry.status = 'not_mounted';
-  entry.finding = {
-    level: 'error',
-    code: 'ADAPTER_UNREADABLE',
-    message: `UID ${user.uid} cannot ${first.needs === 'x' ? 'pass through' : 'read'} ${first.path} (${first.owner} ${first.mode})${problems.length > 1 ? ` and ${problems.length - 1} more` : ''}`,
-    file: first.path,
-    hint: accessFix(problems, entry.path, user),
-  };
+  entry.finding = finding(
+    'ADAPTER_UNREADABLE',
+    `UID ${user.uid} cannot ${first.needs === 'x' ? 'pass through' : 'read'} ${first.path} (${first.owner} ${first.mode})${problems.length > 1 ? ` and ${problems.length - 1} more` : ''}`,
+    first.path,
+    { hint: accessFix(problems, entry.path, user) },
+  );
 }

@@ -5,7 +5,7 @@
  */
 import { lstat, readlink, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { CodiError, ExitCode, environmentError, isCodiError } from '../errors.js';
+import { asCodiError, CodiError, ExitCode, environmentError } from '../errors.js';
 import { isEnvironmentFinding, type Finding } from '../findings.js';
 import { SAFETENSORS_FILE } from '../layout.js';
 import { sha256Ref, type AdapterMetadata } from '../metadata.js';
@@ -105,7 +105,6 @@ async function resolveSource(source: string, cat: Catalog): Promise<string> {
   } catch (e) {
     const error = environmentError(e, source, 'read');
     throw statusError('not_mounted', error.code, `the adapter source ${error.message}`, {
-      exitCode: ExitCode.ENVIRONMENT,
       file: source,
       hint: notMountedHint(cat.root),
       cause: e,
@@ -113,7 +112,6 @@ async function resolveSource(source: string, cat: Catalog): Promise<string> {
   }
   if (!st.isDirectory()) {
     throw statusError('not_mounted', 'PATH_NOT_DIRECTORY', `${source} is a file, not an adapter folder`, {
-      exitCode: ExitCode.ENVIRONMENT,
       file: source,
       hint: 'give the folder that holds adapter_config.json, metadata.json and the weights, not one of its files',
     });
@@ -126,7 +124,6 @@ async function resolveSource(source: string, cat: Catalog): Promise<string> {
       'MOUNT_SOURCE_IS_CATALOG',
       `${source} is the catalog itself, not an adapter`,
       {
-        exitCode: ExitCode.USAGE,
         hint: `give one adapter folder, e.g. ${join(cat.adapters, '<id>')}`,
       },
     );
@@ -151,7 +148,6 @@ async function refuseCatalogLink(source: string, cat: Catalog): Promise<void> {
     'LAYOUT_SYMLINK',
     `${source} is a symbolic link in the catalog (to ${to}); an adapter there must be a folder on the volume`,
     {
-      exitCode: ExitCode.INVALID,
       file: source,
       hint: `replace the link with the adapter folder itself, or install a copy: codi-adapter mount ${await realpath(lexical).catch(() => to)} --id ${basename(lexical)} --force`,
     },
@@ -168,6 +164,7 @@ function requireMountable(report: VerifiedReport, path: string, withBase: boolea
   if (!report.ok && first) {
     const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
     const unreadable = report.findings.some(isEnvironmentFinding);
+    // a failed verification: its first error's code, and exit 3 when some file could not be read
     throw statusError(unreadable ? 'not_mounted' : 'invalid', first.code, `${first.message}${more}`, {
       exitCode: unreadable ? ExitCode.ENVIRONMENT : ExitCode.INVALID,
       file: path,
@@ -181,7 +178,6 @@ function requireMountable(report: VerifiedReport, path: string, withBase: boolea
       'CONVERT_NEEDS_SAFETENSORS',
       '--base builds a GGUF from safetensors weights; this adapter has adapter_model.bin',
       {
-        exitCode: ExitCode.INVALID,
         file: path,
         hint: 'mount it without --base, or convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
       },
@@ -198,10 +194,6 @@ function inPlaceId(src: string, cat: Catalog, wanted: string | undefined): strin
       'not_mounted',
       'MOUNT_ID_MISMATCH',
       `${src} is already in ${cat.adapters} under the name ${id}; it cannot be registered as ${wanted}`,
-      {
-        exitCode: ExitCode.USAGE,
-        hint: 'rename the folder, or mount a copy from outside the catalog with --id',
-      },
     );
   }
   return id;
@@ -283,8 +275,9 @@ async function buildGguf(
     const { convertAdapter } = await import('../convert.js');
     const r = await convertAdapter(dir, { base: basePath });
     return { path: r.output, cached: r.cached };
-  } catch (e) {
-    if (!isCodiError(e)) throw e;
+  } catch (thrown) {
+    const e = asCodiError(thrown);
+    if (!e) throw thrown;
     // the adapter is in place and verified; only the prebuilt GGUF is missing (run builds it later)
     throw new CodiError(e.code, `${id} is mounted, but its GGUF could not be built: ${e.message}`, {
       exitCode: e.exitCode,

@@ -5,7 +5,8 @@
  */
 import { access, chmod, constants, lstat, mkdir, realpath, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { CodiError, ExitCode, environmentError } from '../errors.js';
+import type { Code, ExitOf } from '../codes.js';
+import { CodiError, ExitCode, environmentError, type CodiErrorOptions } from '../errors.js';
 import { ADAPTER_ID_PATTERN, isValidAdapterId } from '../layout.js';
 import { withLock } from '../lock.js';
 
@@ -38,25 +39,13 @@ export function statusOf(error: CodiError): AdapterStatus {
 }
 
 /** A CodiError that carries the adapter status it stands for (`statusOf`). */
-export function statusError(
+export function statusError<C extends Code>(
   status: AdapterStatus,
-  code: string,
+  code: C,
   message: string,
-  options: {
-    exitCode: ExitCode;
-    hint?: string;
-    file?: string;
-    details?: Record<string, unknown>;
-    cause?: unknown;
-  },
+  options: Omit<CodiErrorOptions<C>, 'pointer'> = {},
 ): CodiError {
-  return new CodiError(code, message, {
-    exitCode: options.exitCode,
-    ...(options.hint === undefined ? {} : { hint: options.hint }),
-    ...(options.file === undefined ? {} : { file: options.file }),
-    ...(options.cause === undefined ? {} : { cause: options.cause }),
-    details: { status, ...options.details },
-  });
+  return new CodiError(code, message, { ...options, details: { status, ...options.details } });
 }
 
 export interface Catalog {
@@ -80,7 +69,6 @@ export async function openCatalog(rootArg: string, id?: string): Promise<Catalog
       missing ? 'ROOT_MISSING' : 'ROOT_INACCESSIBLE',
       missing ? `the models volume ${root} does not exist` : environmentError(e, root).message,
       {
-        exitCode: ExitCode.ENVIRONMENT,
         file: root,
         hint: `${notMountedHint(root, id)} (pass --root or set MODEL_MOUNT_PATH when the volume is elsewhere)`,
         cause: e,
@@ -89,7 +77,6 @@ export async function openCatalog(rootArg: string, id?: string): Promise<Catalog
   }
   if (!st.isDirectory()) {
     throw statusError('not_mounted', 'ROOT_NOT_DIRECTORY', `the models volume ${root} is not a directory`, {
-      exitCode: ExitCode.ENVIRONMENT,
       file: root,
       hint: notMountedHint(root, id),
     });
@@ -101,7 +88,6 @@ export async function openCatalog(rootArg: string, id?: string): Promise<Catalog
     const target = await stat(adapters).catch(() => null);
     if (!target?.isDirectory()) {
       throw statusError('not_mounted', 'ROOT_NOT_DIRECTORY', `${adapters} is not a directory`, {
-        exitCode: ExitCode.ENVIRONMENT,
         file: adapters,
         hint: notMountedHint(root, id),
       });
@@ -119,7 +105,6 @@ export async function requireWritable(cat: Catalog): Promise<void> {
       'ROOT_NOT_WRITABLE',
       `${path} is not writable: ${environmentError(e, path).message}`,
       {
-        exitCode: ExitCode.ENVIRONMENT,
         file: path,
         hint: `run mount as a user who may write ${path} (its owner, or root), or mount the models volume read-write`,
         cause: e,
@@ -203,7 +188,7 @@ export function adapterIdProblem(id: string): string | null {
 }
 
 /** Throws MOUNT_ID_INVALID (with `exitCode`) unless `id`, taken from `from`, is a valid adapter id. */
-export function requireId(id: string, from: string, exitCode: ExitCode): void {
+export function requireId(id: string, from: string, exitCode: ExitOf<'MOUNT_ID_INVALID'>): void {
   const problem = adapterIdProblem(id);
   if (problem) {
     throw statusError(
@@ -212,7 +197,6 @@ export function requireId(id: string, from: string, exitCode: ExitCode): void {
       `${from} ${JSON.stringify(id)} is not a valid adapter id: ${problem}`,
       {
         exitCode,
-        hint: 'choose an id such as qwen15b-lora-v0.1 (--id, or "id" in metadata.json)',
       },
     );
   }

@@ -5,8 +5,8 @@
  * `--json` drops, and where progress goes, is decided once.
  */
 import { paint, useColour } from '../paint.js';
-import { CodiError, ExitCode, isCodiError, type ExitCode as Status } from '../errors.js';
-import type { CommandIO } from './spec.js';
+import { asCodiError, CodiError, ExitCode } from '../errors.js';
+import type { CommandIO, InterruptStatus } from './spec.js';
 
 /** The JSON shape of every failure that is not a command's own result. */
 export interface ErrorJson {
@@ -36,26 +36,20 @@ export function renderError(error: CodiError): string {
 
 /** Maps anything thrown (our errors, oclif's errors, the unexpected) to one CodiError. */
 export function toCodiError(err: unknown): CodiError {
-  if (isCodiError(err)) return err;
+  const known = asCodiError(err);
+  if (known) return known;
   // oclif's CLIError carries an `oclif` property (checked by shape: no oclif import here)
   if (err instanceof Error && 'oclif' in err) {
     const message = err.message.replace(/\n\s*See more help with --help\s*$/u, '').trim();
     return usageError(message, undefined, err);
   }
   const message = err instanceof Error ? err.message : String(err);
-  return new CodiError('INTERNAL', `unexpected internal error: ${message}`, {
-    exitCode: ExitCode.INVALID,
-    hint: 'this is a bug in codi-adapter; run with CODI_DEBUG=1 for the stack trace and report it',
-    cause: err,
-  });
+  return new CodiError('INTERNAL', `unexpected internal error: ${message}`, { cause: err });
 }
 
-export function usageError(
-  message: string,
-  hint = 'see --help for the flags and arguments',
-  cause?: unknown,
-): CodiError {
-  return new CodiError('USAGE', message, { exitCode: ExitCode.USAGE, hint, cause });
+/** A wrong command line (`USAGE`, exit 2); `hint` when it says more than to see --help. */
+export function usageError(message: string, hint?: string, cause?: unknown): CodiError {
+  return new CodiError('USAGE', message, { hint, cause });
 }
 
 // A reader that goes away (`codi-adapter list | head -1`) must not become a stack trace: the rest of the
@@ -182,7 +176,7 @@ const INTERRUPTS = Object.keys(INTERRUPT_STATUS) as InterruptSignal[];
  * for that signal (`ExitCode.INTERRUPTED_*`), as the signal itself would have given.
  */
 function onInterrupt(
-  stop: (signal: InterruptSignal, status: Status) => CodiError,
+  stop: (signal: InterruptSignal, status: InterruptStatus) => CodiError,
   json: boolean,
 ): () => void {
   const handler = (signal: InterruptSignal): void => {

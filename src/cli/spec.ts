@@ -75,8 +75,14 @@ export interface CommandIO {
    * Until the returned function is called, SIGINT/SIGTERM/SIGHUP end the command: `stop` cleans up
    * synchronously and returns the error to report; the exit status is `status` (128 + the signal).
    */
-  onInterrupt(stop: (signal: NodeJS.Signals, status: ExitCode) => CodiError): () => void;
+  onInterrupt(stop: (signal: NodeJS.Signals, status: InterruptStatus) => CodiError): () => void;
 }
+
+/** The statuses of the interrupts a command may handle: 128 + SIGHUP, SIGINT or SIGTERM. */
+export type InterruptStatus =
+  | typeof ExitCode.INTERRUPTED_SIGHUP
+  | typeof ExitCode.INTERRUPTED_SIGINT
+  | typeof ExitCode.INTERRUPTED_SIGTERM;
 
 /** What the front door gives a command besides its parsed input. */
 export interface CommandContext {

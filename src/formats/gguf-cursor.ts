@@ -4,8 +4,8 @@
  */
 import { isUtf8 } from 'node:buffer';
 
-import type { RegularFile } from '../byte-source.js';
-import { CodiError } from '../errors.js';
+import type { Code } from '../codes.js';
+import { FormatError } from './format-error.js';
 import { GgufValueType, ggufScalarSize } from './ggml-types.js';
 
 // small: memory touched for the first time is dear on small VMs (bench/convert.js prints what a page costs)
@@ -13,13 +13,21 @@ const CHUNK = 256 << 10;
 /** the first read: enough for a header without a vocabulary; later reads grow to CHUNK */
 const FIRST_CHUNK = 64 << 10;
 
+/** What the header parser reads a file through: its size, and blocking positioned reads. */
+export interface GgufSource {
+  readonly size: number;
+  /** reads into `into` from `position`; returns how many bytes were read (fewer at the end) */
+  readSync(into: Uint8Array, position: number): number;
+}
+
+/** A refusal of the GGUF file at byte `offset`. */
 export function err(
-  code: string,
+  code: Code,
   message: string,
   offset: number,
   details: Record<string, unknown> = {},
-): CodiError {
-  return new CodiError(code, `${message} (at byte ${offset})`, {
+): FormatError {
+  return new FormatError(code, `${message} (at byte ${offset})`, {
     pointer: String(offset),
     details: { offset, ...details },
   });
@@ -63,7 +71,7 @@ export class Cursor {
 
   readonly fileSize: number;
 
-  constructor(private readonly file: RegularFile) {
+  constructor(private readonly file: GgufSource) {
     this.fileSize = file.size;
     this.buf = Buffer.allocUnsafe(FIRST_CHUNK);
     this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);

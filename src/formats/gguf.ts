@@ -10,9 +10,8 @@
  * non-negative dims, a known type whose block size divides the row, and tensor data laid out in
  * info order, each at the padded end of the previous one, inside the file.
  */
-import { RegularFile, withRegularFile } from '../byte-source.js';
-import { CodiError } from '../errors.js';
-import { Cursor, err } from './gguf-cursor.js';
+import { FormatError } from './format-error.js';
+import { Cursor, err, type GgufSource } from './gguf-cursor.js';
 import {
   GGML_MAX_DIMS,
   GGUF_DEFAULT_ALIGNMENT,
@@ -29,7 +28,6 @@ import {
   type GgufArrayItems,
   type GgufValue,
 } from './ggml-types.js';
-import { decodeToF32 } from './numeric.js';
 
 export interface GgufKv {
   readonly key: string;
@@ -451,50 +449,28 @@ function newTypedArray(type: GgufValueType, n: number): Exclude<GgufArrayItems, 
   }
 }
 
-/** Reads and checks the header of the GGUF file at `path`. */
-export async function readGgufHeader(
-  path: string,
+/** Parses and checks the header of a GGUF file read through `source` (see files/gguf.ts). */
+export function parseGgufHeader(
+  source: GgufSource,
   limits: Partial<GgufReadLimits> = {},
   options: GgufReadOptions = {},
-): Promise<GgufFile> {
-  const file = await RegularFile.open(path);
-  try {
-    return new HeaderParser(new Cursor(file), { ...DEFAULT_GGUF_LIMITS, ...limits }, options).parse();
-  } catch (e) {
-    throw e instanceof CodiError ? e.withFile(path) : e;
-  } finally {
-    await file.close();
-  }
+): GgufFile {
+  return new HeaderParser(new Cursor(source), { ...DEFAULT_GGUF_LIMITS, ...limits }, options).parse();
 }
 
-function tensorOrThrow(file: GgufFile, name: string): GgufTensorInfo {
+/** The tensor `name` of the file (GGUF_TENSOR_MISSING when it has none). */
+export function ggufTensor(file: GgufFile, name: string): GgufTensorInfo {
   const t = file.tensorsByName.get(name);
-  if (t === undefined) {
-    throw new CodiError('GGUF_TENSOR_MISSING', `the GGUF file has no tensor '${name}'`, {
+  if (t === undefined)
+    throw new FormatError('GGUF_TENSOR_MISSING', `the GGUF file has no tensor '${name}'`, {
       details: { tensor: name },
     });
-  }
   return t;
 }
 
-/** The raw bytes of one tensor (8-byte aligned, so typed-array views over them work). */
-export async function readTensorData(path: string, file: GgufFile, name: string): Promise<Uint8Array> {
-  const t = tensorOrThrow(file, name);
-  return withRegularFile(path, async (source) => {
-    const out = new Uint8Array(new ArrayBuffer(Math.ceil(t.nBytes / 8) * 8), 0, t.nBytes);
-    const got = await source.read(out, t.dataStart);
-    if (got < t.nBytes) {
-      const at = t.dataStart + got;
-      throw err('GGUF_TRUNCATED', `GGUF file ended early while reading tensor '${name}'`, at).withFile(path);
-    }
-    return out;
-  });
-}
-
-/** One tensor decoded to float32 (F32, F16, BF16 and Q8_0 tensors). */
-export async function readTensorF32(path: string, file: GgufFile, name: string): Promise<Float32Array> {
-  const t = tensorOrThrow(file, name);
-  return decodeToF32(t.type, await readTensorData(path, file, name));
+/** The refusal of a tensor's data that ends early, at file byte `at`. */
+export function tensorDataTruncated(name: string, at: number): FormatError {
+  return err('GGUF_TRUNCATED', `GGUF file ended early while reading tensor '${name}'`, at);
 }
 
 /** PyTorch-order shape of a tensor: ggml's ne reversed. */
@@ -524,8 +500,8 @@ function typed(file: GgufFile, key: string, types: readonly GgufValueType[]): Gg
   return kv;
 }
 
-function missing(key: string): CodiError {
-  return new CodiError('GGUF_KEY_MISSING', `the GGUF file has no key '${key}'`, { details: { key } });
+function missing(key: string): FormatError {
+  return new FormatError('GGUF_KEY_MISSING', `the GGUF file has no key '${key}'`, { details: { key } });
 }
 
 /** The JavaScript value of each scalar value type a getter reads. */

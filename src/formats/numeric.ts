@@ -9,7 +9,7 @@
  * safetensors are little-endian).
  */
 
-import { CodiError } from '../errors.js';
+import { FormatError } from './format-error.js';
 import { GgmlType, ggmlTypeName } from './ggml-types.js';
 import { simdF32ToBf16, simdF32ToF16 } from './simd.js';
 
@@ -305,7 +305,7 @@ export function encodeF32(type: FloatTensorType, src: Float32Array, dst?: Uint8A
 /** Decodes little-endian tensor bytes of `type` to float32. */
 export function decodeToF32(type: number, src: Uint8Array, dst?: Float32Array): Float32Array {
   if (!isFloatTensorType(type)) {
-    throw new CodiError('GGUF_UNSUPPORTED_TYPE', `cannot decode tensor data of type ${ggmlTypeName(type)}`);
+    throw new FormatError('GGUF_UNSUPPORTED_TYPE', `cannot decode tensor data of type ${ggmlTypeName(type)}`);
   }
   const width = type === GgmlType.F32 ? 4 : 2;
   const aligned = src.byteOffset % width === 0 ? src : src.slice();

@@ -14,10 +14,11 @@
  * container cells are capped, every length is checked against the bytes that remain, and nothing
  * recurses on input structure beyond a small fixed depth.
  *
- * Errors are `CodiError`s with exit code 1 and `pointer` set to the byte offset in `data.pkl` (or
- * `<entry>:<offset>` once `scanTorchBin` knows the entry). They carry no file name.
+ * Errors are `FormatError`s with `pointer` set to the byte offset in `data.pkl` (or `<entry>:<offset>`
+ * once the torch-bin scan knows the entry). They carry no file name.
  */
-import { CodiError, ExitCode } from '../errors.js';
+import type { Code } from '../codes.js';
+import { FormatError } from './format-error.js';
 import { quoteName } from './zip.js';
 
 export const PICKLE_ERROR_CODES = [
@@ -26,46 +27,24 @@ export const PICKLE_ERROR_CODES = [
   'PICKLE_TOO_COMPLEX',
   'PICKLE_NOT_STATE_DICT',
   'PICKLE_DUPLICATE_KEY',
-] as const;
+] as const satisfies readonly Code[];
 export const TORCH_BIN_ERROR_CODES = [
   'BIN_LEGACY_FORMAT',
   'BIN_NOT_TORCH_ZIP',
   'BIN_STORAGE_MISSING',
   'BIN_STORAGE_MISMATCH',
   ...PICKLE_ERROR_CODES,
-] as const;
+] as const satisfies readonly Code[];
 export const TORCH_BIN_WARNING_CODES = [
   'PICKLE_TRAILING_BYTES',
   'BIN_STORAGE_OVERSIZED',
   'BIN_UNREFERENCED_STORAGE',
   'BIN_UNEXPECTED_ENTRY',
   'BIN_BIG_ENDIAN',
-] as const;
+] as const satisfies readonly Code[];
 export type PickleErrorCode = (typeof PICKLE_ERROR_CODES)[number];
 export type TorchBinErrorCode = (typeof TORCH_BIN_ERROR_CODES)[number];
 export type TorchBinWarningCode = (typeof TORCH_BIN_WARNING_CODES)[number];
-
-/** One line per code, for the docs and `--help` texts. The zip codes are in `zip.ts`. */
-export const TORCH_BIN_CODE_DESCRIPTIONS: Readonly<Record<TorchBinErrorCode | TorchBinWarningCode, string>> =
-  {
-    PICKLE_UNSAFE:
-      'the pickle names a global off the allow-list (os.system, builtins.eval, …), builds a global from computed strings, calls or mutates something only code could, or uses an opcode outside the allow-list',
-    PICKLE_INVALID: 'the pickle is truncated or garbled: it would fail to load',
-    PICKLE_TOO_COMPLEX: 'the pickle exceeds a scanner limit (opcodes, stack, memo, container cells, nesting)',
-    PICKLE_NOT_STATE_DICT: 'the pickle is safe, but not a flat dict of tensor names to tensors',
-    PICKLE_DUPLICATE_KEY: 'the state dict sets the same tensor name twice (the last would silently win)',
-    BIN_LEGACY_FORMAT: 'a pre-1.6 (non-zip) torch.save file or a bare pickle: unsupported',
-    BIN_NOT_TORCH_ZIP:
-      'a zip archive, but not laid out as torch.save writes it (one folder holding data.pkl)',
-    BIN_STORAGE_MISSING: 'a tensor storage the pickle refers to has no data/<key> entry in the archive',
-    BIN_STORAGE_MISMATCH:
-      'a storage entry is smaller than its declared size, a tensor view reaches past its storage, or a storage is declared twice differently',
-    PICKLE_TRAILING_BYTES: 'warning: bytes follow the pickle STOP opcode',
-    BIN_STORAGE_OVERSIZED: 'warning: a storage entry is larger than its declared size',
-    BIN_UNREFERENCED_STORAGE: 'warning: a data/<key> entry no tensor refers to',
-    BIN_UNEXPECTED_ENTRY: 'warning: an entry torch.save does not write',
-    BIN_BIG_ENDIAN: 'warning: tensor data is big-endian (byteorder entry)',
-  };
 
 /** Tensor element types, named as in safetensors where safetensors has the type. */
 export const TORCH_DTYPE_SIZES = Object.freeze({
@@ -520,18 +499,8 @@ function pickleError(
   message: string,
   at: number,
   details: Record<string, unknown> = {},
-): CodiError {
-  return new CodiError(code, message, {
-    exitCode: ExitCode.INVALID,
-    pointer: String(at),
-    details: { offset: at, ...details },
-    hint:
-      code === 'PICKLE_UNSAFE'
-        ? 'do not load this file with torch.load; get the adapter from a trusted source, preferably as adapter_model.safetensors'
-        : code === 'PICKLE_NOT_STATE_DICT' || code === 'PICKLE_DUPLICATE_KEY'
-          ? 'save the adapter with PEFT (save_pretrained), preferably with safe_serialization=True'
-          : 're-save the adapter with torch.save or PEFT save_pretrained, preferably as safetensors',
-  });
+): FormatError {
+  return new FormatError(code, message, { pointer: String(at), details: { offset: at, ...details } });
 }
 
 class Scanner {
@@ -578,7 +547,7 @@ class Scanner {
 
   // --- errors -------------------------------------------------------------------------------------
 
-  private invalid(message: string): CodiError {
+  private invalid(message: string): FormatError {
     return pickleError(
       'PICKLE_INVALID',
       `${message} (opcode ${opName(this.op)} at byte ${this.opStart})`,
@@ -589,7 +558,7 @@ class Scanner {
     );
   }
 
-  private unsafe(message: string, details: Record<string, unknown> = {}): CodiError {
+  private unsafe(message: string, details: Record<string, unknown> = {}): FormatError {
     return pickleError(
       'PICKLE_UNSAFE',
       `${message} (opcode ${opName(this.op)} at byte ${this.opStart})`,
@@ -601,7 +570,7 @@ class Scanner {
     );
   }
 
-  private tooComplex(what: string, limit: number): CodiError {
+  private tooComplex(what: string, limit: number): FormatError {
     return pickleError(
       'PICKLE_TOO_COMPLEX',
       `the pickle exceeds the scanner's limit of ${limit} ${what} (opcode ${opName(this.op)} at byte ${this.opStart})`,
@@ -1451,7 +1420,7 @@ class Scanner {
 
 /**
  * Scans a pickle opcode by opcode, without executing it, and returns the state dict it describes.
- * Throws `CodiError` PICKLE_UNSAFE, PICKLE_INVALID, PICKLE_TOO_COMPLEX, PICKLE_NOT_STATE_DICT,
+ * Throws `FormatError` PICKLE_UNSAFE, PICKLE_INVALID, PICKLE_TOO_COMPLEX, PICKLE_NOT_STATE_DICT,
  * PICKLE_DUPLICATE_KEY or BIN_STORAGE_MISMATCH.
  */
 export function scanPickle(bytes: Uint8Array, limits: Partial<PickleLimits> = {}): PickleScanResult {

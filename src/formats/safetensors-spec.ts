@@ -2,7 +2,8 @@
  * What the safetensors format is: its dtypes, limits, error codes and the shapes of a parsed header,
  * shared by the parsers (safetensors.ts, safetensors-strict.ts) and the writer.
  */
-import { CodiError, ExitCode } from '../errors.js';
+import type { Code } from '../codes.js';
+import { FormatError } from './format-error.js';
 import { quoteForMessage } from './strict-json.js';
 
 /** Bits per element of every dtype the reference Rust crate knows. Names are case-sensitive. */
@@ -40,7 +41,7 @@ export function isSafetensorsDtype(name: string): name is SafetensorsDtype {
 /** The Rust crate's limit; it keeps a hostile length from making us allocate gigabytes. */
 export const SAFETENSORS_MAX_HEADER_LENGTH = 100_000_000;
 
-/** Every code this module raises, in the order the checks run. */
+/** Every code the safetensors readers raise, in the order the checks run (codes.ts describes each). */
 export const SAFETENSORS_ERROR_CODES = [
   'SAFETENSORS_TRUNCATED',
   'SAFETENSORS_HEADER_LENGTH',
@@ -56,33 +57,8 @@ export const SAFETENSORS_ERROR_CODES = [
   'SAFETENSORS_OFFSETS',
   'SAFETENSORS_SIZE',
   'SAFETENSORS_TRAILING',
-] as const;
+] as const satisfies readonly Code[];
 export type SafetensorsErrorCode = (typeof SAFETENSORS_ERROR_CODES)[number];
-
-/** One line per code, for the docs and `--help` texts. */
-export const SAFETENSORS_ERROR_DESCRIPTIONS: Readonly<Record<SafetensorsErrorCode, string>> = {
-  SAFETENSORS_TRUNCATED:
-    'the file ends before the 8-byte header length, or bytes it promised could not be read',
-  SAFETENSORS_HEADER_LENGTH: 'the header length N is 0, above 100,000,000, or runs past the end of the file',
-  SAFETENSORS_HEADER_UTF8: 'the header is not valid UTF-8',
-  SAFETENSORS_HEADER_JSON:
-    'the header is not one JSON value (syntax error, leading BOM, text after it, too deeply nested)',
-  SAFETENSORS_HEADER_NOT_OBJECT: 'the header is JSON but not an object',
-  SAFETENSORS_DUPLICATE_KEY: 'a key appears twice (a tensor name, `__metadata__`, or a key inside one)',
-  SAFETENSORS_METADATA:
-    '`__metadata__` is not an object whose values are all strings, or has more than 10,000 entries',
-  SAFETENSORS_TOO_MANY_TENSORS:
-    'the header describes more than 300,000 tensors, or shapes of more than 1,200,000 dimensions in all',
-  SAFETENSORS_ENTRY: 'a tensor entry is not an object, or has a key other than dtype, shape, data_offsets',
-  SAFETENSORS_DTYPE: 'a tensor dtype is missing, not a string, or unknown (names are case-sensitive)',
-  SAFETENSORS_SHAPE:
-    'a tensor shape is missing or not an array of at most 64 non-negative integers up to 2^53−1',
-  SAFETENSORS_OFFSETS:
-    'data_offsets are not two non-negative integers with begin ≤ end, or the tensors do not tile the data section from 0 without gap or overlap, or run past the end of the file',
-  SAFETENSORS_SIZE:
-    'a tensor byte length differs from product(shape)·bits/8, is not whole bytes, or overflows 64 bits',
-  SAFETENSORS_TRAILING: 'bytes follow the last tensor (a file must end where its last tensor ends)',
-};
 
 export interface SafetensorsTensorInfo {
   name: string;
@@ -163,18 +139,16 @@ export const SAFETENSORS_MAX_TENSORS = 300_000;
 /** 4 per tensor on average: a LoRA matrix has 2, a convolution's LoRA 4 */
 export const SAFETENSORS_MAX_DIMENSIONS = 4 * SAFETENSORS_MAX_TENSORS;
 
+/** The refusal of a header, pointing at the byte offset in the file where it goes wrong. */
 export function failure(
   code: SafetensorsErrorCode,
   message: string,
   byteOffset: number,
-  hint?: string,
   details?: Record<string, unknown>,
-): CodiError {
-  return new CodiError(code, message, {
-    exitCode: ExitCode.INVALID,
+): FormatError {
+  return new FormatError(code, message, {
     pointer: String(byteOffset),
-    hint,
-    details,
+    ...(details === undefined ? {} : { details }),
   });
 }
 

@@ -4,8 +4,7 @@
  * reported with its byte offset. A hostile 100 MB header costs time and memory in proportion to the
  * valid tensors before it, never more.
  */
-import { CodiError } from '../errors.js';
-import { thousands } from '../text.js';
+import type { FormatError } from './format-error.js';
 import {
   failure,
   HEADER_LENGTH_BYTES,
@@ -54,23 +53,17 @@ export function parseStrictHeader(
   return { metadata: reader.metadata, tensors: reader.tensors };
 }
 
-function jsonFailure(err: StrictJsonError, at: Locator): CodiError {
+function jsonFailure(err: StrictJsonError, at: Locator): FormatError {
   const offset = at.byteOffset(err.position);
   if (err.kind === 'duplicate-key' && err.key !== undefined) {
-    return failure('SAFETENSORS_DUPLICATE_KEY', describeDuplicate(err.path, err.key), offset, undefined, {
+    return failure('SAFETENSORS_DUPLICATE_KEY', describeDuplicate(err.path, err.key), offset, {
       key: err.key,
       jsonPointer: err.jsonPointer,
     });
   }
-  return failure(
-    'SAFETENSORS_HEADER_JSON',
-    `the header is not valid JSON: ${err.reason}`,
-    offset,
-    undefined,
-    {
-      jsonPointer: err.jsonPointer,
-    },
-  );
+  return failure('SAFETENSORS_HEADER_JSON', `the header is not valid JSON: ${err.reason}`, offset, {
+    jsonPointer: err.jsonPointer,
+  });
 }
 
 function describeDuplicate(path: readonly (string | number)[], key: string): string {
@@ -119,7 +112,7 @@ class HeaderReader {
     return this.reviveTensor(top, value, context);
   };
 
-  private notAnObject(found: string): CodiError {
+  private notAnObject(found: string): FormatError {
     const start = /[^ \t\n\r]/.exec(this.text)?.index ?? 0;
     return failure(
       'SAFETENSORS_HEADER_NOT_OBJECT',
@@ -130,12 +123,11 @@ class HeaderReader {
 
   private reviveMetadata(value: JsonValue, { path, valuePosition }: StrictJsonReviverContext): JsonValue {
     const key = path[1];
-    const fail = (message: string): CodiError =>
+    const fail = (message: string): FormatError =>
       failure(
         'SAFETENSORS_METADATA',
         message,
         this.at.byteOffset(valuePosition),
-        undefined,
         typeof key === 'string' ? { key } : undefined,
       );
     if (key === undefined) {
@@ -173,7 +165,6 @@ class HeaderReader {
         'SAFETENSORS_ENTRY',
         `${tensorLabel(name)}: the entry must be an object with dtype, shape and data_offsets, found an array`,
         here(),
-        undefined,
         details,
       );
     }
@@ -182,7 +173,6 @@ class HeaderReader {
         'SAFETENSORS_ENTRY',
         `${tensorLabel(name)}: unknown key ${quoteForMessage(field)} (allowed: dtype, shape, data_offsets)`,
         this.at.byteOffset(path.length === 2 ? context.keyPosition : context.valuePosition),
-        undefined,
         details,
       );
     }
@@ -201,19 +191,18 @@ class HeaderReader {
         'SAFETENSORS_DTYPE',
         `${tensorLabel(name)}: dtype must be a string, found ${found}`,
         here(),
-        undefined,
         details,
       );
     }
     if (!isSafetensorsDtype(value)) {
       const upper = value.toUpperCase();
+      const known = isSafetensorsDtype(upper)
+        ? ` (names are case-sensitive: ${quoteForMessage(upper)} is the known one)`
+        : '';
       throw failure(
         'SAFETENSORS_DTYPE',
-        `${tensorLabel(name)}: unknown dtype ${quoteForMessage(value)}`,
+        `${tensorLabel(name)}: unknown dtype ${quoteForMessage(value)}${known}`,
         here(),
-        isSafetensorsDtype(upper)
-          ? `dtype names are case-sensitive: ${quoteForMessage(upper)} is the known one`
-          : `known dtypes: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`,
         details,
       );
     }
@@ -241,7 +230,6 @@ class HeaderReader {
             ? `${tensorLabel(name)}: shape must be an array of integers, found ${describeKind(value)}`
             : `${tensorLabel(name)}: data_offsets must be two integers [begin, end], found ${describeValue(value)}`,
           here(),
-          undefined,
           details,
         );
       }
@@ -252,7 +240,6 @@ class HeaderReader {
         code,
         `${tensorLabel(name)}: ${field} must be an array, found an object`,
         here(),
-        undefined,
         details,
       );
     }
@@ -264,20 +251,13 @@ class HeaderReader {
           ? `${tensorLabel(name)}: shape has more than ${SAFETENSORS_MAX_RANK} dimensions`
           : `${tensorLabel(name)}: data_offsets must be exactly two integers [begin, end]`,
         here(),
-        undefined,
         details,
       );
     }
     const reason = path.length > 3 ? 'expected a non-negative integer' : nonNegativeSafeInteger(value);
     if (typeof reason === 'string') {
       const found = path.length > 3 ? containerKind(path[3]) : describeValue(value);
-      throw failure(
-        code,
-        `${tensorLabel(name)}: ${field}[${index}] is ${found}; ${reason}`,
-        here(),
-        undefined,
-        details,
-      );
+      throw failure(code, `${tensorLabel(name)}: ${field}[${index}] is ${found}; ${reason}`, here(), details);
     }
     return value;
   }
@@ -291,7 +271,6 @@ class HeaderReader {
         'SAFETENSORS_ENTRY',
         `${tensorLabel(name)}: the entry must be an object with dtype, shape and data_offsets, found ${describeKind(value)}`,
         keyOffset(),
-        undefined,
         details,
       );
     }
@@ -300,29 +279,16 @@ class HeaderReader {
     const shape = value.get('shape');
     const offsets = value.get('data_offsets');
     if (typeof dtype !== 'string' || !isSafetensorsDtype(dtype)) {
-      throw failure(
-        'SAFETENSORS_DTYPE',
-        `${tensorLabel(name)}: dtype is missing`,
-        keyOffset(),
-        undefined,
-        details,
-      );
+      throw failure('SAFETENSORS_DTYPE', `${tensorLabel(name)}: dtype is missing`, keyOffset(), details);
     }
     if (!Array.isArray(shape)) {
-      throw failure(
-        'SAFETENSORS_SHAPE',
-        `${tensorLabel(name)}: shape is missing`,
-        keyOffset(),
-        undefined,
-        details,
-      );
+      throw failure('SAFETENSORS_SHAPE', `${tensorLabel(name)}: shape is missing`, keyOffset(), details);
     }
     if (!Array.isArray(offsets)) {
       throw failure(
         'SAFETENSORS_OFFSETS',
         `${tensorLabel(name)}: data_offsets is missing`,
         keyOffset(),
-        undefined,
         details,
       );
     }
@@ -335,7 +301,6 @@ class HeaderReader {
         'SAFETENSORS_OFFSETS',
         `${tensorLabel(name)}: data_offsets [${begin}, ${end}] end before they begin`,
         this.at.byteOffset(value.valuePosition('data_offsets') ?? context.keyPosition),
-        undefined,
         details,
       );
     }
@@ -346,10 +311,9 @@ class HeaderReader {
       throw failure(
         'SAFETENSORS_TOO_MANY_TENSORS',
         this.tensors.length >= SAFETENSORS_MAX_TENSORS
-          ? `the header describes more than ${thousands(SAFETENSORS_MAX_TENSORS)} tensors; no real adapter has that many (the largest hold ~140,000)`
-          : `the tensor shapes have more than ${thousands(SAFETENSORS_MAX_DIMENSIONS)} dimensions in all; no real file has that many (4 per tensor on average is the limit)`,
+          ? `the header describes more than ${SAFETENSORS_MAX_TENSORS.toLocaleString('en-US')} tensors; no real adapter has that many (the largest hold ~140,000)`
+          : `the tensor shapes have more than ${SAFETENSORS_MAX_DIMENSIONS.toLocaleString('en-US')} dimensions in all; no real file has that many (4 per tensor on average is the limit)`,
         keyOffset(),
-        'this is not a LoRA adapter, or one built to exhaust memory',
       );
     }
     this.tensors.push({ name, dtype, shape: dims, begin, end });
@@ -391,7 +355,6 @@ function checkSize(
           'SAFETENSORS_SIZE',
           `${tensorLabel(name)}: shape ${shown()} has more elements than fit in 64 bits`,
           offset(),
-          undefined,
           details,
         );
       }
@@ -403,7 +366,6 @@ function checkSize(
       'SAFETENSORS_SIZE',
       `${tensorLabel(name)}: ${dtype} shape ${shown()} needs more bits than fit in 64 bits`,
       offset(),
-      undefined,
       details,
     );
   }
@@ -412,7 +374,6 @@ function checkSize(
       'SAFETENSORS_SIZE',
       `${tensorLabel(name)}: ${elements} ${dtype} elements are ${bits} bits, not a whole number of bytes`,
       offset(),
-      undefined,
       details,
     );
   }
@@ -423,7 +384,6 @@ function checkSize(
       'SAFETENSORS_SIZE',
       `${tensorLabel(name)}: ${dtype} shape ${shown()} needs ${expected} bytes, but data_offsets [${begin}, ${end}] hold ${actual}`,
       offset(),
-      undefined,
       details,
     );
   }
@@ -446,7 +406,6 @@ function checkLayout(reader: HeaderReader, dataOffset: number, fileSize: number)
           ? `${tensorLabel(t.name)} is the first in the data section but begins at ${t.begin}, not 0`
           : `${tensorLabel(t.name)} begins at ${t.begin}, leaving a gap of ${t.begin - expected} bytes after ${tensorLabel(previous.name)}, which ends at ${expected}`,
         keyOffset(item),
-        undefined,
         { tensor: t.name },
       );
     }
@@ -455,7 +414,6 @@ function checkLayout(reader: HeaderReader, dataOffset: number, fileSize: number)
         'SAFETENSORS_OFFSETS',
         `${tensorLabel(t.name)} [${t.begin}, ${t.end}] overlaps ${tensorLabel(previous.name)} [${previous.begin}, ${previous.end}]`,
         keyOffset(item),
-        undefined,
         { tensor: t.name, other: previous.name },
       );
     }
@@ -469,9 +427,8 @@ function checkLayout(reader: HeaderReader, dataOffset: number, fileSize: number)
     const { t } = beyond;
     throw failure(
       'SAFETENSORS_OFFSETS',
-      `${tensorLabel(t.name)} [${t.begin}, ${t.end}] runs past the end of the file: the data section has ${dataSize} bytes`,
+      `${tensorLabel(t.name)} [${t.begin}, ${t.end}] runs past the end of the file: the data section has ${dataSize} bytes (the file may be truncated)`,
       keyOffset(beyond),
-      'the file may be truncated: copy it again',
       { tensor: t.name },
     );
   }
@@ -480,7 +437,6 @@ function checkLayout(reader: HeaderReader, dataOffset: number, fileSize: number)
       'SAFETENSORS_TRAILING',
       `${dataSize - expected} bytes follow the ${previous === undefined ? 'header (there are no tensors)' : `last ${tensorLabel(previous.name)}`}, from file byte ${dataOffset + expected}`,
       dataOffset + expected,
-      'a safetensors file must end where its last tensor ends; extra bytes can hide another file format',
     );
   }
 }

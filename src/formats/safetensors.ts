@@ -1,6 +1,6 @@
 /**
- * The safetensors format: a strict header parser, a header-only file reader, a tensor reader and an
- * atomic writer.
+ * The safetensors format: a strict header parser, where a tensor's bytes lie, and the encoder of a
+ * whole file.
  *
  * Layout: an 8-byte little-endian u64 N, N bytes of UTF-8 JSON (an object of tensor entries and an
  * optional `__metadata__` string map), then the data section, in which every tensor's `data_offsets`
@@ -8,12 +8,11 @@
  * (the crate lets the last one win), unknown entry keys, integers written as floats or beyond 2^53,
  * and bytes after the last tensor (a file that is also another format, a polyglot, must not pass).
  *
- * Errors are `CodiError`s with a `SAFETENSORS_*` code, exit code 1, and `pointer` set to a byte
- * offset in the file. They carry no file name: the caller knows the path relative to the adapter.
+ * Errors are `FormatError`s with a `SAFETENSORS_*` code and `pointer` set to a byte offset in the
+ * file. They carry no file name: the caller knows the path relative to the adapter (files/safetensors.ts
+ * reads and writes the files).
  */
-import { RegularFile, withRegularFile } from '../byte-source.js';
-import { CodiError, environmentError, ExitCode } from '../errors.js';
-import { AtomicFile } from '../atomic.js';
+import { FormatError } from './format-error.js';
 import {
   byteLength,
   expectedByteLength,
@@ -42,7 +41,6 @@ export {
   isSafetensorsDtype,
   SAFETENSORS_DTYPES,
   SAFETENSORS_ERROR_CODES,
-  SAFETENSORS_ERROR_DESCRIPTIONS,
   SAFETENSORS_MAX_DIMENSIONS,
   SAFETENSORS_MAX_HEADER_LENGTH,
   SAFETENSORS_MAX_METADATA_ENTRIES,
@@ -64,7 +62,7 @@ export {
  *
  * @param prefix the first 8 + N bytes of the file (fewer if the file is shorter; more is fine)
  * @param fileSize the size of the whole file, for the end-of-data checks
- * @throws CodiError with a `SAFETENSORS_*` code for every invalid input; RangeError only for a
+ * @throws FormatError with a `SAFETENSORS_*` code for every invalid input; RangeError only for a
  *   `fileSize` that is not a non-negative safe integer (a caller bug, not a bad file)
  */
 export function parseSafetensorsHeader(
@@ -76,7 +74,7 @@ export function parseSafetensorsHeader(
   if (!Number.isSafeInteger(fileSize) || fileSize < 0) {
     throw new RangeError(`fileSize must be a non-negative safe integer, got ${fileSize}`);
   }
-  const headerLength = parseHeaderLength(prefix, fileSize);
+  const headerLength = headerLengthOf(prefix, fileSize);
   const dataOffset = HEADER_LENGTH_BYTES + headerLength;
   if (prefix.length < dataOffset) {
     throw failure(
@@ -256,7 +254,7 @@ function tilesExactly(tensors: readonly SafetensorsTensorInfo[], dataSize: numbe
 }
 
 /** Reads and checks N from the first 8 bytes; returns it as a number (it is ≤ 100,000,000). */
-function parseHeaderLength(prefix: Uint8Array, fileSize: number): number {
+export function headerLengthOf(prefix: Uint8Array, fileSize: number): number {
   if (fileSize < HEADER_LENGTH_BYTES) {
     throw failure(
       'SAFETENSORS_TRUNCATED',
@@ -291,7 +289,6 @@ function parseHeaderLength(prefix: Uint8Array, fileSize: number): number {
       'SAFETENSORS_HEADER_LENGTH',
       `the header length ${n} runs past the end of the file, which has ${available} bytes after the length`,
       0,
-      'the file may be truncated, or it is not a safetensors file',
     );
   }
   return Number(n);
@@ -309,46 +306,15 @@ function decodeHeader(bytes: Uint8Array): string {
   );
 }
 
-// ---------------------------------------------------------------------------------------------
-// Files
-
 /**
- * Reads and validates the header of a safetensors file. Reads the 8-byte length and then at most
- * 100,000,000 header bytes, never the data section, so a multi-GB file costs no memory.
- *
- * @throws CodiError `SAFETENSORS_*` (exit 1) for an invalid file; `PATH_*` (exit 3) when it cannot
- *   be opened or read or is not a regular file
+ * The header from its bytes as read (`headerLength` of them were asked for: fewer means the file
+ * shrank meanwhile).
  */
-export function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
-  return withRegularFile(path, async (file) => {
-    const headerLength = parseHeaderLength(
-      await file.readBytes(0, Math.min(HEADER_LENGTH_BYTES, file.size)),
-      file.size,
-    );
-    return headerOf(await file.readBytes(HEADER_LENGTH_BYTES, headerLength), headerLength, file.size);
-  });
-}
-
-/**
- * `readSafetensorsHeader` with blocking reads: for scanning many files (`list` over a catalog), where
- * the thread-pool hop costs more than the reads. It never follows a symlink (a catalog is scanned for
- * what is really there).
- */
-export function readSafetensorsHeaderSync(path: string): SafetensorsHeader {
-  const file = RegularFile.openSync(path, { noFollow: true });
-  try {
-    const headerLength = parseHeaderLength(
-      file.readBytesSync(0, Math.min(HEADER_LENGTH_BYTES, file.size)),
-      file.size,
-    );
-    return headerOf(file.readBytesSync(HEADER_LENGTH_BYTES, headerLength), headerLength, file.size);
-  } finally {
-    file.closeSync();
-  }
-}
-
-/** The header from its bytes as read: fewer than `headerLength` means the file shrank meanwhile. */
-function headerOf(headerBytes: Uint8Array, headerLength: number, fileSize: number): SafetensorsHeader {
+export function headerFromBytes(
+  headerBytes: Uint8Array,
+  headerLength: number,
+  fileSize: number,
+): SafetensorsHeader {
   if (headerBytes.length < headerLength) {
     throw failure(
       'SAFETENSORS_TRUNCATED',
@@ -360,61 +326,28 @@ function headerOf(headerBytes: Uint8Array, headerLength: number, fileSize: numbe
   return parseHeaderText(decodeHeader(headerBytes), headerLength, fileSize, {});
 }
 
-/** Largest tensor `readTensorBytes` loads at once; `streamTensorBytes` has no such limit. */
+/** Largest tensor read into memory at once; a larger one is streamed. */
 export const MAX_TENSOR_READ_BYTES = 2 ** 31 - 1;
 
 /**
- * The raw bytes of one tensor. `source` may be an open file, so a converter reading many tensors
- * opens the file once.
+ * How many bytes `info` holds, once it is known to lie inside the data section (SAFETENSORS_OFFSETS
+ * otherwise), and to fit in memory at once unless `streamed` (SAFETENSORS_SIZE otherwise).
  */
-export async function readTensorBytes(
-  source: string | RegularFile,
+export function tensorLength(
   header: SafetensorsHeader,
   info: SafetensorsTensorInfo,
-  /** reused for the bytes when large enough (a converter reading many tensors allocates once) */
-  into?: Uint8Array,
-): Promise<Uint8Array> {
+  streamed: boolean,
+): number {
   const length = checkTensorBounds(header, info);
-  if (length > MAX_TENSOR_READ_BYTES) {
+  if (!streamed && length > MAX_TENSOR_READ_BYTES) {
     throw failure(
       'SAFETENSORS_SIZE',
       `tensor ${quoteForMessage(info.name)} is ${length} bytes, more than can be loaded at once; stream it instead`,
       header.dataOffset + info.begin,
-      undefined,
       { tensor: info.name },
     );
   }
-  const read = async (file: RegularFile): Promise<Uint8Array> => {
-    const target = into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length);
-    const got = await file.read(target, header.dataOffset + info.begin);
-    if (got < length) throw tensorTruncated(info, header, got);
-    return target;
-  };
-  return typeof source === 'string' ? withRegularFile(source, read) : read(source);
-}
-
-/** One tensor's bytes in chunks of at most `chunkSize`; memory stays bounded whatever its size. */
-export async function* streamTensorBytes(
-  source: string | RegularFile,
-  header: SafetensorsHeader,
-  info: SafetensorsTensorInfo,
-  chunkSize = 1 << 20,
-): AsyncGenerator<Uint8Array, void, undefined> {
-  const length = checkTensorBounds(header, info);
-  const owned = typeof source === 'string';
-  const file = owned ? await RegularFile.open(source) : source;
-  try {
-    let done = 0;
-    while (done < length) {
-      const want = Math.min(chunkSize, length - done);
-      const chunk = await file.readBytes(header.dataOffset + info.begin + done, want);
-      if (chunk.length < want) throw tensorTruncated(info, header, done + chunk.length);
-      done += chunk.length;
-      yield chunk;
-    }
-  } finally {
-    if (owned) await file.close();
-  }
+  return length;
 }
 
 function checkTensorBounds(header: SafetensorsHeader, info: SafetensorsTensorInfo): number {
@@ -429,48 +362,24 @@ function checkTensorBounds(header: SafetensorsHeader, info: SafetensorsTensorInf
       'SAFETENSORS_OFFSETS',
       `tensor ${quoteForMessage(info.name)} [${info.begin}, ${info.end}] is not inside the data section of ${header.fileSize - header.dataOffset} bytes`,
       header.dataOffset,
-      undefined,
       { tensor: info.name },
     );
   }
   return info.end - info.begin;
 }
 
-function tensorTruncated(info: SafetensorsTensorInfo, header: SafetensorsHeader, got: number): CodiError {
+/** The refusal of a tensor of which only `got` bytes could be read. */
+export function tensorTruncated(
+  info: SafetensorsTensorInfo,
+  header: SafetensorsHeader,
+  got: number,
+): FormatError {
   return failure(
     'SAFETENSORS_TRUNCATED',
     `tensor ${quoteForMessage(info.name)}: only ${got} of ${byteLength(info)} bytes could be read; the file is shorter than its header says (was it changed while being read?)`,
     header.dataOffset + info.begin + got,
-    undefined,
     { tensor: info.name },
   );
-}
-
-/**
- * Writes a safetensors file atomically (temp file in the same folder, fsync, rename, fsync of the
- * folder): readers see the old file or the new one, never a part. The header is written like the
- * Rust crate writes it (`__metadata__` first, padded with spaces to a multiple of 8); tensors are laid
- * out contiguously in the given order. Returns the header as `readSafetensorsHeader` would read it.
- */
-export async function writeSafetensors(
-  path: string,
-  tensors: readonly SafetensorsTensorInput[],
-  metadata?: Readonly<Record<string, string>>,
-): Promise<SafetensorsHeader> {
-  const { prefix, fileSize } = encodeHeader(tensors, metadata);
-  const header = parseSafetensorsHeader(prefix, fileSize);
-
-  const file = await AtomicFile.open(path);
-  try {
-    // each write continues where the last ended
-    await file.handle.writeFile(prefix);
-    for (const t of tensors) await file.handle.writeFile(t.data);
-  } catch (err) {
-    await file.abort();
-    throw environmentError(err, path);
-  }
-  await file.commit();
-  return header;
 }
 
 /**
@@ -493,7 +402,7 @@ export function encodeSafetensors(
 }
 
 /** The bytes before the data section, checked as strictly as a reader would check them. */
-function encodeHeader(
+export function encodeHeader(
   tensors: readonly SafetensorsTensorInput[],
   metadata: Readonly<Record<string, string>> | undefined,
 ): { prefix: Uint8Array; fileSize: number } {
@@ -560,8 +469,8 @@ function encodeHeader(
   return { prefix, fileSize: prefix.length + offset };
 }
 
-function writerError(code: SafetensorsErrorCode, message: string): CodiError {
-  return new CodiError(code, `cannot write safetensors: ${message}`, { exitCode: ExitCode.INVALID });
+function writerError(code: SafetensorsErrorCode, message: string): FormatError {
+  return new FormatError(code, `cannot write safetensors: ${message}`);
 }
 
 function hasLoneSurrogate(text: string): boolean {

@@ -22,7 +22,8 @@
  * - with `finiteNumbers` (what `parseJson` uses), a number too large for a double (`1e999`) is an error:
  *   as a double it would be Infinity, which no JSON can say back (JSON.stringify writes `null`).
  */
-import { CodiError, ExitCode } from '../errors.js';
+import type { Code } from '../codes.js';
+import { FormatError } from './format-error.js';
 
 export type JsonValue = null | boolean | string | JsonNumber | JsonValue[] | JsonObject;
 
@@ -154,7 +155,7 @@ export const STRICT_JSON_ERROR_CODES = [
   'JSON_DUPLICATE_KEY',
   'JSON_TOO_DEEP',
   'JSON_NUMBER_RANGE',
-] as const;
+] as const satisfies readonly Code[];
 export type StrictJsonErrorCode = (typeof STRICT_JSON_ERROR_CODES)[number];
 
 /** What went wrong, finer than the code, for callers that map errors onto their own codes. */
@@ -169,7 +170,9 @@ export type StrictJsonErrorKind =
   | 'too-deep'
   | 'number-range';
 
-export class StrictJsonError extends CodiError {
+export class StrictJsonError extends FormatError {
+  declare readonly code: StrictJsonErrorCode;
+
   constructor(
     code: StrictJsonErrorCode,
     readonly kind: StrictJsonErrorKind,
@@ -185,7 +188,6 @@ export class StrictJsonError extends CodiError {
     column: number,
   ) {
     super(code, `${reason} at line ${line}, column ${column}`, {
-      exitCode: ExitCode.INVALID,
       pointer: jsonPointer(path),
       details: key === undefined ? { position, line, column } : { position, line, column, key },
     });

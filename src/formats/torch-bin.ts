@@ -4,10 +4,10 @@
  * never run (pickle.ts), and what it says is checked against the archive around it: every storage it
  * refers to is there and large enough, and nothing else hides in the archive.
  *
- * Errors are `CodiError`s with a `BIN_*`, `PICKLE_*` or `BIN_ZIP_*` code and exit code 1 (`PATH_*`
- * for a file that cannot be read).
+ * Errors are `FormatError`s with a `BIN_*`, `PICKLE_*` or `BIN_ZIP_*` code (files/torch-bin.ts scans
+ * a file).
  */
-import { CodiError, ExitCode } from '../errors.js';
+import { FormatError } from './format-error.js';
 import {
   scanPickle,
   type PickleLimits,
@@ -17,15 +17,7 @@ import {
   type TorchBinErrorCode,
   type TorchBinWarning,
 } from './pickle.js';
-import {
-  memorySource,
-  openFileSource,
-  quoteName,
-  ZipArchive,
-  type ZipEntry,
-  type ZipLimits,
-  type ZipSource,
-} from './zip.js';
+import { memorySource, quoteName, ZipArchive, type ZipEntry, type ZipLimits, type ZipSource } from './zip.js';
 
 export interface TorchBinScan {
   /** the folder inside the zip, e.g. `archive` or `adapter_model` */
@@ -64,29 +56,8 @@ const KNOWN_RECORDS = new Set([
   '.storage_alignment',
 ]);
 
-function binError(code: TorchBinErrorCode, message: string, hint: string, pointer?: string): CodiError {
-  return new CodiError(code, message, {
-    exitCode: ExitCode.INVALID,
-    hint,
-    ...(pointer === undefined ? {} : { pointer }),
-  });
-}
-
-const CONVERT_HINT =
-  'convert it to adapter_model.safetensors in a trusted environment, e.g. safetensors.torch.save_file(torch.load(path, weights_only=True), "adapter_model.safetensors")';
-
-/**
- * Scans a PyTorch `.bin` (torch.save zip) at `path` without executing its pickle: the tensors it holds,
- * checked against the storages in the archive. Throws `CodiError` (BIN_*, PICKLE_*, or PATH_* for an
- * unreadable file).
- */
-export async function scanTorchBin(path: string, options: ScanTorchBinOptions = {}): Promise<TorchBinScan> {
-  const source = await openFileSource(path);
-  try {
-    return await scanTorchBinSource(source, options);
-  } finally {
-    await source.close();
-  }
+function binError(code: TorchBinErrorCode, message: string, pointer?: string): FormatError {
+  return new FormatError(code, message, pointer === undefined ? {} : { pointer });
 }
 
 export function scanTorchBinBytes(
@@ -96,7 +67,10 @@ export function scanTorchBinBytes(
   return scanTorchBinSource(memorySource(bytes), options);
 }
 
-/** As `scanTorchBin`, over any positioned-read source; the caller closes it. */
+/**
+ * Scans a PyTorch `.bin` (torch.save zip) without executing its pickle: the tensors it holds, checked
+ * against the storages in the archive. Over any positioned-read source; the caller closes it.
+ */
 export async function scanTorchBinSource(
   source: ZipSource,
   options: ScanTorchBinOptions = {},
@@ -140,21 +114,16 @@ async function refuseNonZip(source: ZipSource): Promise<void> {
       legacy
         ? 'unsupported legacy PyTorch format (saved before PyTorch 1.6, not a zip archive); re-save it with torch.save (zip format) or convert it to safetensors'
         : 'a bare pickle, not a PyTorch zip archive: unsupported legacy format; re-save it with torch.save (zip format) or convert it to safetensors',
-      CONVERT_HINT,
       '0',
     );
   }
   // a file cut inside the first signature is still a (truncated) zip for the zip reader to report
   const looksZip = head[0] === 0x50 && (head.length < 2 || head[1] === 0x4b);
   if (head.length > 0 && !looksZip) {
-    throw new CodiError(
+    throw new FormatError(
       'BIN_ZIP_INVALID',
       'not a PyTorch archive: torch.save writes a zip file, and this is not one',
-      {
-        exitCode: ExitCode.INVALID,
-        hint: CONVERT_HINT,
-        pointer: '0',
-      },
+      { pointer: '0' },
     );
   }
 }
@@ -169,7 +138,6 @@ function findPickle(zip: ZipArchive): { pkl: ZipEntry; prefix: string } {
       pkl === undefined
         ? 'the zip archive has no <folder>/data.pkl: it is not a torch.save file'
         : `the zip archive has ${pickles.length} <folder>/data.pkl entries; torch.save writes one`,
-      CONVERT_HINT,
     );
   }
   const archive = pkl.name.slice(0, -'/data.pkl'.length);
@@ -180,7 +148,6 @@ function findPickle(zip: ZipArchive): { pkl: ZipEntry; prefix: string } {
     throw binError(
       'BIN_NOT_TORCH_ZIP',
       `entry ${quoteName(stray.name)} is outside the archive folder ${quoteName(archive)}; torch.save writes every entry inside it`,
-      CONVERT_HINT,
       String(stray.localHeaderOffset),
     );
   }
@@ -192,11 +159,9 @@ function scanIn(pkl: ZipEntry, bytes: Uint8Array, options: ScanTorchBinOptions):
   try {
     return scanPickle(bytes, options.pickleLimits);
   } catch (err) {
-    if (!(err instanceof CodiError) || err.pointer === undefined) throw err;
-    throw new CodiError(err.code, `${pkl.name}: ${err.message}`, {
-      exitCode: err.exitCode,
+    if (!(err instanceof FormatError) || err.pointer === undefined) throw err;
+    throw new FormatError(err.code, `${pkl.name}: ${err.message}`, {
       pointer: `${pkl.name}:${err.pointer}`,
-      ...(err.hint === undefined ? {} : { hint: err.hint }),
       details: { entry: pkl.name, ...err.details },
       cause: err,
     });
@@ -215,7 +180,6 @@ async function readByteorder(
     throw binError(
       'BIN_NOT_TORCH_ZIP',
       `the byteorder record says ${quoteName(text)}, not "little" or "big"`,
-      CONVERT_HINT,
     );
   }
   if (text === 'big') {
@@ -232,11 +196,7 @@ async function readFormatVersion(zip: ZipArchive, prefix: string): Promise<numbe
   if (entry === undefined) return undefined;
   const text = new TextDecoder('latin1').decode(await zip.read(entry, 64)).trim();
   if (!/^\d{1,6}$/.test(text)) {
-    throw binError(
-      'BIN_NOT_TORCH_ZIP',
-      `the version record says ${quoteName(text)}, not a number`,
-      CONVERT_HINT,
-    );
+    throw binError('BIN_NOT_TORCH_ZIP', `the version record says ${quoteName(text)}, not a number`);
   }
   return Number(text);
 }
@@ -255,14 +215,12 @@ function checkStorages(
       throw binError(
         'BIN_STORAGE_MISSING',
         `storage ${quoteName(storage.key)} (${storage.numel} × ${storage.dtype}) has no entry ${quoteName(name)} in the archive`,
-        'the file is incomplete or was not written by torch.save; re-save it',
       );
     }
     if (entry.uncompressedSize < storage.byteLength) {
       throw binError(
         'BIN_STORAGE_MISMATCH',
         `storage entry ${quoteName(name)} holds ${entry.uncompressedSize} bytes, fewer than the ${storage.byteLength} its ${storage.numel} × ${storage.dtype} elements need`,
-        'the file is damaged or was edited; re-save it',
         String(entry.localHeaderOffset),
       );
     }

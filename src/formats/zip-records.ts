@@ -3,26 +3,17 @@
  * directory record (and its ZIP64 form), the central directory, and each entry's local header. What
  * the checks refuse, and why, is described in zip.ts.
  */
-import { CodiError, ExitCode } from '../errors.js';
+import type { Code } from '../codes.js';
+import { FormatError } from './format-error.js';
 
+/** Every code the zip reader raises (codes.ts describes each). */
 export const ZIP_ERROR_CODES = [
   'BIN_ZIP_TRUNCATED',
   'BIN_ZIP_INVALID',
   'BIN_ZIP_UNSUPPORTED',
   'BIN_ZIP_ENTRY_TOO_LARGE',
-] as const;
+] as const satisfies readonly Code[];
 export type ZipErrorCode = (typeof ZIP_ERROR_CODES)[number];
-
-/** One line per code, for the docs and `--help` texts. */
-export const ZIP_ERROR_DESCRIPTIONS: Readonly<Record<ZipErrorCode, string>> = {
-  BIN_ZIP_TRUNCATED:
-    'the archive ends early: no end-of-central-directory record, or a record points past the end of the file',
-  BIN_ZIP_INVALID:
-    'the archive structure is inconsistent: bad signature, offsets or sizes out of range, overlapping or duplicate entries, local header disagreeing with the central directory, CRC-32 mismatch',
-  BIN_ZIP_UNSUPPORTED:
-    'the archive uses a feature PyTorch archives never use: encryption, several disks, a compression method other than STORED or DEFLATE',
-  BIN_ZIP_ENTRY_TOO_LARGE: 'an entry that has to be read whole is larger than the allowed cap',
-};
 
 /** Positioned reads over a file or a buffer; `read` returns exactly `length` bytes or throws. */
 export interface ZipSource {
@@ -89,14 +80,9 @@ export function zipError(
   message: string,
   offset?: number,
   details?: Record<string, unknown>,
-): CodiError {
-  return new CodiError(code, message, {
-    exitCode: ExitCode.INVALID,
+): FormatError {
+  return new FormatError(code, message, {
     ...(offset === undefined ? {} : { pointer: String(offset) }),
-    hint:
-      code === 'BIN_ZIP_TRUNCATED'
-        ? 're-copy the file: it looks cut short'
-        : 'the file is not a PyTorch archive as torch.save writes it; re-save it, or convert it to safetensors',
     ...(details === undefined ? {} : { details }),
   });
 }

@@ -8,12 +8,11 @@
  * central directory must end where that record (or the ZIP64 one) begins, every local header must
  * agree with its central-directory entry, entries must not overlap and names must be unique.
  *
- * Errors are `CodiError`s with a `BIN_ZIP_*` code and exit code 1; `pointer` is a byte offset in the
- * file. They carry no file name: the caller knows the path relative to the adapter.
+ * Errors are `FormatError`s with a `BIN_ZIP_*` code; `pointer` is a byte offset in the file. They carry
+ * no file name: the caller knows the path relative to the adapter (files/torch-bin.ts opens files).
  */
 import { crc32, inflateRawSync } from 'node:zlib';
-import { RegularFile, withRegularFile } from '../byte-source.js';
-import type { CodiError } from '../errors.js';
+import type { FormatError } from './format-error.js';
 import {
   checkLocalHeaders,
   DEFAULT_ZIP_LIMITS,
@@ -33,7 +32,6 @@ export {
   METHOD_STORED,
   quoteName,
   ZIP_ERROR_CODES,
-  ZIP_ERROR_DESCRIPTIONS,
   type ZipEntry,
   type ZipErrorCode,
   type ZipLimits,
@@ -41,7 +39,7 @@ export {
 } from './zip-records.js';
 
 /** The error for a read that would run past the end of a source of `size` bytes, if it would. */
-function outOfRange(size: number, position: number, length: number): CodiError | null {
+function outOfRange(size: number, position: number, length: number): FormatError | null {
   if (position >= 0 && length >= 0 && position + length <= size) return null;
   return zipError(
     'BIN_ZIP_TRUNCATED',
@@ -64,12 +62,16 @@ export function memorySource(bytes: Uint8Array): ZipSource {
   };
 }
 
-export async function openFileSource(path: string): Promise<ZipSource> {
-  return fileSource(await RegularFile.open(path));
+/** An open file as the zip reader needs it (the byte source's `RegularFile` is one). */
+export interface ZipFile {
+  readonly size: number;
+  /** up to `length` bytes from `position` (fewer at the end of the file) */
+  readBytes(position: number, length: number): Promise<Uint8Array>;
+  close(): Promise<void>;
 }
 
 /** `file` as a source; closing the source closes the file. */
-function fileSource(file: RegularFile): ZipSource {
+export function fileSource(file: ZipFile): ZipSource {
   return {
     size: file.size,
     async read(position: number, length: number): Promise<Uint8Array> {
@@ -107,17 +109,6 @@ export class ZipArchive {
     this.entries = entries;
     this.byName = new Map(entries.map((e) => [e.name, e]));
     this.limits = limits;
-  }
-
-  /** Opens and validates the archive at `path`; close it when done (or use `withZip`). */
-  static async open(path: string, limits: Partial<ZipLimits> = {}): Promise<ZipArchive> {
-    const source = await openFileSource(path);
-    try {
-      return await ZipArchive.fromSource(source, limits);
-    } catch (err) {
-      await source.close();
-      throw err;
-    }
   }
 
   static fromBytes(bytes: Uint8Array, limits: Partial<ZipLimits> = {}): Promise<ZipArchive> {
@@ -198,15 +189,6 @@ export class ZipArchive {
   close(): Promise<void> {
     return this.source.close();
   }
-}
-
-/** Opens the archive at `path`, runs `fn`, and closes the file whatever happens. */
-export function withZip<T>(
-  path: string,
-  fn: (zip: ZipArchive) => Promise<T>,
-  limits: Partial<ZipLimits> = {},
-): Promise<T> {
-  return withRegularFile(path, async (file) => fn(await ZipArchive.fromSource(fileSource(file), limits)));
 }
 
 function hex32(n: number): string {

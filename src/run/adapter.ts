@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { convertAdapter, type ConvertResult } from '../convert.js';
-import { CodiError, ExitCode, isCodiError } from '../errors.js';
+import { asCodiError, CodiError, ExitCode, isCodiError } from '../errors.js';
 import type { Finding } from '../findings.js';
 import { SAFETENSORS_FILE } from '../layout.js';
 import { sha256Ref } from '../metadata.js';
@@ -25,7 +25,6 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
     const reason = `the adapter was trained for base_model ${JSON.stringify(peek.base_model)}, but CODE_MODEL is ${JSON.stringify(config.codeModel)}`;
     report.emit({ kind: 'adapter-status', status: 'invalid', reason });
     throw new CodiError('BASE_MODEL_MISMATCH', reason, {
-      exitCode: ExitCode.INVALID,
       file: 'metadata.json',
       hint: `serve it on its own base (set CODE_MODEL=${peek.base_model} and BASE_MODEL_PATH), or mount an adapter made for ${config.codeModel}`,
     });
@@ -64,7 +63,8 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
 async function convertReporting(ctx: RunContext, adapterDir: string): Promise<ConvertResult> {
   try {
     return await convertAdapter(adapterDir, { base: ctx.config.baseModelPath });
-  } catch (e) {
+  } catch (thrown) {
+    const e = asCodiError(thrown) ?? thrown;
     if (isCodiError(e) && e.exitCode === ExitCode.INVALID) {
       // the error itself is reported last; the other findings are shown here
       const findings = findingsOf(e);

@@ -2,7 +2,7 @@
  * The app (APP_COMMAND): its executable looked up before anything is started for it, and started once
  * environment.json is written, with LLM_ENDPOINT and CODI_ENVIRONMENT_FILE.
  */
-import { CodiError, ExitCode } from '../errors.js';
+import { CodiError } from '../errors.js';
 import type { RunContext } from './context.js';
 import { environmentFile } from './environment.js';
 import { findExecutable } from './executable.js';
@@ -17,10 +17,6 @@ export async function checkApp(ctx: RunContext): Promise<void> {
     throw new CodiError(
       'APP_NOT_FOUND',
       `APP_COMMAND: ${app.argv[0]} not found (PATH=${ctx.childEnv.PATH ?? ''})`,
-      {
-        exitCode: ExitCode.ENVIRONMENT,
-        hint: 'install the app in the image, fix APP_COMMAND, or set APP_COMMAND=none to run the LLM alone',
-      },
     );
   }
 }

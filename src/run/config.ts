@@ -7,7 +7,7 @@
  */
 import { statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { CodiError, ExitCode } from '../errors.js';
+import { CodiError } from '../errors.js';
 import {
   defaultText,
   parseBoolean,
@@ -337,7 +337,6 @@ export function checkAirgap(config: RunConfig): void {
     'AIRGAP_BLOCKED',
     `LLM_ENDPOINT ${config.llmEndpoint} is not loopback and ${host} is not in AIRGAP_ALLOWLIST (AIRGAP is on)`,
     {
-      exitCode: ExitCode.ENVIRONMENT,
       hint: `add ${host} to AIRGAP_ALLOWLIST (comma-separated), or point LLM_ENDPOINT at an allowed host`,
       details: { LLM_ENDPOINT: config.llmEndpoint, AIRGAP_ALLOWLIST: config.airgapAllowlist },
     },

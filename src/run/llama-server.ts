@@ -7,13 +7,13 @@
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
-import { CodiError, ExitCode } from '../errors.js';
+import { CodiError } from '../errors.js';
 import { findExecutable, whyNotExecutable } from './executable.js';
 import { describeExit, sleep, type SupervisedChild } from './supervisor.js';
 import { nowMs } from '../clock.js';
+import { codeRow } from '../codes.js';
 import { httpGet, probeUrl, type HealthProbe } from './http.js';
 
-export const LLAMA_SERVER_HINT = 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN';
 /** What to do when the LLM is ready but generates slowly. */
 export const SLOW_HINT = "raise LLAMA_CPP_THREADS (up to the host's cores) or lower token limits";
 
@@ -34,9 +34,6 @@ export function parseEvalTiming(line: string): EvalTiming | null {
   const tokensPerSecond = m[2] === 'inf' ? Infinity : Number(m[2]);
   return { tokens: Number(m[1]), tokensPerSecond };
 }
-
-export const UNREACHABLE_HINT =
-  'check port mappings and container network, or add the host to AIRGAP_ALLOWLIST';
 
 export interface LlamaServerVersion {
   /** what `llama-server --version` printed, e.g. `version: 0.4.0-dev (build 1, commit 80fb11a)` and the compiler */
@@ -79,9 +76,7 @@ export async function resolveLlamaServer(
     'LLAMA_SERVER_NOT_FOUND',
     `llama-server not found: LLAMA_SERVER_BIN=${setting} (${where})`,
     {
-      exitCode: ExitCode.ENVIRONMENT,
       file: setting,
-      hint: `${LLAMA_SERVER_HINT} to the binary (scripts/build-llama-server.sh prints its path)`,
     },
   );
 }
@@ -100,9 +95,7 @@ export function llamaServerVersion(
             'LLAMA_SERVER_BROKEN',
             `${bin} --version failed (${err.message.split('\n')[0] ?? ''}): ${text.slice(-800)}`,
             {
-              exitCode: ExitCode.ENVIRONMENT,
               file: bin,
-              hint: `${LLAMA_SERVER_HINT} to a working binary (a copied binary needs the .so files built beside it)`,
             },
           ),
         );
@@ -166,13 +159,11 @@ export function assertPortFree(host: string, port: number): Promise<void> {
 export function portError(host: string, port: number, why: string): CodiError {
   if (why === 'EADDRINUSE' || why === 'bind') {
     return new CodiError('LLM_PORT_IN_USE', `LLM port ${port} on ${host} is already in use`, {
-      exitCode: ExitCode.ENVIRONMENT,
       hint: `stop what listens on ${port} (ss -ltnp 'sport = :${port}'), or set LLM_PORT to a free port`,
       details: { host, port },
     });
   }
   return new CodiError('LLM_PORT_UNAVAILABLE', `cannot bind LLM_HOST ${host} port ${port} (${why})`, {
-    exitCode: ExitCode.ENVIRONMENT,
     hint:
       why === 'EACCES'
         ? 'ports below 1024 need privileges: use LLM_PORT 1024 or above'
@@ -253,10 +244,9 @@ export async function waitUntilHealthy(
     'LLM_NOT_READY',
     `the LLM at ${endpoint} was not healthy within ${seconds} s (last GET /health: ${lastText})`,
     {
-      exitCode: ExitCode.LLM_FAILED,
       hint: options.child
         ? 'a large model on a slow disk needs longer: raise LLM_READY_TIMEOUT; the [llm] lines above show where it stopped'
-        : UNREACHABLE_HINT,
+        : codeRow('LLM_UNREACHABLE').hint,
       details: { endpoint, last, tail: options.child?.tail(20) ?? [] },
     },
   );
@@ -272,7 +262,6 @@ async function childFailed(child: SupervisedChild): Promise<never> {
     'LLM_EXITED',
     `llama-server ${describeExit(child.exit)} before it was healthy; its last lines:\n${tail.map((l) => `    ${l}`).join('\n')}`,
     {
-      exitCode: ExitCode.LLM_FAILED,
       hint: 'the lines above say why; a model or adapter llama.cpp cannot load is the usual cause',
       details: { exit: child.exit ?? null, tail },
     },
@@ -319,7 +308,6 @@ export async function requireLoraServed(endpoint: string, gguf: string): Promise
       'LLM_LORA_MISSING',
       `the LLM did not list its LoRA adapters: ${(e as Error).message}`,
       {
-        exitCode: ExitCode.LLM_FAILED,
         hint: 'a llama-server without GET /lora-adapters is too old for run: rebuild it with scripts/build-llama-server.sh',
       },
     );
@@ -332,7 +320,6 @@ export async function requireLoraServed(endpoint: string, gguf: string): Promise
         ? `the LLM serves the adapter at scale ${ours.scale}, not 1`
         : `the LLM does not list the adapter ${gguf} (it lists ${JSON.stringify(list)})`,
       {
-        exitCode: ExitCode.LLM_FAILED,
         hint: 'remove LLAMA_ARG_LORA*/--lora-init-without-apply settings that change how llama-server applies adapters',
         details: { lora_adapters: list, expected: gguf },
       },

@@ -6,7 +6,7 @@ import { lstat, realpath } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { awaitReplacement, replacementFinding } from '../catalog/leftovers.js';
 import { notMountedHint } from '../catalog/volume.js';
-import { CodiError, ExitCode, isCodiError } from '../errors.js';
+import { CodiError, isCodiError } from '../errors.js';
 import type { RunConfig } from './config.js';
 import type { RunEvent } from './context.js';
 
@@ -16,7 +16,6 @@ export async function validatePaths(config: RunConfig, emit: (e: RunEvent) => vo
     // the hint is printed with the error that follows
     emit({ kind: 'adapter-status', status: 'not_mounted', reason });
     return new CodiError('ADAPTER_NOT_MOUNTED', reason, {
-      exitCode: ExitCode.ENVIRONMENT,
       file: config.adapterPath,
       hint: notMountedHint(config.modelMountPath, basename(config.adapterPath)),
       cause,
@@ -53,7 +52,6 @@ export async function validatePaths(config: RunConfig, emit: (e: RunEvent) => vo
       'BASE_MODEL_MISSING',
       `BASE_MODEL_PATH ${config.baseModelPath} ${e instanceof Error && 'code' in e ? describeErrno(e as NodeJS.ErrnoException) : 'is not a file'}`,
       {
-        exitCode: ExitCode.ENVIRONMENT,
         file: config.baseModelPath,
         hint: `place the ${config.codeModel} GGUF at <MODEL_MOUNT_PATH>/base/${config.codeModel}.gguf, or set BASE_MODEL_PATH`,
       },

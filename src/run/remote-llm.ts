@@ -2,12 +2,12 @@
  * A remote LLM (LLM_ENDPOINT set): nothing is started; the endpoint must answer `GET /health` 200, and
  * the LoRA adapters it serves are recorded when it lists them.
  */
-import { CodiError, ExitCode } from '../errors.js';
+import { CodiError } from '../errors.js';
 import { nowMs } from '../clock.js';
 import { checkApp } from './app.js';
 import type { RunContext } from './context.js';
 import type { LlmReady } from './environment.js';
-import { loraAdapters, probeHealth, UNREACHABLE_HINT } from './llama-server.js';
+import { loraAdapters, probeHealth } from './llama-server.js';
 import { sleep } from './supervisor.js';
 
 /** The remote LLM checked; null when a signal came first. */
@@ -38,6 +38,6 @@ async function checkRemote(ctx: RunContext, endpoint: string): Promise<{ ms: num
   throw new CodiError(
     'LLM_UNREACHABLE',
     `LLM_ENDPOINT ${endpoint} not reachable: GET /health did not answer 200 in ${config.healthRetries} attempt(s) (last: ${last})`,
-    { exitCode: ExitCode.LLM_FAILED, hint: UNREACHABLE_HINT, details: { endpoint, last } },
+    { details: { endpoint, last } },
   );
 }

@@ -5,7 +5,7 @@
  * finished job is not a crash) resolves; otherwise the error carries the exit status: 4 when the LLM
  * exited or became unhealthy, 5 when the app died.
  */
-import { CodiError, ExitCode } from '../errors.js';
+import { CodiError } from '../errors.js';
 import { stopChildren, stopOrder, type RunContext } from './context.js';
 import { HealthMonitor } from './monitor.js';
 import { describeExit, firstEnd, forwardedSignal, type EndReason, type StopResult } from './supervisor.js';
@@ -88,8 +88,6 @@ async function endOf(ctx: RunContext, end: EndReason): Promise<Ended> {
       'APP_EXITED',
       `the app ${describeExit(end.exit)}${llm ? '; the LLM was stopped' : ''}`,
       {
-        exitCode: ExitCode.CHILD_DIED,
-        hint: 'the [app] lines above say why',
         details: { exit: end.exit, tail, children },
       },
     );
@@ -107,7 +105,6 @@ async function endOf(ctx: RunContext, end: EndReason): Promise<Ended> {
       'LLM_EXITED',
       `llama-server ${describeExit(end.exit)} while serving${app ? '; the app was stopped' : ''}; its last lines:\n${lines}`,
       {
-        exitCode: ExitCode.LLM_FAILED,
         hint: 'the [llm] lines above say why (out of memory is a common one: see dmesg)',
         details: { exit: end.exit, tail, children },
       },
@@ -116,8 +113,6 @@ async function endOf(ctx: RunContext, end: EndReason): Promise<Ended> {
   report.info(`${end.detail}: stopping ${order.map((c) => c.role).join(', then ')}`);
   const children = await stop('SIGTERM');
   throw new CodiError('LLM_UNHEALTHY', end.detail, {
-    exitCode: ExitCode.LLM_FAILED,
-    hint: `raise LLAMA_CPP_THREADS (up to the host's cores) if it is merely slow, or LLM_HEALTH_RETRIES / LLM_HEALTH_INTERVAL to be more patient`,
     details: { children },
   });
 }

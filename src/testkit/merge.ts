@@ -6,11 +6,11 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GGML_TYPE_OF_DTYPE, GgmlType } from '../formats/ggml-types.js';
-import { readGgufHeader, readTensorData, readTensorF32 } from '../formats/gguf.js';
+import { readGgufHeader, readTensorData, readTensorF32 } from '../files/gguf.js';
 import { permuteRopeRows, readBaseModel, ropePermutedHeads } from '../base-model.js';
-import { writeGguf } from '../formats/gguf-writer.js';
+import { writeGguf } from '../files/gguf-writer.js';
 import { decodeToF32 } from '../formats/numeric.js';
-import { readSafetensorsHeader, readTensorBytes } from '../formats/safetensors.js';
+import { readSafetensorsHeader, readTensorBytes } from '../files/safetensors.js';
 import { adaptedTensor } from '../gguf-names.js';
 import { parseLoraConfig, scaleFor } from '../peft-config.js';
 import { analyzeTensors } from '../peft-tensors.js';

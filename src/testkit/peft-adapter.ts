@@ -7,7 +7,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256Bytes } from '../checksum.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../formats/numeric.js';
-import { writeSafetensors } from '../formats/safetensors.js';
+import { writeSafetensors } from '../files/safetensors.js';
 import { patternMatches } from '../peft-config.js';
 import { Rng } from './rng.js';
 

@@ -15,7 +15,7 @@
  */
 import { archKey, archOf, type ArchHparams, type ArchName, type ArchTensor } from '../arch.js';
 import { GgmlType, gv, type GgufTypedValue } from '../formats/ggml-types.js';
-import { writeGguf, type GgufWriteResult } from '../formats/gguf-writer.js';
+import { writeGguf, type GgufWriteResult } from '../files/gguf-writer.js';
 import { Rng } from './rng.js';
 
 export type TinyArch = ArchName;

@@ -11,7 +11,7 @@ import { basename, extname } from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
 import { writeFileAtomic } from '../atomic.js';
 import { PICKLE_OPCODES } from '../formats/pickle.js';
-import { CodiError, ExitCode } from '../errors.js';
+import { CodiError } from '../errors.js';
 
 export type TorchBinDtype = 'F32' | 'F16' | 'BF16';
 
@@ -171,7 +171,7 @@ export class PickleBuilder {
 }
 
 function invalidTensor(message: string): CodiError {
-  return new CodiError('TESTKIT_INVALID_TENSOR', message, { exitCode: ExitCode.INVALID });
+  return new CodiError('TESTKIT_INVALID_TENSOR', message);
 }
 
 function numelOf(shape: readonly number[]): number {

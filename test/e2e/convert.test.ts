@@ -9,8 +9,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tempWriterPid } from '../../src/atomic.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { convertAdapter } from '../../src/convert.js';
-import { readGgufHeader, readTensorData } from '../../src/formats/gguf.js';
-import { writeGguf } from '../../src/formats/gguf-writer.js';
+import { readGgufHeader, readTensorData } from '../../src/files/gguf.js';
+import { writeGguf } from '../../src/files/gguf-writer.js';
 import { encodeSafetensors } from '../../src/formats/safetensors.js';
 import {
   ALL_PROJECTIONS,

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertAdapter, type OutType } from '../../src/convert.js';
 import { GgmlType, gv } from '../../src/formats/ggml-types.js';
-import { writeGguf } from '../../src/formats/gguf-writer.js';
+import { writeGguf } from '../../src/files/gguf-writer.js';
 import { writeMergedModel } from '../../src/testkit/merge.js';
 import {
   ALL_PROJECTIONS,

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { GgmlType, gv } from '../../src/formats/ggml-types.js';
-import { writeGguf, type GgufTensorSpec } from '../../src/formats/gguf-writer.js';
+import { writeGguf, type GgufTensorSpec } from '../../src/files/gguf-writer.js';
 import { Rng } from '../../src/testkit/rng.js';
 import { writeTinyModel, writeTinyQwen2Model, type TinyModelOptions } from '../../src/testkit/tiny-model.js';
 import {

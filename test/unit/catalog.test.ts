@@ -22,22 +22,12 @@ import { listAdapters } from '../../src/catalog/list.js';
 import { mountAdapter } from '../../src/catalog/mount.js';
 import { adapterIdProblem, statusOf } from '../../src/catalog/volume.js';
 import { sha256Bytes } from '../../src/checksum.js';
-import { CodiError } from '../../src/errors.js';
 import { scanLayout } from '../../src/layout.js';
 import { acquireLock } from '../../src/lock.js';
 import { quickCheck } from '../../src/adapter-checks.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { IS_ROOT, makeAdapter, makeVolume } from '../helpers/catalog.js';
-
-async function failure(promise: Promise<unknown>): Promise<CodiError> {
-  try {
-    await promise;
-  } catch (e) {
-    if (e instanceof CodiError) return e;
-    throw e;
-  }
-  throw new Error('it succeeded');
-}
+import { rejected } from '../helpers/errors.js';
 
 function deadPid(): number {
   return Number(
@@ -179,7 +169,7 @@ describe('mountAdapter', () => {
     expect(again).toMatchObject({ action: 'unchanged', already: true });
     expect((await lstat(join(root, 'adapters', 'x'))).ino).toBe(before.ino);
 
-    const e = await failure(mountAdapter(two, { root }));
+    const e = await rejected(mountAdapter(two, { root }));
     expect(e.code).toBe('MOUNT_CONFLICT');
     expect(e.exitCode).toBe(1);
     expect(statusOf(e)).toBe('not_mounted');
@@ -200,7 +190,7 @@ describe('mountAdapter', () => {
     const r = await mountAdapter(dir, { root, activate: true });
     expect(r).toMatchObject({ action: 'registered', path: dir, active: true, activated: true });
     expect(await readlink(join(root, 'adapters', 'active'))).toBe('in-place');
-    const e = await failure(mountAdapter(dir, { root, id: 'other' }));
+    const e = await rejected(mountAdapter(dir, { root, id: 'other' }));
     expect(e.code).toBe('MOUNT_ID_MISMATCH');
     expect(e.exitCode).toBe(2);
   });
@@ -212,7 +202,7 @@ describe('mountAdapter', () => {
       await mkdir(join(root, 'adapters'), { mode: 0o755 });
       const dir = await makeAdapter(join(root, 'adapters'), 'secret');
       await chmod(join(dir, 'adapter_model.safetensors'), 0o600);
-      const e = await failure(mountAdapter(dir, { root }));
+      const e = await rejected(mountAdapter(dir, { root }));
       expect(e.code).toBe('ADAPTER_UNREADABLE');
       expect(e.exitCode).toBe(3);
       expect(statusOf(e)).toBe('not_mounted');
@@ -225,7 +215,7 @@ describe('mountAdapter', () => {
 
   it('an invalid adapter is refused with its first finding, status invalid', async () => {
     const { root } = await makeVolume();
-    const e = await failure(mountAdapter('examples/adapters/broken-checksum', { root }));
+    const e = await rejected(mountAdapter('examples/adapters/broken-checksum', { root }));
     expect(e.code).toBe('CHECKSUM_MISMATCH');
     expect(statusOf(e)).toBe('invalid');
     await expect(lstat(join(root, 'adapters'))).rejects.toThrow();
@@ -235,7 +225,7 @@ describe('mountAdapter', () => {
     const { root, src } = await makeVolume();
     const dir = await makeAdapter(src, 'ok');
     for (const id of ['../escape', 'a/b', '..', 'active']) {
-      const e = await failure(mountAdapter(dir, { root, id }));
+      const e = await rejected(mountAdapter(dir, { root, id }));
       expect(e.code).toBe('MOUNT_ID_INVALID');
       expect(e.exitCode).toBe(2);
     }
@@ -320,7 +310,7 @@ describe('leftovers', () => {
     expect((await readdir(adapters)).sort()).toEqual(['active']);
     const other = join(root, 'other');
     await mkdir(join(other, 'active'), { recursive: true });
-    const e = await failure(switchActive(other, 'one'));
+    const e = await rejected(switchActive(other, 'one'));
     expect(e.code).toBe('ACTIVE_NOT_LINK');
   });
 });
@@ -392,7 +382,7 @@ describe('listAdapters', () => {
   });
 
   it('a missing volume is exit 3 with the not_mounted hint', async () => {
-    const e = await failure(listAdapters({ root: '/nonexistent-volume' }));
+    const e = await rejected(listAdapters({ root: '/nonexistent-volume' }));
     expect(e.code).toBe('ROOT_MISSING');
     expect(e.exitCode).toBe(3);
     expect(e.hint).toContain('/nonexistent-volume/adapters/<id>, readable by UID 1000');
@@ -493,7 +483,7 @@ describe('reaching the catalog: search permission on the way to the adapters', (
     const inPlace = await makeAdapter(adapters, 'b');
     await chmod(adapters, 0o700);
     const source = await makeAdapter(src, 'a');
-    const e = await failure(mountAdapter(source, { root, runtimeUser: OTHER }));
+    const e = await rejected(mountAdapter(source, { root, runtimeUser: OTHER }));
     expect(e.code).toBe('ADAPTER_UNREADABLE');
     expect(e.exitCode).toBe(3);
     expect(statusOf(e)).toBe('not_mounted');
@@ -502,7 +492,7 @@ describe('reaching the catalog: search permission on the way to the adapters', (
     expect(e.hint).toContain(`chmod a+x ${adapters}`);
     await expect(lstat(join(adapters, 'a'))).rejects.toThrow();
     // registered in place: the same
-    expect((await failure(mountAdapter(inPlace, { root, runtimeUser: OTHER }))).code).toBe(
+    expect((await rejected(mountAdapter(inPlace, { root, runtimeUser: OTHER }))).code).toBe(
       'ADAPTER_UNREADABLE',
     );
     const listing = await listAdapters({ root, runtimeUser: OTHER });
@@ -608,13 +598,13 @@ describe('list and mount agree on what verify says', () => {
     expect(entry?.finding?.code).toBe('LAYOUT_SYMLINK');
     expect(entry?.finding?.message).toContain(`to ${outside}`);
 
-    const e = await failure(mountAdapter(join(adapters, 'linked'), { root }));
+    const e = await rejected(mountAdapter(join(adapters, 'linked'), { root }));
     expect(e.code).toBe('LAYOUT_SYMLINK');
     expect(e.exitCode).toBe(1);
     expect(statusOf(e)).toBe('invalid');
     expect(e.hint).toContain(`codi-adapter mount ${outside} --id linked --force`);
     // installing the target under that id: the link is "other contents"
-    expect((await failure(mountAdapter(outside, { root }))).code).toBe('MOUNT_CONFLICT');
+    expect((await rejected(mountAdapter(outside, { root }))).code).toBe('MOUNT_CONFLICT');
     const r = await mountAdapter(outside, { root, force: true });
     expect(r.action).toBe('replaced');
     expect((await lstat(join(adapters, 'linked'))).isDirectory()).toBe(true);

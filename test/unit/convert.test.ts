@@ -4,18 +4,19 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { baseCheckFor, permuteRopeRows, readBaseForCheck } from '../../src/base-model.js';
 import { convertAdapter } from '../../src/convert.js';
 import { sameHeader } from '../../src/convert-pass.js';
-import { CodiError } from '../../src/errors.js';
 import { GgmlType } from '../../src/formats/ggml-types.js';
-import { getF32, getString, readGgufHeader, readTensorData, readTensorF32 } from '../../src/formats/gguf.js';
+import { getF32, getString } from '../../src/formats/gguf.js';
+import { readGgufHeader, readTensorData, readTensorF32 } from '../../src/files/gguf.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { hfToGgufPermute } from '../helpers/reference.js';
-import { writeGguf } from '../../src/formats/gguf-writer.js';
+import { writeGguf } from '../../src/files/gguf-writer.js';
 import { encodeSafetensors, parseSafetensorsHeader } from '../../src/formats/safetensors.js';
 import { sha256Bytes } from '../../src/checksum.js';
 import { generateLoraTensors, writeMetadata, type AdapterSpec } from '../../src/testkit/peft-adapter.js';
 import { writeTinyModel } from '../../src/testkit/tiny-model.js';
 import { ADAPTER_SPECS, writeAdapter, writeUnsupportedBase } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/tmp.js';
+import { rejected } from '../helpers/errors.js';
 
 let dir: string;
 let base: string;
@@ -25,15 +26,6 @@ beforeAll(async () => {
   base = join(dir, 'base.gguf');
   await writeTinyModel(base);
 });
-
-async function failure(promise: Promise<unknown>): Promise<CodiError> {
-  const e = await promise.then(
-    () => null,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(CodiError);
-  return e as CodiError;
-}
 
 async function adapter(spec: AdapterSpec): Promise<string> {
   return writeAdapter(dir, spec);
@@ -264,7 +256,7 @@ describe('convert', () => {
     expect(k?.message).toContain('cannot split 32 rows into 3 heads');
     expect(k?.message).toContain('head_count_kv = 3');
     const target = join(dir, 'never-h3.gguf');
-    const e = await failure(convertAdapter(a, { base: h3, out: target }));
+    const e = await rejected(convertAdapter(a, { base: h3, out: target }));
     expect(e.code).toBe('BASE_INCOMPATIBLE');
     expect(e.message).toMatch(/cannot split (64|32) rows into 3 heads/);
     await expect(stat(target)).rejects.toThrow();
@@ -304,7 +296,7 @@ describe('convert refuses, with a clear code and no output file', () => {
 
   async function refuses(a: string, baseFile: string, code: string, message?: RegExp): Promise<void> {
     const target = out();
-    const e = await failure(convertAdapter(a, { base: baseFile, out: target }));
+    const e = await rejected(convertAdapter(a, { base: baseFile, out: target }));
     expect(e.code).toBe(code);
     if (message) expect(e.message).toMatch(message);
     await expect(stat(target)).rejects.toThrow();
@@ -319,7 +311,7 @@ describe('convert refuses, with a clear code and no output file', () => {
     await writeFile(weights, bytes);
     await refuses(a, base, 'CHECKSUM_MISMATCH');
     // nor into the default cache
-    const e = await failure(convertAdapter(a, { base }));
+    const e = await rejected(convertAdapter(a, { base }));
     expect(e.code).toBe('CHECKSUM_MISMATCH');
     const cache = await readdir(join(dir, '.gguf-cache')).catch(() => []);
     expect(cache.filter((f) => f.startsWith('tampered.'))).toEqual([]);
@@ -350,7 +342,7 @@ describe('convert refuses, with a clear code and no output file', () => {
     const bytes = Buffer.from(pristine);
     bytes[headerEnd] = (bytes[headerEnd] ?? 0) ^ 0x01;
     await writeFile(weights, bytes);
-    expect((await failure(convertAdapter(a, { base }))).code).toBe('CHECKSUM_MISMATCH');
+    expect((await rejected(convertAdapter(a, { base }))).code).toBe('CHECKSUM_MISMATCH');
   });
 
   it('DoRA', async () => {
@@ -460,12 +452,12 @@ describe('convert refuses, with a clear code and no output file', () => {
     await symlink(own, sym);
     await link(own, hard);
     for (const out of [own, join(dir, '.', 'x', '..', 'own-base.gguf'), sym, hard]) {
-      const e = await failure(convertAdapter(a, { base: own, out }));
+      const e = await rejected(convertAdapter(a, { base: own, out }));
       expect(e.code, out).toBe('OUT_IS_BASE');
       expect(e.exitCode).toBe(2);
     }
     // the base named through the link, --out the file itself
-    expect((await failure(convertAdapter(a, { base: sym, out: own }))).code).toBe('OUT_IS_BASE');
+    expect((await rejected(convertAdapter(a, { base: sym, out: own }))).code).toBe('OUT_IS_BASE');
     expect(await readFile(own)).toEqual(before);
   });
 
@@ -486,7 +478,7 @@ describe('convert refuses, with a clear code and no output file', () => {
       join(alias, 'adapter.gguf'),
       hard,
     ]) {
-      const e = await failure(convertAdapter(a, { base, out }));
+      const e = await rejected(convertAdapter(a, { base, out }));
       expect(e.code, out).toBe('OUT_IN_ADAPTER');
       expect(e.exitCode).toBe(2);
     }
@@ -497,7 +489,7 @@ describe('convert refuses, with a clear code and no output file', () => {
   });
 
   it('a missing base file is an environment error (exit 3)', async () => {
-    const e = await failure(
+    const e = await rejected(
       convertAdapter(await adapter(ADAPTER_SPECS.plain as AdapterSpec), { base: join(dir, 'nope.gguf') }),
     );
     expect(e.exitCode).toBe(3);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { capFindings, countFindings, type Finding } from '../../src/findings.js';
 
-const finding = (code: string, file: string, level: Finding['level'] = 'error'): Finding => ({
+const finding = (code: string, file: string, level: Finding['level'] = 'error'): Finding<string> => ({
   level,
   code,
   message: `${code} about ${file}`,

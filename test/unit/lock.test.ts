@@ -4,7 +4,6 @@ import { readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CodiError } from '../../src/errors.js';
 import {
   acquireLock,
   lockIsStale,
@@ -14,6 +13,7 @@ import {
   type LockOwner,
 } from '../../src/lock.js';
 import { openTempDir as tempDir } from '../helpers/catalog.js';
+import { rejected } from '../helpers/errors.js';
 
 /** A pid that existed a moment ago and is gone now. */
 function deadPid(): number {
@@ -29,16 +29,6 @@ function owner(over: Partial<LockOwner>): string {
     acquired_at: new Date().toISOString(),
     ...over,
   });
-}
-
-async function heldError(promise: Promise<unknown>): Promise<CodiError> {
-  try {
-    await promise;
-  } catch (e) {
-    if (e instanceof CodiError) return e;
-    throw e;
-  }
-  throw new Error('the lock was acquired');
 }
 
 describe('lock', () => {
@@ -59,7 +49,7 @@ describe('lock', () => {
     const lock = await acquireLock(path, { purpose: 'first' });
     const started = Date.now();
     let waited = false;
-    const e = await heldError(acquireLock(path, { timeoutMs: 300, onWait: () => (waited = true) }));
+    const e = await rejected(acquireLock(path, { timeoutMs: 300, onWait: () => (waited = true) }));
     expect(Date.now() - started).toBeGreaterThanOrEqual(290);
     expect(waited).toBe(true);
     expect(e.code).toBe('LOCK_HELD');
@@ -90,11 +80,11 @@ describe('lock', () => {
     const dir = await tempDir();
     const live = join(dir, 'live.lock');
     await writeFile(live, owner({}));
-    expect((await heldError(acquireLock(live, { timeoutMs: 0 }))).code).toBe('LOCK_HELD');
+    expect((await rejected(acquireLock(live, { timeoutMs: 0 }))).code).toBe('LOCK_HELD');
 
     const foreign = join(dir, 'foreign.lock');
     await writeFile(foreign, owner({ hostname: 'another-host', pid: deadPid() }));
-    expect((await heldError(acquireLock(foreign, { timeoutMs: 0 }))).code).toBe('LOCK_HELD');
+    expect((await rejected(acquireLock(foreign, { timeoutMs: 0 }))).code).toBe('LOCK_HELD');
     const old = new Date(Date.now() - 11 * 60_000);
     await utimes(foreign, old, old);
     const lock = await acquireLock(foreign, { timeoutMs: 0 });
@@ -157,7 +147,7 @@ describe('lock', () => {
     // pid 1 exists here too: only the heartbeat can tell (a restarted container under the same name)
     for (const host of ['another-host', hostname()]) {
       await writeFile(path, owner({ hostname: host, pid: 1, heartbeat_ms: 5000 }));
-      expect((await heldError(acquireLock(path, { timeoutMs: 0 }))).code).toBe('LOCK_HELD');
+      expect((await rejected(acquireLock(path, { timeoutMs: 0 }))).code).toBe('LOCK_HELD');
       const quiet = new Date(Date.now() - 31_000);
       await utimes(path, quiet, quiet);
       const lock = await acquireLock(path, { timeoutMs: 0 });
@@ -210,7 +200,7 @@ describe('lock', () => {
   });
 
   it('a missing folder is an environment error (exit 3)', async () => {
-    const e = await heldError(acquireLock('/nonexistent/dir/x.lock', { timeoutMs: 0 }));
+    const e = await rejected(acquireLock('/nonexistent/dir/x.lock', { timeoutMs: 0 }));
     expect(e.exitCode).toBe(3);
   });
 });

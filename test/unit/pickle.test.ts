@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CodiError } from '../../src/errors.js';
+import { FormatError } from '../../src/formats/format-error.js';
 import { allowedGlobals, scanPickle, TORCH_BIN_ERROR_CODES } from '../../src/formats/pickle.js';
-import { scanTorchBin, scanTorchBinBytes } from '../../src/formats/torch-bin.js';
+import { scanTorchBinBytes } from '../../src/formats/torch-bin.js';
+import { scanTorchBin } from '../../src/files/torch-bin.js';
 import { ZIP_ERROR_CODES } from '../../src/formats/zip.js';
 import { Rng } from '../../src/testkit/rng.js';
 import {
@@ -22,6 +23,7 @@ import {
   zipBytes,
   type TorchBinTensor,
 } from '../../src/testkit/torch-bin.js';
+import { rejected, thrown } from '../helpers/errors.js';
 
 const SIZES = { F32: 4, F16: 2, BF16: 2 } as const;
 
@@ -47,26 +49,6 @@ function loraTensors(seed = 1): TorchBinTensor[] {
 }
 
 const ALL_CODES: readonly string[] = [...TORCH_BIN_ERROR_CODES, ...ZIP_ERROR_CODES];
-
-function caught(fn: () => unknown): CodiError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CodiError) return err;
-    throw err;
-  }
-  throw new Error('expected a CodiError');
-}
-
-async function caughtAsync(promise: Promise<unknown>): Promise<CodiError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof CodiError) return err;
-    throw err;
-  }
-  throw new Error('expected a CodiError');
-}
 
 function contiguous(shape: number[]): number[] {
   const s = shape.map(() => 1);
@@ -143,11 +125,11 @@ describe('scanTorchBin', () => {
   });
 
   it('refuses the legacy format and bare pickles with BIN_LEGACY_FORMAT', async () => {
-    const legacy = await caughtAsync(scanTorchBinBytes(legacyTorchBytes()));
+    const legacy = await rejected(scanTorchBinBytes(legacyTorchBytes()));
     expect(legacy.code).toBe('BIN_LEGACY_FORMAT');
     expect(legacy.message).toMatch(/unsupported legacy/);
     expect(legacy.message).toMatch(/safetensors/);
-    const bare = await caughtAsync(scanTorchBinBytes(torchDataPickle(loraTensors())));
+    const bare = await rejected(scanTorchBinBytes(torchDataPickle(loraTensors())));
     expect(bare.code).toBe('BIN_LEGACY_FORMAT');
   });
 
@@ -156,20 +138,20 @@ describe('scanTorchBin', () => {
     for (const cut of [2, 100, Math.floor(bytes.length / 2), bytes.length - 10]) {
       const path = join(dir, `cut-${cut}.bin`);
       await writeFile(path, bytes.subarray(0, cut));
-      expect((await caughtAsync(scanTorchBin(path))).code).toBe('BIN_ZIP_TRUNCATED');
+      expect((await rejected(scanTorchBin(path))).code).toBe('BIN_ZIP_TRUNCATED');
     }
-    expect((await caughtAsync(scanTorchBinBytes(new Uint8Array(0)))).code).toBe('BIN_ZIP_TRUNCATED');
-    expect((await caughtAsync(scanTorchBin(join(dir, 'nope.bin')))).code).toBe('PATH_MISSING');
+    expect((await rejected(scanTorchBinBytes(new Uint8Array(0)))).code).toBe('BIN_ZIP_TRUNCATED');
+    expect((await rejected(scanTorchBin(join(dir, 'nope.bin')))).code).toBe('PATH_MISSING');
   });
 
   it('refuses a zip that is not a torch.save archive', async () => {
     const noPickle = zipBytes([{ name: 'archive/data/0', data: new Uint8Array(4) }]);
-    expect((await caughtAsync(scanTorchBinBytes(noPickle))).code).toBe('BIN_NOT_TORCH_ZIP');
+    expect((await rejected(scanTorchBinBytes(noPickle))).code).toBe('BIN_NOT_TORCH_ZIP');
     const stray = zipBytes([
       ...torchArchiveEntries(torchDataPickle([]), []),
       { name: 'payload.sh', data: new Uint8Array(4) },
     ]);
-    expect((await caughtAsync(scanTorchBinBytes(stray))).code).toBe('BIN_NOT_TORCH_ZIP');
+    expect((await rejected(scanTorchBinBytes(stray))).code).toBe('BIN_NOT_TORCH_ZIP');
   });
 
   it('checks storages against the archive', async () => {
@@ -177,9 +159,9 @@ describe('scanTorchBin', () => {
     const pickle = torchDataPickle(tensors);
     const first = tensors[0]?.data ?? new Uint8Array(0);
     const missing = zipBytes(torchArchiveEntries(pickle, [first]));
-    expect((await caughtAsync(scanTorchBinBytes(missing))).code).toBe('BIN_STORAGE_MISSING');
+    expect((await rejected(scanTorchBinBytes(missing))).code).toBe('BIN_STORAGE_MISSING');
     const short = zipBytes(torchArchiveEntries(pickle, [first, new Uint8Array(10)]));
-    expect((await caughtAsync(scanTorchBinBytes(short))).code).toBe('BIN_STORAGE_MISMATCH');
+    expect((await rejected(scanTorchBinBytes(short))).code).toBe('BIN_STORAGE_MISMATCH');
     const long = zipBytes(
       torchArchiveEntries(pickle, [
         first,
@@ -197,13 +179,13 @@ describe('scanTorchBin', () => {
   for (const kind of MALICIOUS_PICKLE_KINDS) {
     it(`refuses a malicious pickle: ${kind}`, async () => {
       const m = maliciousPickle(kind);
-      const err = caught(() => scanPickle(m.bytes));
+      const err = thrown(() => scanPickle(m.bytes));
       expect(err.code).toBe('PICKLE_UNSAFE');
       expect(err.exitCode).toBe(1);
       if (m.global !== undefined) expect(err.message).toContain(m.global);
       expect(err.message).toContain(`opcode ${m.opcode}`);
       // and inside a real archive, the pointer names the entry and the byte
-      const inBin = await caughtAsync(scanTorchBinBytes(torchBinWithPickle(m.bytes)));
+      const inBin = await rejected(scanTorchBinBytes(torchBinWithPickle(m.bytes)));
       expect(inBin.code).toBe('PICKLE_UNSAFE');
       expect(inBin.pointer).toMatch(/^archive\/data\.pkl:\d+$/);
       expect(inBin.message).toContain('archive/data.pkl');
@@ -211,7 +193,7 @@ describe('scanTorchBin', () => {
   }
 
   it('names the global and where it is, the way a user reads it', () => {
-    const err = caught(() => scanPickle(maliciousPickle('os.system').bytes));
+    const err = thrown(() => scanPickle(maliciousPickle('os.system').bytes));
     expect(err.message).toMatch(/^pickle imports os\.system, .*\(opcode GLOBAL at byte \d+\)$/);
     expect(err.details).toMatchObject({ global: 'os.system', opcode: 'GLOBAL' });
   });
@@ -222,7 +204,7 @@ describe('scanPickle', () => {
 
   it('reports every truncation of a valid pickle as PICKLE_INVALID', () => {
     for (let cut = 0; cut < valid.length; cut++) {
-      expect(caught(() => scanPickle(valid.subarray(0, cut))).code).toBe('PICKLE_INVALID');
+      expect(thrown(() => scanPickle(valid.subarray(0, cut))).code).toBe('PICKLE_INVALID');
     }
   });
 
@@ -332,13 +314,13 @@ describe('scanPickle', () => {
     const scan = scanPickle(build(16));
     expect(scan.tensors[0]).toMatchObject({ name: 'p', dtype: 'F8_E4M3', shape: [4, 4] });
     expect(scan.storages[0]).toMatchObject({ dtype: 'U8', numel: 16, storageType: 'torch.UntypedStorage' });
-    expect(caught(() => scanPickle(build(15))).code).toBe('BIN_STORAGE_MISMATCH');
+    expect(thrown(() => scanPickle(build(15))).code).toBe('BIN_STORAGE_MISMATCH');
   });
 
   it('refuses duplicate tensor names and values that are not tensors', () => {
     const dup = new PickleBuilder(2).proto().op(PICKLE_OP.EMPTY_DICT).op(PICKLE_OP.MARK);
     dup.str('a').op(PICKLE_OP.NONE).str('a').op(PICKLE_OP.NONE).op(PICKLE_OP.SETITEMS).stop();
-    expect(caught(() => scanPickle(dup.bytes())).code).toBe('PICKLE_DUPLICATE_KEY');
+    expect(thrown(() => scanPickle(dup.bytes())).code).toBe('PICKLE_DUPLICATE_KEY');
     const notTensor = new PickleBuilder(2)
       .proto()
       .op(PICKLE_OP.EMPTY_DICT)
@@ -346,9 +328,9 @@ describe('scanPickle', () => {
       .int(1)
       .op(PICKLE_OP.SETITEM)
       .stop();
-    expect(caught(() => scanPickle(notTensor.bytes())).code).toBe('PICKLE_NOT_STATE_DICT');
+    expect(thrown(() => scanPickle(notTensor.bytes())).code).toBe('PICKLE_NOT_STATE_DICT');
     const list = new PickleBuilder(2).proto().op(PICKLE_OP.EMPTY_LIST).stop();
-    expect(caught(() => scanPickle(list.bytes())).code).toBe('PICKLE_NOT_STATE_DICT');
+    expect(thrown(() => scanPickle(list.bytes())).code).toBe('PICKLE_NOT_STATE_DICT');
   });
 
   it('allows only literal strings in STACK_GLOBAL, memoized ones included', () => {
@@ -360,28 +342,28 @@ describe('scanPickle', () => {
 
   it('bounds marks, stack, memo, container items and lengths', () => {
     const marks = new Uint8Array(200_000).fill(PICKLE_OP.MARK);
-    expect(caught(() => scanPickle(marks)).code).toBe('PICKLE_TOO_COMPLEX');
+    expect(thrown(() => scanPickle(marks)).code).toBe('PICKLE_TOO_COMPLEX');
     const nones = new Uint8Array(200_000).fill(PICKLE_OP.NONE);
-    expect(caught(() => scanPickle(nones)).code).toBe('PICKLE_TOO_COMPLEX');
+    expect(thrown(() => scanPickle(nones)).code).toBe('PICKLE_TOO_COMPLEX');
     const appends = new PickleBuilder(2).proto().op(PICKLE_OP.EMPTY_LIST);
     for (let i = 0; i < 2000; i++) appends.op(PICKLE_OP.NONE).op(PICKLE_OP.APPEND);
-    expect(caught(() => scanPickle(appends.stop().bytes(), { maxCells: 1000 })).code).toBe(
+    expect(thrown(() => scanPickle(appends.stop().bytes(), { maxCells: 1000 })).code).toBe(
       'PICKLE_TOO_COMPLEX',
     );
     const memo = new PickleBuilder(2).proto().op(PICKLE_OP.NONE);
     for (let i = 0; i < 300; i++) memo.raw(PICKLE_OP.LONG_BINPUT, i, i >> 8, 0, 0);
-    expect(caught(() => scanPickle(memo.stop().bytes(), { maxMemo: 100 })).code).toBe('PICKLE_TOO_COMPLEX');
+    expect(thrown(() => scanPickle(memo.stop().bytes(), { maxMemo: 100 })).code).toBe('PICKLE_TOO_COMPLEX');
     const ops = new PickleBuilder(2).proto();
     for (let i = 0; i < 1000; i++) ops.op(PICKLE_OP.NONE).op(PICKLE_OP.POP);
-    expect(caught(() => scanPickle(ops.stop().bytes(), { maxOpcodes: 500 })).code).toBe('PICKLE_TOO_COMPLEX');
+    expect(thrown(() => scanPickle(ops.stop().bytes(), { maxOpcodes: 500 })).code).toBe('PICKLE_TOO_COMPLEX');
     // a 4 GiB string announced in a few bytes
     const long = new PickleBuilder(2).proto().raw(PICKLE_OP.BINUNICODE, 0xff, 0xff, 0xff, 0xff, 0x41).stop();
-    expect(caught(() => scanPickle(long.bytes())).code).toBe('PICKLE_INVALID');
+    expect(thrown(() => scanPickle(long.bytes())).code).toBe('PICKLE_INVALID');
     const long8 = new PickleBuilder(2)
       .proto()
       .raw(0x8d, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
       .stop();
-    expect(caught(() => scanPickle(long8.bytes())).code).toBe('PICKLE_INVALID');
+    expect(thrown(() => scanPickle(long8.bytes())).code).toBe('PICKLE_INVALID');
     // deeply nested _rebuild_from_type_v2 cannot recurse without bound
     const nested = new PickleBuilder(2).proto().op(PICKLE_OP.EMPTY_DICT).str('x');
     nested.global('torch._tensor', '_rebuild_from_type_v2');
@@ -392,7 +374,7 @@ describe('scanPickle', () => {
     nested.op(PICKLE_OP.EMPTY_TUPLE);
     for (let i = 0; i < depth; i++) nested.op(PICKLE_OP.EMPTY_DICT).op(PICKLE_OP.TUPLE);
     nested.op(PICKLE_OP.REDUCE).op(PICKLE_OP.SETITEM).stop();
-    const err = caught(() => scanPickle(nested.bytes()));
+    const err = thrown(() => scanPickle(nested.bytes()));
     expect(err.code).toBe('PICKLE_TOO_COMPLEX');
     expect(err.message).toMatch(/nested rebuild calls/);
   });
@@ -409,7 +391,7 @@ describe('scanPickle', () => {
     ]);
   });
 
-  it('raises nothing but CodiError on random mutations of a pickle, and never hangs', () => {
+  it('raises nothing but a format error on random mutations of a pickle, and never hangs', () => {
     const small = torchDataPickle(loraTensors().slice(0, 3));
     const p4 = torchDataPickle(loraTensors().slice(0, 2), { protocol: 4 });
     fc.assert(
@@ -424,7 +406,7 @@ describe('scanPickle', () => {
           try {
             scanPickle(bytes);
           } catch (err) {
-            if (!(err instanceof CodiError)) throw err;
+            if (!(err instanceof FormatError)) throw err;
             expect(ALL_CODES).toContain(err.code);
           }
         },
@@ -436,14 +418,14 @@ describe('scanPickle', () => {
         try {
           scanPickle(bytes);
         } catch (err) {
-          if (!(err instanceof CodiError)) throw err;
+          if (!(err instanceof FormatError)) throw err;
         }
       }),
       { numRuns: 2000 },
     );
   });
 
-  it('raises nothing but CodiError on random mutations of a .bin file', async () => {
+  it('raises nothing but a format error on random mutations of a .bin file', async () => {
     const bin = torchBinBytes(loraTensors().slice(0, 3));
     await fc.assert(
       fc.asyncProperty(
@@ -454,7 +436,7 @@ describe('scanPickle', () => {
           try {
             await scanTorchBinBytes(bytes);
           } catch (err) {
-            if (!(err instanceof CodiError)) throw err;
+            if (!(err instanceof FormatError)) throw err;
             expect(ALL_CODES).toContain(err.code);
           }
         },
@@ -472,7 +454,7 @@ describe('scanPickle', () => {
           try {
             await scanTorchBinBytes(torchBinWithPickle(bytes));
           } catch (err) {
-            if (!(err instanceof CodiError)) throw err;
+            if (!(err instanceof FormatError)) throw err;
             expect(ALL_CODES).toContain(err.code);
             if (err.code.startsWith('PICKLE_')) expect(err.pointer).toMatch(/^archive\/data\.pkl:\d+$/);
           }

@@ -8,6 +8,7 @@ import { promoteAdapter, type PromoteOptions } from '../../src/promote.js';
 import { parseRules } from '../../src/rules.js';
 import { compareSemver, isSemver } from '../../src/semver.js';
 import { makeAdapter, openTempDir } from '../helpers/catalog.js';
+import { rejected } from '../helpers/errors.js';
 
 const RULES = `# CODI rules
 version: "2026.11.0" # ruleset
@@ -60,13 +61,7 @@ function opts(s: Setup, over: Partial<PromoteOptions> = {}): PromoteOptions {
 
 async function refused(s: Setup, promise: Promise<unknown>): Promise<CodiError> {
   const before = await snapshot(s);
-  let error: unknown;
-  try {
-    await promise;
-  } catch (e) {
-    error = e;
-  }
-  if (!(error instanceof CodiError)) throw new Error(`expected a CodiError, got ${String(error)}`);
+  const error = await rejected(promise);
   // refused means untouched: both files, byte for byte, and no lock left behind
   expect(await snapshot(s)).toEqual(before);
   await expect(stat(`${s.rules}.lock`)).rejects.toThrow();

@@ -2,7 +2,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
-import { CodiError } from '../../src/errors.js';
 import {
   declaredBaseModel,
   parseRules,
@@ -11,6 +10,7 @@ import {
   type RulesDocument,
 } from '../../src/rules.js';
 import { applyYamlEdits } from '../../src/yaml-edit.js';
+import { thrown } from '../helpers/errors.js';
 
 const SHA_A = `sha256:${'a'.repeat(64)}`;
 const SHA_B = `sha256:${'b'.repeat(64)}`;
@@ -104,16 +104,6 @@ function expectChangeWithin(before: string, after: string, from: string, to: str
   expect(start).toBeGreaterThanOrEqual(0);
   expect(commonPrefix(before, after)).toBeGreaterThanOrEqual(start);
   expect(commonSuffix(before, after)).toBeGreaterThanOrEqual(before.length - end);
-}
-
-function thrown(fn: () => unknown): CodiError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CodiError) return e;
-    throw e;
-  }
-  throw new Error('did not throw');
 }
 
 describe('parseRules', () => {

@@ -13,6 +13,7 @@ import {
   type RunConfig,
 } from '../../src/run/config.js';
 import { flagName, RUN_SETTINGS, SETTING_NAMES } from '../../src/run/settings.js';
+import { thrown } from '../helpers/errors.js';
 
 const noActive = (): boolean => false;
 
@@ -21,16 +22,10 @@ function resolve(env: Record<string, string | undefined> = {}, rest: Partial<Res
 }
 
 function usageError(fn: () => unknown): CodiError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(CodiError);
-    const err = e as CodiError;
-    expect(err.exitCode).toBe(ExitCode.USAGE);
-    expect(err.code).toBe('CONFIG_INVALID');
-    return err;
-  }
-  throw new Error('expected a usage error');
+  const err = thrown(fn);
+  expect(err.exitCode).toBe(ExitCode.USAGE);
+  expect(err.code).toBe('CONFIG_INVALID');
+  return err;
 }
 
 describe('resolveRunConfig defaults', () => {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CodiError, ExitCode } from '../../src/errors.js';
+import { asCodiError, CodiError, ExitCode } from '../../src/errors.js';
 import {
   acceptPlainHeader,
   encodeSafetensors,
@@ -37,8 +37,9 @@ function parseOrTypedError(bytes: Uint8Array, fileSize = bytes.length): Safetens
     if (plainWouldAccept(bytes, fileSize)) plainAccepted++;
     expectInvariants(header);
     return header;
-  } catch (err) {
-    if (!(err instanceof CodiError)) throw err;
+  } catch (thrown) {
+    const err = asCodiError(thrown);
+    if (!err) throw thrown;
     expect(CODES).toContain(err.code);
     seen.add(err.code);
     expect(err.exitCode).toBe(ExitCode.INVALID);
@@ -52,7 +53,8 @@ function settle<T>(f: () => T): T | CodiError {
   try {
     return f();
   } catch (e) {
-    if (e instanceof CodiError) return e;
+    const error = asCodiError(e);
+    if (error) return error;
     throw e;
   }
 }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ExitCode } from '../../src/errors.js';
+import { ExitCode, fromFormatError } from '../../src/errors.js';
 import {
   DEFAULT_MAX_DEPTH,
   jsonPointer,
@@ -29,7 +29,7 @@ function expectKind(text: string, kind: StrictJsonErrorKind): StrictJsonError {
   const err = failure(text);
   expect(err.kind, `${JSON.stringify(text)}: ${err.message}`).toBe(kind);
   expect(STRICT_JSON_ERROR_CODES).toContain(err.code);
-  expect(err.exitCode).toBe(ExitCode.INVALID);
+  expect(fromFormatError(err).exitCode).toBe(ExitCode.INVALID);
   return err;
 }
 
@@ -274,7 +274,7 @@ describe('parseStrictJson: refused documents', () => {
       const e = err as StrictJsonError;
       expect(e.code).toBe('JSON_NUMBER_RANGE');
       expect(e.kind).toBe('number-range');
-      expect(e.exitCode).toBe(ExitCode.INVALID);
+      expect(fromFormatError(e).exitCode).toBe(ExitCode.INVALID);
       expect(e.message).toContain(`the number ${literal} is too large for a double`);
       expect(e.position).toBe(text.indexOf(literal.replace('…', '')));
     }

@@ -5,16 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { GgmlType } from '../../src/formats/ggml-types.js';
-import {
-  getBool,
-  getF32,
-  getString,
-  getStringArray,
-  getU32,
-  readGgufHeader,
-  readTensorF32,
-  torchShape,
-} from '../../src/formats/gguf.js';
+import { getBool, getF32, getString, getStringArray, getU32, torchShape } from '../../src/formats/gguf.js';
+import { readGgufHeader, readTensorF32 } from '../../src/files/gguf.js';
 import {
   TINY_HPARAMS,
   byteToUnicode,

@@ -3,8 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CodiError } from '../../src/errors.js';
-import { memorySource, quoteName, withZip, ZipArchive, ZIP_ERROR_CODES } from '../../src/formats/zip.js';
+import { asCodiError, fromFormatError } from '../../src/errors.js';
+import { FormatError } from '../../src/formats/format-error.js';
+import { openZip, withZip } from '../../src/files/torch-bin.js';
+import { memorySource, quoteName, ZipArchive, ZIP_ERROR_CODES } from '../../src/formats/zip.js';
 import { zipBytes, type ZipInputEntry } from '../../src/testkit/torch-bin.js';
 
 const text = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
@@ -20,8 +22,9 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
   try {
     await promise;
   } catch (err) {
-    if (err instanceof CodiError) return err.code;
-    throw err;
+    const e = asCodiError(err);
+    if (!e) throw err;
+    return e.code;
   }
   return 'OK';
 }
@@ -78,7 +81,7 @@ describe('ZipArchive', () => {
     await writeFile(path, zipBytes(ENTRIES));
     const names = await withZip(path, (zip) => Promise.resolve(zip.entries.map((e) => e.name)));
     expect(names).toHaveLength(ENTRIES.length);
-    const e = await codeOf(ZipArchive.open(join(dir, 'missing.zip')));
+    const e = await codeOf(openZip(join(dir, 'missing.zip')));
     expect(e).toBe('PATH_MISSING');
   });
 
@@ -212,7 +215,7 @@ describe('ZipArchive', () => {
     expect(quoteName('a\u001b[31mb\u202ec"')).toBe('"a\\u001b[31mb\\u202ec\\""');
   });
 
-  it('raises nothing but CodiError on random mutations, and never hangs', async () => {
+  it('raises nothing but a format error (exit 1) on random mutations, and never hangs', async () => {
     const base = zipBytes(ENTRIES.slice(0, 3), { zip64: false });
     const base64 = zipBytes(ENTRIES.slice(0, 3), { zip64: true });
     await fc.assert(
@@ -228,8 +231,8 @@ describe('ZipArchive', () => {
             const zip = await ZipArchive.fromSource(memorySource(bytes));
             await readAll(zip);
           } catch (err) {
-            if (!(err instanceof CodiError)) throw err;
-            expect(err.exitCode).toBe(1);
+            if (!(err instanceof FormatError)) throw err;
+            expect(fromFormatError(err).exitCode).toBe(1);
           }
         },
       ),

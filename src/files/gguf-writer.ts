@@ -11,7 +11,7 @@ import type { FileHandle } from 'node:fs/promises';
 
 import { AtomicFile } from '../atomic.js';
 import { RegularFile } from '../byte-source.js';
-import { CodiError, environmentError } from '../errors.js';
+import { asCodiError, CodiError, environmentError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
   GGUF_DEFAULT_ALIGNMENT,
@@ -28,8 +28,8 @@ import {
   type GgufArray,
   type GgufTypedValue,
   type GgufValue,
-} from './ggml-types.js';
-import { encodedBytes, encodeF32, isFloatTensorType, QK8_0 } from './numeric.js';
+} from '../formats/ggml-types.js';
+import { encodedBytes, encodeF32, isFloatTensorType, QK8_0 } from '../formats/numeric.js';
 
 export interface GgufTensorSpec {
   readonly name: string;
@@ -381,9 +381,13 @@ async function writeArray(sink: Sink, array: GgufArray, key: string): Promise<vo
   for (const item of items) await writeValue(sink, itemType, item, key);
 }
 
-/** errno failures become environment errors about the target; anything else is a bug and passes through */
+/**
+ * A format's refusal becomes its CodiError; errno failures become environment errors about the
+ * target; anything else is a bug and passes through.
+ */
 function asWriteError(e: unknown, path: string): unknown {
-  if (e instanceof CodiError) return e;
+  const known = asCodiError(e);
+  if (known) return known;
   if (typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string') {
     return environmentError(e, path, 'saved');
   }
