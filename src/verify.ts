@@ -16,7 +16,7 @@ import {
   listedFileMissing,
 } from './adapter-checks.js';
 import { beginSha256, sha256File, type HashProgressCallback, type PendingHash } from './checksum.js';
-import { CHECK_NAMES, codeRow, type CheckName } from './codes.js';
+import { CHECK_NAMES, codeRow, type CheckName, type Code } from './codes.js';
 import { CodiError, ExitCode } from './errors.js';
 import { capFindings, countFindings, finding, isEnvironmentFinding, type Finding } from './findings.js';
 import { plural, thousands } from './text.js';
@@ -281,7 +281,7 @@ function checkLines(i: Inspected, checksums: readonly ChecksumResult[]): CheckRe
   // a listed file that could not be hashed (refused, unreadable) fails the checksums line too
   const unhashed = new Set(checksums.filter((c) => c.actual === null).map((c) => c.file));
   const belongs = (name: CheckName, f: Finding): boolean =>
-    lineOf(f, layout.weightsFile) === name ||
+    checklistLine(f.code, f.file, layout.weightsFile) === name ||
     (name === 'checksums' && f.level === 'error' && unhashed.has(f.file));
   const names = i.baseRan ? CHECK_NAMES : FILE_CHECKS;
   return names.map((name) =>
@@ -294,12 +294,12 @@ function checkLines(i: Inspected, checksums: readonly ChecksumResult[]): CheckRe
 }
 
 /**
- * The line a finding fails (or warns): its code's line, else the line of the check that reads the
- * file it is about, so that no finding can make a report invalid without failing a line.
+ * The line a finding of `code` about `file` fails (or warns): its code's line, else the line of the
+ * check that reads the file, so that no finding can make a report invalid without failing a line.
  */
-function lineOf(f: Finding, weightsFile: string | null): CheckName {
-  const line = codeRow(f.code).check;
-  return line === null || line === 'reader' ? readerOf(f.file, weightsFile) : line;
+export function checklistLine(code: Code, file: string, weightsFile: string | null): CheckName {
+  const line = codeRow(code).check;
+  return line === null || line === 'reader' ? readerOf(file, weightsFile) : line;
 }
 
 async function complete(i: Inspected): Promise<VerifyReport & { verified: VerifiedAdapter }> {

@@ -4,6 +4,7 @@
  * hint on stderr), an interrupting signal. Commands write through the `CommandIO` made here, so what
  * `--json` drops, and where progress goes, is decided once.
  */
+import type { Code } from '../codes.js';
 import { paint, useColour } from '../paint.js';
 import { asCodiError, CodiError, ExitCode } from '../errors.js';
 import type { CommandIO, InterruptStatus } from './spec.js';
@@ -11,7 +12,7 @@ import type { CommandIO, InterruptStatus } from './spec.js';
 /** The JSON shape of every failure that is not a command's own result. */
 export interface ErrorJson {
   ok: false;
-  error: { code: string; message: string; exitCode: number; file?: string; hint?: string; details?: unknown };
+  error: { code: Code; message: string; exitCode: number; file?: string; hint?: string; details?: unknown };
 }
 
 export function errorJson(error: CodiError): ErrorJson {

@@ -258,8 +258,8 @@ class HeaderParser {
     const version = c.u32('the version');
     if (version === 1) throw err('GGUF_VERSION', 'GGUF version 1 is no longer supported by llama.cpp', 4);
     if (version !== 2 && version !== 3) {
-      const hint = (version & 0xffff) === 0 ? ' (a big-endian file?)' : '';
-      throw err('GGUF_VERSION', `unsupported GGUF version ${version}${hint}; supported: 2, 3`, 4, {
+      const endianNote = (version & 0xffff) === 0 ? ' (a big-endian file?)' : '';
+      throw err('GGUF_VERSION', `unsupported GGUF version ${version}${endianNote}; supported: 2, 3`, 4, {
         version,
       });
     }

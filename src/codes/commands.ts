@@ -1,0 +1,430 @@
+/**
+ * Codes of the commands: every command, convert, the models volume (mount, list), promote and run.
+ * One row each (codes.ts joins the tables into the registry).
+ */
+import { ExitCode, type CodeRow } from './row.js';
+
+const error = 'error';
+const warning = 'warning';
+const { OK, INVALID, USAGE, ENVIRONMENT, LLM_FAILED, CHILD_DIED } = ExitCode;
+
+export const COMMAND_CODES = {
+  // ----- every command
+  INTERNAL: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'an unexpected internal error: a bug in codi-adapter',
+    hint: 'this is a bug in codi-adapter; run with CODI_DEBUG=1 for the stack trace and report it',
+  },
+  USAGE: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary:
+      'the command line is wrong: an unknown flag or command, a missing argument, a value of the wrong kind',
+    hint: 'see --help for the flags and arguments',
+  },
+  PATH_MISSING: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: 'reader',
+    summary: 'a path does not exist',
+  },
+  PATH_INACCESSIBLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: 'reader',
+    summary: 'a path cannot be read: permission denied, not a regular file, or an I/O error',
+  },
+  PATH_NOT_DIRECTORY: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'the adapter folder given is a file',
+  },
+  PATH_NOT_FILE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'the base model given is not a file',
+  },
+  LOCK_HELD: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'another codi-adapter holds the lock (mount, promote) and did not let go in time',
+  },
+
+  // ----- convert
+  CONVERT_NEEDS_SAFETENSORS: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'convert (and mount --base) read safetensors weights only; the adapter has adapter_model.bin',
+    hint: 'convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
+  },
+  OUT_IS_BASE: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary: '--out is the base model (by path, symlink or hard link)',
+    hint: 'name another file with --out, or leave --out out to use the cache beside the adapter',
+  },
+  OUT_IN_ADAPTER: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary: '--out is inside the adapter folder',
+    hint: 'name another file with --out, or leave --out out to use the cache beside the adapter',
+  },
+  CACHE_UNWRITABLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'no writable place for the converted GGUF',
+    hint: 'pass --out <file>, or set CODI_GGUF_CACHE to a writable directory',
+  },
+  SOURCE_CHANGED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the weights changed while they were being converted; nothing was written',
+    hint: 'convert again once the adapter files are no longer being written',
+  },
+  HASH_CANCELLED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'hashing a file was cancelled: the command no longer needed it',
+  },
+  INTERRUPTED: {
+    level: error,
+    exit: ExitCode.INTERRUPTED_SIGINT,
+    overrides: [
+      { exit: ExitCode.INTERRUPTED_SIGHUP, when: 'stopped by SIGHUP' },
+      { exit: ExitCode.INTERRUPTED_SIGTERM, when: 'stopped by SIGTERM' },
+    ],
+    check: null,
+    summary: 'convert was stopped by a signal (128 + its number); the GGUF being written was removed',
+  },
+
+  // ----- the models volume: mount, list
+  ROOT_MISSING: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'the models volume does not exist',
+  },
+  ROOT_INACCESSIBLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'the models volume cannot be read',
+  },
+  ROOT_NOT_DIRECTORY: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'the models volume, or its adapters folder, is not a directory',
+  },
+  ROOT_NOT_WRITABLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'mount cannot write to the models volume',
+  },
+  ROOT_PATH_UNREACHABLE: {
+    level: warning,
+    exit: OK,
+    check: null,
+    summary:
+      'UID 1000 cannot pass a folder above the models volume (fine when the container bind-mounts the volume)',
+  },
+  ADAPTER_UNREADABLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'UID 1000, the runtime user, cannot read the adapter or reach it',
+  },
+  ADAPTER_BEING_REPLACED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'list: the adapter is being replaced by a mount --force in progress',
+    hint: 'try again in a moment',
+  },
+  ADAPTER_REPLACE_INTERRUPTED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'list: the adapter is missing because a mount --force died between its two renames',
+    hint: 'the next codi-adapter mount on this volume puts it back (or rename the .trash-… folder to the id)',
+  },
+  ACTIVE_NOT_LINK: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: '`active` in the catalog is not a symbolic link, so it is not replaced',
+  },
+  MOUNT_CONFLICT: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'another adapter, other contents, or an invalid adapter is mounted under the id',
+    hint: 'pass --force to replace it (the old copy is kept until the new one is in place), or mount under another --id',
+  },
+  MOUNT_ID_INVALID: {
+    level: error,
+    exit: INVALID,
+    overrides: [{ exit: USAGE, when: 'the id was given with --id' }],
+    check: null,
+    summary: 'not a valid adapter id (lowercase letters, digits, ".", "_", "-"; no "..", not "active")',
+    hint: 'choose an id such as qwen15b-lora-v0.1 (--id, or "id" in metadata.json)',
+  },
+  MOUNT_ID_MISMATCH: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary: 'a folder already in the catalog cannot be registered under another id',
+    hint: 'rename the folder, or mount a copy from outside the catalog with --id',
+  },
+  MOUNT_SOURCE_CHANGED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the source changed while it was copied, or the copy does not verify; nothing was mounted',
+    hint: 'make sure nothing writes to the source folder during the mount, then mount again',
+  },
+  MOUNT_SOURCE_IS_CATALOG: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary: 'the folder given to mount is the catalog itself',
+  },
+  MOUNT_SUBDIRECTORY_SKIPPED: {
+    level: warning,
+    exit: OK,
+    check: null,
+    summary: 'mount did not copy a folder inside the adapter folder',
+  },
+
+  // ----- promote: patterns/rules.yml and eval.json
+  RULES_YAML_INVALID: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the rules file is not valid YAML, or not UTF-8',
+    hint: 'fix the YAML syntax; the file was not changed',
+  },
+  RULES_NOT_MAPPING: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the top level of the rules file is not a mapping',
+  },
+  RULES_VERSION_MISSING: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the rules file has no top-level version (the ruleset version promote records)',
+    hint: 'add e.g. version: "2026.11.0" at the top; promote records it with the adapter',
+  },
+  RULES_VERSION_INVALID: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the top-level version of the rules file is not a string',
+  },
+  RULES_LLM_ASSIST_INVALID: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the llm_assist section breaks its schema (an unknown key included)',
+    hint: 'see schemas/llm-assist.schema.json for the shape of the section; the file was not changed',
+  },
+  EVAL_JSON: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'eval.json is not strict JSON, or not UTF-8',
+  },
+  EVAL_INVALID: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'eval.json breaks its schema',
+    hint: 'see schemas/eval.schema.json: { suite, evaluated_at, base_model, metrics: { name: number } }',
+  },
+  EVAL_BASE_MISMATCH: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: "eval.json evaluated another base model than the adapter's",
+    hint: 'give the evaluation of this adapter',
+  },
+  GATE_FAILED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'a metric is below its gate in llm_assist.gates.min_metrics, or the evaluation lacks it',
+  },
+  PROMOTE_BASE_MISMATCH: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the adapter is for another base model than the rules file declares',
+    hint: 'promote an adapter trained on the rules file’s base model; the file was not changed',
+  },
+  PROMOTE_DOWNGRADE: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the version is lower than the one promoted',
+    hint: 'bump the adapter version, or pass --force to roll back on purpose',
+  },
+  PROMOTE_VERSION_REUSED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the version is promoted already, with other weights',
+    hint: 'give the new weights a new version, or pass --force to replace them under the same version',
+  },
+  YAML_SYNTAX: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the YAML to edit is not valid, or not usable',
+  },
+  YAML_EDIT_UNSUPPORTED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the node to edit has a shape the minimal-change editor does not rewrite',
+  },
+  YAML_EDIT_ANCHORED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the node to edit carries an anchor an alias uses: the edit would show through the alias',
+  },
+  YAML_EDIT_FAILED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the edited YAML did not parse back to the intended change; nothing was written',
+    hint: 'this is a bug in codi-adapter; the file was not changed. Report it with the file attached',
+  },
+
+  // ----- run
+  AIRGAP_BLOCKED: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'a remote LLM_ENDPOINT that is neither loopback nor on AIRGAP_ALLOWLIST',
+  },
+  ADAPTER_NOT_MOUNTED: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'MODEL_MOUNT_PATH or ADAPTER_PATH is not a folder: Adapter Status: not_mounted',
+  },
+  BASE_MODEL_MISSING: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'BASE_MODEL_PATH is not a file',
+  },
+  BASE_MODEL_MISMATCH: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: "the adapter's base_model is not CODE_MODEL",
+  },
+  LLAMA_SERVER_NOT_FOUND: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'LLAMA_SERVER_BIN names no executable',
+    hint: 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN to the binary (scripts/build-llama-server.sh prints its path)',
+  },
+  LLAMA_SERVER_BROKEN: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'llama-server cannot even print its --version',
+    hint: 'rebuild the image (make build-complete) or set LLAMA_SERVER_BIN to a working binary (a copied binary needs the .so files built beside it)',
+  },
+  APP_NOT_FOUND: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: "the app's executable (APP_COMMAND) is not found",
+    hint: 'install the app in the image, fix APP_COMMAND, or set APP_COMMAND=none to run the LLM alone',
+  },
+  LLM_PORT_IN_USE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'LLM_PORT is taken on LLM_HOST',
+  },
+  LLM_PORT_UNAVAILABLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'LLM_HOST and LLM_PORT cannot be bound (no such address, or a privileged port)',
+  },
+  SPAWN_FAILED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'a child process (llama-server, the app) did not start',
+  },
+  LLM_NOT_READY: {
+    level: error,
+    exit: LLM_FAILED,
+    check: null,
+    summary: 'the LLM was not healthy within LLM_READY_TIMEOUT',
+  },
+  LLM_EXITED: {
+    level: error,
+    exit: LLM_FAILED,
+    check: null,
+    summary: 'llama-server exited, before it was healthy or while serving',
+  },
+  LLM_LORA_MISSING: {
+    level: error,
+    exit: LLM_FAILED,
+    check: null,
+    summary: 'GET /lora-adapters does not list the adapter at scale 1',
+  },
+  LLM_UNHEALTHY: {
+    level: error,
+    exit: LLM_FAILED,
+    check: null,
+    summary: 'the embedded LLM failed LLM_HEALTH_RETRIES health checks in a row while serving',
+    hint: "raise LLAMA_CPP_THREADS (up to the host's cores) if it is merely slow, or LLM_HEALTH_RETRIES / LLM_HEALTH_INTERVAL to be more patient",
+  },
+  LLM_UNREACHABLE: {
+    level: error,
+    exit: LLM_FAILED,
+    check: null,
+    summary: 'a remote LLM_ENDPOINT did not answer GET /health with 200',
+    hint: 'check port mappings and container network, or add the host to AIRGAP_ALLOWLIST',
+  },
+  APP_EXITED: {
+    level: error,
+    exit: CHILD_DIED,
+    check: null,
+    summary: 'the app exited with a non-zero code or by a signal',
+    hint: 'the [app] lines above say why',
+  },
+
+  // ----- the project's test kit
+  TESTKIT_INVALID_TENSOR: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the test kit was asked for a .bin tensor it cannot write',
+  },
+} as const satisfies Record<string, CodeRow>;
