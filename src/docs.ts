@@ -3,6 +3,7 @@
  * between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. `npm run docs` rewrites them, and
  * a test fails while a file differs from what `GENERATED` renders. A new generated part is one row.
  */
+import { ALL_CODES, codeRow } from './codes.js';
 import { defaultText, RUN_SETTINGS } from './run/settings.js';
 
 export interface GeneratedPart {
@@ -14,6 +15,7 @@ export interface GeneratedPart {
 
 export const GENERATED: readonly GeneratedPart[] = [
   { file: 'README.md', name: 'settings', render: settingsTable },
+  { file: 'README.md', name: 'codes', render: codesTable },
 ];
 
 /** `text` with every part of `GENERATED` that belongs to `file` rewritten between its markers. */
@@ -42,10 +44,37 @@ function cell(text: string): string {
   return text.replace(/\|/gu, '\\|');
 }
 
+/** Prose in a table cell: `<key>` outside code spans would read as an HTML tag. */
+function proseCell(text: string): string {
+  return cell(
+    text
+      .split('`')
+      .map((part, i) => (i % 2 === 0 ? part.replace(/</gu, '&lt;').replace(/>/gu, '&gt;') : part))
+      .join('`'),
+  );
+}
+
 /** `run`'s settings, one table row per setting row. */
 export function settingsTable(): string {
   const rows = RUN_SETTINGS.map(
     (s) => `| \`${s.name}\` | \`--${s.flag}\` | \`${cell(defaultText(s))}\` | ${cell(s.description)} |`,
   );
   return ['| variable | flag | default | what it sets |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+/** Every code, one table row per registry row: level, exit status, checklist line, summary, hint. */
+export function codesTable(): string {
+  const rows = ALL_CODES.map((code) => {
+    const row = codeRow(code);
+    const exit = [String(row.exit), ...(row.overrides ?? []).map((o) => `${o.exit} when ${o.when}`)].join(
+      '; ',
+    );
+    const check = row.check === null ? '—' : row.check === 'reader' ? "its file's" : `\`${row.check}\``;
+    return `| \`${code}\` | ${row.level} | ${proseCell(exit)} | ${check} | ${proseCell(row.summary)} | ${proseCell(row.hint ?? '—')} |`;
+  });
+  return [
+    '| code | level | exit | checklist line | what it means | hint |',
+    '|---|---|---|---|---|---|',
+    ...rows,
+  ].join('\n');
 }

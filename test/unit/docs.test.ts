@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { GENERATED, replaceBetween, settingsTable, withGeneratedParts } from '../../src/docs.js';
+import { ALL_CODES } from '../../src/codes.js';
+import { codesTable, GENERATED, replaceBetween, settingsTable, withGeneratedParts } from '../../src/docs.js';
 import { RUN_SETTINGS } from '../../src/run/settings.js';
 
 const REPO = new URL('../../', import.meta.url);
@@ -20,6 +21,20 @@ describe('generated parts of the docs', () => {
     const lines = settingsTable().split('\n');
     expect(lines).toHaveLength(RUN_SETTINGS.length + 2);
     expect(lines).toContain('| `LLM_PORT` | `--llm-port` | `8081` | embedded server port |');
+  });
+
+  it('the codes table has one row per registered code: level, exit, checklist line, summary, hint', () => {
+    const lines = codesTable().split('\n');
+    expect(lines).toHaveLength(ALL_CODES.length + 2);
+    expect(lines).toContain(
+      "| `CHECKSUM_MISMATCH` | error | 1 | `checksums` | a listed file's sha256 is not the one metadata.json records | re-copy the adapter files, or regenerate metadata.json checksums if the change is intended |",
+    );
+    expect(lines).toContain(
+      "| `PATH_INACCESSIBLE` | error | 3 | its file's | a path cannot be read: permission denied, not a regular file, or an I/O error | — |",
+    );
+    expect(lines.find((l) => l.startsWith('| `CONFIG_INVALID` |'))).toContain('| 1; 2 when a setting of run');
+    // `<key>` outside code spans would vanish as an HTML tag
+    expect(lines.find((l) => l.startsWith('| `BIN_STORAGE_MISSING` |'))).toContain('data/&lt;key&gt; entry');
   });
 
   it('rewrites only what lies between the markers, and refuses a missing or repeated pair', () => {
