@@ -321,7 +321,16 @@ export const COMMAND_CODES = {
     level: error,
     exit: ENVIRONMENT,
     check: null,
-    summary: 'a remote LLM_ENDPOINT that is neither loopback nor on AIRGAP_ALLOWLIST',
+    summary:
+      'under AIRGAP, a remote LLM_ENDPOINT or the APP_HEALTH_URL leads neither to loopback (a *.localhost name must resolve to loopback only) nor to an allow-listed host',
+  },
+  AIRGAP_NOT_ENFORCED: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary:
+      'AIRGAP=strict, and the network lets this process reach beyond loopback and the allowlist (a default route, or a route through another interface)',
+    hint: 'enforce the air gap in the network: docker run --network none, an internal network whose address block is in AIRGAP_ALLOWLIST, or a Kubernetes NetworkPolicy (docs/reference.md, "The air gap"); or set AIRGAP=true to start with a warning',
   },
   ADAPTER_NOT_MOUNTED: {
     level: error,
@@ -340,6 +349,27 @@ export const COMMAND_CODES = {
     exit: INVALID,
     check: null,
     summary: "the adapter's base_model is not CODE_MODEL",
+  },
+  STATE_DIR_NOT_DIRECTORY: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'CODI_STATE_DIR, or a folder on the way to it, is a file',
+    hint: 'remove the file in the way, or set CODI_STATE_DIR to a writable folder',
+  },
+  STATE_DIR_NOT_WRITABLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'CODI_STATE_DIR cannot be created or written: permission denied, or no space left',
+    hint: 'make the folder writable by this user (chown or chmod), or set CODI_STATE_DIR to a writable folder',
+  },
+  STATE_DIR_READ_ONLY: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'CODI_STATE_DIR is on a read-only file system',
+    hint: 'mount a writable volume or a tmpfs there, or set CODI_STATE_DIR to a writable folder',
   },
   LLAMA_SERVER_NOT_FOUND: {
     level: error,
@@ -379,6 +409,14 @@ export const COMMAND_CODES = {
     exit: INVALID,
     check: null,
     summary: 'a child process (llama-server, the app) did not start',
+  },
+  ENV_TOO_LARGE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary:
+      'the environment or command line a child would get is larger than Linux allows (E2BIG): one variable over 128 KiB, or all of them over a quarter of the stack limit',
+    hint: 'shorten the variable named (AIRGAP_ALLOWLIST: list domains with a leading dot rather than each host), or raise the stack limit (ulimit -s)',
   },
   LLM_NOT_READY: {
     level: error,

@@ -9,7 +9,9 @@ import { verifyAndConvert } from './adapter.js';
 import { checkApp } from './app.js';
 import type { RunContext } from './context.js';
 import type { LlamaServerRecord, LlmReady } from './environment.js';
+import { formatDuration } from '../text.js';
 import {
+  abortedPromise,
   assertPortFree,
   llamaServerArgs,
   llamaServerVersion,
@@ -31,8 +33,8 @@ export async function startEmbeddedLlm(ctx: RunContext, endpoint: string): Promi
   // the binary is looked up while the adapter is verified; a missing one is reported in step order
   const binary = resolveLlamaServer(config.llamaServerBin, ctx.env);
   binary.catch(() => undefined);
-  const adapter = await verifyAndConvert(ctx, adapterDir);
-  if (ctx.trap.stopRequested()) return null;
+  const adapter = await untilStopped(ctx, verifyAndConvert(ctx, adapterDir));
+  if (adapter === null || ctx.trap.stopRequested()) return null;
 
   const binPath = await binary;
   // the app's executable is looked up before a model is loaded for it
@@ -72,12 +74,20 @@ async function startLlamaServer(ctx: RunContext, binPath: string, gguf: string):
       SLOW_HINT,
     );
   });
-  const llm = await SupervisedChild.start(
-    { role: 'llm', command: binPath, args, env: ctx.childEnv, wrapper },
-    sink,
-  );
+  // the key in llama-server's environment, not on its command line (where ps would show it)
+  const env = config.llmApiKey === null ? ctx.childEnv : { ...ctx.childEnv, LLAMA_API_KEY: config.llmApiKey };
+  const llm = await SupervisedChild.start({ role: 'llm', command: binPath, args, env, wrapper }, sink);
   ctx.children.llm = llm;
   return llm;
+}
+
+/**
+ * `work`, or null as soon as a signal comes: `run` then stops at once, and the work, told by the
+ * trap's abort signal, ends by itself (a conversion removes the GGUF it was writing).
+ */
+export async function untilStopped<T>(ctx: RunContext, work: Promise<T>): Promise<T | null> {
+  work.catch(() => undefined);
+  return Promise.race([work, abortedPromise(ctx.trap.stopping).then(() => null)]);
 }
 
 /** The time to the first `GET /health` 200, or null when a signal came first. */
@@ -92,7 +102,7 @@ async function awaitHealthy(
     healthy = await waitUntilHealthy(endpoint, {
       timeoutMs: ctx.config.readyTimeoutMs,
       child: llm,
-      cancel: ctx.trap.received,
+      signal: ctx.trap.stopping,
     });
   } catch (e) {
     // a binary that cannot even print its version is broken (missing libraries…): exit 3, not 4
@@ -107,7 +117,7 @@ async function awaitHealthy(
   }
   if (!healthy.healthy) return null;
   ctx.report.info(
-    `LLM healthy: GET ${endpoint}/health 200 after ${(healthy.ms / 1000).toFixed(2)} s (pid ${llm.pid})`,
+    `LLM healthy: GET ${endpoint}/health 200 after ${formatDuration(healthy.ms)} (pid ${llm.pid})`,
   );
   return healthy.ms;
 }
@@ -124,7 +134,7 @@ async function checkServed(
 ): Promise<{ lora: LoraAdapterInfo[]; llamaServer: LlamaServerRecord }> {
   const versionPromise = llamaServerVersion(binPath, ctx.env);
   versionPromise.catch(() => undefined);
-  const lora = await requireLoraServed(endpoint, gguf);
+  const lora = await requireLoraServed(endpoint, gguf, { apiKey: ctx.config.llmApiKey });
   ctx.report.info(`LLM serves the adapter at scale 1: ${gguf}`);
   const version = await versionPromise.catch((e: unknown): LlamaServerVersion => ({
     text: `unknown: ${e instanceof Error ? e.message : String(e)}`,
