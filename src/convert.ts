@@ -4,9 +4,9 @@
  */
 import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
-import { PassHash, WeightsPass } from './convert-pass.js';
+import { PassHash, sourceChanged, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
-import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
+import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { removeDeadTemps } from './atomic.js';
 import {
@@ -16,11 +16,25 @@ import {
   type BaseModel,
   type PlannedModule,
 } from './base-model.js';
-import { identityAt, type FileIdentity } from './byte-source.js';
+import { identityAt, RegularFile, sameFile, type FileIdentity } from './byte-source.js';
 import { CodiError } from './errors.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
-import { writeGguf, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
+import {
+  compareGguf,
+  writeGguf,
+  type GgufCompareResult,
+  type GgufTensorSpec,
+  type GgufWriteResult,
+  type TensorPayload,
+} from './files/gguf-writer.js';
+import {
+  cacheFileName,
+  defaultCacheLocations,
+  unique,
+  writableCacheDir,
+  type CacheLocations,
+} from './gguf-cache.js';
 import { decodeToF32 } from './formats/numeric.js';
 import type { SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
@@ -32,7 +46,7 @@ import {
   type VerifiedAdapter,
   type VerifyProgress,
 } from './verify.js';
-import type { Finding } from './findings.js';
+import { finding, type Finding } from './findings.js';
 import { pausePoint } from './test-hooks.js';
 import { trace } from './trace.js';
 import { VERSION } from './version.js';
@@ -66,11 +80,28 @@ export interface ConvertOptions {
   /** rebuild even when the cache has this conversion */
   force?: boolean;
   onHashProgress?: (p: VerifyProgress) => void;
+  /** where cached GGUFs are looked for and written (default: `defaultCacheLocations`) */
+  cache?: CacheLocations;
+  /** stops the conversion between tensors; nothing is committed */
+  signal?: AbortSignal;
+}
+
+/**
+ * How the GGUF at `output` is known to be this adapter's conversion: `compared` (a cached file whose
+ * every byte a pass compared with what it would write) or `written` (this conversion wrote it), and
+ * the identity it had then: whoever opens `output` later must find that file (for `written`, device,
+ * inode, size and mtime: the rename into place changed its ctime).
+ */
+export interface GgufProof {
+  kind: 'compared' | 'written';
+  identity: FileIdentity;
 }
 
 export interface ConvertResult {
   output: string;
+  /** a cache entry was used: proven by content, not written */
   cached: boolean;
+  proof: GgufProof;
   adapter: { id: string | null; version: string | null; path: string; weightsSha256: string };
   base: { path: string; arch: string; name: string | null };
   outtype: OutType;
@@ -132,7 +163,8 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
 /**
  * The conversion proper. It reads the weights once, hashing every byte as it converts, and only the
  * commit waits for the checksums: a mismatch aborts the write, so an adapter that fails verification
- * never produces a GGUF.
+ * never produces a GGUF. Without --out, a cache entry found anywhere is used only once a pass has
+ * proven it is exactly what this conversion writes (the same pass verifies the weights).
  */
 async function convertInspected(
   inspection: Inspection,
@@ -157,7 +189,8 @@ async function convertInspected(
   // anything wrong beyond the checksums: wait for the full report and fail with it
   if (inspection.errors.length > 0) await verifiedReport();
   const adapter = inspection.verified;
-  if (adapter.layout.weightsFile !== SAFETENSORS_FILE || !adapter.safetensors) {
+  const header = adapter.safetensors;
+  if (adapter.layout.weightsFile !== SAFETENSORS_FILE || !header) {
     await verifiedReport();
     throw new CodiError(
       'CONVERT_NEEDS_SAFETENSORS',
@@ -169,16 +202,14 @@ async function convertInspected(
   const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
   const outtype = options.outtype ?? DEFAULT_OUTTYPE;
   const key = cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha);
-  const output = options.out
-    ? resolve(options.out)
-    : await defaultOutput(adapter, weightsSha256, key, outtype);
   // the GGUF's tensors follow from the plan alone, so a cached result reports what a rebuild would
   const tensors = plannedTensors(plan, outtype);
-
   const about = described(adapter, weightsSha256, base, plan);
-  const result = (cached: boolean, bytes: number): ConvertResult => ({
+  const cacheFindings: Finding[] = [];
+  const result = (output: string, bytes: number, proof: GgufProof): ConvertResult => ({
     output,
-    cached,
+    cached: proof.kind === 'compared',
+    proof,
     adapter: about.adapter,
     base: about.base,
     outtype,
@@ -186,31 +217,93 @@ async function convertInspected(
     tensors: tensors.specs.length,
     folded: about.folded,
     f16Fallback: tensors.f16Fallback,
-    warnings,
+    warnings: [...warnings, ...cacheFindings],
     bytes,
     durationMs: Math.round(nowMs() - started),
   });
+  // the first pass hashes the weights for verification; another one must hash to what was verified
+  let hash = passHash;
+  const pass = async <T extends PassTarget>(target: T): Promise<PassResult<T>> => {
+    const own = hash;
+    hash = new PassHash();
+    const input = { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 };
+    const weights = join(adapter.layout.dir, SAFETENSORS_FILE);
+    const out = await adapterPass(
+      weights,
+      header,
+      target,
+      input,
+      own,
+      before,
+      verifiedReport,
+      options.signal,
+    );
+    if (own !== passHash && (await own.result) !== weightsSha256) throw sourceChanged(weights, 'changed');
+    return out;
+  };
 
-  if (!options.out && !options.force) {
-    const hit = await stat(output).catch(() => null);
-    if (hit?.isFile()) {
-      await verifiedReport();
-      return result(true, hit.size);
-    }
+  if (options.out) {
+    const written = await writeEntry(resolve(options.out), pass);
+    return result(written.path, written.bytes, { kind: 'written', identity: written.identity });
   }
-
-  // temp files of conversions to this target that were killed (SIGKILL, power loss) go first
-  await removeDeadTemps(dirname(output), [basename(output)]);
-  const written = await writeAdapterGguf(
-    join(adapter.layout.dir, SAFETENSORS_FILE),
-    adapter.safetensors,
-    output,
-    { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 },
-    passHash,
-    before,
-    verifiedReport,
+  const name = cacheFileName(adapter.layout.dir, weightsSha256, key, outtype);
+  const locations = options.cache ?? defaultCacheLocations(adapter.layout.dir);
+  const tampered: string[] = [];
+  for (const dir of options.force ? [] : locations.search) {
+    const proven = await proveEntry(join(dir, name), pass);
+    if (proven === null) continue;
+    if ('identity' in proven) return result(join(dir, name), proven.bytes, proven);
+    cacheFindings.push(proven.finding);
+    tampered.push(dir);
+  }
+  // a tampered entry is rebuilt where it is, when that is a place to write
+  const dir = await writableCacheDir(
+    unique([...tampered.filter((d) => locations.write.includes(d)), ...locations.write]),
   );
-  return result(false, written.bytes);
+  const written = await writeEntry(join(dir, name), pass);
+  return result(written.path, written.bytes, { kind: 'written', identity: written.identity });
+}
+
+/** Where a pass's GGUF bytes go, and what it gives back. */
+type PassTarget = { kind: 'write'; path: string } | { kind: 'compare'; file: RegularFile };
+type PassResult<T extends PassTarget> = T extends { kind: 'write' } ? GgufWriteResult : GgufCompareResult;
+type Pass = <T extends PassTarget>(target: T) => Promise<PassResult<T>>;
+
+/** Writes the GGUF at `path` (temp files of killed conversions to it go first). */
+async function writeEntry(path: string, pass: Pass): Promise<GgufWriteResult> {
+  await removeDeadTemps(dirname(path), [basename(path)]);
+  return pass({ kind: 'write', path });
+}
+
+/**
+ * The entry at `path`, if there is one: proven (its identity when the proof began, which must still
+ * be its identity when the pass ended), or the finding that it is not this conversion; null when
+ * there is none to read.
+ */
+async function proveEntry(
+  path: string,
+  pass: Pass,
+): Promise<(GgufProof & { bytes: number }) | { finding: Finding } | null> {
+  const file = await RegularFile.open(path, { noFollow: true }).catch(() => null);
+  if (file === null) return null;
+  try {
+    const compared = await pass({ kind: 'compare', file });
+    const unchanged = sameFile(file.identity, await file.currentIdentity());
+    if (compared.same && unchanged)
+      return { kind: 'compared', identity: file.identity, bytes: compared.bytes };
+    const why = !unchanged
+      ? 'it changed while it was being compared'
+      : `its bytes differ from the conversion of the verified adapter from byte ${compared.firstDifference ?? 0}`;
+    return {
+      finding: finding(
+        'GGUF_CACHE_TAMPERED',
+        `the cached GGUF ${path} is not this adapter's conversion: ${why}; it is not used, and is rebuilt`,
+        path,
+      ),
+    };
+  } finally {
+    await file.close();
+  }
 }
 
 /** What a conversion result says of its inputs: the adapter, the base and the folded scales. */
@@ -307,37 +400,6 @@ function cacheKey(
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
-/**
- * The cache file for this conversion, next to the adapter: `<parent>/.gguf-cache/`, named by the
- * weights checksum and `cacheKey`. Falls back to the user cache when the adapter's parent is read-only.
- */
-async function defaultOutput(
-  adapter: VerifiedAdapter,
-  weightsSha256: string,
-  key: string,
-  outtype: OutType,
-): Promise<string> {
-  const name = `${basename(adapter.layout.dir)}.${weightsSha256.slice(0, 12)}.${key.slice(0, 16)}.${outtype}.gguf`;
-  const candidates = [
-    process.env.CODI_GGUF_CACHE,
-    join(dirname(adapter.layout.dir), '.gguf-cache'),
-    join(process.env.XDG_CACHE_HOME ?? join(process.env.HOME ?? '/tmp', '.cache'), 'codi-adapter', 'gguf'),
-  ].filter((d): d is string => d !== undefined && d !== '');
-  for (const dir of candidates) {
-    try {
-      await mkdir(dir, { recursive: true });
-      await access(dir, constants.W_OK);
-      return join(dir, name);
-    } catch {
-      // read-only volume: try the next place
-    }
-  }
-  throw new CodiError(
-    'CACHE_UNWRITABLE',
-    `no writable place for the converted GGUF (tried ${candidates.join(', ')})`,
-  );
-}
-
 /** One tensor of the GGUF: its spec, the safetensors tensor it comes from, and what is done to it. */
 interface PlannedTensor {
   spec: GgufTensorSpec;
@@ -400,10 +462,16 @@ interface WriteInput {
   weightsSha256: string;
 }
 
-async function writeAdapterGguf(
+/**
+ * One pass over the weights producing the GGUF: written at `target.path`, or compared with
+ * `target.file` (the proof that a cached file is this conversion). Either way every byte of the
+ * weights is hashed once, the file must be unchanged at the end, and the last tensor waits for the
+ * verification (`gate`): a GGUF is committed, or a cached one proven, only for a verified adapter.
+ */
+async function adapterPass<T extends PassTarget>(
   weightsPath: string,
   header: SafetensorsHeader,
-  output: string,
+  target: T,
   input: WriteInput,
   /** fed every byte of the weights file, in order */
   hash: PassHash,
@@ -411,7 +479,9 @@ async function writeAdapterGguf(
   before: FileIdentity | null,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
-): Promise<{ bytes: number }> {
+  /** stops the pass between tensors (nothing is committed) */
+  signal: AbortSignal | undefined,
+): Promise<PassResult<T>> {
   const infos = new Map(header.tensors.map((t) => [t.name, t]));
   const jobs: ConvertJob[] = input.tensors.specs.map((t) => ({ ...t, info: infoOf(infos, t.source) }));
   // GGUF tensors in the order their data lies in the safetensors file: one sequential read does it
@@ -422,34 +492,36 @@ async function writeAdapterGguf(
   const scratch = new Float32Array(
     Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
   );
-  trace('convert: writing');
+  trace(target.kind === 'write' ? 'convert: writing' : 'convert: comparing with the cache');
   await pausePoint('convert:before-pass');
   const pass = await WeightsPass.begin(weightsPath, header, hash, Math.max(0, ...jobs.map(byteSize)));
+  const options = { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec) };
+  const data = async (_spec: GgufTensorSpec, i: number): Promise<TensorPayload> => {
+    signal?.throwIfAborted();
+    const job = jobs[i];
+    if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
+    // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
+    if (i === jobs.length >> 1) await pausePoint('convert:writing');
+    if (i < jobs.length - 1) {
+      // the bytes as they are go from the file to the GGUF through the writer's buffers
+      if (isPassThrough(job)) return pass.range(job.info);
+      return convertTensor(job, pass.read(job.info), scratch);
+    }
+    const bytes = pass.read(job.info);
+    await pass.finish(before);
+    // then the checksums: the GGUF is committed only for a verified adapter
+    trace('convert: all read, waiting for the checksums');
+    await gate();
+    trace('convert: verified');
+    return convertTensor(job, bytes, scratch);
+  };
   try {
-    const result = await writeGguf(
-      output,
-      { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec) },
-      async (_spec, i): Promise<TensorPayload> => {
-        const job = jobs[i];
-        if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
-        // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
-        if (i === jobs.length >> 1) await pausePoint('convert:writing');
-        if (i < jobs.length - 1) {
-          // the bytes as they are go from the file to the GGUF through the writer's buffers
-          if (isPassThrough(job)) return pass.range(job.info);
-          return convertTensor(job, pass.read(job.info), scratch);
-        }
-        const bytes = pass.read(job.info);
-        await pass.finish(before);
-        // then the checksums: the GGUF is committed only for a verified adapter
-        trace('convert: all read, waiting for the checksums');
-        await gate();
-        trace('convert: verified');
-        return convertTensor(job, bytes, scratch);
-      },
-    );
-    trace('convert: committed');
-    return { bytes: result.bytes };
+    const result =
+      target.kind === 'write'
+        ? await writeGguf(target.path, options, data)
+        : await compareGguf(target.file, options, data);
+    trace(target.kind === 'write' ? 'convert: committed' : 'convert: compared');
+    return result as PassResult<T>;
   } finally {
     await pass.close();
   }

@@ -85,6 +85,14 @@ export const COMMAND_CODES = {
     summary: 'no writable place for the converted GGUF',
     hint: 'pass --out <file>, or set CODI_GGUF_CACHE to a writable directory',
   },
+  GGUF_CACHE_TAMPERED: {
+    level: warning,
+    exit: OK,
+    check: null,
+    summary:
+      "a cached GGUF is not this adapter's conversion: its bytes differ from what converting the verified adapter writes (a file replaced or edited on the volume); it is not used, and is rebuilt",
+    hint: 'find out who can write the cache folder; the entry was rebuilt from the verified adapter (where that folder is read-only, in the next writable cache folder)',
+  },
   SOURCE_CHANGED: {
     level: error,
     exit: INVALID,
@@ -349,6 +357,14 @@ export const COMMAND_CODES = {
     exit: INVALID,
     check: null,
     summary: "the adapter's base_model is not CODE_MODEL",
+  },
+  GGUF_CHANGED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary:
+      'the GGUF proven to be the conversion of the verified adapter changed before llama-server had loaded it (replaced or written to in its cache folder); nothing is served',
+    hint: 'find out what writes the GGUF cache folder, then start run again: it proves the entry anew',
   },
   STATE_DIR_NOT_DIRECTORY: {
     level: error,

@@ -29,6 +29,10 @@ export interface AdapterRecord {
   checksums: { file: string; ok: boolean }[];
   gguf: string;
   gguf_cached: boolean;
+  /** how the GGUF is known to be the adapter's conversion: compared byte for byte, or written now */
+  gguf_proof: 'compared' | 'written';
+  /** what was found on the way (GGUF_CACHE_TAMPERED: a cache entry that was not this conversion) */
+  findings: { level: string; code: string; message: string }[];
 }
 
 export interface LlamaServerRecord {

@@ -9,7 +9,6 @@
  * exit code 0 (a finished job is not a crash; see docs/notes-run.md).
  */
 import { nowMs } from '../clock.js';
-import { codeRow } from '../codes.js';
 import { CodiError } from '../errors.js';
 import { checkAirgap, type LlmMode } from './config.js';
 import { appEnvironment, checkApp, startApp } from './app.js';
@@ -115,7 +114,7 @@ function checkEgress(ctx: RunContext): void {
   }
   ctx.report.warn(
     `air gap not enforced: ${what}; AIRGAP=true only gives the children proxy variables, which raw sockets, DNS and clients that ignore them pass by`,
-    codeRow('AIRGAP_NOT_ENFORCED').hint,
+    'enforce it in the network: docker run --network none, an internal network whose address block is in AIRGAP_ALLOWLIST, or a Kubernetes NetworkPolicy (docs/reference.md, "The air gap"); AIRGAP=strict refuses to start until then',
   );
 }
 

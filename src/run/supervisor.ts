@@ -40,6 +40,8 @@ export interface ChildSpec {
   cwd?: string;
   /** a command prefix that makes the child die with us (see `parentDeathWrapper`), or null */
   wrapper?: readonly string[] | null;
+  /** open descriptors the child gets as fd 3, 4, … (a proven GGUF llama-server reads as /dev/fd/3) */
+  fds?: readonly number[];
 }
 
 export interface StopResult {
@@ -137,7 +139,7 @@ export class SupervisedChild {
         // detached: setsid(), so the child leads its own process group and session: we signal the
         // whole group, and a Ctrl-C on the terminal reaches only us (we stop the children in order)
         detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe', ...(spec.fds ?? [])],
       });
       // kept for the child's lifetime: a later 'error' (a failed kill) without a listener would throw
       proc.on('error', (e: NodeJS.ErrnoException) => {
