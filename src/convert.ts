@@ -221,47 +221,80 @@ async function convertInspected(
     bytes,
     durationMs: Math.round(nowMs() - started),
   });
-  // the first pass hashes the weights for verification; another one must hash to what was verified
-  let hash = passHash;
-  const pass = async <T extends PassTarget>(target: T): Promise<PassResult<T>> => {
-    const own = hash;
-    hash = new PassHash();
-    const input = { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 };
-    const weights = join(adapter.layout.dir, SAFETENSORS_FILE);
-    const out = await adapterPass(
-      weights,
-      header,
-      target,
-      input,
-      own,
-      before,
-      verifiedReport,
-      options.signal,
-    );
-    if (own !== passHash && (await own.result) !== weightsSha256) throw sourceChanged(weights, 'changed');
-    return out;
-  };
-
+  const pass = passes(
+    join(adapter.layout.dir, SAFETENSORS_FILE),
+    header,
+    { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 },
+    passHash,
+    before,
+    verifiedReport,
+    options.signal,
+  );
   if (options.out) {
     const written = await writeEntry(resolve(options.out), pass);
     return result(written.path, written.bytes, { kind: 'written', identity: written.identity });
   }
   const name = cacheFileName(adapter.layout.dir, weightsSha256, key, outtype);
   const locations = options.cache ?? defaultCacheLocations(adapter.layout.dir);
+  const entry = await cachedOrWritten(name, locations, options.force === true, pass, cacheFindings);
+  return result(entry.path, entry.bytes, entry.proof);
+}
+
+/**
+ * The cache entry named `name`: the first one found (in `locations.search`) that a pass proves to be
+ * this conversion; else a new one, written where a tampered entry was (if that is a place to write),
+ * else in the first writable folder of `locations.write`. Tampered entries add their finding.
+ */
+async function cachedOrWritten(
+  name: string,
+  locations: CacheLocations,
+  force: boolean,
+  pass: Pass,
+  findings: Finding[],
+): Promise<{ path: string; bytes: number; proof: GgufProof }> {
   const tampered: string[] = [];
-  for (const dir of options.force ? [] : locations.search) {
+  for (const dir of force ? [] : locations.search) {
     const proven = await proveEntry(join(dir, name), pass);
     if (proven === null) continue;
-    if ('identity' in proven) return result(join(dir, name), proven.bytes, proven);
-    cacheFindings.push(proven.finding);
+    if ('identity' in proven) {
+      return {
+        path: join(dir, name),
+        bytes: proven.bytes,
+        proof: { kind: 'compared', identity: proven.identity },
+      };
+    }
+    findings.push(proven.finding);
     tampered.push(dir);
   }
-  // a tampered entry is rebuilt where it is, when that is a place to write
   const dir = await writableCacheDir(
     unique([...tampered.filter((d) => locations.write.includes(d)), ...locations.write]),
   );
   const written = await writeEntry(join(dir, name), pass);
-  return result(written.path, written.bytes, { kind: 'written', identity: written.identity });
+  return { path: written.path, bytes: written.bytes, proof: { kind: 'written', identity: written.identity } };
+}
+
+/**
+ * Runs passes over the weights: the first one hashes them for verification (`passHash`); any other
+ * one (a rebuild after a tampered entry was compared) must hash to the sha256 that was verified.
+ */
+function passes(
+  weights: string,
+  header: SafetensorsHeader,
+  input: WriteInput,
+  passHash: PassHash,
+  before: FileIdentity | null,
+  gate: () => Promise<unknown>,
+  signal: AbortSignal | undefined,
+): Pass {
+  let hash = passHash;
+  return async <T extends PassTarget>(target: T): Promise<PassResult<T>> => {
+    const own = hash;
+    hash = new PassHash();
+    const out = await adapterPass(weights, header, target, input, own, before, gate, signal);
+    if (own !== passHash && (await own.result) !== input.weightsSha256)
+      throw sourceChanged(weights, 'changed');
+    return out;
+  };
 }
 
 /** Where a pass's GGUF bytes go, and what it gives back. */

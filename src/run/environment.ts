@@ -5,6 +5,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic.js';
+import type { Finding } from '../findings.js';
 import { airgapProxyEnv, type LlmMode, type RunConfig } from './config.js';
 import { routeText } from './egress.js';
 import type { AirgapMode } from './settings.js';
@@ -32,7 +33,7 @@ export interface AdapterRecord {
   /** how the GGUF is known to be the adapter's conversion: compared byte for byte, or written now */
   gguf_proof: 'compared' | 'written';
   /** what was found on the way (GGUF_CACHE_TAMPERED: a cache entry that was not this conversion) */
-  findings: { level: string; code: string; message: string }[];
+  findings: Pick<Finding, 'level' | 'code' | 'message'>[];
 }
 
 export interface LlamaServerRecord {
