@@ -205,6 +205,38 @@ describe('docker/Dockerfile.complete', () => {
   });
 });
 
+describe('make build-complete', () => {
+  const makeN = (...vars: string[]): { status: number | null; out: string } => {
+    const r = spawnSync('make', ['-n', 'build-complete', ...vars], { cwd: REPO, encoding: 'utf8' });
+    return { status: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+  const tail =
+    '-f docker/Dockerfile.complete --build-arg BASE_IMAGE=codi:slim --build-arg NODE_IMAGE=node:20-bookworm-slim -t codi:complete .';
+
+  it('builds codi:complete with docker and BuildKit by default', () => {
+    expect(makeN()).toEqual({ status: 0, out: `DOCKER_BUILDKIT=1 docker build ${tail}\n` });
+  });
+
+  it('builds in docker format with podman and buildah, so the HEALTHCHECK is kept', () => {
+    expect(makeN('DOCKER=podman').out).toBe(`podman build --format docker ${tail}\n`);
+    expect(makeN('DOCKER=buildah').out).toBe(`buildah build --format docker --layers ${tail}\n`);
+    const whole = 'buildah bud --format docker --isolation chroot';
+    expect(makeN(`DOCKER=${whole}`).out).toBe(`${whole} ${tail}\n`);
+  });
+
+  it('refuses a podman or buildah command that would build an OCI image', () => {
+    const r = makeN('DOCKER=buildah bud --isolation chroot');
+    expect(r.status).not.toBe(0);
+    expect(r.out).toMatch(/drops the HEALTHCHECK: add --format docker/u);
+  });
+
+  it('passes BASE_IMAGE, NODE_IMAGE and IMAGE to the build', () => {
+    expect(makeN('BASE_IMAGE=b:1', 'NODE_IMAGE=n:2', 'IMAGE=i:3').out).toBe(
+      'DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.complete --build-arg BASE_IMAGE=b:1 --build-arg NODE_IMAGE=n:2 -t i:3 .\n',
+    );
+  });
+});
+
 describe('a failed llama-server build says why', () => {
   const script = join(REPO, 'scripts/build-llama-server.sh');
 
