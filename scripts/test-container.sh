@@ -5,7 +5,8 @@
 # not part of `npm test`: the image's portable llama.cpp build takes long the first time (then it is in
 # the build's cache mount).
 #
-# usage: scripts/test-container.sh [--skip-build] [--keep] [--list] [CHECK…]
+# usage: scripts/test-container.sh [--cold | --skip-build] [--keep] [--list] [CHECK…]
+#   --cold        the first build from scratch: no layer cache, llama.cpp's cache mount emptied
 #   --skip-build  use the image the last run built
 #   --keep        leave the main container running at the end (its name is printed)
 #   --list        print the checks' names
@@ -21,14 +22,16 @@ cd "$(dirname "$0")/.."
 . test/container/checks.sh
 
 skip_build=false
+cold=false
 keep=false
 only=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --cold) cold=true ;;
     --skip-build) skip_build=true ;;
     --keep) keep=true ;;
     --list) printf '%s\n' start_to_healthy "${MAIN_CHECKS[@]}" "${OWN_CHECKS[@]}" graceful_stop; exit 0 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-container: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) only+=("$1") ;;
   esac
@@ -109,14 +112,26 @@ build_scaffold() {
   note "$2: $(podman image inspect --format '{{.Id}}' "$2" | cut -c1-12)"
 }
 
-# One `make build-complete`, timed; its output goes to a log, llama.cpp's progress to the terminal.
+# clear_llama_cache: empties the Dockerfile's llama.cpp cache mount (for --cold)
+clear_llama_cache() {
+  local log="$SCAFFOLD/logs/clear-llama-cache.log"
+  buildah build --isolation chroot --no-cache --build-arg "SCAFFOLD_BASE=$DEBIAN_IMAGE" \
+    -f test/container/clear-llama-cache.Containerfile test/container >"$log" 2>&1 \
+    || { tail -n 20 "$log" >&2; die "emptying the llama.cpp cache mount failed (log: $log)"; }
+  note "emptied the llama.cpp cache mount"
+}
+
+# build_complete LABEL [BUILD OPTION…]: one `make build-complete`, timed; its output goes to a log,
+# llama.cpp's progress to the terminal.
 build_count=0
 build_complete() {
   build_count=$((build_count + 1))
-  local log="$SCAFFOLD/logs/build-$build_count.log" t0 t1 status=0 what
-  note "make build-complete DOCKER=\"$BUILD\" (log: $log)"
+  local log="$SCAFFOLD/logs/build-$build_count.log" label="$1" t0 t1 status=0 what command
+  shift
+  command="$BUILD${*:+ $*}"
+  note "make build-complete DOCKER=\"$command\" (log: $log)"
   t0="$(now_ms)"
-  make build-complete DOCKER="$BUILD" BASE_IMAGE="$SLIM_IMAGE" NODE_IMAGE="$NODE_IMAGE" IMAGE="$IMAGE" 2>&1 \
+  make build-complete DOCKER="$command" BASE_IMAGE="$SLIM_IMAGE" NODE_IMAGE="$NODE_IMAGE" IMAGE="$IMAGE" 2>&1 \
     | tee "$log" | grep --line-buffered -E '^\[llama-build\]|^\[[0-9]/[0-9]\] STEP' >&2 || status=${PIPESTATUS[0]}
   t1="$(now_ms)"
   if [ "$status" -ne 0 ]; then
@@ -127,7 +142,7 @@ build_complete() {
   elif grep -q '^\[llama-build\] cached:' "$log"; then what="llama.cpp found in the cache mount"
   else what="every step from the layer cache"
   fi
-  measure "build $build_count ($1)" "$(elapsed "$t0" "$t1") s: $what"
+  measure "build $build_count ($label)" "$(elapsed "$t0" "$t1") s: $what"
 }
 
 # The models and work volumes, as an operator prepares them on the host with the CLI: the tiny base
@@ -169,7 +184,12 @@ preflight
 if ! $skip_build; then
   scaffold
   section "make build-complete, twice (the second with unchanged sources)"
-  build_complete first
+  if $cold; then
+    clear_llama_cache
+    build_complete "cold" --no-cache
+  else
+    build_complete "first"
+  fi
   build_complete "again, unchanged"
 else
   podman image exists "$IMAGE" || die "--skip-build: no image $IMAGE yet"
