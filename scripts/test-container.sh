@@ -126,7 +126,7 @@ clear_llama_cache() {
 build_count=0
 build_complete() {
   build_count=$((build_count + 1))
-  local log="$SCAFFOLD/logs/build-$build_count.log" label="$1" t0 t1 status=0 what command
+  local log="$SCAFFOLD/logs/build-$build_count.log" label="$1" t0 t1 status=0 what command steps
   shift
   command="$BUILD${*:+ $*}"
   note "make build-complete DOCKER=\"$command\" (log: $log)"
@@ -138,9 +138,11 @@ build_complete() {
     tail -n 40 "$log" >&2
     die "make build-complete failed (exit $status; log: $log)"
   fi
-  if grep -q '^\[llama-build\] building llama-server' "$log"; then what="llama.cpp compiled"
-  elif grep -q '^\[llama-build\] cached:' "$log"; then what="llama.cpp found in the cache mount"
-  else what="every step from the layer cache"
+  # every step but FROM either ran or was taken from the layer cache
+  steps="$(grep -E '^\[[0-9]+/[0-9]+\] STEP ' "$log" | grep -c -v ': FROM ' || true)"
+  what="$(grep -c '^--> Using cache' "$log" || true) of $steps steps from the layer cache"
+  if grep -q '^\[llama-build\] building llama-server' "$log"; then what="llama.cpp compiled, $what"
+  elif grep -q '^\[llama-build\] cached:' "$log"; then what="llama.cpp from the cache mount, $what"
   fi
   measure "build $build_count ($label)" "$(elapsed "$t0" "$t1") s: $what"
 }

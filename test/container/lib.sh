@@ -9,10 +9,6 @@ section() { printf '\n== %s\n' "$*" >&2; }
 pass() { results+=("PASS	$1	${2:-}"); printf 'PASS  %-34s %s\n' "$1" "${2:-}"; }
 fail() { results+=("FAIL	$1	${2:-}"); printf 'FAIL  %-34s %s\n' "$1" "${2:-}"; }
 measure() { measures+=("$1	$2"); printf '      %-34s %s\n' "$1" "$2"; }
-# expect NAME ACTUAL WANTED DETAIL: PASS when they are equal
-expect_eq() {
-  if [ "$2" = "$3" ]; then pass "$1" "$4"; else fail "$1" "$4 (got '$2', want '$3')"; fi
-}
 
 summary() {
   local passed=0 failed=0 r
