@@ -1,8 +1,10 @@
 /**
- * docker/Dockerfile.complete, checked statically (no Docker engine runs here): what it copies exists
- * and is not excluded by .dockerignore, the entrypoint is the built CLI under tini, it runs as UID 1000,
- * llama-server comes from the build script with --portable, and the documented ports, volumes and
- * healthcheck are there. The old entry-point wrappers are run for real against a stand-in CLI.
+ * docker/Dockerfile.complete, checked statically (the image itself is built and run by
+ * `npm run test:container`): what it copies exists and is not excluded by .dockerignore, the entrypoint
+ * is the built CLI under tini, it runs as UID 1000, llama-server comes from the build script with
+ * --portable in a cache mount, and the documented ports, volumes and healthcheck are there. What runs
+ * here for real: `make -n build-complete`, the llama-server step under its own SHELL (with a stand-in
+ * build script), the build script's failures, and the old entry-point wrappers against a stand-in CLI.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
