@@ -343,7 +343,7 @@ describe("the Dockerfile's llama-server step, run by its own SHELL", () => {
   /** The step's command (mount options dropped, /opt moved into `dir`) with a stand-in build script. */
   async function runStep(
     scriptBody: string,
-  ): Promise<{ status: number | null; stderr: string; dir: string }> {
+  ): Promise<{ status: number | null; stdout: string; stderr: string; dir: string }> {
     const dir = await tempDir('codi-llama-step-');
     await mkdir(join(dir, 'scripts'));
     await writeFile(join(dir, 'scripts/build-llama-server.sh'), scriptBody);
