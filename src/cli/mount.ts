@@ -4,6 +4,7 @@ import { mountAdapter, type MountResult } from '../catalog/mount.js';
 import { statusOf } from '../catalog/volume.js';
 import { isCodiError } from '../errors.js';
 import { renderFinding } from '../render.js';
+import { RELOAD_COMMAND } from './reload-command.js';
 import {
   booleanFlag,
   integerFlag,
@@ -44,8 +45,10 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
     }[result.action];
     io.log(`${paint.green('✔')} ${verb} ${result.adapter.id} ${result.adapter.version} → ${result.path}`);
     io.log(`  ${result.adapter.checksum}, base ${result.adapter.base_model}`);
-    if (result.activated) io.log(`  active → ${result.id}`);
-    else if (result.active) io.log('  active (unchanged)');
+    if (result.activated) {
+      io.log(`  active → ${result.id}`);
+      io.log(`  a run serving through its gateway picks it up with: ${RELOAD_COMMAND}`);
+    } else if (result.active) io.log('  active (unchanged)');
     if (result.gguf) io.log(`  GGUF ${result.gguf.cached ? '(cached)' : 'built'}: ${result.gguf.path}`);
     for (const id of result.cleaned.restored) io.log(`  restored ${id} from an interrupted replacement`);
     if (result.cleaned.removed.length > 0) {

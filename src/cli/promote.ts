@@ -1,6 +1,7 @@
 /** `promote`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
 import { promoteAdapter, type PromoteResult } from '../promote.js';
+import { RELOAD_COMMAND } from './reload-command.js';
 import {
   booleanFlag,
   integerFlag,
@@ -61,4 +62,5 @@ function renderPromotion(r: PromoteResult, io: CommandIO): void {
     io.log(`  evaluation ${r.evaluation.suite}: ${metrics}`);
   }
   if (r.changed.metadata) io.log('  metadata.json: evaluation appended');
+  io.log(`  a run serving through its gateway picks it up with: ${RELOAD_COMMAND}`);
 }

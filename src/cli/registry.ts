@@ -200,8 +200,38 @@ With --json the children's lines and progress go to stderr, and one JSON object 
   load: async () => (await import('./run.js')).runMain,
 };
 
+const reload: CommandEntry = {
+  summary: 'Reload the adapters a running run serves through its gateway, without dropping a request',
+  description:
+    'Finds the run serving through a gateway by the run.json it keeps in CODI_STATE_DIR and sends it SIGHUP (as kill -HUP does). run prepares the served set again (ADAPTERS, the rules file, the catalog), starts a second llama-server with it, waits until it is healthy and lists the set, switches the gateway to it, and lets the old server finish its requests (DRAIN_TIMEOUT) before stopping it. reload waits for that outcome. Exit 0 switched, 3 no run serving through a gateway there, 4 the reload failed (the old set is still served; run says why).',
+  examples: [
+    '<%= config.bin %> reload',
+    '<%= config.bin %> reload --state-dir /tmp/codi-adapter --json',
+    'docker exec codi codi-adapter reload',
+  ],
+  spec: {
+    args: [],
+    flags: {
+      'state-dir': {
+        kind: 'string',
+        description: "run's CODI_STATE_DIR",
+        env: 'CODI_STATE_DIR',
+        default: '/tmp/codi-adapter',
+      },
+      timeout: {
+        kind: 'integer',
+        description: 'seconds to wait for the outcome (a large model takes as long to load as at start)',
+        default: 300,
+        min: 1,
+      },
+      'no-wait': { kind: 'boolean', description: 'send the signal and return' },
+    },
+  },
+  load: async () => (await import('./reload.js')).reloadMain,
+};
+
 /** Every command by name: the only list of them. */
-export const COMMANDS = { convert, list, mount, promote, run, verify } as const satisfies Readonly<
+export const COMMANDS = { convert, list, mount, promote, reload, run, verify } as const satisfies Readonly<
   Record<string, CommandEntry>
 >;
 

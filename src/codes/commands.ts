@@ -358,6 +358,29 @@ export const COMMAND_CODES = {
     check: null,
     summary: "the adapter's base_model is not CODE_MODEL",
   },
+  ADAPTER_ID_CLAIMED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary:
+      'two adapters of the served set claim one id (their metadata.json id), or an adapter claims the base id CODE_MODEL: a request naming it would be ambiguous',
+    hint: 'unmount or rename one of them (codi-adapter mount --id), so that each id names one adapter',
+  },
+  ADAPTER_OVER_CAP: {
+    level: warning,
+    exit: OK,
+    check: null,
+    summary:
+      'more adapters than LLM_MAX_ADAPTERS: the most recently promoted (and the default) are served, this one is not',
+    hint: 'raise LLM_MAX_ADAPTERS, or name the adapters to serve in ADAPTERS',
+  },
+  SERVED_SET_EMPTY: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'ADAPTERS (or the rules file) names no adapter that is mounted and valid for CODE_MODEL',
+    hint: 'mount and promote an adapter for CODE_MODEL, or set ADAPTERS to ids of the catalog (codi-adapter list)',
+  },
   GGUF_CHANGED: {
     level: error,
     exit: INVALID,
@@ -472,6 +495,23 @@ export const COMMAND_CODES = {
     check: null,
     summary: 'the app exited with a non-zero code or by a signal',
     hint: 'the [app] lines above say why',
+  },
+
+  // ----- reload
+  RELOAD_FAILED: {
+    level: error,
+    exit: LLM_FAILED,
+    check: null,
+    summary:
+      'a reload did not switch the gateway (the new llama-server did not start, was not healthy, or the new served set is invalid): the old set is still served',
+    hint: 'the [run] lines of run say why; fix it and reload again',
+  },
+  RELOAD_NO_RUN: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'codi-adapter reload found no run serving through the gateway in CODI_STATE_DIR',
+    hint: 'start run with ADAPTERS (or a rules file that lists adapters), and give reload the same CODI_STATE_DIR',
   },
 
   // ----- the project's test kit

@@ -9,6 +9,7 @@
  */
 import { statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { adapterIdProblem } from '../catalog/volume.js';
 import { REDACTED, redactText, redactUrl } from '../redact.js';
 import { thousands } from '../text.js';
 import {
@@ -33,6 +34,7 @@ import {
   type SettingRow,
   type SettingValues,
   type AirgapMode,
+  type AdapterSelection,
 } from './settings.js';
 
 export type SettingSource = 'flag' | 'env' | 'default';
@@ -68,6 +70,14 @@ export interface RunConfig {
   /** tokens per second below which generation is reported as slow (0: never) */
   slowTokensPerSecond: number;
   stopGraceMs: number;
+  /** ADAPTERS as given (null: unset) */
+  adapters: AdapterSelection | null;
+  maxAdapters: number;
+  gatewayMaxBody: number;
+  gatewayHeadersTimeoutMs: number;
+  gatewayIdleTimeoutMs: number;
+  drainTimeoutMs: number;
+  catalogPollMs: number;
   /** where each value came from */
   sources: Record<SettingName, SettingSource>;
   /** every setting, resolved, as text: printed at start and recorded in environment.json */
@@ -184,6 +194,10 @@ function readSetting(
     }
     case 'text':
       return { value: s === '' ? null : s, text: s };
+    case 'adapters': {
+      const selection = parseAdapterSelection(s, label, row.name);
+      return { value: selection, text: s };
+    }
     case 'port':
     case 'count':
       return readInteger(row, s, label);
@@ -243,6 +257,13 @@ function configOf(
       'APP_COMMAND',
     );
   }
+  if (v.ADAPTERS !== null && llmMode !== 'embedded') {
+    throw usage(
+      `ADAPTERS needs the embedded llama-server (the LLM is ${llmMode === 'remote' ? 'the remote LLM_ENDPOINT' : 'disabled'})`,
+      'unset ADAPTERS, or LLM_ENDPOINT (auto) so that run starts llama-server with the adapters',
+      'ADAPTERS',
+    );
+  }
   return {
     modelMountPath: v.MODEL_MOUNT_PATH,
     adapterPath: v.ADAPTER_PATH,
@@ -273,9 +294,40 @@ function configOf(
     healthIntervalMs: v.LLM_HEALTH_INTERVAL,
     slowTokensPerSecond: v.LLM_SLOW_TOKENS_PER_SECOND,
     stopGraceMs: v.STOP_GRACE_PERIOD,
+    adapters: v.ADAPTERS,
+    maxAdapters: v.LLM_MAX_ADAPTERS,
+    gatewayMaxBody: v.GATEWAY_MAX_BODY,
+    gatewayHeadersTimeoutMs: v.GATEWAY_HEADERS_TIMEOUT,
+    gatewayIdleTimeoutMs: v.GATEWAY_IDLE_TIMEOUT,
+    drainTimeoutMs: v.DRAIN_TIMEOUT,
+    catalogPollMs: v.CATALOG_POLL_INTERVAL,
     sources,
     settings,
   };
+}
+
+/** ADAPTERS: `promoted`, `all`, or adapter ids separated by commas (each a valid catalog id, once). */
+function parseAdapterSelection(s: string, label: string, setting: string): AdapterSelection | null {
+  const text = s.trim();
+  if (text === '') return null;
+  if (text.toLowerCase() === 'promoted') return { kind: 'promoted' };
+  if (text.toLowerCase() === 'all') return { kind: 'all' };
+  const ids = text.split(',').map((id) => id.trim());
+  for (const id of ids) {
+    const problem = id === '' ? 'an empty id' : adapterIdProblem(id);
+    if (problem !== null) {
+      throw usage(
+        `${label} must be promoted, all or a comma list of adapter ids; ${JSON.stringify(id)}: ${problem}`,
+        `e.g. ${label}=promoted, ${label}=all or ${label}=tiny-a,tiny-b`,
+        setting,
+      );
+    }
+  }
+  const repeated = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (repeated !== undefined) {
+    throw usage(`${label} names ${repeated} twice`, `name each adapter once in ${label}`, setting);
+  }
+  return { kind: 'ids', ids };
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   parentDeathWrapper,
   SignalTrap,
   stopInOrder,
+  type EndReason,
   type LineSink,
   type StopResult,
   type SupervisedChild,
@@ -69,6 +70,14 @@ export interface RunContext {
   readonly init: number | null;
   /** what the network lets out, read at start (src/run/egress.ts) */
   readonly egress: Egress;
+  /** the gateway, when a set of adapters is served (src/run/gateway-run.ts) */
+  gateway: GatewayHandle | null;
+}
+
+/** What supervision needs of the gateway: the current llama-server's failure, and closing it. */
+export interface GatewayHandle {
+  readonly fatal: Promise<EndReason>;
+  close(): Promise<void>;
 }
 
 const defaultOutput: LineSink = (role, line) => {
@@ -105,6 +114,7 @@ export function createContext(options: RunOptions): RunContext {
     children: { llm: null, app: null },
     init: options.init === undefined ? initParent(env) : options.init,
     egress: options.egress ?? detectEgress(config.airgapAllowlist),
+    gateway: null,
   };
 }
 

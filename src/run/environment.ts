@@ -15,6 +15,8 @@ import { VERSION } from '../version.js';
 import type { RunContext } from './context.js';
 import type { LoraAdapterInfo } from './llama-server.js';
 import { describeErrno } from './paths.js';
+import type { NotServed } from '../gateway/served-set.js';
+import type { ServedAdapter } from '../gateway/serving.js';
 import { prepareStateDir } from './state-dir.js';
 
 export const ENVIRONMENT_FILE = 'environment.json';
@@ -75,6 +77,8 @@ export interface EnvironmentRecord {
     no_proxy: string | null;
   };
   settings: Record<SettingName, string>;
+  /** the gateway and its served set; null when one adapter is served without it */
+  gateway: GatewayRecord | null;
 }
 
 /** What the LLM step found out, for the record (all null without an LLM). */
@@ -83,6 +87,18 @@ export interface LlmReady {
   llamaServer: LlamaServerRecord | null;
   lora: LoraAdapterInfo[] | null;
   healthyMs: number | null;
+  /** the served set, when the gateway serves several adapters */
+  gateway?: GatewayRecord;
+}
+
+/** The served set behind the gateway, and the adapters left out. */
+export interface GatewayRecord {
+  /** llama-server on loopback */
+  upstream: string;
+  default: string | null;
+  max_adapters: number;
+  served: (ServedAdapter & { record: AdapterRecord | null })[];
+  not_served: NotServed[];
 }
 
 export function environmentFile(config: RunConfig): string {
@@ -150,6 +166,7 @@ function environmentRecord(
       no_proxy: proxy.NO_PROXY ?? null,
     },
     settings: config.settings,
+    gateway: llm.gateway ?? null,
   };
 }
 

@@ -15,6 +15,8 @@ import { appEnvironment, checkApp, startApp } from './app.js';
 import { createContext, type RunContext, type RunOptions } from './context.js';
 import { routeText } from './egress.js';
 import { startEmbeddedLlm } from './embedded-llm.js';
+import { servedSelection } from '../gateway/served-set.js';
+import { startGatewayLlm } from './gateway-run.js';
 import {
   environmentFile,
   removeEnvironment,
@@ -73,6 +75,7 @@ export async function runServices(options: RunOptions): Promise<RunResult> {
     await startApp(ctx);
     return result(await supervise(ctx), record);
   } finally {
+    await ctx.gateway?.close();
     await stopLeftovers(ctx);
     ctx.trap.dispose();
   }
@@ -141,7 +144,11 @@ function checkChildrenSpawnable(ctx: RunContext): void {
 async function startLlm(ctx: RunContext): Promise<LlmReady | null> {
   const { config } = ctx;
   const endpoint = config.llmEndpoint;
-  if (config.llmMode === 'embedded' && endpoint !== null) return startEmbeddedLlm(ctx, endpoint);
+  if (config.llmMode === 'embedded' && endpoint !== null) {
+    const selection = await servedSelection(config);
+    if (selection !== null) return startGatewayLlm(ctx, selection);
+    return startEmbeddedLlm(ctx, endpoint);
+  }
   if (config.llmMode === 'remote' && endpoint !== null) return connectRemoteLlm(ctx, endpoint);
   await checkApp(ctx);
   ctx.report.info('LLM disabled (LLM_ENABLED=false): starting the app without one');

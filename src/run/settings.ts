@@ -43,7 +43,12 @@ export interface KindValue {
   text: string | null;
   /** the air gap: off, on (the guard, warning when egress is possible), or strict (refused then) */
   airgap: AirgapMode;
+  /** which adapters the gateway serves (empty: decided by the rules file) */
+  adapters: AdapterSelection | null;
 }
+
+/** ADAPTERS: a comma list of adapter ids, `promoted` (llm_assist.adapters) or `all` (the catalog). */
+export type AdapterSelection = { kind: 'promoted' } | { kind: 'all' } | { kind: 'ids'; ids: string[] };
 
 export type AirgapMode = 'off' | 'on' | 'strict';
 export type SettingKind = keyof KindValue;
@@ -103,6 +108,26 @@ export const RUN_SETTINGS = [
     description: 'adapter directory to serve',
   },
   {
+    name: 'ADAPTERS',
+    flag: 'adapters',
+    kind: 'adapters',
+    default: '',
+    defaultText: 'promoted when the rules file lists adapters, else one adapter (ADAPTER_PATH)',
+    description:
+      'the adapters the gateway serves: a comma list of ids, promoted (llm_assist.adapters that are mounted and valid) or all (every valid adapter in the catalog for CODE_MODEL); when set, or when the rules file lists adapters, llama-server listens on loopback only and the gateway takes LLM_HOST:LLM_PORT (an ADAPTER_PATH given without ADAPTERS serves that one adapter as before)',
+  },
+  {
+    name: 'LLM_MAX_ADAPTERS',
+    flag: 'llm-max-adapters',
+    kind: 'count',
+    default: '32',
+    min: 1,
+    max: 1024,
+    unit: 'adapters',
+    description:
+      'how many adapters llama-server loads at most; over it the most recently promoted are kept (the default adapter always) and the rest are reported as not served',
+  },
+  {
     name: 'CODE_MODEL',
     flag: 'code-model',
     kind: 'id',
@@ -151,7 +176,46 @@ export const RUN_SETTINGS = [
     default: '127.0.0.1',
     description: 'embedded server bind address (the image sets 0.0.0.0)',
   },
-  { name: 'LLM_PORT', flag: 'llm-port', kind: 'port', default: '8081', description: 'embedded server port' },
+  {
+    name: 'LLM_PORT',
+    flag: 'llm-port',
+    kind: 'port',
+    default: '8081',
+    description: "embedded server port (the gateway's, when it serves several adapters)",
+  },
+  {
+    name: 'GATEWAY_MAX_BODY',
+    flag: 'gateway-max-body',
+    kind: 'count',
+    default: '8388608',
+    defaultText: '8388608 (8 MiB)',
+    min: 1024,
+    max: 1_073_741_824,
+    unit: 'bytes',
+    description: 'largest request body the gateway accepts (bytes); a larger one gets 413',
+  },
+  {
+    name: 'GATEWAY_HEADERS_TIMEOUT',
+    flag: 'gateway-headers-timeout',
+    kind: 'seconds',
+    default: '30',
+    min: 0,
+    above: true,
+    max: 3600,
+    description:
+      'seconds a client may take to send its request headers, and its whole body, to the gateway (a slower one is cut off: 408)',
+  },
+  {
+    name: 'GATEWAY_IDLE_TIMEOUT',
+    flag: 'gateway-idle-timeout',
+    kind: 'seconds',
+    default: '600',
+    min: 0,
+    above: true,
+    max: 86_400,
+    description:
+      'seconds a gateway connection may stay silent both ways (no request byte in, no answer byte out) before it is closed; keep-alive connections between requests close after 5 s',
+  },
   {
     name: 'LLAMA_CPP_THREADS',
     flag: 'llama-cpp-threads',
@@ -257,6 +321,26 @@ export const RUN_SETTINGS = [
     max: 86_400,
     description:
       'seconds each child gets to exit after SIGTERM before SIGKILL (app first, then LLM; keep 2× below docker stop -t, 10 s)',
+  },
+  {
+    name: 'DRAIN_TIMEOUT',
+    flag: 'drain-timeout',
+    kind: 'seconds',
+    default: '60',
+    min: 0,
+    max: 86_400,
+    description:
+      'after a reload switched the gateway to the new llama-server, seconds the old one may take to finish its requests before it is stopped',
+  },
+  {
+    name: 'CATALOG_POLL_INTERVAL',
+    flag: 'catalog-poll-interval',
+    kind: 'seconds',
+    default: '0',
+    min: 0,
+    max: 86_400,
+    description:
+      'seconds between looks at the rules file and the catalog; a change reloads the served set as SIGHUP does (0: only SIGHUP and codi-adapter reload)',
   },
   {
     name: 'LLM_SLOW_TOKENS_PER_SECOND',

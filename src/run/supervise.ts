@@ -22,12 +22,14 @@ export interface Ended {
 export async function supervise(ctx: RunContext): Promise<Ended> {
   const monitors = startMonitors(ctx);
   let end: EndReason;
+  // behind a gateway, the llama-server serving now is watched by it: one stopped after a reload is no crash
+  const gateway = ctx.gateway;
+  const watched = gateway ? stopOrder(ctx).filter((c) => c.role !== 'llm') : stopOrder(ctx);
   try {
-    end = await firstEnd(
-      stopOrder(ctx),
-      ctx.trap,
-      monitors.map((m) => m.fatal),
-    );
+    end = await firstEnd(watched, ctx.trap, [
+      ...monitors.map((m) => m.fatal),
+      ...(gateway ? [gateway.fatal] : []),
+    ]);
   } finally {
     for (const m of monitors) m.stop();
   }

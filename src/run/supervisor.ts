@@ -335,6 +335,11 @@ export class SignalTrap {
     return this.signal !== null;
   }
 
+  /** Stops catching `sig` (the gateway takes SIGHUP to mean "reload"). */
+  release(sig: NodeJS.Signals): void {
+    process.off(sig, this.handler);
+  }
+
   /** The next signal after the first. */
   next(): Promise<NodeJS.Signals> {
     return new Promise((r) => this.waiters.push(r));
