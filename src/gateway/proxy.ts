@@ -10,6 +10,7 @@
 import {
   request,
   type Agent,
+  type ClientRequest,
   type IncomingHttpHeaders,
   type IncomingMessage,
   type ServerResponse,
@@ -30,6 +31,8 @@ export interface Forward {
   body: Buffer;
   /** the label of the metrics: adapter id, base id */
   label: string;
+  /** the request asks for a stream (SSE) */
+  streaming: boolean;
   started: number;
   apiKey: string | null;
   agent: Agent;
@@ -59,33 +62,53 @@ export function forward(f: Forward, clientReq: IncomingMessage, res: ServerRespo
     const accept = clientReq.headers.accept;
     if (accept !== undefined) headers.accept = accept;
     if (f.apiKey !== null) headers.authorization = `Bearer ${f.apiKey}`;
-    const up = request(
-      { host: '127.0.0.1', port: serving.port, method: 'POST', path: f.path, headers, agent: f.agent },
-      (upRes) => {
-        passAnswer(f, upRes, res, finish);
-      },
-    );
-    up.on('error', (e) => {
-      if (!res.headersSent) {
-        sendError(
-          res,
-          new GatewayError(502, 'server_error', 'upstream_unavailable', `llama-server: ${e.message}`),
-        );
-        finish(502);
-        return;
-      }
-      // mid-answer: the client must see it fail, not a truncated answer that looks whole
-      res.destroy(e);
-      finish(res.statusCode);
-    });
+    const send = (retry: boolean): void => {
+      const up = request(
+        {
+          host: '127.0.0.1',
+          port: serving.port,
+          method: 'POST',
+          path: f.path,
+          headers,
+          // llama-server closes the connection after a streamed answer: a stream, and a second try,
+          // get a connection of their own
+          agent: retry && !f.streaming ? f.agent : false,
+        },
+        (upRes) => {
+          passAnswer(f, upRes, res, finish);
+        },
+      );
+      up.on('error', (e) => {
+        // llama-server closes a kept-alive connection after a while or a number of requests; a
+        // request sent on it just then is lost before llama-server read it: sent again, once
+        if (retry && up.reusedSocket && !res.headersSent && !res.destroyed) {
+          send(false);
+          return;
+        }
+        if (!res.headersSent) {
+          sendError(
+            res,
+            new GatewayError(502, 'server_error', 'upstream_unavailable', `llama-server: ${e.message}`),
+          );
+          finish(502);
+          return;
+        }
+        // mid-answer: the client must see it fail, not a truncated answer that looks whole
+        res.destroy(e);
+        finish(res.statusCode);
+      });
+      current = up;
+      up.end(f.body);
+    };
+    let current: ClientRequest | null = null;
     // the client went away before its answer ended: llama-server stops working on it
     res.once('close', () => {
       if (!res.writableFinished) {
-        up.destroy();
+        current?.destroy();
         finish(499);
       }
     });
-    up.end(f.body);
+    send(true);
   });
 }
 

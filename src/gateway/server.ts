@@ -65,7 +65,8 @@ export interface Gateway {
 }
 
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
+  // an idle connection is let go before llama-server's own keep-alive timeout (5 s) closes it
+  const agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: 4000 });
   const server = createServer({ requestTimeout: o.headersTimeoutMs, headersTimeout: o.headersTimeoutMs });
   server.keepAliveTimeout = 5000;
   // silence both ways for this long closes the connection (an answer being streamed is not silent)
@@ -206,7 +207,17 @@ async function forwardRequest(
   }
   const payload = Buffer.from(JSON.stringify(body));
   await forward(
-    { serving, path, body: payload, label, started, apiKey: o.apiKey, agent, metrics: o.metrics },
+    {
+      serving,
+      path,
+      body: payload,
+      label,
+      streaming: body.stream === true,
+      started,
+      apiKey: o.apiKey,
+      agent,
+      metrics: o.metrics,
+    },
     req,
     res,
   );
