@@ -10,7 +10,8 @@ export class GatewayError extends Error {
   constructor(
     readonly status: number,
     readonly type: ErrorType,
-    readonly code: string,
+    /** the `code` of the error body (model_not_found, …): the API's, not one of codi-adapter's codes */
+    readonly slug: string,
     message: string,
   ) {
     super(message);
@@ -29,7 +30,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, clo
 }
 
 export function sendError(res: ServerResponse, e: GatewayError, close = false): void {
-  sendJson(res, e.status, { error: { message: e.message, type: e.type, code: e.code } }, close);
+  sendJson(res, e.status, { error: { message: e.message, type: e.type, code: e.slug } }, close);
 }
 
 /**

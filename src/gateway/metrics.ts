@@ -10,6 +10,9 @@ import type { NotServed } from './served-set.js';
 /** Requests that named no adapter (or none that is served) count under this label. */
 export const NO_ADAPTER = '';
 
+/** The `code` label of a served adapter: nothing left it out. */
+const NO_CODE = '';
+
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
 export interface UpstreamLoad {
@@ -108,7 +111,7 @@ export class GatewayMetrics {
     this.adapters.set({ state: 'served' }, ids.length);
     this.adapters.set({ state: 'not_served' }, notServed.length);
     this.adapterInfo.reset();
-    for (const id of ids) this.adapterInfo.set({ adapter: id, state: 'served', code: '' }, 1);
+    for (const id of ids) this.adapterInfo.set({ adapter: id, state: 'served', code: NO_CODE }, 1);
     for (const n of notServed) this.adapterInfo.set({ adapter: n.id, state: 'not_served', code: n.code }, 1);
     this.loraInfo.reset();
     this.loraInfo.set(

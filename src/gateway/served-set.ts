@@ -182,8 +182,8 @@ async function readRules(path: string, required: boolean): Promise<RulesView> {
   } catch (e) {
     if (required) {
       throw new CodiError(
-        'PATH_MISSING',
-        `ADAPTERS=promoted needs the rules file PATTERNS_RULES (${path}): ${(e as Error).message}`,
+        'SERVED_SET_EMPTY',
+        `ADAPTERS=promoted, and the rules file PATTERNS_RULES cannot be read (${path}): ${(e as Error).message}`,
         { file: path, hint: 'set PATTERNS_RULES to the rules file, or ADAPTERS to ids or all' },
       );
     }

@@ -20,7 +20,9 @@ describe('generated parts of the docs', () => {
   it('the settings table has one row per setting, with its flag and default', () => {
     const lines = settingsTable().split('\n');
     expect(lines).toHaveLength(RUN_SETTINGS.length + 2);
-    expect(lines).toContain('| `LLM_PORT` | `--llm-port` | `8081` | embedded server port |');
+    expect(lines).toContain(
+      "| `LLM_PORT` | `--llm-port` | `8081` | embedded server port (the gateway's, when it serves several adapters) |",
+    );
   });
 
   it('the codes table has one row per registered code: level, exit, checklist line, summary, hint', () => {

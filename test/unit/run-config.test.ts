@@ -356,3 +356,37 @@ describe('parseAppCommand', () => {
     expect(usageError(() => resolve({ APP_COMMAND: "''" })).message).toContain('APP_COMMAND is empty');
   });
 });
+
+describe('the served set settings', () => {
+  it('reads ADAPTERS as promoted, all or a list of ids, and the gateway limits', () => {
+    expect(resolve().adapters).toBeNull();
+    expect(resolve({ ADAPTERS: 'Promoted' }).adapters).toEqual({ kind: 'promoted' });
+    expect(resolve({ ADAPTERS: 'all' }).adapters).toEqual({ kind: 'all' });
+    expect(resolve({ ADAPTERS: ' tiny-a, tiny-b ' }).adapters).toEqual({
+      kind: 'ids',
+      ids: ['tiny-a', 'tiny-b'],
+    });
+    const c = resolve({ GATEWAY_MAX_BODY: '65536', DRAIN_TIMEOUT: '2.5', LLM_MAX_ADAPTERS: '4' });
+    expect([c.gatewayMaxBody, c.drainTimeoutMs, c.maxAdapters]).toEqual([65_536, 2500, 4]);
+    const d = resolve();
+    expect([d.gatewayMaxBody, d.drainTimeoutMs, d.maxAdapters, d.catalogPollMs]).toEqual([
+      8 * 1024 * 1024,
+      60_000,
+      32,
+      0,
+    ]);
+  });
+
+  it('refuses a malformed ADAPTERS, a cap of 0, and ADAPTERS without the embedded llama-server', () => {
+    expect(usageError(() => resolve({ ADAPTERS: 'tiny-a,,tiny-b' })).message).toMatch(/an empty id/u);
+    expect(usageError(() => resolve({ ADAPTERS: 'tiny-a,../x' })).message).toMatch(/"\.\.\/x"/u);
+    expect(usageError(() => resolve({ ADAPTERS: 'tiny-a,tiny-a' })).message).toMatch(/names tiny-a twice/u);
+    expect(usageError(() => resolve({ ADAPTERS: 'active' })).message).toMatch(/link to the active adapter/u);
+    expect(usageError(() => resolve({ LLM_MAX_ADAPTERS: '0' })).message).toMatch(/LLM_MAX_ADAPTERS/u);
+    expect(usageError(() => resolve({ GATEWAY_MAX_BODY: '10' })).message).toMatch(/GATEWAY_MAX_BODY/u);
+    expect(
+      usageError(() => resolve({ ADAPTERS: 'all', LLM_ENDPOINT: 'http://127.0.0.1:9000' })).message,
+    ).toMatch(/ADAPTERS needs the embedded llama-server/u);
+    expect(usageError(() => resolve({ ADAPTERS: 'all', LLM_ENABLED: 'false' })).message).toMatch(/disabled/u);
+  });
+});
