@@ -156,9 +156,8 @@ describe('run, embedded llama-server', () => {
     expect(environment.ruleset.version).toBe('2026.11.0');
     expect(environment.base_model).toEqual({ id: 'tiny-qwen2', path: join(root, 'base/tiny-qwen2.gguf') });
     expect(environment.llm.llama_server.version).toMatch(/^version: \S+ \(build \d+, commit [0-9a-f]+\)/u);
-    expect(environment.llm.lora_adapters).toEqual([
-      expect.objectContaining({ path: environment.adapter.gguf, scale: 1 }),
-    ]);
+    // llama-server reads the GGUF run proved through the descriptor run gave it
+    expect(environment.llm.lora_adapters).toEqual([expect.objectContaining({ path: '/dev/fd/3', scale: 1 })]);
     expect(environment.settings.LLM_PORT).toBe(env.LLM_PORT);
     expect(environment.settings.LLAMA_CPP_THREADS).toBe('2');
     expect(Object.keys(environment.settings)).toContain('AIRGAP_ALLOWLIST');
@@ -530,7 +529,7 @@ describe('run, other modes', () => {
     const exit = await r.exited;
     expect(exit.code).toBe(3);
     expect(r.stderr()).toMatch(
-      /AIRGAP_BLOCKED: LLM_ENDPOINT http:\/\/llm.internal.example.com:8081 is not loopback/u,
+      /AIRGAP_BLOCKED: LLM_ENDPOINT http:\/\/llm.internal.example.com:8081 is not allowed under AIRGAP: llm.internal.example.com is not loopback/u,
     );
     expect(r.stderr()).toMatch(/AIRGAP_ALLOWLIST/u);
   }, 60_000);
