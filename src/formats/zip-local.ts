@@ -119,7 +119,7 @@ async function checkDescriptors(source: ZipSource, gaps: readonly Gap[]): Promis
   for (let b = 0; b < gaps.length; b += BATCH) {
     const batch = gaps.slice(b, b + BATCH);
     const reads = await Promise.all(
-      batch.map((g) => (g.to - g.from <= 24 ? source.read(g.from, g.to - g.from) : null)),
+      batch.map((g) => (g.to - g.from <= 24 ? source.read(g.from, g.to - g.from) : Promise.resolve(null))),
     );
     batch.forEach((g, k) => {
       if (!isDescriptor(g.entry, reads[k] ?? null)) {
