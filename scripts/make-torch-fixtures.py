@@ -118,6 +118,12 @@ def text_numbers():
         b'1__0', b'_1', b'1_', b'0_10', b'1L', b'+', b'-', b'0x', b'1e3', b'\xa012', b'', b' ', b'0x1g',
         b'- 1', b'+-1', b'00000', b'0_', b'1_0_0', b'0b', b'0B11', b'0O7', b'00x1', b'\x0c7', b'7\x0c',
         b'123456789012345678901234567890123456789012345', b'4\x00zz', b'0\x00', b'\x001',
+        b'7' * 4300, b'7' * 4301, b'0x' + b'f' * 5000, b'0' * 5000, b'1_' * 2000 + b'1',
+    ]
+    floats = [
+        b'1.5', b'-0.25', b'.5', b'5.', b'1e3', b'1E-3', b'+1e+3', b'inf', b'-Infinity', b'NaN', b'nan', b'1e500',
+        b'-1e500', b'1e-500', b' 1.5', b'1.5 ', b'1_0.5', b'0x1p3', b'1e', b'.', b'', b'1.5\x00x', b'infinit',
+        b'1.7976931348623157e308', b'1.7976931348623159e308', b'e5', b'--1',
     ]
     out = []
     for line in lines:
@@ -128,11 +134,21 @@ def text_numbers():
                     value = pickle.Unpickler(io.BytesIO(data)).load()
                     if isinstance(value, bool):
                         result = {'bool': value}
+                    elif value.bit_length() > 256:
+                        # too long to write in decimal (sys.get_int_max_str_digits)
+                        result = {'int': 'large'}
                     else:
                         result = {'int': str(value)}
                 except Exception as e:  # noqa: BLE001 - every refusal is recorded by its type
                     result = {'error': type(e).__name__}
                 out.append({'op': op.decode(), 'line': body.decode('latin1'), **result})
+    for line in floats:
+        try:
+            value = pickle.Unpickler(io.BytesIO(b'F' + line + b'\n.')).load()
+            result = {'float': repr(value)}
+        except Exception as e:  # noqa: BLE001
+            result = {'error': type(e).__name__}
+        out.append({'op': 'F', 'line': line.decode('latin1'), **result})
     return out
 
 

@@ -31,7 +31,17 @@ const files = readdirSync(DIR).filter((f) => f.endsWith('.bin'));
 describe('genuine torch.save files', () => {
   it('cover both writers, every dtype, views, state dicts and protocols 2, 4 and 5', () => {
     for (const tag of ['torch1', 'torch2']) {
-      for (const c of ['f32', 'f16', 'bf16', 'views', 'state-dict', 'parameters', 'protocol4', 'protocol5', 'legacy']) {
+      for (const c of [
+        'f32',
+        'f16',
+        'bf16',
+        'views',
+        'state-dict',
+        'parameters',
+        'protocol4',
+        'protocol5',
+        'legacy',
+      ]) {
         expect(files).toContain(`${tag}-${c}.bin`);
       }
     }
