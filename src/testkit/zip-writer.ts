@@ -70,6 +70,29 @@ export function zipBytes(entries: readonly ZipInputEntry[], options: ZipWriteOpt
   return out.concat();
 }
 
+function localHeader(
+  zip64: boolean,
+  flags: number,
+  method: number,
+  sizes: { crc: number; stored: number; data: number },
+  nameLength: number,
+  extraLength: number,
+): Uint8Array {
+  return le(30, (dv) => {
+    dv.setUint32(0, 0x04034b50, true);
+    dv.setUint16(4, zip64 ? 45 : 20, true);
+    dv.setUint16(6, flags, true);
+    dv.setUint16(8, method, true);
+    dv.setUint16(10, 0, true);
+    dv.setUint16(12, 0x21, true);
+    dv.setUint32(14, sizes.crc, true);
+    dv.setUint32(18, sizes.stored, true);
+    dv.setUint32(22, sizes.data, true);
+    dv.setUint16(26, nameLength, true);
+    dv.setUint16(28, extraLength, true);
+  });
+}
+
 /** One entry: its local header, name, padding and data in `out`, its record in `central`. */
 function writeEntry(out: Bytes, central: Bytes, entry: ZipInputEntry, options: ZipWriteOptions): void {
   const align = options.align ?? 64;
@@ -95,21 +118,10 @@ function writeEntry(out: Bytes, central: Bytes, entry: ZipInputEntry, options: Z
           for (let i = 0; i < padding; i++) dv.setUint8(4 + i, 0x5a);
         })
       : new Uint8Array(0);
-  out.push(
-    le(30, (dv) => {
-      dv.setUint32(0, 0x04034b50, true);
-      dv.setUint16(4, zip64 ? 45 : 20, true);
-      dv.setUint16(6, flags, true);
-      dv.setUint16(8, method, true);
-      dv.setUint16(10, 0, true);
-      dv.setUint16(12, 0x21, true);
-      dv.setUint32(14, descriptor ? 0 : crc, true);
-      dv.setUint32(18, descriptor ? 0 : stored.length, true);
-      dv.setUint32(22, descriptor ? 0 : entry.data.length, true);
-      dv.setUint16(26, localName.length, true);
-      dv.setUint16(28, extra.length, true);
-    }),
-  );
+  const sizes = descriptor
+    ? { crc: 0, stored: 0, data: 0 }
+    : { crc, stored: stored.length, data: entry.data.length };
+  out.push(localHeader(zip64, flags, method, sizes, localName.length, extra.length));
   out.push(localName);
   out.push(extra);
   out.push(stored);
