@@ -6,6 +6,7 @@
 // duplicated, spliced from another seed, cut short). Pass: no throw other than the project's own
 // FormatError, and no input over 1 s. Prints the counts, outcomes and times.
 // Usage: node bench/fuzz.js [--count 1200000] [--seed 1]
+import { Buffer } from 'node:buffer';
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
