@@ -70,7 +70,9 @@ beforeAll(async () => {
   root = await tempDir('codi-run-airgap-');
   none = namespace('none');
   // IPv4 only, as the compose example's network: eth0 still has its IPv6 link-local route
-  internal = namespace('int', (ns) => attach(ns, `${address}/24`));
+  internal = namespace('int', (ns) => {
+    attach(ns, `${address}/24`);
+  });
   routed4 = namespace('r4', (ns) => {
     attach(ns, `${address}/24`, 'fd00:c0d1::20/64');
     ip(ns, 'route', 'add', 'default', 'via', '172.31.250.1');
