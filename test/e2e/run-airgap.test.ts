@@ -8,10 +8,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { REPO } from '../helpers/cli.js';
-import { startRun } from '../helpers/run-process.js';
+import { processesLeft, startRun } from '../helpers/run-process.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const APP = join(REPO, 'test/fixtures/run-app.js');
@@ -81,6 +81,11 @@ beforeAll(async () => {
     attach(ns, `${address}/24`, 'fd00:c0d1::20/64');
     ip(ns, '-6', 'route', 'add', 'default', 'via', 'fd00:c0d1::1');
   });
+});
+
+// nothing a run started may outlive it (ps, as it were: /proc)
+afterEach(async () => {
+  expect(await processesLeft(root), 'processes left behind').toEqual([]);
 });
 
 afterAll(() => {

@@ -7,10 +7,10 @@
  */
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { REPO } from '../helpers/cli.js';
 import { freePort } from '../helpers/llama.js';
-import { startRun } from '../helpers/run-process.js';
+import { processesLeft, startRun } from '../helpers/run-process.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const APP = join(REPO, 'test/fixtures/run-app.js');
@@ -22,6 +22,11 @@ let seq = 0;
 
 beforeAll(async () => {
   root = await tempDir('codi-run-errors-');
+});
+
+// nothing a run started may outlive it (ps, as it were: /proc)
+afterEach(async () => {
+  expect(await processesLeft(root), 'processes left behind').toEqual([]);
 });
 
 interface Ended {
