@@ -7,7 +7,6 @@ import { lstat, readlink, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { asCodiError, CodiError, ExitCode, environmentError } from '../errors.js';
 import { isEnvironmentFinding, type Finding } from '../findings.js';
-import { SAFETENSORS_FILE } from '../layout.js';
 import { sha256Ref, type AdapterMetadata } from '../metadata.js';
 import { verifyAdapter, weightsSha256, type VerifyOptions } from '../verify.js';
 import { aboveVolumeWarning, accessProblems, unreadableError } from './access.js';
@@ -74,7 +73,7 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
   const inPlace = cat.adaptersReal !== null && dirname(src) === cat.adaptersReal;
   const verifyOptions = await baseCheckOptions(options.base);
   const report = await verifyAdapter(src, verifyOptions);
-  requireMountable(report, src, options.base !== undefined);
+  requireMountable(report, src);
   const m: Mount = {
     cat,
     id: inPlace ? inPlaceId(src, cat, options.id) : newId(report, options.id),
@@ -154,11 +153,8 @@ async function refuseCatalogLink(source: string, cat: Catalog): Promise<void> {
   );
 }
 
-/**
- * Fails closed on any error finding: status invalid, exit 1, the first finding's code. With `--base`,
- * .bin weights are refused now rather than after the adapter is in place.
- */
-function requireMountable(report: VerifiedReport, path: string, withBase: boolean): void {
+/** Fails closed on any error finding: status invalid, exit 1, the first finding's code. */
+function requireMountable(report: VerifiedReport, path: string): void {
   const errors = report.findings.filter((f) => f.level === 'error');
   const first = errors[0];
   if (!report.ok && first) {
@@ -171,17 +167,6 @@ function requireMountable(report: VerifiedReport, path: string, withBase: boolea
       ...(first.hint ? { hint: first.hint } : {}),
       details: { findings: report.findings },
     });
-  }
-  if (withBase && report.verified.layout.weightsFile !== SAFETENSORS_FILE) {
-    throw statusError(
-      'invalid',
-      'CONVERT_NEEDS_SAFETENSORS',
-      '--base builds a GGUF from safetensors weights; this adapter has adapter_model.bin',
-      {
-        file: path,
-        hint: 'mount it without --base, or convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
-      },
-    );
   }
 }
 

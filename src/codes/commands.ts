@@ -57,13 +57,6 @@ export const COMMAND_CODES = {
   },
 
   // ----- convert
-  CONVERT_NEEDS_SAFETENSORS: {
-    level: error,
-    exit: INVALID,
-    check: null,
-    summary: 'convert (and mount --base) read safetensors weights only; the adapter has adapter_model.bin',
-    hint: 'convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
-  },
   OUT_IS_BASE: {
     level: error,
     exit: USAGE,

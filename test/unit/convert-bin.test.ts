@@ -1,0 +1,83 @@
+/**
+ * convert on `.bin` adapters: the tensors are read out of the archive natively (never unpickled) and
+ * the GGUF is the one the same adapter's safetensors gives, byte for byte, but for the weights
+ * checksum it records (that of the file it was converted from).
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { convertAdapter } from '../../src/convert.js';
+import {
+  BIN_LAYOUTS,
+  writePeftBinAdapter,
+  writeSafetensorsTwin,
+  type BinWriteOptions,
+} from '../../src/testkit/bin-adapter.js';
+import type { AdapterSpec } from '../../src/testkit/peft-adapter.js';
+import { writeTinyModel } from '../../src/testkit/tiny-model.js';
+import { ADAPTER_SPECS } from '../helpers/fixtures.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let dir: string;
+let base: string;
+
+beforeAll(async () => {
+  dir = await tempDir('codi-convert-bin-');
+  base = join(dir, 'base.gguf');
+  await writeTinyModel(base);
+});
+
+/** The GGUF of the safetensors twin and of the .bin, the .bin's with the twin's checksum written in. */
+async function bothGgufs(
+  spec: AdapterSpec,
+  options: BinWriteOptions,
+  outtype: 'f32' | 'f16' = 'f32',
+): Promise<{ st: Buffer; bin: Buffer }> {
+  const tag = `${spec.id}-${options.layout ?? 'contiguous'}-${options.protocol ?? 2}-${options.deflate ? 'z' : 's'}-${options.byteorder ?? 'le'}-${outtype}`;
+  const stDir = join(dir, `st-${tag}`, spec.id);
+  const binDir = join(dir, `bin-${tag}`, spec.id);
+  await writeSafetensorsTwin(stDir, spec);
+  await writePeftBinAdapter(binDir, spec, options);
+  const st = await convertAdapter(stDir, { base, out: join(dir, `${tag}.st.gguf`), outtype });
+  const bin = await convertAdapter(binDir, { base, out: join(dir, `${tag}.bin.gguf`), outtype });
+  expect(bin.tensors).toBe(st.tensors);
+  const stBytes = await readFile(st.output);
+  const binBytes = await readFile(bin.output);
+  // the one difference: codi.adapter.weights_sha256 names the file converted
+  const at = binBytes.indexOf(bin.adapter.weightsSha256);
+  expect(at).toBeGreaterThan(0);
+  expect(binBytes.indexOf(bin.adapter.weightsSha256, at + 1)).toBe(-1);
+  binBytes.write(st.adapter.weightsSha256, at, 'latin1');
+  return { st: stBytes, bin: binBytes };
+}
+
+describe('convert: .bin adapters', () => {
+  it.each(BIN_LAYOUTS)('%s storages: the same GGUF as the safetensors, byte for byte', async (layout) => {
+    const { st, bin } = await bothGgufs(ADAPTER_SPECS.plain as AdapterSpec, { layout });
+    expect(bin.equals(st)).toBe(true);
+  });
+
+  it.each(['f16', 'bf16', 'patterns', 'rslora'])(
+    '%s adapter, shared and transposed: the same GGUF',
+    async (name) => {
+      const { st, bin } = await bothGgufs(ADAPTER_SPECS[name] as AdapterSpec, {
+        layout: 'shared-transposed',
+        protocol: 4,
+      });
+      expect(bin.equals(st)).toBe(true);
+    },
+  );
+
+  it('f16 output from bf16 weights: the same GGUF', async () => {
+    const { st, bin } = await bothGgufs(ADAPTER_SPECS.bf16 as AdapterSpec, { layout: 'transposed' }, 'f16');
+    expect(bin.equals(st)).toBe(true);
+  });
+
+  it('DEFLATE storages and big-endian data: the same GGUF', async () => {
+    const spec = ADAPTER_SPECS.f16 as AdapterSpec;
+    const z = await bothGgufs(spec, { layout: 'shared', deflate: true });
+    expect(z.bin.equals(z.st)).toBe(true);
+    const be = await bothGgufs(spec, { layout: 'transposed', byteorder: 'big' });
+    expect(be.bin.equals(be.st)).toBe(true);
+  });
+});
