@@ -98,6 +98,11 @@ export class BinPass {
     return out;
   }
 
+  /** The file's identity when the pass opened it. */
+  get opened(): FileIdentity {
+    return this.file.identity;
+  }
+
   /** The largest tensor of `tensors`, in bytes: what a buffer for `tensor` needs. */
   static largest(tensors: readonly PickleTensor[], scan: TorchBinScan): number {
     const storages = new Map(scan.storages.map((s) => [s.key, s]));

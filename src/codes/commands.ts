@@ -182,6 +182,14 @@ export const COMMAND_CODES = {
     summary: 'a folder already in the catalog cannot be registered under another id',
     hint: 'rename the folder, or mount a copy from outside the catalog with --id',
   },
+  MOUNT_NOT_BIN: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary:
+      'mount --to-safetensors on an adapter whose weights are not adapter_model.bin: nothing to convert',
+    hint: 'mount it without --to-safetensors',
+  },
   MOUNT_SOURCE_CHANGED: {
     level: error,
     exit: INVALID,
