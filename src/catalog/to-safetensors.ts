@@ -15,7 +15,6 @@ import { fsyncDir } from '../atomic.js';
 import { BinPass } from '../bin-pass.js';
 import { readRegularFile } from '../byte-source.js';
 import { CodiError, environmentError, isCodiError, lifted } from '../errors.js';
-import type { PickleTensor } from '../formats/pickle.js';
 import { encodeHeader } from '../formats/safetensors.js';
 import { isSafetensorsDtype } from '../formats/safetensors-spec.js';
 import type { TorchBinScan } from '../formats/torch-bin.js';
