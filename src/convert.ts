@@ -76,7 +76,14 @@ export interface ConvertOptions {
 export interface ConvertResult {
   output: string;
   cached: boolean;
-  adapter: { id: string | null; version: string | null; path: string; weightsSha256: string };
+  adapter: {
+    id: string | null;
+    version: string | null;
+    path: string;
+    /** the weights file converted: adapter_model.safetensors or adapter_model.bin */
+    weightsFile: string;
+    weightsSha256: string;
+  };
   base: { path: string; arch: string; name: string | null };
   outtype: OutType;
   alpha: number;
@@ -229,6 +236,7 @@ function described(
       id: adapter.metadata?.id ?? null,
       version: adapter.metadata?.version ?? null,
       path: adapter.layout.dir,
+      weightsFile: adapter.layout.weightsFile ?? SAFETENSORS_FILE,
       weightsSha256,
     },
     base: { path: base.path, arch: base.arch, name: base.name },
