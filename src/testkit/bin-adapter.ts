@@ -59,6 +59,8 @@ export interface BinWriteOptions {
   byteorder?: 'little' | 'big';
   /** the folder inside the zip (torch.save: the file name without extension) */
   archiveName?: string;
+  /** storages left out of the archive, though the pickle refers to them (a damaged file) */
+  omit?: readonly string[];
 }
 
 const STORAGE_CLASS: Readonly<Record<TorchBinDtype, string>> = {
@@ -175,7 +177,9 @@ export function viewsBin(
   const ascii = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
   const big = options.byteorder === 'big';
   // torch.save writes the storages sorted by key, as strings: "10" before "2"
-  const sorted = [...storages].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const sorted = [...storages]
+    .filter((s) => !options.omit?.includes(s.key))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const entries: ZipInputEntry[] = [
     { name: `${archive}/data.pkl`, data: viewsPickle(views, storages, options) },
     { name: `${archive}/byteorder`, data: ascii(big ? 'big' : 'little') },
@@ -197,7 +201,7 @@ export function peftBinBytes(spec: AdapterSpec, options: BinWriteOptions = {}): 
 }
 
 /** adapter_config.json, `weights` under `weightsName`, and metadata.json with both files' checksums. */
-async function writeAdapterWith(
+export async function writeAdapterWith(
   dir: string,
   spec: AdapterSpec,
   weightsName: string,

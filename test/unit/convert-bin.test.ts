@@ -3,12 +3,17 @@
  * the GGUF is the one the same adapter's safetensors gives, byte for byte, but for the weights
  * checksum it records (that of the file it was converted from).
  */
-import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { BinPass } from '../../src/bin-pass.js';
 import { convertAdapter } from '../../src/convert.js';
+import { CodiError } from '../../src/errors.js';
+import { scanTorchBin } from '../../src/files/torch-bin.js';
 import {
   BIN_LAYOUTS,
+  peftBinBytes,
   writePeftBinAdapter,
   writeSafetensorsTwin,
   type BinWriteOptions,
@@ -79,5 +84,47 @@ describe('convert: .bin adapters', () => {
     expect(z.bin.equals(z.st)).toBe(true);
     const be = await bothGgufs(spec, { layout: 'transposed', byteorder: 'big' });
     expect(be.bin.equals(be.st)).toBe(true);
+  });
+});
+
+describe('the .bin pass', () => {
+  const changed = (how: string): CodiError => new CodiError('SOURCE_CHANGED', `it ${how}`);
+
+  it('hashes every byte once, in order, whatever order the tensors are asked for in', async () => {
+    const path = join(dir, 'order.bin');
+    const bytes = peftBinBytes(ADAPTER_SPECS.plain as AdapterSpec, { layout: 'shared-transposed' });
+    await writeFile(path, bytes);
+    const scan = await scanTorchBin(path);
+    const hash = createHash('sha256');
+    const pass = await BinPass.begin(path, scan, hash, changed);
+    // backwards: every storage is behind the frontier after the first
+    for (const t of [...scan.tensors].reverse()) await pass.tensor(t);
+    await pass.finish(pass.opened);
+    await pass.close();
+    expect(hash.digest('hex')).toBe(createHash('sha256').update(bytes).digest('hex'));
+  });
+
+  it('refuses a file whose pickle is not the one scanned (fault injection: the scan of another file)', async () => {
+    const scanned = join(dir, 'scanned.bin');
+    const other = join(dir, 'other.bin');
+    await writeFile(scanned, peftBinBytes(ADAPTER_SPECS.plain as AdapterSpec));
+    await writeFile(other, peftBinBytes(ADAPTER_SPECS.rslora as AdapterSpec));
+    const scan = await scanTorchBin(scanned);
+    await expect(BinPass.begin(other, scan, createHash('sha256'), changed)).rejects.toMatchObject({
+      code: 'SOURCE_CHANGED',
+      message: 'it changed',
+    });
+  });
+
+  it('refuses a file that grew after the pass opened it', async () => {
+    const path = join(dir, 'grows.bin');
+    const bytes = peftBinBytes(ADAPTER_SPECS.plain as AdapterSpec);
+    await writeFile(path, bytes);
+    const scan = await scanTorchBin(path);
+    const pass = await BinPass.begin(path, scan, createHash('sha256'), changed);
+    for (const t of scan.tensors) await pass.tensor(t);
+    await writeFile(path, Buffer.concat([bytes, Buffer.from('more')]));
+    await expect(pass.finish(null)).rejects.toMatchObject({ code: 'SOURCE_CHANGED', message: 'it grew' });
+    await pass.close();
   });
 });
