@@ -17,7 +17,7 @@ import { RegularFile, sameFile, type FileIdentity } from './byte-source.js';
 import { CodiError, lifted, liftedAsync } from './errors.js';
 import { scanPickle, type PickleStorage, type PickleTensor } from './formats/pickle.js';
 import type { TorchBinScan } from './formats/torch-bin.js';
-import { gatherView, swapToLittleEndian, viewSpan } from './formats/torch-tensor.js';
+import { gatherView, isContiguous, swapToLittleEndian, viewSpan } from './formats/torch-tensor.js';
 import { fileSource, METHOD_STORED, quoteName, ZipArchive, type ZipEntry } from './formats/zip.js';
 
 /** Where the bytes of the pass go: the weights' sha256 (convert's PassHash, or a plain hash). */
@@ -33,6 +33,7 @@ const CHUNK = 1 << 20;
 export class BinPass {
   private hashedTo = 0;
   private readonly chunk = new Uint8Array(CHUNK);
+  private span = new Uint8Array(0);
   private readonly storages: ReadonlyMap<string, PickleStorage>;
 
   private constructor(
@@ -89,13 +90,26 @@ export class BinPass {
       );
     }
     const span = lifted(() => viewSpan(t, storage.byteLength));
-    const bytes =
-      entry.method === METHOD_STORED
-        ? this.readRange(entry.dataOffset + span.begin, span.end - span.begin)
-        : await this.inflatedSpan(entry, span.begin, span.end);
-    const out = lifted(() => gatherView(t, span, bytes, into));
+    const length = span.end - span.begin;
+    let out: Uint8Array;
+    if (entry.method === METHOD_STORED && isContiguous(t)) {
+      // the tensor's bytes are one run of the file: read straight into place
+      out = this.readRange(entry.dataOffset + span.begin, length, into);
+    } else {
+      const bytes =
+        entry.method === METHOD_STORED
+          ? this.readRange(entry.dataOffset + span.begin, length, this.spanBuffer(length))
+          : await this.inflatedSpan(entry, span.begin, span.end);
+      out = lifted(() => gatherView(t, span, bytes, into));
+    }
     if (this.scan.byteorder === 'big') swapToLittleEndian(out, span.itemSize);
     return out;
+  }
+
+  /** A buffer of at least `length` bytes for a view's span, kept for the next one. */
+  private spanBuffer(length: number): Uint8Array {
+    if (this.span.length < length) this.span = new Uint8Array(length);
+    return this.span.subarray(0, length);
   }
 
   /** The file's identity when the pass opened it. */
@@ -145,12 +159,14 @@ export class BinPass {
   }
 
   /**
-   * `length` bytes from `position`, in a new array. Bytes past the hash's frontier are hashed from
-   * this very read (after the bytes before them); bytes behind it were hashed already.
+   * `length` bytes from `position`, in `into` when it is large enough (else a new array). Bytes past
+   * the hash's frontier are hashed from this very read (after the bytes before them); bytes behind it
+   * were hashed already.
    */
-  private readRange(position: number, length: number): Uint8Array {
+  private readRange(position: number, length: number, into?: Uint8Array): Uint8Array {
     if (position > this.hashedTo) this.hashUpTo(position);
-    const bytes = this.readFully(new Uint8Array(length), position);
+    const target = into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length);
+    const bytes = this.readFully(target, position);
     const end = position + length;
     if (end > this.hashedTo) {
       this.hash.update(bytes.subarray(this.hashedTo - position));
