@@ -147,7 +147,7 @@ export async function checkWeights(c: AdapterChecks): Promise<Weights> {
         c.findings.push(
           finding(
             'BIN_PREFER_SAFETENSORS',
-            `${BIN_FILE} is a pickle; safetensors is preferred (no code can hide in it), and mount --to-safetensors converts it without unpickling`,
+            `${BIN_FILE} is a pickle; safetensors is preferred (no code can hide in it)`,
             BIN_FILE,
           ),
         );
