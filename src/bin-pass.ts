@@ -17,7 +17,14 @@ import { RegularFile, sameFile, type FileIdentity } from './byte-source.js';
 import { CodiError, lifted, liftedAsync } from './errors.js';
 import { scanPickle, type PickleStorage, type PickleTensor } from './formats/pickle.js';
 import type { TorchBinScan } from './formats/torch-bin.js';
-import { gatherView, isContiguous, swapToLittleEndian, viewSpan } from './formats/torch-tensor.js';
+import type { FileRange } from './files/gguf-writer.js';
+import {
+  gatherView,
+  isContiguous,
+  swapToLittleEndian,
+  viewSpan,
+  type ViewSpan,
+} from './formats/torch-tensor.js';
 import { fileSource, METHOD_STORED, quoteName, ZipArchive, type ZipEntry } from './formats/zip.js';
 
 /** Where the bytes of the pass go: the weights' sha256 (convert's PassHash, or a plain hash). */
@@ -78,18 +85,7 @@ export class BinPass {
    * file holds for it. `into` is used when large enough (the result is valid until the next call).
    */
   async tensor(t: PickleTensor, into?: Uint8Array): Promise<Uint8Array> {
-    const storage = this.storages.get(t.storageKey);
-    const entry = this.entries.get(t.storageKey);
-    if (!storage || !entry) throw missing(t.storageKey, this.scan.archive);
-    if (storage.dtype !== t.dtype && !storage.storageType.endsWith('UntypedStorage')) {
-      // torch.save never writes a tensor of one element type over a typed storage of another
-      throw new CodiError(
-        'BIN_STORAGE_MISMATCH',
-        `tensor ${quoteName(t.name)} is ${t.dtype} but views storage ${quoteName(storage.key)} of ${storage.dtype}`,
-        { details: { tensor: t.name, storage: storage.key } },
-      );
-    }
-    const span = lifted(() => viewSpan(t, storage.byteLength));
+    const { entry, span } = this.locate(t);
     const length = span.end - span.begin;
     let out: Uint8Array;
     if (entry.method === METHOD_STORED && isContiguous(t)) {
@@ -106,6 +102,50 @@ export class BinPass {
     return out;
   }
 
+  /**
+   * A tensor whose bytes are already what the consumer wants (one STORED run, little-endian) as a
+   * range of the file the GGUF writer reads straight into its buffers; null for any other. The
+   * writer reads the whole range before it asks for the next tensor, and hashes through `onBytes`
+   * the bytes past the hash's frontier, in order.
+   */
+  range(t: PickleTensor): FileRange | null {
+    const { entry, span } = this.locate(t);
+    if (entry.method !== METHOD_STORED || !isContiguous(t) || this.scan.byteorder === 'big') return null;
+    const position = entry.dataOffset + span.begin;
+    const length = span.end - span.begin;
+    if (position > this.hashedTo) this.hashUpTo(position);
+    const hashFrom = this.hashedTo;
+    this.hashedTo = Math.max(this.hashedTo, position + length);
+    let at = position;
+    return {
+      file: this.file,
+      position,
+      length,
+      failure: (cause) => (cause === null ? this.changed('shrank') : (cause as Error)),
+      onBytes: (bytes) => {
+        const start = at;
+        at += bytes.length;
+        if (at > hashFrom) this.hash.update(bytes.subarray(Math.max(0, hashFrom - start)));
+      },
+    };
+  }
+
+  /** The tensor's storage entry and the span of it the tensor reads, checked. */
+  private locate(t: PickleTensor): { entry: ZipEntry; span: ViewSpan } {
+    const storage = this.storages.get(t.storageKey);
+    const entry = this.entries.get(t.storageKey);
+    if (!storage || !entry) throw missing(t.storageKey, this.scan.archive);
+    if (storage.dtype !== t.dtype && !storage.storageType.endsWith('UntypedStorage')) {
+      // torch.save never writes a tensor of one element type over a typed storage of another
+      throw new CodiError(
+        'BIN_STORAGE_MISMATCH',
+        `tensor ${quoteName(t.name)} is ${t.dtype} but views storage ${quoteName(storage.key)} of ${storage.dtype}`,
+        { details: { tensor: t.name, storage: storage.key } },
+      );
+    }
+    return { entry, span: lifted(() => viewSpan(t, storage.byteLength)) };
+  }
+
   /** A buffer of at least `length` bytes for a view's span, kept for the next one. */
   private spanBuffer(length: number): Uint8Array {
     if (this.span.length < length) this.span = new Uint8Array(length);
@@ -115,17 +155,6 @@ export class BinPass {
   /** The file's identity when the pass opened it. */
   get opened(): FileIdentity {
     return this.file.identity;
-  }
-
-  /** The largest tensor of `tensors`, in bytes: what a buffer for `tensor` needs. */
-  static largest(tensors: readonly PickleTensor[], scan: TorchBinScan): number {
-    const storages = new Map(scan.storages.map((s) => [s.key, s]));
-    let max = 0;
-    for (const t of tensors) {
-      const span = lifted(() => viewSpan(t, storages.get(t.storageKey)?.byteLength ?? 0));
-      max = Math.max(max, span.numel * span.itemSize);
-    }
-    return max;
   }
 
   /**

@@ -541,7 +541,7 @@ async function openPass(source: WeightsSource, hash: PassHash, jobs: readonly Co
       if (!('bin' in job.from)) throw new CodiError('INTERNAL', `${job.info.name} is not a .bin tensor`);
       return pass.tensor(job.from.bin, buffer);
     },
-    range: () => null,
+    range: (job) => ('bin' in job.from ? pass.range(job.from.bin) : null),
     finish: async (before) => {
       await pass.finish(before);
       hash.finish();

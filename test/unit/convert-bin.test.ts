@@ -14,6 +14,7 @@ import { scanTorchBin } from '../../src/files/torch-bin.js';
 import {
   BIN_LAYOUTS,
   peftBinBytes,
+  viewsBin,
   writePeftBinAdapter,
   writeSafetensorsTwin,
   type BinWriteOptions,
@@ -99,6 +100,41 @@ describe('the .bin pass', () => {
     const pass = await BinPass.begin(path, scan, hash, changed);
     // backwards: every storage is behind the frontier after the first
     for (const t of [...scan.tensors].reverse()) await pass.tensor(t);
+    await pass.finish(pass.opened);
+    await pass.close();
+    expect(hash.digest('hex')).toBe(createHash('sha256').update(bytes).digest('hex'));
+  });
+
+  it('a range the writer reads itself hashes only the bytes past the frontier, in order', async () => {
+    // one storage of 64 floats: a slice in its middle is read first, then the whole as a range
+    const data = new Uint8Array(Float32Array.from({ length: 64 }, (_, i) => i).buffer);
+    const bytes = viewsBin(
+      [
+        { name: 'slice', dtype: 'F32', shape: [16], stride: [1], storageOffset: 8, storage: '0' },
+        { name: 'whole', dtype: 'F32', shape: [8, 8], stride: [8, 1], storageOffset: 0, storage: '0' },
+      ],
+      [{ key: '0', dtype: 'F32', data }],
+    );
+    const path = join(dir, 'straddle.bin');
+    await writeFile(path, bytes);
+    const scan = await scanTorchBin(path);
+    const [slice, whole] = scan.tensors;
+    if (!slice || !whole) throw new Error('two tensors');
+    const hash = createHash('sha256');
+    const pass = await BinPass.begin(path, scan, hash, changed);
+    expect([...new Float32Array((await pass.tensor(slice)).slice().buffer)]).toEqual(
+      Array.from({ length: 16 }, (_, i) => i + 8),
+    );
+    const range = pass.range(whole);
+    if (!range) throw new Error('a contiguous STORED tensor is a range');
+    // as the GGUF writer does: in pieces, each handed to onBytes
+    const got = new Uint8Array(range.length);
+    for (let at = 0; at < range.length; at += 24) {
+      const piece = got.subarray(at, Math.min(range.length, at + 24));
+      range.file.readSync(piece, range.position + at);
+      range.onBytes?.(piece);
+    }
+    expect(got).toEqual(data);
     await pass.finish(pass.opened);
     await pass.close();
     expect(hash.digest('hex')).toBe(createHash('sha256').update(bytes).digest('hex'));
