@@ -205,6 +205,14 @@ describe('mount --to-safetensors (built CLI)', () => {
     expect(await readdir(s.root)).toEqual([]);
   });
 
+  it('a .bin that does not verify (a pickle that imports os.system): exit 1, invalid, nothing converted', async () => {
+    const { root } = await makeVolume();
+    const r = await runCli(['mount', 'examples/adapters/broken-pickle', '--root', root, '--to-safetensors']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('Adapter Status: invalid (PICKLE_UNSAFE:');
+    expect(await readdir(root)).toEqual([]);
+  });
+
   it('the .bin changed while it is converted: MOUNT_SOURCE_CHANGED (exit 1), nothing mounted', async () => {
     const s = await scene('changing');
     const run = startCli(['mount', s.source, '--root', s.root, '--to-safetensors', '--json'], {
