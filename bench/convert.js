@@ -21,7 +21,7 @@ import {
   qwen15bAdapterSpec,
   requireBuilt,
   verdict,
-  writeSparseQwen15bBase,
+  writeQwen15bShapesBase,
 } from './lib.js';
 
 requireBuilt();
@@ -35,7 +35,7 @@ const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
 console.log(`generating the adapter and a sparse base in ${root}`);
 await writePeftAdapter(adapter, await qwen15bAdapterSpec('qwen15b-lora-bench'));
 
-await writeSparseQwen15bBase(base);
+await writeQwen15bShapesBase(base);
 
 const weights = join(adapter, 'adapter_model.safetensors');
 const out = (type) => join(root, `out-${type}.gguf`);

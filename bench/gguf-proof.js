@@ -13,7 +13,7 @@ import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writePeftAdapter } from '../dist/testkit/peft-adapter.js';
-import { BIN, compare, measure, qwen15bAdapterSpec, requireBuilt, writeSparseQwen15bBase } from './lib.js';
+import { BIN, compare, measure, qwen15bAdapterSpec, requireBuilt, writeQwen15bShapesBase } from './lib.js';
 
 requireBuilt();
 const trialsArg = process.argv.indexOf('--trials');
@@ -22,7 +22,7 @@ const trials = trialsArg > 0 ? Number(process.argv[trialsArg + 1]) : 3;
 const root = mkdtempSync(join(tmpdir(), 'codi-bench-proof-'));
 const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
 console.log(`generating a sparse base and two adapters in ${root}`);
-await writeSparseQwen15bBase(base);
+await writeQwen15bShapesBase(base);
 
 const mb = (bytes) => (bytes / 1e6).toFixed(0);
 const ms = (s) => `${(s * 1000).toFixed(0)} ms`;

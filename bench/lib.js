@@ -100,10 +100,10 @@ export async function qwen15bAdapterSpec(id, extra = {}) {
 
 /**
  * A base GGUF of Qwen2.5-1.5B's real tensor shapes (ggml ne order, F16 2-D weights, tied embeddings)
- * whose data is a sparse hole (only its header is read), with a vocabulary of the real size in its
- * header (151,936 tokens, 151,387 merges: the base reader must walk it).
+ * whose data is a sparse hole (convert reads only its header), with a byte-level BPE vocabulary of
+ * the real size in its header (151,936 tokens, 151,387 merges): the base reader must walk it.
  */
-export async function writeSparseQwen15bBase(path) {
+export async function writeQwen15bShapesBase(path) {
   const { GgmlType, gv } = await import('../dist/formats/ggml-types.js');
   const { GgufWriter } = await import('../dist/files/gguf-writer.js');
   const dims = QWEN15B_DIMS;
@@ -127,7 +127,6 @@ export async function writeSparseQwen15bBase(path) {
     );
   }
   tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
-  // a byte-level BPE vocabulary of Qwen2.5's size, with tokens and merges of typical lengths
   const tokens = Array.from({ length: vocab }, (_, i) =>
     i < 256 ? `<0x${i.toString(16)}>` : `Ġ${i.toString(36)}er`,
   );

@@ -10,6 +10,7 @@ const all = [
   'bin-scan',
   'fuzz',
   'convert',
+  'convert-bin',
   'gguf-proof',
   'kernels',
   'list',
