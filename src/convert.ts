@@ -1,14 +1,15 @@
 /**
- * `convert`: a PEFT safetensors LoRA → a llama.cpp GGUF LoRA adapter, natively and air-gapped. The
- * architecture and shapes come from the base GGUF; the adapter is verified first (fail closed).
+ * `convert`: a PEFT LoRA (safetensors, or a `.bin` read without unpickling) → a llama.cpp GGUF LoRA
+ * adapter, natively and air-gapped. The architecture and shapes come from the base GGUF; the adapter
+ * is verified first (fail closed).
  */
 import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
+import { BinPass } from './bin-pass.js';
 import { PassHash, sourceChanged, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { removeDeadTemps } from './atomic.js';
 import {
   checkCompatibility,
   permuteRopeRows,
@@ -16,29 +17,33 @@ import {
   type BaseModel,
   type PlannedModule,
 } from './base-model.js';
-import { identityAt, RegularFile, sameFile, type FileIdentity } from './byte-source.js';
+import { identityAt, type FileIdentity } from './byte-source.js';
+import {
+  cachedOrWritten,
+  writeEntry,
+  type GgufPass,
+  type GgufProof,
+  type PassResult,
+  type PassTarget,
+} from './convert-cache.js';
 import { CodiError } from './errors.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
 import {
   compareGguf,
   writeGguf,
-  type GgufCompareResult,
+  type FileRange,
   type GgufTensorSpec,
-  type GgufWriteResult,
   type TensorPayload,
 } from './files/gguf-writer.js';
-import {
-  cacheFileName,
-  defaultCacheLocations,
-  unique,
-  writableCacheDir,
-  type CacheLocations,
-} from './gguf-cache.js';
+import { cacheFileName, defaultCacheLocations, type CacheLocations } from './gguf-cache.js';
 import { decodeToF32 } from './formats/numeric.js';
-import type { SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
+import type { PickleTensor } from './formats/pickle.js';
+import type { SafetensorsDtype, SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
+import type { TorchBinScan } from './formats/torch-bin.js';
+import { safetensorsOrder } from './formats/torch-tensor.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
-import { SAFETENSORS_FILE } from './layout.js';
+import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
 import {
   inspectAdapter,
   requireValid,
@@ -46,7 +51,7 @@ import {
   type VerifiedAdapter,
   type VerifyProgress,
 } from './verify.js';
-import { finding, type Finding } from './findings.js';
+import type { Finding } from './findings.js';
 import { pausePoint } from './test-hooks.js';
 import { trace } from './trace.js';
 import { VERSION } from './version.js';
@@ -86,23 +91,21 @@ export interface ConvertOptions {
   signal?: AbortSignal;
 }
 
-/**
- * How the GGUF at `output` is known to be this adapter's conversion: `compared` (a cached file whose
- * every byte a pass compared with what it would write) or `written` (this conversion wrote it), and
- * the identity it had then: whoever opens `output` later must find that file (for `written`, device,
- * inode, size and mtime: the rename into place changed its ctime).
- */
-export interface GgufProof {
-  kind: 'compared' | 'written';
-  identity: FileIdentity;
-}
+export type { GgufProof } from './convert-cache.js';
 
 export interface ConvertResult {
   output: string;
   /** a cache entry was used: proven by content, not written */
   cached: boolean;
   proof: GgufProof;
-  adapter: { id: string | null; version: string | null; path: string; weightsSha256: string };
+  adapter: {
+    id: string | null;
+    version: string | null;
+    path: string;
+    /** the weights file converted: adapter_model.safetensors or adapter_model.bin */
+    weightsFile: string;
+    weightsSha256: string;
+  };
   base: { path: string; arch: string; name: string | null };
   outtype: OutType;
   alpha: number;
@@ -121,8 +124,12 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const started = nowMs();
   trace('convert: start');
   if (options.out) await refuseOutOverInputs(resolve(options.out), resolve(options.base), resolve(dir));
-  // the weights file as it is before anything reads it: the pass checks it is the same file after
-  const before = await identityAt(join(resolve(dir), SAFETENSORS_FILE));
+  // the weights file as it is before anything reads it (which of the two it is, verification says):
+  // the pass checks it is the same file after
+  const before = {
+    [SAFETENSORS_FILE]: await identityAt(join(resolve(dir), SAFETENSORS_FILE)),
+    [BIN_FILE]: await identityAt(join(resolve(dir), BIN_FILE)),
+  };
   const base = await readBaseModel(resolve(options.base));
   trace('convert: base model read');
   let plan: PlannedModule[] = [];
@@ -132,7 +139,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
     weightsHash: (path, size, onProgress) =>
-      basename(path) === SAFETENSORS_FILE
+      basename(path) === SAFETENSORS_FILE || basename(path) === BIN_FILE
         ? passHash.adopt(path, size, onProgress)
         : beginSha256(path, size, onProgress),
     baseCheck: (adapter) => {
@@ -169,8 +176,8 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
 async function convertInspected(
   inspection: Inspection,
   passHash: PassHash,
-  /** the weights file before it was hashed */
-  before: FileIdentity | null,
+  /** the weights files before they were hashed */
+  before: Readonly<Record<string, FileIdentity | null>>,
   base: BaseModel,
   plan: PlannedModule[],
   ggufAlpha: number,
@@ -189,14 +196,10 @@ async function convertInspected(
   // anything wrong beyond the checksums: wait for the full report and fail with it
   if (inspection.errors.length > 0) await verifiedReport();
   const adapter = inspection.verified;
-  const header = adapter.safetensors;
-  if (adapter.layout.weightsFile !== SAFETENSORS_FILE || !header) {
-    await verifiedReport();
-    throw new CodiError(
-      'CONVERT_NEEDS_SAFETENSORS',
-      'convert reads safetensors weights only; this adapter has adapter_model.bin',
-    );
-  }
+  const weightsFile = adapter.layout.weightsFile;
+  // with no error before the checksums, the weights were read: a header, or a scanned .bin
+  const weights = adapter.safetensors ?? adapter.bin;
+  if (!weightsFile || !weights) throw new CodiError('INTERNAL', 'verified weights without a header');
   // metadata.json must list the weights (else verification has failed above); the cache is keyed by
   // that checksum, which the finished verification then confirms
   const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
@@ -204,6 +207,7 @@ async function convertInspected(
   const key = cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha);
   // the GGUF's tensors follow from the plan alone, so a cached result reports what a rebuild would
   const tensors = plannedTensors(plan, outtype);
+
   const about = described(adapter, weightsSha256, base, plan);
   const cacheFindings: Finding[] = [];
   const result = (output: string, bytes: number, proof: GgufProof): ConvertResult => ({
@@ -222,11 +226,9 @@ async function convertInspected(
     durationMs: Math.round(nowMs() - started),
   });
   const pass = passes(
-    join(adapter.layout.dir, SAFETENSORS_FILE),
-    header,
+    { path: join(adapter.layout.dir, weightsFile), weights, before: before[weightsFile] ?? null },
     { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 },
     passHash,
-    before,
     verifiedReport,
     options.signal,
   );
@@ -241,102 +243,25 @@ async function convertInspected(
 }
 
 /**
- * The cache entry named `name`: the first one found (in `locations.search`) that a pass proves to be
- * this conversion; else a new one, written where a tampered entry was (if that is a place to write),
- * else in the first writable folder of `locations.write`. Tampered entries add their finding.
- */
-async function cachedOrWritten(
-  name: string,
-  locations: CacheLocations,
-  force: boolean,
-  pass: Pass,
-  findings: Finding[],
-): Promise<{ path: string; bytes: number; proof: GgufProof }> {
-  const tampered: string[] = [];
-  for (const dir of force ? [] : locations.search) {
-    const proven = await proveEntry(join(dir, name), pass);
-    if (proven === null) continue;
-    if ('identity' in proven) {
-      return {
-        path: join(dir, name),
-        bytes: proven.bytes,
-        proof: { kind: 'compared', identity: proven.identity },
-      };
-    }
-    findings.push(proven.finding);
-    tampered.push(dir);
-  }
-  const dir = await writableCacheDir(
-    unique([...tampered.filter((d) => locations.write.includes(d)), ...locations.write]),
-  );
-  const written = await writeEntry(join(dir, name), pass);
-  return { path: written.path, bytes: written.bytes, proof: { kind: 'written', identity: written.identity } };
-}
-
-/**
  * Runs passes over the weights: the first one hashes them for verification (`passHash`); any other
  * one (a rebuild after a tampered entry was compared) must hash to the sha256 that was verified.
  */
 function passes(
-  weights: string,
-  header: SafetensorsHeader,
+  source: WeightsSource,
   input: WriteInput,
   passHash: PassHash,
-  before: FileIdentity | null,
   gate: () => Promise<unknown>,
   signal: AbortSignal | undefined,
-): Pass {
+): GgufPass {
   let hash = passHash;
   return async <T extends PassTarget>(target: T): Promise<PassResult<T>> => {
     const own = hash;
     hash = new PassHash();
-    const out = await adapterPass(weights, header, target, input, own, before, gate, signal);
+    const out = await adapterPass(source, target, input, own, gate, signal);
     if (own !== passHash && (await own.result) !== input.weightsSha256)
-      throw sourceChanged(weights, 'changed');
+      throw sourceChanged(source.path, 'changed');
     return out;
   };
-}
-
-/** Where a pass's GGUF bytes go, and what it gives back. */
-type PassTarget = { kind: 'write'; path: string } | { kind: 'compare'; file: RegularFile };
-type PassResult<T extends PassTarget> = T extends { kind: 'write' } ? GgufWriteResult : GgufCompareResult;
-type Pass = <T extends PassTarget>(target: T) => Promise<PassResult<T>>;
-
-/** Writes the GGUF at `path` (temp files of killed conversions to it go first). */
-async function writeEntry(path: string, pass: Pass): Promise<GgufWriteResult> {
-  await removeDeadTemps(dirname(path), [basename(path)]);
-  return pass({ kind: 'write', path });
-}
-
-/**
- * The entry at `path`, if there is one: proven (its identity when the proof began, which must still
- * be its identity when the pass ended), or the finding that it is not this conversion; null when
- * there is none to read.
- */
-async function proveEntry(
-  path: string,
-  pass: Pass,
-): Promise<(GgufProof & { bytes: number }) | { finding: Finding } | null> {
-  const file = await RegularFile.open(path, { noFollow: true }).catch(() => null);
-  if (file === null) return null;
-  try {
-    const compared = await pass({ kind: 'compare', file });
-    const unchanged = sameFile(file.identity, await file.currentIdentity());
-    if (compared.same && unchanged)
-      return { kind: 'compared', identity: file.identity, bytes: compared.bytes };
-    const why = !unchanged
-      ? 'it changed while it was being compared'
-      : `its bytes differ from the conversion of the verified adapter from byte ${compared.firstDifference ?? 0}`;
-    return {
-      finding: finding(
-        'GGUF_CACHE_TAMPERED',
-        `the cached GGUF ${path} is not this adapter's conversion: ${why}; it is not used, and is rebuilt`,
-        path,
-      ),
-    };
-  } finally {
-    await file.close();
-  }
 }
 
 /** What a conversion result says of its inputs: the adapter, the base and the folded scales. */
@@ -351,6 +276,7 @@ function described(
       id: adapter.metadata?.id ?? null,
       version: adapter.metadata?.version ?? null,
       path: adapter.layout.dir,
+      weightsFile: adapter.layout.weightsFile ?? SAFETENSORS_FILE,
       weightsSha256,
     },
     base: { path: base.path, arch: base.arch, name: base.name },
@@ -495,6 +421,14 @@ interface WriteInput {
   weightsSha256: string;
 }
 
+/** The weights a GGUF is written from: a safetensors header, or a scanned `.bin`. */
+interface WeightsSource {
+  path: string;
+  weights: SafetensorsHeader | TorchBinScan;
+  /** the file before the pass: it must be the same file when the pass ends */
+  before: FileIdentity | null;
+}
+
 /**
  * One pass over the weights producing the GGUF: written at `target.path`, or compared with
  * `target.file` (the proof that a cached file is this conversion). Either way every byte of the
@@ -502,32 +436,24 @@ interface WriteInput {
  * verification (`gate`): a GGUF is committed, or a cached one proven, only for a verified adapter.
  */
 async function adapterPass<T extends PassTarget>(
-  weightsPath: string,
-  header: SafetensorsHeader,
+  source: WeightsSource,
   target: T,
   input: WriteInput,
   /** fed every byte of the weights file, in order */
   hash: PassHash,
-  /** the weights file before the pass: it must be the same file when the pass ends */
-  before: FileIdentity | null,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
   /** stops the pass between tensors (nothing is committed) */
   signal: AbortSignal | undefined,
 ): Promise<PassResult<T>> {
-  const infos = new Map(header.tensors.map((t) => [t.name, t]));
-  const jobs: ConvertJob[] = input.tensors.specs.map((t) => ({ ...t, info: infoOf(infos, t.source) }));
-  // GGUF tensors in the order their data lies in the safetensors file: one sequential read does it
-  jobs.sort((x, y) => x.info.begin - y.info.begin);
+  const jobs = orderedJobs(input.tensors.specs, source.weights);
   if (jobs.length === 0) await gate();
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
-  const scratch = new Float32Array(
-    Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
-  );
+  const scratch = new Float32Array(Math.max(0, ...jobs.map((j) => j.numel)));
   trace(target.kind === 'write' ? 'convert: writing' : 'convert: comparing with the cache');
   await pausePoint('convert:before-pass');
-  const pass = await WeightsPass.begin(weightsPath, header, hash, Math.max(0, ...jobs.map(byteSize)));
+  const pass = await openPass(source, hash, jobs);
   const options = { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec) };
   const data = async (_spec: GgufTensorSpec, i: number): Promise<TensorPayload> => {
     signal?.throwIfAborted();
@@ -537,11 +463,11 @@ async function adapterPass<T extends PassTarget>(
     if (i === jobs.length >> 1) await pausePoint('convert:writing');
     if (i < jobs.length - 1) {
       // the bytes as they are go from the file to the GGUF through the writer's buffers
-      if (isPassThrough(job)) return pass.range(job.info);
-      return convertTensor(job, pass.read(job.info), scratch);
+      const range = isPassThrough(job) ? pass.range(job) : null;
+      return range ?? convertTensor(job, await pass.read(job), scratch);
     }
-    const bytes = pass.read(job.info);
-    await pass.finish(before);
+    const bytes = await pass.read(job);
+    await pass.finish(source.before);
     // then the checksums: the GGUF is committed only for a verified adapter
     trace('convert: all read, waiting for the checksums');
     await gate();
@@ -560,8 +486,95 @@ async function adapterPass<T extends PassTarget>(
   }
 }
 
+/**
+ * The GGUF's tensors in the order their data is read. From safetensors, the order their data lies in
+ * the file: one sequential read does it. From a `.bin`, the order the safetensors writer would lay the
+ * same tensors out in (safetensorsOrder), whatever order torch.save put the storages in: the GGUF is
+ * then the one the equivalent safetensors file gives, byte for byte.
+ */
+function orderedJobs(
+  specs: readonly PlannedTensor[],
+  weights: SafetensorsHeader | TorchBinScan,
+): ConvertJob[] {
+  if ('dataOffset' in weights) {
+    const infos = new Map(weights.tensors.map((t) => [t.name, t]));
+    const jobs = specs.map((t) => {
+      const st = infoOf(infos, t.source);
+      return jobOf(t, st, { st }, st.begin);
+    });
+    return jobs.sort((x, y) => x.begin - y.begin);
+  }
+  const byName = new Map(weights.tensors.map((t) => [t.name, t]));
+  const rank = new Map(safetensorsOrder(weights.tensors).map((t, i) => [t.name, i]));
+  const jobs = specs.map((t) => {
+    const bin = byName.get(t.source);
+    if (!bin) throw new CodiError('INTERNAL', `tensor ${t.source} vanished from the scan`);
+    // verification let F32, F16 and BF16 through only: safetensors dtypes of the same names
+    const info = { name: bin.name, dtype: bin.dtype as SafetensorsDtype, shape: bin.shape };
+    return jobOf(t, info, { bin }, rank.get(t.source) ?? 0);
+  });
+  return jobs.sort((x, y) => x.begin - y.begin);
+}
+
+function jobOf(t: PlannedTensor, info: TensorInfo, from: ConvertJob['from'], begin: number): ConvertJob {
+  return {
+    spec: t.spec,
+    transpose: t.transpose,
+    factor: t.factor,
+    permuteHeads: t.permuteHeads,
+    info,
+    from,
+    begin,
+    numel: info.shape.reduce((a, b) => a * b, 1),
+  };
+}
+
+/** The one read of the weights: the safetensors pass, or the `.bin` pass, behind one face. */
+interface WeightsReader {
+  read(job: ConvertJob): Promise<Uint8Array>;
+  range(job: ConvertJob): FileRange | null;
+  finish(before: FileIdentity | null): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function openPass(
+  source: WeightsSource,
+  hash: PassHash,
+  jobs: readonly ConvertJob[],
+): Promise<WeightsReader> {
+  const { weights, path } = source;
+  if ('dataOffset' in weights) {
+    const pass = await WeightsPass.begin(path, weights, hash, Math.max(0, ...jobs.map(byteSize)));
+    const st = (job: ConvertJob): SafetensorsTensorInfo => {
+      if (!('st' in job.from))
+        throw new CodiError('INTERNAL', `${job.info.name} is not a safetensors tensor`);
+      return job.from.st;
+    };
+    return {
+      read: (job) => Promise.resolve(pass.read(st(job))),
+      range: (job) => pass.range(st(job)),
+      finish: (before) => pass.finish(before),
+      close: () => pass.close(),
+    };
+  }
+  const pass = await BinPass.begin(path, weights, hash, (how) => sourceChanged(path, how));
+  const buffer = new Uint8Array(Math.max(0, ...jobs.map(byteSize)));
+  return {
+    read: (job) => {
+      if (!('bin' in job.from)) throw new CodiError('INTERNAL', `${job.info.name} is not a .bin tensor`);
+      return pass.tensor(job.from.bin, buffer);
+    },
+    range: (job) => ('bin' in job.from ? pass.range(job.from.bin) : null),
+    finish: async (before) => {
+      await pass.finish(before);
+      hash.finish();
+    },
+    close: () => pass.close(),
+  };
+}
+
 function byteSize(job: ConvertJob): number {
-  return job.info.end - job.info.begin;
+  return job.numel * (job.info.dtype === 'F32' ? 4 : 2);
 }
 
 /** The GGUF's key/value pairs: an adapter of the base's architecture, and where it came from. */
@@ -594,9 +607,21 @@ function isPassThrough(job: ConvertJob): boolean {
   );
 }
 
+/** What a job needs to know of its source tensor, whichever file holds it. */
+interface TensorInfo {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+}
+
 interface ConvertJob {
   spec: GgufTensorSpec;
-  info: SafetensorsTensorInfo;
+  info: TensorInfo;
+  /** the tensor as the weights file has it: a safetensors entry, or a `.bin` tensor */
+  from: { st: SafetensorsTensorInfo } | { bin: PickleTensor };
+  /** where its data is read in the pass: its offset in the file, or its rank in the read order */
+  begin: number;
+  numel: number;
   transpose: boolean;
   factor: number;
   permuteHeads: number | null;

@@ -25,6 +25,7 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
       root: requiredString(input, 'root'),
       activate: booleanFlag(input, 'activate'),
       force: booleanFlag(input, 'force'),
+      toSafetensors: booleanFlag(input, 'to-safetensors'),
       lockTimeoutMs: integerFlag(input, 'lock-timeout') * 1000,
       ...(id === undefined ? {} : { id }),
       ...(base === undefined ? {} : { base }),
@@ -45,6 +46,11 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
     }[result.action];
     io.log(`${paint.green('✔')} ${verb} ${result.adapter.id} ${result.adapter.version} → ${result.path}`);
     io.log(`  ${result.adapter.checksum}, base ${result.adapter.base_model}`);
+    if (result.converted) {
+      io.log(
+        `  ${result.converted.file} converted from ${result.converted.from.file} (sha256:${result.converted.from.sha256})`,
+      );
+    }
     if (result.activated) {
       io.log(`  active → ${result.id}`);
       io.log(`  a run serving through its gateway picks it up with: ${RELOAD_COMMAND}`);

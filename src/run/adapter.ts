@@ -19,10 +19,12 @@ import { asCodiError, CodiError, ExitCode, isCodiError } from '../errors.js';
 import type { Finding } from '../findings.js';
 import { unique, userCacheDir, type CacheLocations } from '../gguf-cache.js';
 import { formatDuration } from '../text.js';
-import { SAFETENSORS_FILE } from '../layout.js';
 import { sha256Ref } from '../metadata.js';
 import type { RunContext } from './context.js';
 import type { AdapterRecord } from './environment.js';
+
+/** In the files metadata.json lists: the weights file, whichever it is (the short checksum form). */
+const WEIGHTS = '<weights>';
 
 export interface ServableAdapter {
   /** where the GGUF is */
@@ -44,7 +46,8 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
     });
   }
   const converted = await convertReporting(ctx, adapterDir);
-  const files = peek?.files ?? [SAFETENSORS_FILE];
+  // the short checksum form stands for the weights file, whichever it is
+  const files = (peek?.files ?? [WEIGHTS]).map((f) => (f === WEIGHTS ? converted.adapter.weightsFile : f));
   const { id, version, weightsSha256 } = converted.adapter;
   report.info(
     `adapter ${id ?? '?'} ${version ?? '?'} (${adapterDir}): verified, checksums ${files.length}/${files.length} files sha256 ok (weights ${weightsSha256.slice(0, 12)}…)`,
@@ -173,7 +176,7 @@ async function peekMetadata(dir: string): Promise<{ base_model?: string; files: 
     const checksum = data.checksum;
     const files =
       typeof checksum === 'string'
-        ? [SAFETENSORS_FILE]
+        ? [WEIGHTS]
         : checksum !== null && typeof checksum === 'object' && 'files' in checksum
           ? Object.keys((checksum as { files: Record<string, unknown> }).files).sort()
           : [];

@@ -6,7 +6,7 @@
  * the init outlives `run` and ends whatever is left below it (codi-init SIGKILLs it; tini, as PID 1 of
  * a container, takes it with the namespace). So the command `run` (this front process) starts
  * `run` again under the init, passes its signals on, and exits with the init's status; the `run`
- * below the init does the work and stops what the app left behind (src/run/leftovers.ts).
+ * below the init does the work and stops what the app left behind (src/run/descendants.ts).
  */
 import { spawn } from 'node:child_process';
 import { readlinkSync, realpathSync } from 'node:fs';

@@ -105,7 +105,11 @@ async function announce(ctx: RunContext): Promise<void> {
 function checkEgress(ctx: RunContext): void {
   const { config, egress } = ctx;
   if (!config.airgap || (egress.known && egress.outside.length === 0)) return;
-  const routes = egress.outside.slice(0, 4).map(routeText).join('; ');
+  // a default route first: the message names it as such
+  const outside = [...egress.outside].sort(
+    (a, b) => Number(b.block.prefix === 0) - Number(a.block.prefix === 0),
+  );
+  const routes = outside.slice(0, 4).map(routeText).join('; ');
   const more = egress.outside.length > 4 ? ` and ${egress.outside.length - 4} more` : '';
   const what = egress.known
     ? `the network lets this process reach beyond loopback and the allowlist (${egress.defaultRoute ? 'a default route: ' : ''}${routes}${more})`

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { CodiError } from '../errors.js';
 
 const SET_IT = 'or set CODI_STATE_DIR to a writable folder';
@@ -32,19 +32,43 @@ export async function prepareStateDir(dir: string): Promise<void> {
   }
 }
 
-/** Why `dir` could not be created: the nearest folder that exists on its way, and what it refused. */
+/**
+ * Why `dir` could not be created. mkdir's own error says little (a recursive mkdir under a read-only
+ * mount reports ENOENT), so the way to it is walked: the nearest folder that exists is the one at
+ * fault, and creating the next folder in it, by itself, gives the real reason.
+ */
 async function cannotCreate(dir: string, e: NodeJS.ErrnoException): Promise<CodiError> {
   const blocker = await nearestExisting(dir);
   if (e.code === 'ENOTDIR' || e.code === 'EEXIST' || (blocker !== null && !blocker.isDirectory)) {
     return notDirectory(dir, blocker?.path ?? dir);
   }
-  return cannotWrite(dir, blocker?.path ?? dirname(dir), e);
+  if (blocker === null) return cannotWrite(dir, dirname(dir), e);
+  if (blocker.error) return cannotWrite(dir, blocker.path, blocker.error);
+  const next = join(blocker.path, relative(blocker.path, dir).split(sep)[0] ?? '');
+  const why = await mkdir(next).then(
+    async () => {
+      // it could be made now (something else fixed it meanwhile): the original error stands
+      await rm(next, { recursive: true, force: true });
+      return e;
+    },
+    (err: unknown) => err as NodeJS.ErrnoException,
+  );
+  return cannotWrite(dir, blocker.path, why);
 }
 
-async function nearestExisting(dir: string): Promise<{ path: string; isDirectory: boolean } | null> {
+/**
+ * The nearest folder on the way to `dir` that exists (or the file in the way), and, when the folder
+ * below it could not even be looked up (no search permission), that error.
+ */
+async function nearestExisting(
+  dir: string,
+): Promise<{ path: string; isDirectory: boolean; error?: NodeJS.ErrnoException } | null> {
+  let lookup: NodeJS.ErrnoException | undefined;
   for (let p = dir; ; p = dirname(p)) {
-    const st = await lstat(p).catch(() => null);
-    if (st) return { path: p, isDirectory: st.isDirectory() };
+    const st = await lstat(p).catch((err: unknown) => err as NodeJS.ErrnoException);
+    if (!(st instanceof Error))
+      return { path: p, isDirectory: st.isDirectory(), ...(lookup ? { error: lookup } : {}) };
+    lookup = st.code === 'ENOENT' ? undefined : st;
     if (dirname(p) === p) return null;
   }
 }
