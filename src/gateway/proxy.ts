@@ -1,6 +1,6 @@
 /**
- * One request passed to llama-server and its answer passed back as it comes (`node:http` with a
- * keep-alive agent: see bench/gateway.js for the measurement behind the choice): `pipe` gives
+ * One request passed to llama-server and its answer passed back as it comes (`node:http`: see
+ * bench/gateway.js for the measurement behind the choice): `pipe` gives
  * backpressure both ways, nothing is buffered whole, and a client that goes away destroys the
  * upstream request, which makes llama-server cancel the task. A llama-server that dies mid-answer
  * ends the client's answer with an error (the connection is destroyed: no clean end of a chunked
@@ -10,7 +10,6 @@
 import {
   request,
   type Agent,
-  type ClientRequest,
   type IncomingHttpHeaders,
   type IncomingMessage,
   type ServerResponse,
@@ -31,8 +30,6 @@ export interface Forward {
   body: Buffer;
   /** the label of the metrics: adapter id, base id */
   label: string;
-  /** the request asks for a stream (SSE) */
-  streaming: boolean;
   started: number;
   apiKey: string | null;
   agent: Agent;
@@ -62,53 +59,33 @@ export function forward(f: Forward, clientReq: IncomingMessage, res: ServerRespo
     const accept = clientReq.headers.accept;
     if (accept !== undefined) headers.accept = accept;
     if (f.apiKey !== null) headers.authorization = `Bearer ${f.apiKey}`;
-    const send = (retry: boolean): void => {
-      const up = request(
-        {
-          host: '127.0.0.1',
-          port: serving.port,
-          method: 'POST',
-          path: f.path,
-          headers,
-          // llama-server closes the connection after a streamed answer: a stream, and a second try,
-          // get a connection of their own
-          agent: retry && !f.streaming ? f.agent : false,
-        },
-        (upRes) => {
-          passAnswer(f, upRes, res, finish);
-        },
-      );
-      up.on('error', (e) => {
-        // llama-server closes a kept-alive connection after a while or a number of requests; a
-        // request sent on it just then is lost before llama-server read it: sent again, once
-        if (retry && up.reusedSocket && !res.headersSent && !res.destroyed) {
-          send(false);
-          return;
-        }
-        if (!res.headersSent) {
-          sendError(
-            res,
-            new GatewayError(502, 'server_error', 'upstream_unavailable', `llama-server: ${e.message}`),
-          );
-          finish(502);
-          return;
-        }
-        // mid-answer: the client must see it fail, not a truncated answer that looks whole
-        res.destroy(e);
-        finish(res.statusCode);
-      });
-      current = up;
-      up.end(f.body);
-    };
-    let current: ClientRequest | null = null;
+    const up = request(
+      { host: '127.0.0.1', port: serving.port, method: 'POST', path: f.path, headers, agent: f.agent },
+      (upRes) => {
+        passAnswer(f, upRes, res, finish);
+      },
+    );
+    up.on('error', (e) => {
+      if (!res.headersSent) {
+        sendError(
+          res,
+          new GatewayError(502, 'server_error', 'upstream_unavailable', `llama-server: ${e.message}`),
+        );
+        finish(502);
+        return;
+      }
+      // mid-answer: the client must see it fail, not a truncated answer that looks whole
+      res.destroy(e);
+      finish(res.statusCode);
+    });
     // the client went away before its answer ended: llama-server stops working on it
     res.once('close', () => {
       if (!res.writableFinished) {
-        current?.destroy();
+        up.destroy();
         finish(499);
       }
     });
-    send(true);
+    up.end(f.body);
   });
 }
 

@@ -65,8 +65,8 @@ export interface Gateway {
 }
 
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
-  // an idle connection is let go before llama-server's own keep-alive timeout (5 s) closes it
-  const agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: 4000 });
+  // llama-server answers every request with `Connection: close`: a connection each, none kept
+  const agent = new Agent({ keepAlive: false, maxSockets: 256 });
   const server = createServer({ requestTimeout: o.headersTimeoutMs, headersTimeout: o.headersTimeoutMs });
   server.keepAliveTimeout = 5000;
   // silence both ways for this long closes the connection (an answer being streamed is not silent)
@@ -212,7 +212,6 @@ async function forwardRequest(
       path,
       body: payload,
       label,
-      streaming: body.stream === true,
       started,
       apiKey: o.apiKey,
       agent,

@@ -132,10 +132,11 @@ export class GatewayRun {
     const seq = ++this.seq;
     if (this.closing) return this.outcome(seq, trigger, 'cancelled', 'run is stopping', started);
     report.info(`reload #${seq} (${trigger}): preparing the served set`);
+    const scoped = scopedToReload(this.ctx);
     try {
-      const prepared = await prepareSet(this.ctx, this.selection);
+      const prepared = await prepareSet(scoped.ctx, this.selection);
       const launched =
-        prepared && !this.stopping() ? await launchSet(this.ctx, this.binPath, prepared) : null;
+        prepared && !this.stopping() ? await launchSet(scoped.ctx, this.binPath, prepared) : null;
       if (launched === null) return await this.outcome(seq, trigger, 'cancelled', 'run is stopping', started);
       if (this.stopping()) {
         await launched.serving.child.stop(this.ctx.config.stopGraceMs);
@@ -168,6 +169,8 @@ export class GatewayRun {
         isCodiError(e) ? e.hint : undefined,
       );
       return await this.outcome(seq, trigger, 'failed', what, started);
+    } finally {
+      scoped.dispose();
     }
   }
 
@@ -305,6 +308,28 @@ export async function startGatewayLlm(
     commit: version?.commit ?? null,
   };
   return run.ready(launched);
+}
+
+/**
+ * The context for one reload: its steps wait on an abort signal of its own, which run's stop aborts.
+ * Waiting on run's own signal would leave a listener on it for every reload.
+ */
+function scopedToReload(ctx: RunContext): { ctx: RunContext; dispose: () => void } {
+  const abort = new AbortController();
+  const onStop = (): void => {
+    abort.abort(ctx.trap.stopping.reason);
+  };
+  if (ctx.trap.stopping.aborted) onStop();
+  else ctx.trap.stopping.addEventListener('abort', onStop, { once: true });
+  // the trap as it is (its signal, its count), but for the signal the reload's steps wait on
+  const trap = Object.create(ctx.trap, { stopping: { value: abort.signal } }) as RunContext['trap'];
+  return {
+    ctx: { ...ctx, trap },
+    dispose: () => {
+      ctx.trap.stopping.removeEventListener('abort', onStop);
+      abort.abort();
+    },
+  };
 }
 
 async function upstreamLoad(
