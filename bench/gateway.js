@@ -11,7 +11,16 @@
 //     with the same three adapters (spawn to GET /health 200); target ≤ cold start + 1 s
 // Usage: node bench/gateway.js [--requests 400] [--seconds 8] [--rounds 3] [--reloads 3]
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -132,29 +141,49 @@ const cpuSeconds = (pid) => {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
 };
+/** The llama-servers serving this bench's base: RSS and PSS (shared pages split between sharers), MiB. */
+function llamaMemory() {
+  const base = join(root, 'base/tiny-qwen2.gguf');
+  let rss = 0;
+  let pss = 0;
+  let count = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/u.test(d))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!cmd.includes('llama-server') || !cmd.includes(base) || !cmd.includes('/dev/fd/3')) continue;
+      const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+      rss += Number(/^Rss:\s+(\d+)/mu.exec(rollup)?.[1] ?? 0) / 1024;
+      pss += Number(/^Pss:\s+(\d+)/mu.exec(rollup)?.[1] ?? 0) / 1024;
+      count++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return { rss, pss, count };
+}
 const vmRss = (pid) =>
   Number(/VmRSS:\s+(\d+)/u.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
 
 try {
   // ---- latency
-  const one = { prompt: 'def f(x):', n_predict: 1, temperature: 0, cache_prompt: true };
+  const single = { prompt: 'def f(x):', n_predict: 1, temperature: 0, cache_prompt: true };
   const direct = [];
   const through = [];
   for (let i = 0; i < 20; i++) {
-    await post(upstream, '/completion', { ...one, lora });
-    await post(gateway, '/completion', { ...one, model: 'tiny-a' });
+    await post(upstream, '/completion', { ...single, lora });
+    await post(gateway, '/completion', { ...single, model: 'tiny-a' });
   }
   // run's CPU time over requests made directly (it only relays llama-server's log lines) and over
   // requests through the gateway: the difference is the gateway's own cost
   const cpuDirect0 = cpuSeconds(runPid);
-  for (let i = 0; i < requests; i++) await post(upstream, '/completion', { ...one, lora });
+  for (let i = 0; i < requests; i++) await post(upstream, '/completion', { ...single, lora });
   const cpuDirect = cpuSeconds(runPid) - cpuDirect0;
   const cpuGateway0 = cpuSeconds(runPid);
-  for (let i = 0; i < requests; i++) await post(gateway, '/completion', { ...one, model: 'tiny-a' });
+  for (let i = 0; i < requests; i++) await post(gateway, '/completion', { ...single, model: 'tiny-a' });
   const cpuGateway = cpuSeconds(runPid) - cpuGateway0;
   for (let i = 0; i < requests; i++) {
-    direct.push(await post(upstream, '/completion', { ...one, lora }));
-    through.push(await post(gateway, '/completion', { ...one, model: 'tiny-a' }));
+    direct.push(await post(upstream, '/completion', { ...single, lora }));
+    through.push(await post(gateway, '/completion', { ...single, model: 'tiny-a' }));
   }
   const cpuPerRequest = ((cpuGateway - cpuDirect) / requests) * 1e6;
   const paired = direct.map((d, i) => through[i] - d);
@@ -258,6 +287,12 @@ try {
     await new Promise((r) => child.once('exit', r));
   }
   const reloadMs = [];
+  const one = llamaMemory();
+  let two = one;
+  const memSampler = setInterval(() => {
+    const m = llamaMemory();
+    if (m.count > 1 && m.rss > two.rss) two = m;
+  }, 20);
   for (let i = 0; i < reloads; i++) {
     const before = existsSync(join(stateDir, 'reload.json'))
       ? JSON.parse(readFileSync(join(stateDir, 'reload.json'), 'utf8')).seq
@@ -277,6 +312,7 @@ try {
     reloadMs.push(performance.now() - t0);
     await sleep(300);
   }
+  clearInterval(memSampler);
   const margin = median(reloadMs) - median(cold);
   console.log(`reload, SIGHUP to the new set serving, ${reloads} each:`);
   console.log(
@@ -286,6 +322,9 @@ try {
     `  reload                   ${reloadMs.map((x) => x.toFixed(0)).join(', ')} ms  median ${median(reloadMs).toFixed(0)} ms`,
   );
   console.log(`  reload − cold start ${margin.toFixed(0)} ms (target ≤ 1000)  ${verdict(margin <= 1000)}`);
+  console.log(
+    `memory of llama-server, one serving: RSS ${one.rss.toFixed(1)} MiB, PSS ${one.pss.toFixed(1)} MiB; peak while two run (${two.count} seen): RSS ${two.rss.toFixed(1)} MiB summed, PSS ${two.pss.toFixed(1)} MiB (the base's pages shared count once in PSS)`,
+  );
 } finally {
   agent.destroy();
   run.kill('SIGTERM');

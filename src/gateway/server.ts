@@ -67,7 +67,12 @@ export interface Gateway {
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   // llama-server answers every request with `Connection: close`: a connection each, none kept
   const agent = new Agent({ keepAlive: false, maxSockets: 256 });
-  const server = createServer({ requestTimeout: o.headersTimeoutMs, headersTimeout: o.headersTimeoutMs });
+  const server = createServer({
+    requestTimeout: o.headersTimeoutMs,
+    headersTimeout: o.headersTimeoutMs,
+    // how often slow requests are looked for (Node's default, 30 s, would let one overstay the timeout)
+    connectionsCheckingInterval: Math.min(1000, o.headersTimeoutMs),
+  });
   server.keepAliveTimeout = 5000;
   // silence both ways for this long closes the connection (an answer being streamed is not silent)
   server.setTimeout(o.idleTimeoutMs, (socket) => socket.destroy());

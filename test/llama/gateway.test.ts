@@ -5,6 +5,7 @@
  * dying mid-stream); llama-server is started alone only for the reference answers.
  */
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeAdapter } from '../helpers/catalog.js';
@@ -112,6 +113,7 @@ beforeAll(async () => {
     LLAMA_CPP_THREADS: '2',
     LLM_MAX_ADAPTERS: '3',
     GATEWAY_MAX_BODY: String(MAX_BODY),
+    GATEWAY_HEADERS_TIMEOUT: '2',
     DRAIN_TIMEOUT: '60',
     CODI_STATE_DIR: stateDir,
     PATTERNS_RULES: rulesFile,
@@ -321,6 +323,18 @@ describe('run serving the catalog through its gateway', () => {
     expect(
       await metric(gateway, 'codi_gateway_requests_total', { adapter: '', status: '404' }),
     ).toBeGreaterThan(0);
+
+    // a client that never finishes its headers is answered 408 and cut off (GATEWAY_HEADERS_TIMEOUT)
+    const slow = await slowClient(gateway, 'POST /completion HTTP/1.1\r\nHost: x\r\n');
+    expect(slow.answer).toMatch(/^HTTP\/1\.1 408/u);
+    expect(slow.closed).toBe(true);
+    // and so is one that sends its headers and then too little of its body
+    const slowBody = await slowClient(
+      gateway,
+      'POST /completion HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"prompt":',
+    );
+    expect(slowBody.closed).toBe(true);
+    expect((await call(gateway, '/health')).status).toBe(200);
   }, 120_000);
 
   it('streams with its tokens counted, and a client that disconnects cancels its request upstream', async () => {
@@ -535,6 +549,26 @@ describe('run refusing a served set', () => {
     expect(processesMentioning(dir)).toEqual([]);
   }, 60_000);
 });
+
+/** Sends `text` on a raw connection and waits (at most 30 s) for the gateway to answer and close it. */
+function slowClient(base: string, text: string): Promise<{ answer: string; closed: boolean }> {
+  const url = new URL(base);
+  return new Promise((resolve) => {
+    const socket = connect(Number(url.port), url.hostname);
+    let answer = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ answer, closed: false });
+    }, 30_000);
+    socket.on('data', (d: Buffer) => (answer += d.toString()));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ answer, closed: true });
+    });
+    socket.write(text);
+  });
+}
 
 function llamaServers(): { pid: number; cmdline: string }[] {
   return processesMentioning(join(root, 'models', 'base')).filter((p) => p.cmdline.includes('llama-server'));
