@@ -79,8 +79,10 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     void handle(o, agent, req, res);
   });
-  server.on('clientError', (_e, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  server.on('clientError', (e: NodeJS.ErrnoException, socket) => {
+    // too slow (GATEWAY_HEADERS_TIMEOUT) is 408, anything else that is not HTTP is 400
+    const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n\r\n`);
     else socket.destroy();
   });
   server.listen({ host: o.host.replace(/^\[|\]$/gu, ''), port: o.port, exclusive: true });
