@@ -32,6 +32,11 @@ export interface LoraConfig {
   peftVersion: string | null;
   /** how rank_pattern/alpha_pattern keys are matched: by `peft_version`, else current PEFT's rules */
   patternRules: PatternRules;
+  /**
+   * Activated LoRA (PEFT 0.18 and later): the token ids after whose last occurrence in the input, from
+   * its first token on, the adapter applies; null for an ordinary LoRA
+   */
+  aloraInvocationTokens: number[] | null;
   /** the parsed JSON as written */
   raw: Record<string, unknown>;
 }
@@ -73,6 +78,7 @@ export function parseLoraConfig(text: string): ParsedConfig {
     );
   }
   for (const f of unsupportedFeatures(raw)) findings.push(f);
+  for (const f of baseBoundFeatures(raw)) findings.push(f);
 
   const targets = targetModulesOf(raw, findings);
   if (!targets) return { config: null, findings };
@@ -105,6 +111,9 @@ export function parseLoraConfig(text: string): ParsedConfig {
     baseModel: typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null,
     peftVersion,
     patternRules: patternRulesOf(peftVersion),
+    aloraInvocationTokens: Array.isArray(raw.alora_invocation_tokens)
+      ? (raw.alora_invocation_tokens as number[])
+      : null,
     raw,
   };
   return { config, findings };
@@ -114,7 +123,8 @@ export function parseLoraConfig(text: string): ParsedConfig {
 function targetModulesOf(raw: Record<string, unknown>, findings: Finding[]): TargetModules | null {
   const tm = raw.target_modules as string | string[];
   if (Array.isArray(tm)) return { kind: 'list', names: tm };
-  if (tm === 'all-linear') return { kind: 'all-linear' };
+  // PEFT compares the shorthand case-insensitively
+  if (tm.toLowerCase() === ALL_LINEAR) return { kind: 'all-linear' };
   const regex = pythonFullMatch(tm);
   if (!regex) {
     findings.push(
@@ -181,6 +191,111 @@ function unsupportedFeatures(raw: Record<string, unknown>): Finding[] {
       'target_parameters (LoRA on raw parameters, e.g. MoE experts) is not supported',
     );
   }
+  for (const [key, what] of VARIANTS) {
+    const value = raw[key];
+    if (value === undefined || value === null || value === false) continue;
+    if (typeof value === 'object' && Object.keys(value).length === 0) continue;
+    unsupported(`/${key}`, `${key} is set: ${what}, which a llama.cpp LoRA (W + s·B·A) cannot express`);
+  }
+  const init = raw.init_lora_weights;
+  if (typeof init === 'string' && !PLAIN_INITS.has(init.toLowerCase()) && modifiedBaseInit(init) === null) {
+    unsupported(
+      '/init_lora_weights',
+      `init_lora_weights is ${JSON.stringify(init)}, an initialisation codi-adapter does not know: it cannot tell whether the adapter needs a modified base model (as pissa and olora do)`,
+    );
+  }
+  return out;
+}
+
+/** PEFT's LoRA variants (and Megatron layers) whose forward pass is not `W·x + s·B·A·x`. */
+const VARIANTS: readonly [key: string, what: string][] = [
+  ['use_qalora', 'QALoRA pools the input features in groups before lora_A'],
+  ['use_bdlora', 'BD-LoRA makes lora_A or lora_B block-diagonal'],
+  ['arrow_config', 'Arrow routes every token among several adapters'],
+  ['monteclora_config', 'MonteCLoRA samples its LoRA weights'],
+  ['megatron_config', "Megatron's parallel layers have module names llama.cpp does not know"],
+];
+
+export const ALL_LINEAR = 'all-linear';
+
+/**
+ * `init_lora_weights` values that only initialise the LoRA and leave the base weights as they are
+ * (PEFT's `update_layer`): the trained adapter is an ordinary LoRA on the original base.
+ */
+const PLAIN_INITS = new Set(['gaussian', 'eva', 'orthogonal', 'mica']);
+
+/**
+ * The name of the method when `init_lora_weights` makes PEFT change the base weights themselves
+ * (`W ← W − s·B₀A₀`, or LoftQ's quantised residual), matched as PEFT's `update_layer` matches them;
+ * null otherwise.
+ */
+function modifiedBaseInit(init: string): string | null {
+  if (init.startsWith('pissa')) return 'PiSSA';
+  if (init.startsWith('corda')) return 'CorDA';
+  if (init.toLowerCase() === 'olora') return 'OLoRA';
+  if (init === 'loftq') return 'LoftQ';
+  if (init === 'lora_ga') return 'LoRA-GA';
+  return null;
+}
+
+/**
+ * Configs whose adapter is right only against weights other than the base model's own, or that
+ * carry weights a llama.cpp LoRA has no place for: a modified base (PiSSA, OLoRA, CorDA, LoftQ,
+ * LoRA-GA, KaSA), trained token rows, and an activated LoRA known only by its invocation text.
+ */
+function baseBoundFeatures(raw: Record<string, unknown>): Finding[] {
+  const out: Finding[] = [];
+  const init = raw.init_lora_weights;
+  const method = typeof init === 'string' ? modifiedBaseInit(init) : null;
+  if (method !== null) {
+    out.push(
+      err(
+        'CONFIG_BASE_MODIFIED',
+        `init_lora_weights is ${JSON.stringify(init)}: ${method} trains the adapter against base weights it changed itself (W − s·B₀A₀${method === 'LoftQ' ? ', quantised' : ''}), so on the original base model it computes something else`,
+        '/init_lora_weights',
+      ),
+    );
+  }
+  const kasa = raw.kasa_config;
+  if (kasa !== undefined && kasa !== null) {
+    out.push(
+      err(
+        'CONFIG_BASE_MODIFIED',
+        'kasa_config is set: KaSA truncates the base weights to their largest singular values and trains a diagonal between lora_A and lora_B',
+        '/kasa_config',
+      ),
+    );
+  }
+  const trained = raw.trainable_token_indices;
+  if (trained !== undefined && trained !== null) {
+    out.push(
+      err(
+        'CONFIG_TRAINABLE_TOKENS',
+        'trainable_token_indices is set: the trained token rows replace rows of the embedding (and a tied output head), which a llama.cpp LoRA adapter cannot carry',
+        '/trainable_token_indices',
+      ),
+    );
+  }
+  const tokens = raw.alora_invocation_tokens;
+  if (Array.isArray(tokens) && tokens.length === 1) {
+    out.push(
+      err(
+        'CONFIG_ALORA_ONE_TOKEN',
+        `alora_invocation_tokens is one token (${String(tokens[0])}): llama-server applies the adapter from the token before it, PEFT from the token itself, so the log-probs differ slightly from PEFT's`,
+        '/alora_invocation_tokens',
+      ),
+    );
+  }
+  const invocation = raw.invocation_string;
+  if (typeof invocation === 'string' && !Array.isArray(raw.alora_invocation_tokens)) {
+    out.push(
+      err(
+        'CONFIG_ALORA_STRING',
+        `invocation_string is ${JSON.stringify(invocation)} but there is no alora_invocation_tokens: an activated LoRA applies from token ids, and those depend on the base model's tokenizer`,
+        '/invocation_string',
+      ),
+    );
+  }
   return out;
 }
 
@@ -231,12 +346,26 @@ function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+/** PEFT's `EMBEDDING_LAYER_NAMES`: the input embedding and the output head. */
+export const EMBEDDING_LAYER_NAMES = ['embed_tokens', 'lm_head'] as const;
+
+/** Whether a module is the token embedding or the output head, by its last name segment. */
+export function isEmbeddingLayer(moduleName: string): boolean {
+  const last = moduleName.slice(moduleName.lastIndexOf('.') + 1);
+  return (EMBEDDING_LAYER_NAMES as readonly string[]).includes(last);
+}
+
 /**
  * Whether PEFT would put a LoRA on `moduleName` (a base-model module path such as
- * `model.layers.0.self_attn.q_proj`). `all-linear` cannot be decided without the model; it
- * answers true for every module name.
+ * `model.layers.0.self_attn.q_proj`). `all-linear` selects every linear layer but the output head,
+ * and an embedding is not a linear layer: without the model, a module counts as linear unless it is
+ * named as one of those (or its LoRA is an embedding LoRA).
  */
-export function targetsModule(config: LoraConfig, moduleName: string): boolean {
+export function targetsModule(
+  config: LoraConfig,
+  moduleName: string,
+  kind: 'linear' | 'embedding' = 'linear',
+): boolean {
   if (config.excludeModules) {
     const ex = config.excludeModules;
     const excluded =
@@ -247,7 +376,7 @@ export function targetsModule(config: LoraConfig, moduleName: string): boolean {
   }
   const t = config.targets;
   if (t.kind === 'regex') return t.regex.test(moduleName);
-  if (t.kind === 'all-linear') return true;
+  if (t.kind === 'all-linear') return kind === 'linear' && !isEmbeddingLayer(moduleName);
   const matched = t.names.some((n) => moduleName === n || moduleName.endsWith(`.${n}`));
   if (!matched) return false;
   if (config.layersToTransform) {
@@ -258,10 +387,15 @@ export function targetsModule(config: LoraConfig, moduleName: string): boolean {
 }
 
 /** Which entry of target_modules a module matched (for "every target matched a tensor"). */
-export function matchingTargets(config: LoraConfig, moduleName: string): string[] {
+export function matchingTargets(
+  config: LoraConfig,
+  moduleName: string,
+  kind: 'linear' | 'embedding' = 'linear',
+): string[] {
   const t = config.targets;
   if (t.kind === 'list') return t.names.filter((n) => moduleName === n || moduleName.endsWith(`.${n}`));
-  return t.kind === 'regex' ? (t.regex.test(moduleName) ? [t.pattern] : []) : ['all-linear'];
+  if (t.kind === 'regex') return t.regex.test(moduleName) ? [t.pattern] : [];
+  return kind === 'linear' && !isEmbeddingLayer(moduleName) ? [ALL_LINEAR] : [];
 }
 
 /** Whether a rank/alpha pattern key selects this module (current PEFT's matching). */
@@ -398,11 +532,16 @@ export function describeConfig(config: LoraConfig): string {
         ? 'regex targets'
         : 'all-linear';
   const extra = [
+    config.aloraInvocationTokens ? `activated by ${plainCount(config.aloraInvocationTokens.length)}` : null,
     config.useRslora ? 'rsLoRA' : null,
     config.rankPattern.length > 0 ? `${config.rankPattern.length} rank patterns` : null,
     config.alphaPattern.length > 0 ? `${config.alphaPattern.length} alpha patterns` : null,
   ].filter((x): x is string => x !== null);
   return `LoRA r=${config.r} alpha=${config.loraAlpha}, ${targets}${extra.length > 0 ? `, ${extra.join(', ')}` : ''}`;
+}
+
+function plainCount(n: number): string {
+  return n === 1 ? '1 token' : `${n} tokens`;
 }
 
 /** Throws if any finding is an error; for callers (convert) that need a usable config. */

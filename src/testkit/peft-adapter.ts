@@ -43,6 +43,8 @@ export interface AdapterSpec {
   extraConfig?: Record<string, unknown>;
   /** a README.md is written when given */
   readme?: string;
+  /** metadata.json `base`: the base model GGUF the adapter is bound to */
+  base?: { sha256: string; name?: string; file?: string };
 }
 
 export const FIXED_CREATED_AT = '2026-11-20T10:00:00Z';
@@ -155,6 +157,7 @@ export async function writeMetadata(
     id: spec.id,
     version: spec.version ?? '0.1.0',
     base_model: spec.baseModel ?? 'qwen2.5-coder-1.5b',
+    ...(spec.base ? { base: spec.base } : {}),
     created_at: FIXED_CREATED_AT,
     training: {
       dataset: 'codi-rationales-2026-10',
