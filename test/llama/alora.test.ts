@@ -69,7 +69,7 @@ const MODEL = {};
 
 let dir: string;
 let base: string;
-let server: LlamaServer;
+let server: LlamaServer | undefined;
 /** adapter ids on the server: 0 as converted, 1 the same with the invocation written whole, 2 one token */
 const AS_CONVERTED = 0;
 const WRITTEN_WHOLE = 1;
@@ -112,9 +112,15 @@ beforeAll(async () => {
 }, 45 * 60_000);
 
 afterAll(async () => {
-  await server?.stop();
-  if (server) expect(processAlive(server.pid)).toBe(false);
+  if (!server) return;
+  await server.stop();
+  expect(processAlive(server.pid)).toBe(false);
 });
+
+function theServer(): LlamaServer {
+  if (!server) throw new Error('llama-server did not start');
+  return server;
+}
 
 /** A copy of the adapter GGUF `src` whose invocation tokens are `tokens`, everything else the same. */
 async function withInvocation(src: string, dst: string, tokens: number[]): Promise<void> {
@@ -153,7 +159,7 @@ async function generated(
   id: number,
   n: number,
 ): Promise<{ token: number; top: Map<number, number> }[]> {
-  const res = await completion(server, {
+  const res = await completion(theServer(), {
     prompt,
     n_predict: n,
     temperature: 0,
@@ -185,7 +191,7 @@ describe('activated LoRA: where llama-server applies the converted adapter', () 
   it('convert writes the invocation for the server (its first token left out) and reports it', async () => {
     expect(convertJson.alora).toEqual({ invocation_tokens: INVOCATION, written: INVOCATION.slice(1) });
     expect(convertJson.warnings).toEqual([expect.objectContaining({ code: 'BASE_UNRECORDED' })]);
-    const listed = (await fetch(`${server.url}/lora-adapters`).then((r) => r.json())) as {
+    const listed = (await fetch(`${theServer().url}/lora-adapters`).then((r) => r.json())) as {
       id: number;
       alora_invocation_tokens?: number[];
     }[];
