@@ -131,7 +131,10 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
   const base = model
     ? baseRecord(model.path, (await baseSha256(model.path)).sha256, model.name)
     : recordedBaseOf(metadata);
-  const warnings = report.findings.filter((f) => f.level === 'warning');
+  // with --base, the base is recorded by this promote: verification's BASE_UNRECORDED no longer holds
+  const warnings = report.findings.filter(
+    (f) => f.level === 'warning' && !(model && f.code === 'BASE_UNRECORDED'),
+  );
   if (!base) warnings.push(unrecordedBase(metadata.id));
 
   const evaluation = options.eval ? await readEvaluation(options.eval, metadata) : latestEvaluation(metadata);
