@@ -43,6 +43,11 @@ export interface AdapterSpec {
   extraConfig?: Record<string, unknown>;
   /** a README.md is written when given */
   readme?: string;
+  /**
+   * More tensors, with seeded values, written after the LoRA ones: what PEFT saves beside them in some
+   * configurations (e.g. `…embed_tokens.base_layer.weight`, the copy save_embedding_layers writes)
+   */
+  extraTensors?: { name: string; shape: number[] }[];
   /** metadata.json `base`: the base model GGUF the adapter is bound to */
   base?: { sha256: string; name?: string; file?: string };
 }
@@ -115,6 +120,9 @@ export function generateLoraTensors(spec: AdapterSpec): GeneratedTensor[] {
     out.push(
       encode(`${prefix}${embedding ? '.lora_embedding_B' : '.lora_B.weight'}`, [m.outFeatures, r], b, dtype),
     );
+  }
+  for (const t of spec.extraTensors ?? []) {
+    out.push(encode(t.name, t.shape, rng.normals(t.shape.reduce((x, y) => x * y, 1), 0.1), dtype));
   }
   return out;
 }
