@@ -215,7 +215,7 @@ export async function checkBaseIdentity(
   }
   const actual = await baseSha256(basePath, options);
   if (actual.sha256 === recorded.sha256) {
-    return { findings: [], summary: 'sha256 as recorded', sha256: actual.sha256 };
+    return { findings: [], summary: 'sha256 as recorded in metadata.json', sha256: actual.sha256 };
   }
   return {
     findings: [
@@ -226,7 +226,7 @@ export async function checkBaseIdentity(
         { pointer: '/base/sha256' },
       ),
     ],
-    summary: 'another base than the recorded one',
+    summary: 'sha256 is not the recorded base',
     sha256: actual.sha256,
   };
 }
