@@ -8,6 +8,7 @@ import { chmod, copyFile, readdir, readFile, rename, stat, utimes, writeFile } f
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { sha256Bytes } from '../../src/checksum.js';
+import type { CatalogListing } from '../../src/catalog/list.js';
 import type { MountResult } from '../../src/catalog/mount.js';
 import type { PromoteResult } from '../../src/promote.js';
 import { parseRules } from '../../src/rules.js';
@@ -199,6 +200,14 @@ describe('mount --base records the base; what records one refuses another', () =
     // and right after base_model, in the file's own layout
     const text = await readFile(join(installed, 'metadata.json'), 'utf8');
     expect(text).toMatch(/"base_model": "tiny-qwen2",\n {2}"base": \{\n {4}"sha256": "[0-9a-f]{64}",/u);
+
+    // list shows what each adapter is bound to
+    await cli(['mount', await makeAdapter(src, 'not-bound'), '--root', root], state);
+    const listed = (await cli(['list', '--root', root, '--json'], state)).json as CatalogListing;
+    expect(listed.adapters.map((a) => [a.id, a.base?.sha256 ?? null])).toEqual([
+      ['not-bound', null],
+      ['to-bind', baseSha],
+    ]);
 
     expect((await cli(['verify', installed, '--base', BASE], state)).code).toBe(0);
     const refused = await cli(['verify', installed, '--base', other, '--json'], state);
