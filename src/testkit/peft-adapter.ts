@@ -122,7 +122,17 @@ export function generateLoraTensors(spec: AdapterSpec): GeneratedTensor[] {
     );
   }
   for (const t of spec.extraTensors ?? []) {
-    out.push(encode(t.name, t.shape, rng.normals(t.shape.reduce((x, y) => x * y, 1), 0.1), dtype));
+    out.push(
+      encode(
+        t.name,
+        t.shape,
+        rng.normals(
+          t.shape.reduce((x, y) => x * y, 1),
+          0.1,
+        ),
+        dtype,
+      ),
+    );
   }
   return out;
 }
