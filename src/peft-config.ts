@@ -24,8 +24,12 @@ export interface LoraConfig {
   /** PEFT keys (module-name suffixes or regexes), in file order: the first match wins, as in PEFT */
   rankPattern: [string, number][];
   alphaPattern: [string, number][];
+  /** null also for an empty list, which PEFT reads as "every layer" */
   layersToTransform: number[] | null;
+  /** null also for an empty one: any numbered segment then counts */
   layersPattern: string[] | null;
+  /** how the layer index is found: by `peft_version`, else both rules (null) */
+  layerRules: LayerRules | null;
   excludeModules: { kind: 'list'; names: string[] } | { kind: 'regex'; regex: RegExp } | null;
   baseModel: string | null;
   /** `peft_version` as PEFT (0.18 and later) records it, e.g. `0.18.0`; null when absent */
@@ -105,8 +109,9 @@ export function parseLoraConfig(text: string): ParsedConfig {
     targets,
     rankPattern,
     alphaPattern,
-    layersToTransform: ltt === null || ltt === undefined ? null : Array.isArray(ltt) ? ltt : [ltt],
-    layersPattern: lp === null || lp === undefined ? null : Array.isArray(lp) ? lp : [lp],
+    layersToTransform: ltt === null || ltt === undefined ? null : Array.isArray(ltt) ? nonEmpty(ltt) : [ltt],
+    layersPattern: lp === null || lp === undefined || lp.length === 0 ? null : Array.isArray(lp) ? lp : [lp],
+    layerRules: layerRulesOf(peftVersion),
     excludeModules,
     baseModel: typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null,
     peftVersion,
@@ -330,20 +335,46 @@ function legacyPatternRegex(key: string): RegExp | null {
   }
 }
 
-const LAYER_PATTERNS_DEFAULT = ['layers', 'h', 'block', 'blocks', 'layer'];
+function nonEmpty<T>(list: T[]): T[] | null {
+  return list.length > 0 ? list : null;
+}
 
-/** The layer index of a module name, as PEFT finds it for layers_to_transform. */
-export function layerIndexOf(moduleName: string, layersPattern: string[] | null = null): number | null {
-  const names = layersPattern ?? LAYER_PATTERNS_DEFAULT;
-  for (const p of names) {
-    const m = new RegExp(`(?:^|\\.)(?:${escapeRegex(p)})\\.(\\d+)\\.`, 'u').exec(moduleName);
+/**
+ * How PEFT finds a module's layer index for layers_to_transform (tuners_utils.py
+ * `check_target_module_exists`, `re.match` of the module name):
+ * - `peft-0.20` (0.20 and later): the *first* `.<segment>.<digits>.`, lazily (`.*?\.[^.]*\.(\d+)\.`),
+ *   or with layers_pattern the first `.<pattern>.<digits>.` (`.*?\.{pattern}\.(\d+)\.`);
+ * - `peft-0.19` (before 0.20): the same greedily, so the *last* one: in an MoE module name such as
+ *   `model.layers.1.mlp.experts.0.gate_proj`, the expert's index.
+ */
+export type LayerRules = 'peft-0.20' | 'peft-0.19';
+
+/** The layer rules of the PEFT release `version` names; null when the config does not say. */
+export function layerRulesOf(version: string | null): LayerRules | null {
+  const m = version === null ? null : /^v?(\d+)\.(\d+)/u.exec(version.trim());
+  if (!m) return null;
+  return Number(m[1]) > 0 || Number(m[2]) >= 20 ? 'peft-0.20' : 'peft-0.19';
+}
+
+/** The layer index of a module name, as the PEFT release of `rules` finds it for layers_to_transform. */
+export function layerIndexOf(
+  moduleName: string,
+  layersPattern: string[] | null = null,
+  rules: LayerRules = 'peft-0.20',
+): number | null {
+  const any = rules === 'peft-0.20' ? '.*?' : '.*';
+  const patterns = layersPattern ?? ['[^.]*'];
+  for (const p of patterns) {
+    let m: RegExpExecArray | null = null;
+    try {
+      // the pattern goes in as PEFT pastes it: a regular expression
+      m = new RegExp(`^${any}\\.(?:${p})\\.(\\d+)\\.`, 'u').exec(moduleName);
+    } catch {
+      m = null;
+    }
     if (m?.[1] !== undefined) return Number(m[1]);
   }
   return null;
-}
-
-function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** PEFT's `EMBEDDING_LAYER_NAMES`: the input embedding and the output head. */
@@ -377,13 +408,17 @@ export function targetsModule(
   const t = config.targets;
   if (t.kind === 'regex') return t.regex.test(moduleName);
   if (t.kind === 'all-linear') return kind === 'linear' && !isEmbeddingLayer(moduleName);
-  const matched = t.names.some((n) => moduleName === n || moduleName.endsWith(`.${n}`));
-  if (!matched) return false;
-  if (config.layersToTransform) {
-    const layer = layerIndexOf(moduleName, config.layersPattern);
-    return layer !== null && config.layersToTransform.includes(layer);
-  }
-  return true;
+  // a module named whole is targeted whatever its layer, as in PEFT
+  if (t.names.includes(moduleName)) return true;
+  if (!t.names.some((n) => moduleName.endsWith(`.${n}`))) return false;
+  const layers = config.layersToTransform;
+  if (!layers) return true;
+  // without peft_version, the module counts as targeted when either release's rule selects it
+  const rules: readonly LayerRules[] = config.layerRules ? [config.layerRules] : ['peft-0.20', 'peft-0.19'];
+  return rules.some((r) => {
+    const layer = layerIndexOf(moduleName, config.layersPattern, r);
+    return layer !== null && layers.includes(layer);
+  });
 }
 
 /** Which entry of target_modules a module matched (for "every target matched a tensor"). */

@@ -101,6 +101,38 @@ describe('PEFT module rules', () => {
     expect(layerIndexOf('model.layers.12.mlp.up_proj')).toBe(12);
   });
 
+  it('layers_to_transform as PEFT reads it: an empty list is every layer, a module named whole is never filtered', () => {
+    expect(targetsModule(config({ layers_to_transform: [] }), 'model.layers.0.self_attn.q_proj')).toBe(true);
+    const whole = config({
+      target_modules: ['model.layers.0.self_attn.q_proj', 'v_proj'],
+      layers_to_transform: [1],
+    });
+    expect(targetsModule(whole, 'model.layers.0.self_attn.q_proj')).toBe(true);
+    expect(targetsModule(whole, 'model.layers.0.self_attn.v_proj')).toBe(false);
+    expect(
+      targetsModule(
+        config({ layers_to_transform: 1, layers_pattern: '' }),
+        'model.layers.1.self_attn.q_proj',
+      ),
+    ).toBe(true);
+  });
+
+  it('the layer index of a nested module by PEFT release: the first numbered segment from 0.20, the last before', () => {
+    const expert = 'model.layers.1.mlp.experts.0.gate_proj';
+    expect(layerIndexOf(expert, null, 'peft-0.20')).toBe(1);
+    expect(layerIndexOf(expert, null, 'peft-0.19')).toBe(0);
+    expect(layerIndexOf(expert, ['layers'], 'peft-0.19')).toBe(1);
+    expect(layerIndexOf(expert, ['experts'], 'peft-0.20')).toBe(0);
+    expect(layerIndexOf('layers.3.q_proj')).toBeNull();
+    const targets = { target_modules: ['gate_proj'], layers_to_transform: [1] };
+    expect(targetsModule(config({ ...targets, peft_version: '0.20.0' }), expert)).toBe(true);
+    expect(targetsModule(config({ ...targets, peft_version: '0.19.1' }), expert)).toBe(false);
+    // which release made it is unknown: either rule's selection is consistent with the config
+    expect(targetsModule(config(targets), expert)).toBe(true);
+    expect(targetsModule(config({ ...targets, layers_to_transform: [0] }), expert)).toBe(true);
+    expect(targetsModule(config({ ...targets, layers_to_transform: [2] }), expert)).toBe(false);
+  });
+
   it('computes the PEFT scale: alpha/r, alpha/sqrt(r) under rsLoRA, and per-module patterns', () => {
     const plain = config();
     expect(scaleFor(plain, 'model.layers.0.self_attn.q_proj')).toBe(2);
