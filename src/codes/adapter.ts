@@ -93,7 +93,7 @@ export const ADAPTER_CODES = {
     exit: INVALID,
     check: 'config',
     summary:
-      'a feature a llama.cpp LoRA cannot express: not LoRA, DoRA, modules_to_save, bias, fan_in_fan_out, lora_bias, layer_replication, target_parameters',
+      'a feature a llama.cpp LoRA cannot express: not LoRA, DoRA, modules_to_save, bias, fan_in_fan_out, lora_bias, layer_replication, target_parameters, QALoRA, BD-LoRA, Arrow, MonteCLoRA, Megatron layers, an init_lora_weights it does not know',
   },
   CONFIG_ALORA_ONE_TOKEN: {
     level: warning,
