@@ -32,6 +32,8 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
     });
   }
   const converted = await convertReporting(ctx, adapterDir);
+  // served all the same: e.g. BASE_UNRECORDED, an adapter not bound to one base
+  if (converted.warnings.length > 0) report.emit({ kind: 'findings', findings: converted.warnings });
   // the short checksum form stands for the weights file, whichever it is
   const files = (peek?.files ?? [WEIGHTS]).map((f) => (f === WEIGHTS ? converted.adapter.weightsFile : f));
   const { id, version, weightsSha256 } = converted.adapter;
@@ -65,7 +67,10 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
 /** `convertAdapter`; when the adapter is invalid, its status and findings are reported before the error. */
 async function convertReporting(ctx: RunContext, adapterDir: string): Promise<ConvertResult> {
   try {
-    return await convertAdapter(adapterDir, { base: ctx.config.baseModelPath });
+    return await convertAdapter(adapterDir, {
+      base: ctx.config.baseModelPath,
+      stateDir: ctx.config.stateDir,
+    });
   } catch (thrown) {
     const e = asCodiError(thrown) ?? thrown;
     if (isCodiError(e) && e.exitCode === ExitCode.INVALID) {
