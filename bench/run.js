@@ -16,6 +16,7 @@ const all = [
   'list',
   'promote',
   'run-startup',
+  'base-hash',
 ];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : all;
 let failed = 0;
