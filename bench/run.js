@@ -12,6 +12,7 @@ const all = [
   'convert',
   'convert-bin',
   'gguf-proof',
+  'run-signals',
   'kernels',
   'list',
   'promote',
