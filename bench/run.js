@@ -12,10 +12,12 @@ const all = [
   'convert',
   'convert-bin',
   'gguf-proof',
+  'run-signals',
   'kernels',
   'list',
   'promote',
   'run-startup',
+  'base-hash',
   'gateway',
 ];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : all;

@@ -15,6 +15,8 @@ import { readActive, switchActive } from './active.js';
 import { install, type Mount, type MountAction, type Placed, type VerifiedReport } from './install.js';
 import { notBinError, type Converted } from './to-safetensors.js';
 import { cleanLeftovers, type Cleaned } from './leftovers.js';
+import type { BaseBinding } from './base-record.js';
+import type { BaseModel } from '../base-model.js';
 import {
   ancestorsOf,
   catalogWritable,
@@ -72,6 +74,8 @@ export interface MountResult {
    * null without it, or when the id held the converted adapter already
    */
   converted: Converted | null;
+  /** with `--base`: the base model recorded in the adapter's metadata.json */
+  base: BaseBinding | null;
   /** verification warnings */
   findings: Finding[];
   cleaned: Cleaned;
@@ -83,7 +87,7 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
   const cat = await openCatalog(options.root, options.id);
   const src = await resolveSource(source, cat);
   const inPlace = cat.adaptersReal !== null && dirname(src) === cat.adaptersReal;
-  const verifyOptions = await baseCheckOptions(options.base);
+  const { verifyOptions, model } = await baseCheckOptions(options.base, options.force === true);
   const report = await verifyAdapter(src, verifyOptions);
   requireMountable(report, src);
   const toSafetensors = options.toSafetensors === true;
@@ -108,15 +112,25 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
     user: options.runtimeUser ?? RUNTIME_USER,
   };
   const placed = inPlace && !toSafetensors ? await register(m) : await install(m);
-  return finish(m, placed, options);
+  return finish(m, placed, options, model);
 }
 
-/** With `--base`: the compatibility check against the base model (loaded only then). */
-async function baseCheckOptions(base: string | undefined): Promise<VerifyOptions> {
-  if (!base) return {};
+/**
+ * With `--base`: the compatibility check against the base model (loaded only then), and whether the
+ * base is the one metadata.json records, unless `--force` is to bind the adapter to this one.
+ */
+async function baseCheckOptions(
+  base: string | undefined,
+  force: boolean,
+): Promise<{ verifyOptions: VerifyOptions; model: BaseModel | null }> {
+  if (!base) return { verifyOptions: {}, model: null };
   // loaded on demand: `list` and plain mounts need none of the GGUF code
   const { baseCheckFor, readBaseForCheck } = await import('../base-model.js');
-  return { baseCheck: baseCheckFor(await readBaseForCheck(resolve(base))) };
+  const model = await readBaseForCheck(resolve(base));
+  return {
+    verifyOptions: { baseCheck: baseCheckFor(model, { identity: !force }) },
+    model: model instanceof CodiError ? null : model,
+  };
 }
 
 /** The source folder, resolved: a folder, not a link in the catalog, not the catalog itself. */
@@ -232,8 +246,17 @@ async function register(m: Mount): Promise<Placed> {
   };
 }
 
-/** The adapter is in place: `--activate`, the GGUF with `--base`, and the result. */
-async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<MountResult> {
+/** The adapter is in place: its base recorded and the GGUF built with `--base`, `--activate`, the result. */
+async function finish(
+  m: Mount,
+  placed: Placed,
+  options: MountOptions,
+  model: BaseModel | null,
+): Promise<MountResult> {
+  const base =
+    options.base && model
+      ? await bindBase(m, placed.path, resolve(options.base), model, options.force === true)
+      : null;
   let activated = false;
   if (options.activate) {
     await requireWritable(m.cat);
@@ -242,6 +265,8 @@ async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<
     );
   }
   const gguf = options.base ? await buildGguf(placed.path, options.base, m.id) : null;
+  // recorded now: what verification said of the source no longer holds for the mounted adapter
+  const findings = base ? placed.findings.filter((f) => f.code !== 'BASE_UNRECORDED') : placed.findings;
   const metadata = placed.report.verified.metadata as AdapterMetadata;
   const adapter = {
     id: metadata.id,
@@ -264,9 +289,23 @@ async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<
     activated,
     gguf,
     converted: placed.converted,
-    findings: warning ? [...placed.findings, warning] : placed.findings,
+    base,
+    findings: warning ? [...findings, warning] : findings,
     cleaned: placed.cleaned,
   };
+}
+
+/** The base recorded in the mounted adapter's metadata.json (the code loaded only for `--base`). */
+async function bindBase(
+  m: Mount,
+  path: string,
+  basePath: string,
+  model: BaseModel,
+  force: boolean,
+): Promise<BaseBinding> {
+  const { bindToBase } = await import('./base-record.js');
+  // only --force rebinds (a --to-safetensors in place forces the replacement, not the binding)
+  return bindToBase(path, basePath, model.name, { force, lockTimeoutMs: m.lockTimeoutMs, id: m.id });
 }
 
 function reasonFor(placed: Placed, src: string, name: string): string {

@@ -55,6 +55,14 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
       io.log(`  active → ${result.id}`);
       io.log(`  a run serving through its gateway picks it up with: ${RELOAD_COMMAND}`);
     } else if (result.active) io.log('  active (unchanged)');
+    if (result.base) {
+      const what = result.base.recorded
+        ? result.base.replaced
+          ? `recorded in metadata.json (it was ${result.base.replaced})`
+          : 'recorded in metadata.json'
+        : 'as metadata.json records it';
+      io.log(`  base ${result.base.name ?? result.base.file ?? ''} sha256 ${result.base.sha256}: ${what}`);
+    }
     if (result.gguf) io.log(`  GGUF ${result.gguf.cached ? '(cached)' : 'built'}: ${result.gguf.path}`);
     for (const id of result.cleaned.restored) io.log(`  restored ${id} from an interrupted replacement`);
     if (result.cleaned.removed.length > 0) {

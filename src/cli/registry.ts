@@ -109,13 +109,17 @@ const mount: CommandEntry = {
       base: {
         kind: 'string',
         description:
-          'base model GGUF: check compatibility and build the llama.cpp adapter now, so run starts fast',
+          "base model GGUF: check compatibility, record its sha256 and name in the mounted adapter's metadata.json (verify --base, convert and run then refuse any other base), and build the llama.cpp adapter now, so run starts fast",
       },
       activate: {
         kind: 'boolean',
         description: 'point <root>/adapters/active at this adapter (atomically)',
       },
-      force: { kind: 'boolean', description: 'replace an id that holds other contents' },
+      force: {
+        kind: 'boolean',
+        description:
+          'replace an id that holds other contents; with --base, bind the adapter to that base even if it records another',
+      },
       'to-safetensors': {
         kind: 'boolean',
         description:
@@ -148,6 +152,11 @@ const promote: CommandEntry = {
         kind: 'string',
         description: 'evaluation (eval.json); default: the newest record in metadata.json evaluations',
       },
+      base: {
+        kind: 'string',
+        description:
+          "base model GGUF it is served on: checked (llama.cpp accepts the adapter on it, and it is the base metadata.json records, if any), then its sha256 and name recorded in the rules and, when it records none, in the adapter's metadata.json",
+      },
       'dry-run': { kind: 'boolean', description: 'print the unified diff, write nothing' },
       default: {
         kind: 'boolean',
@@ -155,7 +164,8 @@ const promote: CommandEntry = {
       },
       force: {
         kind: 'boolean',
-        description: 'allow a version downgrade, or other weights under an already promoted version',
+        description:
+          'allow a version downgrade, other weights under an already promoted version, or another base for it',
       },
       'lock-timeout': {
         kind: 'integer',

@@ -90,7 +90,8 @@ export const COMMAND_CODES = {
     level: error,
     exit: INVALID,
     check: null,
-    summary: 'the weights changed while they were being converted; nothing was written',
+    summary:
+      'the weights changed while they were being converted (or the base model while it was hashed); nothing was written',
     hint: 'convert again once the adapter files are no longer being written',
   },
   HASH_CANCELLED: {

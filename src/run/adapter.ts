@@ -46,6 +46,8 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
     });
   }
   const converted = await convertReporting(ctx, adapterDir);
+  // served all the same: e.g. BASE_UNRECORDED, an adapter not bound to one base
+  if (converted.warnings.length > 0) report.emit({ kind: 'findings', findings: converted.warnings });
   // the short checksum form stands for the weights file, whichever it is
   const files = (peek?.files ?? [WEIGHTS]).map((f) => (f === WEIGHTS ? converted.adapter.weightsFile : f));
   const { id, version, weightsSha256 } = converted.adapter;
@@ -141,6 +143,7 @@ async function convertReporting(ctx: RunContext, adapterDir: string): Promise<Co
       base: ctx.config.baseModelPath,
       cache: await runCacheLocations(ctx.config, adapterDir, ctx.env),
       signal: ctx.trap.stopping,
+      stateDir: ctx.config.stateDir,
     });
   } catch (thrown) {
     const e = asCodiError(thrown) ?? thrown;
