@@ -51,7 +51,8 @@ export class GatewayRun {
   private gateway: Gateway | null = null;
   private watch: CatalogWatch | null = null;
   private readonly onHup = (): void => {
-    void this.reload('SIGHUP');
+    // kept until run exits: without a listener, a SIGHUP while stopping would kill run at once
+    if (!this.closing) void this.reload('SIGHUP');
   };
 
   constructor(
@@ -252,7 +253,6 @@ export class GatewayRun {
   async close(): Promise<void> {
     this.closing = true;
     this.watch?.stop();
-    process.off('SIGHUP', this.onHup);
     await Promise.race([this.chain, new Promise((r) => setTimeout(r, this.ctx.config.stopGraceMs).unref())]);
     await this.gateway?.close();
     await Promise.all([...this.retired].map((c) => c.stop(this.ctx.config.stopGraceMs)));
