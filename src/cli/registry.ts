@@ -20,6 +20,21 @@ export interface CommandEntry {
   readonly earlyHash?: string;
 }
 
+/** `--trust`, the public keys an adapter must be signed by (verify, mount, promote) */
+const trustFlag = {
+  kind: 'string',
+  description:
+    'trusted public keys: a PEM file, or a folder of .pem files; the adapter must carry a model.sig signed by one of them',
+  env: 'CODI_TRUST_KEYS',
+} as const;
+
+/** `--rules`, the rules file whose llm_assist.revoked mount and list honour */
+const revocationRulesFlag = {
+  kind: 'string',
+  description: 'rules file (patterns/rules.yml) whose llm_assist.revoked lists revoked adapters',
+  env: 'PATTERNS_RULES',
+} as const;
+
 /** `--root`, the models volume, for the commands that work on it (list, mount) */
 const modelRootFlag = {
   kind: 'string',
@@ -57,15 +72,17 @@ const convert: CommandEntry = {
 const verify: CommandEntry = {
   summary: 'Verify a PEFT LoRA adapter directory',
   description:
-    'Checks layout, adapter_config.json, the safetensors header (strictly) or the .bin pickle (scanned, never loaded), tensors against the config, metadata.json against its schema, sha256 checksums (streamed) and, with --base, that llama.cpp will accept the adapter on that base model. Exit 0 when valid (warnings allowed), 1 when invalid, 3 when a path cannot be read.',
+    'Checks layout, adapter_config.json, the safetensors header (strictly) or the .bin pickle (scanned, never loaded), tensors against the config, metadata.json against its schema, sha256 checksums (streamed), with --trust that model.sig (OpenSSF Model Signing) is signed by a trusted key over exactly the files present (each file hashed once for both), and with --base that llama.cpp will accept the adapter on that base model. Exit 0 when valid (warnings allowed), 1 when invalid, 3 when a path cannot be read.',
   examples: [
     '<%= config.bin %> verify examples/adapters/tiny-qwen2-lora',
     '<%= config.bin %> verify /models/adapters/qwen15b-lora-v0.1 --base /models/base/qwen2.5-coder-1.5b.gguf --strict --json',
+    '<%= config.bin %> verify /models/adapters/qwen15b-lora-v0.1 --trust /etc/codi/trusted-keys/',
   ],
   spec: {
     args: [{ name: 'dir', description: 'adapter directory', required: true }],
     flags: {
       strict: { kind: 'boolean', description: 'treat every warning as an error' },
+      trust: trustFlag,
       base: {
         kind: 'string',
         description: 'base model GGUF: also check that llama.cpp will accept the adapter on it',
@@ -73,6 +90,28 @@ const verify: CommandEntry = {
     },
   },
   load: async () => (await import('./verify.js')).verifyMain,
+  earlyHash: 'dir',
+};
+
+const sign: CommandEntry = {
+  summary: 'Sign an adapter: write model.sig (OpenSSF Model Signing, key-based)',
+  description:
+    'Verifies the adapter (fail closed), hashing every file once, and writes <dir>/model.sig atomically: a Sigstore bundle whose DSSE envelope signs an in-toto statement listing every file and its sha256, exactly as `model_signing sign key` writes it, so `model_signing verify key` and `codi-adapter verify --trust` accept it. The key is a PEM EC private key on P-256, P-384 or P-521; an encrypted one takes its passphrase from CODI_SIGN_PASSPHRASE. Exit 0 signed, 1 the adapter is invalid or the key unusable, 2 usage, 3 a file cannot be read or written.',
+  examples: [
+    '<%= config.bin %> sign examples/adapters/tiny-qwen2-lora --key release-key.pem',
+    '<%= config.bin %> sign /incoming/qwen15b-lora-v0.2 --key /secure/release-key.pem --json',
+  ],
+  spec: {
+    args: [{ name: 'dir', description: 'adapter directory', required: true }],
+    flags: {
+      key: {
+        kind: 'string',
+        description: 'PEM EC private key (P-256, P-384 or P-521)',
+        required: true,
+      },
+    },
+  },
+  load: async () => (await import('./sign.js')).signMain,
   earlyHash: 'dir',
 };
 
@@ -200,7 +239,7 @@ With --json the children's lines and progress go to stderr, and one JSON object 
 };
 
 /** Every command by name: the only list of them. */
-export const COMMANDS = { convert, list, mount, promote, run, verify } as const satisfies Readonly<
+export const COMMANDS = { convert, list, mount, promote, run, sign, verify } as const satisfies Readonly<
   Record<string, CommandEntry>
 >;
 
