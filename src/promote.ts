@@ -21,12 +21,14 @@ import {
   minMetricGates,
   parseRules,
   recordAdapter,
+  revocationOf,
   type RulesAdapterEntry,
   type RulesDocument,
 } from './rules.js';
 import { formatViolation, validateAgainst } from './schemas.js';
 import { compareSemver } from './semver.js';
 import { pausePoint } from './test-hooks.js';
+import type { TrustedKeys } from './signing/keys.js';
 import { requireValid, verifyAdapter, weightsSha256 } from './verify.js';
 
 export interface PromoteOptions {
@@ -46,6 +48,8 @@ export interface PromoteOptions {
   onLockWait?: (owner: LockOwner | null) => void;
   /** the promotion time (tests) */
   now?: Date;
+  /** the adapter must be signed by one of these keys; its fingerprint is recorded as `signed_by` */
+  trust?: TrustedKeys;
 }
 
 export interface GateResult {
@@ -73,6 +77,13 @@ export interface PromoteResult {
   already: boolean;
   dry_run: boolean;
   adapter: { id: string; version: string; base_model: string; checksum: string; path: string };
+  /** the trusted key whose model.sig was verified (with --trust), recorded in the entry */
+  signed_by: string | null;
+  /**
+   * The adapter carries model.sig: its metadata.json was left as it is, since appending the
+   * evaluation would break the signature (the rules file records the evaluation all the same).
+   */
+  metadata_kept: boolean;
   rules_file: string;
   ruleset_version: string;
   default_adapter: string | null;
@@ -88,8 +99,10 @@ export const DEFAULT_PROMOTE_LOCK_TIMEOUT_MS = 10_000;
 
 export async function promoteAdapter(dir: string, options: PromoteOptions): Promise<PromoteResult> {
   // the adapter, fail closed (the slow part, hashing, happens before the lock is taken)
-  const report = await verifyAdapter(dir);
+  const report = await verifyAdapter(dir, options.trust ? { trust: options.trust } : {});
   requireValid(report);
+  const signedBy = report.signature?.ok ? (report.signature.signer?.fingerprint ?? null) : null;
+  const signed = report.signature?.present === true;
   const { metadata, layout } = report.verified;
   const weights = weightsSha256(report);
   if (!metadata || !layout.weightsFile || !weights) {
@@ -108,7 +121,8 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
   // through a symlinked rules.yml to the real file: the rename must replace the file, not the link
   const rulesPath = await realpath(resolve(options.rules)).catch(() => resolve(options.rules));
   await pausePoint('promote:verified');
-  if (options.dryRun) return plan({ rulesPath, adapter, evaluation, options }, null);
+  const promotion: Promotion = { rulesPath, adapter, evaluation, options, signedBy, signed };
+  if (options.dryRun) return plan(promotion, null);
 
   // the rest under the lock: the rules file is read again there, so a concurrent promote's entry is kept
   const lockOptions = (purpose: string): LockOptions => ({
@@ -125,7 +139,7 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
       lockOptions(`${purpose} into ${rulesPath}`),
       async () => {
         await pausePoint('promote:locked');
-        return plan({ rulesPath, adapter, evaluation, options }, lock);
+        return plan(promotion, lock);
       },
     ),
   );
@@ -139,21 +153,28 @@ interface Promotion {
   adapter: AdapterSummary;
   evaluation: PromoteEvaluation | null;
   options: PromoteOptions;
+  /** the trusted signer's fingerprint (--trust) */
+  signedBy: string | null;
+  /** the adapter carries model.sig */
+  signed: boolean;
 }
 
 /** Decides every change; writes them when holding the lock, returns the diff on a dry run. */
 async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
   const { adapter } = p;
   const { rules, rulesetVersion } = await readRules(p.rulesPath);
+  requireNotRevoked(rules, p);
   const gates = checkGates(rules, p);
   requireRulesBase(rules, p);
   const existing = adapterEntry(rules, adapter.id);
   if (existing && !p.options.force) requireNewVersion(existing, p);
+  // a promote without --trust leaves a recorded signer as it is; with it, a new signer is recorded
   const recorded =
     existing !== null &&
     existing.version === adapter.version &&
     existing.checksum === adapter.checksum &&
-    existing.base_model === adapter.base_model
+    existing.base_model === adapter.base_model &&
+    (p.signedBy === null || existing.signed_by === p.signedBy)
       ? existing
       : null;
   const newRules = recordInRules(rules, rulesetVersion, recorded, p);
@@ -170,6 +191,8 @@ async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
     already: recorded !== null && !changed.rules && !changed.metadata,
     dry_run: lock === null,
     adapter,
+    signed_by: p.signedBy ?? recorded?.signed_by ?? null,
+    metadata_kept: p.signed && p.evaluation?.source === 'eval-file',
     rules_file: p.rulesPath,
     ruleset_version: rulesetVersion,
     default_adapter: newRules.defaultAdapter,
@@ -195,7 +218,8 @@ async function metadataChange(recorded: RulesAdapterEntry | null, p: Promotion):
   const { evaluation } = p;
   const path = join(p.adapter.path, METADATA_FILE);
   const before = await readText(path, 'metadata.json', 'METADATA_JSON');
-  const record = evaluation?.source === 'eval-file' ? evaluationRecord(evaluation) : null;
+  // a signed adapter's metadata.json is signed too: appending to it would break the signature
+  const record = evaluation?.source === 'eval-file' && !p.signed ? evaluationRecord(evaluation) : null;
   const sameAsRecorded =
     recorded === null ||
     (recorded.evaluation !== undefined &&
@@ -249,6 +273,17 @@ function checkGates(rules: RulesDocument, { evaluation, rulesPath }: Promotion):
   );
 }
 
+/** A revoked adapter (same id and weights) is never promoted again (ADAPTER_REVOKED). */
+function requireNotRevoked(rules: RulesDocument, { adapter, rulesPath }: Promotion): void {
+  const revoked = revocationOf(rules, adapter.id, adapter.checksum);
+  if (!revoked) return;
+  throw new CodiError(
+    'ADAPTER_REVOKED',
+    `${adapter.id} ${adapter.version} (${adapter.checksum}) was revoked at ${revoked.revoked_at}: ${revoked.reason}`,
+    { file: rulesPath },
+  );
+}
+
 /** The adapter must be for the base model the rules are for (PROMOTE_BASE_MISMATCH). */
 function requireRulesBase(rules: RulesDocument, { adapter, rulesPath }: Promotion): void {
   const declared = declaredBaseModel(rules);
@@ -293,7 +328,7 @@ function recordInRules(
   rules: RulesDocument,
   rulesetVersion: string,
   recorded: RulesAdapterEntry | null,
-  { adapter, evaluation, options, rulesPath }: Promotion,
+  { adapter, evaluation, options, rulesPath, signedBy }: Promotion,
 ): { text: string; defaultAdapter: string | null } {
   const current = { text: rules.text, defaultAdapter: rules.llmAssist?.default_adapter ?? null };
   let value: RulesAdapterEntry;
@@ -308,6 +343,7 @@ function recordInRules(
       version: adapter.version,
       base_model: adapter.base_model,
       checksum: adapter.checksum,
+      ...(signedBy ? { signed_by: signedBy } : {}),
       ruleset_version: rulesetVersion,
       promoted_at: isoSeconds(options.now ?? new Date()),
     };
@@ -367,7 +403,7 @@ function parseRulesAt(text: string, path: string): RulesDocument {
  * is not would otherwise come back as U+FFFD, changing a part of the file the edit never touched.
  * `code` is the file's own code for unreadable content (exit 1).
  */
-async function readText(
+export async function readText(
   path: string,
   what: string,
   code: 'METADATA_JSON' | 'RULES_YAML_INVALID' | 'EVAL_JSON',
@@ -470,7 +506,7 @@ function appendEvaluation(text: string, record: EvaluationRecord, path: string):
 }
 
 /** Writes `text` over `path` atomically, keeping the file's mode (and owner, when we may). */
-async function replaceFile(path: string, text: string, pauseStep: string): Promise<void> {
+export async function replaceFile(path: string, text: string, pauseStep: string): Promise<void> {
   const st = await stat(path).catch(() => null);
   const mode = st ? st.mode & 0o7777 : 0o644;
   const file = await AtomicFile.open(path, mode);
@@ -500,6 +536,6 @@ function patch({ path, before, after }: Change): string {
   return createTwoFilesPatch(name, name, before, after, undefined, undefined, { context: 3 });
 }
 
-function isoSeconds(d: Date): string {
+export function isoSeconds(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/u, 'Z');
 }

@@ -67,11 +67,14 @@ export async function install(m: Mount): Promise<Placed> {
   return { ...(await stageAndSwap(m, path)), path, cleaned };
 }
 
-/** The identity mount compares: every covered file's sha256, and who the adapter says it is. */
+/**
+ * The identity mount compares: every covered file's sha256, who the adapter says it is, and its
+ * signature (the same adapter signed anew, or by another key, is other contents).
+ */
 function contentKey(report: VerifyReport): string {
   const sums = report.checksums.map((c) => `${c.file}=${c.actual ?? '-'}`).sort();
   const m = report.adapter;
-  return JSON.stringify([m.id, m.version, m.base_model, sums]);
+  return JSON.stringify([m.id, m.version, m.base_model, sums, report.signature?.sha256 ?? null]);
 }
 
 type Existing = { kind: 'absent' } | { kind: 'same' } | { kind: 'differs'; why: string };

@@ -1,6 +1,7 @@
 /** `promote`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
 import { promoteAdapter, type PromoteResult } from '../promote.js';
+import { loadTrustedKeys } from '../signing/keys.js';
 import {
   booleanFlag,
   integerFlag,
@@ -15,7 +16,9 @@ export type { PromoteResult };
 export async function promoteMain(input: CommandInput, io: CommandIO): Promise<PromoteResult> {
   const rules = requiredString(input, 'rules');
   const evalFile = stringFlag(input, 'eval');
+  const trust = stringFlag(input, 'trust');
   const result = await promoteAdapter(requiredString(input, 'dir'), {
+    ...(trust === undefined ? {} : { trust: await loadTrustedKeys(trust) }),
     rules,
     dryRun: booleanFlag(input, 'dry-run'),
     setDefault: booleanFlag(input, 'default'),
@@ -60,5 +63,9 @@ function renderPromotion(r: PromoteResult, io: CommandIO): void {
       .join(', ');
     io.log(`  evaluation ${r.evaluation.suite}: ${metrics}`);
   }
+  if (r.signed_by) io.log(`  signed by ${r.signed_by}`);
   if (r.changed.metadata) io.log('  metadata.json: evaluation appended');
+  if (r.metadata_kept) {
+    io.log('  metadata.json: left as it is (the adapter is signed; the evaluation is in the rules file)');
+  }
 }

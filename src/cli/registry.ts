@@ -125,6 +125,7 @@ const list: CommandEntry = {
     flags: {
       root: modelRootFlag,
       verify: { kind: 'boolean', description: 'recompute every checksum (reads all the weights)' },
+      rules: revocationRulesFlag,
     },
   },
   load: async () => (await import('./list.js')).listMain,
@@ -154,6 +155,8 @@ const mount: CommandEntry = {
         description: 'point <root>/adapters/active at this adapter (atomically)',
       },
       force: { kind: 'boolean', description: 'replace an id that holds other contents' },
+      trust: trustFlag,
+      rules: revocationRulesFlag,
       'lock-timeout': {
         kind: 'integer',
         description: 'seconds to wait for another mount to finish',
@@ -182,6 +185,7 @@ const promote: CommandEntry = {
         description: 'evaluation (eval.json); default: the newest record in metadata.json evaluations',
       },
       'dry-run': { kind: 'boolean', description: 'print the unified diff, write nothing' },
+      trust: trustFlag,
       default: {
         kind: 'boolean',
         description: 'make it llm_assist.default_adapter (it becomes the default anyway when none is set)',
@@ -199,6 +203,35 @@ const promote: CommandEntry = {
     },
   },
   load: async () => (await import('./promote.js')).promoteMain,
+};
+
+const revoke: CommandEntry = {
+  summary: 'Revoke an adapter version in patterns/rules.yml',
+  description:
+    'Records llm_assist.revoked.<id>: {checksum, reason, revoked_at}, keeping every other byte of the rules file, atomically and under the same lock as promote. The checksum is the weights checksum promoted under the id, or --checksum. run, mount and promote then refuse the adapter when its id and weights checksum match, with ADAPTER_REVOKED; list shows it. Revoking the same version again changes nothing. Exit 0 revoked (or already), 1 the rules file is invalid, 2 usage (no checksum known), 3 a file is missing or a lock is held.',
+  examples: [
+    '<%= config.bin %> revoke qwen15b-lora-v0.1 --rules patterns/rules.yml --reason "leaks training data (INC-123)"',
+    '<%= config.bin %> revoke qwen15b-lora-v0.1 --rules patterns/rules.yml --reason "bad build" --checksum sha256:<64 hex> --json',
+  ],
+  spec: {
+    args: [{ name: 'id', description: 'adapter id', required: true }],
+    flags: {
+      rules: { kind: 'string', description: 'the rules file (patterns/rules.yml)', required: true },
+      reason: { kind: 'string', description: 'why it is revoked (recorded)', required: true },
+      checksum: {
+        kind: 'string',
+        description: 'the weights checksum to revoke, sha256:<hex> (default: the one promoted under the id)',
+      },
+      'dry-run': { kind: 'boolean', description: 'print the unified diff, write nothing' },
+      'lock-timeout': {
+        kind: 'integer',
+        description: 'seconds to wait for a promote or revoke of the same rules file',
+        default: 10,
+        min: 0,
+      },
+    },
+  },
+  load: async () => (await import('./revoke.js')).revokeMain,
 };
 
 /** `run`'s flags: one per setting row, unset unless given (the variable, then the default, decide). */
@@ -239,9 +272,16 @@ With --json the children's lines and progress go to stderr, and one JSON object 
 };
 
 /** Every command by name: the only list of them. */
-export const COMMANDS = { convert, list, mount, promote, run, sign, verify } as const satisfies Readonly<
-  Record<string, CommandEntry>
->;
+export const COMMANDS = {
+  convert,
+  list,
+  mount,
+  promote,
+  revoke,
+  run,
+  sign,
+  verify,
+} as const satisfies Readonly<Record<string, CommandEntry>>;
 
 export function commandNamed(name: string): CommandEntry | undefined {
   return Object.hasOwn(COMMANDS, name) ? (COMMANDS as Record<string, CommandEntry>)[name] : undefined;

@@ -361,12 +361,12 @@ describe('keys: each unusable one its code', () => {
       passphrase: 'pw',
     });
     const files: [string, string, string][] = [
-      ['rsa.pem', rsa, 'KEY_UNSUPPORTED'],
-      ['ed.pem', ed, 'KEY_UNSUPPORTED'],
-      ['k1.pem', k1, 'KEY_UNSUPPORTED'],
+      ['rsa.pem', rsa.toString(), 'KEY_UNSUPPORTED'],
+      ['ed.pem', ed.toString(), 'KEY_UNSUPPORTED'],
+      ['k1.pem', k1.toString(), 'KEY_UNSUPPORTED'],
       ['pub.pem', await readFile(keys['P-256']?.publicFile ?? '', 'utf8'), 'KEY_INVALID'],
       ['garbage.pem', 'not a key\n', 'KEY_INVALID'],
-      ['enc.pem', encrypted, 'KEY_INVALID'],
+      ['enc.pem', encrypted.toString(), 'KEY_INVALID'],
     ];
     for (const [name, text, code] of files) {
       await writeFile(join(dir, name), text);
