@@ -25,6 +25,7 @@ import { decodeToF32 } from './formats/numeric.js';
 import type { SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { SAFETENSORS_FILE } from './layout.js';
+import type { TrustedKeys } from './signing/keys.js';
 import {
   inspectAdapter,
   requireValid,
@@ -66,6 +67,8 @@ export interface ConvertOptions {
   /** rebuild even when the cache has this conversion */
   force?: boolean;
   onHashProgress?: (p: VerifyProgress) => void;
+  /** the adapter must be signed by one of these keys (run's ADAPTER_TRUST_KEYS) */
+  trust?: TrustedKeys;
 }
 
 export interface ConvertResult {
@@ -82,6 +85,8 @@ export interface ConvertResult {
   f16Fallback: string[];
   /** verification's warnings (e.g. CONFIG_PATTERN_AMBIGUOUS): converted all the same */
   warnings: Finding[];
+  /** the trusted key whose model.sig was verified (with `trust`) */
+  signedBy: string | null;
   bytes: number;
   durationMs: number;
 }
@@ -100,6 +105,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const passHash = new PassHash();
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
+    ...(options.trust ? { trust: options.trust } : {}),
     weightsHash: (path, size, onProgress) =>
       basename(path) === SAFETENSORS_FILE
         ? passHash.adopt(path, size, onProgress)
@@ -187,6 +193,8 @@ async function convertInspected(
     folded: about.folded,
     f16Fallback: tensors.f16Fallback,
     warnings,
+    // set once the verification is finished, which every result waits for
+    signedBy: adapter.signature?.ok ? (adapter.signature.signer?.fingerprint ?? null) : null,
     bytes,
     durationMs: Math.round(nowMs() - started),
   });

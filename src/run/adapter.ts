@@ -11,6 +11,7 @@ import { SAFETENSORS_FILE } from '../layout.js';
 import { sha256Ref } from '../metadata.js';
 import type { RunContext } from './context.js';
 import type { AdapterRecord } from './environment.js';
+import { adapterPolicy, defaultRefused, refusalOf, type AdapterPolicy } from './trust.js';
 
 export interface ServableAdapter {
   /** the GGUF llama-server is given */
@@ -29,9 +30,16 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
       hint: `serve it on its own base (set CODE_MODEL=${peek.base_model} and BASE_MODEL_PATH), or mount an adapter made for ${config.codeModel}`,
     });
   }
-  const converted = await convertReporting(ctx, adapterDir);
+  const policy = await adapterPolicy(ctx);
+  const converted = await convertReporting(ctx, adapterDir, policy);
   const files = peek?.files ?? [SAFETENSORS_FILE];
   const { id, version, weightsSha256 } = converted.adapter;
+  const refusal = refusalOf(policy, id, sha256Ref(weightsSha256));
+  if (refusal) {
+    report.emit({ kind: 'adapter-status', status: 'invalid', reason: `${refusal.code}: ${refusal.message}` });
+    throw defaultRefused(refusal);
+  }
+  if (converted.signedBy) report.info(`adapter signed by ${converted.signedBy} (a trusted key)`);
   report.info(
     `adapter ${id ?? '?'} ${version ?? '?'} (${adapterDir}): verified, checksums ${files.length}/${files.length} files sha256 ok (weights ${weightsSha256.slice(0, 12)}…)`,
   );
@@ -53,6 +61,7 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
       checksum: sha256Ref(weightsSha256),
       checksum_verified: true,
       checksums: files.map((file) => ({ file, ok: true })),
+      signed_by: converted.signedBy,
       gguf: converted.output,
       gguf_cached: converted.cached,
     },
@@ -60,9 +69,16 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
 }
 
 /** `convertAdapter`; when the adapter is invalid, its status and findings are reported before the error. */
-async function convertReporting(ctx: RunContext, adapterDir: string): Promise<ConvertResult> {
+async function convertReporting(
+  ctx: RunContext,
+  adapterDir: string,
+  policy: AdapterPolicy,
+): Promise<ConvertResult> {
   try {
-    return await convertAdapter(adapterDir, { base: ctx.config.baseModelPath });
+    return await convertAdapter(adapterDir, {
+      base: ctx.config.baseModelPath,
+      ...(policy.trust ? { trust: policy.trust } : {}),
+    });
   } catch (thrown) {
     const e = asCodiError(thrown) ?? thrown;
     if (isCodiError(e) && e.exitCode === ExitCode.INVALID) {
