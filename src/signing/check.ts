@@ -4,7 +4,7 @@
  * statement itself (before any file is hashed, so the files it signs join the one hashing pass), and
  * `finishSignature` compares the files present with the files signed once their digests are in.
  */
-import { createHash, createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey, verify } from 'node:crypto';
 import { join } from 'node:path';
 import { RegularFile } from '../byte-source.js';
 import { asCodiError, CodiError } from '../errors.js';
@@ -13,7 +13,7 @@ import { finding, findingFromError, type Finding } from '../findings.js';
 import { SIGNATURE_FILE, type AdapterLayout } from '../layout.js';
 import { publicKeyInfo, type PublicKeyInfo, type TrustedKey, type TrustedKeys } from './keys.js';
 import { comparedFiles, compareWithSigned, type Comparison } from './manifest.js';
-import { INTOTO_PAYLOAD_TYPE, MAX_BUNDLE_BYTES, parseBundle, type SignedBundle } from './model-sig.js';
+import { MAX_BUNDLE_BYTES, parseBundle, preAuthEncoding, type SignedBundle } from './model-sig.js';
 import { parseStatement, type Statement } from './statement.js';
 
 /** What verify reports of model.sig. */
@@ -119,9 +119,9 @@ async function readBundleFile(path: string): Promise<Uint8Array> {
  * has one, only tells an untrusted signer from a broken signature).
  */
 async function signerOf(bundle: SignedBundle, trust: TrustedKeys): Promise<TrustedKey> {
-  const { crypto, dsse } = await import('@sigstore/core');
-  const pae = dsse.preAuthEncoding(INTOTO_PAYLOAD_TYPE, bundle.payload);
-  const verifies = (k: PublicKeyInfo): boolean => crypto.verify(pae, k.key, bundle.signature, k.hash);
+  const pae = await preAuthEncoding(bundle.payload);
+  const verifies = (k: PublicKeyInfo): boolean =>
+    verify(k.hash, pae, { key: k.key, dsaEncoding: 'der' }, bundle.signature);
   const candidates = bundle.hint === null ? trust.keys : trust.keys.filter((k) => k.hint === bundle.hint);
   const signer = candidates.find(verifies);
   if (signer) return signer;

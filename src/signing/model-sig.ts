@@ -37,6 +37,16 @@ export interface SignedBundle {
   legacyKeyPem: string | null;
 }
 
+/**
+ * What the signature signs: DSSE's pre-authentication encoding of the payload as an in-toto
+ * statement, from `@sigstore/core` (its `dsse` module alone: the package's index also loads its X.509
+ * and timestamp code, which key-based verification never uses).
+ */
+export async function preAuthEncoding(payload: Buffer): Promise<Buffer> {
+  const dsse = await import('@sigstore/core/dist/dsse.js');
+  return dsse.preAuthEncoding(INTOTO_PAYLOAD_TYPE, payload);
+}
+
 /** model.sig's text: compact JSON, keys in model_signing's order, no newline at the end. */
 export function bundleText(payload: Buffer, signature: Buffer, hint: string): string {
   return JSON.stringify({

@@ -14,7 +14,7 @@ import { SIGNATURE_FILE } from '../layout.js';
 import { requireValid, verifyAdapter, type VerifyOptions } from '../verify.js';
 import { loadSigningKey } from './keys.js';
 import { signingSet } from './manifest.js';
-import { bundleText, INTOTO_PAYLOAD_TYPE } from './model-sig.js';
+import { bundleText, preAuthEncoding } from './model-sig.js';
 import { comparePaths, rootDigest, statementPayload, type Resource } from './statement.js';
 
 export interface SignOptions {
@@ -68,8 +68,7 @@ export async function signAdapter(dir: string, options: SignOptions): Promise<Si
     allow_symlinks: false,
     ignore_paths: ignorePaths,
   });
-  const { dsse } = await import('@sigstore/core');
-  const pae = dsse.preAuthEncoding(INTOTO_PAYLOAD_TYPE, payload);
+  const pae = await preAuthEncoding(payload);
   const signature = signBytes(key.publicKey.hash, pae, { key: key.privateKey, dsaEncoding: 'der' });
   // a signature that does not verify must never be written (a key whose halves do not match, say)
   if (!verifyBytes(key.publicKey.hash, pae, { key: key.publicKey.key, dsaEncoding: 'der' }, signature)) {
