@@ -260,7 +260,7 @@ describe('promote --trust and revoke', () => {
     const after = await readFile(rules, 'utf8');
     expect(after.startsWith(before.trimEnd())).toBe(true);
     expect(after).toMatch(
-      /\n  revoked:\n    tiny-qwen2-lora:\n      checksum: sha256:601dd4a9[0-9a-f]+\n      reason: leaks data\n      revoked_at: "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"\n$/u,
+      /\n {2}revoked:\n {4}tiny-qwen2-lora:\n {6}checksum: sha256:601dd4a9[0-9a-f]+\n {6}reason: leaks data\n {6}revoked_at: "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"\n$/u,
     );
     const again = await runCli([
       'revoke',

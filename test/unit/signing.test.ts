@@ -259,7 +259,8 @@ describe('a model.sig that is not a valid signature: SIGNATURE_INVALID (or _UNSU
     ],
     [
       'duplicate resource names',
-      (d) => signedStatement([...resourcesOf(d), { name: 'metadata.json', digest: d.get('metadata.json') ?? '' }]),
+      (d) =>
+        signedStatement([...resourcesOf(d), { name: 'metadata.json', digest: d.get('metadata.json') ?? '' }]),
       'SIGNATURE_INVALID',
       /listed twice/u,
     ],
