@@ -205,10 +205,6 @@ class Sink {
     this.position += n;
   }
 
-  private async room(n: number): Promise<void> {
-    if (this.used + n > this.buf.length) await this.flush();
-  }
-
   /** Copies `data` into the buffers (the caller may reuse it as soon as this returns). */
   async bytes(data: Uint8Array): Promise<void> {
     let done = 0;
@@ -258,43 +254,96 @@ class Sink {
       left -= got;
     }
   }
+}
 
-  async u32(v: number): Promise<void> {
-    await this.room(4);
-    this.view.setUint32(this.used, v, true);
-    this.used += 4;
-    this.position += 4;
+/**
+ * The header (magic, counts, key/value pairs, tensor infos, padding), encoded in memory before the
+ * file is opened. It is small next to the data; encoded synchronously, its loops run in plain
+ * functions, not in an async function that V8 would compile at length for a few thousand awaits.
+ */
+class HeaderEncoder {
+  private buf = Buffer.alloc(64 << 10);
+  private view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  length = 0;
+
+  /** The offset of `n` more bytes, the buffer grown to hold them: take `buf` and `view` after it. */
+  private claim(n: number): number {
+    if (this.length + n > this.buf.length) {
+      const grown = Buffer.alloc(Math.max(this.buf.length * 2, this.length + n));
+      grown.set(this.buf.subarray(0, this.length));
+      this.buf = grown;
+      this.view = new DataView(grown.buffer, grown.byteOffset, grown.byteLength);
+    }
+    const at = this.length;
+    this.length += n;
+    return at;
   }
 
-  async i32(v: number): Promise<void> {
-    await this.room(4);
-    this.view.setInt32(this.used, v, true);
-    this.used += 4;
-    this.position += 4;
+  /** The bytes encoded so far (a view: valid until the next write). */
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.length);
   }
 
-  async u64(v: bigint | number): Promise<void> {
-    await this.room(8);
-    this.view.setBigUint64(this.used, BigInt(v), true);
-    this.used += 8;
-    this.position += 8;
+  raw(data: Uint8Array): void {
+    const at = this.claim(data.length);
+    this.buf.set(data, at);
   }
 
-  async i64(v: bigint | number): Promise<void> {
-    await this.room(8);
-    this.view.setBigInt64(this.used, BigInt(v), true);
-    this.used += 8;
-    this.position += 8;
+  zeros(n: number): void {
+    this.claim(n);
   }
 
-  async string(s: string): Promise<void> {
-    const encoded = Buffer.from(s, 'utf8');
-    await this.u64(encoded.length);
-    await this.bytes(encoded);
+  u32(v: number): void {
+    const at = this.claim(4);
+    this.view.setUint32(at, v, true);
+  }
+
+  i32(v: number): void {
+    const at = this.claim(4);
+    this.view.setInt32(at, v, true);
+  }
+
+  u64(v: bigint | number): void {
+    const at = this.claim(8);
+    this.view.setBigUint64(at, BigInt(v), true);
+  }
+
+  i64(v: bigint | number): void {
+    const at = this.claim(8);
+    this.view.setBigInt64(at, BigInt(v), true);
+  }
+
+  string(s: string): void {
+    const n = Buffer.byteLength(s, 'utf8');
+    this.u64(n);
+    const at = this.claim(n);
+    this.buf.write(s, at, 'utf8');
+  }
+
+  value(type: GgufValueType, value: GgufValue, key: string): void {
+    if (type === GgufValueType.STRING) {
+      if (typeof value !== 'string') throw invalid(`metadata '${key}': expected a string`, { key });
+      this.string(value);
+    } else if (type === GgufValueType.ARRAY) {
+      if (typeof value !== 'object') throw invalid(`metadata '${key}': expected an array`, { key });
+      this.array(value, key);
+    } else {
+      this.scalar(type, value, key);
+    }
+  }
+
+  private array(array: GgufArray, key: string): void {
+    const { itemType, items } = array;
+    if (ggufValueTypeName(itemType).startsWith('unknown')) {
+      throw invalid(`metadata '${key}': unknown array item type ${itemType}`, { key });
+    }
+    this.i32(itemType);
+    this.u64(items.length);
+    for (const item of items) this.value(itemType, item, key);
   }
 
   /** One scalar of a fixed-size type, range-checked so a wrong value never wraps silently. */
-  async scalar(type: GgufValueType, value: GgufValue, key: string): Promise<void> {
+  private scalar(type: GgufValueType, value: GgufValue, key: string): void {
     const bad = (): CodiError =>
       invalid(
         `metadata '${key}': ${typeof value === 'object' ? 'an array' : String(value)} is not a valid ${ggufValueTypeName(type)}`,
@@ -315,9 +364,8 @@ class Sink {
     };
     const size = ggufScalarSize(type);
     if (size === undefined) throw bad();
-    await this.room(size);
+    const at = this.claim(size);
     const v = this.view;
-    const at = this.used;
     switch (type) {
       case GgufValueType.UINT8:
         v.setUint8(at, int(0, 0xff));
@@ -354,31 +402,7 @@ class Sink {
         v.setBigInt64(at, big(-0x8000000000000000n, 0x7fffffffffffffffn), true);
         break;
     }
-    this.used += size;
-    this.position += size;
   }
-}
-
-async function writeValue(sink: Sink, type: GgufValueType, value: GgufValue, key: string): Promise<void> {
-  if (type === GgufValueType.STRING) {
-    if (typeof value !== 'string') throw invalid(`metadata '${key}': expected a string`, { key });
-    await sink.string(value);
-  } else if (type === GgufValueType.ARRAY) {
-    if (typeof value !== 'object') throw invalid(`metadata '${key}': expected an array`, { key });
-    await writeArray(sink, value, key);
-  } else {
-    await sink.scalar(type, value, key);
-  }
-}
-
-async function writeArray(sink: Sink, array: GgufArray, key: string): Promise<void> {
-  const { itemType, items } = array;
-  if (ggufValueTypeName(itemType).startsWith('unknown')) {
-    throw invalid(`metadata '${key}': unknown array item type ${itemType}`, { key });
-  }
-  await sink.i32(itemType);
-  await sink.u64(items.length);
-  for (const item of items) await writeValue(sink, itemType, item, key);
 }
 
 /**
@@ -392,6 +416,35 @@ function asWriteError(e: unknown, path: string): unknown {
     return environmentError(e, path, 'saved');
   }
   return e;
+}
+
+/** The header's bytes, padded to the alignment where tensor data follows. */
+function encodeHeader(
+  metadata: readonly (readonly [string, GgufTypedValue])[],
+  tensors: readonly GgufTensorSpec[],
+  offsets: readonly number[],
+  alignment: number,
+): Uint8Array {
+  const header = new HeaderEncoder();
+  header.raw(Buffer.from('GGUF', 'latin1'));
+  header.u32(3);
+  header.u64(tensors.length);
+  header.u64(metadata.length);
+  for (const [key, tv] of metadata) {
+    header.string(key);
+    header.i32(tv.type);
+    header.value(tv.type, tv.value, key);
+  }
+  for (const [i, t] of tensors.entries()) {
+    header.string(t.name);
+    header.u32(t.ne.length);
+    for (const d of t.ne) header.i64(d);
+    header.i32(t.type);
+    header.u64(offsets[i] ?? 0);
+  }
+  const dataOffset = tensors.length > 0 ? padTo(header.length, alignment) : header.length;
+  header.zeros(dataOffset - header.length);
+  return header.bytes();
 }
 
 function padTo(n: number, alignment: number): number {
@@ -477,30 +530,13 @@ export class GgufWriter {
       dataSize += padTo(size, alignment);
     }
 
+    const header = encodeHeader(metadata, options.tensors, offsets, alignment);
+
     const file = await AtomicFile.open(path);
     const sink = new Sink(file.handle);
     try {
-      await sink.bytes(Buffer.from('GGUF', 'latin1'));
-      await sink.u32(3);
-      await sink.u64(options.tensors.length);
-      await sink.u64(metadata.length);
-      for (const [key, tv] of metadata) {
-        await sink.string(key);
-        await sink.i32(tv.type);
-        await writeValue(sink, tv.type, tv.value, key);
-      }
-      for (const [i, t] of options.tensors.entries()) {
-        await sink.string(t.name);
-        await sink.u32(t.ne.length);
-        for (const d of t.ne) await sink.i64(d);
-        await sink.i32(t.type);
-        await sink.u64(offsets[i] ?? 0);
-      }
-      let dataOffset = sink.position;
-      if (options.tensors.length > 0) {
-        dataOffset = padTo(sink.position, alignment);
-        await sink.zeros(dataOffset - sink.position);
-      }
+      await sink.bytes(header);
+      const dataOffset = header.length;
       return new GgufWriter(path, file, sink, options.tensors, sizes, alignment, dataOffset, offsets);
     } catch (e) {
       await sink.quiesce();
