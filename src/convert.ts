@@ -36,6 +36,7 @@ import type { TorchBinScan } from './formats/torch-bin.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
+import type { TrustedKeys } from './signing/keys.js';
 import {
   inspectAdapter,
   requireValid,
@@ -79,6 +80,8 @@ export interface ConvertOptions {
   /** where the base model's sha256 is cached (default: CODI_STATE_DIR, else run's default) */
   stateDir?: string;
   onHashProgress?: (p: VerifyProgress) => void;
+  /** the adapter must be signed by one of these keys (run's ADAPTER_TRUST_KEYS) */
+  trust?: TrustedKeys;
 }
 
 export interface ConvertResult {
@@ -107,6 +110,8 @@ export interface ConvertResult {
   alora: { invocation_tokens: number[]; written: number[] } | null;
   /** verification's warnings (e.g. CONFIG_PATTERN_AMBIGUOUS): converted all the same */
   warnings: Finding[];
+  /** the trusted key whose model.sig was verified (with `trust`) */
+  signedBy: string | null;
   bytes: number;
   durationMs: number;
 }
@@ -129,6 +134,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const passHash = new PassHash();
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
+    ...(options.trust ? { trust: options.trust } : {}),
     weightsHash: (path, size, onProgress) =>
       basename(path) === SAFETENSORS_FILE || basename(path) === BIN_FILE
         ? passHash.adopt(path, size, onProgress)
@@ -220,6 +226,8 @@ async function convertInspected(
     alora: aloraOf(adapter),
     f16Fallback: tensors.f16Fallback,
     warnings,
+    // set once the verification is finished, which every result waits for
+    signedBy: adapter.signature?.ok ? (adapter.signature.signer?.fingerprint ?? null) : null,
     bytes,
     durationMs: Math.round(nowMs() - started),
   });

@@ -38,6 +38,12 @@ export async function verifyMain(
       const { baseCheckFor, readBaseForCheck } = await import('../base-model.js');
       options.baseCheck = baseCheckFor(await readBaseForCheck(base));
     }
+    const trust = stringFlag(input, 'trust');
+    if (trust) {
+      // the key reader, loaded only when there are keys to trust
+      const { loadTrustedKeys } = await import('../signing/keys.js');
+      options.trust = await loadTrustedKeys(trust);
+    }
     let spinner: Ora | undefined;
     // a real terminal only: ora is slow to load, and a zero-width one (a bare pty) makes it loop
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {
