@@ -5,7 +5,6 @@
  */
 import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
-import { BinPass } from './bin-pass.js';
 import { PassHash, sourceChanged, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
 import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
@@ -34,7 +33,6 @@ import { decodeToF32 } from './formats/numeric.js';
 import type { PickleTensor } from './formats/pickle.js';
 import type { SafetensorsDtype, SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
 import type { TorchBinScan } from './formats/torch-bin.js';
-import { safetensorsOrder } from './formats/torch-tensor.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
@@ -464,7 +462,7 @@ async function writeAdapterGguf(
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
 ): Promise<{ bytes: number }> {
-  const jobs = orderedJobs(input.tensors.specs, source.weights);
+  const jobs = await orderedJobs(input.tensors.specs, source.weights);
   if (jobs.length === 0) await gate();
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
@@ -508,10 +506,10 @@ async function writeAdapterGguf(
  * same tensors out in (safetensorsOrder), whatever order torch.save put the storages in: the GGUF is
  * then the one the equivalent safetensors file gives, byte for byte.
  */
-function orderedJobs(
+async function orderedJobs(
   specs: readonly PlannedTensor[],
   weights: SafetensorsHeader | TorchBinScan,
-): ConvertJob[] {
+): Promise<ConvertJob[]> {
   if ('dataOffset' in weights) {
     const infos = new Map(weights.tensors.map((t) => [t.name, t]));
     const jobs = specs.map((t) => {
@@ -520,6 +518,8 @@ function orderedJobs(
     });
     return jobs.sort((x, y) => x.begin - y.begin);
   }
+  // the .bin readers (torch tensors, pickle, zip) are loaded for a .bin adapter only
+  const { safetensorsOrder } = await import('./formats/torch-tensor.js');
   const byName = new Map(weights.tensors.map((t) => [t.name, t]));
   const rank = new Map(safetensorsOrder(weights.tensors).map((t, i) => [t.name, i]));
   const jobs = specs.map((t) => {
@@ -569,6 +569,7 @@ async function openPass(source: WeightsSource, hash: PassHash, jobs: readonly Co
       close: () => pass.close(),
     };
   }
+  const { BinPass } = await import('./bin-pass.js');
   const pass = await BinPass.begin(path, weights, hash, (how) => sourceChanged(path, how));
   const buffer = new Uint8Array(Math.max(0, ...jobs.map(byteSize)));
   return {
