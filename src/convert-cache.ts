@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { removeDeadTemps } from './atomic.js';
 import { RegularFile, sameFile, type FileIdentity } from './byte-source.js';
 import type { GgufCompareResult, GgufWriteResult } from './files/gguf-writer.js';
+import { PassHash, sourceChanged } from './convert-pass.js';
 import { finding, type Finding } from './findings.js';
 import { unique, writableCacheDir, type CacheLocations } from './gguf-cache.js';
 
@@ -29,6 +30,27 @@ export type PassResult<T extends PassTarget> = T extends { kind: 'write' }
   : GgufCompareResult;
 /** One pass over the weights, writing the GGUF or comparing it with a file. */
 export type GgufPass = <T extends PassTarget>(target: T) => Promise<PassResult<T>>;
+
+/**
+ * Passes over the weights (`run` makes one with the hash it is given): the first one hashes them for
+ * verification (`passHash`); any other one (a rebuild after a tampered entry was compared) must hash
+ * to the sha256 that was verified.
+ */
+export function passes(
+  run: <T extends PassTarget>(target: T, hash: PassHash) => Promise<PassResult<T>>,
+  passHash: PassHash,
+  weightsSha256: string,
+  weightsPath: string,
+): GgufPass {
+  let hash = passHash;
+  return async <T extends PassTarget>(target: T): Promise<PassResult<T>> => {
+    const own = hash;
+    hash = new PassHash();
+    const out = await run(target, own);
+    if (own !== passHash && (await own.result) !== weightsSha256) throw sourceChanged(weightsPath, 'changed');
+    return out;
+  };
+}
 
 /**
  * The cache entry named `name`: the first one found (in `locations.search`) that a pass proves to be

@@ -5,7 +5,6 @@
  */
 import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
-import { BinPass } from './bin-pass.js';
 import { PassHash, sourceChanged, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
@@ -20,8 +19,8 @@ import {
 import { identityAt, type FileIdentity } from './byte-source.js';
 import {
   cachedOrWritten,
+  passes,
   writeEntry,
-  type GgufPass,
   type GgufProof,
   type PassResult,
   type PassTarget,
@@ -48,10 +47,10 @@ import { decodeToF32 } from './formats/numeric.js';
 import type { PickleTensor } from './formats/pickle.js';
 import type { SafetensorsDtype, SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
 import type { TorchBinScan } from './formats/torch-bin.js';
-import { safetensorsOrder } from './formats/torch-tensor.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
 import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
+import type { TrustedKeys } from './signing/keys.js';
 import {
   inspectAdapter,
   requireValid,
@@ -99,6 +98,8 @@ export interface ConvertOptions {
   cache?: CacheLocations;
   /** stops the conversion between tensors; nothing is committed */
   signal?: AbortSignal;
+  /** the adapter must be signed by one of these keys (run's ADAPTER_TRUST_KEYS) */
+  trust?: TrustedKeys;
 }
 
 export type { GgufProof } from './convert-cache.js';
@@ -131,6 +132,8 @@ export interface ConvertResult {
   alora: { invocation_tokens: number[]; written: number[] } | null;
   /** verification's warnings (e.g. CONFIG_PATTERN_AMBIGUOUS): converted all the same */
   warnings: Finding[];
+  /** the trusted key whose model.sig was verified (with `trust`) */
+  signedBy: string | null;
   bytes: number;
   durationMs: number;
 }
@@ -153,6 +156,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const passHash = new PassHash();
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
+    ...(options.trust ? { trust: options.trust } : {}),
     weightsHash: (path, size, onProgress) =>
       basename(path) === SAFETENSORS_FILE || basename(path) === BIN_FILE
         ? passHash.adopt(path, size, onProgress)
@@ -244,15 +248,22 @@ async function convertInspected(
     alora: aloraOf(adapter),
     f16Fallback: tensors.f16Fallback,
     warnings: [...warnings, ...cacheFindings],
+    // set once the verification is finished, which every result waits for
+    signedBy: adapter.signature?.ok ? (adapter.signature.signer?.fingerprint ?? null) : null,
     bytes,
     durationMs: Math.round(nowMs() - started),
   });
+  const source = {
+    path: join(adapter.layout.dir, weightsFile),
+    weights,
+    before: before[weightsFile] ?? null,
+  };
+  const input = { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 };
   const pass = passes(
-    { path: join(adapter.layout.dir, weightsFile), weights, before: before[weightsFile] ?? null },
-    { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 },
+    (target, hash) => adapterPass(source, target, input, hash, verifiedReport, options.signal),
     passHash,
-    verifiedReport,
-    options.signal,
+    weightsSha256,
+    source.path,
   );
   if (options.out) {
     const written = await writeEntry(resolve(options.out), pass);
@@ -262,28 +273,6 @@ async function convertInspected(
   const locations = options.cache ?? defaultCacheLocations(adapter.layout.dir);
   const entry = await cachedOrWritten(name, locations, options.force === true, pass, cacheFindings);
   return result(entry.path, entry.bytes, entry.proof);
-}
-
-/**
- * Runs passes over the weights: the first one hashes them for verification (`passHash`); any other
- * one (a rebuild after a tampered entry was compared) must hash to the sha256 that was verified.
- */
-function passes(
-  source: WeightsSource,
-  input: WriteInput,
-  passHash: PassHash,
-  gate: () => Promise<unknown>,
-  signal: AbortSignal | undefined,
-): GgufPass {
-  let hash = passHash;
-  return async <T extends PassTarget>(target: T): Promise<PassResult<T>> => {
-    const own = hash;
-    hash = new PassHash();
-    const out = await adapterPass(source, target, input, own, gate, signal);
-    if (own !== passHash && (await own.result) !== input.weightsSha256)
-      throw sourceChanged(source.path, 'changed');
-    return out;
-  };
 }
 
 function aloraOf(adapter: VerifiedAdapter): ConvertResult['alora'] {
@@ -473,7 +462,7 @@ async function adapterPass<T extends PassTarget>(
   /** stops the pass between tensors (nothing is committed) */
   signal: AbortSignal | undefined,
 ): Promise<PassResult<T>> {
-  const jobs = orderedJobs(input.tensors.specs, source.weights);
+  const jobs = await orderedJobs(input.tensors.specs, source.weights);
   if (jobs.length === 0) await gate();
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
@@ -519,10 +508,10 @@ async function adapterPass<T extends PassTarget>(
  * same tensors out in (safetensorsOrder), whatever order torch.save put the storages in: the GGUF is
  * then the one the equivalent safetensors file gives, byte for byte.
  */
-function orderedJobs(
+async function orderedJobs(
   specs: readonly PlannedTensor[],
   weights: SafetensorsHeader | TorchBinScan,
-): ConvertJob[] {
+): Promise<ConvertJob[]> {
   if ('dataOffset' in weights) {
     const infos = new Map(weights.tensors.map((t) => [t.name, t]));
     const jobs = specs.map((t) => {
@@ -531,6 +520,8 @@ function orderedJobs(
     });
     return jobs.sort((x, y) => x.begin - y.begin);
   }
+  // the .bin readers (torch tensors, pickle, zip) are loaded for a .bin adapter only
+  const { safetensorsOrder } = await import('./formats/torch-tensor.js');
   const byName = new Map(weights.tensors.map((t) => [t.name, t]));
   const rank = new Map(safetensorsOrder(weights.tensors).map((t, i) => [t.name, i]));
   const jobs = specs.map((t) => {
@@ -584,6 +575,7 @@ async function openPass(
       close: () => pass.close(),
     };
   }
+  const { BinPass } = await import('./bin-pass.js');
   const pass = await BinPass.begin(path, weights, hash, (how) => sourceChanged(path, how));
   const buffer = new Uint8Array(Math.max(0, ...jobs.map(byteSize)));
   return {

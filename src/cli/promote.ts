@@ -3,6 +3,7 @@ import { paint } from '../paint.js';
 import { promoteAdapter, type PromoteResult } from '../promote.js';
 import { RELOAD_COMMAND } from './reload-command.js';
 import { renderFinding } from '../render.js';
+import { loadTrustedKeys } from '../signing/keys.js';
 import {
   booleanFlag,
   integerFlag,
@@ -18,7 +19,9 @@ export async function promoteMain(input: CommandInput, io: CommandIO): Promise<P
   const rules = requiredString(input, 'rules');
   const evalFile = stringFlag(input, 'eval');
   const base = stringFlag(input, 'base');
+  const trust = stringFlag(input, 'trust');
   const result = await promoteAdapter(requiredString(input, 'dir'), {
+    ...(trust === undefined ? {} : { trust: await loadTrustedKeys(trust) }),
     rules,
     dryRun: booleanFlag(input, 'dry-run'),
     setDefault: booleanFlag(input, 'default'),
@@ -66,6 +69,10 @@ function renderPromotion(r: PromoteResult, io: CommandIO): void {
       .join(', ');
     io.log(`  evaluation ${r.evaluation.suite}: ${metrics}`);
   }
+  if (r.signed_by) io.log(`  signed by ${r.signed_by}`);
   if (r.changed.metadata) io.log('  metadata.json updated');
+  if (r.metadata_kept) {
+    io.log('  metadata.json: left as it is (the adapter is signed; the evaluation is in the rules file)');
+  }
   io.log(`  a run serving through its gateway picks it up with: ${RELOAD_COMMAND}`);
 }

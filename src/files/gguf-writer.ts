@@ -11,7 +11,7 @@
  */
 import { AtomicFile } from '../atomic.js';
 import { identityOfStats, RegularFile, type FileIdentity } from '../byte-source.js';
-import { asCodiError, CodiError, environmentError } from '../errors.js';
+import { asCodiError, environmentError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
   GGUF_DEFAULT_ALIGNMENT,
@@ -20,15 +20,13 @@ import {
   GgufValueType,
   ggmlTensorBytes,
   ggmlTypeName,
-  ggufValueTypeName,
   isPowerOfTwo,
   tensorNameProblem,
   tensorTypeProblem,
-  type GgufArray,
   type GgufTypedValue,
-  type GgufValue,
 } from '../formats/ggml-types.js';
 import { encodedBytes, encodeF32, isFloatTensorType, QK8_0 } from '../formats/numeric.js';
+import { encodeHeader, invalid, padTo } from './gguf-header.js';
 import { CompareTarget, fileTarget, Sink } from './gguf-sink.js';
 
 /** float32 values encoded per step: a multiple of the Q8_0 block so blocks never straddle steps */
@@ -97,32 +95,6 @@ export interface GgufCompareResult {
 /** Where a GgufWriter's bytes go: an atomic file, or a comparison with a file already there. */
 type Output = { kind: 'file'; file: AtomicFile } | { kind: 'compare'; target: CompareTarget };
 
-function invalid(message: string, details: Record<string, unknown> = {}): CodiError {
-  return new CodiError('GGUF_WRITE_INVALID', message, { details });
-}
-
-async function writeValue(sink: Sink, type: GgufValueType, value: GgufValue, key: string): Promise<void> {
-  if (type === GgufValueType.STRING) {
-    if (typeof value !== 'string') throw invalid(`metadata '${key}': expected a string`, { key });
-    await sink.string(value);
-  } else if (type === GgufValueType.ARRAY) {
-    if (typeof value !== 'object') throw invalid(`metadata '${key}': expected an array`, { key });
-    await writeArray(sink, value, key);
-  } else {
-    await sink.scalar(type, value, key);
-  }
-}
-
-async function writeArray(sink: Sink, array: GgufArray, key: string): Promise<void> {
-  const { itemType, items } = array;
-  if (ggufValueTypeName(itemType).startsWith('unknown')) {
-    throw invalid(`metadata '${key}': unknown array item type ${itemType}`, { key });
-  }
-  await sink.i32(itemType);
-  await sink.u64(items.length);
-  for (const item of items) await writeValue(sink, itemType, item, key);
-}
-
 /**
  * A format's refusal becomes its CodiError; errno failures become environment errors about the
  * target; anything else is a bug and passes through.
@@ -134,10 +106,6 @@ function asWriteError(e: unknown, path: string): unknown {
     return environmentError(e, path, 'saved');
   }
   return e;
-}
-
-function padTo(n: number, alignment: number): number {
-  return Math.ceil(n / alignment) * alignment;
 }
 
 function checkSpecs(tensors: readonly GgufTensorSpec[]): number[] {
@@ -209,30 +177,14 @@ function planLayout(options: GgufWriteOptions): Layout {
   return { metadata, alignment, sizes, offsets };
 }
 
-/** The header: magic, version, counts, the key/value pairs, the tensor infos, padding; the data's offset. */
+/**
+ * The header (magic, version, counts, the key/value pairs, the tensor infos, padding), encoded in
+ * memory and handed to the sink at once; the data's offset.
+ */
 async function writeHeader(sink: Sink, tensors: readonly GgufTensorSpec[], layout: Layout): Promise<number> {
-  await sink.bytes(Buffer.from('GGUF', 'latin1'));
-  await sink.u32(3);
-  await sink.u64(tensors.length);
-  await sink.u64(layout.metadata.length);
-  for (const [key, tv] of layout.metadata) {
-    await sink.string(key);
-    await sink.i32(tv.type);
-    await writeValue(sink, tv.type, tv.value, key);
-  }
-  for (const [i, t] of tensors.entries()) {
-    await sink.string(t.name);
-    await sink.u32(t.ne.length);
-    for (const d of t.ne) await sink.i64(d);
-    await sink.i32(t.type);
-    await sink.u64(layout.offsets[i] ?? 0);
-  }
-  let dataOffset = sink.position;
-  if (tensors.length > 0) {
-    dataOffset = padTo(sink.position, layout.alignment);
-    await sink.zeros(dataOffset - sink.position);
-  }
-  return dataOffset;
+  const header = encodeHeader(layout.metadata, tensors, layout.offsets, layout.alignment);
+  await sink.bytes(header);
+  return header.length;
 }
 
 /**
