@@ -340,7 +340,8 @@ export const COMMAND_CODES = {
     level: error,
     exit: ENVIRONMENT,
     check: null,
-    summary: 'the user run runs as (UID 1000 in the image) cannot read BASE_MODEL_PATH or pass a folder on its way',
+    summary:
+      'the user run runs as (UID 1000 in the image) cannot read BASE_MODEL_PATH or pass a folder on its way',
   },
   BASE_MODEL_MISMATCH: {
     level: error,
