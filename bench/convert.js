@@ -12,26 +12,22 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GgmlType, gv } from '../dist/formats/ggml-types.js';
-import { GgufWriter } from '../dist/files/gguf-writer.js';
 import { writePeftAdapter } from '../dist/testkit/peft-adapter.js';
 import {
   BIN,
   compare,
   measure,
   median,
-  QWEN15B_DIMS,
   qwen15bAdapterSpec,
   requireBuilt,
   verdict,
+  writeQwen15bShapesBase,
 } from './lib.js';
 
 requireBuilt();
 const trialsArg = process.argv.indexOf('--trials');
 const trials = trialsArg > 0 ? Number(process.argv[trialsArg + 1]) : 5;
 
-const dims = QWEN15B_DIMS;
-const vocab = 151936;
 const root = mkdtempSync(join(tmpdir(), 'codi-bench-convert-'));
 const adapter = join(root, 'qwen15b-lora-bench');
 const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
@@ -39,50 +35,7 @@ const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
 console.log(`generating the adapter and a sparse base in ${root}`);
 await writePeftAdapter(adapter, await qwen15bAdapterSpec('qwen15b-lora-bench'));
 
-// the base: real Qwen2.5-1.5B tensor shapes (ggml ne order), F16 2-D weights, tied embeddings
-const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, vocab], type: GgmlType.F16 }];
-for (let l = 0; l < dims.layers; l++) {
-  const b = `blk.${l}`;
-  tensors.push(
-    { name: `${b}.attn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
-    { name: `${b}.attn_q.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
-    { name: `${b}.attn_q.bias`, ne: [dims.hidden], type: GgmlType.F32 },
-    { name: `${b}.attn_k.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
-    { name: `${b}.attn_k.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
-    { name: `${b}.attn_v.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
-    { name: `${b}.attn_v.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
-    { name: `${b}.attn_output.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
-    { name: `${b}.ffn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
-    { name: `${b}.ffn_gate.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
-    { name: `${b}.ffn_up.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
-    { name: `${b}.ffn_down.weight`, ne: [dims.intermediate, dims.hidden], type: GgmlType.F16 },
-  );
-}
-tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
-// a byte-level BPE vocabulary of Qwen2.5's size, with tokens and merges of typical lengths
-const tokens = Array.from({ length: vocab }, (_, i) =>
-  i < 256 ? `<0x${i.toString(16)}>` : `Ġ${i.toString(36)}er`,
-);
-const merges = Array.from({ length: 151387 }, (_, i) => `Ġ${i.toString(36)} er`);
-const writer = await GgufWriter.create(base, {
-  metadata: [
-    ['general.architecture', gv.str('qwen2')],
-    ['general.name', gv.str('Qwen2.5 1.5B shapes (sparse)')],
-    ['qwen2.block_count', gv.u32(dims.layers)],
-    ['qwen2.embedding_length', gv.u32(dims.hidden)],
-    ['qwen2.feed_forward_length', gv.u32(dims.intermediate)],
-    ['qwen2.attention.head_count', gv.u32(12)],
-    ['qwen2.attention.head_count_kv', gv.u32(2)],
-    ['tokenizer.ggml.model', gv.str('gpt2')],
-    ['tokenizer.ggml.pre', gv.str('qwen2')],
-    ['tokenizer.ggml.tokens', gv.strings(tokens)],
-    ['tokenizer.ggml.token_type', gv.i32s(new Int32Array(vocab).fill(1))],
-    ['tokenizer.ggml.merges', gv.strings(merges)],
-  ],
-  tensors,
-});
-for (const t of tensors) await writer.skipTensor(t.name);
-await writer.finish();
+await writeQwen15bShapesBase(base);
 
 const weights = join(adapter, 'adapter_model.safetensors');
 const out = (type) => join(root, `out-${type}.gguf`);

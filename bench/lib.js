@@ -97,3 +97,57 @@ export async function qwen15bAdapterSpec(id, extra = {}) {
     ...extra,
   };
 }
+
+/**
+ * A base GGUF of Qwen2.5-1.5B's real tensor shapes (ggml ne order, F16 2-D weights, tied embeddings)
+ * whose data is a sparse hole (convert reads only its header), with a byte-level BPE vocabulary of
+ * the real size in its header (151,936 tokens, 151,387 merges): the base reader must walk it.
+ */
+export async function writeQwen15bShapesBase(path) {
+  const { GgmlType, gv } = await import('../dist/formats/ggml-types.js');
+  const { GgufWriter } = await import('../dist/files/gguf-writer.js');
+  const dims = QWEN15B_DIMS;
+  const vocab = 151936;
+  const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, vocab], type: GgmlType.F16 }];
+  for (let l = 0; l < dims.layers; l++) {
+    const b = `blk.${l}`;
+    tensors.push(
+      { name: `${b}.attn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
+      { name: `${b}.attn_q.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
+      { name: `${b}.attn_q.bias`, ne: [dims.hidden], type: GgmlType.F32 },
+      { name: `${b}.attn_k.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
+      { name: `${b}.attn_k.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
+      { name: `${b}.attn_v.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
+      { name: `${b}.attn_v.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
+      { name: `${b}.attn_output.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
+      { name: `${b}.ffn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
+      { name: `${b}.ffn_gate.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
+      { name: `${b}.ffn_up.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
+      { name: `${b}.ffn_down.weight`, ne: [dims.intermediate, dims.hidden], type: GgmlType.F16 },
+    );
+  }
+  tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
+  const tokens = Array.from({ length: vocab }, (_, i) =>
+    i < 256 ? `<0x${i.toString(16)}>` : `Ġ${i.toString(36)}er`,
+  );
+  const merges = Array.from({ length: 151387 }, (_, i) => `Ġ${i.toString(36)} er`);
+  const writer = await GgufWriter.create(path, {
+    metadata: [
+      ['general.architecture', gv.str('qwen2')],
+      ['general.name', gv.str('Qwen2.5 1.5B shapes (sparse)')],
+      ['qwen2.block_count', gv.u32(dims.layers)],
+      ['qwen2.embedding_length', gv.u32(dims.hidden)],
+      ['qwen2.feed_forward_length', gv.u32(dims.intermediate)],
+      ['qwen2.attention.head_count', gv.u32(12)],
+      ['qwen2.attention.head_count_kv', gv.u32(2)],
+      ['tokenizer.ggml.model', gv.str('gpt2')],
+      ['tokenizer.ggml.pre', gv.str('qwen2')],
+      ['tokenizer.ggml.tokens', gv.strings(tokens)],
+      ['tokenizer.ggml.token_type', gv.i32s(new Int32Array(vocab).fill(1))],
+      ['tokenizer.ggml.merges', gv.strings(merges)],
+    ],
+    tensors,
+  });
+  for (const t of tensors) await writer.skipTensor(t.name);
+  await writer.finish();
+}

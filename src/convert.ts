@@ -1,10 +1,12 @@
 /**
- * `convert`: a PEFT safetensors LoRA → a llama.cpp GGUF LoRA adapter, natively and air-gapped. The
- * architecture and shapes come from the base GGUF; the adapter is verified first (fail closed).
+ * `convert`: a PEFT LoRA (safetensors, or a `.bin` read without unpickling) → a llama.cpp GGUF LoRA
+ * adapter, natively and air-gapped. The architecture and shapes come from the base GGUF; the adapter
+ * is verified first (fail closed).
  */
 import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
-import { PassHash, WeightsPass } from './convert-pass.js';
+import { BinPass } from './bin-pass.js';
+import { PassHash, sourceChanged, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
 import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -20,11 +22,14 @@ import { identityAt, type FileIdentity } from './byte-source.js';
 import { CodiError } from './errors.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
-import { writeGguf, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
+import { writeGguf, type FileRange, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
-import type { SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
+import type { PickleTensor } from './formats/pickle.js';
+import type { SafetensorsDtype, SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
+import type { TorchBinScan } from './formats/torch-bin.js';
+import { safetensorsOrder } from './formats/torch-tensor.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
-import { SAFETENSORS_FILE } from './layout.js';
+import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
 import {
   inspectAdapter,
   requireValid,
@@ -71,7 +76,14 @@ export interface ConvertOptions {
 export interface ConvertResult {
   output: string;
   cached: boolean;
-  adapter: { id: string | null; version: string | null; path: string; weightsSha256: string };
+  adapter: {
+    id: string | null;
+    version: string | null;
+    path: string;
+    /** the weights file converted: adapter_model.safetensors or adapter_model.bin */
+    weightsFile: string;
+    weightsSha256: string;
+  };
   base: { path: string; arch: string; name: string | null };
   outtype: OutType;
   alpha: number;
@@ -90,8 +102,12 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const started = nowMs();
   trace('convert: start');
   if (options.out) await refuseOutOverInputs(resolve(options.out), resolve(options.base), resolve(dir));
-  // the weights file as it is before anything reads it: the pass checks it is the same file after
-  const before = await identityAt(join(resolve(dir), SAFETENSORS_FILE));
+  // the weights file as it is before anything reads it (which of the two it is, verification says):
+  // the pass checks it is the same file after
+  const before = {
+    [SAFETENSORS_FILE]: await identityAt(join(resolve(dir), SAFETENSORS_FILE)),
+    [BIN_FILE]: await identityAt(join(resolve(dir), BIN_FILE)),
+  };
   const base = await readBaseModel(resolve(options.base));
   trace('convert: base model read');
   let plan: PlannedModule[] = [];
@@ -101,7 +117,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
     weightsHash: (path, size, onProgress) =>
-      basename(path) === SAFETENSORS_FILE
+      basename(path) === SAFETENSORS_FILE || basename(path) === BIN_FILE
         ? passHash.adopt(path, size, onProgress)
         : beginSha256(path, size, onProgress),
     baseCheck: (adapter) => {
@@ -137,8 +153,8 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
 async function convertInspected(
   inspection: Inspection,
   passHash: PassHash,
-  /** the weights file before it was hashed */
-  before: FileIdentity | null,
+  /** the weights files before they were hashed */
+  before: Readonly<Record<string, FileIdentity | null>>,
   base: BaseModel,
   plan: PlannedModule[],
   ggufAlpha: number,
@@ -157,13 +173,10 @@ async function convertInspected(
   // anything wrong beyond the checksums: wait for the full report and fail with it
   if (inspection.errors.length > 0) await verifiedReport();
   const adapter = inspection.verified;
-  if (adapter.layout.weightsFile !== SAFETENSORS_FILE || !adapter.safetensors) {
-    await verifiedReport();
-    throw new CodiError(
-      'CONVERT_NEEDS_SAFETENSORS',
-      'convert reads safetensors weights only; this adapter has adapter_model.bin',
-    );
-  }
+  const weightsFile = adapter.layout.weightsFile;
+  // with no error before the checksums, the weights were read: a header, or a scanned .bin
+  const weights = adapter.safetensors ?? adapter.bin;
+  if (!weightsFile || !weights) throw new CodiError('INTERNAL', 'verified weights without a header');
   // metadata.json must list the weights (else verification has failed above); the cache is keyed by
   // that checksum, which the finished verification then confirms
   const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
@@ -202,12 +215,10 @@ async function convertInspected(
   // temp files of conversions to this target that were killed (SIGKILL, power loss) go first
   await removeDeadTemps(dirname(output), [basename(output)]);
   const written = await writeAdapterGguf(
-    join(adapter.layout.dir, SAFETENSORS_FILE),
-    adapter.safetensors,
+    { path: join(adapter.layout.dir, weightsFile), weights, before: before[weightsFile] ?? null },
     output,
     { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 },
     passHash,
-    before,
     verifiedReport,
   );
   return result(false, written.bytes);
@@ -225,6 +236,7 @@ function described(
       id: adapter.metadata?.id ?? null,
       version: adapter.metadata?.version ?? null,
       path: adapter.layout.dir,
+      weightsFile: adapter.layout.weightsFile ?? SAFETENSORS_FILE,
       weightsSha256,
     },
     base: { path: base.path, arch: base.arch, name: base.name },
@@ -400,31 +412,31 @@ interface WriteInput {
   weightsSha256: string;
 }
 
+/** The weights a GGUF is written from: a safetensors header, or a scanned `.bin`. */
+interface WeightsSource {
+  path: string;
+  weights: SafetensorsHeader | TorchBinScan;
+  /** the file before the pass: it must be the same file when the pass ends */
+  before: FileIdentity | null;
+}
+
 async function writeAdapterGguf(
-  weightsPath: string,
-  header: SafetensorsHeader,
+  source: WeightsSource,
   output: string,
   input: WriteInput,
   /** fed every byte of the weights file, in order */
   hash: PassHash,
-  /** the weights file before the pass: it must be the same file when the pass ends */
-  before: FileIdentity | null,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
 ): Promise<{ bytes: number }> {
-  const infos = new Map(header.tensors.map((t) => [t.name, t]));
-  const jobs: ConvertJob[] = input.tensors.specs.map((t) => ({ ...t, info: infoOf(infos, t.source) }));
-  // GGUF tensors in the order their data lies in the safetensors file: one sequential read does it
-  jobs.sort((x, y) => x.info.begin - y.info.begin);
+  const jobs = orderedJobs(input.tensors.specs, source.weights);
   if (jobs.length === 0) await gate();
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
-  const scratch = new Float32Array(
-    Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
-  );
+  const scratch = new Float32Array(Math.max(0, ...jobs.map((j) => j.numel)));
   trace('convert: writing');
   await pausePoint('convert:before-pass');
-  const pass = await WeightsPass.begin(weightsPath, header, hash, Math.max(0, ...jobs.map(byteSize)));
+  const pass = await openPass(source, hash, jobs);
   try {
     const result = await writeGguf(
       output,
@@ -436,11 +448,11 @@ async function writeAdapterGguf(
         if (i === jobs.length >> 1) await pausePoint('convert:writing');
         if (i < jobs.length - 1) {
           // the bytes as they are go from the file to the GGUF through the writer's buffers
-          if (isPassThrough(job)) return pass.range(job.info);
-          return convertTensor(job, pass.read(job.info), scratch);
+          const range = isPassThrough(job) ? pass.range(job) : null;
+          return range ?? convertTensor(job, await pass.read(job), scratch);
         }
-        const bytes = pass.read(job.info);
-        await pass.finish(before);
+        const bytes = await pass.read(job);
+        await pass.finish(source.before);
         // then the checksums: the GGUF is committed only for a verified adapter
         trace('convert: all read, waiting for the checksums');
         await gate();
@@ -455,8 +467,91 @@ async function writeAdapterGguf(
   }
 }
 
+/**
+ * The GGUF's tensors in the order their data is read. From safetensors, the order their data lies in
+ * the file: one sequential read does it. From a `.bin`, the order the safetensors writer would lay the
+ * same tensors out in (safetensorsOrder), whatever order torch.save put the storages in: the GGUF is
+ * then the one the equivalent safetensors file gives, byte for byte.
+ */
+function orderedJobs(
+  specs: readonly PlannedTensor[],
+  weights: SafetensorsHeader | TorchBinScan,
+): ConvertJob[] {
+  if ('dataOffset' in weights) {
+    const infos = new Map(weights.tensors.map((t) => [t.name, t]));
+    const jobs = specs.map((t) => {
+      const st = infoOf(infos, t.source);
+      return jobOf(t, st, { st }, st.begin);
+    });
+    return jobs.sort((x, y) => x.begin - y.begin);
+  }
+  const byName = new Map(weights.tensors.map((t) => [t.name, t]));
+  const rank = new Map(safetensorsOrder(weights.tensors).map((t, i) => [t.name, i]));
+  const jobs = specs.map((t) => {
+    const bin = byName.get(t.source);
+    if (!bin) throw new CodiError('INTERNAL', `tensor ${t.source} vanished from the scan`);
+    // verification let F32, F16 and BF16 through only: safetensors dtypes of the same names
+    const info = { name: bin.name, dtype: bin.dtype as SafetensorsDtype, shape: bin.shape };
+    return jobOf(t, info, { bin }, rank.get(t.source) ?? 0);
+  });
+  return jobs.sort((x, y) => x.begin - y.begin);
+}
+
+function jobOf(t: PlannedTensor, info: TensorInfo, from: ConvertJob['from'], begin: number): ConvertJob {
+  return {
+    spec: t.spec,
+    transpose: t.transpose,
+    factor: t.factor,
+    permuteHeads: t.permuteHeads,
+    info,
+    from,
+    begin,
+    numel: info.shape.reduce((a, b) => a * b, 1),
+  };
+}
+
+/** The one read of the weights: the safetensors pass, or the `.bin` pass, behind one face. */
+interface Pass {
+  read(job: ConvertJob): Promise<Uint8Array>;
+  range(job: ConvertJob): FileRange | null;
+  finish(before: FileIdentity | null): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function openPass(source: WeightsSource, hash: PassHash, jobs: readonly ConvertJob[]): Promise<Pass> {
+  const { weights, path } = source;
+  if ('dataOffset' in weights) {
+    const pass = await WeightsPass.begin(path, weights, hash, Math.max(0, ...jobs.map(byteSize)));
+    const st = (job: ConvertJob): SafetensorsTensorInfo => {
+      if (!('st' in job.from))
+        throw new CodiError('INTERNAL', `${job.info.name} is not a safetensors tensor`);
+      return job.from.st;
+    };
+    return {
+      read: (job) => Promise.resolve(pass.read(st(job))),
+      range: (job) => pass.range(st(job)),
+      finish: (before) => pass.finish(before),
+      close: () => pass.close(),
+    };
+  }
+  const pass = await BinPass.begin(path, weights, hash, (how) => sourceChanged(path, how));
+  const buffer = new Uint8Array(Math.max(0, ...jobs.map(byteSize)));
+  return {
+    read: (job) => {
+      if (!('bin' in job.from)) throw new CodiError('INTERNAL', `${job.info.name} is not a .bin tensor`);
+      return pass.tensor(job.from.bin, buffer);
+    },
+    range: (job) => ('bin' in job.from ? pass.range(job.from.bin) : null),
+    finish: async (before) => {
+      await pass.finish(before);
+      hash.finish();
+    },
+    close: () => pass.close(),
+  };
+}
+
 function byteSize(job: ConvertJob): number {
-  return job.info.end - job.info.begin;
+  return job.numel * (job.info.dtype === 'F32' ? 4 : 2);
 }
 
 /** The GGUF's key/value pairs: an adapter of the base's architecture, and where it came from. */
@@ -489,9 +584,21 @@ function isPassThrough(job: ConvertJob): boolean {
   );
 }
 
+/** What a job needs to know of its source tensor, whichever file holds it. */
+interface TensorInfo {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+}
+
 interface ConvertJob {
   spec: GgufTensorSpec;
-  info: SafetensorsTensorInfo;
+  info: TensorInfo;
+  /** the tensor as the weights file has it: a safetensors entry, or a `.bin` tensor */
+  from: { st: SafetensorsTensorInfo } | { bin: PickleTensor };
+  /** where its data is read in the pass: its offset in the file, or its rank in the read order */
+  begin: number;
+  numel: number;
   transpose: boolean;
   factor: number;
   permuteHeads: number | null;

@@ -24,8 +24,18 @@ export interface AdapterMetadata {
   created_at: string;
   training: { dataset: string; [extra: string]: unknown };
   checksum: string | { algorithm: 'sha256'; files: Record<string, string> };
+  /** written by mount --to-safetensors: where converted weights came from */
+  converted_from?: ConvertedFrom;
   evaluations?: EvaluationRecord[];
   [extra: string]: unknown;
+}
+
+/** The provenance of converted weights: the original file, its sha256, the converter and when. */
+export interface ConvertedFrom {
+  file: string;
+  sha256: string;
+  converter: string;
+  converted_at: string;
 }
 
 export interface ParsedMetadata {
@@ -153,4 +163,40 @@ export function uncoveredFileFindings(
     );
   }
   return findings;
+}
+
+/**
+ * metadata.json of an adapter whose weights file `from.file` became `to`: the checksum of the old file
+ * replaced by the new one's (in the same place, in either form), and `converted_from` recording the
+ * original file and its sha256, after `checksum`. Every other key, the file's indentation and its
+ * line endings are kept. `text` must be valid metadata (verification read it).
+ */
+export function convertedMetadataText(
+  text: string,
+  from: ConvertedFrom,
+  to: { file: string; sha256: string },
+): string {
+  const data = JSON.parse(text) as AdapterMetadata;
+  const checksum: AdapterMetadata['checksum'] =
+    typeof data.checksum === 'string'
+      ? sha256Ref(to.sha256)
+      : {
+          ...data.checksum,
+          files: Object.fromEntries(
+            Object.entries(data.checksum.files).map(([file, hex]) =>
+              file === from.file ? [to.file, to.sha256] : [file, hex],
+            ),
+          ),
+        };
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(data)) {
+    if (key === 'converted_from') continue;
+    out[key] = key === 'checksum' ? checksum : value;
+    if (key === 'checksum') out.converted_from = from;
+  }
+  const indent = /^\{\r?\n([ \t]+)"/u.exec(text)?.[1] ?? '  ';
+  const eol = text.includes('\r\n') ? '\r\n' : '\n';
+  let json = JSON.stringify(out, null, indent);
+  if (eol !== '\n') json = json.replace(/\n/gu, eol);
+  return json + (text.endsWith('\n') ? eol : '');
 }

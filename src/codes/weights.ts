@@ -120,7 +120,7 @@ export const WEIGHT_CODES = {
     check: 'weights',
     summary:
       'the weights are a pickle (scanned, not loaded); safetensors is preferred: no code can hide in it',
-    hint: 'convert it: load with torch.load(weights_only=True) and save with safetensors.torch.save_file',
+    hint: 'codi-adapter mount <dir> --to-safetensors installs it with adapter_model.safetensors, converted without unpickling it',
   },
   BIN_LEGACY_FORMAT: {
     level: error,
