@@ -12,7 +12,7 @@ import { notMountedHint, statusOf } from '../catalog/volume.js';
 import { CodiError, isCodiError } from '../errors.js';
 import type { RunConfig } from './config.js';
 import type { RunEvent } from './context.js';
-import { currentUser, unpassableFolder, unreadableParts } from './readable.js';
+import { currentUser, hintUser, unpassableFolder, unreadableParts } from './readable.js';
 
 type Emit = (e: RunEvent) => void;
 
@@ -24,7 +24,7 @@ export async function validatePaths(config: RunConfig, emit: Emit): Promise<stri
     emit({ kind: 'adapter-status', status: 'not_mounted', reason });
     return new CodiError('ADAPTER_NOT_MOUNTED', reason, {
       file: config.adapterPath,
-      hint: notMountedHint(config.modelMountPath, basename(config.adapterPath), user),
+      hint: notMountedHint(config.modelMountPath, basename(config.adapterPath), hintUser()),
       cause,
     });
   };

@@ -14,6 +14,15 @@ export function currentUser(): RuntimeUser {
   return { uid: process.getuid?.() ?? RUNTIME_USER.uid, gid: process.getgid?.() ?? RUNTIME_USER.gid };
 }
 
+/**
+ * Whom a hint asks to make the files readable for: this user, but for root (who reads everything) the
+ * image's user, who is the one that will serve the volume.
+ */
+export function hintUser(): RuntimeUser {
+  const user = currentUser();
+  return user.uid === 0 ? RUNTIME_USER : user;
+}
+
 // as deep and as many entries as the adapter layout scan reads; anything past it is refused there
 const MAX_DEPTH = 8;
 const MAX_ENTRIES = 10_000;
