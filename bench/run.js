@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 const all = [
   'verify',
+  'signing',
   'bin-scan',
   'fuzz',
   'convert',
@@ -15,6 +16,7 @@ const all = [
   'list',
   'promote',
   'run-startup',
+  'base-hash',
 ];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : all;
 let failed = 0;

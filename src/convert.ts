@@ -19,8 +19,15 @@ import {
   type PlannedModule,
 } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
+import { checkBaseIdentity } from './base-identity.js';
 import { CodiError } from './errors.js';
-import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
+import {
+  GGML_TYPE_OF_DTYPE,
+  GgmlType,
+  GgufValueType,
+  gv,
+  type GgufTypedValue,
+} from './formats/ggml-types.js';
 import { neFromTorchShape } from './formats/gguf.js';
 import { writeGguf, type FileRange, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
 import { decodeToF32 } from './formats/numeric.js';
@@ -29,7 +36,9 @@ import type { SafetensorsDtype, SafetensorsHeader, SafetensorsTensorInfo } from 
 import type { TorchBinScan } from './formats/torch-bin.js';
 import { safetensorsOrder } from './formats/torch-tensor.js';
 import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
+import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
+import type { TrustedKeys } from './signing/keys.js';
 import {
   inspectAdapter,
   requireValid,
@@ -54,7 +63,7 @@ import { nowMs } from './clock.js';
 export const DEFAULT_OUTTYPE: OutType = 'f32';
 
 /** Bumped whenever the converter's output for the same input changes; part of the cache key. */
-export const CONVERTER_FORMAT = 1;
+export const CONVERTER_FORMAT = 2;
 
 const GGML_OF: Record<OutType, GgmlType> = {
   f32: GgmlType.F32,
@@ -70,7 +79,11 @@ export interface ConvertOptions {
   outtype?: OutType;
   /** rebuild even when the cache has this conversion */
   force?: boolean;
+  /** where the base model's sha256 is cached (default: CODI_STATE_DIR, else run's default) */
+  stateDir?: string;
   onHashProgress?: (p: VerifyProgress) => void;
+  /** the adapter must be signed by one of these keys (run's ADAPTER_TRUST_KEYS) */
+  trust?: TrustedKeys;
 }
 
 export interface ConvertResult {
@@ -92,8 +105,15 @@ export interface ConvertResult {
   folded: { module: string; scale: number; factor: number }[];
   /** tensors written as f16 because their rows are not a multiple of 32 (q8_0 only) */
   f16Fallback: string[];
+  /**
+   * An activated LoRA: its invocation tokens, and the ones written to the GGUF so that llama-server
+   * starts applying it where PEFT does (src/alora.ts)
+   */
+  alora: { invocation_tokens: number[]; written: number[] } | null;
   /** verification's warnings (e.g. CONFIG_PATTERN_AMBIGUOUS): converted all the same */
   warnings: Finding[];
+  /** the trusted key whose model.sig was verified (with `trust`) */
+  signedBy: string | null;
   bytes: number;
   durationMs: number;
 }
@@ -116,12 +136,13 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const passHash = new PassHash();
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
+    ...(options.trust ? { trust: options.trust } : {}),
     weightsHash: (path, size, onProgress) =>
       basename(path) === SAFETENSORS_FILE || basename(path) === BIN_FILE
         ? passHash.adopt(path, size, onProgress)
         : beginSha256(path, size, onProgress),
-    baseCheck: (adapter) => {
-      if (!adapter.config) return Promise.resolve({ findings: [], summary: 'not checked' });
+    baseCheck: async (adapter) => {
+      if (!adapter.config) return { findings: [], summary: 'not checked' };
       const compat = checkCompatibility(
         base,
         adapter.config,
@@ -130,10 +151,16 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
       );
       plan = compat.plan;
       ggufAlpha = compat.ggufAlpha;
-      return Promise.resolve({
-        findings: compat.findings,
+      // the base must be the one the adapter records, when it records one
+      const identity = await checkBaseIdentity(
+        base.path,
+        adapter.metadata,
+        options.stateDir === undefined ? {} : { stateDir: options.stateDir },
+      );
+      return {
+        findings: [...compat.findings, ...identity.findings],
         summary: `${base.arch}, ${compat.plan.length} tensors mapped`,
-      });
+      };
     },
   });
   trace('convert: adapter inspected');
@@ -198,8 +225,11 @@ async function convertInspected(
     alpha: ggufAlpha,
     tensors: tensors.specs.length,
     folded: about.folded,
+    alora: aloraOf(adapter),
     f16Fallback: tensors.f16Fallback,
     warnings,
+    // set once the verification is finished, which every result waits for
+    signedBy: adapter.signature?.ok ? (adapter.signature.signer?.fingerprint ?? null) : null,
     bytes,
     durationMs: Math.round(nowMs() - started),
   });
@@ -222,6 +252,11 @@ async function convertInspected(
     verifiedReport,
   );
   return result(false, written.bytes);
+}
+
+function aloraOf(adapter: VerifiedAdapter): ConvertResult['alora'] {
+  const tokens = adapter.config?.aloraInvocationTokens;
+  return tokens ? { invocation_tokens: [...tokens], written: servedInvocationTokens(tokens) } : null;
 }
 
 /** What a conversion result says of its inputs: the adapter, the base and the folded scales. */
@@ -570,6 +605,10 @@ function adapterKv(input: WriteInput): [string, GgufTypedValue][] {
     ['codi.converter', gv.str(`codi-adapter ${VERSION} (format ${CONVERTER_FORMAT})`)],
   ];
   if (m?.version) kv.push(['general.version', gv.str(m.version)]);
+  const alora = aloraOf(input.metadata);
+  if (alora) {
+    kv.push([ALORA_INVOCATION_KEY, gv.array(GgufValueType.UINT32, Uint32Array.from(alora.written))]);
+  }
   return kv;
 }
 

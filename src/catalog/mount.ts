@@ -9,12 +9,16 @@ import { asCodiError, CodiError, ExitCode, environmentError } from '../errors.js
 import { isEnvironmentFinding, type Finding } from '../findings.js';
 import { BIN_FILE } from '../layout.js';
 import { sha256Ref, type AdapterMetadata } from '../metadata.js';
+import { requireNotRevoked, type Revocations } from '../revocations.js';
+import type { TrustedKeys } from '../signing/keys.js';
 import { verifyAdapter, weightsSha256, type VerifyOptions } from '../verify.js';
 import { aboveVolumeWarning, accessProblems, unreadableError } from './access.js';
 import { readActive, switchActive } from './active.js';
 import { install, type Mount, type MountAction, type Placed, type VerifiedReport } from './install.js';
 import { notBinError, type Converted } from './to-safetensors.js';
 import { cleanLeftovers, type Cleaned } from './leftovers.js';
+import type { BaseBinding } from './base-record.js';
+import type { BaseModel } from '../base-model.js';
 import {
   ancestorsOf,
   catalogWritable,
@@ -49,6 +53,10 @@ export interface MountOptions {
   lockTimeoutMs?: number;
   /** the user that must be able to read the adapter (default 1000:1000) */
   runtimeUser?: RuntimeUser;
+  /** install only an adapter signed by one of these keys (the copy is checked too) */
+  trust?: TrustedKeys;
+  /** refuse an adapter these revocations list (`--rules`) */
+  revocations?: Revocations;
 }
 
 export interface MountResult {
@@ -62,6 +70,8 @@ export interface MountResult {
   path: string;
   source: string;
   adapter: { id: string; version: string; base_model: string; checksum: string };
+  /** the trusted key whose model.sig was verified (`--trust`) */
+  signed_by: string | null;
   /** `active` points at this adapter after the command */
   active: boolean;
   /** the command switched `active` */
@@ -72,6 +82,8 @@ export interface MountResult {
    * null without it, or when the id held the converted adapter already
    */
   converted: Converted | null;
+  /** with `--base`: the base model recorded in the adapter's metadata.json */
+  base: BaseBinding | null;
   /** verification warnings */
   findings: Finding[];
   cleaned: Cleaned;
@@ -83,9 +95,14 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
   const cat = await openCatalog(options.root, options.id);
   const src = await resolveSource(source, cat);
   const inPlace = cat.adaptersReal !== null && dirname(src) === cat.adaptersReal;
-  const verifyOptions = await baseCheckOptions(options.base);
+  const { verifyOptions: baseOptions, model } = await baseCheckOptions(options.base, options.force === true);
+  const verifyOptions: VerifyOptions = {
+    ...baseOptions,
+    ...(options.trust ? { trust: options.trust } : {}),
+  };
   const report = await verifyAdapter(src, verifyOptions);
   requireMountable(report, src);
+  if (options.revocations) refuseRevoked(options.revocations, report);
   const toSafetensors = options.toSafetensors === true;
   const { layout } = report.verified;
   if (toSafetensors && layout.weightsFile !== BIN_FILE) {
@@ -108,15 +125,25 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
     user: options.runtimeUser ?? RUNTIME_USER,
   };
   const placed = inPlace && !toSafetensors ? await register(m) : await install(m);
-  return finish(m, placed, options);
+  return finish(m, placed, options, model);
 }
 
-/** With `--base`: the compatibility check against the base model (loaded only then). */
-async function baseCheckOptions(base: string | undefined): Promise<VerifyOptions> {
-  if (!base) return {};
+/**
+ * With `--base`: the compatibility check against the base model (loaded only then), and whether the
+ * base is the one metadata.json records, unless `--force` is to bind the adapter to this one.
+ */
+async function baseCheckOptions(
+  base: string | undefined,
+  force: boolean,
+): Promise<{ verifyOptions: VerifyOptions; model: BaseModel | null }> {
+  if (!base) return { verifyOptions: {}, model: null };
   // loaded on demand: `list` and plain mounts need none of the GGUF code
   const { baseCheckFor, readBaseForCheck } = await import('../base-model.js');
-  return { baseCheck: baseCheckFor(await readBaseForCheck(resolve(base))) };
+  const model = await readBaseForCheck(resolve(base));
+  return {
+    verifyOptions: { baseCheck: baseCheckFor(model, { identity: !force }) },
+    model: model instanceof CodiError ? null : model,
+  };
 }
 
 /** The source folder, resolved: a folder, not a link in the catalog, not the catalog itself. */
@@ -193,6 +220,26 @@ function requireMountable(report: VerifiedReport, path: string): void {
   }
 }
 
+/** ADAPTER_REVOKED (Adapter Status: invalid) for an adapter the rules file revokes. */
+function refuseRevoked(revocations: Revocations, report: VerifiedReport): void {
+  const metadata = report.verified.metadata as AdapterMetadata;
+  try {
+    requireNotRevoked(
+      revocations,
+      metadata.id,
+      sha256Ref(weightsSha256(report) ?? ''),
+      `${metadata.id} ${metadata.version}`,
+    );
+  } catch (e) {
+    const error = asCodiError(e);
+    if (!error) throw e;
+    throw statusError('invalid', error.code, error.message, {
+      ...(error.file === undefined ? {} : { file: error.file }),
+      hint: error.hint ?? 'mount another version',
+    });
+  }
+}
+
 /** The id of a folder already in the catalog: its name (`--id` may only repeat it). */
 function inPlaceId(src: string, cat: Catalog, wanted: string | undefined): string {
   const id = basename(src);
@@ -232,8 +279,17 @@ async function register(m: Mount): Promise<Placed> {
   };
 }
 
-/** The adapter is in place: `--activate`, the GGUF with `--base`, and the result. */
-async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<MountResult> {
+/** The adapter is in place: its base recorded and the GGUF built with `--base`, `--activate`, the result. */
+async function finish(
+  m: Mount,
+  placed: Placed,
+  options: MountOptions,
+  model: BaseModel | null,
+): Promise<MountResult> {
+  const base =
+    options.base && model
+      ? await bindBase(m, placed.path, resolve(options.base), model, options.force === true)
+      : null;
   let activated = false;
   if (options.activate) {
     await requireWritable(m.cat);
@@ -242,6 +298,8 @@ async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<
     );
   }
   const gguf = options.base ? await buildGguf(placed.path, options.base, m.id) : null;
+  // recorded now: what verification said of the source no longer holds for the mounted adapter
+  const findings = base ? placed.findings.filter((f) => f.code !== 'BASE_UNRECORDED') : placed.findings;
   const metadata = placed.report.verified.metadata as AdapterMetadata;
   const adapter = {
     id: metadata.id,
@@ -259,14 +317,29 @@ async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<
     id: m.id,
     source: m.src,
     adapter,
+    signed_by: m.report.signature?.ok ? (m.report.signature.signer?.fingerprint ?? null) : null,
     readable_by: m.user,
     active: (await readActive(m.cat.adapters)) === m.id,
     activated,
     gguf,
     converted: placed.converted,
-    findings: warning ? [...placed.findings, warning] : placed.findings,
+    base,
+    findings: warning ? [...findings, warning] : findings,
     cleaned: placed.cleaned,
   };
+}
+
+/** The base recorded in the mounted adapter's metadata.json (the code loaded only for `--base`). */
+async function bindBase(
+  m: Mount,
+  path: string,
+  basePath: string,
+  model: BaseModel,
+  force: boolean,
+): Promise<BaseBinding> {
+  const { bindToBase } = await import('./base-record.js');
+  // only --force rebinds (a --to-safetensors in place forces the replacement, not the binding)
+  return bindToBase(path, basePath, model.name, { force, lockTimeoutMs: m.lockTimeoutMs, id: m.id });
 }
 
 function reasonFor(placed: Placed, src: string, name: string): string {
