@@ -62,7 +62,7 @@ export class GatewayMetrics {
   });
   readonly reloads = new Counter({
     name: 'codi_gateway_reloads_total',
-    help: 'Reloads of the served set by outcome: switched (a new llama-server serves), failed (the old one kept serving)',
+    help: 'Reloads of the served set by outcome: success (a new llama-server serves), failure (the old one kept serving)',
     labelNames: ['outcome'],
     registers: [this.registry],
   });

@@ -154,7 +154,7 @@ export class GatewayRun {
         launched.prepared.notServed,
         launched.serving.adapters.length,
       );
-      this.metrics.reloads.inc({ outcome: 'switched' });
+      this.metrics.reloads.inc({ outcome: 'success' });
       const message = `switched to llama-server pid ${launched.serving.child.pid} serving ${launched.serving.adapters.map((a) => a.id).join(', ')} in ${formatDuration(nowMs() - started)}`;
       report.info(`reload #${seq}: ${message}`);
       void this.retire(old);
@@ -163,7 +163,7 @@ export class GatewayRun {
       });
       return await this.outcome(seq, trigger, 'switched', message, started);
     } catch (e) {
-      this.metrics.reloads.inc({ outcome: 'failed' });
+      this.metrics.reloads.inc({ outcome: 'failure' });
       const what = isCodiError(e) ? `${e.code}: ${e.message}` : String(e);
       report.warn(
         `reload #${seq} failed, still serving ${this.current.serving.adapters.map((a) => a.id).join(', ')}: ${what}`,

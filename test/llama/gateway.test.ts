@@ -460,7 +460,7 @@ describe('run serving the catalog through its gateway', () => {
     }
     expect(failures).toEqual([]);
     expect(completed).toBeGreaterThan(40);
-    expect(await metric(gateway, 'codi_gateway_reloads_total', { outcome: 'switched' })).toBe(5);
+    expect(await metric(gateway, 'codi_gateway_reloads_total', { outcome: 'success' })).toBe(5);
     // the old servers drained and stopped: one llama-server is left
     let servers = llamaServers();
     for (let i = 0; i < 100 && servers.length > 1; i++) {
@@ -477,7 +477,7 @@ describe('run serving the catalog through its gateway', () => {
     process.kill(run.pid, 'SIGHUP');
     expect(await waitReload(seq + 1)).toMatchObject({ outcome: 'switched', seq: seq + 2 });
     expect(run.stdout()).toMatch(new RegExp(`reload #${seq + 2} \\(SIGHUP\\): preparing`, 'u'));
-    expect(await metric(gateway, 'codi_gateway_reloads_total', { outcome: 'switched' })).toBe(7);
+    expect(await metric(gateway, 'codi_gateway_reloads_total', { outcome: 'success' })).toBe(7);
 
     await writeRules(['tiny-a', 'tiny-b'], 'not-mounted-anywhere');
     const failed = await runCli(['reload', '--state-dir', stateDir, '--json'], { timeoutMs: 180_000 });
@@ -488,7 +488,7 @@ describe('run serving the catalog through its gateway', () => {
     );
     expect(await servedIds()).toEqual([BASE_ID, 'tiny-a', 'tiny-b', 'tiny-c']);
     expect((await call(gateway, '/health')).status).toBe(200);
-    expect(await metric(gateway, 'codi_gateway_reloads_total', { outcome: 'failed' })).toBe(1);
+    expect(await metric(gateway, 'codi_gateway_reloads_total', { outcome: 'failure' })).toBe(1);
 
     const none = await runCli(['reload', '--state-dir', join(root, 'no-run-here'), '--json']);
     expect(none.code).toBe(3);
