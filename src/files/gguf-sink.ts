@@ -6,8 +6,6 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { RegularFile } from '../byte-source.js';
-import { CodiError } from '../errors.js';
-import { GgufValueType, ggufScalarSize, ggufValueTypeName, type GgufValue } from '../formats/ggml-types.js';
 import type { FileRange } from './gguf-writer.js';
 
 /** Where the sink's bytes go. */
@@ -181,10 +179,6 @@ export class Sink {
     this.position += n;
   }
 
-  private async room(n: number): Promise<void> {
-    if (this.used + n > this.buf.length) await this.flush();
-  }
-
   /** Copies `data` into the buffers (the caller may reuse it as soon as this returns). */
   async bytes(data: Uint8Array): Promise<void> {
     let done = 0;
@@ -234,107 +228,4 @@ export class Sink {
       left -= got;
     }
   }
-
-  async u32(v: number): Promise<void> {
-    await this.room(4);
-    this.view.setUint32(this.used, v, true);
-    this.used += 4;
-    this.position += 4;
-  }
-
-  async i32(v: number): Promise<void> {
-    await this.room(4);
-    this.view.setInt32(this.used, v, true);
-    this.used += 4;
-    this.position += 4;
-  }
-
-  async u64(v: bigint | number): Promise<void> {
-    await this.room(8);
-    this.view.setBigUint64(this.used, BigInt(v), true);
-    this.used += 8;
-    this.position += 8;
-  }
-
-  async i64(v: bigint | number): Promise<void> {
-    await this.room(8);
-    this.view.setBigInt64(this.used, BigInt(v), true);
-    this.used += 8;
-    this.position += 8;
-  }
-
-  async string(s: string): Promise<void> {
-    const encoded = Buffer.from(s, 'utf8');
-    await this.u64(encoded.length);
-    await this.bytes(encoded);
-  }
-
-  /** One scalar of a fixed-size type, range-checked so a wrong value never wraps silently. */
-  async scalar(type: GgufValueType, value: GgufValue, key: string): Promise<void> {
-    const bad = (): CodiError =>
-      invalid(
-        `metadata '${key}': ${typeof value === 'object' ? 'an array' : String(value)} is not a valid ${ggufValueTypeName(type)}`,
-        { key },
-      );
-    const int = (lo: number, hi: number): number => {
-      if (typeof value !== 'number' || !Number.isInteger(value) || value < lo || value > hi) throw bad();
-      return value;
-    };
-    const big = (lo: bigint, hi: bigint): bigint => {
-      const b = typeof value === 'number' && Number.isSafeInteger(value) ? BigInt(value) : value;
-      if (typeof b !== 'bigint' || b < lo || b > hi) throw bad();
-      return b;
-    };
-    const float = (): number => {
-      if (typeof value !== 'number') throw bad();
-      return value;
-    };
-    const size = ggufScalarSize(type);
-    if (size === undefined) throw bad();
-    await this.room(size);
-    const v = this.view;
-    const at = this.used;
-    switch (type) {
-      case GgufValueType.UINT8:
-        v.setUint8(at, int(0, 0xff));
-        break;
-      case GgufValueType.INT8:
-        v.setInt8(at, int(-0x80, 0x7f));
-        break;
-      case GgufValueType.BOOL:
-        if (typeof value !== 'boolean') throw bad();
-        v.setUint8(at, value ? 1 : 0);
-        break;
-      case GgufValueType.UINT16:
-        v.setUint16(at, int(0, 0xffff), true);
-        break;
-      case GgufValueType.INT16:
-        v.setInt16(at, int(-0x8000, 0x7fff), true);
-        break;
-      case GgufValueType.UINT32:
-        v.setUint32(at, int(0, 0xffffffff), true);
-        break;
-      case GgufValueType.INT32:
-        v.setInt32(at, int(-0x80000000, 0x7fffffff), true);
-        break;
-      case GgufValueType.FLOAT32:
-        v.setFloat32(at, float(), true);
-        break;
-      case GgufValueType.FLOAT64:
-        v.setFloat64(at, float(), true);
-        break;
-      case GgufValueType.UINT64:
-        v.setBigUint64(at, big(0n, 0xffffffffffffffffn), true);
-        break;
-      case GgufValueType.INT64:
-        v.setBigInt64(at, big(-0x8000000000000000n, 0x7fffffffffffffffn), true);
-        break;
-    }
-    this.used += size;
-    this.position += size;
-  }
-}
-
-function invalid(message: string, details: Record<string, unknown> = {}): CodiError {
-  return new CodiError('GGUF_WRITE_INVALID', message, { details });
 }
