@@ -9,7 +9,7 @@ import { finding, findingFromError, type Finding } from './findings.js';
 import { getNumber, getString, torchShape, type GgufFile } from './formats/gguf.js';
 import { readGgufHeader } from './files/gguf.js';
 import { ARCH_NAMES, archKey, archOf, isArchName, type ArchName, type ArchTensor } from './arch.js';
-import { adaptedTensor } from './gguf-names.js';
+import { adaptedTensor, isOtherTower, type AdaptedTensor } from './gguf-names.js';
 import { rankAndAlpha, scaleFor, type LoraConfig } from './peft-config.js';
 import type { LoraModule } from './peft-tensors.js';
 
@@ -90,17 +90,35 @@ function baseModelOf(path: string, gguf: GgufFile): BaseModel {
   if (headCount === undefined || headCount <= 0) {
     throw new CodiError('BASE_NOT_MODEL', `${path} has no ${headCountKey}`, { file: path });
   }
+  const output = archOf(arch).output;
+  const hasOutput = shapes.has(OUTPUT);
+  // llama.cpp refuses both at load time, whatever the adapter
+  if (output === 'required' && !hasOutput) {
+    throw new CodiError(
+      'BASE_NOT_MODEL',
+      `${path} has no ${OUTPUT}, which llama.cpp's ${arch} architecture requires`,
+      { file: path },
+    );
+  }
+  if (output === 'tied' && hasOutput) {
+    throw new CodiError(
+      'BASE_NOT_MODEL',
+      `${path} has an ${OUTPUT}, which llama.cpp's ${arch} architecture never loads (its output head is token_embd.weight)`,
+      { file: path },
+    );
+  }
   return {
     path,
     arch,
     name: getString(gguf, 'general.name') ?? null,
     shapes,
-    tiedEmbeddings: !shapes.has('output.weight'),
+    tiedEmbeddings: !hasOutput,
     headCount,
     headCountKv: getNumber(gguf, archKey(arch, HEAD_COUNT_KV)) ?? headCount,
   };
 }
 
+const OUTPUT = 'output.weight';
 const HEAD_COUNT = 'attention.head_count';
 const HEAD_COUNT_KV = 'attention.head_count_kv';
 
@@ -113,10 +131,17 @@ export interface PlannedModule {
   alpha: number;
   /** PEFT's scale for this module */
   scale: number;
+  /**
+   * The rank llama.cpp sees (lora_b's first dimension): the module's own, or for experts stacked
+   * into one tensor, the largest of theirs (the others are padded with zeros up to it).
+   */
+  tensorRank: number;
   /** factor folded into lora_b so that llama.cpp's alpha/rank gives exactly `scale` */
   fold: number;
   /** lora_b rows are permuted like the base weight was (llama q/k), with this many heads */
   permuteHeads: number | null;
+  /** one expert of a stacked tensor: its place and the number of experts the tensor stacks */
+  expert: { index: number; count: number } | null;
 }
 
 export interface CompatibilityResult {
@@ -144,7 +169,12 @@ export function checkCompatibility(
   if (ggufAlpha === 0 || !Number.isFinite(ggufAlpha)) ggufAlpha = config.r;
 
   const plan: PlannedModule[] = [];
+  const skipped: string[] = [];
   for (const m of modules) {
+    if (isOtherTower(base.arch, m.module)) {
+      skipped.push(m.module);
+      continue;
+    }
     const placed = placeModule(base, m);
     if ('code' in placed) {
       const { code, message, hint } = placed;
@@ -159,10 +189,30 @@ export function checkCompatibility(
       rank,
       alpha,
       scale,
-      // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
-      fold: scale / (ggufAlpha / m.rank),
+      tensorRank: m.rank,
+      fold: 1,
       permuteHeads: placed.permuteHeads,
+      expert: placed.expert,
     });
+  }
+  if (skipped.length > 0) {
+    findings.push(
+      finding(
+        'BASE_OTHER_TOWER_SKIPPED',
+        `${skipped.length} LoRA module${skipped.length === 1 ? '' : 's'} of another tower (${skipped.slice(0, 3).join(', ')}${skipped.length > 3 ? ', …' : ''}): the ${base.arch} GGUF is the text model only, so they are left out`,
+        file,
+      ),
+    );
+  }
+  // experts stacked into one tensor share one rank: the largest of theirs
+  const stackedRank = new Map<string, number>();
+  for (const p of plan) {
+    if (p.expert) stackedRank.set(p.target, Math.max(stackedRank.get(p.target) ?? 0, p.module.rank));
+  }
+  for (const p of plan) {
+    p.tensorRank = stackedRank.get(p.target) ?? p.module.rank;
+    // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
+    p.fold = p.scale / (ggufAlpha / p.tensorRank);
   }
   return { findings, plan, ggufAlpha };
 }
@@ -174,11 +224,14 @@ interface Refusal {
   hint?: string;
 }
 
+interface Placed {
+  target: string;
+  permuteHeads: number | null;
+  expert: PlannedModule['expert'];
+}
+
 /** Where a LoRA module goes in the base (its tensor, and how its rows are permuted), or why it cannot. */
-function placeModule(
-  base: BaseModel,
-  m: LoraModule,
-): { target: string; permuteHeads: number | null } | Refusal {
+function placeModule(base: BaseModel, m: LoraModule): Placed | Refusal {
   const adapted = adaptedTensor(base.arch, m.module);
   if (!adapted) {
     return {
@@ -201,21 +254,8 @@ function placeModule(
       hint: `train the adapter without ${m.module.split('.').at(-1) ?? m.module} in target_modules, or use a base with untied embeddings`,
     };
   }
-  const shape = base.shapes.get(target);
-  // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]
-  const expected = m.kind === 'embedding' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
-  if (!shape) {
-    return {
-      code: 'BASE_INCOMPATIBLE',
-      message: `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`,
-    };
-  }
-  if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
-    return {
-      code: 'BASE_INCOMPATIBLE',
-      message: `${target} (for ${m.module}): the adapter expects shape [${expected.join(', ')}] but the base tensor is [${shape.join(', ')}]`,
-    };
-  }
+  const shaped = shapeProblem(base, m, adapted);
+  if (typeof shaped === 'string') return { code: 'BASE_INCOMPATIBLE', message: shaped };
   const permuteHeads = ropePermutedHeads(base, adapted.tensor);
   const split = permuteHeads === null ? null : headSplitProblem(m.outFeatures, permuteHeads);
   if (split !== null) {
@@ -226,7 +266,36 @@ function placeModule(
       hint: "check the base GGUF's attention head counts against its q/k weights",
     };
   }
-  return { target, permuteHeads };
+  return { target, permuteHeads, expert: shaped };
+}
+
+/**
+ * Why the base tensor does not fit the LoRA (a message), or, when it does, the expert's place in a
+ * stacked tensor (null for any other tensor). llama.cpp checks an adapter's first two dimensions
+ * only, so the number of experts is checked here: a LoRA for an expert the base does not have would
+ * read past its tensors.
+ */
+function shapeProblem(base: BaseModel, m: LoraModule, adapted: AdaptedTensor): string | PlannedModule['expert'] {
+  const target = adapted.name;
+  const shape = base.shapes.get(target);
+  // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]
+  const expected = m.kind === 'embedding' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
+  const about = `${target} (for ${m.module})`;
+  if (!shape) {
+    return `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`;
+  }
+  const stacked = adapted.expert !== null;
+  const own = stacked ? shape.slice(1) : shape;
+  if (own.length !== 2 || own[0] !== expected[0] || own[1] !== expected[1]) {
+    const per = stacked ? ' per expert' : '';
+    return `${about}: the adapter expects shape [${expected.join(', ')}]${per} but the base tensor is [${shape.join(', ')}]`;
+  }
+  if (adapted.expert === null) return null;
+  const count = shape[0] ?? 0;
+  if (adapted.expert >= count) {
+    return `${about}: expert ${adapted.expert}, but the base has ${count} experts in this layer`;
+  }
+  return { index: adapted.expert, count };
 }
 
 /**

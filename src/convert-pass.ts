@@ -78,11 +78,16 @@ export class PassHash implements PendingHash {
 /**
  * One front-to-back read of the weights file in which every byte passes through the hash exactly
  * once, in order: `hashedTo` is where the next one starts. Bytes no tensor of the GGUF needs (any
- * tensor not converted) are read just to be hashed. A file that ends early has shrunk since its
+ * tensor not converted) are read just to be hashed; tensors `keep` names are copied aside when the
+ * read passes them (`piece` hands them over later). A file that ends early has shrunk since its
  * header was read.
  */
 export class WeightsPass {
   private hashedTo: number;
+  /** tensors to copy aside when the read passes them, by where they start; `nextKept` the next one */
+  private kept: SafetensorsTensorInfo[] = [];
+  private nextKept = 0;
+  private readonly aside = new Map<string, Uint8Array>();
 
   private constructor(
     private readonly file: RegularFile,
@@ -122,7 +127,49 @@ export class WeightsPass {
     return into;
   }
 
+  /** The pass reads forward only: a tensor behind it is the caller's mistake. */
+  private notPassed(info: SafetensorsTensorInfo): void {
+    if (this.header.dataOffset + info.begin < this.hashedTo) {
+      throw new CodiError('INTERNAL', `${info.name} was asked for after the read had passed it`);
+    }
+  }
+
+  /**
+   * Tensors needed later than the read comes by them (the experts stacked into one GGUF tensor lie
+   * among other tensors): each is copied aside as the read passes it, until `piece` takes it.
+   */
+  keep(infos: readonly SafetensorsTensorInfo[]): void {
+    this.kept = [...infos].sort((x, y) => x.begin - y.begin);
+    this.nextKept = 0;
+  }
+
   private hashUpTo(end: number): void {
+    while (this.hashedTo < end) {
+      const kept = this.keptAhead();
+      const start = kept ? this.header.dataOffset + kept.begin : end;
+      if (kept && start < end) {
+        this.hashPlainTo(start);
+        const bytes = this.readFully(new Uint8Array(kept.end - kept.begin), this.hashedTo);
+        this.hash.update(bytes);
+        this.hashedTo += bytes.length;
+        this.aside.set(kept.name, bytes);
+        continue;
+      }
+      this.hashPlainTo(end);
+    }
+  }
+
+  /** The next kept tensor the read has not passed yet. */
+  private keptAhead(): SafetensorsTensorInfo | undefined {
+    while (this.nextKept < this.kept.length) {
+      const next = this.kept[this.nextKept];
+      if (next && this.header.dataOffset + next.begin >= this.hashedTo) return next;
+      this.nextKept++;
+    }
+    return undefined;
+  }
+
+  private hashPlainTo(end: number): void {
     while (this.hashedTo < end) {
       const part = this.held.subarray(0, Math.min(this.held.length, end - this.hashedTo));
       this.hash.update(this.readFully(part, this.hashedTo));
@@ -130,8 +177,20 @@ export class WeightsPass {
     }
   }
 
+  /**
+   * A kept tensor's bytes: copied aside earlier, or read now (into the pass's own buffer, valid
+   * until the next read).
+   */
+  piece(info: SafetensorsTensorInfo): Uint8Array {
+    const aside = this.aside.get(info.name);
+    if (aside === undefined) return this.read(info);
+    this.aside.delete(info.name);
+    return aside;
+  }
+
   /** A tensor's bytes, in the pass's own buffer (valid until the next read). */
   read(info: SafetensorsTensorInfo): Uint8Array {
+    this.notPassed(info);
     this.hashUpTo(this.header.dataOffset + info.begin);
     const bytes = this.readFully(this.held.subarray(0, info.end - info.begin), this.hashedTo);
     this.hash.update(bytes);
@@ -141,6 +200,7 @@ export class WeightsPass {
 
   /** A tensor's bytes as a range the GGUF writer reads into its own buffers, hashing them there. */
   range(info: SafetensorsTensorInfo): FileRange {
+    this.notPassed(info);
     this.hashUpTo(this.header.dataOffset + info.begin);
     const length = info.end - info.begin;
     const position = this.hashedTo;

@@ -11,19 +11,23 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import { removeDeadTemps } from './atomic.js';
 import {
   checkCompatibility,
-  permuteRopeRows,
   readBaseModel,
   type BaseModel,
   type PlannedModule,
 } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
 import { CodiError } from './errors.js';
-import { GGML_TYPE_OF_DTYPE, GgmlType, gv, type GgufTypedValue } from './formats/ggml-types.js';
-import { neFromTorchShape } from './formats/gguf.js';
-import { writeGguf, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
-import { decodeToF32 } from './formats/numeric.js';
-import type { SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
-import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
+import { gv, type GgufTypedValue } from './formats/ggml-types.js';
+import { writeGguf, type TensorPayload } from './files/gguf-writer.js';
+import type { SafetensorsHeader } from './formats/safetensors.js';
+import {
+  jobOf,
+  largestDecoded,
+  largestSource,
+  payloadOf,
+  plannedTensors,
+  type PlannedTensor,
+} from './convert-tensors.js';
 import { SAFETENSORS_FILE } from './layout.js';
 import {
   inspectAdapter,
@@ -50,14 +54,6 @@ export const DEFAULT_OUTTYPE: OutType = 'f32';
 
 /** Bumped whenever the converter's output for the same input changes; part of the cache key. */
 export const CONVERTER_FORMAT = 1;
-
-const GGML_OF: Record<OutType, GgmlType> = {
-  f32: GgmlType.F32,
-  f16: GgmlType.F16,
-  bf16: GgmlType.BF16,
-  q8_0: GgmlType.Q8_0,
-};
-const Q8_0_BLOCK = 32;
 
 export interface ConvertOptions {
   base: string;
@@ -300,8 +296,10 @@ function cacheKey(
       p.target,
       base.shapes.get(p.target) ?? null,
       p.rank,
+      p.tensorRank,
       p.fold,
       p.permuteHeads,
+      p.expert,
     ]),
   };
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
@@ -338,60 +336,6 @@ async function defaultOutput(
   );
 }
 
-/** One tensor of the GGUF: its spec, the safetensors tensor it comes from, and what is done to it. */
-interface PlannedTensor {
-  spec: GgufTensorSpec;
-  /** the safetensors tensor name */
-  source: string;
-  transpose: boolean;
-  factor: number;
-  permuteHeads: number | null;
-}
-
-/**
- * The GGUF's tensors, from the plan alone (no file is read): a cache hit reports the same names, types
- * and q8_0 fallbacks that writing it did.
- */
-export function plannedTensors(
-  plan: readonly PlannedModule[],
-  outtype: OutType,
-): { specs: PlannedTensor[]; f16Fallback: string[] } {
-  const f16Fallback: string[] = [];
-  const typeFor = (name: string, ne: number[]): GgmlType => {
-    if (outtype !== 'q8_0') return GGML_OF[outtype];
-    if ((ne[0] ?? 0) % Q8_0_BLOCK === 0) return GgmlType.Q8_0;
-    f16Fallback.push(name);
-    return GgmlType.F16;
-  };
-  // llama.cpp layouts (src/llama-adapter.cpp): lora_a ne = [in, r] and lora_b ne = [r, out], i.e. the
-  // PEFT matrices as they are; for token embeddings lora_a is [r, n_vocab] (rows fetched per token),
-  // so PEFT's [r, n_vocab] lora_embedding_A is transposed, and lora_b stays [n_embd, r].
-  const specs: PlannedTensor[] = [];
-  for (const p of plan) {
-    const embedding = p.module.kind === 'embedding';
-    const aShape = embedding ? [p.module.inFeatures, p.rank] : [p.rank, p.module.inFeatures];
-    const aName = `${p.target}${LORA_A_SUFFIX}`;
-    const bName = `${p.target}${LORA_B_SUFFIX}`;
-    const aNe = neFromTorchShape(aShape);
-    const bNe = neFromTorchShape(p.module.b.shape);
-    specs.push({
-      spec: { name: aName, ne: aNe, type: typeFor(aName, aNe) },
-      source: p.module.a.name,
-      transpose: embedding,
-      factor: 1,
-      permuteHeads: null,
-    });
-    specs.push({
-      spec: { name: bName, ne: bNe, type: typeFor(bName, bNe) },
-      source: p.module.b.name,
-      transpose: false,
-      factor: p.fold,
-      permuteHeads: p.permuteHeads,
-    });
-  }
-  return { specs, f16Fallback };
-}
-
 interface WriteInput {
   base: BaseModel;
   tensors: { specs: PlannedTensor[] };
@@ -413,18 +357,19 @@ async function writeAdapterGguf(
   gate: () => Promise<unknown>,
 ): Promise<{ bytes: number }> {
   const infos = new Map(header.tensors.map((t) => [t.name, t]));
-  const jobs: ConvertJob[] = input.tensors.specs.map((t) => ({ ...t, info: infoOf(infos, t.source) }));
-  // GGUF tensors in the order their data lies in the safetensors file: one sequential read does it
-  jobs.sort((x, y) => x.info.begin - y.info.begin);
+  const jobs = input.tensors.specs.map((t) => jobOf(t, infos));
+  // GGUF tensors in the order they are complete in the safetensors file: one sequential read does it
+  jobs.sort((x, y) => x.at - y.at);
   if (jobs.length === 0) await gate();
+  const largest = Math.max(0, ...jobs.map(largestSource));
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
-  const scratch = new Float32Array(
-    Math.max(0, ...jobs.map((j) => (j.info.end - j.info.begin) / (j.info.dtype === 'F32' ? 4 : 2))),
-  );
+  const scratch = new Float32Array(Math.max(0, ...jobs.map(largestDecoded)));
   trace('convert: writing');
   await pausePoint('convert:before-pass');
-  const pass = await WeightsPass.begin(weightsPath, header, hash, Math.max(0, ...jobs.map(byteSize)));
+  const pass = await WeightsPass.begin(weightsPath, header, hash, largest);
+  // what stacked tensors need, when the pass reads past it before their turn
+  pass.keep(jobs.flatMap((j) => (j.kind === 'stacked' ? j.infos : [])));
   try {
     const result = await writeGguf(
       output,
@@ -434,18 +379,14 @@ async function writeAdapterGguf(
         if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
         // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
         if (i === jobs.length >> 1) await pausePoint('convert:writing');
-        if (i < jobs.length - 1) {
-          // the bytes as they are go from the file to the GGUF through the writer's buffers
-          if (isPassThrough(job)) return pass.range(job.info);
-          return convertTensor(job, pass.read(job.info), scratch);
-        }
-        const bytes = pass.read(job.info);
+        if (i < jobs.length - 1) return payloadOf(job, pass, scratch);
+        const payload = payloadOf(job, pass, scratch, true);
         await pass.finish(before);
         // then the checksums: the GGUF is committed only for a verified adapter
         trace('convert: all read, waiting for the checksums');
         await gate();
         trace('convert: verified');
-        return convertTensor(job, bytes, scratch);
+        return payload;
       },
     );
     trace('convert: committed');
@@ -453,10 +394,6 @@ async function writeAdapterGguf(
   } finally {
     await pass.close();
   }
-}
-
-function byteSize(job: ConvertJob): number {
-  return job.info.end - job.info.begin;
 }
 
 /** The GGUF's key/value pairs: an adapter of the base's architecture, and where it came from. */
@@ -476,59 +413,4 @@ function adapterKv(input: WriteInput): [string, GgufTypedValue][] {
   ];
   if (m?.version) kv.push(['general.version', gv.str(m.version)]);
   return kv;
-}
-
-/** F32 in and F32 out with nothing to change: the bytes go through as they are. */
-function isPassThrough(job: ConvertJob): boolean {
-  return (
-    !job.transpose &&
-    job.permuteHeads === null &&
-    job.factor === 1 &&
-    job.info.dtype === 'F32' &&
-    job.spec.type === GgmlType.F32
-  );
-}
-
-interface ConvertJob {
-  spec: GgufTensorSpec;
-  info: SafetensorsTensorInfo;
-  transpose: boolean;
-  factor: number;
-  permuteHeads: number | null;
-}
-
-/** One tensor's safetensors bytes as the GGUF tensor `job.spec` wants them. */
-function convertTensor(job: ConvertJob, bytes: Uint8Array, scratch: Float32Array): Uint8Array | Float32Array {
-  const type = GGML_TYPE_OF_DTYPE[job.info.dtype];
-  if (type === undefined)
-    throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
-  if (isPassThrough(job)) return bytes;
-  // F32 is used where it lies (the bytes are the pass's own buffer, already hashed); others decode
-  let values =
-    type === GgmlType.F32 && bytes.byteOffset % 4 === 0
-      ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)
-      : decodeToF32(type, bytes, scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)));
-  const [rows = 0, cols = 0] = job.info.shape;
-  if (job.transpose) values = transpose(values, rows, cols);
-  if (job.permuteHeads !== null) values = permuteRopeRows(values, rows, cols, job.permuteHeads);
-  if (job.factor !== 1) {
-    const f = job.factor;
-    for (let k = 0; k < values.length; k++) values[k] = (values[k] ?? 0) * f;
-  }
-  return values;
-}
-
-function infoOf(infos: Map<string, SafetensorsTensorInfo>, name: string): SafetensorsTensorInfo {
-  const info = infos.get(name);
-  if (!info) throw new CodiError('INTERNAL', `tensor ${name} vanished from the header`);
-  return info;
-}
-
-/** [rows, cols] row-major → [cols, rows] row-major. */
-function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(src.length);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c] ?? 0;
-  }
-  return out;
 }
