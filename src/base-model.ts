@@ -275,7 +275,11 @@ function placeModule(base: BaseModel, m: LoraModule): Placed | Refusal {
  * only, so the number of experts is checked here: a LoRA for an expert the base does not have would
  * read past its tensors.
  */
-function shapeProblem(base: BaseModel, m: LoraModule, adapted: AdaptedTensor): string | PlannedModule['expert'] {
+function shapeProblem(
+  base: BaseModel,
+  m: LoraModule,
+  adapted: AdaptedTensor,
+): string | PlannedModule['expert'] {
   const target = adapted.name;
   const shape = base.shapes.get(target);
   // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]

@@ -134,8 +134,18 @@ function stackedTensors(
     }));
   const stacked = { kind: 'stacked', experts, rank, rows, cols } as const;
   return [
-    { ...stacked, half: 'a', spec: spec(`${target}${LORA_A_SUFFIX}`, [experts, rank, cols]), parts: parts('a') },
-    { ...stacked, half: 'b', spec: spec(`${target}${LORA_B_SUFFIX}`, [experts, rows, rank]), parts: parts('b') },
+    {
+      ...stacked,
+      half: 'a',
+      spec: spec(`${target}${LORA_A_SUFFIX}`, [experts, rank, cols]),
+      parts: parts('a'),
+    },
+    {
+      ...stacked,
+      half: 'b',
+      spec: spec(`${target}${LORA_B_SUFFIX}`, [experts, rows, rank]),
+      parts: parts('b'),
+    },
   ];
 }
 
@@ -200,7 +210,8 @@ export function payloadOf(
 /** A source tensor's values as float32: where they lie when they are F32, else decoded into `scratch`. */
 function valuesOf(info: SafetensorsTensorInfo, bytes: Uint8Array, scratch: Float32Array): Float32Array {
   const type = GGML_TYPE_OF_DTYPE[info.dtype];
-  if (type === undefined) throw new CodiError('TENSOR_DTYPE', `${info.name} is ${info.dtype}: cannot convert`);
+  if (type === undefined)
+    throw new CodiError('TENSOR_DTYPE', `${info.name} is ${info.dtype}: cannot convert`);
   if (type === GgmlType.F32 && bytes.byteOffset % 4 === 0) {
     return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
   }
@@ -227,7 +238,11 @@ function convertTensor(
 }
 
 /** The experts' A or B stacked into one new array, each read through the pass in file order. */
-function stack(job: Extract<ConvertJob, { kind: 'stacked' }>, pass: WeightsPass, scratch: Float32Array): Float32Array {
+function stack(
+  job: Extract<ConvertJob, { kind: 'stacked' }>,
+  pass: WeightsPass,
+  scratch: Float32Array,
+): Float32Array {
   const { rank, rows, cols } = job;
   // one expert's block: A [rank, cols], B [rows, rank]
   const block = job.half === 'a' ? rank * cols : rows * rank;

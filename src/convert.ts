@@ -9,12 +9,7 @@ import type { Stats } from 'node:fs';
 import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { removeDeadTemps } from './atomic.js';
-import {
-  checkCompatibility,
-  readBaseModel,
-  type BaseModel,
-  type PlannedModule,
-} from './base-model.js';
+import { checkCompatibility, readBaseModel, type BaseModel, type PlannedModule } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
 import { CodiError } from './errors.js';
 import { gv, type GgufTypedValue } from './formats/ggml-types.js';

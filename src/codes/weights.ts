@@ -254,7 +254,7 @@ export const WEIGHT_CODES = {
     exit: INVALID,
     check: 'base',
     summary:
-      "the base GGUF is not a complete model: an adapter GGUF, no architecture, no token_embd.weight, no head count, or an output head its architecture cannot have (missing where required, present where tied)",
+      'the base GGUF is not a complete model: an adapter GGUF, no architecture, no token_embd.weight, no head count, or an output head its architecture cannot have (missing where required, present where tied)',
   },
   BASE_ARCH_UNSUPPORTED: {
     level: error,

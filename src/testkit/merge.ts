@@ -60,7 +60,8 @@ export async function writeMergedModel(basePath: string, adapterDir: string, out
         const delta = await deltaOf(lora, scaleFor(config, lora.module), f32);
         // what llama.cpp's HF converter does to a merged llama q/k weight, it does to the delta
         const heads = ropePermutedHeads(model, tensor);
-        const placed = heads === null ? delta : permuteRopeRows(delta, lora.outFeatures, lora.inFeatures, heads);
+        const placed =
+          heads === null ? delta : permuteRopeRows(delta, lora.outFeatures, lora.inFeatures, heads);
         // a stacked tensor holds its experts one after another
         const at = expert * placed.length;
         for (let k = 0; k < placed.length; k++) w[at + k] = (w[at + k] ?? 0) + (placed[k] ?? 0);

@@ -409,7 +409,8 @@ export function tinyLoraTargets(options: TinyModelOptions = {}, output = false):
     }
   }
   if (output && !r.tied) {
-    for (const t of arch.tail) if (t.role === 'output') add(t.hf.replace(/\.weight$/u, ''), t.shape(r.hparams));
+    for (const t of arch.tail)
+      if (t.role === 'output') add(t.hf.replace(/\.weight$/u, ''), t.shape(r.hparams));
   }
   return targets;
 }

@@ -5,7 +5,12 @@
 import { expect } from 'vitest';
 import { completion, type LlamaServer } from './llama.js';
 
-export const PROMPTS = ['def add(a, b):', 'The quick brown fox', 'import numpy as np\n', 'for i in range(10):'];
+export const PROMPTS = [
+  'def add(a, b):',
+  'The quick brown fox',
+  'import numpy as np\n',
+  'for i in range(10):',
+];
 export const N_PREDICT = 3;
 
 export type Probs = { token: number; top: Map<number, number> }[][];

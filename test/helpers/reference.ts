@@ -89,7 +89,8 @@ export async function writeReferenceMerged(
       for (let e = 0; e < experts; e++) {
         const delta = deltaOf(module.replace('.experts.', `.experts.${e}.`), tensor.name);
         if (!delta) continue;
-        for (let k = 0; k < outF * inF; k++) out[e * outF * inF + k] = (out[e * outF * inF + k] ?? 0) + (delta[k] ?? 0);
+        for (let k = 0; k < outF * inF; k++)
+          out[e * outF * inF + k] = (out[e * outF * inF + k] ?? 0) + (delta[k] ?? 0);
       }
       return out;
     },
