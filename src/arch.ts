@@ -108,6 +108,11 @@ export interface Arch {
    * a warning.
    */
   readonly otherTowers?: RegExp;
+  /**
+   * The embedding scales its output by sqrt(hidden) inside its own module (gemma3): llama.cpp
+   * scales an embedding LoRA's delta with it, PEFT only since 0.18 (before, it added the delta after).
+   */
+  readonly scaledEmbedding?: true;
   /** the tensors of one layer, in the order a GGUF of this architecture lists them */
   readonly layer: readonly ArchTensor[];
   /** the tensors before the layers (the embedding) */
@@ -323,6 +328,7 @@ export const ARCHS = [
     output: 'optional',
     hfStrip: 'language_model.',
     otherTowers: /(^|\.)(vision_tower|vision_model|multi_modal_projector)\./u,
+    scaledEmbedding: true,
     layer: GEMMA_LAYER(QK_HEAD_NORMS),
     head: [{ ...(EMBEDDING[0] as ArchTensor), hf: 'model.language_model.embed_tokens.weight' }],
     tail: [norm('output_norm.weight', 'model.language_model.norm.weight'), OUTPUT],

@@ -209,12 +209,29 @@ export function checkCompatibility(
   for (const p of plan) {
     if (p.expert) stackedRank.set(p.target, Math.max(stackedRank.get(p.target) ?? 0, p.module.rank));
   }
+  const embeddingFactor = unscaledEmbeddingFactor(base, config);
   for (const p of plan) {
     p.tensorRank = stackedRank.get(p.target) ?? p.module.rank;
     // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
     p.fold = p.scale / (ggufAlpha / p.tensorRank);
+    if (p.module.kind === 'embedding') p.fold *= embeddingFactor;
   }
   return { findings, plan, ggufAlpha };
+}
+
+/**
+ * What an embedding LoRA's delta is multiplied by so that llama.cpp, which scales the embedding's
+ * output by sqrt(hidden) after adding the delta, gives what PEFT trained: 1, unless the architecture
+ * scales inside the embedding module and a PEFT older than 0.18 added the delta unscaled (a config
+ * without `peft_version` is older: PEFT writes it since 0.18).
+ */
+function unscaledEmbeddingFactor(base: BaseModel, config: LoraConfig): number {
+  if (!archOf(base.arch).scaledEmbedding) return 1;
+  // PEFT writes versions such as 0.18.0 and 0.20.1.dev0: major and minor decide
+  const m = config.peftVersion === null ? null : /^v?(\d+)\.(\d+)/u.exec(config.peftVersion.trim());
+  if (m && (Number(m[1]) > 0 || Number(m[2]) >= 18)) return 1;
+  const hidden = base.shapes.get('token_embd.weight')?.[1] ?? 1;
+  return 1 / Math.sqrt(hidden);
 }
 
 interface Refusal {

@@ -17,7 +17,7 @@ import {
   type TinyModelOptions,
 } from '../../src/testkit/tiny-model.js';
 import { runCli } from '../helpers/cli.js';
-import { writeAdapter } from '../helpers/fixtures.js';
+import { TINY_VOCAB_SIZE, writeAdapter } from '../helpers/fixtures.js';
 import { changedFrom, maxDiff, PRECISE, probs } from '../helpers/logprobs.js';
 import { llamaServerBinary, processAlive, startLlamaServer, type LlamaServer } from '../helpers/llama.js';
 import { writeReferenceMerged } from '../helpers/reference.js';
@@ -44,6 +44,8 @@ interface Variant {
   permute?: { q: number; kv: number };
   /** the adapter beyond every linear module of every layer */
   adapter?: (targets: LoraTargetSpec[]) => Partial<AdapterSpec>;
+  /** PEFT's scale of the modules the adapter gives another one (else `literalScale`) */
+  scale?: (module: string) => number | undefined;
 }
 
 /** Experts get other ranks (padded in the stacked tensor) and some get no LoRA at all (zeros there). */
@@ -51,6 +53,23 @@ const MIXED_EXPERTS = (targets: LoraTargetSpec[]): Partial<AdapterSpec> => ({
   rankPattern: { 'experts.1.up_proj': 4, 'layers.1.mlp.experts.3.down_proj': 2 },
   alphaPattern: { 'experts.2.gate_proj': 4 },
   modules: targets.filter((t) => !/^model\.layers\.1\.mlp\.experts\.2\./u.test(t.module)),
+});
+
+/** gemma3's embedding too, on an untied base, trained with the PEFT release `peftVersion` */
+const GEMMA3_EMBEDDING = (peftVersion: string | null): Pick<Variant, 'model' | 'adapter'> => ({
+  model: { tiedEmbeddings: false },
+  adapter: (targets) => ({
+    modules: [
+      {
+        module: 'model.language_model.embed_tokens',
+        inFeatures: TINY_VOCAB_SIZE,
+        outFeatures: TINY_HPARAMS.nEmbd,
+        kind: 'embedding',
+      },
+      ...targets,
+    ],
+    ...(peftVersion === null ? {} : { extraConfig: { peft_version: peftVersion } }),
+  }),
 });
 
 const VARIANTS: Variant[] = [
@@ -69,6 +88,18 @@ const VARIANTS: Variant[] = [
   },
   { name: 'gemma2', arch: 'gemma2', model: {} },
   { name: 'gemma3 (model.language_model. names)', arch: 'gemma3', model: {} },
+  {
+    name: 'gemma3 untied, embedding LoRA from PEFT 0.18 (delta scaled by sqrt(hidden) as llama.cpp does)',
+    arch: 'gemma3',
+    ...GEMMA3_EMBEDDING('0.18.0'),
+  },
+  {
+    name: 'gemma3 untied, embedding LoRA without peft_version (older PEFT: delta unscaled)',
+    arch: 'gemma3',
+    ...GEMMA3_EMBEDDING(null),
+    // r 8, alpha 16, and llama.cpp's sqrt(64) after the delta undone: 2 / 8
+    scale: (module) => (module.endsWith('embed_tokens') ? 2 / 8 : undefined),
+  },
   { name: 'phi3 (fused qkv_proj and gate_up_proj)', arch: 'phi3', model: {} },
   {
     name: 'granite (its multipliers; q/k permuted)',
@@ -102,14 +133,15 @@ describe('each architecture: --lora on its tiny base equals an independently mer
     const info = await writeTinyModel(base, model);
     const targets = tinyLoraTargets(model, true);
     const extra = variant.adapter?.(targets) ?? {};
+    const modules = extra.modules ?? targets;
     const spec: AdapterSpec = {
       id,
       r: 8,
       alpha: 16,
-      targetModules: [...new Set(targets.map((t) => t.module.split('.').at(-1) ?? ''))],
-      modules: targets,
+      targetModules: [...new Set(modules.map((t) => t.module.split('.').at(-1) ?? ''))],
       seed: 300 + VARIANTS.indexOf(variant),
       ...extra,
+      modules,
     };
     const adapterDir = await writeAdapter(dir, spec);
     const gguf = join(dir, `${id}.lora.gguf`);
@@ -120,7 +152,7 @@ describe('each architecture: --lora on its tiny base equals an independently mer
     const reference = join(dir, `${id}.reference.gguf`);
     await writeReferenceMerged(reference, spec, {
       model,
-      scale: literalScale,
+      scale: (module) => variant.scale?.(module) ?? literalScale(module),
       ...(variant.permute
         ? {
             permuteHeads: (name: string) =>
