@@ -6,9 +6,9 @@ import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
 import { PassHash, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
-import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
+import { access, constants, lstat, mkdir, readdir, realpath, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { removeDeadTemps } from './atomic.js';
+import { bootId, removeDeadTemps } from './atomic.js';
 import { checkCompatibility, readBaseModel, type BaseModel, type PlannedModule } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
 import { CodiError } from './errors.js';
@@ -160,15 +160,16 @@ async function convertInspected(
   const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
   const outtype = options.outtype ?? DEFAULT_OUTTYPE;
   const key = cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha);
-  const output = options.out
-    ? resolve(options.out)
-    : await defaultOutput(adapter, weightsSha256, key, outtype);
+  const target: OutputTarget = options.out
+    ? { path: resolve(options.out), durable: true, found: [] }
+    : await cacheTarget(adapter, weightsSha256, key, outtype);
+  const output = target.path;
   // the GGUF's tensors follow from the plan alone, so a cached result reports what a rebuild would
   const tensors = plannedTensors(plan, outtype);
 
   const about = described(adapter, weightsSha256, base, plan);
-  const result = (cached: boolean, bytes: number): ConvertResult => ({
-    output,
+  const result = (cached: boolean, bytes: number, path = output): ConvertResult => ({
+    output: path,
     cached,
     adapter: about.adapter,
     base: about.base,
@@ -182,11 +183,11 @@ async function convertInspected(
     durationMs: Math.round(nowMs() - started),
   });
 
-  if (!options.out && !options.force) {
-    const hit = await stat(output).catch(() => null);
+  for (const cached of options.force ? [] : target.found) {
+    const hit = await stat(cached).catch(() => null);
     if (hit?.isFile()) {
       await verifiedReport();
-      return result(true, hit.size);
+      return result(true, hit.size, cached);
     }
   }
 
@@ -196,11 +197,12 @@ async function convertInspected(
     join(adapter.layout.dir, SAFETENSORS_FILE),
     adapter.safetensors,
     output,
-    { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 },
+    { base, tensors, ggufAlpha, metadata: adapter, weightsSha256, durable: target.durable },
     passHash,
     before,
     verifiedReport,
   );
+  if (!target.durable) await removeOtherBoots(output);
   return result(false, written.bytes);
 }
 
@@ -300,17 +302,31 @@ function cacheKey(
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
+/** Where the GGUF goes, whether it is fsynced, and the files that are this conversion already. */
+interface OutputTarget {
+  path: string;
+  durable: boolean;
+  /** cache files holding this very conversion, in the order they are looked for */
+  found: string[];
+}
+
+const BOOT_TAG = '.boot-';
+
 /**
  * The cache file for this conversion, next to the adapter: `<parent>/.gguf-cache/`, named by the
  * weights checksum and `cacheKey`. Falls back to the user cache when the adapter's parent is read-only.
+ * It is tagged with this boot and not fsynced (fsyncing hundreds of MB is most of a conversion's
+ * time on a slow disk): only a crash of the machine can lose its data, and after one the boot differs,
+ * so the file is never believed again and the conversion is redone. Where the boot cannot be read, it
+ * is written durably, untagged.
  */
-async function defaultOutput(
+async function cacheTarget(
   adapter: VerifiedAdapter,
   weightsSha256: string,
   key: string,
   outtype: OutType,
-): Promise<string> {
-  const name = `${basename(adapter.layout.dir)}.${weightsSha256.slice(0, 12)}.${key.slice(0, 16)}.${outtype}.gguf`;
+): Promise<OutputTarget> {
+  const stem = `${basename(adapter.layout.dir)}.${weightsSha256.slice(0, 12)}.${key.slice(0, 16)}.${outtype}`;
   const candidates = [
     process.env.CODI_GGUF_CACHE,
     join(dirname(adapter.layout.dir), '.gguf-cache'),
@@ -320,10 +336,15 @@ async function defaultOutput(
     try {
       await mkdir(dir, { recursive: true });
       await access(dir, constants.W_OK);
-      return join(dir, name);
     } catch {
       // read-only volume: try the next place
+      continue;
     }
+    const durable = join(dir, `${stem}.gguf`);
+    const boot = bootId();
+    if (boot === null) return { path: durable, durable: true, found: [durable] };
+    const tagged = join(dir, `${stem}${BOOT_TAG}${boot.slice(0, 16)}.gguf`);
+    return { path: tagged, durable: false, found: [tagged, durable] };
   }
   throw new CodiError(
     'CACHE_UNWRITABLE',
@@ -331,7 +352,20 @@ async function defaultOutput(
   );
 }
 
+/** Removes this conversion's cache files tagged with an earlier boot: never to be believed again. */
+async function removeOtherBoots(path: string): Promise<void> {
+  const name = basename(path);
+  const stem = name.slice(0, name.indexOf(BOOT_TAG) + BOOT_TAG.length);
+  for (const entry of await readdir(dirname(path)).catch(() => [])) {
+    if (entry !== name && entry.startsWith(stem) && entry.endsWith('.gguf')) {
+      await unlink(join(dirname(path), entry)).catch(() => undefined);
+    }
+  }
+}
+
 interface WriteInput {
+  /** fsynced before it is renamed into place (else bound to this boot: `cacheTarget`) */
+  durable: boolean;
   base: BaseModel;
   tensors: { specs: PlannedTensor[] };
   ggufAlpha: number;
@@ -368,7 +402,7 @@ async function writeAdapterGguf(
   try {
     const result = await writeGguf(
       output,
-      { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec) },
+      { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec), durable: input.durable },
       async (_spec, i): Promise<TensorPayload> => {
         const job = jobs[i];
         if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);

@@ -62,6 +62,11 @@ export interface GgufWriteOptions {
   readonly tensors: readonly GgufTensorSpec[];
   /** data alignment; written as `general.alignment` when it is not the default 32 */
   readonly alignment?: number;
+  /**
+   * fsync before the rename (default); false leaves the write-back to the kernel (`AtomicFile.commit`),
+   * for files that are never believed after a crash of the machine.
+   */
+  readonly durable?: boolean;
 }
 
 export interface GgufWrittenTensor {
@@ -114,7 +119,11 @@ class Sink {
   /** bytes handed to the sink so far (= the file offset of the next byte) */
   position = 0;
 
-  constructor(private readonly fh: FileHandle) {}
+  constructor(
+    private readonly fh: FileHandle,
+    /** fdatasync early as the file grows, so the fsync of a durable commit has only the tail left */
+    private readonly durable: boolean,
+  ) {}
 
   /** file offset where the buffered bytes start */
   private flushed = 0;
@@ -135,7 +144,7 @@ class Sink {
     // start the disk on what is written so far, so the fsync at the commit has only the tail left;
     // its errors are the commit's fsync's to report
     this.unsynced += cut;
-    if (this.unsynced >= EARLY_SYNC_BYTES && !this.syncing) {
+    if (this.durable && this.unsynced >= EARLY_SYNC_BYTES && !this.syncing) {
       this.unsynced = 0;
       this.syncing = this.fh.datasync().then(
         () => {
@@ -442,6 +451,7 @@ export class GgufWriter {
     private readonly alignment: number,
     private readonly dataOffset: number,
     private readonly offsets: readonly number[],
+    private readonly durable: boolean,
   ) {}
 
   static async create(path: string, options: GgufWriteOptions): Promise<GgufWriter> {
@@ -478,7 +488,8 @@ export class GgufWriter {
     }
 
     const file = await AtomicFile.open(path);
-    const sink = new Sink(file.handle);
+    const durable = options.durable ?? true;
+    const sink = new Sink(file.handle, durable);
     try {
       await sink.bytes(Buffer.from('GGUF', 'latin1'));
       await sink.u32(3);
@@ -501,7 +512,17 @@ export class GgufWriter {
         dataOffset = padTo(sink.position, alignment);
         await sink.zeros(dataOffset - sink.position);
       }
-      return new GgufWriter(path, file, sink, options.tensors, sizes, alignment, dataOffset, offsets);
+      return new GgufWriter(
+        path,
+        file,
+        sink,
+        options.tensors,
+        sizes,
+        alignment,
+        dataOffset,
+        offsets,
+        durable,
+      );
     } catch (e) {
       await sink.quiesce();
       await file.abort();
@@ -621,7 +642,7 @@ export class GgufWriter {
       // a trailing hole (skipTensor) must still count in the file size
       await this.file.handle.truncate(this.sink.position);
       this.done = true;
-      await this.file.commit();
+      await this.file.commit({ durable: this.durable });
     } catch (e) {
       await this.abort();
       throw asWriteError(e, this.path);
