@@ -6,24 +6,22 @@
 // weights (read-and-write floor). Conversion work = convert wall − start-up.
 // Targets, f32 and f16 output: work ≤ 4× cp, peak RSS ≤ 150 MiB.
 // Usage: node bench/convert.js [--trials 5] [--keep]
-import { spawnSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GgmlType, gv } from '../dist/formats/ggml-types.js';
-import { GgufWriter } from '../dist/files/gguf-writer.js';
 import { writePeftAdapter } from '../dist/testkit/peft-adapter.js';
 import {
   BIN,
   compare,
   measure,
-  median,
+  printTracePhases,
   QWEN15B_DIMS,
   qwen15bAdapterSpec,
   requireBuilt,
   verdict,
+  writeSparseQwen2Base,
 } from './lib.js';
 
 requireBuilt();
@@ -40,49 +38,14 @@ console.log(`generating the adapter and a sparse base in ${root}`);
 await writePeftAdapter(adapter, await qwen15bAdapterSpec('qwen15b-lora-bench'));
 
 // the base: real Qwen2.5-1.5B tensor shapes (ggml ne order), F16 2-D weights, tied embeddings
-const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, vocab], type: GgmlType.F16 }];
-for (let l = 0; l < dims.layers; l++) {
-  const b = `blk.${l}`;
-  tensors.push(
-    { name: `${b}.attn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
-    { name: `${b}.attn_q.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
-    { name: `${b}.attn_q.bias`, ne: [dims.hidden], type: GgmlType.F32 },
-    { name: `${b}.attn_k.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
-    { name: `${b}.attn_k.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
-    { name: `${b}.attn_v.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
-    { name: `${b}.attn_v.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
-    { name: `${b}.attn_output.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
-    { name: `${b}.ffn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
-    { name: `${b}.ffn_gate.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
-    { name: `${b}.ffn_up.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
-    { name: `${b}.ffn_down.weight`, ne: [dims.intermediate, dims.hidden], type: GgmlType.F16 },
-  );
-}
-tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
-// a byte-level BPE vocabulary of Qwen2.5's size, with tokens and merges of typical lengths
-const tokens = Array.from({ length: vocab }, (_, i) =>
-  i < 256 ? `<0x${i.toString(16)}>` : `Ġ${i.toString(36)}er`,
-);
-const merges = Array.from({ length: 151387 }, (_, i) => `Ġ${i.toString(36)} er`);
-const writer = await GgufWriter.create(base, {
-  metadata: [
-    ['general.architecture', gv.str('qwen2')],
-    ['general.name', gv.str('Qwen2.5 1.5B shapes (sparse)')],
-    ['qwen2.block_count', gv.u32(dims.layers)],
-    ['qwen2.embedding_length', gv.u32(dims.hidden)],
-    ['qwen2.feed_forward_length', gv.u32(dims.intermediate)],
-    ['qwen2.attention.head_count', gv.u32(12)],
-    ['qwen2.attention.head_count_kv', gv.u32(2)],
-    ['tokenizer.ggml.model', gv.str('gpt2')],
-    ['tokenizer.ggml.pre', gv.str('qwen2')],
-    ['tokenizer.ggml.tokens', gv.strings(tokens)],
-    ['tokenizer.ggml.token_type', gv.i32s(new Int32Array(vocab).fill(1))],
-    ['tokenizer.ggml.merges', gv.strings(merges)],
-  ],
-  tensors,
+await writeSparseQwen2Base(base, 'Qwen2.5 1.5B shapes (sparse)', {
+  ...dims,
+  heads: 12,
+  kvHeads: 2,
+  vocab,
+  merges: 151387,
+  tied: true,
 });
-for (const t of tensors) await writer.skipTensor(t.name);
-await writer.finish();
 
 const weights = join(adapter, 'adapter_model.safetensors');
 const out = (type) => join(root, `out-${type}.gguf`);
@@ -125,32 +88,7 @@ const faultMicros = ((performance.now() - touchStart) * 1000) / (fresh.length / 
 console.log(
   `where the time goes: CODI_TRACE=1 phases of convert --outtype f32, medians of ${trials} runs; a page touched for the first time costs ${faultMicros.toFixed(1)} µs here`,
 );
-const traces = [];
-for (let i = 0; i < trials; i++) {
-  const r = spawnSync(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out('f32')], {
-    encoding: 'utf8',
-    env: { ...process.env, CODI_TRACE: '1' },
-  });
-  traces.push(
-    [...r.stderr.matchAll(/^\[trace\]\s+([\d.]+) ms\s+(\d+) faults {2}(.*)$/gmu)].map((m) => [
-      m[3],
-      Number(m[1]),
-      Number(m[2]),
-    ]),
-  );
-}
-const labels = traces[0].map(([label]) => label);
-let previous = 0;
-let previousFaults = 0;
-for (const [i, label] of labels.entries()) {
-  const at = median(traces.map((t) => t[i]?.[1] ?? NaN));
-  const faults = median(traces.map((t) => t[i]?.[2] ?? NaN));
-  console.log(
-    `  ${at.toFixed(0).padStart(5)} ms (+${(at - previous).toFixed(0).padStart(3)})  ${String(faults).padStart(5)} page faults (+${String(faults - previousFaults).padStart(4)})  ${label.slice(0, 80)}`,
-  );
-  previous = at;
-  previousFaults = faults;
-}
+printTracePhases([BIN, 'convert', adapter, '--base', base, '--out', out('f32')], trials);
 console.log(
   `  (node itself starts in ~${(res.version.wall * 1000).toFixed(0)} ms with --version; the rest is the process ending)`,
 );

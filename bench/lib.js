@@ -97,3 +97,90 @@ export async function qwen15bAdapterSpec(id, extra = {}) {
     ...extra,
   };
 }
+
+/**
+ * A Qwen2 base GGUF of real shapes whose tensor data is a sparse hole (only its header is read by
+ * convert), with a byte-level BPE vocabulary of the real size in its header (the base reader walks
+ * it): `dims` as QWEN15B_DIMS, plus `heads`, `kvHeads`, `vocab`, `merges` and `tied`.
+ */
+export async function writeSparseQwen2Base(path, name, dims) {
+  const { GgmlType, gv } = await import('../dist/formats/ggml-types.js');
+  const { GgufWriter } = await import('../dist/files/gguf-writer.js');
+  const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, dims.vocab], type: GgmlType.F16 }];
+  for (let l = 0; l < dims.layers; l++) {
+    const b = `blk.${l}`;
+    tensors.push(
+      { name: `${b}.attn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
+      { name: `${b}.attn_q.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
+      { name: `${b}.attn_q.bias`, ne: [dims.hidden], type: GgmlType.F32 },
+      { name: `${b}.attn_k.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
+      { name: `${b}.attn_k.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
+      { name: `${b}.attn_v.weight`, ne: [dims.hidden, dims.kvDim], type: GgmlType.F16 },
+      { name: `${b}.attn_v.bias`, ne: [dims.kvDim], type: GgmlType.F32 },
+      { name: `${b}.attn_output.weight`, ne: [dims.hidden, dims.hidden], type: GgmlType.F16 },
+      { name: `${b}.ffn_norm.weight`, ne: [dims.hidden], type: GgmlType.F32 },
+      { name: `${b}.ffn_gate.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
+      { name: `${b}.ffn_up.weight`, ne: [dims.hidden, dims.intermediate], type: GgmlType.F16 },
+      { name: `${b}.ffn_down.weight`, ne: [dims.intermediate, dims.hidden], type: GgmlType.F16 },
+    );
+  }
+  tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
+  if (!dims.tied) tensors.push({ name: 'output.weight', ne: [dims.hidden, dims.vocab], type: GgmlType.F16 });
+  // tokens and merges of typical lengths
+  const tokens = Array.from({ length: dims.vocab }, (_, i) =>
+    i < 256 ? `<0x${i.toString(16)}>` : `Ġ${i.toString(36)}er`,
+  );
+  const merges = Array.from({ length: dims.merges }, (_, i) => `Ġ${i.toString(36)} er`);
+  const writer = await GgufWriter.create(path, {
+    metadata: [
+      ['general.architecture', gv.str('qwen2')],
+      ['general.name', gv.str(name)],
+      ['qwen2.block_count', gv.u32(dims.layers)],
+      ['qwen2.embedding_length', gv.u32(dims.hidden)],
+      ['qwen2.feed_forward_length', gv.u32(dims.intermediate)],
+      ['qwen2.attention.head_count', gv.u32(dims.heads)],
+      ['qwen2.attention.head_count_kv', gv.u32(dims.kvHeads)],
+      ['tokenizer.ggml.model', gv.str('gpt2')],
+      ['tokenizer.ggml.pre', gv.str('qwen2')],
+      ['tokenizer.ggml.tokens', gv.strings(tokens)],
+      ['tokenizer.ggml.token_type', gv.i32s(new Int32Array(dims.vocab).fill(1))],
+      ['tokenizer.ggml.merges', gv.strings(merges)],
+    ],
+    tensors,
+  });
+  for (const t of tensors) await writer.skipTensor(t.name);
+  await writer.finish();
+}
+
+/**
+ * Medians of the CODI_TRACE=1 phases of `args` (run `trials` times), printed with the time and page
+ * faults each added: where a command's time goes.
+ */
+export function printTracePhases(args, trials, env = {}) {
+  const traces = [];
+  for (let i = 0; i < trials; i++) {
+    const r = spawnSync(process.execPath, args, {
+      encoding: 'utf8',
+      env: { ...process.env, ...env, CODI_TRACE: '1' },
+    });
+    traces.push(
+      [...r.stderr.matchAll(/^\[trace\]\s+([\d.]+) ms\s+(\d+) faults {2}(.*)$/gmu)].map((m) => [
+        m[3],
+        Number(m[1]),
+        Number(m[2]),
+      ]),
+    );
+  }
+  const labels = traces[0].map(([label]) => label);
+  let previous = 0;
+  let previousFaults = 0;
+  for (const [i, label] of labels.entries()) {
+    const at = median(traces.map((t) => t[i]?.[1] ?? NaN));
+    const faults = median(traces.map((t) => t[i]?.[2] ?? NaN));
+    console.log(
+      `  ${at.toFixed(0).padStart(5)} ms (+${(at - previous).toFixed(0).padStart(3)})  ${String(faults).padStart(5)} page faults (+${String(faults - previousFaults).padStart(4)})  ${label.slice(0, 80)}`,
+    );
+    previous = at;
+    previousFaults = faults;
+  }
+}

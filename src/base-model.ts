@@ -306,7 +306,9 @@ function shapeProblem(
     return `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`;
   }
   const stacked = adapted.expert !== null;
-  const own = stacked ? shape.slice(1) : shape;
+  // a weight of one output row may be stored as a vector (qwen2moe's shared expert gate): llama.cpp
+  // reads [n] as [1, n]
+  const own = stacked ? shape.slice(1) : shape.length === 1 ? [1, ...shape] : shape;
   if (own.length !== 2 || own[0] !== expected[0] || own[1] !== expected[1]) {
     const per = stacked ? ' per expert' : '';
     return `${about}: the adapter expects shape [${expected.join(', ')}]${per} but the base tensor is [${shape.join(', ')}]`;

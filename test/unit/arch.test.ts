@@ -297,3 +297,46 @@ describe('the output head as each architecture has it', () => {
     expect(e.message).toMatch(message);
   });
 });
+
+describe('shapes llama.cpp reads alike', () => {
+  it("a one-row weight stored as a vector (qwen2moe's shared expert gate) takes a LoRA", async () => {
+    const dir = await tempDir('codi-arch-vector-');
+    await writeTinyModel(join(dir, 'moe.gguf'), { arch: 'qwen2moe' });
+    const base = await readBaseModel(join(dir, 'moe.gguf'));
+    expect(base.shapes.get('blk.0.ffn_gate_inp_shexp.weight')).toEqual([1, TINY_HPARAMS.nEmbd]);
+    base.shapes.set('blk.0.ffn_gate_inp_shexp.weight', [TINY_HPARAMS.nEmbd]);
+    const gate = archOf('qwen2moe').layer.find((t) => t.gguf === 'ffn_gate_inp_shexp.weight') as ArchTensor;
+    const { findings, plan: planned } = plan(base, [
+      loraOn('model.layers.0.mlp.shared_expert_gate', gate, [1, TINY_HPARAMS.nEmbd]),
+      loraOn('model.layers.0.mlp.shared_expert_gate', gate, [2, TINY_HPARAMS.nEmbd]),
+    ]);
+    expect(planned.map((p) => p.target)).toEqual(['blk.0.ffn_gate_inp_shexp.weight']);
+    expect(findings.map((f) => f.code)).toEqual(['BASE_INCOMPATIBLE']);
+  });
+
+  it('a module of experts on a base without experts, and separate q/k/v on phi3, have no tensor to adapt', async () => {
+    const dir = await tempDir('codi-arch-unmapped-');
+    await writeTinyModel(join(dir, 'q3.gguf'), { arch: 'qwen3' });
+    await writeTinyModel(join(dir, 'phi3.gguf'), { arch: 'phi3' });
+    const tensor = { gguf: '', hf: '', role: 'linear', shape: () => [] } as const;
+    const moe = plan(await readBaseModel(join(dir, 'q3.gguf')), [
+      loraOn('model.layers.0.mlp.experts.0.up_proj', tensor, [32, 64]),
+    ]);
+    const phi3 = plan(await readBaseModel(join(dir, 'phi3.gguf')), [
+      loraOn('model.layers.0.self_attn.q_proj', tensor, [64, 64]),
+    ]);
+    expect([...moe.findings, ...phi3.findings].map((f) => f.code)).toEqual([
+      'BASE_UNMAPPED_MODULE',
+      'BASE_UNMAPPED_MODULE',
+    ]);
+    expect(phi3.findings[0]?.message).toMatch(/phi3 architecture has no tensor/);
+  });
+
+  it('an unsupported architecture is refused with the supported list, as the table has it', async () => {
+    const dir = await tempDir('codi-arch-unsupported-');
+    const { writeUnsupportedBase } = await import('../helpers/fixtures.js');
+    const e = await rejected(readBaseModel(await writeUnsupportedBase(join(dir, 'gemma.gguf'))));
+    expect(e.code).toBe('BASE_ARCH_UNSUPPORTED');
+    expect(e.message).toContain(`(supported: ${ARCH_NAMES.join(', ')})`);
+  });
+});
