@@ -4,7 +4,7 @@
  * the rename itself survives a crash. A reader sees the old file or the new one, never a mix.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { environmentError } from './errors.js';
@@ -132,7 +132,7 @@ export class AtomicFile {
    * fsync, close, rename into place, fsync the folder. Not `durable`: close and rename only, the data
    * left for the kernel to write back. The rename is as atomic (a reader sees the old file or the whole
    * new one), but a crash of the machine before the write-back may leave the new name with missing
-   * data: only for files that are never believed after such a crash (see `bootId`).
+   * data: only for files that are never believed after such a crash (src/boot-bound.ts).
    */
   async commit(options: { durable?: boolean } = {}): Promise<void> {
     if (this.settled) return;
@@ -163,21 +163,6 @@ export class AtomicFile {
     await this.handle.close().catch(() => undefined);
     await unlink(this.tempPath).catch(() => undefined);
     liveTemps.delete(this.tempPath);
-  }
-}
-
-/**
- * This boot of the machine's kernel (`/proc/sys/kernel/random/boot_id`, shared by its containers), or
- * null where it cannot be read. Data written without fsync can only be lost by a crash of the
- * machine, after which the boot is another: a file tagged with the boot that wrote it is complete
- * whenever the tag is this boot's.
- */
-export function bootId(): string | null {
-  try {
-    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    return /^[0-9a-f-]{32,36}$/u.test(id) ? id.replace(/-/gu, '') : null;
-  } catch {
-    return null;
   }
 }
 

@@ -6,9 +6,10 @@ import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
 import { PassHash, WeightsPass } from './convert-pass.js';
 import type { Stats } from 'node:fs';
-import { access, constants, lstat, mkdir, readdir, realpath, stat, unlink } from 'node:fs/promises';
+import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { bootId, removeDeadTemps } from './atomic.js';
+import { removeDeadTemps } from './atomic.js';
+import { cacheNames, removeSuperseded } from './boot-bound.js';
 import { checkCompatibility, readBaseModel, type BaseModel, type PlannedModule } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
 import { CodiError } from './errors.js';
@@ -56,6 +57,11 @@ export interface ConvertOptions {
   outtype?: OutType;
   /** rebuild even when the cache has this conversion */
   force?: boolean;
+  /**
+   * a cache entry that outlives this boot and may move to another machine: fsynced, and found under
+   * any boot (src/boot-bound.ts); --out is always fsynced
+   */
+  durable?: boolean;
   onHashProgress?: (p: VerifyProgress) => void;
 }
 
@@ -162,7 +168,7 @@ async function convertInspected(
   const key = cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha);
   const target: OutputTarget = options.out
     ? { path: resolve(options.out), durable: true, found: [] }
-    : await cacheTarget(adapter, weightsSha256, key, outtype);
+    : await cacheTarget(adapter, weightsSha256, key, outtype, options.durable === true);
   const output = target.path;
   // the GGUF's tensors follow from the plan alone, so a cached result reports what a rebuild would
   const tensors = plannedTensors(plan, outtype);
@@ -202,7 +208,7 @@ async function convertInspected(
     before,
     verifiedReport,
   );
-  if (!target.durable) await removeOtherBoots(output);
+  if (target.stem !== undefined) await removeSuperseded(dirname(output), target.stem, basename(output));
   return result(false, written.bytes);
 }
 
@@ -308,23 +314,21 @@ interface OutputTarget {
   durable: boolean;
   /** cache files holding this very conversion, in the order they are looked for */
   found: string[];
+  /** a cache entry's name without its boot tag and extension (`cacheNames`) */
+  stem?: string;
 }
-
-const BOOT_TAG = '.boot-';
 
 /**
  * The cache file for this conversion, next to the adapter: `<parent>/.gguf-cache/`, named by the
  * weights checksum and `cacheKey`. Falls back to the user cache when the adapter's parent is read-only.
- * It is tagged with this boot and not fsynced (fsyncing hundreds of MB is most of a conversion's
- * time on a slow disk): only a crash of the machine can lose its data, and after one the boot differs,
- * so the file is never believed again and the conversion is redone. Where the boot cannot be read, it
- * is written durably, untagged.
+ * Not fsynced unless `durable`, and then bound to this boot (src/boot-bound.ts).
  */
 async function cacheTarget(
   adapter: VerifiedAdapter,
   weightsSha256: string,
   key: string,
   outtype: OutType,
+  durable: boolean,
 ): Promise<OutputTarget> {
   const stem = `${basename(adapter.layout.dir)}.${weightsSha256.slice(0, 12)}.${key.slice(0, 16)}.${outtype}`;
   const candidates = [
@@ -340,11 +344,13 @@ async function cacheTarget(
       // read-only volume: try the next place
       continue;
     }
-    const durable = join(dir, `${stem}.gguf`);
-    const boot = bootId();
-    if (boot === null) return { path: durable, durable: true, found: [durable] };
-    const tagged = join(dir, `${stem}${BOOT_TAG}${boot.slice(0, 16)}.gguf`);
-    return { path: tagged, durable: false, found: [tagged, durable] };
+    const names = cacheNames(stem, durable);
+    return {
+      path: join(dir, names.write),
+      durable: names.durable,
+      found: names.lookFor.map((n) => join(dir, n)),
+      stem,
+    };
   }
   throw new CodiError(
     'CACHE_UNWRITABLE',
@@ -352,19 +358,8 @@ async function cacheTarget(
   );
 }
 
-/** Removes this conversion's cache files tagged with an earlier boot: never to be believed again. */
-async function removeOtherBoots(path: string): Promise<void> {
-  const name = basename(path);
-  const stem = name.slice(0, name.indexOf(BOOT_TAG) + BOOT_TAG.length);
-  for (const entry of await readdir(dirname(path)).catch(() => [])) {
-    if (entry !== name && entry.startsWith(stem) && entry.endsWith('.gguf')) {
-      await unlink(join(dirname(path), entry)).catch(() => undefined);
-    }
-  }
-}
-
 interface WriteInput {
-  /** fsynced before it is renamed into place (else bound to this boot: `cacheTarget`) */
+  /** fsynced before it is renamed into place (else bound to this boot: src/boot-bound.ts) */
   durable: boolean;
   base: BaseModel;
   tensors: { specs: PlannedTensor[] };

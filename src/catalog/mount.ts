@@ -273,7 +273,8 @@ async function buildGguf(
 ): Promise<{ path: string; cached: boolean }> {
   try {
     const { convertAdapter } = await import('../convert.js');
-    const r = await convertAdapter(dir, { base: basePath });
+    // the volume may be served after a reboot or on another machine: the entry is fsynced, not boot-bound
+    const r = await convertAdapter(dir, { base: basePath, durable: true });
     return { path: r.output, cached: r.cached };
   } catch (thrown) {
     const e = asCodiError(thrown);

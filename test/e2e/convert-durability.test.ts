@@ -7,7 +7,9 @@
 import { cp, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { bootId } from '../../src/atomic.js';
+import { bootId } from '../../src/boot-bound.js';
+import type { MountResult } from '../../src/catalog/mount.js';
+import { makeVolume } from '../helpers/catalog.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -74,5 +76,20 @@ describe('convert: durability', () => {
     const again = await runCli(['convert', adapter, '--base', BASE, '--json']);
     expect(JSON.parse(again.stdout)).toMatchObject({ cached: true, output: durable });
     expect(await readdir(join(dir, '.gguf-cache'))).toContain(durable.split('/').pop());
+  });
+
+  it('mount --base writes a durable entry, found by convert under any boot', async () => {
+    const { root } = await makeVolume();
+    const mounted = await runCli(['mount', EXAMPLE, '--root', root, '--base', BASE, '--json'], {
+      env: TRACE,
+    });
+    expect(mounted.code, mounted.stderr).toBe(0);
+    const gguf = (mounted.json as MountResult).gguf?.path ?? '';
+    expect(gguf).toMatch(/\.f32\.gguf$/u);
+    expect(mounted.stderr).toMatch(/atomic: fsynced[\s\S]*atomic: renamed/u);
+    const adapter = join(root, 'adapters', 'tiny-qwen2-lora');
+    const again = await runCli(['convert', adapter, '--base', BASE, '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ cached: true, output: gguf });
   });
 });
