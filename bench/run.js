@@ -5,7 +5,17 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const all = ['verify', 'convert', 'convert-7b', 'kernels', 'list', 'promote', 'run-startup'];
+const all = [
+  'verify',
+  'bin-scan',
+  'fuzz',
+  'convert',
+  'convert-7b',
+  'kernels',
+  'list',
+  'promote',
+  'run-startup',
+];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : all;
 let failed = 0;
 for (const name of chosen) {

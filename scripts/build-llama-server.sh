@@ -9,11 +9,17 @@
 #   --cache     cache root (default: $CODI_LLAMA_CACHE, else $XDG_CACHE_HOME/codi-adapter/llama.cpp)
 # Progress goes to stderr; the last line on stdout is the absolute path of llama-server.
 set -euo pipefail
+say() { printf '[llama-build] %s\n' "$*" >&2; }
+# Every failure names its cause on stderr, and stdout gets the path only on success: callers take the
+# last stdout line (`$(… | tail -n 1)`), so a failure must never leave a path there. A command that
+# fails without a message of its own is named by this trap.
+trap 'status=$?; say "failed (exit $status): line $LINENO: $BASH_COMMAND"; exit "$status"' ERR
+fail() { trap - ERR; say "$1"; exit "${2:-1}"; }
 
 NLC_VERSION="${NODE_LLAMA_CPP_VERSION:-3.21.1}"
 source_dir=""
 flavour="native"
-cache_root="${CODI_LLAMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codi-adapter/llama.cpp}"
+cache_root=""
 jobs="$(nproc 2>/dev/null || echo 2)"
 
 while [ $# -gt 0 ]; do
@@ -23,13 +29,13 @@ while [ $# -gt 0 ]; do
     --cache) cache_root="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "build-llama-server: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    *) fail "unknown argument '$1' (see --help)" 2 ;;
   esac
 done
+[ -n "$cache_root" ] || cache_root="${CODI_LLAMA_CACHE:-${XDG_CACHE_HOME:-${HOME:?is not set: give --cache}/.cache}/codi-adapter/llama.cpp}"
 
-say() { printf '[llama-build] %s\n' "$*" >&2; }
-need() { command -v "$1" >/dev/null 2>&1 || { say "missing tool: $1 (install it, e.g. apt-get install $2)"; exit 3; }; }
-need cmake cmake; need git git; need c++ g++; need tar tar
+need() { command -v "$1" >/dev/null 2>&1 || fail "missing tool: $1 (install it, e.g. apt-get install $2)" 3; }
+need cmake cmake; need git git; need c++ g++; need tar tar; need flock util-linux
 
 mkdir -p "$cache_root"
 cache_root="$(cd "$cache_root" && pwd)"
@@ -42,9 +48,13 @@ if [ -z "$source_dir" ]; then
     say "fetching node-llama-cpp@$NLC_VERSION from the npm registry (it carries the llama.cpp source bundle)"
     tmp="$(mktemp -d "$cache_root/.fetch-XXXXXX")"
     trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && npm pack --silent "node-llama-cpp@$NLC_VERSION" >/dev/null)
-    tar -xzf "$tmp"/node-llama-cpp-*.tgz -C "$tmp" package/llama/gitRelease.bundle package/llama/llama.cpp.info.json
-    git clone --quiet "$tmp/package/llama/gitRelease.bundle" "$tmp/llama.cpp" 2>/dev/null
+    # npm's and git's own error output goes to stderr; only their notices are kept quiet
+    (cd "$tmp" && npm pack --loglevel=error "node-llama-cpp@$NLC_VERSION" >/dev/null) \
+      || fail "npm pack node-llama-cpp@$NLC_VERSION failed (npm's error above; registry: $(npm config get registry 2>/dev/null || echo '?'))"
+    tar -xzf "$tmp"/node-llama-cpp-*.tgz -C "$tmp" package/llama/gitRelease.bundle package/llama/llama.cpp.info.json \
+      || fail "node-llama-cpp@$NLC_VERSION's package has no llama.cpp source bundle (tar's error above)"
+    git clone --quiet "$tmp/package/llama/gitRelease.bundle" "$tmp/llama.cpp" \
+      || fail "git clone of the llama.cpp source bundle in node-llama-cpp@$NLC_VERSION failed (git's error above)"
     cp "$tmp/package/llama/llama.cpp.info.json" "$tmp/llama.cpp.info.json"
     mkdir -p "$(dirname "$pkg_dir")"
     rm -rf "$pkg_dir"
@@ -58,13 +68,18 @@ if [ -z "$source_dir" ]; then
   version_key="nlc$NLC_VERSION-${tag:-unknown}-$commit"
 else
   [ -f "$source_dir/CMakeLists.txt" ] && [ -d "$source_dir/tools/server" ] \
-    || { say "$source_dir does not look like a llama.cpp source tree"; exit 3; }
+    || fail "$source_dir does not look like a llama.cpp source tree" 3
   if git -C "$source_dir" rev-parse HEAD >/dev/null 2>&1 && [ -z "$(git -C "$source_dir" status --porcelain 2>/dev/null)" ]; then
     version_key="local-$(git -C "$source_dir" rev-parse --short=12 HEAD)"
   else
-    # No clean git state: key on the content of the sources that go into the server.
-    version_key="local-$(cd "$source_dir" && find CMakeLists.txt cmake common ggml include src tools/server tools/ui vendor -type f \
-      -not -path '*/node_modules/*' -print0 2>/dev/null | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
+    # No clean git state: key on the content of the sources that go into the server (those of them
+    # this tree has: find fails on a missing one).
+    hashed=()
+    for p in CMakeLists.txt cmake common ggml include src tools/server tools/ui vendor; do
+      if [ -e "$source_dir/$p" ]; then hashed+=("$p"); fi
+    done
+    version_key="local-$(cd "$source_dir" && find "${hashed[@]}" -type f -not -path '*/node_modules/*' -print0 \
+      | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
   fi
 fi
 
@@ -104,21 +119,19 @@ say "building llama-server ($key) with $jobs jobs; this takes 10-20 minutes on 2
 say "full log: $log"
 start=$(date +%s)
 cmake -S "$source_dir" -B "$build" "${cmake_args[@]}" >"$log" 2>&1 \
-  || { tail -n 30 "$log" >&2; say "cmake configure failed"; exit 1; }
+  || { tail -n 30 "$log" >&2; fail "cmake configure failed (its last lines above; full log: $log)"; }
 # Show cmake's own [ NN%] progress lines, one per compiled unit, on stderr.
-set +e
+rc=0
 cmake --build "$build" --target llama-server -j "$jobs" 2>&1 | tee -a "$log" \
-  | grep --line-buffered -E '^\[ *[0-9]+%\]' | sed -u 's/^/[llama-build] /' >&2
-rc=${PIPESTATUS[0]}
-set -e
-[ "$rc" -eq 0 ] || { tail -n 30 "$log" >&2; say "build failed (exit $rc)"; exit 1; }
+  | grep --line-buffered -E '^\[ *[0-9]+%\]' | sed -u 's/^/[llama-build] /' >&2 || rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || { tail -n 30 "$log" >&2; fail "build failed (exit $rc; cmake's last lines above; full log: $log)"; }
 
 # Install into the cache in one rename so a crash never leaves a half-filled entry.
 stage="$(mktemp -d "$cache_root/.stage-XXXXXX")"
 mkdir -p "$stage/bin"
 cp -a "$build/bin/llama-server" "$stage/bin/"
 find "$build/bin" -maxdepth 1 -name '*.so*' -exec cp -a {} "$stage/bin/" \;
-"$stage/bin/llama-server" --version >"$stage/VERSION" 2>&1 || { cat "$stage/VERSION" >&2; say "built binary does not run"; exit 1; }
+"$stage/bin/llama-server" --version >"$stage/VERSION" 2>&1 || { cat "$stage/VERSION" >&2; fail "built binary does not run"; }
 printf '%s\n' "$key" >"$stage/KEY"
 rm -rf "$dest"
 mv "$stage" "$dest"

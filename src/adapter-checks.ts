@@ -136,6 +136,7 @@ export async function checkWeights(c: AdapterChecks): Promise<Weights> {
       // the pickle scanner (and the zip reader under it) loads only for the adapters that need it
       const { scanTorchBin } = await import('./files/torch-bin.js');
       const scan = await scanTorchBin(join(layout.dir, BIN_FILE));
+      for (const w of scan.warnings) c.findings.push(finding(w.code, w.message, BIN_FILE));
       if (layout.weightsFile === BIN_FILE) {
         weights.tensors = scan.tensors;
         weights.readable = true;

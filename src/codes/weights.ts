@@ -14,6 +14,8 @@ const REPICKLE_HINT =
   're-save the adapter with torch.save or PEFT save_pretrained, preferably as safetensors';
 const BIN_TO_SAFETENSORS_HINT =
   'convert it to adapter_model.safetensors in a trusted environment, e.g. safetensors.torch.save_file(torch.load(path, weights_only=True), "adapter_model.safetensors")';
+const UNSAFE_PICKLE_HINT =
+  'do not load this file with torch.load; get the adapter from a trusted source, preferably as adapter_model.safetensors';
 const NOT_TORCH_ZIP_HINT =
   'the file is not a PyTorch archive as torch.save writes it; re-save it, or convert it to safetensors';
 
@@ -125,14 +127,16 @@ export const WEIGHT_CODES = {
     level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'a pre-1.6 (non-zip) torch.save file or a bare pickle: unsupported',
+    summary:
+      'the legacy (non-zip) torch.save format (torch before 1.6, or any torch with _use_new_zipfile_serialization=False), its tar form, or a bare pickle: unsupported',
     hint: BIN_TO_SAFETENSORS_HINT,
   },
   BIN_NOT_TORCH_ZIP: {
     level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'a zip archive, but not laid out as torch.save writes it (one folder holding data.pkl)',
+    summary:
+      'a zip archive, but not laid out as torch.save writes it (one folder, that of the first entry, holding data.pkl; a version record of 1 to 10)',
     hint: BIN_TO_SAFETENSORS_HINT,
   },
   BIN_STORAGE_MISSING: {
@@ -151,22 +155,27 @@ export const WEIGHT_CODES = {
     hint: 'the file is damaged or was edited; re-save it',
   },
   BIN_STORAGE_OVERSIZED: {
-    level: warning,
+    level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'a storage entry is larger than its declared size',
+    summary:
+      'a storage entry holds more bytes than its declared size (torch.save writes exactly that many; torch 2.10 and later refuse it)',
+    hint: NOT_TORCH_ZIP_HINT,
   },
   BIN_UNREFERENCED_STORAGE: {
-    level: warning,
+    level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'a data/<key> entry no tensor refers to',
+    summary: 'a data/<key> entry, or a storage the pickle loads, that no tensor of the state dict uses',
+    hint: NOT_TORCH_ZIP_HINT,
   },
   BIN_UNEXPECTED_ENTRY: {
-    level: warning,
+    level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'an entry torch.save does not write',
+    summary:
+      'an entry torch.save does not write: a second pickle (constants.pkl makes torch.load run the TorchScript loader), or any other file',
+    hint: NOT_TORCH_ZIP_HINT,
   },
   BIN_BIG_ENDIAN: {
     level: warning,
@@ -187,7 +196,7 @@ export const WEIGHT_CODES = {
     exit: INVALID,
     check: 'weights',
     summary:
-      'the archive structure is inconsistent: bad signature, offsets or sizes out of range, overlapping or duplicate entries, local header disagreeing with the central directory, CRC-32 mismatch',
+      'the archive is inconsistent, or could read as another archive to another reader: bad signature, offsets or sizes out of range, overlapping or duplicate entries, names equal but for case, bytes no entry accounts for (before, between or after the entries), an end-record comment, a directory with data, a local header disagreeing with the central directory, a CRC-32 mismatch, a file that does not start with a local header',
     hint: NOT_TORCH_ZIP_HINT,
   },
   BIN_ZIP_UNSUPPORTED: {
@@ -195,7 +204,7 @@ export const WEIGHT_CODES = {
     exit: INVALID,
     check: 'weights',
     summary:
-      'the archive uses a feature PyTorch archives never use: encryption, several disks, a compression method other than STORED or DEFLATE',
+      'the archive uses a feature PyTorch archives never use: encryption, patched data, several disks, a compression method other than STORED or DEFLATE',
     hint: NOT_TORCH_ZIP_HINT,
   },
   BIN_ZIP_ENTRY_TOO_LARGE: {
@@ -210,21 +219,23 @@ export const WEIGHT_CODES = {
     exit: INVALID,
     check: 'weights',
     summary:
-      'the pickle names a global off the allow-list (os.system, builtins.eval, …), builds a global from computed strings, calls or mutates something only code could, or uses an opcode outside the allow-list',
-    hint: 'do not load this file with torch.load; get the adapter from a trusted source, preferably as adapter_model.safetensors',
+      'the pickle names a global off the allow-list (os.system, builtins.eval, …), builds a global from computed strings, calls or mutates something only code could, allocates memory of any size, uses an opcode outside the allow-list, or would load differently in torch than the scanner reads it (an argument across a frame boundary, BUILD on a tensor, a rebuild state that sets attributes, arguments NEWOBJ ignores)',
+    hint: UNSAFE_PICKLE_HINT,
   },
   PICKLE_INVALID: {
     level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'the pickle is truncated or garbled: it would fail to load',
+    summary:
+      'the pickle is truncated or garbled, or holds a value CPython refuses (a text number, a string that is not UTF-8, a storage on the meta device): it would fail to load',
     hint: REPICKLE_HINT,
   },
   PICKLE_TOO_COMPLEX: {
     level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'the pickle exceeds a scanner limit (opcodes, stack, memo, container cells, nesting)',
+    summary:
+      'the pickle exceeds a scanner limit (opcodes, stack, memo entries or memo index, container cells, nesting)',
     hint: REPICKLE_HINT,
   },
   PICKLE_NOT_STATE_DICT: {
@@ -242,10 +253,12 @@ export const WEIGHT_CODES = {
     hint: 'save the adapter with PEFT (save_pretrained), preferably with safe_serialization=True',
   },
   PICKLE_TRAILING_BYTES: {
-    level: warning,
+    level: error,
     exit: INVALID,
     check: 'weights',
-    summary: 'bytes follow the pickle STOP opcode',
+    summary:
+      'bytes follow the pickle STOP opcode (a second pickle, or anything else torch.save never writes)',
+    hint: UNSAFE_PICKLE_HINT,
   },
 
   // ----- the base model (convert, verify --base, mount --base)

@@ -19,6 +19,15 @@
  */
 import type { Code } from '../codes.js';
 import { FormatError } from './format-error.js';
+import {
+  decodeUtf8,
+  isFloat,
+  readInt,
+  readLong,
+  readMemoIndex,
+  readQuoted,
+  readRawUnicode,
+} from './pickle-text.js';
 import { quoteName } from './zip.js';
 
 export const PICKLE_ERROR_CODES = [
@@ -27,21 +36,19 @@ export const PICKLE_ERROR_CODES = [
   'PICKLE_TOO_COMPLEX',
   'PICKLE_NOT_STATE_DICT',
   'PICKLE_DUPLICATE_KEY',
+  'PICKLE_TRAILING_BYTES',
 ] as const satisfies readonly Code[];
 export const TORCH_BIN_ERROR_CODES = [
   'BIN_LEGACY_FORMAT',
   'BIN_NOT_TORCH_ZIP',
   'BIN_STORAGE_MISSING',
   'BIN_STORAGE_MISMATCH',
-  ...PICKLE_ERROR_CODES,
-] as const satisfies readonly Code[];
-export const TORCH_BIN_WARNING_CODES = [
-  'PICKLE_TRAILING_BYTES',
   'BIN_STORAGE_OVERSIZED',
   'BIN_UNREFERENCED_STORAGE',
   'BIN_UNEXPECTED_ENTRY',
-  'BIN_BIG_ENDIAN',
+  ...PICKLE_ERROR_CODES,
 ] as const satisfies readonly Code[];
+export const TORCH_BIN_WARNING_CODES = ['BIN_BIG_ENDIAN'] as const satisfies readonly Code[];
 export type PickleErrorCode = (typeof PICKLE_ERROR_CODES)[number];
 export type TorchBinErrorCode = (typeof TORCH_BIN_ERROR_CODES)[number];
 export type TorchBinWarningCode = (typeof TORCH_BIN_WARNING_CODES)[number];
@@ -84,6 +91,10 @@ export interface PickleLimits {
   /** values on the stack, across all open marks */
   maxStack: number;
   maxMarks: number;
+  /**
+   * memo entries, and one more than the highest memo index: CPython's unpickler allocates (and
+   * zeroes) an array up to twice the highest index it is given, however few entries there are
+   */
   maxMemo: number;
   /** items held by all lists, tuples, dicts and sets together */
   maxCells: number;
@@ -128,7 +139,7 @@ export interface TorchBinWarning {
 }
 
 export interface PickleScanResult {
-  /** the PROTO opcode's value; 0 when there is none (protocols 0 and 1) */
+  /** the last PROTO opcode's value, as CPython keeps it; 0 when there is none (protocols 0 and 1) */
   protocol: number;
   /** the state dict, in pickle order */
   tensors: PickleTensor[];
@@ -153,6 +164,8 @@ type GlobalRole =
   | { kind: 'size' }
   | { kind: 'set' }
   | { kind: 'bytes' }
+  /** `torch.Tensor` and the legacy tensor classes: calling one allocates memory of any size */
+  | { kind: 'tensor-class' }
   | { kind: 'opaque' };
 
 const LEGACY_STORAGES: Readonly<Record<string, TorchDtype>> = {
@@ -257,7 +270,7 @@ function buildAllowList(): ReadonlyMap<string, GlobalRole> {
     ['builtins.bytearray', { kind: 'bytes' }],
     ['_codecs.encode', { kind: 'bytes' }],
     ['builtins.complex', opaque],
-    ['torch.Tensor', opaque],
+    ['torch.Tensor', { kind: 'tensor-class' }],
     ['torch.device', opaque],
     ['torch.serialization._get_layout', opaque],
     ['torch.UntypedStorage', { kind: 'storage-class', dtype: 'U8' }],
@@ -280,8 +293,8 @@ function buildAllowList(): ReadonlyMap<string, GlobalRole> {
     m.set(`torch.${name}`, { kind: 'storage-class', dtype });
   for (const [name, dtype] of Object.entries(DTYPES)) m.set(`torch.${name}`, { kind: 'dtype', dtype });
   for (const t of TENSOR_CLASSES) {
-    m.set(`torch.${t}Tensor`, opaque);
-    m.set(`torch.cuda.${t}Tensor`, opaque);
+    m.set(`torch.${t}Tensor`, { kind: 'tensor-class' });
+    m.set(`torch.cuda.${t}Tensor`, { kind: 'tensor-class' });
   }
   for (const q of [
     'per_tensor_affine',
@@ -439,9 +452,10 @@ const SET: Value = { t: 'set' };
 const EMPTY_TUPLE_ITEMS: Value[] = [];
 
 /** Ints with more digits than this are kept as "large": no shape, offset or index needs them. */
-const MAX_INT_DIGITS = 40;
 const MAX_INT_BYTES = 16;
 const MAX_REBUILD_NESTING = 4;
+/** where torch.load restores a storage's bytes to (a `meta` storage loads without them) */
+const STORAGE_LOCATION = /^(?:cpu|(?:cuda|mps|xpu|hpu|npu|privateuseone)(?::\d+)?)$/;
 
 function describe(v: Value): string {
   switch (v.t) {
@@ -476,19 +490,6 @@ function describe(v: Value): string {
   }
 }
 
-const utf8Lenient = new TextDecoder('utf-8');
-const SIMPLE_ESCAPES: Readonly<Record<string, number>> = {
-  n: 10,
-  t: 9,
-  r: 13,
-  '\\': 92,
-  "'": 39,
-  '"': 34,
-  a: 7,
-  b: 8,
-  f: 12,
-  v: 11,
-};
 const latin1 = new TextDecoder('latin1');
 
 // ---------------------------------------------------------------------------------------------------
@@ -514,7 +515,6 @@ class Scanner {
   private readonly memo = new Map<number, Value>();
   private cells = 0;
   private protocol = 0;
-  private sawProto = false;
   private frameEnd = -1;
   private readonly storages = new Map<string, StorageValue>();
   private readonly globals = new Set<string>();
@@ -530,11 +530,12 @@ class Scanner {
   scan(): PickleScanResult {
     const root = this.run();
     if (this.pos < this.bytes.length) {
-      this.warnings.push({
-        code: 'PICKLE_TRAILING_BYTES',
-        message: `${this.bytes.length - this.pos} bytes follow the pickle's STOP opcode at byte ${this.opStart}; they are ignored by torch.load`,
-        pointer: String(this.pos),
-      });
+      // torch.save never writes them: a second pickle, or anything else, for some other reader
+      throw pickleError(
+        'PICKLE_TRAILING_BYTES',
+        `${this.bytes.length - this.pos} bytes follow the pickle's STOP opcode at byte ${this.opStart}; torch.load ignores them, and torch.save never writes them`,
+        this.pos,
+      );
     }
     return {
       protocol: this.protocol,
@@ -585,6 +586,19 @@ class Scanner {
     if (n > this.bytes.length - this.pos) {
       throw this.invalid(`the pickle is truncated: ${n} bytes needed, ${this.bytes.length - this.pos} left`);
     }
+    if (this.pos < this.frameEnd && this.pos + n > this.frameEnd) throw this.straddle(this.pos + n);
+  }
+
+  /**
+   * An argument that starts inside a frame and ends past it. CPython's C unpickler (before 3.13.15
+   * and 3.14.7), reading torch's `data.pkl` from a BytesIO, drops the rest of the frame and reads the
+   * argument from the bytes after it, so the bytes one reader takes as data the other runs as
+   * opcodes; newer ones refuse it, as pure-Python pickle always did.
+   */
+  private straddle(end: number): FormatError {
+    return this.unsafe(
+      `an argument runs from byte ${this.pos} to ${end}, across the end of its frame at ${this.frameEnd}; CPython's C unpickler reads such a pickle differently (it skips the rest of the frame)`,
+    );
   }
 
   private u8(): number {
@@ -631,13 +645,19 @@ class Scanner {
     return out;
   }
 
-  /** A protocol-0 argument: the bytes up to the next newline, which is consumed. */
+  /** A protocol-0 argument: the bytes up to and with the next newline, as CPython's readline. */
   private line(): Uint8Array {
     const end = this.bytes.indexOf(0x0a, this.pos);
     if (end < 0) throw this.invalid('the pickle is truncated: a text argument has no terminating newline');
-    const out = this.bytes.subarray(this.pos, end);
+    if (this.pos < this.frameEnd && end + 1 > this.frameEnd) throw this.straddle(end + 1);
+    const out = this.bytes.subarray(this.pos, end + 1);
     this.pos = end + 1;
     return out;
+  }
+
+  /** A module or attribute name line of GLOBAL or INST, without its newline. */
+  private nameLine(): string {
+    return this.utf8(this.line().subarray(0, -1));
   }
 
   // --- the stack ----------------------------------------------------------------------------------
@@ -683,6 +703,12 @@ class Scanner {
   }
 
   private memoPut(key: number, v: Value): void {
+    if (key >= this.limits.maxMemo) {
+      throw this.tooComplex(
+        `as the highest memo index (${key} is given; CPython's unpickler allocates memory up to twice the highest index)`,
+        this.limits.maxMemo - 1,
+      );
+    }
     if (!this.memo.has(key) && this.memo.size >= this.limits.maxMemo) {
       throw this.tooComplex('memo entries', this.limits.maxMemo);
     }
@@ -697,79 +723,43 @@ class Scanner {
 
   // --- text arguments (protocol 0) ----------------------------------------------------------------
 
-  private decimal(text: string, what: string): bigint | undefined {
-    const s = text.trim();
-    if (!/^[+-]?(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9_]+)$/.test(s)) {
-      throw this.invalid(`${what} ${quoteName(text, 40)} is not an integer`);
-    }
-    if (s.length > MAX_INT_DIGITS) return undefined;
-    const negative = s.startsWith('-');
-    const body = s.replace(/^[+-]/, '').replace(/_/g, '');
-    if (body.length === 0) throw this.invalid(`${what} ${quoteName(text, 40)} is not an integer`);
-    const prefixed = /^0[xXoObB]/.test(body);
-    const magnitude = BigInt(prefixed ? body : body.replace(/^0+(?=\d)/, ''));
-    return negative ? -magnitude : magnitude;
-  }
-
-  private memoKey(text: string): number {
-    const key = this.decimal(text, 'memo key');
-    if (key === undefined || key < 0n || key > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw this.invalid(`memo key ${quoteName(text, 40)} is out of range`);
-    }
-    return Number(key);
-  }
-
-  /** Python's STRING argument: a quoted literal with backslash escapes. */
-  private quoted(raw: Uint8Array): string {
-    const text = latin1.decode(raw);
-    const q = text[0];
-    if (text.length < 2 || (q !== '"' && q !== "'") || text[text.length - 1] !== q) {
-      throw this.invalid('the STRING argument is not quoted');
-    }
-    const body = text.slice(1, -1);
-    const bytes: number[] = [];
-    for (let i = 0; i < body.length; i++) {
-      const c = body.charCodeAt(i);
-      if (c !== 0x5c || i + 1 >= body.length) {
-        bytes.push(c);
-        continue;
-      }
-      const e = body[++i] ?? '';
-      const mapped = SIMPLE_ESCAPES[e];
-      if (mapped !== undefined) {
-        bytes.push(mapped);
-      } else if (e === 'x' && /^[0-9a-fA-F]{2}$/.test(body.slice(i + 1, i + 3))) {
-        bytes.push(parseInt(body.slice(i + 1, i + 3), 16));
-        i += 2;
-      } else if (/[0-7]/.test(e)) {
-        const oct = /^[0-7]{1,3}/.exec(body.slice(i))?.[0] ?? e;
-        bytes.push(parseInt(oct, 8) & 0xff);
-        i += oct.length - 1;
-      } else if (e === '\n') {
-        // a line continuation
-      } else {
-        bytes.push(0x5c, e.charCodeAt(0));
-      }
-    }
-    return utf8Lenient.decode(Uint8Array.from(bytes));
-  }
-
-  /** Python's raw-unicode-escape: latin-1 text in which only \uXXXX and \UXXXXXXXX are escapes. */
-  private rawUnicode(raw: Uint8Array): string {
-    return latin1
-      .decode(raw)
-      .replace(
-        /\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})/g,
-        (_m, u4: string | undefined, u8: string | undefined) => {
-          const cp = parseInt(u4 ?? u8 ?? '0', 16);
-          return cp <= 0x10ffff ? String.fromCodePoint(cp) : '\ufffd';
-        },
+  /** A text number, as CPython reads it; `what` names it in the error when CPython refuses it. */
+  private textInt(value: { t: 'int'; v: bigint | undefined } | { t: 'bool' } | null, raw: Uint8Array): Value {
+    if (value === null) {
+      throw this.invalid(
+        `${opName(this.op)} argument ${quoteName(latin1.decode(raw.subarray(0, -1)), 40)} is not a number CPython reads`,
       );
+    }
+    return value.t === 'bool' ? BOOL : value;
+  }
+
+  private memoKey(raw: Uint8Array): number {
+    const key = readMemoIndex(raw);
+    if (key === null || key === undefined || key < 0n) {
+      throw this.invalid(`memo key ${quoteName(latin1.decode(raw.subarray(0, -1)), 40)} is not a memo index`);
+    }
+    return key > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(key);
+  }
+
+  /** Text CPython decodes as UTF-8 (strictly): a name, a key, a Python 2 string as torch reads it. */
+  private utf8(raw: Uint8Array): string {
+    const text = decodeUtf8(raw);
+    if (text === null) throw this.invalid('a string is not valid UTF-8, which torch.load refuses');
+    return text;
   }
 
   private str(raw: Uint8Array): Value {
     // torch.load decodes Python 2 byte strings as UTF-8, so they become str as well
-    return { t: 'str', v: utf8Lenient.decode(raw) };
+    return { t: 'str', v: this.utf8(raw) };
+  }
+
+  /** The text argument of a STRING or UNICODE opcode, decoded as CPython decodes it. */
+  private text(decoded: string | null): Value {
+    if (decoded === null)
+      throw this.invalid(
+        `the ${opName(this.op)} argument is not one CPython decodes (quotes, escapes or UTF-8)`,
+      );
+    return { t: 'str', v: decoded };
   }
 
   private bytesValue(raw: Uint8Array): Value {
@@ -818,6 +808,7 @@ class Scanner {
             `${fn.path} expects (tensor, requires_grad, hooks${role.args === 4 ? ', state' : ''})`,
           );
         }
+        if (role.args === 4) this.emptyState(args[3], fn.path);
         return data;
       }
       case 'parameter': {
@@ -834,6 +825,7 @@ class Scanner {
         }
         if (nesting >= MAX_REBUILD_NESTING)
           throw this.tooComplex('nested rebuild calls', MAX_REBUILD_NESTING);
+        this.emptyState(args[3], fn.path);
         return this.call(func, inner.items, nesting + 1);
       }
       case 'size': {
@@ -845,12 +837,49 @@ class Scanner {
       case 'set':
         return SET;
       case 'bytes':
+        // bytearray(n) allocates n zero bytes: only copies of data in the pickle are sizes it bounds
+        if (args.some((a) => a.t !== 'str' && a.t !== 'bytes')) {
+          throw this.unsafe(
+            `${fn.path} is called with ${args.map(describe).join(', ')}; with a number it allocates memory of any size, and torch.save passes it only strings`,
+          );
+        }
         return { t: 'bytes', ascii: undefined };
+      case 'tensor-class':
       case 'storage-class':
+        throw this.unsafe(
+          `${opName(this.op)} calls ${fn.path}, which allocates memory of any size; torch.save never writes it`,
+        );
       case 'dtype':
+        throw this.invalid(`${opName(this.op)} calls ${fn.path}, which is not callable`);
       case 'opaque':
         return { t: 'object', type: fn.path };
     }
+  }
+
+  /**
+   * NEWOBJ and NEWOBJ_EX create with `cls.__new__(cls, *args)` (CPython and torch's weights-only
+   * unpickler alike): a dict, set or bytearray comes out empty whatever the arguments, so arguments
+   * given to one are refused rather than read as if they were applied.
+   */
+  private newObject(cls: Value, args: Value[]): Value {
+    if (cls.t !== 'global') {
+      throw this.unsafe(`${opName(this.op)} instantiates ${describe(cls)}, not an allow-listed class`);
+    }
+    const kind = cls.role.kind;
+    if (
+      kind === 'rebuild-tensor' ||
+      kind === 'rebuild-parameter' ||
+      kind === 'rebuild-from-type' ||
+      kind === 'dtype'
+    ) {
+      throw this.invalid(`${opName(this.op)} instantiates ${cls.path}, which is not a class`);
+    }
+    if ((kind === 'dict' || kind === 'set' || kind === 'bytes') && args.length > 0) {
+      throw this.unsafe(
+        `${opName(this.op)} passes arguments to ${cls.path}, which ignores them (cls.__new__): torch would load an empty one`,
+      );
+    }
+    return this.call(cls, args);
   }
 
   private newDict(type: 'OrderedDict' | 'Counter', args: Value[], path: string): Value {
@@ -979,6 +1008,12 @@ class Scanner {
     if (key?.t !== 'str' || key.v.length === 0)
       throw this.invalid('a storage key must be a non-empty string');
     if (location?.t !== 'str') throw this.invalid('a storage location must be a string');
+    if (!STORAGE_LOCATION.test(location.v)) {
+      // "meta" storages load without their bytes: torch would hold no data where the scanner reads some
+      throw this.invalid(
+        `storage ${quoteName(key.v)} is placed on ${quoteName(location.v, 40)}, not a device torch restores data to`,
+      );
+    }
     const numel = this.int(numelValue, 'the element count', 'storage reference');
     const dtype = cls.role.dtype;
     const itemSize = TORCH_DTYPE_SIZES[dtype];
@@ -1006,14 +1041,57 @@ class Scanner {
     return value;
   }
 
+  /**
+   * BUILD: torch.save writes it only to give a state dict its `_metadata` attribute. On a tensor,
+   * torch calls `Tensor.set_(*state)` (weights-only too), which can point it at another storage,
+   * offset or shape than the one the scanner read; a Parameter's `__setstate__` can replace its data.
+   */
   private build(): void {
-    this.pop(); // the state: data only, never looked at
+    const state = this.pop();
     const target = this.top();
-    const ok =
-      target.t === 'tensor' || target.t === 'object' || (target.t === 'dict' && target.type !== 'dict');
-    if (!ok) {
+    if (target.t === 'tensor') {
       throw this.unsafe(
-        `BUILD sets the state of ${describe(target)}; only tensors, OrderedDicts and allow-listed objects may be built`,
+        'BUILD on a tensor: torch would call Tensor.set_ with the state, which can re-point it at another storage or shape than the scanner reads; torch.save never writes it',
+      );
+    }
+    if (target.t !== 'dict' || target.type === 'dict') {
+      throw this.unsafe(
+        `BUILD sets the state of ${describe(target)}; only an OrderedDict's attributes (its _metadata) may be set`,
+      );
+    }
+    this.attributes(state, 'BUILD on an OrderedDict');
+  }
+
+  /** A state of attributes: a dict of names that are no dunders (or None), only data in it. */
+  private attributes(state: Value, what: string): void {
+    if (state.t === 'none') return;
+    if (state.t !== 'dict') {
+      throw this.unsafe(
+        `${what} with ${describe(state)} as its state; torch.save writes a dict of attributes`,
+      );
+    }
+    for (const [key] of state.entries) {
+      if (key.t !== 'str' || key.v.startsWith('__')) {
+        throw this.unsafe(`${what} sets the attribute ${describe(key)}; torch.save never writes it`);
+      }
+    }
+  }
+
+  /**
+   * The state a Parameter or tensor subclass is rebuilt with: torch sets every attribute in it, so
+   * one named `data` (or anything else) could replace the tensor the scanner read. torch.save writes
+   * one only for an object with attributes of its own, which an adapter's weights do not have.
+   */
+  private emptyState(state: Value | undefined, path: string): void {
+    const empty =
+      state === undefined ||
+      state.t === 'none' ||
+      (state.t === 'dict' && state.entries.length === 0) ||
+      (state.t === 'tuple' &&
+        state.items.every((v) => v.t === 'none' || (v.t === 'dict' && v.entries.length === 0)));
+    if (!empty) {
+      throw this.unsafe(
+        `${path} rebuilds a tensor with ${describe(state)} as its state, whose attributes torch would set on it (a "data" one replaces the tensor)`,
       );
     }
   }
@@ -1044,18 +1122,21 @@ class Scanner {
         throw this.invalid('the pickle ends without a STOP opcode: it is truncated');
       }
       this.op = this.bytes[this.pos++] ?? 0;
-      if (this.frameEnd >= 0 && this.pos > this.frameEnd) this.frameEnd = -1;
+      if (this.frameEnd >= 0 && this.opStart >= this.frameEnd) this.frameEnd = -1;
       switch (this.op) {
         case OP.PROTO: {
           const proto = this.u8();
           if (proto > 5) throw this.invalid(`unsupported pickle protocol ${proto}`);
-          if (!this.sawProto) this.protocol = proto;
-          this.sawProto = true;
+          // CPython keeps the last one, and reads names by it
+          this.protocol = proto;
           break;
         }
         case OP.FRAME: {
-          if (this.frameEnd > this.opStart)
-            throw this.invalid('a new frame begins before the current one ends');
+          // CPython's C unpickler (before 3.13.15 and 3.14.7) may then drop the rest of this frame
+          if (this.frameEnd > this.pos)
+            throw this.unsafe(
+              'a new frame begins before the current one ends, which unpicklers read differently',
+            );
           const length = this.length64();
           this.frameEnd = this.pos + length;
           break;
@@ -1080,7 +1161,7 @@ class Scanner {
           this.push(this.top());
           break;
         case OP.PUT:
-          this.memoPut(this.memoKey(latin1.decode(this.line())), this.top());
+          this.memoPut(this.memoKey(this.line()), this.top());
           break;
         case OP.BINPUT:
           this.memoPut(this.u8(), this.top());
@@ -1092,7 +1173,7 @@ class Scanner {
           this.memoPut(this.memo.size, this.top());
           break;
         case OP.GET:
-          this.push(this.memoGet(this.memoKey(latin1.decode(this.line()))));
+          this.push(this.memoGet(this.memoKey(this.line())));
           break;
         case OP.BINGET:
           this.push(this.memoGet(this.u8()));
@@ -1110,17 +1191,13 @@ class Scanner {
           this.push(BOOL);
           break;
         case OP.INT: {
-          const text = latin1.decode(this.line());
-          if (text === '00' || text === '01') this.push(BOOL);
-          else this.push({ t: 'int', v: this.decimal(text, 'INT argument') });
+          const raw = this.line();
+          this.push(this.textInt(readInt(raw), raw));
           break;
         }
         case OP.LONG: {
-          const text = latin1.decode(this.line());
-          this.push({
-            t: 'int',
-            v: this.decimal(text.endsWith('L') ? text.slice(0, -1) : text, 'LONG argument'),
-          });
+          const raw = this.line();
+          this.push(this.textInt(readLong(raw), raw));
           break;
         }
         case OP.BININT:
@@ -1142,9 +1219,11 @@ class Scanner {
           break;
         }
         case OP.FLOAT: {
-          const text = latin1.decode(this.line()).trim();
-          if (!/^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf|nan|infinity)$/i.test(text)) {
-            throw this.invalid(`FLOAT argument ${quoteName(text, 40)} is not a number`);
+          const raw = this.line();
+          if (!isFloat(raw)) {
+            throw this.invalid(
+              `FLOAT argument ${quoteName(latin1.decode(raw.subarray(0, -1)), 40)} is not a number CPython reads`,
+            );
           }
           this.push(FLOAT);
           break;
@@ -1156,7 +1235,7 @@ class Scanner {
 
         // --- strings and bytes
         case OP.STRING:
-          this.push({ t: 'str', v: this.quoted(this.line()) });
+          this.push(this.text(readQuoted(this.line())));
           break;
         case OP.BINSTRING: {
           const n = this.i32();
@@ -1168,7 +1247,7 @@ class Scanner {
           this.push(this.str(this.take(this.u8())));
           break;
         case OP.UNICODE:
-          this.push({ t: 'str', v: this.rawUnicode(this.line()) });
+          this.push(this.text(readRawUnicode(this.line())));
           break;
         case OP.BINUNICODE:
           this.push(this.str(this.take(this.u32())));
@@ -1284,8 +1363,8 @@ class Scanner {
 
         // --- globals, calls, persistent ids
         case OP.GLOBAL: {
-          const moduleName = utf8Lenient.decode(this.line());
-          const name = utf8Lenient.decode(this.line());
+          const moduleName = this.nameLine();
+          const name = this.nameLine();
           this.push(this.global(moduleName, name));
           break;
         }
@@ -1316,7 +1395,7 @@ class Scanner {
           if (cls.t !== 'global')
             throw this.unsafe(`NEWOBJ instantiates ${describe(cls)}, not an allow-listed class`);
           if (args.t !== 'tuple') throw this.invalid(`NEWOBJ arguments are ${describe(args)}, not a tuple`);
-          this.push(this.call(cls, args.items));
+          this.push(this.newObject(cls, args.items));
           break;
         }
         case OP.NEWOBJ_EX: {
@@ -1327,12 +1406,16 @@ class Scanner {
             throw this.unsafe(`NEWOBJ_EX instantiates ${describe(cls)}, not an allow-listed class`);
           if (args.t !== 'tuple' || kwargs.t !== 'dict')
             throw this.invalid('NEWOBJ_EX needs an argument tuple and a keyword dict');
-          this.push(this.call(cls, args.items));
+          if (kwargs.entries.length > 0)
+            throw this.unsafe(
+              `NEWOBJ_EX passes keyword arguments to ${cls.path}; torch.save never writes them`,
+            );
+          this.push(this.newObject(cls, args.items));
           break;
         }
         case OP.INST: {
-          const moduleName = utf8Lenient.decode(this.line());
-          const name = utf8Lenient.decode(this.line());
+          const moduleName = this.nameLine();
+          const name = this.nameLine();
           const cls = this.global(moduleName, name);
           this.push(this.call(cls, this.popMark()));
           break;

@@ -131,6 +131,8 @@ class HeaderReader {
         typeof key === 'string' ? { key } : undefined,
       );
     if (key === undefined) {
+      // the reference crate reads `__metadata__` as an Option: null is no metadata
+      if (value === null) return null;
       if (!(value instanceof JsonObject)) {
         throw fail(`${METADATA_KEY} must be an object of string values, found ${describeKind(value)}`);
       }

@@ -138,6 +138,8 @@ export function acceptPlainHeader(
     const entry = object[name];
     members++;
     colonsInStrings += colonsIn(name);
+    // the reference crate reads `__metadata__` as an Option: null is no metadata
+    if (name === METADATA_KEY && entry === null) continue;
     if (isAwkwardKey(name) || typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
       return null;
     }

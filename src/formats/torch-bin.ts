@@ -2,7 +2,12 @@
  * PyTorch `.bin` files as `torch.save` writes them: a zip archive (zip.ts) with one
  * `<folder>/data.pkl` and a `<folder>/data/<key>` entry per tensor storage. The pickle is scanned,
  * never run (pickle.ts), and what it says is checked against the archive around it: every storage it
- * refers to is there and large enough, and nothing else hides in the archive.
+ * refers to is there with exactly its size, and nothing rides along: no entry torch.save does not
+ * write (another pickle, a storage no tensor uses, anything outside the folder), since its only use
+ * would be for some other reader to find.
+ *
+ * torch.load takes a file for a zip archive only when it starts with a local header (`PK\x03\x04`);
+ * anything else goes to its legacy reader, which unpickles before it checks anything.
  *
  * Errors are `FormatError`s with a `BIN_*`, `PICKLE_*` or `BIN_ZIP_*` code (files/torch-bin.ts scans
  * a file).
@@ -41,7 +46,7 @@ export interface ScanTorchBinOptions {
 
 export const DEFAULT_MAX_PICKLE_BYTES = 64 * 1024 * 1024;
 
-/** pickle PROTO 2, LONG1 of 10 bytes: the magic number the pre-1.6 format starts with */
+/** pickle PROTO 2, LONG1 of 10 bytes: the magic number the legacy (non-zip) format starts with */
 const LEGACY_MAGIC = Uint8Array.from([
   0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
 ]);
@@ -90,8 +95,8 @@ export async function scanTorchBinSource(
   }));
   const byteorder = await readByteorder(zip, prefix, warnings);
   const formatVersion = await readFormatVersion(zip, prefix);
-  checkStorages(zip, prefix, scanned.storages, warnings);
-  checkOtherEntries(zip, pkl, prefix, scanned.storages, warnings);
+  checkStorages(zip, prefix, scanned);
+  checkOtherEntries(zip, pkl, prefix, scanned.storages);
   return {
     archive: prefix.slice(0, -1),
     protocol: scanned.protocol,
@@ -104,43 +109,55 @@ export async function scanTorchBinSource(
   };
 }
 
-/** A legacy (pre-1.6) file, a bare pickle or anything else that is no zip, refused by what it starts with. */
+const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04];
+const LEGACY_WRITERS =
+  'the legacy torch.save format (not a zip archive), which torch before 1.6 writes, and any torch with _use_new_zipfile_serialization=False';
+
+/**
+ * Anything torch.load would not read as a zip archive, refused by what it starts with: the legacy
+ * format (pickles in a row, or a tar), a bare pickle, other files.
+ */
 async function refuseNonZip(source: ZipSource): Promise<void> {
-  const head = await source.read(0, Math.min(source.size, 16));
-  if (head[0] === 0x80) {
-    const legacy = head.length >= 2 + LEGACY_MAGIC.length && LEGACY_MAGIC.every((b, i) => head[2 + i] === b);
+  const head = await source.read(0, Math.min(source.size, 512));
+  // a file cut inside the first signature is still a (truncated) zip for the zip reader to report
+  if (ZIP_MAGIC.every((b, i) => i >= head.length || head[i] === b)) return;
+  const tar = head.length >= 262 && new TextDecoder('latin1').decode(head.subarray(257, 262)) === 'ustar';
+  if (head[0] === 0x80 || tar) {
+    const legacy =
+      tar || (head.length >= 2 + LEGACY_MAGIC.length && LEGACY_MAGIC.every((b, i) => head[2 + i] === b));
     throw binError(
       'BIN_LEGACY_FORMAT',
       legacy
-        ? 'unsupported legacy PyTorch format (saved before PyTorch 1.6, not a zip archive); re-save it with torch.save (zip format) or convert it to safetensors'
-        : 'a bare pickle, not a PyTorch zip archive: unsupported legacy format; re-save it with torch.save (zip format) or convert it to safetensors',
+        ? `unsupported: ${LEGACY_WRITERS}${tar ? ' (its tar form)' : ''}; torch.load unpickles it before it checks anything`
+        : `a bare pickle, not a PyTorch zip archive: unsupported, like ${LEGACY_WRITERS}`,
       '0',
     );
   }
-  // a file cut inside the first signature is still a (truncated) zip for the zip reader to report
-  const looksZip = head[0] === 0x50 && (head.length < 2 || head[1] === 0x4b);
-  if (head.length > 0 && !looksZip) {
-    throw new FormatError(
-      'BIN_ZIP_INVALID',
-      'not a PyTorch archive: torch.save writes a zip file, and this is not one',
-      { pointer: '0' },
-    );
-  }
+  throw new FormatError(
+    'BIN_ZIP_INVALID',
+    head[0] === 0x50 && head[1] === 0x4b
+      ? 'the file starts with another zip record than a local header: torch.load would not read it as a zip archive but hand it to its legacy reader'
+      : 'not a PyTorch archive: torch.save writes a zip file, and this is not one',
+    { pointer: '0' },
+  );
 }
 
-/** The archive's one `<folder>/data.pkl`, with every entry inside that folder. */
+/**
+ * The archive's `<folder>/data.pkl`, with every entry inside that folder. torch takes the folder from
+ * the name of the first entry of the central directory, and refuses an entry outside it.
+ */
 function findPickle(zip: ZipArchive): { pkl: ZipEntry; prefix: string } {
-  const pickles = zip.entries.filter((e) => /^[^/]+\/data\.pkl$/.test(e.name));
-  const pkl = pickles[0];
-  if (pkl === undefined || pickles.length > 1) {
+  const first = zip.entries[0]?.name ?? '';
+  const archive = first.includes('/') ? first.slice(0, first.indexOf('/')) : undefined;
+  const pkl = archive === undefined ? undefined : zip.get(`${archive}/data.pkl`);
+  if (archive === undefined || pkl === undefined) {
     throw binError(
       'BIN_NOT_TORCH_ZIP',
-      pkl === undefined
-        ? 'the zip archive has no <folder>/data.pkl: it is not a torch.save file'
-        : `the zip archive has ${pickles.length} <folder>/data.pkl entries; torch.save writes one`,
+      archive === undefined
+        ? `the first entry of the zip archive, ${quoteName(first)}, is not in a folder: it is not a torch.save file`
+        : `the zip archive has no ${quoteName(`${archive}/data.pkl`)} (torch reads the folder of its first entry): it is not a torch.save file`,
     );
   }
-  const archive = pkl.name.slice(0, -'/data.pkl'.length);
   const prefix = `${archive}/`;
   const stray = zip.entries.find((e) => !e.name.startsWith(prefix));
   if (stray !== undefined) {
@@ -191,26 +208,43 @@ async function readByteorder(
   return text;
 }
 
-async function readFormatVersion(zip: ZipArchive, prefix: string): Promise<number | undefined> {
+/** The archive's format version, which torch.load needs (it reads `.data/version` first), 1 to 10. */
+async function readFormatVersion(zip: ZipArchive, prefix: string): Promise<number> {
   const entry = zip.get(`${prefix}.data/version`) ?? zip.get(`${prefix}version`);
-  if (entry === undefined) return undefined;
-  const text = new TextDecoder('latin1').decode(await zip.read(entry, 64)).trim();
-  if (!/^\d{1,6}$/.test(text)) {
-    throw binError('BIN_NOT_TORCH_ZIP', `the version record says ${quoteName(text)}, not a number`);
+  if (entry === undefined) {
+    throw binError(
+      'BIN_NOT_TORCH_ZIP',
+      'the archive has no version record, without which torch.load refuses it',
+    );
   }
-  return Number(text);
+  const text = new TextDecoder('latin1').decode(await zip.read(entry, 64)).trim();
+  const version = /^\d{1,6}$/.test(text) ? Number(text) : NaN;
+  if (!(version >= 1 && version <= 10)) {
+    throw binError(
+      'BIN_NOT_TORCH_ZIP',
+      `the version record says ${quoteName(text)}, not a format version torch reads (1 to 10)`,
+    );
+  }
+  return version;
 }
 
-/** Every storage the pickle refers to has an entry of at least its size. */
-function checkStorages(
-  zip: ZipArchive,
-  prefix: string,
-  storages: readonly PickleStorage[],
-  warnings: TorchBinWarning[],
-): void {
-  for (const storage of storages) {
+/**
+ * Every storage the pickle refers to is used by a tensor of the state dict and has an entry of
+ * exactly its size (torch 2.10 and later refuse any other size; earlier ones read a short record's
+ * missing bytes as garbage and ignore a long one's tail).
+ */
+function checkStorages(zip: ZipArchive, prefix: string, scanned: PickleScanResult): void {
+  const used = new Set(scanned.tensors.map((t) => t.storageKey));
+  for (const storage of scanned.storages) {
     const name = `${prefix}data/${storage.key}`;
     const entry = zip.get(name);
+    if (!used.has(storage.key)) {
+      throw binError(
+        'BIN_UNREFERENCED_STORAGE',
+        `storage ${quoteName(storage.key)} is loaded by the pickle, but no tensor of the state dict uses it`,
+        entry === undefined ? undefined : String(entry.localHeaderOffset),
+      );
+    }
     if (entry === undefined) {
       throw binError(
         'BIN_STORAGE_MISSING',
@@ -225,39 +259,41 @@ function checkStorages(
       );
     }
     if (entry.uncompressedSize > storage.byteLength) {
-      warnings.push({
-        code: 'BIN_STORAGE_OVERSIZED',
-        message: `storage entry ${quoteName(name)} holds ${entry.uncompressedSize} bytes, more than the ${storage.byteLength} declared`,
-        pointer: String(entry.localHeaderOffset),
-      });
+      throw binError(
+        'BIN_STORAGE_OVERSIZED',
+        `storage entry ${quoteName(name)} holds ${entry.uncompressedSize} bytes, more than the ${storage.byteLength} its ${storage.numel} × ${storage.dtype} elements take; torch.save writes exactly those`,
+        String(entry.localHeaderOffset),
+      );
     }
   }
 }
 
-/** Entries that are neither the pickle nor a storage it refers to: warned about. */
+/** Entries that are neither the pickle, a storage it uses, nor a record torch.save writes: refused. */
 function checkOtherEntries(
   zip: ZipArchive,
   pkl: ZipEntry,
   prefix: string,
   storages: readonly PickleStorage[],
-  warnings: TorchBinWarning[],
 ): void {
   const referenced = new Set(storages.map((s) => `${prefix}data/${s.key}`));
   for (const e of zip.entries) {
     if (e === pkl || referenced.has(e.name) || e.name.endsWith('/')) continue;
     const record = e.name.slice(prefix.length);
+    const at = String(e.localHeaderOffset);
     if (record.startsWith('data/')) {
-      warnings.push({
-        code: 'BIN_UNREFERENCED_STORAGE',
-        message: `entry ${quoteName(e.name)} is a storage no tensor refers to`,
-        pointer: String(e.localHeaderOffset),
-      });
-    } else if (!KNOWN_RECORDS.has(record)) {
-      warnings.push({
-        code: 'BIN_UNEXPECTED_ENTRY',
-        message: `entry ${quoteName(e.name)} is not something torch.save writes for a state dict`,
-        pointer: String(e.localHeaderOffset),
-      });
+      throw binError(
+        'BIN_UNREFERENCED_STORAGE',
+        `entry ${quoteName(e.name)} is a storage no tensor refers to`,
+        at,
+      );
     }
+    if (KNOWN_RECORDS.has(record)) continue;
+    throw binError(
+      'BIN_UNEXPECTED_ENTRY',
+      /\.pkl$/i.test(record)
+        ? `entry ${quoteName(e.name)} is a second pickle${record === 'constants.pkl' ? ' (with it torch.load hands the file to torch.jit.load, a TorchScript loader)' : ''}; torch.save writes only data.pkl`
+        : `entry ${quoteName(e.name)} is not something torch.save writes`,
+      at,
+    );
   }
 }

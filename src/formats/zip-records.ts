@@ -49,7 +49,7 @@ export const DEFAULT_ZIP_LIMITS: Readonly<ZipLimits> = Object.freeze({
   maxEntryReadBytes: 64 * 1024 * 1024,
 });
 
-const SIG_LOCAL = 0x04034b50;
+export const SIG_LOCAL = 0x04034b50;
 const SIG_CENTRAL = 0x02014b50;
 const SIG_EOCD = 0x06054b50;
 const SIG_ZIP64_EOCD = 0x06064b50;
@@ -58,22 +58,20 @@ const EOCD_SIZE = 22;
 const ZIP64_LOCATOR_SIZE = 20;
 const ZIP64_EOCD_MIN_SIZE = 56;
 const CENTRAL_HEADER_SIZE = 46;
-const LOCAL_HEADER_SIZE = 30;
+export const LOCAL_HEADER_SIZE = 30;
 const MAX_COMMENT = 0xffff;
 const U16_MAX = 0xffff;
-const U32_MAX = 0xffffffff;
+export const U32_MAX = 0xffffffff;
 const EXTRA_ZIP64 = 0x0001;
 
 const FLAG_ENCRYPTED = 0x0001;
-const FLAG_DATA_DESCRIPTOR = 0x0008;
+export const FLAG_DATA_DESCRIPTOR = 0x0008;
+const FLAG_PATCHED_DATA = 0x0020;
 const FLAG_STRONG_ENCRYPTION = 0x0040;
 const FLAG_MASKED_HEADERS = 0x2000;
 
 export const METHOD_STORED = 0;
 export const METHOD_DEFLATE = 8;
-
-/** `LOCAL_HEADER_BATCH` local headers are read at once: thousands of entries stay fast. */
-const LOCAL_HEADER_BATCH = 64;
 
 export function zipError(
   code: ZipErrorCode,
@@ -98,7 +96,7 @@ export function quoteName(value: string, max = 120): string {
   return `"${visible.replace(/"/g, '\\"')}"`;
 }
 
-function view(bytes: Uint8Array): DataView {
+export function view(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
@@ -119,7 +117,7 @@ export interface Directory {
   cdEnd: number;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+export const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** True also for a file shorter than a signature that begins like one: a zip cut very short. */
 async function startsWithLocalHeader(source: ZipSource): Promise<boolean> {
@@ -149,6 +147,16 @@ async function findEndRecord(source: ZipSource): Promise<{ record: DataView; off
   for (let i = tailLength - EOCD_SIZE; i >= 0; i--) {
     // the comment must run exactly to the end of the file: bytes after it would be another format's
     if (tv.getUint32(i, true) === SIG_EOCD && unexplained(i) === 0) {
+      const comment = tv.getUint16(i + 20, true);
+      if (comment > 0) {
+        // miniz takes the last end signature in the file, even one inside this comment: two readers
+        // could see two archives
+        throw zipError(
+          'BIN_ZIP_INVALID',
+          `the archive ends with a ${comment}-byte comment; torch.save writes none, and one can hide a second end record`,
+          tailStart + i,
+        );
+      }
       return { record: new DataView(tail.buffer, tail.byteOffset + i, EOCD_SIZE), offset: tailStart + i };
     }
   }
@@ -306,7 +314,7 @@ interface Zip64Values {
 export async function readCentralDirectory(source: ZipSource, dir: Directory): Promise<ZipEntry[]> {
   const cd = await source.read(dir.cdOffset, dir.cdSize);
   const entries: ZipEntry[] = [];
-  const seen = new Set<string>();
+  const seen = new Map<string, string>();
   let p = 0;
   for (let i = 0; i < dir.entryCount; i++) {
     const { entry, next } = centralEntry(cd, p, i, dir.cdOffset, seen);
@@ -329,7 +337,7 @@ function centralEntry(
   p: number,
   i: number,
   cdOffset: number,
-  seen: Set<string>,
+  seen: Map<string, string>,
 ): { entry: ZipEntry; next: number } {
   const dv = view(cd);
   const at = cdOffset + p;
@@ -351,6 +359,9 @@ function centralEntry(
   const name = entryName(cd.subarray(nameStart, extraStart), i, at, seen);
   if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_HEADERS)) {
     throw zipError('BIN_ZIP_UNSUPPORTED', `entry ${quoteName(name)} is encrypted`, at);
+  }
+  if (flags & FLAG_PATCHED_DATA) {
+    throw zipError('BIN_ZIP_UNSUPPORTED', `entry ${quoteName(name)} is patched data (flag bit 5)`, at);
   }
   if (method !== METHOD_STORED && method !== METHOD_DEFLATE) {
     throw zipError(
@@ -389,7 +400,7 @@ function centralEntry(
 }
 
 /** An entry's name: UTF-8, not empty, without NUL, and not seen before. */
-function entryName(bytes: Uint8Array, i: number, at: number, seen: Set<string>): string {
+function entryName(bytes: Uint8Array, i: number, at: number, seen: Map<string, string>): string {
   let name: string;
   try {
     name = utf8.decode(bytes);
@@ -403,11 +414,21 @@ function entryName(bytes: Uint8Array, i: number, at: number, seen: Set<string>):
       at,
     );
   }
-  if (seen.has(name)) {
-    // readers disagree on which copy wins; we refuse to pick
+  // torch's reader (miniz) looks names up with ASCII letters folded to lower case: names equal
+  // that way are one name to it, and which copy it finds depends on how many entries there are
+  const folded = name.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+  const other = seen.get(folded);
+  if (other === name) {
     throw zipError('BIN_ZIP_INVALID', `entry ${quoteName(name)} appears twice in the central directory`, at);
   }
-  seen.add(name);
+  if (other !== undefined) {
+    throw zipError(
+      'BIN_ZIP_INVALID',
+      `entries ${quoteName(other)} and ${quoteName(name)} differ only in case; torch's zip reader looks names up ignoring case, so either could be the one it loads`,
+      at,
+    );
+  }
+  seen.set(folded, name);
   return name;
 }
 
@@ -420,6 +441,20 @@ function checkPlacement(name: string, method: number, z64: Zip64Values, at: numb
     throw zipError(
       'BIN_ZIP_INVALID',
       `STORED entry ${quoteName(name)} declares ${z64.compressed} stored but ${z64.uncompressed} uncompressed bytes`,
+      at,
+    );
+  }
+  if (z64.uncompressed > 0 && z64.compressed === 0) {
+    throw zipError(
+      'BIN_ZIP_INVALID',
+      `entry ${quoteName(name)} declares ${z64.uncompressed} bytes but stores none`,
+      at,
+    );
+  }
+  if (name.endsWith('/') && z64.uncompressed + z64.compressed > 0) {
+    throw zipError(
+      'BIN_ZIP_INVALID',
+      `directory entry ${quoteName(name)} carries ${z64.compressed} bytes of data; a directory has none`,
       at,
     );
   }
@@ -491,104 +526,4 @@ function readZip64Extra(
     throw zipError('BIN_ZIP_INVALID', `entry ${quoteName(name)} needs a ZIP64 extra field but has none`, at);
   }
   return out;
-}
-
-export async function checkLocalHeaders(
-  source: ZipSource,
-  entries: ZipEntry[],
-  cdOffset: number,
-): Promise<void> {
-  const order = entries
-    .map((_, i) => i)
-    .sort((a, b) => (entries[a]?.localHeaderOffset ?? 0) - (entries[b]?.localHeaderOffset ?? 0));
-  let previous: { end: number; name: string } = { end: 0, name: '' };
-  for (let b = 0; b < order.length; b += LOCAL_HEADER_BATCH) {
-    const batch = order.slice(b, b + LOCAL_HEADER_BATCH);
-    const headers = await Promise.all(
-      batch.map((i) => {
-        const e = entries[i] as ZipEntry;
-        const nameBytes = Buffer.byteLength(e.name, 'utf8');
-        const length = Math.min(LOCAL_HEADER_SIZE + nameBytes, cdOffset - e.localHeaderOffset);
-        return source.read(e.localHeaderOffset, length);
-      }),
-    );
-    for (let k = 0; k < batch.length; k++) {
-      const index = batch[k] as number;
-      const e = entries[index] as ZipEntry;
-      const dataOffset = localDataOffset(e, headers[k] as Uint8Array, previous);
-      const dataEnd = dataOffset + e.compressedSize;
-      if (dataEnd > cdOffset) {
-        throw zipError(
-          dataEnd > source.size ? 'BIN_ZIP_TRUNCATED' : 'BIN_ZIP_INVALID',
-          `the data of entry ${quoteName(e.name)} (${e.compressedSize} bytes at ${dataOffset}) runs into the central directory at ${cdOffset}`,
-          dataOffset,
-        );
-      }
-      entries[index] = { ...e, dataOffset };
-      previous = { end: dataEnd, name: e.name };
-    }
-  }
-}
-
-/**
- * Where the data of `e` starts, from its local header, which must come after the entry before it
- * (`previous`) and agree with the central directory on name, method, CRC-32 and sizes.
- */
-function localDataOffset(e: ZipEntry, header: Uint8Array, previous: { end: number; name: string }): number {
-  const at = e.localHeaderOffset;
-  const hv = view(header);
-  if (hv.getUint32(0, true) !== SIG_LOCAL) {
-    throw zipError('BIN_ZIP_INVALID', `entry ${quoteName(e.name)} has no local header at ${at}`, at);
-  }
-  if (at < previous.end) {
-    throw zipError(
-      'BIN_ZIP_INVALID',
-      `entry ${quoteName(e.name)} overlaps entry ${quoteName(previous.name)}`,
-      at,
-      {
-        entry: e.name,
-        overlaps: previous.name,
-      },
-    );
-  }
-  const nameLength = hv.getUint16(26, true);
-  const nameBytes = header.subarray(LOCAL_HEADER_SIZE);
-  let localName: string | undefined;
-  if (nameLength === nameBytes.length) {
-    try {
-      localName = utf8.decode(nameBytes);
-    } catch {
-      localName = undefined;
-    }
-  }
-  if (localName !== e.name) {
-    throw zipError(
-      'BIN_ZIP_INVALID',
-      `the local header of entry ${quoteName(e.name)} names another file`,
-      at,
-    );
-  }
-  if (hv.getUint16(8, true) !== e.method) {
-    throw zipError(
-      'BIN_ZIP_INVALID',
-      `the local header of entry ${quoteName(e.name)} disagrees with the central directory on the compression method`,
-      at,
-    );
-  }
-  // with a data descriptor the local header may hold zeros; saturated sizes live in a ZIP64 extra
-  if ((hv.getUint16(6, true) & FLAG_DATA_DESCRIPTOR) === 0) {
-    const compressed = hv.getUint32(18, true);
-    const uncompressed = hv.getUint32(22, true);
-    const sizesAgree =
-      (compressed === U32_MAX || compressed === e.compressedSize) &&
-      (uncompressed === U32_MAX || uncompressed === e.uncompressedSize);
-    if (hv.getUint32(14, true) !== e.crc32 || !sizesAgree) {
-      throw zipError(
-        'BIN_ZIP_INVALID',
-        `the local header of entry ${quoteName(e.name)} disagrees with the central directory on its CRC-32 or sizes`,
-        at,
-      );
-    }
-  }
-  return at + LOCAL_HEADER_SIZE + nameLength + hv.getUint16(28, true);
 }

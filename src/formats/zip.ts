@@ -4,17 +4,20 @@
  * sizes of the others. The file is never loaded whole: every read is positioned and bounded.
  *
  * Stricter than general-purpose readers on purpose, so that two readers cannot see two different
- * archives in the same bytes (a polyglot): the end-of-central-directory record must end the file, the
- * central directory must end where that record (or the ZIP64 one) begins, every local header must
- * agree with its central-directory entry, entries must not overlap and names must be unique.
+ * archives in the same bytes (a polyglot), torch's own (miniz, which ignores CRCs, gaps and comments
+ * and looks names up ignoring case) included: the end-of-central-directory record must end the file
+ * and carry no comment, the central directory must end where that record (or the ZIP64 one) begins,
+ * the entries must tile the file from its first byte to the central directory (each followed only by
+ * its own data descriptor), every local header must agree with its central-directory entry, and names
+ * must be unique even with their letters' case folded.
  *
  * Errors are `FormatError`s with a `BIN_ZIP_*` code; `pointer` is a byte offset in the file. They carry
  * no file name: the caller knows the path relative to the adapter (files/torch-bin.ts opens files).
  */
 import { crc32, inflateRawSync } from 'node:zlib';
 import type { FormatError } from './format-error.js';
+import { checkLocalHeaders } from './zip-local.js';
 import {
-  checkLocalHeaders,
   DEFAULT_ZIP_LIMITS,
   METHOD_STORED,
   quoteName,

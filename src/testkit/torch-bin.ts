@@ -8,10 +8,12 @@
  * nothing here or in the tests unpickles them, and their payload is a harmless `echo`.
  */
 import { basename, extname } from 'node:path';
-import { crc32, deflateRawSync } from 'node:zlib';
 import { writeFileAtomic } from '../atomic.js';
 import { PICKLE_OPCODES } from '../formats/pickle.js';
 import { CodiError } from '../errors.js';
+import { zipBytes, type ZipInputEntry } from './zip-writer.js';
+
+export { zipBytes, type ZipInputEntry, type ZipWriteOptions } from './zip-writer.js';
 
 export type TorchBinDtype = 'F32' | 'F16' | 'BF16';
 
@@ -225,158 +227,6 @@ export function torchDataPickle(
     p.op(batch.length > 1 ? PICKLE_OP.SETITEMS : PICKLE_OP.SETITEM);
   }
   return p.stop().bytes();
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Zip
-
-export interface ZipInputEntry {
-  name: string;
-  data: Uint8Array;
-  /** 0 STORED (default, as PyTorch), 8 DEFLATE */
-  method?: 0 | 8;
-}
-
-export interface ZipWriteOptions {
-  /** data alignment of STORED entries, via a padding extra field; PyTorch uses 64 */
-  align?: number;
-  zip64?: boolean;
-}
-
-class Bytes {
-  readonly chunks: Uint8Array[] = [];
-  length = 0;
-
-  push(chunk: Uint8Array): void {
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-  }
-
-  concat(): Uint8Array {
-    return new Uint8Array(Buffer.concat(this.chunks));
-  }
-}
-
-function le(size: number, fill: (dv: DataView) => void): Uint8Array {
-  const b = new Uint8Array(size);
-  fill(new DataView(b.buffer));
-  return b;
-}
-
-/** A zip archive as PyTorch's writer makes one (or with DEFLATE entries, for the reader's tests). */
-export function zipBytes(entries: readonly ZipInputEntry[], options: ZipWriteOptions = {}): Uint8Array {
-  const align = options.align ?? 64;
-  const zip64 = options.zip64 ?? false;
-  const out = new Bytes();
-  const central = new Bytes();
-  for (const entry of entries) writeEntry(out, central, entry, align, zip64);
-  const cdOffset = out.length;
-  for (const chunk of central.chunks) out.push(chunk);
-  writeEnd(out, cdOffset, central.length, entries.length, zip64);
-  return out.concat();
-}
-
-/** One entry: its local header, name, padding and data in `out`, its record in `central`. */
-function writeEntry(out: Bytes, central: Bytes, entry: ZipInputEntry, align: number, zip64: boolean): void {
-  const method = entry.method ?? 0;
-  const stored = method === 0 ? entry.data : new Uint8Array(deflateRawSync(entry.data));
-  const crc = crc32(entry.data) >>> 0;
-  const name = Buffer.from(entry.name, 'utf8');
-  const offset = out.length;
-  let padding = 0;
-  if (method === 0 && align > 1) {
-    const bare = offset + 30 + name.length + 4;
-    padding = (align - (bare % align)) % align;
-  }
-  const extra =
-    method === 0 && align > 1
-      ? le(4 + padding, (dv) => {
-          dv.setUint16(0, 0x4246, true); // 'FB', PyTorch's padding field
-          dv.setUint16(2, padding, true);
-          for (let i = 0; i < padding; i++) dv.setUint8(4 + i, 0x5a);
-        })
-      : new Uint8Array(0);
-  out.push(
-    le(30, (dv) => {
-      dv.setUint32(0, 0x04034b50, true);
-      dv.setUint16(4, zip64 ? 45 : 20, true);
-      dv.setUint16(6, 0, true);
-      dv.setUint16(8, method, true);
-      dv.setUint16(10, 0, true);
-      dv.setUint16(12, 0x21, true);
-      dv.setUint32(14, crc, true);
-      dv.setUint32(18, stored.length, true);
-      dv.setUint32(22, entry.data.length, true);
-      dv.setUint16(26, name.length, true);
-      dv.setUint16(28, extra.length, true);
-    }),
-  );
-  out.push(name);
-  out.push(extra);
-  out.push(stored);
-  const centralExtra = zip64
-    ? le(28, (dv) => {
-        dv.setUint16(0, 0x0001, true);
-        dv.setUint16(2, 24, true);
-        dv.setBigUint64(4, BigInt(entry.data.length), true);
-        dv.setBigUint64(12, BigInt(stored.length), true);
-        dv.setBigUint64(20, BigInt(offset), true);
-      })
-    : new Uint8Array(0);
-  central.push(
-    le(46, (dv) => {
-      dv.setUint32(0, 0x02014b50, true);
-      dv.setUint16(4, zip64 ? 45 : 20, true);
-      dv.setUint16(6, zip64 ? 45 : 20, true);
-      dv.setUint16(8, 0, true);
-      dv.setUint16(10, method, true);
-      dv.setUint16(12, 0, true);
-      dv.setUint16(14, 0x21, true);
-      dv.setUint32(16, crc, true);
-      dv.setUint32(20, zip64 ? 0xffffffff : stored.length, true);
-      dv.setUint32(24, zip64 ? 0xffffffff : entry.data.length, true);
-      dv.setUint16(28, name.length, true);
-      dv.setUint16(30, centralExtra.length, true);
-      dv.setUint32(42, zip64 ? 0xffffffff : offset, true);
-    }),
-  );
-  central.push(name);
-  central.push(centralExtra);
-}
-
-/** The end records: ZIP64 ones when asked for, then the classic one. */
-function writeEnd(out: Bytes, cdOffset: number, cdSize: number, count: number, zip64: boolean): void {
-  if (zip64) {
-    const recordOffset = out.length;
-    out.push(
-      le(56, (dv) => {
-        dv.setUint32(0, 0x06064b50, true);
-        dv.setBigUint64(4, 44n, true);
-        dv.setUint16(12, 45, true);
-        dv.setUint16(14, 45, true);
-        dv.setBigUint64(24, BigInt(count), true);
-        dv.setBigUint64(32, BigInt(count), true);
-        dv.setBigUint64(40, BigInt(cdSize), true);
-        dv.setBigUint64(48, BigInt(cdOffset), true);
-      }),
-    );
-    out.push(
-      le(20, (dv) => {
-        dv.setUint32(0, 0x07064b50, true);
-        dv.setBigUint64(8, BigInt(recordOffset), true);
-        dv.setUint32(16, 1, true);
-      }),
-    );
-  }
-  out.push(
-    le(22, (dv) => {
-      dv.setUint32(0, 0x06054b50, true);
-      dv.setUint16(8, zip64 ? 0xffff : count, true);
-      dv.setUint16(10, zip64 ? 0xffff : count, true);
-      dv.setUint32(12, zip64 ? 0xffffffff : cdSize, true);
-      dv.setUint32(16, zip64 ? 0xffffffff : cdOffset, true);
-    }),
-  );
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 /**
- * docker/Dockerfile.complete, checked statically (no Docker engine runs here): what it copies exists
- * and is not excluded by .dockerignore, the entrypoint is the built CLI under tini, it runs as UID 1000,
- * llama-server comes from the build script with --portable, and the documented ports, volumes and
- * healthcheck are there. The old entry-point wrappers are run for real against a stand-in CLI.
+ * docker/Dockerfile.complete, checked statically (the image itself is built and run by
+ * `npm run test:container`): what it copies exists and is not excluded by .dockerignore, the entrypoint
+ * is the built CLI under tini, it runs as UID 1000, llama-server comes from the build script with
+ * --portable in a cache mount, and the documented ports, volumes and healthcheck are there. What runs
+ * here for real: `make -n build-complete`, the llama-server step under its own SHELL (with a stand-in
+ * build script), the build script's failures, and the old entry-point wrappers against a stand-in CLI.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BIN, REPO } from '../helpers/cli.js';
@@ -195,12 +197,201 @@ describe('docker/Dockerfile.complete', () => {
     }
   });
 
-  it('is built by make build-complete', () => {
-    const makefile = readFileSync(join(REPO, 'Makefile'), 'utf8');
-    expect(makefile).toMatch(
-      /^build-complete:\n\tdocker build -f docker\/Dockerfile\.complete .*-t \$\(IMAGE\) \.$/mu,
+  it("keeps llama.cpp in a build cache mount, the build script's cache", () => {
+    const llama = stageNames.get('llama');
+    const build = of('RUN').find((i) => i.stage === llama && i.args.includes('build-llama-server.sh'));
+    expect(build?.args).toMatch(/^--mount=type=cache,(\S*,)?target=\/build\/cache(,\S*)? /u);
+    expect(
+      of('ENV').some((i) => i.stage === llama && /^CODI_LLAMA_CACHE=\/build\/cache$/u.test(i.args)),
+    ).toBe(true);
+  });
+});
+
+describe('make build-complete', () => {
+  const makeN = (...vars: string[]): { status: number | null; out: string } => {
+    const r = spawnSync('make', ['-n', 'build-complete', ...vars], { cwd: REPO, encoding: 'utf8' });
+    return { status: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+  const tail =
+    '-f docker/Dockerfile.complete --build-arg BASE_IMAGE=codi:slim --build-arg NODE_IMAGE=node:20-bookworm-slim -t codi:complete .';
+
+  it('builds codi:complete with docker and BuildKit by default', () => {
+    expect(makeN()).toEqual({ status: 0, out: `DOCKER_BUILDKIT=1 docker build ${tail}\n` });
+  });
+
+  it('builds in docker format with podman and buildah, so the HEALTHCHECK is kept', () => {
+    expect(makeN('DOCKER=podman').out).toBe(`podman build --format docker ${tail}\n`);
+    expect(makeN('DOCKER=buildah').out).toBe(`buildah build --format docker --layers ${tail}\n`);
+    const whole = 'buildah bud --format docker --isolation chroot';
+    expect(makeN(`DOCKER=${whole}`).out).toBe(`${whole} ${tail}\n`);
+  });
+
+  it('refuses a podman or buildah command that would build an OCI image', () => {
+    const r = makeN('DOCKER=buildah bud --isolation chroot');
+    expect(r.status).not.toBe(0);
+    expect(r.out).toMatch(/drops the HEALTHCHECK: add --format docker/u);
+  });
+
+  it('passes BASE_IMAGE, NODE_IMAGE and IMAGE to the build', () => {
+    expect(makeN('BASE_IMAGE=b:1', 'NODE_IMAGE=n:2', 'IMAGE=i:3').out).toBe(
+      'DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.complete --build-arg BASE_IMAGE=b:1 --build-arg NODE_IMAGE=n:2 -t i:3 .\n',
     );
-    expect(makefile).toMatch(/^IMAGE \?= codi:complete$/mu);
+  });
+});
+
+describe('a failed llama-server build says why', () => {
+  const script = join(REPO, 'scripts/build-llama-server.sh');
+
+  /** A folder of executables for PATH: name → shell script body. */
+  async function tools(bodies: Record<string, string>): Promise<string> {
+    const dir = await tempDir('codi-llama-tools-');
+    for (const [name, body] of Object.entries(bodies)) {
+      await writeFile(join(dir, name), `#!/bin/sh\n${body}\n`);
+      await chmod(join(dir, name), 0o755);
+    }
+    return dir;
+  }
+
+  async function build(
+    args: string[],
+    env: Record<string, string>,
+  ): Promise<{ status: number | null; stdout: string; stderr: string }> {
+    const cache = await tempDir('codi-llama-cache-');
+    const r = spawnSync('bash', [script, '--cache', cache, ...args], {
+      env: { HOME: cache, PATH: process.env.PATH ?? '', ...env },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  // cmake and c++ are never reached in these cases: stand-ins keep the test independent of them
+  const compilers = { cmake: 'exit 0', 'c++': 'exit 0' };
+
+  it('a missing tool: named, exit 3, nothing on stdout', async () => {
+    const empty = await tempDir('codi-llama-path-');
+    const r = spawnSync('/bin/bash', [script, '--cache', empty], { env: { PATH: empty }, encoding: 'utf8' });
+    expect(r.status).toBe(3);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/missing tool: cmake \(install it, e\.g\. apt-get install cmake\)/u);
+  });
+
+  it("an unreachable npm registry: npm's own error and what failed, nothing on stdout", async () => {
+    const bin = await tools(compilers);
+    const r = await build([], {
+      PATH: `${bin}:${process.env.PATH ?? ''}`,
+      npm_config_registry: 'http://127.0.0.1:9/',
+      npm_config_fetch_retries: '0',
+      npm_config_cache: await tempDir('codi-npm-cache-'),
+    });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/npm error .*ECONNREFUSED/u);
+    expect(r.stderr).toMatch(
+      /npm pack node-llama-cpp@\S+ failed \(npm's error above; registry: http:\/\/127\.0\.0\.1:9\/\)/u,
+    );
+  });
+
+  it("a source bundle git cannot clone: git's own error and what failed", async () => {
+    const bin = await tools({
+      ...compilers,
+      npm: [
+        'mkdir -p package/llama',
+        'echo "not a bundle" > package/llama/gitRelease.bundle',
+        'echo "{}" > package/llama/llama.cpp.info.json',
+        'tar -czf node-llama-cpp-0.0.0.tgz package && rm -rf package',
+      ].join('\n'),
+    });
+    const r = await build([], { PATH: `${bin}:${process.env.PATH ?? ''}` });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^fatal: /mu);
+    expect(r.stderr).toMatch(/git clone of the llama\.cpp source bundle in node-llama-cpp@\S+ failed/u);
+  });
+
+  it("cmake failing: cmake's last lines and the log's path", async () => {
+    const source = await tempDir('codi-llama-src-');
+    await mkdir(join(source, 'tools/server'), { recursive: true });
+    await writeFile(join(source, 'CMakeLists.txt'), 'project(stand_in)\n');
+    const configure = await tools({
+      ...compilers,
+      cmake: 'echo "CMake Error at CMakeLists.txt:1: stand-in" >&2; exit 1',
+    });
+    const r = await build(['--source', source], { PATH: `${configure}:${process.env.PATH ?? ''}` });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(
+      /CMake Error at CMakeLists\.txt:1: stand-in\n.*cmake configure failed \(.*full log: /u,
+    );
+
+    const compile = await tools({
+      ...compilers,
+      cmake: 'if [ "$1" = --build ]; then echo "x.cpp:1: error: stand-in"; exit 2; fi',
+    });
+    const c = await build(['--source', source], { PATH: `${compile}:${process.env.PATH ?? ''}` });
+    expect(c.status).toBe(1);
+    expect(c.stdout).toBe('');
+    expect(c.stderr).toMatch(/x\.cpp:1: error: stand-in\n.*build failed \(exit 2; /u);
+  });
+});
+
+describe("the Dockerfile's llama-server step, run by its own SHELL", () => {
+  const llama = stageNames.get('llama');
+  const shell = JSON.parse(of('SHELL').find((i) => i.stage === llama)?.args ?? '[]') as string[];
+  const step = of('RUN').find((i) => i.stage === llama && i.args.includes('build-llama-server.sh'));
+
+  /** The step's command (mount options dropped, /opt moved into `dir`) with a stand-in build script. */
+  async function runStep(
+    scriptBody: string,
+  ): Promise<{ status: number | null; stdout: string; stderr: string; dir: string }> {
+    const dir = await tempDir('codi-llama-step-');
+    await mkdir(join(dir, 'scripts'));
+    await writeFile(join(dir, 'scripts/build-llama-server.sh'), scriptBody);
+    const command = (step?.args ?? '').replace(/^(--\S+\s+)+/u, '').replaceAll('/opt/', `${dir}/opt/`);
+    const [file, ...args] = shell;
+    const r = spawnSync(file ?? '/bin/sh', [...args, command], { cwd: dir, encoding: 'utf8' });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr, dir };
+  }
+
+  it('uses bash with pipefail', () => {
+    expect(shell).toEqual(['/bin/bash', '-o', 'pipefail', '-c']);
+  });
+
+  it("stops at a failed build with the script's message, before copying anything", async () => {
+    const r = await runStep('echo "[llama-build] npm pack failed (stand-in)" >&2\nexit 1\n');
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('[llama-build] npm pack failed (stand-in)');
+    expect(r.stderr).not.toMatch(/cannot stat/u);
+    expect(existsSync(join(r.dir, 'opt'))).toBe(false);
+  });
+
+  it('stops when the script names no executable', async () => {
+    const r = await runStep('echo "not a path"\n');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      /build-llama-server\.sh gave no llama-server executable \(last line: 'not a path'\)/u,
+    );
+    expect(existsSync(join(r.dir, 'opt'))).toBe(false);
+  });
+
+  it('installs the server the script built', async () => {
+    const r = await runStep(
+      [
+        'out="$PWD/cache/key"',
+        'mkdir -p "$out/bin"',
+        'printf \'#!/bin/sh\\necho "version: stand-in"\\n\' > "$out/bin/llama-server"',
+        'chmod +x "$out/bin/llama-server"',
+        'echo "version: stand-in" > "$out/VERSION"',
+        'echo "[llama-build] done" >&2',
+        'echo "$out/bin/llama-server"',
+      ].join('\n'),
+    );
+    expect(r.stderr).toBe('[llama-build] done\n');
+    expect(r.status).toBe(0);
+    // the step ends by running the installed server
+    expect(r.stdout).toBe('version: stand-in\n');
+    expect(readFileSync(join(r.dir, 'opt/llama.cpp/VERSION'), 'utf8')).toBe('version: stand-in\n');
+    expect(statSync(join(r.dir, 'opt/llama.cpp/bin/llama-server')).mode & 0o111).not.toBe(0);
   });
 });
 

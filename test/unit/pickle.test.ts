@@ -127,8 +127,8 @@ describe('scanTorchBin', () => {
   it('refuses the legacy format and bare pickles with BIN_LEGACY_FORMAT', async () => {
     const legacy = await rejected(scanTorchBinBytes(legacyTorchBytes()));
     expect(legacy.code).toBe('BIN_LEGACY_FORMAT');
-    expect(legacy.message).toMatch(/unsupported legacy/);
-    expect(legacy.message).toMatch(/safetensors/);
+    expect(legacy.message).toMatch(/legacy torch\.save format/);
+    expect(legacy.message).toMatch(/_use_new_zipfile_serialization=False/);
     const bare = await rejected(scanTorchBinBytes(torchDataPickle(loraTensors())));
     expect(bare.code).toBe('BIN_LEGACY_FORMAT');
   });
@@ -162,18 +162,17 @@ describe('scanTorchBin', () => {
     expect((await rejected(scanTorchBinBytes(missing))).code).toBe('BIN_STORAGE_MISSING');
     const short = zipBytes(torchArchiveEntries(pickle, [first, new Uint8Array(10)]));
     expect((await rejected(scanTorchBinBytes(short))).code).toBe('BIN_STORAGE_MISMATCH');
+    // torch.save writes each storage at exactly its size, and none that no tensor uses
     const long = zipBytes(
-      torchArchiveEntries(pickle, [
-        first,
-        new Uint8Array((tensors[1]?.data.length ?? 0) + 4),
-        new Uint8Array(1),
-      ]),
+      torchArchiveEntries(pickle, [first, new Uint8Array((tensors[1]?.data.length ?? 0) + 4)]),
     );
-    const scan = await scanTorchBinBytes(long);
-    expect(scan.warnings.map((w) => w.code).sort()).toEqual([
-      'BIN_STORAGE_OVERSIZED',
-      'BIN_UNREFERENCED_STORAGE',
-    ]);
+    expect((await rejected(scanTorchBinBytes(long))).code).toBe('BIN_STORAGE_OVERSIZED');
+    const extra = zipBytes(
+      torchArchiveEntries(pickle, [first, tensors[1]?.data ?? new Uint8Array(0), new Uint8Array(1)]),
+    );
+    const unreferenced = await rejected(scanTorchBinBytes(extra));
+    expect(unreferenced.code).toBe('BIN_UNREFERENCED_STORAGE');
+    expect(unreferenced.message).toContain('archive/data/2');
   });
 
   for (const kind of MALICIOUS_PICKLE_KINDS) {
@@ -208,9 +207,11 @@ describe('scanPickle', () => {
     }
   });
 
-  it('warns about bytes after STOP', () => {
+  it('refuses bytes after STOP: torch.save never writes them', () => {
     const withTail = Buffer.concat([valid, Buffer.from('hidden')]);
-    expect(scanPickle(withTail).warnings.map((w) => w.code)).toEqual(['PICKLE_TRAILING_BYTES']);
+    const err = thrown(() => scanPickle(withTail));
+    expect(err.code).toBe('PICKLE_TRAILING_BYTES');
+    expect(err.exitCode).toBe(1);
   });
 
   it('reads protocol-0/1 text opcodes and Python 2 names', () => {

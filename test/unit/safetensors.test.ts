@@ -211,7 +211,7 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
   const cases: [string, string, number, SafetensorsErrorCode | null][] = [
     [
       'a duplicate spelled with an escape',
-      `{"a":${f32(0, 4)},"\\u0061":${f32(4, 8)}}`,
+      `{"a":${entry('F32', [1], [0, 4])},"\\u0061":${f32(4, 8)}}`,
       8,
       'SAFETENSORS_DUPLICATE_KEY',
     ],
@@ -229,25 +229,40 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
     ['a 16-digit dimension that fits', `{"a":${raw('1000000000000000,0', '0', '0')}}`, 0, null],
     [
       'a gap, tensors listed out of data order',
-      `{"z":${f32(8, 12)},"a":${f32(0, 4)}}`,
+      `{"z":${f32(8, 12)},"a":${entry('F32', [1], [0, 4])}}`,
       12,
       'SAFETENSORS_OFFSETS',
     ],
     [
       'an overlap, tensors listed out of data order',
-      `{"z":${f32(2, 6)},"a":${f32(0, 4)}}`,
+      `{"z":${f32(2, 6)},"a":${entry('F32', [1], [0, 4])}}`,
       6,
       'SAFETENSORS_OFFSETS',
     ],
-    ['a zero-length tensor beside another', `{"a":${entry('F32', [0], [0, 0])},"b":${f32(0, 4)}}`, 4, null],
-    ['an escaped quote in a name', `{"a\\"b":${f32(0, 4)}}`, 4, null],
-    ['a name that reads like a fraction', `{"h.1.2":${f32(0, 4)}}`, 4, null],
+    [
+      'a zero-length tensor beside another',
+      `{"a":${entry('F32', [0], [0, 0])},"b":${entry('F32', [1], [0, 4])}}`,
+      4,
+      null,
+    ],
+    ['an escaped quote in a name', `{"a\\"b":${entry('F32', [1], [0, 4])}}`, 4, null],
+    ['a name that reads like a fraction', `{"h.1.2":${entry('F32', [1], [0, 4])}}`, 4, null],
     ['an exponent with a sign', `{"a":${raw('1', '0', '4E+0')}}`, 4, 'SAFETENSORS_OFFSETS'],
-    ['an escaped surrogate pair', `{"\\ud83d\\ude00":${f32(0, 4)}}`, 4, null],
-    ['an escaped lone surrogate', `{"\\ud800":${f32(0, 4)}}`, 4, 'SAFETENSORS_HEADER_JSON'],
-    ['an array-index key, which an object would move first', `{"b":${f32(0, 4)},"0":${f32(4, 8)}}`, 8, null],
-    ['a __proto__ key', `{"__proto__":${f32(0, 4)}}`, 4, null],
-    ['a __proto__ metadata key', `{"__metadata__":{"__proto__":"x"},"a":${f32(0, 4)}}`, 4, null],
+    ['an escaped surrogate pair', `{"\\ud83d\\ude00":${entry('F32', [1], [0, 4])}}`, 4, null],
+    ['an escaped lone surrogate', `{"\\ud800":${entry('F32', [1], [0, 4])}}`, 4, 'SAFETENSORS_HEADER_JSON'],
+    [
+      'an array-index key, which an object would move first',
+      `{"b":${entry('F32', [1], [0, 4])},"0":${f32(4, 8)}}`,
+      8,
+      null,
+    ],
+    ['a __proto__ key', `{"__proto__":${entry('F32', [1], [0, 4])}}`, 4, null],
+    [
+      'a __proto__ metadata key',
+      `{"__metadata__":{"__proto__":"x"},"a":${entry('F32', [1], [0, 4])}}`,
+      4,
+      null,
+    ],
   ];
   it.each(cases)('%s', (_name, json, dataBytes, code) => {
     expect(acceptPlainHeader(json, dataBytes)).toBeNull();
@@ -263,7 +278,7 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
   });
 
   it('takes names beyond ASCII, as UTF-8 decoded', () => {
-    const json = `{"ä→😀":${f32(0, 4)},"b:c":${f32(4, 8)}}`;
+    const json = `{"ä→😀":${entry('F32', [1], [0, 4])},"b:c":${f32(4, 8)}}`;
     expect(acceptPlainHeader(json, 8)?.tensors.map((t) => t.name)).toEqual(['ä→😀', 'b:c']);
     const bytes = file(json, 8);
     expect(parseSafetensorsHeader(bytes, bytes.length)).toEqual(
@@ -273,7 +288,7 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
 
   it('a duplicate key whose colons hide in strings is still caught', () => {
     // the colon count is what reveals a dropped duplicate; colons inside names must not mask it
-    const json = `{"a:b":${f32(0, 4)},"a:b":${f32(4, 8)}}`;
+    const json = `{"a:b":${entry('F32', [1], [0, 4])},"a:b":${f32(4, 8)}}`;
     expect(acceptPlainHeader(json, 8)).toBeNull();
     expectCode(file(json, 8), 'SAFETENSORS_DUPLICATE_KEY');
   });
@@ -296,7 +311,7 @@ describe('the fast path (JSON.parse plus checks) declines what it cannot judge e
   });
 
   it('keeps the header order of an ordinary header', () => {
-    const json = `{"__metadata__":{"format":"pt"},"z":${f32(4, 8)},"a":${f32(0, 4)}}`;
+    const json = `{"__metadata__":{"format":"pt"},"z":${f32(4, 8)},"a":${entry('F32', [1], [0, 4])}}`;
     const plain = acceptPlainHeader(json, 8);
     expect(plain?.tensors.map((t) => t.name)).toEqual(['z', 'a']);
     expect(plain?.metadata).toEqual(Object.assign(Object.create(null), { format: 'pt' }));
@@ -658,8 +673,25 @@ describe('parseSafetensorsHeader: entries', () => {
       expect(err.message).toContain('more than');
     });
 
-    it.each(['[]', '"format"', 'null', '1'])('not an object: %s', (metadata) => {
+    it.each(['[]', '"format"', '1', 'false'])('not an object: %s', (metadata) => {
       expectCode(file(`{"__metadata__":${metadata}}`), 'SAFETENSORS_METADATA');
+    });
+
+    // the reference Rust crate reads it as an Option<HashMap<String, String>>: null is None
+    it('null is no metadata, on the plain and the strict path', () => {
+      const plain = `{"__metadata__":null,"a":${entry('F32', [1], [0, 4])}}`;
+      const parsed = parseSafetensorsHeader(file(plain, 4), 8 + plain.length + 4);
+      expect(parsed.metadata).toBeNull();
+      expect(parsed.tensors.map((t) => t.name)).toEqual(['a']);
+      // an escape sends the header to the strict parser
+      const strict = `{"__metadata__":null,"\\u0061":${entry('F32', [1], [0, 4])}}`;
+      const viaStrict = parseSafetensorsHeader(file(strict, 4), 8 + strict.length + 4);
+      expect(viaStrict.metadata).toBeNull();
+      expect(viaStrict.tensors.map((t) => t.name)).toEqual(['a']);
+      expect(
+        acceptPlainHeader(`{"__metadata__":null,"a":${entry('F32', [1], [0, 4])}}`, 4)?.metadata,
+      ).toBeNull();
+      expectCode(file('{"__metadata__":null,"__metadata__":null}'), 'SAFETENSORS_DUPLICATE_KEY');
     });
   });
 });

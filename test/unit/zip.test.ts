@@ -211,6 +211,95 @@ describe('ZipArchive', () => {
     expect(ZIP_ERROR_CODES).toContain(await codeOf(ZipArchive.fromBytes(entryCount)));
   });
 
+  it('reads the layout torch.save writes: data descriptors after the data, zeros in the local headers', async () => {
+    for (const zip64 of [false, true]) {
+      const zip = await ZipArchive.fromBytes(zipBytes(ENTRIES, { zip64, descriptors: true }));
+      await readAll(zip);
+      expect(zip.entries.map((e) => e.flags)).toEqual(ENTRIES.map(() => 0x0808));
+    }
+  });
+
+  // miniz, torch's reader, finds the last end signature in the file, also one inside the comment of
+  // the real record (torch 2.13 and 1.13 loaded the archive the comment described)
+  it('refuses an end-record comment, which can hold a second end record', async () => {
+    const inner = zipBytes(ENTRIES.slice(0, 1));
+    const withEnd = zipBytes(ENTRIES, { comment: inner.subarray(inner.length - 22) });
+    expect(await codeOf(ZipArchive.fromBytes(withEnd))).toBe('BIN_ZIP_INVALID');
+    const plain = zipBytes(ENTRIES, { comment: text('made by hand') });
+    const err = await ZipArchive.fromBytes(plain).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FormatError);
+    expect((err as FormatError).message).toMatch(/comment/);
+  });
+
+  it('refuses names that differ only in the case of their letters, as miniz looks them up', async () => {
+    const twins = zipBytes([
+      { name: 'archive/data.pkl', data: text('one') },
+      { name: 'archive/Data.pkl', data: text('two') },
+    ]);
+    const err = await ZipArchive.fromBytes(twins).catch((e: unknown) => e);
+    expect((err as FormatError).code).toBe('BIN_ZIP_INVALID');
+    expect((err as FormatError).message).toMatch(/differ only in case/);
+    // only ASCII letters fold, as MZ_TOLOWER: these are two names to every reader
+    const distinct = zipBytes([
+      { name: 'a/\u00e9', data: text('one') },
+      { name: 'a/\u00c9', data: text('two') },
+    ]);
+    expect((await ZipArchive.fromBytes(distinct)).entries).toHaveLength(2);
+  });
+
+  it('refuses bytes no entry accounts for: before the first, between two, hidden local entries', async () => {
+    // an archive prepended to, its offsets moved along: torch loads it (it starts with a local header)
+    const before = zipBytes(ENTRIES, { before: zipBytes(ENTRIES.slice(0, 1)).subarray(0, 40) });
+    expect(await codeOf(ZipArchive.fromBytes(before))).toBe('BIN_ZIP_INVALID');
+    const gap = zipBytes([{ ...ENTRIES[0], after: text('#!/bin/sh') } as ZipInputEntry, ...ENTRIES.slice(1)]);
+    expect(await codeOf(ZipArchive.fromBytes(gap))).toBe('BIN_ZIP_INVALID');
+    const hidden = zipBytes([
+      { name: 'archive/payload.pkl', data: text('hidden'), hidden: true },
+      ...ENTRIES,
+    ]);
+    expect(await codeOf(ZipArchive.fromBytes(hidden))).toBe('BIN_ZIP_INVALID');
+    // after a data descriptor, exactly the descriptor: not one byte more, nor one that disagrees
+    const afterDescriptor = zipBytes(
+      [{ ...ENTRIES[1], after: new Uint8Array(4) } as ZipInputEntry, ENTRIES[0] as ZipInputEntry],
+      { descriptors: true },
+    );
+    expect(await codeOf(ZipArchive.fromBytes(afterDescriptor))).toBe('BIN_ZIP_INVALID');
+    const good = zipBytes(ENTRIES.slice(0, 2), { descriptors: true });
+    const lying = patched(good, (dv) => {
+      const at = find(good, 0x08074b50)[0] ?? 0;
+      dv.setUint32(at + 8, 999, true);
+    });
+    expect(await codeOf(ZipArchive.fromBytes(lying))).toBe('BIN_ZIP_INVALID');
+  });
+
+  it('refuses a local header that names another file than its central entry', async () => {
+    const renamed = zipBytes([{ name: 'archive/data.pkl', localName: 'archive/datap.kl', data: text('x') }]);
+    expect(await codeOf(ZipArchive.fromBytes(renamed))).toBe('BIN_ZIP_INVALID');
+  });
+
+  it('refuses directory entries that carry data, and entries that declare data but store none', async () => {
+    expect(
+      (await ZipArchive.fromBytes(zipBytes([{ name: 'archive/', data: new Uint8Array(0) }]))).entries,
+    ).toHaveLength(1);
+    const dirData = zipBytes([{ name: 'archive/', data: text('payload') }]);
+    expect(await codeOf(ZipArchive.fromBytes(dirData))).toBe('BIN_ZIP_INVALID');
+    const bytes = zipBytes([{ name: 'a/x', data: text('x'), method: 8 }]);
+    const at = find(bytes, CENTRAL)[0] ?? 0;
+    const none = patched(bytes, (dv) => {
+      dv.setUint32(at + 20, 0, true);
+    });
+    expect(await codeOf(ZipArchive.fromBytes(none))).toBe('BIN_ZIP_INVALID');
+  });
+
+  // torch fails on these when it extracts the entry (flag bits 0 and 6 "unsupported encryption",
+  // bit 5 "unsupported feature"), and at open for bit 13
+  it('refuses encrypted, patched and masked entries', async () => {
+    for (const flags of [0x0001, 0x0020, 0x0040, 0x2000]) {
+      const bytes = zipBytes([{ name: 'a/x', data: text('x'), flags }]);
+      expect(await codeOf(ZipArchive.fromBytes(bytes))).toBe('BIN_ZIP_UNSUPPORTED');
+    }
+  });
+
   it('quotes names with control and bidi characters visibly', () => {
     expect(quoteName('a\u001b[31mb\u202ec"')).toBe('"a\\u001b[31mb\\u202ec\\""');
   });
