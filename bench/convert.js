@@ -17,19 +17,16 @@ import {
   compare,
   measure,
   printTracePhases,
-  QWEN15B_DIMS,
   qwen15bAdapterSpec,
   requireBuilt,
   verdict,
-  writeSparseQwen2Base,
+  writeQwen15bShapesBase,
 } from './lib.js';
 
 requireBuilt();
 const trialsArg = process.argv.indexOf('--trials');
 const trials = trialsArg > 0 ? Number(process.argv[trialsArg + 1]) : 5;
 
-const dims = QWEN15B_DIMS;
-const vocab = 151936;
 const root = mkdtempSync(join(tmpdir(), 'codi-bench-convert-'));
 const adapter = join(root, 'qwen15b-lora-bench');
 const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
@@ -38,14 +35,7 @@ console.log(`generating the adapter and a sparse base in ${root}`);
 await writePeftAdapter(adapter, await qwen15bAdapterSpec('qwen15b-lora-bench'));
 
 // the base: real Qwen2.5-1.5B tensor shapes (ggml ne order), F16 2-D weights, tied embeddings
-await writeSparseQwen2Base(base, 'Qwen2.5 1.5B shapes (sparse)', {
-  ...dims,
-  heads: 12,
-  kvHeads: 2,
-  vocab,
-  merges: 151387,
-  tied: true,
-});
+await writeQwen15bShapesBase(base);
 
 const weights = join(adapter, 'adapter_model.safetensors');
 const out = (type) => join(root, `out-${type}.gguf`);

@@ -152,6 +152,18 @@ export async function writeSparseQwen2Base(path, name, dims) {
   await writer.finish();
 }
 
+/** Qwen2.5-1.5B's real shapes with tied embeddings, its vocabulary and merges: writeSparseQwen2Base. */
+export function writeQwen15bShapesBase(path) {
+  return writeSparseQwen2Base(path, 'Qwen2.5 1.5B shapes (sparse)', {
+    ...QWEN15B_DIMS,
+    heads: 12,
+    kvHeads: 2,
+    vocab: 151936,
+    merges: 151387,
+    tied: true,
+  });
+}
+
 /**
  * Medians of the CODI_TRACE=1 phases of `args` (run `trials` times), printed with the time and page
  * faults each added: where a command's time goes.

@@ -11,10 +11,12 @@ const all = [
   'fuzz',
   'convert',
   'convert-7b',
+  'convert-bin',
   'kernels',
   'list',
   'promote',
   'run-startup',
+  'base-hash',
 ];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : all;
 let failed = 0;

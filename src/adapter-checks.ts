@@ -11,6 +11,7 @@ import { codeRow } from './codes.js';
 import { finding, findingFromError, isEnvironmentFinding, type Finding } from './findings.js';
 import { readSafetensorsHeader } from './files/safetensors.js';
 import type { SafetensorsHeader } from './formats/safetensors.js';
+import type { TorchBinScan } from './formats/torch-bin.js';
 import { decodeUtf8 } from './formats/utf8.js';
 import {
   BIN_FILE,
@@ -111,13 +112,15 @@ export interface Weights {
   tensors: TensorDescriptor[];
   /** the parsed safetensors header, when the weights are safetensors */
   safetensors: SafetensorsHeader | null;
+  /** the scanned pickle and archive, when the weights are a `.bin` */
+  bin: TorchBinScan | null;
   readable: boolean;
 }
 
 /** The weights: the safetensors header or the pickle scanned, never the tensor data. */
 export async function checkWeights(c: AdapterChecks): Promise<Weights> {
   const { layout } = c;
-  const weights: Weights = { tensors: [], safetensors: null, readable: false };
+  const weights: Weights = { tensors: [], safetensors: null, bin: null, readable: false };
   if (layout.weightsFile === SAFETENSORS_FILE) {
     try {
       const header = await c.reads.header(join(layout.dir, SAFETENSORS_FILE));
@@ -138,6 +141,7 @@ export async function checkWeights(c: AdapterChecks): Promise<Weights> {
       const scan = await scanTorchBin(join(layout.dir, BIN_FILE));
       for (const w of scan.warnings) c.findings.push(finding(w.code, w.message, BIN_FILE));
       if (layout.weightsFile === BIN_FILE) {
+        weights.bin = scan;
         weights.tensors = scan.tensors;
         weights.readable = true;
         c.summaries.weights = `PyTorch pickle (scanned, not loaded), ${plural(scan.tensors.length, 'tensor')}`;

@@ -10,8 +10,10 @@ import { getNumber, getString, torchShape, type GgufFile } from './formats/gguf.
 import { readGgufHeader } from './files/gguf.js';
 import { ARCH_NAMES, archKey, archOf, isArchName, type ArchName, type ArchTensor } from './arch.js';
 import { adaptedTensor, isOtherTower, type AdaptedTensor } from './gguf-names.js';
-import { rankAndAlpha, scaleFor, type LoraConfig } from './peft-config.js';
+import { CONFIG_FILE, rankAndAlpha, scaleFor, type LoraConfig } from './peft-config.js';
 import type { LoraModule } from './peft-tensors.js';
+import type { AdapterMetadata } from './metadata.js';
+import { checkBaseIdentity } from './base-identity.js';
 
 export interface BaseModel {
   path: string;
@@ -216,6 +218,8 @@ export function checkCompatibility(
     p.fold = p.scale / (ggufAlpha / p.tensorRank);
     if (p.module.kind === 'embedding') p.fold *= embeddingFactor;
   }
+  const outside = invocationOutsideVocab(base, config);
+  if (outside) findings.push(outside);
   return { findings, plan, ggufAlpha };
 }
 
@@ -232,6 +236,19 @@ function unscaledEmbeddingFactor(base: BaseModel, config: LoraConfig): number {
   if (m && (Number(m[1]) > 0 || Number(m[2]) >= 18)) return 1;
   const hidden = base.shapes.get('token_embd.weight')?.[1] ?? 1;
   return 1 / Math.sqrt(hidden);
+}
+
+/** An activated LoRA whose invocation token ids the base's vocabulary lacks: it could never start. */
+function invocationOutsideVocab(base: BaseModel, config: LoraConfig): Finding | null {
+  const nVocab = base.shapes.get('token_embd.weight')?.[0];
+  const outside = (config.aloraInvocationTokens ?? []).filter((t) => nVocab !== undefined && t >= nVocab);
+  if (outside.length === 0) return null;
+  return finding(
+    'BASE_ALORA_TOKENS',
+    `alora_invocation_tokens ${outside.join(', ')} ${outside.length === 1 ? 'is' : 'are'} not in the base model's vocabulary of ${String(nVocab)} tokens: the adapter would never activate`,
+    CONFIG_FILE,
+    { pointer: '/alora_invocation_tokens' },
+  );
 }
 
 interface Refusal {
@@ -339,26 +356,34 @@ export function headSplitProblem(rows: number, heads: number): string | null {
  */
 export function baseCheckFor(
   base: BaseModel | CodiError,
+  /** `identity: false` leaves out the comparison with the recorded base (`mount --base --force` rebinds) */
+  options: { stateDir?: string; identity?: boolean } = {},
 ): (adapter: {
   config: LoraConfig | null;
   modules: LoraModule[];
   layout: { weightsFile: string | null };
+  metadata: AdapterMetadata | null;
 }) => Promise<{ findings: Finding[]; summary: string }> {
-  return (adapter) => {
+  return async (adapter) => {
     if (base instanceof CodiError) {
-      return Promise.resolve({
-        findings: [findingFromError(base, base.file ?? 'base')],
-        summary: 'base model unusable',
-      });
+      return { findings: [findingFromError(base, base.file ?? 'base')], summary: 'base model unusable' };
     }
     if (!adapter.config || !adapter.layout.weightsFile) {
-      return Promise.resolve({ findings: [], summary: 'not checked: the adapter itself is unreadable' });
+      return { findings: [], summary: 'not checked: the adapter itself is unreadable' };
     }
     const compat = checkCompatibility(base, adapter.config, adapter.modules, adapter.layout.weightsFile);
-    return Promise.resolve({
-      findings: compat.findings,
-      summary: `${base.arch}${base.name ? ` (${base.name})` : ''}: ${compat.plan.length}/${adapter.modules.length} modules map onto base tensors with matching shapes`,
-    });
+    const identity =
+      options.identity === false
+        ? { findings: [], summary: '' }
+        : await checkBaseIdentity(
+            base.path,
+            adapter.metadata,
+            options.stateDir === undefined ? {} : { stateDir: options.stateDir },
+          );
+    return {
+      findings: [...compat.findings, ...identity.findings],
+      summary: `${base.arch}${base.name ? ` (${base.name})` : ''}: ${compat.plan.length}/${adapter.modules.length} modules map onto base tensors with matching shapes${identity.summary ? `; ${identity.summary}` : ''}`,
+    };
   };
 }
 

@@ -1,11 +1,12 @@
 /**
  * The tensors of a converted adapter: which GGUF tensors the plan makes (names, shapes, types), the
- * safetensors tensors each is made of, and how their values get there (as they are, transposed,
+ * tensors of the weights file each is made of (by their safetensors entries: a `.bin`'s tensors are
+ * given the entries the safetensors writer would give them, convert-reader.ts), and how their values get there (as they are, transposed,
  * permuted, scaled, or stacked per expert).
  */
 import { permuteRopeRows, type PlannedModule } from './base-model.js';
 import type { OutType } from './constants.js';
-import type { WeightsPass } from './convert-pass.js';
+import type { TensorReader } from './convert-reader.js';
 import { CodiError } from './errors.js';
 import type { FileRange, GgufTensorSpec } from './files/gguf-writer.js';
 import { GGML_TYPE_OF_DTYPE, GgmlType } from './formats/ggml-types.js';
@@ -193,16 +194,17 @@ export function isPassThrough(job: ConvertJob): boolean {
  * the bytes go through as they are), or float32 values. `owned`: values that stay valid after the
  * pass reads on (else they may be the pass's own buffer, valid until its next read).
  */
-export function payloadOf(
+export async function payloadOf(
   job: ConvertJob,
-  pass: WeightsPass,
+  reader: TensorReader,
   scratch: Float32Array,
   owned = false,
-): FileRange | Uint8Array | Float32Array {
-  if (job.kind === 'stacked') return stack(job, pass, scratch);
+): Promise<FileRange | Uint8Array | Float32Array> {
+  if (job.kind === 'stacked') return stack(job, reader, scratch);
   const info = job.infos[0] as SafetensorsTensorInfo;
-  if (!owned && isPassThrough(job)) return pass.range(info);
-  const converted = convertTensor(job, info, pass.read(info), scratch);
+  const range = !owned && isPassThrough(job) ? reader.range(info) : null;
+  if (range) return range;
+  const converted = convertTensor(job, info, await reader.read(info), scratch);
   // the values may lie in the pass's buffer or the scratch buffer, which later reads overwrite
   return owned ? converted.slice() : converted;
 }
@@ -238,11 +240,11 @@ function convertTensor(
 }
 
 /** The experts' A or B stacked into one new array, each read through the pass in file order. */
-function stack(
+async function stack(
   job: Extract<ConvertJob, { kind: 'stacked' }>,
-  pass: WeightsPass,
+  reader: TensorReader,
   scratch: Float32Array,
-): Float32Array {
+): Promise<Float32Array> {
   const { rank, rows, cols } = job;
   // one expert's block: A [rank, cols], B [rows, rank]
   const block = job.half === 'a' ? rank * cols : rows * rank;
@@ -250,7 +252,7 @@ function stack(
   const order = job.parts.map((part, i) => ({ part, info: job.infos[i] as SafetensorsTensorInfo }));
   order.sort((x, y) => x.info.begin - y.info.begin);
   for (const { part, info } of order) {
-    const values = valuesOf(info, pass.piece(info), scratch);
+    const values = valuesOf(info, await reader.piece(info), scratch);
     const base = part.expert * block;
     if (job.half === 'a') {
       // rows 0..r-1 of the expert's [rank, cols]; the rest stay zero

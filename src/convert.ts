@@ -1,10 +1,11 @@
 /**
- * `convert`: a PEFT safetensors LoRA → a llama.cpp GGUF LoRA adapter, natively and air-gapped. The
- * architecture and shapes come from the base GGUF; the adapter is verified first (fail closed).
+ * `convert`: a PEFT LoRA (safetensors, or a `.bin` read without unpickling) → a llama.cpp GGUF LoRA
+ * adapter, natively and air-gapped. The architecture and shapes come from the base GGUF; the adapter
+ * is verified first (fail closed).
  */
 import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
-import { PassHash, WeightsPass } from './convert-pass.js';
+import { PassHash } from './convert-pass.js';
 import type { Stats } from 'node:fs';
 import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -12,19 +13,16 @@ import { removeDeadTemps } from './atomic.js';
 import { cacheNames, removeSuperseded } from './boot-bound.js';
 import { checkCompatibility, readBaseModel, type BaseModel, type PlannedModule } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
+import { checkBaseIdentity } from './base-identity.js';
 import { CodiError } from './errors.js';
-import { gv, type GgufTypedValue } from './formats/ggml-types.js';
+import { GgufValueType, gv, type GgufTypedValue } from './formats/ggml-types.js';
 import { writeGguf, type TensorPayload } from './files/gguf-writer.js';
 import type { SafetensorsHeader } from './formats/safetensors.js';
-import {
-  jobOf,
-  largestDecoded,
-  largestSource,
-  payloadOf,
-  plannedTensors,
-  type PlannedTensor,
-} from './convert-tensors.js';
-import { SAFETENSORS_FILE } from './layout.js';
+import type { TorchBinScan } from './formats/torch-bin.js';
+import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
+import { openReader, orderedJobs } from './convert-reader.js';
+import { largestDecoded, payloadOf, plannedTensors, type PlannedTensor } from './convert-tensors.js';
+import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
 import {
   inspectAdapter,
   requireValid,
@@ -49,7 +47,7 @@ import { nowMs } from './clock.js';
 export const DEFAULT_OUTTYPE: OutType = 'f32';
 
 /** Bumped whenever the converter's output for the same input changes; part of the cache key. */
-export const CONVERTER_FORMAT = 1;
+export const CONVERTER_FORMAT = 2;
 
 export interface ConvertOptions {
   base: string;
@@ -62,13 +60,22 @@ export interface ConvertOptions {
    * any boot (src/boot-bound.ts); --out is always fsynced
    */
   durable?: boolean;
+  /** where the base model's sha256 is cached (default: CODI_STATE_DIR, else run's default) */
+  stateDir?: string;
   onHashProgress?: (p: VerifyProgress) => void;
 }
 
 export interface ConvertResult {
   output: string;
   cached: boolean;
-  adapter: { id: string | null; version: string | null; path: string; weightsSha256: string };
+  adapter: {
+    id: string | null;
+    version: string | null;
+    path: string;
+    /** the weights file converted: adapter_model.safetensors or adapter_model.bin */
+    weightsFile: string;
+    weightsSha256: string;
+  };
   base: { path: string; arch: string; name: string | null };
   outtype: OutType;
   alpha: number;
@@ -77,6 +84,11 @@ export interface ConvertResult {
   folded: { module: string; scale: number; factor: number }[];
   /** tensors written as f16 because their rows are not a multiple of 32 (q8_0 only) */
   f16Fallback: string[];
+  /**
+   * An activated LoRA: its invocation tokens, and the ones written to the GGUF so that llama-server
+   * starts applying it where PEFT does (src/alora.ts)
+   */
+  alora: { invocation_tokens: number[]; written: number[] } | null;
   /** verification's warnings (e.g. CONFIG_PATTERN_AMBIGUOUS): converted all the same */
   warnings: Finding[];
   bytes: number;
@@ -87,8 +99,12 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const started = nowMs();
   trace('convert: start');
   if (options.out) await refuseOutOverInputs(resolve(options.out), resolve(options.base), resolve(dir));
-  // the weights file as it is before anything reads it: the pass checks it is the same file after
-  const before = await identityAt(join(resolve(dir), SAFETENSORS_FILE));
+  // the weights file as it is before anything reads it (which of the two it is, verification says):
+  // the pass checks it is the same file after
+  const before = {
+    [SAFETENSORS_FILE]: await identityAt(join(resolve(dir), SAFETENSORS_FILE)),
+    [BIN_FILE]: await identityAt(join(resolve(dir), BIN_FILE)),
+  };
   const base = await readBaseModel(resolve(options.base));
   trace('convert: base model read');
   let plan: PlannedModule[] = [];
@@ -98,11 +114,11 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
     weightsHash: (path, size, onProgress) =>
-      basename(path) === SAFETENSORS_FILE
+      basename(path) === SAFETENSORS_FILE || basename(path) === BIN_FILE
         ? passHash.adopt(path, size, onProgress)
         : beginSha256(path, size, onProgress),
-    baseCheck: (adapter) => {
-      if (!adapter.config) return Promise.resolve({ findings: [], summary: 'not checked' });
+    baseCheck: async (adapter) => {
+      if (!adapter.config) return { findings: [], summary: 'not checked' };
       const compat = checkCompatibility(
         base,
         adapter.config,
@@ -111,10 +127,16 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
       );
       plan = compat.plan;
       ggufAlpha = compat.ggufAlpha;
-      return Promise.resolve({
-        findings: compat.findings,
+      // the base must be the one the adapter records, when it records one
+      const identity = await checkBaseIdentity(
+        base.path,
+        adapter.metadata,
+        options.stateDir === undefined ? {} : { stateDir: options.stateDir },
+      );
+      return {
+        findings: [...compat.findings, ...identity.findings],
         summary: `${base.arch}, ${compat.plan.length} tensors mapped`,
-      });
+      };
     },
   });
   trace('convert: adapter inspected');
@@ -134,8 +156,8 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
 async function convertInspected(
   inspection: Inspection,
   passHash: PassHash,
-  /** the weights file before it was hashed */
-  before: FileIdentity | null,
+  /** the weights files before they were hashed */
+  before: Readonly<Record<string, FileIdentity | null>>,
   base: BaseModel,
   plan: PlannedModule[],
   ggufAlpha: number,
@@ -154,13 +176,10 @@ async function convertInspected(
   // anything wrong beyond the checksums: wait for the full report and fail with it
   if (inspection.errors.length > 0) await verifiedReport();
   const adapter = inspection.verified;
-  if (adapter.layout.weightsFile !== SAFETENSORS_FILE || !adapter.safetensors) {
-    await verifiedReport();
-    throw new CodiError(
-      'CONVERT_NEEDS_SAFETENSORS',
-      'convert reads safetensors weights only; this adapter has adapter_model.bin',
-    );
-  }
+  const weightsFile = adapter.layout.weightsFile;
+  // with no error before the checksums, the weights were read: a header, or a scanned .bin
+  const weights = adapter.safetensors ?? adapter.bin;
+  if (!weightsFile || !weights) throw new CodiError('INTERNAL', 'verified weights without a header');
   // metadata.json must list the weights (else verification has failed above); the cache is keyed by
   // that checksum, which the finished verification then confirms
   const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
@@ -183,6 +202,7 @@ async function convertInspected(
     alpha: ggufAlpha,
     tensors: tensors.specs.length,
     folded: about.folded,
+    alora: aloraOf(adapter),
     f16Fallback: tensors.f16Fallback,
     warnings,
     bytes,
@@ -200,16 +220,19 @@ async function convertInspected(
   // temp files of conversions to this target that were killed (SIGKILL, power loss) go first
   await removeDeadTemps(dirname(output), [basename(output)]);
   const written = await writeAdapterGguf(
-    join(adapter.layout.dir, SAFETENSORS_FILE),
-    adapter.safetensors,
+    { path: join(adapter.layout.dir, weightsFile), weights, before: before[weightsFile] ?? null },
     output,
     { base, tensors, ggufAlpha, metadata: adapter, weightsSha256, durable: target.durable },
     passHash,
-    before,
     verifiedReport,
   );
   if (target.stem !== undefined) await removeSuperseded(dirname(output), target.stem, basename(output));
   return result(false, written.bytes);
+}
+
+function aloraOf(adapter: VerifiedAdapter): ConvertResult['alora'] {
+  const tokens = adapter.config?.aloraInvocationTokens;
+  return tokens ? { invocation_tokens: [...tokens], written: servedInvocationTokens(tokens) } : null;
 }
 
 /** What a conversion result says of its inputs: the adapter, the base and the folded scales. */
@@ -224,6 +247,7 @@ function described(
       id: adapter.metadata?.id ?? null,
       version: adapter.metadata?.version ?? null,
       path: adapter.layout.dir,
+      weightsFile: adapter.layout.weightsFile ?? SAFETENSORS_FILE,
       weightsSha256,
     },
     base: { path: base.path, arch: base.arch, name: base.name },
@@ -321,7 +345,7 @@ interface OutputTarget {
 /**
  * The cache file for this conversion, next to the adapter: `<parent>/.gguf-cache/`, named by the
  * weights checksum and `cacheKey`. Falls back to the user cache when the adapter's parent is read-only.
- * Not fsynced unless `durable`, and then bound to this boot (src/boot-bound.ts).
+ * Unless `durable`, it is not fsynced but bound to this boot (src/boot-bound.ts).
  */
 async function cacheTarget(
   adapter: VerifiedAdapter,
@@ -368,32 +392,31 @@ interface WriteInput {
   weightsSha256: string;
 }
 
+/** The weights a GGUF is written from: a safetensors header, or a scanned `.bin`. */
+interface WeightsSource {
+  path: string;
+  weights: SafetensorsHeader | TorchBinScan;
+  /** the file before the pass: it must be the same file when the pass ends */
+  before: FileIdentity | null;
+}
+
 async function writeAdapterGguf(
-  weightsPath: string,
-  header: SafetensorsHeader,
+  source: WeightsSource,
   output: string,
   input: WriteInput,
   /** fed every byte of the weights file, in order */
   hash: PassHash,
-  /** the weights file before the pass: it must be the same file when the pass ends */
-  before: FileIdentity | null,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
 ): Promise<{ bytes: number }> {
-  const infos = new Map(header.tensors.map((t) => [t.name, t]));
-  const jobs = input.tensors.specs.map((t) => jobOf(t, infos));
-  // GGUF tensors in the order they are complete in the safetensors file: one sequential read does it
-  jobs.sort((x, y) => x.at - y.at);
+  const jobs = orderedJobs(input.tensors.specs, source.weights);
   if (jobs.length === 0) await gate();
-  const largest = Math.max(0, ...jobs.map(largestSource));
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
   const scratch = new Float32Array(Math.max(0, ...jobs.map(largestDecoded)));
   trace('convert: writing');
   await pausePoint('convert:before-pass');
-  const pass = await WeightsPass.begin(weightsPath, header, hash, largest);
-  // what stacked tensors need, when the pass reads past it before their turn
-  pass.keep(jobs.flatMap((j) => (j.kind === 'stacked' ? j.infos : [])));
+  const reader = await openReader(source.path, source.weights, hash, jobs);
   try {
     const result = await writeGguf(
       output,
@@ -403,9 +426,9 @@ async function writeAdapterGguf(
         if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
         // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
         if (i === jobs.length >> 1) await pausePoint('convert:writing');
-        if (i < jobs.length - 1) return payloadOf(job, pass, scratch);
-        const payload = payloadOf(job, pass, scratch, true);
-        await pass.finish(before);
+        if (i < jobs.length - 1) return payloadOf(job, reader, scratch);
+        const payload = await payloadOf(job, reader, scratch, true);
+        await reader.finish(source.before);
         // then the checksums: the GGUF is committed only for a verified adapter
         trace('convert: all read, waiting for the checksums');
         await gate();
@@ -416,7 +439,7 @@ async function writeAdapterGguf(
     trace('convert: committed');
     return { bytes: result.bytes };
   } finally {
-    await pass.close();
+    await reader.close();
   }
 }
 
@@ -436,5 +459,9 @@ function adapterKv(input: WriteInput): [string, GgufTypedValue][] {
     ['codi.converter', gv.str(`codi-adapter ${VERSION} (format ${CONVERTER_FORMAT})`)],
   ];
   if (m?.version) kv.push(['general.version', gv.str(m.version)]);
+  const alora = aloraOf(input.metadata);
+  if (alora) {
+    kv.push([ALORA_INVOCATION_KEY, gv.array(GgufValueType.UINT32, Uint32Array.from(alora.written))]);
+  }
   return kv;
 }

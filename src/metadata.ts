@@ -3,6 +3,7 @@
  * reads its checksum format: the short form `"sha256:<hex>"` (the weights file alone) or
  * `{ algorithm: "sha256", files: { name: hex } }`.
  */
+import { CodiError } from './errors.js';
 import { finding, type Finding } from './findings.js';
 import { parseJson, StrictJsonError } from './formats/strict-json.js';
 import { METADATA_FILE, needsNoChecksum } from './layout.js';
@@ -24,8 +25,20 @@ export interface AdapterMetadata {
   created_at: string;
   training: { dataset: string; [extra: string]: unknown };
   checksum: string | { algorithm: 'sha256'; files: Record<string, string> };
+  /** written by mount --to-safetensors: where converted weights came from */
+  converted_from?: ConvertedFrom;
   evaluations?: EvaluationRecord[];
+  /** the base model GGUF it is bound to (mount --base, promote --base) */
+  base?: { sha256: string; name?: string; file?: string };
   [extra: string]: unknown;
+}
+
+/** The provenance of converted weights: the original file, its sha256, the converter and when. */
+export interface ConvertedFrom {
+  file: string;
+  sha256: string;
+  converter: string;
+  converted_at: string;
 }
 
 export interface ParsedMetadata {
@@ -153,4 +166,79 @@ export function uncoveredFileFindings(
     );
   }
   return findings;
+}
+
+/**
+ * metadata.json of an adapter whose weights file `from.file` became `to`: the checksum of the old file
+ * replaced by the new one's (in the same place, in either form), and `converted_from` recording the
+ * original file and its sha256, after `checksum`. Every other key, the file's indentation and its
+ * line endings are kept. `text` must be valid metadata (verification read it).
+ */
+export function convertedMetadataText(
+  text: string,
+  from: ConvertedFrom,
+  to: { file: string; sha256: string },
+  path = 'metadata.json',
+): string {
+  return editMetadataText(
+    text,
+    (data) => {
+      const checksum: AdapterMetadata['checksum'] =
+        typeof data.checksum === 'string'
+          ? sha256Ref(to.sha256)
+          : {
+              ...data.checksum,
+              files: Object.fromEntries(
+                Object.entries(data.checksum.files).map(([file, hex]) =>
+                  file === from.file ? [to.file, to.sha256] : [file, hex],
+                ),
+              ),
+            };
+      const out: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(data)) {
+        if (key === 'converted_from') continue;
+        out[key] = key === 'checksum' ? checksum : value;
+        if (key === 'checksum') out.converted_from = from;
+      }
+      return out as AdapterMetadata;
+    },
+    path,
+  );
+}
+
+/**
+ * metadata.json text with `change` made to its data, in the file's own indentation and line ends (so
+ * the diff is the change); the result must still be valid metadata.json. `change` returns the data to
+ * write, or the same object.
+ */
+export function editMetadataText(
+  text: string,
+  change: (data: AdapterMetadata) => AdapterMetadata,
+  path: string,
+): string {
+  const data = change(JSON.parse(text) as AdapterMetadata);
+  const indent = /^\{\r?\n([ \t]+)"/u.exec(text)?.[1] ?? '  ';
+  const eol = text.includes('\r\n') ? '\r\n' : '\n';
+  let out = JSON.stringify(data, null, indent);
+  if (eol !== '\n') out = out.replace(/\n/gu, eol);
+  out += text.endsWith('\n') ? eol : '';
+  const problem = parseMetadata(out, null).findings.find((f) => f.level === 'error');
+  if (problem) {
+    throw new CodiError('INTERNAL', `the change would make metadata.json invalid: ${problem.message}`, {
+      file: path,
+    });
+  }
+  return out;
+}
+
+/** `data` with `base` recorded, right after `base_model` (where a reader looks for it). */
+export function withBase(data: AdapterMetadata, base: NonNullable<AdapterMetadata['base']>): AdapterMetadata {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(data)) {
+    if (key === 'base') continue;
+    out[key] = value;
+    if (key === 'base_model') out.base = base;
+  }
+  if (!('base' in out)) out.base = base;
+  return out as AdapterMetadata;
 }

@@ -24,14 +24,23 @@ export interface LoraConfig {
   /** PEFT keys (module-name suffixes or regexes), in file order: the first match wins, as in PEFT */
   rankPattern: [string, number][];
   alphaPattern: [string, number][];
+  /** null also for an empty list, which PEFT reads as "every layer" */
   layersToTransform: number[] | null;
+  /** null also for an empty one: any numbered segment then counts */
   layersPattern: string[] | null;
+  /** how the layer index is found: by `peft_version`, else both rules (null) */
+  layerRules: LayerRules | null;
   excludeModules: { kind: 'list'; names: string[] } | { kind: 'regex'; regex: RegExp } | null;
   baseModel: string | null;
   /** `peft_version` as PEFT (0.18 and later) records it, e.g. `0.18.0`; null when absent */
   peftVersion: string | null;
   /** how rank_pattern/alpha_pattern keys are matched: by `peft_version`, else current PEFT's rules */
   patternRules: PatternRules;
+  /**
+   * Activated LoRA (PEFT 0.18 and later): the token ids after whose last occurrence in the input, from
+   * its first token on, the adapter applies; null for an ordinary LoRA
+   */
+  aloraInvocationTokens: number[] | null;
   /** the parsed JSON as written */
   raw: Record<string, unknown>;
 }
@@ -73,6 +82,7 @@ export function parseLoraConfig(text: string): ParsedConfig {
     );
   }
   for (const f of unsupportedFeatures(raw)) findings.push(f);
+  for (const f of baseBoundFeatures(raw)) findings.push(f);
 
   const targets = targetModulesOf(raw, findings);
   if (!targets) return { config: null, findings };
@@ -99,12 +109,16 @@ export function parseLoraConfig(text: string): ParsedConfig {
     targets,
     rankPattern,
     alphaPattern,
-    layersToTransform: ltt === null || ltt === undefined ? null : Array.isArray(ltt) ? ltt : [ltt],
-    layersPattern: lp === null || lp === undefined ? null : Array.isArray(lp) ? lp : [lp],
+    layersToTransform: ltt === null || ltt === undefined ? null : Array.isArray(ltt) ? nonEmpty(ltt) : [ltt],
+    layersPattern: lp === null || lp === undefined || lp.length === 0 ? null : Array.isArray(lp) ? lp : [lp],
+    layerRules: layerRulesOf(peftVersion),
     excludeModules,
     baseModel: typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null,
     peftVersion,
     patternRules: patternRulesOf(peftVersion),
+    aloraInvocationTokens: Array.isArray(raw.alora_invocation_tokens)
+      ? (raw.alora_invocation_tokens as number[])
+      : null,
     raw,
   };
   return { config, findings };
@@ -114,7 +128,8 @@ export function parseLoraConfig(text: string): ParsedConfig {
 function targetModulesOf(raw: Record<string, unknown>, findings: Finding[]): TargetModules | null {
   const tm = raw.target_modules as string | string[];
   if (Array.isArray(tm)) return { kind: 'list', names: tm };
-  if (tm === 'all-linear') return { kind: 'all-linear' };
+  // PEFT compares the shorthand case-insensitively
+  if (tm.toLowerCase() === ALL_LINEAR) return { kind: 'all-linear' };
   const regex = pythonFullMatch(tm);
   if (!regex) {
     findings.push(
@@ -181,6 +196,111 @@ function unsupportedFeatures(raw: Record<string, unknown>): Finding[] {
       'target_parameters (LoRA on raw parameters, e.g. MoE experts) is not supported',
     );
   }
+  for (const [key, what] of VARIANTS) {
+    const value = raw[key];
+    if (value === undefined || value === null || value === false) continue;
+    if (typeof value === 'object' && Object.keys(value).length === 0) continue;
+    unsupported(`/${key}`, `${key} is set: ${what}, which a llama.cpp LoRA (W + s·B·A) cannot express`);
+  }
+  const init = raw.init_lora_weights;
+  if (typeof init === 'string' && !PLAIN_INITS.has(init.toLowerCase()) && modifiedBaseInit(init) === null) {
+    unsupported(
+      '/init_lora_weights',
+      `init_lora_weights is ${JSON.stringify(init)}, an initialisation codi-adapter does not know: it cannot tell whether the adapter needs a modified base model (as pissa and olora do)`,
+    );
+  }
+  return out;
+}
+
+/** PEFT's LoRA variants (and Megatron layers) whose forward pass is not `W·x + s·B·A·x`. */
+const VARIANTS: readonly [key: string, what: string][] = [
+  ['use_qalora', 'QALoRA pools the input features in groups before lora_A'],
+  ['use_bdlora', 'BD-LoRA makes lora_A or lora_B block-diagonal'],
+  ['arrow_config', 'Arrow routes every token among several adapters'],
+  ['monteclora_config', 'MonteCLoRA samples its LoRA weights'],
+  ['megatron_config', "Megatron's parallel layers have module names llama.cpp does not know"],
+];
+
+export const ALL_LINEAR = 'all-linear';
+
+/**
+ * `init_lora_weights` values that only initialise the LoRA and leave the base weights as they are
+ * (PEFT's `update_layer`): the trained adapter is an ordinary LoRA on the original base.
+ */
+const PLAIN_INITS = new Set(['gaussian', 'eva', 'orthogonal', 'mica']);
+
+/**
+ * The name of the method when `init_lora_weights` makes PEFT change the base weights themselves
+ * (`W ← W − s·B₀A₀`, or LoftQ's quantised residual), matched as PEFT's `update_layer` matches them;
+ * null otherwise.
+ */
+function modifiedBaseInit(init: string): string | null {
+  if (init.startsWith('pissa')) return 'PiSSA';
+  if (init.startsWith('corda')) return 'CorDA';
+  if (init.toLowerCase() === 'olora') return 'OLoRA';
+  if (init === 'loftq') return 'LoftQ';
+  if (init === 'lora_ga') return 'LoRA-GA';
+  return null;
+}
+
+/**
+ * Configs whose adapter is right only against weights other than the base model's own, or that
+ * carry weights a llama.cpp LoRA has no place for: a modified base (PiSSA, OLoRA, CorDA, LoftQ,
+ * LoRA-GA, KaSA), trained token rows, and an activated LoRA known only by its invocation text.
+ */
+function baseBoundFeatures(raw: Record<string, unknown>): Finding[] {
+  const out: Finding[] = [];
+  const init = raw.init_lora_weights;
+  const method = typeof init === 'string' ? modifiedBaseInit(init) : null;
+  if (method !== null) {
+    out.push(
+      err(
+        'CONFIG_BASE_MODIFIED',
+        `init_lora_weights is ${JSON.stringify(init)}: ${method} trains the adapter against base weights it changed itself (W − s·B₀A₀${method === 'LoftQ' ? ', quantised' : ''}), so on the original base model it computes something else`,
+        '/init_lora_weights',
+      ),
+    );
+  }
+  const kasa = raw.kasa_config;
+  if (kasa !== undefined && kasa !== null) {
+    out.push(
+      err(
+        'CONFIG_BASE_MODIFIED',
+        'kasa_config is set: KaSA truncates the base weights to their largest singular values and trains a diagonal between lora_A and lora_B',
+        '/kasa_config',
+      ),
+    );
+  }
+  const trained = raw.trainable_token_indices;
+  if (trained !== undefined && trained !== null) {
+    out.push(
+      err(
+        'CONFIG_TRAINABLE_TOKENS',
+        'trainable_token_indices is set: the trained token rows replace rows of the embedding (and a tied output head), which a llama.cpp LoRA adapter cannot carry',
+        '/trainable_token_indices',
+      ),
+    );
+  }
+  const tokens = raw.alora_invocation_tokens;
+  if (Array.isArray(tokens) && tokens.length === 1) {
+    out.push(
+      err(
+        'CONFIG_ALORA_ONE_TOKEN',
+        `alora_invocation_tokens is one token (${String(tokens[0])}): llama-server applies the adapter from the token before it, PEFT from the token itself, so the log-probs differ slightly from PEFT's`,
+        '/alora_invocation_tokens',
+      ),
+    );
+  }
+  const invocation = raw.invocation_string;
+  if (typeof invocation === 'string' && !Array.isArray(raw.alora_invocation_tokens)) {
+    out.push(
+      err(
+        'CONFIG_ALORA_STRING',
+        `invocation_string is ${JSON.stringify(invocation)} but there is no alora_invocation_tokens: an activated LoRA applies from token ids, and those depend on the base model's tokenizer`,
+        '/invocation_string',
+      ),
+    );
+  }
   return out;
 }
 
@@ -215,28 +335,69 @@ function legacyPatternRegex(key: string): RegExp | null {
   }
 }
 
-const LAYER_PATTERNS_DEFAULT = ['layers', 'h', 'block', 'blocks', 'layer'];
+function nonEmpty<T>(list: T[]): T[] | null {
+  return list.length > 0 ? list : null;
+}
 
-/** The layer index of a module name, as PEFT finds it for layers_to_transform. */
-export function layerIndexOf(moduleName: string, layersPattern: string[] | null = null): number | null {
-  const names = layersPattern ?? LAYER_PATTERNS_DEFAULT;
-  for (const p of names) {
-    const m = new RegExp(`(?:^|\\.)(?:${escapeRegex(p)})\\.(\\d+)\\.`, 'u').exec(moduleName);
+/**
+ * How PEFT finds a module's layer index for layers_to_transform (tuners_utils.py
+ * `check_target_module_exists`, `re.match` of the module name):
+ * - `peft-0.20` (0.20 and later): the *first* `.<segment>.<digits>.`, lazily (`.*?\.[^.]*\.(\d+)\.`),
+ *   or with layers_pattern the first `.<pattern>.<digits>.` (`.*?\.{pattern}\.(\d+)\.`);
+ * - `peft-0.19` (before 0.20): the same greedily, so the *last* one: in an MoE module name such as
+ *   `model.layers.1.mlp.experts.0.gate_proj`, the expert's index.
+ */
+export type LayerRules = 'peft-0.20' | 'peft-0.19';
+
+/** The layer rules of the PEFT release `version` names; null when the config does not say. */
+export function layerRulesOf(version: string | null): LayerRules | null {
+  const m = version === null ? null : /^v?(\d+)\.(\d+)/u.exec(version.trim());
+  if (!m) return null;
+  return Number(m[1]) > 0 || Number(m[2]) >= 20 ? 'peft-0.20' : 'peft-0.19';
+}
+
+/** The layer index of a module name, as the PEFT release of `rules` finds it for layers_to_transform. */
+export function layerIndexOf(
+  moduleName: string,
+  layersPattern: string[] | null = null,
+  rules: LayerRules = 'peft-0.20',
+): number | null {
+  const any = rules === 'peft-0.20' ? '.*?' : '.*';
+  const patterns = layersPattern ?? ['[^.]*'];
+  for (const p of patterns) {
+    let m: RegExpExecArray | null;
+    try {
+      // the pattern goes in as PEFT pastes it: a regular expression
+      m = new RegExp(`^${any}\\.(?:${p})\\.(\\d+)\\.`, 'u').exec(moduleName);
+    } catch {
+      // a pattern that is no regular expression matches nothing
+      m = null;
+    }
     if (m?.[1] !== undefined) return Number(m[1]);
   }
   return null;
 }
 
-function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** PEFT's `EMBEDDING_LAYER_NAMES`: the input embedding and the output head. */
+export const EMBEDDING_LAYER_NAMES = ['embed_tokens', 'lm_head'] as const;
+
+/** Whether a module is the token embedding or the output head, by its last name segment. */
+export function isEmbeddingLayer(moduleName: string): boolean {
+  const last = moduleName.slice(moduleName.lastIndexOf('.') + 1);
+  return (EMBEDDING_LAYER_NAMES as readonly string[]).includes(last);
 }
 
 /**
  * Whether PEFT would put a LoRA on `moduleName` (a base-model module path such as
- * `model.layers.0.self_attn.q_proj`). `all-linear` cannot be decided without the model; it
- * answers true for every module name.
+ * `model.layers.0.self_attn.q_proj`). `all-linear` selects every linear layer but the output head,
+ * and an embedding is not a linear layer: without the model, a module counts as linear unless it is
+ * named as one of those (or its LoRA is an embedding LoRA).
  */
-export function targetsModule(config: LoraConfig, moduleName: string): boolean {
+export function targetsModule(
+  config: LoraConfig,
+  moduleName: string,
+  kind: 'linear' | 'embedding' = 'linear',
+): boolean {
   if (config.excludeModules) {
     const ex = config.excludeModules;
     const excluded =
@@ -247,21 +408,30 @@ export function targetsModule(config: LoraConfig, moduleName: string): boolean {
   }
   const t = config.targets;
   if (t.kind === 'regex') return t.regex.test(moduleName);
-  if (t.kind === 'all-linear') return true;
-  const matched = t.names.some((n) => moduleName === n || moduleName.endsWith(`.${n}`));
-  if (!matched) return false;
-  if (config.layersToTransform) {
-    const layer = layerIndexOf(moduleName, config.layersPattern);
-    return layer !== null && config.layersToTransform.includes(layer);
-  }
-  return true;
+  if (t.kind === 'all-linear') return kind === 'linear' && !isEmbeddingLayer(moduleName);
+  // a module named whole is targeted whatever its layer, as in PEFT
+  if (t.names.includes(moduleName)) return true;
+  if (!t.names.some((n) => moduleName.endsWith(`.${n}`))) return false;
+  const layers = config.layersToTransform;
+  if (!layers) return true;
+  // without peft_version, the module counts as targeted when either release's rule selects it
+  const rules: readonly LayerRules[] = config.layerRules ? [config.layerRules] : ['peft-0.20', 'peft-0.19'];
+  return rules.some((r) => {
+    const layer = layerIndexOf(moduleName, config.layersPattern, r);
+    return layer !== null && layers.includes(layer);
+  });
 }
 
 /** Which entry of target_modules a module matched (for "every target matched a tensor"). */
-export function matchingTargets(config: LoraConfig, moduleName: string): string[] {
+export function matchingTargets(
+  config: LoraConfig,
+  moduleName: string,
+  kind: 'linear' | 'embedding' = 'linear',
+): string[] {
   const t = config.targets;
   if (t.kind === 'list') return t.names.filter((n) => moduleName === n || moduleName.endsWith(`.${n}`));
-  return t.kind === 'regex' ? (t.regex.test(moduleName) ? [t.pattern] : []) : ['all-linear'];
+  if (t.kind === 'regex') return t.regex.test(moduleName) ? [t.pattern] : [];
+  return kind === 'linear' && !isEmbeddingLayer(moduleName) ? [ALL_LINEAR] : [];
 }
 
 /** Whether a rank/alpha pattern key selects this module (current PEFT's matching). */
@@ -398,11 +568,16 @@ export function describeConfig(config: LoraConfig): string {
         ? 'regex targets'
         : 'all-linear';
   const extra = [
+    config.aloraInvocationTokens ? `activated by ${plainCount(config.aloraInvocationTokens.length)}` : null,
     config.useRslora ? 'rsLoRA' : null,
     config.rankPattern.length > 0 ? `${config.rankPattern.length} rank patterns` : null,
     config.alphaPattern.length > 0 ? `${config.alphaPattern.length} alpha patterns` : null,
   ].filter((x): x is string => x !== null);
   return `LoRA r=${config.r} alpha=${config.loraAlpha}, ${targets}${extra.length > 0 ? `, ${extra.join(', ')}` : ''}`;
+}
+
+function plainCount(n: number): string {
+  return n === 1 ? '1 token' : `${n} tokens`;
 }
 
 /** Throws if any finding is an error; for callers (convert) that need a usable config. */

@@ -5,7 +5,9 @@
 import type { Code } from './codes.js';
 import { CappedFindings, finding, type Finding } from './findings.js';
 import {
+  ALL_LINEAR,
   CONFIG_FILE,
+  isEmbeddingLayer,
   layerIndexOf,
   matchingTargets,
   patternMatches,
@@ -123,6 +125,14 @@ function collectHalves(tensors: readonly TensorDescriptor[], report: Report): Ha
     }
     const parsed = parsePeftName(t.name);
     if (!parsed) {
+      const copy = embeddingCopyOf(t.name);
+      if (copy !== null) {
+        report.raise(
+          'TENSOR_EMBEDDING_COPY',
+          `${t.name} is PEFT's copy of ${copy}'s base weight (saved because ${copy} is targeted): skipped, as llama.cpp's converter skips it; the base model's own weight is used`,
+        );
+        continue;
+      }
       const { code, message, hint } = misnamed(t.name);
       report.raise(code, message, hint);
       continue;
@@ -142,8 +152,37 @@ function collectHalves(tensors: readonly TensorDescriptor[], report: Report): Ha
   return halves;
 }
 
+const BASE_LAYER_WEIGHT = '.base_layer.weight';
+
+/**
+ * The module of a `<embedding layer>.base_layer.weight` tensor: the unchanged base weight of a
+ * LoRA-wrapped embedding or output head, which PEFT's `save_embedding_layers` writes whenever one is
+ * targeted. null for any other name.
+ */
+export function embeddingCopyOf(name: string): string | null {
+  if (!name.startsWith(PEFT_PREFIX) || !name.endsWith(BASE_LAYER_WEIGHT)) return null;
+  const module = name.slice(PEFT_PREFIX.length, -BASE_LAYER_WEIGHT.length);
+  return module.length > 0 && isEmbeddingLayer(module) ? module : null;
+}
+
 /** Why a tensor that is not a LoRA A/B matrix is in the file, as far as its name tells. */
 function misnamed(name: string): { code: Code; message: string; hint?: string } {
+  if (name.endsWith('.trainable_tokens_delta')) {
+    return {
+      code: 'TENSOR_UNSUPPORTED',
+      message: `${name} holds trained token rows (trainable_token_indices): they replace rows of the embedding, which a llama.cpp LoRA adapter cannot carry`,
+    };
+  }
+  if (
+    name.startsWith(PEFT_PREFIX) &&
+    name.endsWith('.weight') &&
+    isEmbeddingLayer(name.slice(PEFT_PREFIX.length, -'.weight'.length))
+  ) {
+    return {
+      code: 'TENSOR_UNEXPECTED',
+      message: `${name} is a full ${name.includes('lm_head') ? 'output head' : 'embedding'} weight (a resized vocabulary, or modules_to_save): a llama.cpp LoRA adapter cannot carry it`,
+    };
+  }
   if (name.includes('lora_magnitude_vector')) {
     return {
       code: 'TENSOR_UNSUPPORTED',
@@ -228,14 +267,21 @@ function checkAgainstConfig(
   report: Report,
 ): void {
   const matchedTargets = new Set<string>();
-  for (const module of halves.keys()) {
-    if (!targetsModule(config, module)) {
+  for (const [module, { kind }] of halves) {
+    if (!targetsModule(config, module, kind)) {
+      const why =
+        config.targets.kind === 'all-linear'
+          ? 'target_modules is all-linear, which selects neither the output head nor embeddings (as in PEFT)'
+          : 'target_modules does not select it';
+      report.raise('TENSOR_UNTARGETED', `${module} has LoRA weights but ${why}: config and weights disagree`);
+    }
+    for (const t of matchingTargets(config, module, kind)) matchedTargets.add(t);
+    if (kind === 'embedding' && config.aloraInvocationTokens) {
       report.raise(
-        'TENSOR_UNTARGETED',
-        `${module} has LoRA weights but target_modules does not select it: config and weights disagree`,
+        'TENSOR_ALORA_EMBEDDING',
+        `${module} has an embedding LoRA in an activated LoRA: PEFT applies an embedding LoRA to every token, while llama-server applies the whole adapter only from the invocation on`,
       );
     }
-    for (const t of matchingTargets(config, module)) matchedTargets.add(t);
   }
   for (const m of modules) {
     const expected = rankFor(config, m.module);
@@ -248,13 +294,21 @@ function checkAgainstConfig(
     }
   }
   const t = config.targets;
-  const wanted = t.kind === 'list' ? t.names : t.kind === 'regex' ? [t.pattern] : ['all-linear'];
-  for (const name of wanted) {
-    if (!matchedTargets.has(name)) {
-      report.raise(
-        'TARGET_UNMATCHED',
-        `target module ${JSON.stringify(name)} matched no LoRA tensor: that part of the adapter silently does nothing`,
-      );
+  const wanted = t.kind === 'list' ? t.names : t.kind === 'regex' ? [t.pattern] : [ALL_LINEAR];
+  if (matchedTargets.size === 0 && halves.size > 0) {
+    // what PEFT refuses too: not one module of the model would get this LoRA
+    report.raise(
+      'TARGET_NONE',
+      `no entry of target_modules (${wanted.map((n) => JSON.stringify(n)).join(', ')}) matched any of the ${halves.size} LoRA modules in the file`,
+    );
+  } else {
+    for (const name of wanted) {
+      if (!matchedTargets.has(name)) {
+        report.raise(
+          'TARGET_UNMATCHED',
+          `target module ${JSON.stringify(name)} matched no LoRA tensor: the adapter has no LoRA there (PEFT too lets an entry match nothing)`,
+        );
+      }
     }
   }
   for (const [key] of [...config.rankPattern, ...config.alphaPattern]) {

@@ -14,7 +14,22 @@ import { parseJson, StrictJsonError } from './formats/strict-json.js';
 import { decodeUtf8, describeInvalidUtf8 } from './formats/utf8.js';
 import { METADATA_FILE, METADATA_LOCK_FILE } from './layout.js';
 import { withLock, type Lock, type LockOptions, type LockOwner } from './lock.js';
-import { parseMetadata, sha256Ref, type AdapterMetadata, type EvaluationRecord } from './metadata.js';
+import {
+  editMetadataText,
+  sha256Ref,
+  withBase,
+  type AdapterMetadata,
+  type EvaluationRecord,
+} from './metadata.js';
+import type { BaseModel } from './base-model.js';
+import {
+  baseRecord,
+  baseSha256,
+  describeRecorded,
+  recordedBaseOf,
+  type RecordedBase,
+} from './base-identity.js';
+import { finding, type Finding } from './findings.js';
 import {
   adapterEntry,
   declaredBaseModel,
@@ -27,7 +42,7 @@ import {
 import { formatViolation, validateAgainst } from './schemas.js';
 import { compareSemver } from './semver.js';
 import { pausePoint } from './test-hooks.js';
-import { requireValid, verifyAdapter, weightsSha256 } from './verify.js';
+import { requireValid, verifyAdapter, weightsSha256, type VerifyOptions } from './verify.js';
 
 export interface PromoteOptions {
   /** patterns/rules.yml */
@@ -46,6 +61,11 @@ export interface PromoteOptions {
   onLockWait?: (owner: LockOwner | null) => void;
   /** the promotion time (tests) */
   now?: Date;
+  /**
+   * The base model GGUF the adapter is served on: checked (compatibility, and the sha256 metadata.json
+   * records), then recorded in the rules and, when it records none, in metadata.json
+   */
+  base?: string;
 }
 
 export interface GateResult {
@@ -73,6 +93,10 @@ export interface PromoteResult {
   already: boolean;
   dry_run: boolean;
   adapter: { id: string; version: string; base_model: string; checksum: string; path: string };
+  /** the base model recorded for it: from --base, else from metadata.json; null when neither says */
+  base: RecordedBase | null;
+  /** verification's warnings (e.g. BASE_UNRECORDED): promoted all the same */
+  warnings: Finding[];
   rules_file: string;
   ruleset_version: string;
   default_adapter: string | null;
@@ -88,7 +112,9 @@ export const DEFAULT_PROMOTE_LOCK_TIMEOUT_MS = 10_000;
 
 export async function promoteAdapter(dir: string, options: PromoteOptions): Promise<PromoteResult> {
   // the adapter, fail closed (the slow part, hashing, happens before the lock is taken)
-  const report = await verifyAdapter(dir);
+  const checked = options.base === undefined ? null : await checkedBase(options.base);
+  const model = checked?.model ?? null;
+  const report = await verifyAdapter(dir, checked ? { baseCheck: checked.baseCheck } : {});
   requireValid(report);
   const { metadata, layout } = report.verified;
   const weights = weightsSha256(report);
@@ -102,13 +128,22 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
     checksum: sha256Ref(weights),
     path: layout.dir,
   };
+  const base = model
+    ? baseRecord(model.path, (await baseSha256(model.path)).sha256, model.name)
+    : recordedBaseOf(metadata);
+  // with --base, the base is recorded by this promote: verification's BASE_UNRECORDED no longer holds
+  const warnings = report.findings.filter(
+    (f) => f.level === 'warning' && !(model && f.code === 'BASE_UNRECORDED'),
+  );
+  if (!base) warnings.push(unrecordedBase(metadata.id));
 
   const evaluation = options.eval ? await readEvaluation(options.eval, metadata) : latestEvaluation(metadata);
 
   // through a symlinked rules.yml to the real file: the rename must replace the file, not the link
   const rulesPath = await realpath(resolve(options.rules)).catch(() => resolve(options.rules));
   await pausePoint('promote:verified');
-  if (options.dryRun) return plan({ rulesPath, adapter, evaluation, options }, null);
+  const promotion: Promotion = { rulesPath, adapter, base, warnings, evaluation, options };
+  if (options.dryRun) return plan(promotion, null);
 
   // the rest under the lock: the rules file is read again there, so a concurrent promote's entry is kept
   const lockOptions = (purpose: string): LockOptions => ({
@@ -125,7 +160,7 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
       lockOptions(`${purpose} into ${rulesPath}`),
       async () => {
         await pausePoint('promote:locked');
-        return plan({ rulesPath, adapter, evaluation, options }, lock);
+        return plan(promotion, lock);
       },
     ),
   );
@@ -137,6 +172,8 @@ type AdapterSummary = PromoteResult['adapter'];
 interface Promotion {
   rulesPath: string;
   adapter: AdapterSummary;
+  base: RecordedBase | null;
+  warnings: Finding[];
   evaluation: PromoteEvaluation | null;
   options: PromoteOptions;
 }
@@ -148,12 +185,16 @@ async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
   const gates = checkGates(rules, p);
   requireRulesBase(rules, p);
   const existing = adapterEntry(rules, adapter.id);
-  if (existing && !p.options.force) requireNewVersion(existing, p);
+  if (existing && !p.options.force) {
+    requireNewVersion(existing, p);
+    requireSameBase(existing, p);
+  }
   const recorded =
     existing !== null &&
     existing.version === adapter.version &&
     existing.checksum === adapter.checksum &&
-    existing.base_model === adapter.base_model
+    existing.base_model === adapter.base_model &&
+    (p.base === null || existing.base?.sha256 === p.base.sha256)
       ? existing
       : null;
   const newRules = recordInRules(rules, rulesetVersion, recorded, p);
@@ -170,6 +211,8 @@ async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
     already: recorded !== null && !changed.rules && !changed.metadata,
     dry_run: lock === null,
     adapter,
+    base: p.base,
+    warnings: p.warnings,
     rules_file: p.rulesPath,
     ruleset_version: rulesetVersion,
     default_adapter: newRules.defaultAdapter,
@@ -202,8 +245,51 @@ async function metadataChange(recorded: RulesAdapterEntry | null, p: Promotion):
       evaluation !== null &&
       recorded.evaluation.suite === evaluation.suite &&
       sameJson(recorded.evaluation.metrics, evaluation.metrics));
-  const after = record && sameAsRecorded ? appendEvaluation(before, record, path) : before;
-  return { path, before, after };
+  const evaluated = record && sameAsRecorded ? appendEvaluation(before, record, path) : before;
+  // the base --base named, when metadata.json records none yet (a different one failed verification)
+  const base = p.base;
+  const bound =
+    base && (JSON.parse(evaluated) as AdapterMetadata).base === undefined
+      ? editMetadataText(evaluated, (data) => withBase(data, base), path)
+      : evaluated;
+  return { path, before, after: bound };
+}
+
+/** A release keeps the base it was promoted on (without --force). */
+function requireSameBase(existing: RulesAdapterEntry, { adapter, base, rulesPath }: Promotion): void {
+  const was = existing.base?.sha256;
+  if (was === undefined || base === null || was === base.sha256) return;
+  if (existing.version !== adapter.version) return;
+  throw new CodiError(
+    'BASE_MISMATCH',
+    `${adapter.id} ${adapter.version} is promoted on base ${was}${existing.base?.name ? ` (${existing.base.name})` : ''}, but this promote names base ${describeRecorded(base)}`,
+    {
+      file: rulesPath,
+      hint: 'promote it with the base it was released on, or add --force to record this one',
+    },
+  );
+}
+
+function unrecordedBase(id: string): Finding {
+  return finding(
+    'BASE_UNRECORDED',
+    `${id} records no base model sha256 and no --base was given: the rules cannot say which base model it is served on`,
+    METADATA_FILE,
+    { pointer: '/base' },
+  );
+}
+
+/**
+ * The --base GGUF as a base model, and verify's check against it; a file that is not one fails the
+ * promote (exit 1, or 3 if unreadable). The GGUF code is loaded only for --base.
+ */
+async function checkedBase(
+  path: string,
+): Promise<{ model: BaseModel; baseCheck: VerifyOptions['baseCheck'] }> {
+  const { baseCheckFor, readBaseForCheck } = await import('./base-model.js');
+  const model = await readBaseForCheck(resolve(path));
+  if (model instanceof CodiError) throw model;
+  return { model, baseCheck: baseCheckFor(model) };
 }
 
 /** The rules file, parsed; it must name its ruleset version (promote records it). */
@@ -293,8 +379,9 @@ function recordInRules(
   rules: RulesDocument,
   rulesetVersion: string,
   recorded: RulesAdapterEntry | null,
-  { adapter, evaluation, options, rulesPath }: Promotion,
+  p: Promotion,
 ): { text: string; defaultAdapter: string | null } {
+  const { adapter, evaluation, options, rulesPath } = p;
   const current = { text: rules.text, defaultAdapter: rules.llmAssist?.default_adapter ?? null };
   let value: RulesAdapterEntry;
   let setDefault = options.setDefault ?? false;
@@ -307,6 +394,7 @@ function recordInRules(
     value = {
       version: adapter.version,
       base_model: adapter.base_model,
+      ...(p.base ? { base: { sha256: p.base.sha256, ...(p.base.name ? { name: p.base.name } : {}) } } : {}),
       checksum: adapter.checksum,
       ruleset_version: rulesetVersion,
       promoted_at: isoSeconds(options.now ?? new Date()),
@@ -448,25 +536,7 @@ function appendEvaluation(text: string, record: EvaluationRecord, path: string):
   const data = JSON.parse(text) as AdapterMetadata;
   const evaluations = data.evaluations ?? [];
   if (evaluations.some((e) => sameJson(e, record))) return text;
-  data.evaluations = [...evaluations, record];
-  // keep the file's own indentation, so the diff is the appended record
-  const indent = /^\{\r?\n([ \t]+)"/u.exec(text)?.[1] ?? '  ';
-  const eol = text.includes('\r\n') ? '\r\n' : '\n';
-  let out = JSON.stringify(data, null, indent);
-  if (eol !== '\n') out = out.replace(/\n/gu, eol);
-  out += text.endsWith('\n') ? eol : '';
-  const check = parseMetadata(out, null);
-  const problem = check.findings.find((f) => f.level === 'error');
-  if (problem) {
-    throw new CodiError(
-      'INTERNAL',
-      `appending the evaluation would make metadata.json invalid: ${problem.message}`,
-      {
-        file: path,
-      },
-    );
-  }
-  return out;
+  return editMetadataText(text, (d) => ({ ...d, evaluations: [...evaluations, record] }), path);
 }
 
 /** Writes `text` over `path` atomically, keeping the file's mode (and owner, when we may). */

@@ -22,6 +22,8 @@ export interface RulesAdapterEntry {
   base_model: string;
   /** the weights file's sha256 as `sha256:<64 hex>` (`sha256Ref` in metadata.ts) */
   checksum: string;
+  /** the base model GGUF it is served on (sha256 of the file, its name) */
+  base?: { sha256: string; name?: string };
   ruleset_version?: string;
   promoted_at?: string;
   evaluation?: RulesEvaluation;
@@ -48,6 +50,7 @@ export interface RulesDocument {
 export const ENTRY_KEYS = [
   'version',
   'base_model',
+  'base',
   'checksum',
   'ruleset_version',
   'promoted_at',

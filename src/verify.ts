@@ -22,6 +22,7 @@ import { capFindings, countFindings, finding, isEnvironmentFinding, type Finding
 import { plural, thousands } from './text.js';
 import { trace } from './trace.js';
 import type { SafetensorsHeader } from './formats/safetensors.js';
+import type { TorchBinScan } from './formats/torch-bin.js';
 import {
   BIN_FILE,
   CONFIG_FILE,
@@ -85,6 +86,8 @@ export interface VerifiedAdapter {
   layout: AdapterLayout;
   /** the parsed safetensors header, when the weights are safetensors */
   safetensors: SafetensorsHeader | null;
+  /** the scanned pickle and archive, when the weights are a `.bin` */
+  bin: TorchBinScan | null;
   config: LoraConfig | null;
   metadata: AdapterMetadata | null;
   modules: LoraModule[];
@@ -189,6 +192,7 @@ async function inspect(
   const verified: VerifiedAdapter = {
     layout,
     safetensors: weights.safetensors,
+    bin: weights.bin,
     config,
     metadata,
     modules,

@@ -3,7 +3,8 @@
  * never tests stale code.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,7 +19,21 @@ function newest(dir: string): number {
   return t;
 }
 
-export default function setup(): void {
+/**
+ * The state directory every test and every CLI it starts shares unless it names its own: base model
+ * hashes cached by the tests stay out of the machine's /tmp/codi-adapter, and go with the run.
+ */
+function stateDir(): () => void {
+  if (process.env.CODI_STATE_DIR) return () => undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'codi-test-state-'));
+  process.env.CODI_STATE_DIR = dir;
+  return () => {
+    rmSync(dir, { recursive: true, force: true });
+  };
+}
+
+export default function setup(): () => void {
+  const teardown = stateDir();
   let built: number;
   try {
     built = statSync(join(REPO, 'dist', 'index.js')).mtimeMs;
@@ -28,4 +43,5 @@ export default function setup(): void {
   if (newest(join(REPO, 'src')) > built) {
     execFileSync('npm', ['run', 'build'], { cwd: REPO, stdio: 'inherit' });
   }
+  return teardown;
 }

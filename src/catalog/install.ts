@@ -5,17 +5,19 @@
  * it only once the new one is in place; a crash between those two renames leaves the old adapter
  * intact under `.trash-…`, and the next mount puts it back (leftovers.ts).
  */
-import { chmod, constants, lstat, mkdir, open, rename, rm, utimes } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rename, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir } from '../atomic.js';
 import { CodiError, environmentError, isCodiError } from '../errors.js';
 import { finding, type Finding } from '../findings.js';
-import { isPromoteFile, METADATA_FILE, type AdapterLayout } from '../layout.js';
+import { METADATA_FILE } from '../layout.js';
 import { heartbeatIntervalMs, startHeartbeat } from '../lock.js';
 import { pausePoint } from '../test-hooks.js';
 import { verifyAdapter, type VerifiedAdapter, type VerifyOptions, type VerifyReport } from '../verify.js';
 import { accessProblems, unreadableError } from './access.js';
+import { copyAdapter } from './copy.js';
 import { cleanLeftovers, leftoverName, type Cleaned } from './leftovers.js';
+import { writeSafetensorsCopy, type Converted } from './to-safetensors.js';
 import {
   ancestorsOf,
   requireWritable,
@@ -40,6 +42,8 @@ export interface Mount {
   verifyOptions: VerifyOptions;
   /** replace an id whose contents differ */
   force: boolean;
+  /** install the `.bin` weights as adapter_model.safetensors (mount --to-safetensors) */
+  toSafetensors: boolean;
   lockTimeoutMs: number;
   user: RuntimeUser;
 }
@@ -50,6 +54,10 @@ export interface Placed {
   path: string;
   findings: Finding[];
   cleaned: Cleaned;
+  /** the verification of the adapter as installed (a converted copy's own; else the source's) */
+  report: VerifiedReport;
+  /** what --to-safetensors made; null without it, or when the id held the converted adapter already */
+  converted: Converted | null;
 }
 
 /** Installs the verified source as `<root>/adapters/<id>` (or finds it there already). */
@@ -61,22 +69,38 @@ export async function install(m: Mount): Promise<Placed> {
 
   const path = join(m.cat.adapters, m.id);
   const cleaned = await withMountLock(m.cat, m.lockTimeoutMs, 'clean', () => cleanLeftovers(m.cat.adapters));
-  const before = await compareExisting(path, m.report);
-  if (before.kind === 'differs' && !m.force) throw conflict(m.id, path, before.why);
-  if (before.kind === 'same') return { action: 'unchanged', path, findings: m.report.findings, cleaned };
+  // a converted copy's contents are known once it is made: then the comparison is made at the swap
+  if (!m.toSafetensors) {
+    const before = await compareExisting(path, contentKey(m.report));
+    if (before.kind === 'differs' && !m.force) throw conflict(m.id, path, before.why);
+    if (before.kind === 'same') {
+      return {
+        action: 'unchanged',
+        path,
+        findings: m.report.findings,
+        cleaned,
+        report: m.report,
+        converted: null,
+      };
+    }
+  }
   return { ...(await stageAndSwap(m, path)), path, cleaned };
 }
 
 /** The identity mount compares: every covered file's sha256, and who the adapter says it is. */
-function contentKey(report: VerifyReport): string {
-  const sums = report.checksums.map((c) => `${c.file}=${c.actual ?? '-'}`).sort();
+function contentKey(report: VerifyReport, converted: Converted | null = null): string {
+  const sums = report.checksums.map((c) =>
+    converted && c.file === converted.from.file
+      ? `${converted.file}=${converted.sha256}`
+      : `${c.file}=${c.actual ?? '-'}`,
+  );
   const m = report.adapter;
-  return JSON.stringify([m.id, m.version, m.base_model, sums]);
+  return JSON.stringify([m.id, m.version, m.base_model, sums.sort()]);
 }
 
 type Existing = { kind: 'absent' } | { kind: 'same' } | { kind: 'differs'; why: string };
 
-async function compareExisting(path: string, wanted: VerifyReport): Promise<Existing> {
+async function compareExisting(path: string, wanted: string): Promise<Existing> {
   const st = await lstat(path).catch(() => null);
   if (!st) return { kind: 'absent' };
   if (!st.isDirectory()) return { kind: 'differs', why: `${path} is not a folder` };
@@ -93,7 +117,7 @@ async function compareExisting(path: string, wanted: VerifyReport): Promise<Exis
       why: `the adapter there is invalid (${first?.code ?? 'invalid'}: ${first?.message ?? ''})`,
     };
   }
-  if (contentKey(report) === contentKey(wanted)) return { kind: 'same' };
+  if (contentKey(report) === wanted) return { kind: 'same' };
   const v = report.adapter.version ?? '?';
   return { kind: 'differs', why: `it holds ${report.adapter.id ?? '?'} ${v} with other checksums` };
 }
@@ -110,8 +134,19 @@ function conflict(id: string, path: string, why: string): CodiError {
   );
 }
 
-/** Copies into a staging folder, verifies the copy, and renames it into place under the mount lock. */
-async function stageAndSwap(m: Mount, final: string): Promise<{ action: MountAction; findings: Finding[] }> {
+/**
+ * Copies (or, with --to-safetensors, converts) into a staging folder, verifies the copy, and renames
+ * it into place under the mount lock.
+ */
+async function stageAndSwap(
+  m: Mount,
+  final: string,
+): Promise<{
+  action: MountAction;
+  findings: Finding[];
+  report: VerifiedReport;
+  converted: Converted | null;
+}> {
   const staging = await makeStaging(m);
   // the staging folder is filled without the mount lock: its mtime is our sign of life for the
   // cleaner of another mount, which cannot see our pid from another container or host
@@ -121,14 +156,16 @@ async function stageAndSwap(m: Mount, final: string): Promise<{ action: MountAct
   }, heartbeatIntervalMs());
   try {
     await pausePoint('mount:staged');
-    await copyAdapter(m.src, staging, m.report.verified.layout);
+    const converted = m.toSafetensors ? await writeSafetensorsCopy(m.src, staging, m.report) : null;
+    if (!converted) await copyAdapter(m.src, staging, m.report.verified.layout);
     await pausePoint('mount:copied');
-    const findings = await verifyCopy(m, staging);
+    const expected = contentKey(m.report, converted);
+    const { findings, report } = await verifyCopy(m, staging, expected);
     await pausePoint('mount:verified-copy');
     const action = await withMountLock(m.cat, m.lockTimeoutMs, `mount ${m.id}`, () =>
-      swapIn(m, staging, final),
+      swapIn(m, staging, final, expected),
     );
-    return { action, findings };
+    return { action, findings, report, converted: action === 'unchanged' ? null : converted };
   } finally {
     stopHeartbeat();
     await rm(staging, { recursive: true, force: true }).catch(() => undefined);
@@ -158,10 +195,14 @@ async function makeStaging(m: Mount): Promise<string> {
  * The copy is what will be served: verifies it, and proves it is what was verified at the source.
  * Returns its findings, as they stand for the adapter under its id.
  */
-async function verifyCopy(m: Mount, staging: string): Promise<Finding[]> {
+async function verifyCopy(
+  m: Mount,
+  staging: string,
+  expected: string,
+): Promise<{ findings: Finding[]; report: VerifiedReport }> {
   const copy = await verifyAdapter(staging, m.verifyOptions);
   const firstError = copy.findings.find((f) => f.level === 'error');
-  if (!copy.ok || contentKey(copy) !== contentKey(m.report)) {
+  if (!copy.ok || contentKey(copy) !== expected) {
     throw statusError(
       'invalid',
       'MOUNT_SOURCE_CHANGED',
@@ -197,11 +238,15 @@ async function verifyCopy(m: Mount, staging: string): Promise<Finding[]> {
   }
   const problems = await accessProblems(copy.verified.layout, [], m.user);
   if (problems.length > 0) throw unreadableError(staging, m.cat.root, m.id, problems, m.user);
-  return findings;
+  return { findings, report: copy };
 }
 
-/** Under the mount lock: the staging folder becomes `<id>`, the old copy (with --force) goes. */
-async function swapIn(m: Mount, staging: string, final: string): Promise<MountAction> {
+/**
+ * Under the mount lock: the staging folder becomes `<id>`, the old copy (with --force) goes. The
+ * adapter there already (installed while we copied; with --to-safetensors, not compared before) is
+ * left as it is when it holds the same contents.
+ */
+async function swapIn(m: Mount, staging: string, final: string, expected: string): Promise<MountAction> {
   const now = await lstat(final).catch(() => null);
   if (!now) {
     await rename(staging, final);
@@ -209,11 +254,12 @@ async function swapIn(m: Mount, staging: string, final: string): Promise<MountAc
     await pausePoint('mount:renamed');
     return 'installed';
   }
-  if (!m.force) {
-    // someone installed this id while we copied
-    const there = await compareExisting(final, m.report);
+  if (!m.force || m.toSafetensors) {
+    const there = await compareExisting(final, expected);
     if (there.kind === 'same') return 'unchanged';
-    throw conflict(m.id, final, there.kind === 'differs' ? there.why : 'it appeared during the mount');
+    if (!m.force) {
+      throw conflict(m.id, final, there.kind === 'differs' ? there.why : 'it appeared during the mount');
+    }
   }
   const trash = join(m.cat.adapters, leftoverName('trash', m.id));
   await rename(final, trash);
@@ -229,69 +275,4 @@ async function swapIn(m: Mount, staging: string, final: string): Promise<MountAc
   await pausePoint('mount:swapped');
   await rm(trash, { recursive: true, force: true });
   return 'replaced';
-}
-
-/**
- * Copies the verified files into `dest`: regular files only (O_NOFOLLOW, so a file swapped for a link
- * after verification is not followed), made readable by everyone (0644, folders 0755), each fsynced,
- * then the folders.
- */
-async function copyAdapter(src: string, dest: string, layout: AdapterLayout): Promise<void> {
-  const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
-  // a promote's lock and temp file (its own, or left by one that was killed) are not the adapter's, nor
-  // is anything in a subfolder (LAYOUT_SUBDIRECTORY: a trainer's checkpoint-N/, say, often gigabytes)
-  for (const f of layout.files.filter((file) => !isPromoteFile(file.name) && !file.name.includes('/'))) {
-    await copyOneFile(join(src, f.name), join(dest, f.name), f.name, buffer);
-    await pausePoint(`mount:copied:${f.name}`);
-  }
-  for (const d of [...layout.directories].reverse()) await fsyncDir(join(dest, d));
-  await fsyncDir(dest);
-}
-
-/** One file of the adapter, through `buffer`: written 0644 and fsynced. */
-async function copyOneFile(from: string, to: string, name: string, buffer: Buffer): Promise<void> {
-  let input;
-  try {
-    input = await open(from, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (e) {
-    throw sourceChanged(name, e);
-  }
-  try {
-    if (!(await input.stat()).isFile()) throw sourceChanged(name, new Error('no longer a regular file'));
-    const output = await open(to, 'wx', 0o644).catch((e: unknown) => {
-      throw environmentError(e, to, 'written');
-    });
-    try {
-      for (;;) {
-        const { bytesRead } = await input.read(buffer, 0, buffer.length, null);
-        if (bytesRead === 0) break;
-        let written = 0;
-        while (written < bytesRead) {
-          const { bytesWritten } = await output.write(buffer, written, bytesRead - written);
-          written += bytesWritten;
-        }
-      }
-      await output.chmod(0o644);
-      await output.sync();
-    } catch (e) {
-      throw isCodiError(e) ? e : environmentError(e, to, 'written');
-    } finally {
-      await output.close();
-    }
-  } finally {
-    await input.close();
-  }
-}
-
-function sourceChanged(file: string, cause: unknown): CodiError {
-  return statusError(
-    'invalid',
-    'MOUNT_SOURCE_CHANGED',
-    `${file} could not be copied (${(cause as Error).message}): the source changed while it was being copied; nothing was mounted`,
-    {
-      file,
-      hint: 'make sure nothing writes to the source folder during the mount',
-      cause,
-    },
-  );
 }

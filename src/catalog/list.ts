@@ -44,6 +44,8 @@ export interface CatalogEntry {
   path: string;
   version: string | null;
   base_model: string | null;
+  /** the base model GGUF metadata.json binds it to (mount --base, promote --base); null: none recorded */
+  base: { sha256: string; name?: string; file?: string } | null;
   /** `sha256:<hex>` of the weights: recorded in metadata.json, or computed with --verify */
   checksum: string | null;
   checksum_verified: boolean;
@@ -224,6 +226,7 @@ function blankEntry(path: string, id: string): CatalogEntry {
     path,
     version: null,
     base_model: null,
+    base: null,
     checksum: null,
     checksum_verified: false,
     size: 0,
@@ -302,6 +305,7 @@ async function inspectEntry(
   entry.checksum_verified = full && sum !== null;
   entry.version = metadata?.version ?? null;
   entry.base_model = metadata?.base_model ?? null;
+  entry.base = metadata?.base ?? null;
   entry.size = layout.files.reduce((n, f) => n + f.size, 0);
   const problem = adapterIdProblem(id);
   if (problem) {

@@ -7,13 +7,16 @@ import { lstat, readlink, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { asCodiError, CodiError, ExitCode, environmentError } from '../errors.js';
 import { isEnvironmentFinding, type Finding } from '../findings.js';
-import { SAFETENSORS_FILE } from '../layout.js';
+import { BIN_FILE } from '../layout.js';
 import { sha256Ref, type AdapterMetadata } from '../metadata.js';
 import { verifyAdapter, weightsSha256, type VerifyOptions } from '../verify.js';
 import { aboveVolumeWarning, accessProblems, unreadableError } from './access.js';
 import { readActive, switchActive } from './active.js';
 import { install, type Mount, type MountAction, type Placed, type VerifiedReport } from './install.js';
+import { notBinError, type Converted } from './to-safetensors.js';
 import { cleanLeftovers, type Cleaned } from './leftovers.js';
+import type { BaseBinding } from './base-record.js';
+import type { BaseModel } from '../base-model.js';
 import {
   ancestorsOf,
   catalogWritable,
@@ -40,6 +43,11 @@ export interface MountOptions {
   activate?: boolean;
   /** replace an existing id whose contents differ */
   force?: boolean;
+  /**
+   * install a `.bin` adapter with adapter_model.safetensors converted from it (natively) instead; a
+   * folder already in the catalog is converted and swapped in place
+   */
+  toSafetensors?: boolean;
   lockTimeoutMs?: number;
   /** the user that must be able to read the adapter (default 1000:1000) */
   runtimeUser?: RuntimeUser;
@@ -61,6 +69,13 @@ export interface MountResult {
   /** the command switched `active` */
   activated: boolean;
   gguf: { path: string; cached: boolean } | null;
+  /**
+   * --to-safetensors: the weights file installed and its sha256, and the file it was converted from;
+   * null without it, or when the id held the converted adapter already
+   */
+  converted: Converted | null;
+  /** with `--base`: the base model recorded in the adapter's metadata.json */
+  base: BaseBinding | null;
   /** verification warnings */
   findings: Finding[];
   cleaned: Cleaned;
@@ -72,29 +87,50 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
   const cat = await openCatalog(options.root, options.id);
   const src = await resolveSource(source, cat);
   const inPlace = cat.adaptersReal !== null && dirname(src) === cat.adaptersReal;
-  const verifyOptions = await baseCheckOptions(options.base);
+  const { verifyOptions, model } = await baseCheckOptions(options.base, options.force === true);
   const report = await verifyAdapter(src, verifyOptions);
-  requireMountable(report, src, options.base !== undefined);
+  requireMountable(report, src);
+  const toSafetensors = options.toSafetensors === true;
+  const { layout } = report.verified;
+  if (toSafetensors && layout.weightsFile !== BIN_FILE) {
+    throw notBinError(
+      src,
+      layout.weightsFile,
+      layout.files.some((f) => f.name === BIN_FILE),
+    );
+  }
   const m: Mount = {
     cat,
     id: inPlace ? inPlaceId(src, cat, options.id) : newId(report, options.id),
     src,
     report,
     verifyOptions,
-    force: options.force === true,
+    // converting a folder in the catalog replaces it with its converted copy: that is what was asked
+    force: options.force === true || (inPlace && toSafetensors),
+    toSafetensors,
     lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_MOUNT_LOCK_TIMEOUT_MS,
     user: options.runtimeUser ?? RUNTIME_USER,
   };
-  const placed = inPlace ? await register(m) : await install(m);
-  return finish(m, placed, options);
+  const placed = inPlace && !toSafetensors ? await register(m) : await install(m);
+  return finish(m, placed, options, model);
 }
 
-/** With `--base`: the compatibility check against the base model (loaded only then). */
-async function baseCheckOptions(base: string | undefined): Promise<VerifyOptions> {
-  if (!base) return {};
+/**
+ * With `--base`: the compatibility check against the base model (loaded only then), and whether the
+ * base is the one metadata.json records, unless `--force` is to bind the adapter to this one.
+ */
+async function baseCheckOptions(
+  base: string | undefined,
+  force: boolean,
+): Promise<{ verifyOptions: VerifyOptions; model: BaseModel | null }> {
+  if (!base) return { verifyOptions: {}, model: null };
   // loaded on demand: `list` and plain mounts need none of the GGUF code
   const { baseCheckFor, readBaseForCheck } = await import('../base-model.js');
-  return { baseCheck: baseCheckFor(await readBaseForCheck(resolve(base))) };
+  const model = await readBaseForCheck(resolve(base));
+  return {
+    verifyOptions: { baseCheck: baseCheckFor(model, { identity: !force }) },
+    model: model instanceof CodiError ? null : model,
+  };
 }
 
 /** The source folder, resolved: a folder, not a link in the catalog, not the catalog itself. */
@@ -154,11 +190,8 @@ async function refuseCatalogLink(source: string, cat: Catalog): Promise<void> {
   );
 }
 
-/**
- * Fails closed on any error finding: status invalid, exit 1, the first finding's code. With `--base`,
- * .bin weights are refused now rather than after the adapter is in place.
- */
-function requireMountable(report: VerifiedReport, path: string, withBase: boolean): void {
+/** Fails closed on any error finding: status invalid, exit 1, the first finding's code. */
+function requireMountable(report: VerifiedReport, path: string): void {
   const errors = report.findings.filter((f) => f.level === 'error');
   const first = errors[0];
   if (!report.ok && first) {
@@ -171,17 +204,6 @@ function requireMountable(report: VerifiedReport, path: string, withBase: boolea
       ...(first.hint ? { hint: first.hint } : {}),
       details: { findings: report.findings },
     });
-  }
-  if (withBase && report.verified.layout.weightsFile !== SAFETENSORS_FILE) {
-    throw statusError(
-      'invalid',
-      'CONVERT_NEEDS_SAFETENSORS',
-      '--base builds a GGUF from safetensors weights; this adapter has adapter_model.bin',
-      {
-        file: path,
-        hint: 'mount it without --base, or convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
-      },
-    );
   }
 }
 
@@ -214,11 +236,27 @@ async function register(m: Mount): Promise<Placed> {
   const cleaned = (await catalogWritable(m.cat))
     ? await withMountLock(m.cat, m.lockTimeoutMs, 'clean', () => cleanLeftovers(m.cat.adapters))
     : { removed: [], restored: [] };
-  return { action: 'registered', path: m.src, findings: m.report.findings, cleaned };
+  return {
+    action: 'registered',
+    path: m.src,
+    findings: m.report.findings,
+    cleaned,
+    report: m.report,
+    converted: null,
+  };
 }
 
-/** The adapter is in place: `--activate`, the GGUF with `--base`, and the result. */
-async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<MountResult> {
+/** The adapter is in place: its base recorded and the GGUF built with `--base`, `--activate`, the result. */
+async function finish(
+  m: Mount,
+  placed: Placed,
+  options: MountOptions,
+  model: BaseModel | null,
+): Promise<MountResult> {
+  const base =
+    options.base && model
+      ? await bindBase(m, placed.path, resolve(options.base), model, options.force === true)
+      : null;
   let activated = false;
   if (options.activate) {
     await requireWritable(m.cat);
@@ -227,12 +265,14 @@ async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<
     );
   }
   const gguf = options.base ? await buildGguf(placed.path, options.base, m.id) : null;
-  const metadata = m.report.verified.metadata as AdapterMetadata;
+  // recorded now: what verification said of the source no longer holds for the mounted adapter
+  const findings = base ? placed.findings.filter((f) => f.code !== 'BASE_UNRECORDED') : placed.findings;
+  const metadata = placed.report.verified.metadata as AdapterMetadata;
   const adapter = {
     id: metadata.id,
     version: metadata.version,
     base_model: metadata.base_model,
-    checksum: sha256Ref(weightsSha256(m.report) ?? ''),
+    checksum: sha256Ref(weightsSha256(placed.report) ?? ''),
   };
   const warning = await aboveVolumeWarning(m.cat, m.user);
   return {
@@ -248,12 +288,35 @@ async function finish(m: Mount, placed: Placed, options: MountOptions): Promise<
     active: (await readActive(m.cat.adapters)) === m.id,
     activated,
     gguf,
-    findings: warning ? [...placed.findings, warning] : placed.findings,
+    converted: placed.converted,
+    base,
+    findings: warning ? [...findings, warning] : findings,
     cleaned: placed.cleaned,
   };
 }
 
+/** The base recorded in the mounted adapter's metadata.json (the code loaded only for `--base`). */
+async function bindBase(
+  m: Mount,
+  path: string,
+  basePath: string,
+  model: BaseModel,
+  force: boolean,
+): Promise<BaseBinding> {
+  const { bindToBase } = await import('./base-record.js');
+  // only --force rebinds (a --to-safetensors in place forces the replacement, not the binding)
+  return bindToBase(path, basePath, model.name, { force, lockTimeoutMs: m.lockTimeoutMs, id: m.id });
+}
+
 function reasonFor(placed: Placed, src: string, name: string): string {
+  const converted = placed.converted
+    ? `, ${placed.converted.from.file} converted to ${placed.converted.file}`
+    : '';
+  if (placed.converted && placed.path === src) return `converted in place at ${src}${converted}`;
+  return `${placedReason(placed, src, name)}${converted}`;
+}
+
+function placedReason(placed: Placed, src: string, name: string): string {
   switch (placed.action) {
     case 'registered':
       return `registered in place at ${src}`;

@@ -24,6 +24,7 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
       root: requiredString(input, 'root'),
       activate: booleanFlag(input, 'activate'),
       force: booleanFlag(input, 'force'),
+      toSafetensors: booleanFlag(input, 'to-safetensors'),
       lockTimeoutMs: integerFlag(input, 'lock-timeout') * 1000,
       ...(id === undefined ? {} : { id }),
       ...(base === undefined ? {} : { base }),
@@ -44,8 +45,21 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
     }[result.action];
     io.log(`${paint.green('✔')} ${verb} ${result.adapter.id} ${result.adapter.version} → ${result.path}`);
     io.log(`  ${result.adapter.checksum}, base ${result.adapter.base_model}`);
+    if (result.converted) {
+      io.log(
+        `  ${result.converted.file} converted from ${result.converted.from.file} (sha256:${result.converted.from.sha256})`,
+      );
+    }
     if (result.activated) io.log(`  active → ${result.id}`);
     else if (result.active) io.log('  active (unchanged)');
+    if (result.base) {
+      const what = result.base.recorded
+        ? result.base.replaced
+          ? `recorded in metadata.json (it was ${result.base.replaced})`
+          : 'recorded in metadata.json'
+        : 'as metadata.json records it';
+      io.log(`  base ${result.base.name ?? result.base.file ?? ''} sha256 ${result.base.sha256}: ${what}`);
+    }
     if (result.gguf) io.log(`  GGUF ${result.gguf.cached ? '(cached)' : 'built'}: ${result.gguf.path}`);
     for (const id of result.cleaned.restored) io.log(`  restored ${id} from an interrupted replacement`);
     if (result.cleaned.removed.length > 0) {

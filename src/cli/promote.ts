@@ -1,6 +1,7 @@
 /** `promote`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
 import { promoteAdapter, type PromoteResult } from '../promote.js';
+import { renderFinding } from '../render.js';
 import {
   booleanFlag,
   integerFlag,
@@ -15,6 +16,7 @@ export type { PromoteResult };
 export async function promoteMain(input: CommandInput, io: CommandIO): Promise<PromoteResult> {
   const rules = requiredString(input, 'rules');
   const evalFile = stringFlag(input, 'eval');
+  const base = stringFlag(input, 'base');
   const result = await promoteAdapter(requiredString(input, 'dir'), {
     rules,
     dryRun: booleanFlag(input, 'dry-run'),
@@ -22,6 +24,7 @@ export async function promoteMain(input: CommandInput, io: CommandIO): Promise<P
     force: booleanFlag(input, 'force'),
     lockTimeoutMs: integerFlag(input, 'lock-timeout') * 1000,
     ...(evalFile === undefined ? {} : { eval: evalFile }),
+    ...(base === undefined ? {} : { base }),
     onLockWait: (owner) => {
       io.note(`waiting for ${rules}.lock${owner ? ` (pid ${owner.pid} on ${owner.hostname})` : ''}…\n`);
     },
@@ -32,6 +35,7 @@ export async function promoteMain(input: CommandInput, io: CommandIO): Promise<P
 
 function renderPromotion(r: PromoteResult, io: CommandIO): void {
   const name = `${r.adapter.id} ${r.adapter.version}`;
+  for (const f of r.warnings) io.log(renderFinding(f));
   for (const g of r.gates) {
     io.log(`${paint.green('✔')} gate ${g.metric} ${String(g.value)} ≥ ${g.threshold}`);
   }
@@ -54,11 +58,12 @@ function renderPromotion(r: PromoteResult, io: CommandIO): void {
   io.log(
     `  ${r.adapter.checksum}, base ${r.adapter.base_model}, default adapter: ${r.default_adapter ?? '-'}`,
   );
+  if (r.base) io.log(`  base model ${r.base.name ?? ''} sha256 ${r.base.sha256}`);
   if (r.evaluation) {
     const metrics = Object.entries(r.evaluation.metrics)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ');
     io.log(`  evaluation ${r.evaluation.suite}: ${metrics}`);
   }
-  if (r.changed.metadata) io.log('  metadata.json: evaluation appended');
+  if (r.changed.metadata) io.log('  metadata.json updated');
 }

@@ -94,11 +94,12 @@ const list: CommandEntry = {
 const mount: CommandEntry = {
   summary: 'Install or register an adapter in the models volume',
   description:
-    'A folder already in <root>/adapters/ is registered in place. Any other folder is installed: copied to a hidden staging folder in <root>/adapters/, verified again there, fsynced, and renamed into <root>/adapters/<id> in one step, so a reader never sees half an adapter. An id that already holds the same checksums is left as it is; other contents are never replaced without --force. Checks that UID 1000 (the runtime user) can read every file. Prints "Adapter Status: mounted|not_mounted|invalid". Exit 0 mounted, 1 invalid or conflicting, 2 usage, 3 environment (volume missing or not writable, unreadable, lock held).',
+    'A folder already in <root>/adapters/ is registered in place. Any other folder is installed: copied to a hidden staging folder in <root>/adapters/, verified again there, fsynced, and renamed into <root>/adapters/<id> in one step, so a reader never sees half an adapter. An id that already holds the same checksums is left as it is; other contents are never replaced without --force. With --to-safetensors a .bin adapter is installed with adapter_model.safetensors, converted natively (never unpickled), instead of its pickle. Checks that UID 1000 (the runtime user) can read every file. Prints "Adapter Status: mounted|not_mounted|invalid". Exit 0 mounted, 1 invalid or conflicting, 2 usage, 3 environment (volume missing or not writable, unreadable, lock held).',
   examples: [
     '<%= config.bin %> mount examples/adapters/tiny-qwen2-lora --root /models --activate',
     '<%= config.bin %> mount /incoming/qwen15b-lora-v0.2 --base /models/base/qwen2.5-coder-1.5b.gguf --activate --json',
     '<%= config.bin %> mount /models/adapters/qwen15b-lora-v0.1',
+    '<%= config.bin %> mount /incoming/qwen15b-lora-v0.3-bin --id qwen15b-lora-v0.3 --to-safetensors',
   ],
   spec: {
     args: [{ name: 'source', description: 'adapter folder', required: true }],
@@ -108,13 +109,22 @@ const mount: CommandEntry = {
       base: {
         kind: 'string',
         description:
-          'base model GGUF: check compatibility and build the llama.cpp adapter now, so run starts fast',
+          "base model GGUF: check compatibility, record its sha256 and name in the mounted adapter's metadata.json (verify --base, convert and run then refuse any other base), and build the llama.cpp adapter now, so run starts fast",
       },
       activate: {
         kind: 'boolean',
         description: 'point <root>/adapters/active at this adapter (atomically)',
       },
-      force: { kind: 'boolean', description: 'replace an id that holds other contents' },
+      force: {
+        kind: 'boolean',
+        description:
+          'replace an id that holds other contents; with --base, bind the adapter to that base even if it records another',
+      },
+      'to-safetensors': {
+        kind: 'boolean',
+        description:
+          'install a .bin adapter with adapter_model.safetensors converted from it natively (never unpickled) instead of the .bin; the .bin sha256 is recorded in metadata.json converted_from',
+      },
       'lock-timeout': {
         kind: 'integer',
         description: 'seconds to wait for another mount to finish',
@@ -142,6 +152,11 @@ const promote: CommandEntry = {
         kind: 'string',
         description: 'evaluation (eval.json); default: the newest record in metadata.json evaluations',
       },
+      base: {
+        kind: 'string',
+        description:
+          "base model GGUF it is served on: checked (llama.cpp accepts the adapter on it, and it is the base metadata.json records, if any), then its sha256 and name recorded in the rules and, when it records none, in the adapter's metadata.json",
+      },
       'dry-run': { kind: 'boolean', description: 'print the unified diff, write nothing' },
       default: {
         kind: 'boolean',
@@ -149,7 +164,8 @@ const promote: CommandEntry = {
       },
       force: {
         kind: 'boolean',
-        description: 'allow a version downgrade, or other weights under an already promoted version',
+        description:
+          'allow a version downgrade, other weights under an already promoted version, or another base for it',
       },
       'lock-timeout': {
         kind: 'integer',

@@ -93,7 +93,38 @@ export const ADAPTER_CODES = {
     exit: INVALID,
     check: 'config',
     summary:
-      'a feature a llama.cpp LoRA cannot express: not LoRA, DoRA, modules_to_save, bias, fan_in_fan_out, lora_bias, layer_replication, target_parameters',
+      'a feature a llama.cpp LoRA cannot express: not LoRA, DoRA, modules_to_save, bias, fan_in_fan_out, lora_bias, layer_replication, target_parameters, QALoRA, BD-LoRA, Arrow, MonteCLoRA, Megatron layers, an init_lora_weights it does not know',
+  },
+  CONFIG_ALORA_ONE_TOKEN: {
+    level: warning,
+    exit: INVALID,
+    check: 'config',
+    summary:
+      'an activated LoRA invoked by one token: llama-server applies it from the token before that one, PEFT from the token itself',
+  },
+  CONFIG_ALORA_STRING: {
+    level: error,
+    exit: INVALID,
+    check: 'config',
+    summary:
+      'an activated LoRA that names its invocation as invocation_string, without alora_invocation_tokens: the tokens it activates at are unknown',
+    hint: "record the token ids in adapter_config.json as PEFT 0.18 does: alora_invocation_tokens = tokenizer.encode(invocation_string, add_special_tokens=False) with the base model's tokenizer (adapters of IBM's older alora package activate after the first of those tokens: leave it out), then regenerate the metadata.json checksums",
+  },
+  CONFIG_BASE_MODIFIED: {
+    level: error,
+    exit: INVALID,
+    check: 'config',
+    summary:
+      "init_lora_weights is pissa, olora, corda, loftq or lora_ga (or kasa_config is set): the adapter is right only on PEFT's modified base weights",
+    hint: 'convert it back to a plain LoRA with PEFT: model.save_pretrained(out, path_initial_model_for_weight_conversion=<the adapter saved before training>); its config then says init_lora_weights: true, with twice the rank',
+  },
+  CONFIG_TRAINABLE_TOKENS: {
+    level: error,
+    exit: INVALID,
+    check: 'config',
+    summary:
+      'trainable_token_indices: trained rows of the token embedding replace the base rows, which a llama.cpp LoRA cannot carry',
+    hint: 'train without trainable_token_indices (or with a LoRA on embed_tokens on an untied base)',
   },
   CONFIG_PATTERN_UNUSED: {
     level: warning,
@@ -137,6 +168,14 @@ export const ADAPTER_CODES = {
   },
 
   // ----- the tensors against the config
+  TENSOR_ALORA_EMBEDDING: {
+    level: error,
+    exit: INVALID,
+    check: 'tensors',
+    summary:
+      'an embedding LoRA in an activated LoRA: PEFT applies it to every token, llama-server only from the invocation on',
+    hint: 'train the activated LoRA without embed_tokens in target_modules',
+  },
   TENSOR_DTYPE: {
     level: error,
     exit: INVALID,
@@ -155,6 +194,14 @@ export const ADAPTER_CODES = {
     check: 'tensors',
     summary:
       'a tensor name PEFT does not write: outside `base_model.model.`, with an adapter name, or a module with both linear and embedding LoRAs',
+  },
+  TENSOR_EMBEDDING_COPY: {
+    level: warning,
+    exit: INVALID,
+    check: 'tensors',
+    summary:
+      "PEFT's full copy of a targeted embedding layer's base weight (save_embedding_layers): skipped, as llama.cpp's converter skips it",
+    hint: 'save the adapter with save_embedding_layers=False to leave the copy out',
   },
   TENSOR_UNEXPECTED: {
     level: error,
@@ -198,12 +245,19 @@ export const ADAPTER_CODES = {
     check: 'tensors',
     summary: 'the weights file holds no tensors',
   },
-  TARGET_UNMATCHED: {
+  TARGET_NONE: {
     level: error,
     exit: INVALID,
     check: 'tensors',
+    summary: 'no entry of target_modules matched any LoRA tensor (PEFT refuses such a config)',
+    hint: 'check target_modules against the tensor names, or re-export the adapter',
+  },
+  TARGET_UNMATCHED: {
+    level: warning,
+    exit: INVALID,
+    check: 'tensors',
     summary:
-      'an entry of target_modules matched no LoRA tensor: that part of the adapter silently does nothing',
+      'an entry of target_modules matched no LoRA tensor (PEFT too lets an entry match nothing, as long as another matches)',
     hint: 'check target_modules against the tensor names, or re-export the adapter',
   },
 

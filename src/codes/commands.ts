@@ -57,13 +57,6 @@ export const COMMAND_CODES = {
   },
 
   // ----- convert
-  CONVERT_NEEDS_SAFETENSORS: {
-    level: error,
-    exit: INVALID,
-    check: null,
-    summary: 'convert (and mount --base) read safetensors weights only; the adapter has adapter_model.bin',
-    hint: 'convert the .bin to safetensors first (torch.load(weights_only=True), then safetensors.torch.save_file)',
-  },
   OUT_IS_BASE: {
     level: error,
     exit: USAGE,
@@ -89,7 +82,8 @@ export const COMMAND_CODES = {
     level: error,
     exit: INVALID,
     check: null,
-    summary: 'the weights changed while they were being converted; nothing was written',
+    summary:
+      'the weights changed while they were being converted (or the base model while it was hashed); nothing was written',
     hint: 'convert again once the adapter files are no longer being written',
   },
   HASH_CANCELLED: {
@@ -188,6 +182,14 @@ export const COMMAND_CODES = {
     check: null,
     summary: 'a folder already in the catalog cannot be registered under another id',
     hint: 'rename the folder, or mount a copy from outside the catalog with --id',
+  },
+  MOUNT_NOT_BIN: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary:
+      'mount --to-safetensors on an adapter whose weights are not adapter_model.bin: nothing to convert',
+    hint: 'mount it without --to-safetensors',
   },
   MOUNT_SOURCE_CHANGED: {
     level: error,

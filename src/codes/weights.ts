@@ -121,7 +121,7 @@ export const WEIGHT_CODES = {
     check: 'weights',
     summary:
       'the weights are a pickle (scanned, not loaded); safetensors is preferred: no code can hide in it',
-    hint: 'convert it: load with torch.load(weights_only=True) and save with safetensors.torch.save_file',
+    hint: 'codi-adapter mount <dir> --to-safetensors installs it with adapter_model.safetensors, converted without unpickling it',
   },
   BIN_LEGACY_FORMAT: {
     level: error,
@@ -301,6 +301,14 @@ export const WEIGHT_CODES = {
     summary:
       'an embed_tokens LoRA on a base with tied embeddings: llama.cpp would apply it to the output head as well',
   },
+  BASE_ALORA_TOKENS: {
+    level: error,
+    exit: INVALID,
+    check: 'base',
+    summary:
+      "an activated LoRA's invocation token id is not in the base model's vocabulary: the adapter would never activate",
+    hint: "check that the adapter was trained on this base model, and that alora_invocation_tokens holds that model's token ids",
+  },
   BASE_INCOMPATIBLE: {
     level: error,
     exit: INVALID,
@@ -308,6 +316,22 @@ export const WEIGHT_CODES = {
     summary:
       'a tensor the adapter adapts is missing from the base or has another shape, or its q/k rows cannot be split into the RoPE heads',
     hint: 'check that the adapter was trained on this base model',
+  },
+  BASE_MISMATCH: {
+    level: error,
+    exit: INVALID,
+    check: 'base',
+    summary:
+      "the base GGUF's sha256 is not the one metadata.json records for the adapter (base.sha256): another model, or another build of it",
+    hint: 'use the base model the adapter was mounted or promoted with; to bind it to this one instead, mount it again with --base and --force',
+  },
+  BASE_UNRECORDED: {
+    level: warning,
+    exit: INVALID,
+    check: 'base',
+    summary:
+      'metadata.json records no base model sha256 (base.sha256): only the shapes tell whether this base is the one the adapter was trained on',
+    hint: 'mount the adapter with --base <gguf> (or promote it with --base) to record the base model it is served on',
   },
   GGUF_MAGIC: {
     level: error,

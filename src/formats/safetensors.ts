@@ -403,9 +403,12 @@ export function encodeSafetensors(
   return out;
 }
 
-/** The bytes before the data section, checked as strictly as a reader would check them. */
+/**
+ * The bytes before the data section, checked as strictly as a reader would check them. Only the
+ * length of each tensor's data is read, so a writer that streams the data can give just that.
+ */
 export function encodeHeader(
-  tensors: readonly SafetensorsTensorInput[],
+  tensors: readonly (Omit<SafetensorsTensorInput, 'data'> & { data: { readonly length: number } })[],
   metadata: Readonly<Record<string, string>> | undefined,
 ): { prefix: Uint8Array; fileSize: number } {
   const members: string[] = [];

@@ -7,10 +7,12 @@ import { join } from 'node:path';
 import { convertAdapter, type ConvertResult } from '../convert.js';
 import { asCodiError, CodiError, ExitCode, isCodiError } from '../errors.js';
 import type { Finding } from '../findings.js';
-import { SAFETENSORS_FILE } from '../layout.js';
 import { sha256Ref } from '../metadata.js';
 import type { RunContext } from './context.js';
 import type { AdapterRecord } from './environment.js';
+
+/** In the files metadata.json lists: the weights file, whichever it is (the short checksum form). */
+const WEIGHTS = '<weights>';
 
 export interface ServableAdapter {
   /** the GGUF llama-server is given */
@@ -30,7 +32,10 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
     });
   }
   const converted = await convertReporting(ctx, adapterDir);
-  const files = peek?.files ?? [SAFETENSORS_FILE];
+  // served all the same: e.g. BASE_UNRECORDED, an adapter not bound to one base
+  if (converted.warnings.length > 0) report.emit({ kind: 'findings', findings: converted.warnings });
+  // the short checksum form stands for the weights file, whichever it is
+  const files = (peek?.files ?? [WEIGHTS]).map((f) => (f === WEIGHTS ? converted.adapter.weightsFile : f));
   const { id, version, weightsSha256 } = converted.adapter;
   report.info(
     `adapter ${id ?? '?'} ${version ?? '?'} (${adapterDir}): verified, checksums ${files.length}/${files.length} files sha256 ok (weights ${weightsSha256.slice(0, 12)}…)`,
@@ -62,7 +67,10 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
 /** `convertAdapter`; when the adapter is invalid, its status and findings are reported before the error. */
 async function convertReporting(ctx: RunContext, adapterDir: string): Promise<ConvertResult> {
   try {
-    return await convertAdapter(adapterDir, { base: ctx.config.baseModelPath });
+    return await convertAdapter(adapterDir, {
+      base: ctx.config.baseModelPath,
+      stateDir: ctx.config.stateDir,
+    });
   } catch (thrown) {
     const e = asCodiError(thrown) ?? thrown;
     if (isCodiError(e) && e.exitCode === ExitCode.INVALID) {
@@ -97,7 +105,7 @@ async function peekMetadata(dir: string): Promise<{ base_model?: string; files: 
     const checksum = data.checksum;
     const files =
       typeof checksum === 'string'
-        ? [SAFETENSORS_FILE]
+        ? [WEIGHTS]
         : checksum !== null && typeof checksum === 'object' && 'files' in checksum
           ? Object.keys((checksum as { files: Record<string, unknown> }).files).sort()
           : [];

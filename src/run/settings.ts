@@ -183,7 +183,7 @@ export const RUN_SETTINGS = [
     flag: 'codi-state-dir',
     kind: 'path',
     default: '/tmp/codi-adapter',
-    description: 'where environment.json is written',
+    description: "where environment.json is written and the base model's sha256 is cached",
   },
   {
     name: 'PATTERNS_RULES',

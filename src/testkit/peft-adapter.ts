@@ -43,6 +43,13 @@ export interface AdapterSpec {
   extraConfig?: Record<string, unknown>;
   /** a README.md is written when given */
   readme?: string;
+  /**
+   * More tensors, with seeded values, written after the LoRA ones: what PEFT saves beside them in some
+   * configurations (e.g. `…embed_tokens.base_layer.weight`, the copy save_embedding_layers writes)
+   */
+  extraTensors?: { name: string; shape: number[] }[];
+  /** metadata.json `base`: the base model GGUF the adapter is bound to */
+  base?: { sha256: string; name?: string; file?: string };
 }
 
 export const FIXED_CREATED_AT = '2026-11-20T10:00:00Z';
@@ -114,6 +121,19 @@ export function generateLoraTensors(spec: AdapterSpec): GeneratedTensor[] {
       encode(`${prefix}${embedding ? '.lora_embedding_B' : '.lora_B.weight'}`, [m.outFeatures, r], b, dtype),
     );
   }
+  for (const t of spec.extraTensors ?? []) {
+    out.push(
+      encode(
+        t.name,
+        t.shape,
+        rng.normals(
+          t.shape.reduce((x, y) => x * y, 1),
+          0.1,
+        ),
+        dtype,
+      ),
+    );
+  }
   return out;
 }
 
@@ -155,6 +175,7 @@ export async function writeMetadata(
     id: spec.id,
     version: spec.version ?? '0.1.0',
     base_model: spec.baseModel ?? 'qwen2.5-coder-1.5b',
+    ...(spec.base ? { base: spec.base } : {}),
     created_at: FIXED_CREATED_AT,
     training: {
       dataset: 'codi-rationales-2026-10',

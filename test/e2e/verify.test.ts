@@ -2,6 +2,7 @@
 import { chmod, cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sha256Bytes } from '../../src/checksum.js';
 import { exampleSpec } from '../../src/testkit/examples.js';
 import { ALL_PROJECTIONS, decoderTargets, writePeftAdapter } from '../../src/testkit/peft-adapter.js';
 import { IS_ROOT } from '../helpers/catalog.js';
@@ -183,12 +184,14 @@ describe('verify (built CLI)', () => {
   it('CONFIG_PATTERN_AMBIGUOUS once, with or without --base; convert --json lists it among its warnings', async () => {
     // rank key q_proj and alpha key layers.0.self_attn.q_proj: PEFT releases give that module other scales
     const dir = join(await tempDir('codi-verify-e2e-'), 'ambiguous');
+    const base = 'examples/base/tiny-qwen2.gguf';
     await writePeftAdapter(dir, {
       ...exampleSpec('ambiguous'),
       rankPattern: { q_proj: 4 },
       alphaPattern: { 'layers.0.self_attn.q_proj': 32 },
+      // bound to its base: the patterns are the only thing to warn about
+      base: { sha256: sha256Bytes(await readFile(base)) },
     });
-    const base = 'examples/base/tiny-qwen2.gguf';
     for (const args of [[], ['--base', base]]) {
       const r = await runCli(['verify', dir, ...args, '--json']);
       expect(r.code, r.stderr).toBe(0);

@@ -17,6 +17,8 @@ export interface AdapterOptions {
   version?: string;
   seed?: number;
   baseModel?: string;
+  /** metadata.json `base`: the base model GGUF it is bound to */
+  base?: { sha256: string; name?: string; file?: string };
 }
 
 /** A real PEFT adapter for the tiny qwen2 example base, in `<parent>/<folder ?? id>`. */
@@ -33,6 +35,7 @@ export async function makeAdapter(
     ...(options.version === undefined ? {} : { version: options.version }),
     ...(options.seed === undefined ? {} : { seed: options.seed }),
     ...(options.baseModel === undefined ? {} : { baseModel: options.baseModel }),
+    ...(options.base === undefined ? {} : { base: options.base }),
   });
   return dir;
 }

@@ -20,11 +20,14 @@ import { rejected } from '../helpers/errors.js';
 
 let dir: string;
 let base: string;
+/** metadata.json `base` binding an adapter to `base` */
+let bound: NonNullable<AdapterSpec['base']>;
 
 beforeAll(async () => {
   dir = await tempDir('codi-convert-unit-');
   base = join(dir, 'base.gguf');
   await writeTinyModel(base);
+  bound = { sha256: sha256Bytes(await readFile(base)), name: 'codi-tiny-qwen2' };
 });
 
 async function adapter(spec: AdapterSpec): Promise<string> {
@@ -505,6 +508,8 @@ describe('rank_pattern and alpha_pattern keys that PEFT releases read differentl
     id,
     rankPattern: { q_proj: 4 },
     alphaPattern: { 'layers.0.self_attn.q_proj': 32 },
+    // bound to its base: the only warning left is the one about the patterns
+    base: bound,
     ...(extraConfig ? { extraConfig } : {}),
   });
   const q0 = 'model.layers.0.self_attn.q_proj';

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { expectedChecksums, parseMetadata, sha256Hex, sha256Ref } from '../../src/metadata.js';
+import {
+  convertedMetadataText,
+  expectedChecksums,
+  parseMetadata,
+  sha256Hex,
+  sha256Ref,
+} from '../../src/metadata.js';
 
 const HEX = 'a'.repeat(64);
 const valid = {
@@ -121,5 +127,77 @@ describe('the checksum format', () => {
     expect([...expectedChecksums({ algorithm: 'sha256', files }, 'adapter_model.safetensors')]).toEqual([
       ['adapter_config.json', HEX],
     ]);
+  });
+});
+
+describe('convertedMetadataText (mount --to-safetensors)', () => {
+  const BIN = 'b'.repeat(64);
+  const ST = 'c'.repeat(64);
+  const from = {
+    file: 'adapter_model.bin',
+    sha256: BIN,
+    converter: 'codi-adapter 0.2.0',
+    converted_at: '2026-12-07T10:00:00Z',
+  };
+  const to = { file: 'adapter_model.safetensors', sha256: ST };
+  const binMetadata = {
+    ...valid,
+    checksum: { algorithm: 'sha256', files: { 'adapter_config.json': HEX, 'adapter_model.bin': BIN } },
+    'x-team': 'nlp',
+  };
+
+  it('puts the new file where the .bin was listed and converted_from after the checksum', () => {
+    const text = convertedMetadataText(`${JSON.stringify(binMetadata, null, 2)}\n`, from, to);
+    const data = JSON.parse(text) as Record<string, unknown>;
+    expect(Object.keys(data)).toEqual([
+      'schema_version',
+      'id',
+      'version',
+      'base_model',
+      'created_at',
+      'training',
+      'checksum',
+      'converted_from',
+      'evaluations',
+      'x-team',
+    ]);
+    expect(data.checksum).toEqual({
+      algorithm: 'sha256',
+      files: { 'adapter_config.json': HEX, 'adapter_model.safetensors': ST },
+    });
+    expect(data.converted_from).toEqual(from);
+    expect(text.endsWith('}\n')).toBe(true);
+    const parsed = parseMetadata(text, 'adapter_model.safetensors');
+    expect(parsed.findings).toEqual([]);
+    expect(parsed.metadata?.converted_from).toEqual(from);
+  });
+
+  it('keeps the short form, the indentation and CRLF line endings; replaces an older converted_from', () => {
+    const source = JSON.stringify(
+      { ...valid, checksum: `sha256:${BIN}`, converted_from: { ...from, sha256: HEX } },
+      null,
+      '\t',
+    );
+    const text = convertedMetadataText(source.replace(/\n/gu, '\r\n'), from, to);
+    expect(text).toContain(`\r\n\t"checksum": "sha256:${ST}",\r\n\t"converted_from": {`);
+    expect(text.endsWith('}')).toBe(true);
+    expect(text.match(/converted_from/gu)).toHaveLength(1);
+    expect(parseMetadata(text, 'adapter_model.safetensors').findings).toEqual([]);
+  });
+
+  it.each([
+    [
+      'no sha256',
+      { file: 'adapter_model.bin', converter: 'x', converted_at: '2026-12-07T10:00:00Z' },
+      'required',
+    ],
+    ['a sha256 that is not hex', { ...from, sha256: 'z'.repeat(64) }, 'pattern'],
+    ['a path as the file', { ...from, file: '../adapter_model.bin' }, 'pattern'],
+    ['a date that is not one', { ...from, converted_at: 'today' }, 'format'],
+    ['another key', { ...from, by: 'me' }, 'additionalProperties'],
+  ])('the schema refuses converted_from with %s', (_name, convertedFrom, rule) => {
+    const p = parse({ ...valid, converted_from: convertedFrom });
+    expect(p.findings.map((f) => f.code)).toContain('METADATA_INVALID');
+    expect(p.findings.map((f) => f.message).join('\n')).toContain(`rule: ${rule}`);
   });
 });

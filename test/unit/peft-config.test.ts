@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   alphaFor,
+  describeConfig,
   layerIndexOf,
   parseLoraConfig,
   patternRuleConflicts,
@@ -98,6 +99,38 @@ describe('PEFT module rules', () => {
     expect(targetsModule(c, 'model.layers.1.self_attn.q_proj')).toBe(true);
     expect(targetsModule(c, 'model.layers.0.self_attn.q_proj')).toBe(false);
     expect(layerIndexOf('model.layers.12.mlp.up_proj')).toBe(12);
+  });
+
+  it('layers_to_transform as PEFT reads it: an empty list is every layer, a module named whole is never filtered', () => {
+    expect(targetsModule(config({ layers_to_transform: [] }), 'model.layers.0.self_attn.q_proj')).toBe(true);
+    const whole = config({
+      target_modules: ['model.layers.0.self_attn.q_proj', 'v_proj'],
+      layers_to_transform: [1],
+    });
+    expect(targetsModule(whole, 'model.layers.0.self_attn.q_proj')).toBe(true);
+    expect(targetsModule(whole, 'model.layers.0.self_attn.v_proj')).toBe(false);
+    expect(
+      targetsModule(
+        config({ layers_to_transform: 1, layers_pattern: '' }),
+        'model.layers.1.self_attn.q_proj',
+      ),
+    ).toBe(true);
+  });
+
+  it('the layer index of a nested module by PEFT release: the first numbered segment from 0.20, the last before', () => {
+    const expert = 'model.layers.1.mlp.experts.0.gate_proj';
+    expect(layerIndexOf(expert, null, 'peft-0.20')).toBe(1);
+    expect(layerIndexOf(expert, null, 'peft-0.19')).toBe(0);
+    expect(layerIndexOf(expert, ['layers'], 'peft-0.19')).toBe(1);
+    expect(layerIndexOf(expert, ['experts'], 'peft-0.20')).toBe(0);
+    expect(layerIndexOf('layers.3.q_proj')).toBeNull();
+    const targets = { target_modules: ['gate_proj'], layers_to_transform: [1] };
+    expect(targetsModule(config({ ...targets, peft_version: '0.20.0' }), expert)).toBe(true);
+    expect(targetsModule(config({ ...targets, peft_version: '0.19.1' }), expert)).toBe(false);
+    // which release made it is unknown: either rule's selection is consistent with the config
+    expect(targetsModule(config(targets), expert)).toBe(true);
+    expect(targetsModule(config({ ...targets, layers_to_transform: [0] }), expert)).toBe(true);
+    expect(targetsModule(config({ ...targets, layers_to_transform: [2] }), expert)).toBe(false);
   });
 
   it('computes the PEFT scale: alpha/r, alpha/sqrt(r) under rsLoRA, and per-module patterns', () => {
@@ -207,5 +240,121 @@ describe('duplicate keys', () => {
     );
     expect(findings[0]?.code).toBe('CONFIG_JSON');
     expect(findings[0]?.message).toMatch(/duplicate/i);
+  });
+});
+
+describe('PEFT features a llama.cpp LoRA cannot serve as PEFT means them', () => {
+  const codesOf = (overrides: Record<string, unknown>): string[] =>
+    parse(overrides).findings.map((f) => f.code);
+
+  it.each(['pissa', 'pissa_niter_4', 'olora', 'OLoRA', 'corda', 'loftq', 'lora_ga'])(
+    'init_lora_weights %s changes the base weights: refused (CONFIG_BASE_MODIFIED)',
+    (init) => {
+      const found = parse({ init_lora_weights: init }).findings;
+      expect(found.map((f) => f.code)).toEqual(['CONFIG_BASE_MODIFIED']);
+      expect(found[0]).toMatchObject({ level: 'error', pointer: '/init_lora_weights' });
+      expect(found[0]?.hint).toContain('path_initial_model_for_weight_conversion');
+    },
+  );
+
+  it('KaSA truncates the base: refused whatever init_lora_weights says', () => {
+    expect(codesOf({ kasa_config: { beta: 1e-4, gamma: 1e-3 } })).toEqual(['CONFIG_BASE_MODIFIED']);
+  });
+
+  it.each([true, false, null, 'gaussian', 'eva', 'orthogonal', 'mica', 'Gaussian'])(
+    'init_lora_weights %s leaves the base as it is: accepted',
+    (init) => {
+      expect(codesOf({ init_lora_weights: init })).toEqual([]);
+    },
+  );
+
+  it('the converted-back form (init_lora_weights true, its sub-config still there) is an ordinary LoRA', () => {
+    expect(
+      codesOf({
+        init_lora_weights: true,
+        r: 16,
+        lora_alpha: 32,
+        corda_config: { corda_method: 'ipm' },
+        lora_ga_config: { direction: 'ArB2r' },
+      }),
+    ).toEqual([]);
+  });
+
+  it('an init_lora_weights it does not know is refused: it might change the base', () => {
+    const found = parse({ init_lora_weights: 'shiny_new_init' }).findings;
+    expect(found.map((f) => f.code)).toEqual(['CONFIG_UNSUPPORTED']);
+    expect(found[0]?.message).toContain('shiny_new_init');
+  });
+
+  it.each([[[0, 5, 9]], [{ embed_tokens: [1, 2] }]])(
+    'trainable_token_indices %j: refused even without its tensor (CONFIG_TRAINABLE_TOKENS)',
+    (indices) => {
+      expect(codesOf({ trainable_token_indices: indices })).toEqual(['CONFIG_TRAINABLE_TOKENS']);
+    },
+  );
+
+  it.each([
+    ['use_qalora', true],
+    ['use_bdlora', { target_modules_bd_a: ['q_proj'] }],
+    ['arrow_config', { top_k: 2 }],
+    ['monteclora_config', { num_samples: 4 }],
+    ['megatron_config', { tensor_model_parallel_size: 2 }],
+  ])('%s: a LoRA variant whose forward pass is not W·x + s·B·A·x, refused', (key, value) => {
+    const found = parse({ [key]: value }).findings;
+    expect(found.map((f) => f.code)).toEqual(['CONFIG_UNSUPPORTED']);
+    expect(found[0]?.pointer).toBe(`/${key}`);
+  });
+
+  it('the same variants switched off, as PEFT writes them, are fine', () => {
+    expect(
+      codesOf({
+        use_qalora: false,
+        use_bdlora: null,
+        arrow_config: null,
+        monteclora_config: null,
+        kasa_config: null,
+      }),
+    ).toEqual([]);
+  });
+
+  it('activated LoRA: alora_invocation_tokens read, validated, described', () => {
+    const c = config({ alora_invocation_tokens: [300, 45, 201] });
+    expect(c.aloraInvocationTokens).toEqual([300, 45, 201]);
+    expect(describeConfig(c)).toContain('activated by 3 tokens');
+    expect(config({}).aloraInvocationTokens).toBeNull();
+    for (const bad of [[], [-1], [1.5], ['a'], [2 ** 31]]) {
+      expect(new Set(codesOf({ alora_invocation_tokens: bad })), JSON.stringify(bad)).toEqual(
+        new Set(['CONFIG_INVALID']),
+      );
+    }
+  });
+
+  it('a one-token invocation is a warning: llama-server starts one token early for it', () => {
+    const found = parse({ alora_invocation_tokens: [201] }).findings;
+    expect(found).toEqual([expect.objectContaining({ code: 'CONFIG_ALORA_ONE_TOKEN', level: 'warning' })]);
+  });
+
+  it('invocation_string without the tokens is refused with the way to record them', () => {
+    const found = parse({ invocation_string: '<|start_of_role|>certainty<|end_of_role|>' }).findings;
+    expect(found.map((f) => f.code)).toEqual(['CONFIG_ALORA_STRING']);
+    expect(found[0]?.hint).toContain('alora_invocation_tokens');
+    // with the tokens, the tokens are what applies (as in llama.cpp's converter)
+    expect(codesOf({ invocation_string: 'x', alora_invocation_tokens: [1, 2] })).toEqual([]);
+  });
+});
+
+describe('all-linear, as PEFT resolves it', () => {
+  it('is matched case-insensitively', () => {
+    expect(config({ target_modules: 'ALL-LINEAR' }).targets.kind).toBe('all-linear');
+  });
+
+  it('selects linear layers, but not the output head nor embeddings', () => {
+    const c = config({ target_modules: 'all-linear' });
+    expect(targetsModule(c, 'model.layers.3.mlp.down_proj')).toBe(true);
+    expect(targetsModule(c, 'model.layers.3.mlp.gate')).toBe(true);
+    expect(targetsModule(c, 'lm_head')).toBe(false);
+    expect(targetsModule(c, 'model.embed_tokens')).toBe(false);
+    expect(targetsModule(c, 'model.language_model.embed_tokens')).toBe(false);
+    expect(targetsModule(c, 'model.layers.0.self_attn.q_proj', 'embedding')).toBe(false);
   });
 });

@@ -144,3 +144,105 @@ describe('analyzeTensors', () => {
     expect(codes([])).toContain('TENSOR_NONE');
   });
 });
+
+describe('analyzeTensors: PEFT features', () => {
+  const findings = (ts: TensorDescriptor[], c: LoraConfig): ReturnType<typeof analyzeTensors>['findings'] =>
+    analyzeTensors(ts, c, 'adapter_model.safetensors').findings;
+  const embedding = (module: string, r: number, vocab: number, dim: number): TensorDescriptor[] => [
+    { name: `base_model.model.${module}.lora_embedding_A`, dtype: 'F32', shape: [r, vocab] },
+    { name: `base_model.model.${module}.lora_embedding_B`, dtype: 'F32', shape: [dim, r] },
+  ];
+
+  it("skips PEFT's copies of targeted embedding layers, with a warning naming each", () => {
+    const copies: TensorDescriptor[] = [
+      { name: 'base_model.model.model.embed_tokens.base_layer.weight', dtype: 'F32', shape: [484, 64] },
+      { name: 'base_model.model.lm_head.base_layer.weight', dtype: 'F32', shape: [484, 64] },
+    ];
+    const c = config({ target_modules: ['q_proj', 'v_proj', 'embed_tokens', 'lm_head'] });
+    const ts = [
+      ...good,
+      ...embedding('model.embed_tokens', 4, 484, 64),
+      ...pair('lm_head', 4, 64, 484),
+      ...copies,
+    ];
+    const a = analyzeTensors(ts, c, 'adapter_model.safetensors');
+    expect(a.findings.map((f) => [f.code, f.level])).toEqual([
+      ['TENSOR_EMBEDDING_COPY', 'warning'],
+      ['TENSOR_EMBEDDING_COPY', 'warning'],
+    ]);
+    expect(a.findings[0]?.message).toContain('base_model.model.model.embed_tokens.base_layer.weight');
+    expect(a.findings[1]?.message).toContain('base_model.model.lm_head.base_layer.weight');
+    // not a module of the adapter: nothing is converted from them
+    expect(a.modules.map((m) => m.module)).not.toContain('model.embed_tokens.base_layer');
+    expect(a.modules).toHaveLength(6);
+  });
+
+  it('a base_layer copy of any other layer, or a full embedding weight, is not skipped', () => {
+    const other = [
+      {
+        name: 'base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight',
+        dtype: 'F32',
+        shape: [64, 64],
+      },
+    ];
+    expect(codes([...good, ...other])).toEqual(['TENSOR_UNEXPECTED']);
+    const full = [{ name: 'base_model.model.model.embed_tokens.weight', dtype: 'F32', shape: [500, 64] }];
+    const found = findings([...good, ...full], config());
+    expect(found.map((f) => f.code)).toEqual(['TENSOR_UNEXPECTED']);
+    expect(found[0]?.message).toContain('resized vocabulary');
+  });
+
+  it('trained token rows (trainable_token_indices) are named as such', () => {
+    const delta = [
+      {
+        name: 'base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta',
+        dtype: 'F32',
+        shape: [3, 64],
+      },
+    ];
+    const found = findings([...good, ...delta], config());
+    expect(found.map((f) => f.code)).toEqual(['TENSOR_UNSUPPORTED']);
+    expect(found[0]?.message).toContain('trainable_token_indices');
+  });
+
+  it('a target entry that matches nothing is a warning; none matching at all is an error', () => {
+    const some = findings(good, config({ target_modules: ['q_proj', 'v_proj', 'o_proj'] }));
+    expect(some.map((f) => [f.code, f.level])).toEqual([['TARGET_UNMATCHED', 'warning']]);
+    const none = findings(good, config({ target_modules: ['o_proj', 'down_proj'] }));
+    expect(none.map((f) => f.code)).toEqual([
+      'TENSOR_UNTARGETED',
+      'TENSOR_UNTARGETED',
+      'TENSOR_UNTARGETED',
+      'TENSOR_UNTARGETED',
+      'TARGET_NONE',
+    ]);
+    expect(none.at(-1)?.message).toContain('"o_proj", "down_proj"');
+  });
+
+  it('all-linear: an lm_head or embedding LoRA is not one it selects (an error, as in PEFT)', () => {
+    const c = config({ target_modules: 'all-linear' });
+    expect(findings(good, c)).toEqual([]);
+    const head = findings([...good, ...pair('lm_head', 4, 64, 484)], c);
+    expect(head.map((f) => f.code)).toEqual(['TENSOR_UNTARGETED']);
+    expect(head[0]?.message).toContain('all-linear');
+    const embed = findings([...good, ...embedding('model.embed_tokens', 4, 484, 64)], c);
+    expect(embed.map((f) => f.code)).toEqual(['TENSOR_UNTARGETED']);
+    // only an lm_head LoRA: nothing matches at all
+    expect(findings(pair('lm_head', 4, 64, 484), c).map((f) => f.code)).toEqual([
+      'TENSOR_UNTARGETED',
+      'TARGET_NONE',
+    ]);
+  });
+
+  it('an activated LoRA with an embedding LoRA is refused: PEFT applies that one to every token', () => {
+    const c = config({
+      target_modules: ['q_proj', 'v_proj', 'embed_tokens'],
+      alora_invocation_tokens: [1, 2],
+    });
+    const found = findings([...good, ...embedding('model.embed_tokens', 4, 484, 64)], c);
+    expect(found.map((f) => f.code)).toEqual(['TENSOR_ALORA_EMBEDDING']);
+    // without activation, the same tensors are an ordinary LoRA
+    const plain = config({ target_modules: ['q_proj', 'v_proj', 'embed_tokens'] });
+    expect(findings([...good, ...embedding('model.embed_tokens', 4, 484, 64)], plain)).toEqual([]);
+  });
+});

@@ -140,7 +140,10 @@ describe('verifyAdapter', () => {
       'adapter_model.safetensors': sha256Bytes(await readFile(join(dir, 'adapter_model.safetensors'))),
     });
     const r = await verifyAdapter(dir);
+    // PEFT too lets an entry of target_modules match nothing while another matches: a warning
+    expect(r.ok).toBe(true);
     expect(codes(r)).toEqual(['TARGET_UNMATCHED']);
+    expect(r.findings[0]).toMatchObject({ level: 'warning' });
     expect(r.findings[0]?.message).toContain('"lm_head"');
   });
 
@@ -241,16 +244,17 @@ describe('verifyAdapter: reports of any size', () => {
       file: 'adapter_model.safetensors',
       omitted: n - MAX_FINDINGS_PER_CODE,
     });
-    // q_proj has tensors, broken as they are: the other six targets matched none
-    expect(r.findings.filter((f) => f.code === 'TARGET_UNMATCHED')).toHaveLength(6);
+    // q_proj has tensors, broken as they are: the other six targets matched none (warnings, as PEFT
+    // lets an entry match nothing while another matches)
+    expect(r.findings.filter((f) => f.code === 'TARGET_UNMATCHED' && f.level === 'warning')).toHaveLength(6);
     expect(r.findings.length).toBeLessThan(60);
-    expect(countFindings(r.findings).errors).toBe(n + 6);
+    expect(countFindings(r.findings)).toEqual({ errors: n, warnings: 6 });
     expect(check(r, 'tensors')?.summary).toMatch(
-      /^200,000 modules \(q_proj\), rank 0, .* — 200,006 errors$/u,
+      /^200,000 modules \(q_proj\), rank 0, .* — 200,000 errors, 6 warnings$/u,
     );
     expect(() => {
       requireValid(r);
-    }).toThrow(/and 200,005 more: TENSOR_UNPAIRED, TARGET_UNMATCHED\)/u);
+    }).toThrow(/and 199,999 more: TENSOR_UNPAIRED\)/u);
   });
 
   it('200,000 tensors with names PEFT does not write: TENSOR_NAME, capped', async () => {
