@@ -153,7 +153,7 @@ describe('gemma3 with a vision tower', () => {
     };
     const out = join(dir, 'gemma3-lora.gguf');
     const r = await convertAdapter(await writeAdapter(dir, s), { base, out });
-    expect(r.warnings.map((w) => w.code)).toEqual(['BASE_OTHER_TOWER_SKIPPED']);
+    expect(r.warnings.map((w) => w.code)).toEqual(['BASE_OTHER_TOWER_SKIPPED', 'BASE_UNRECORDED']);
     const g = await readGgufHeader(out);
     expect(g.tensors.map((t) => t.name)).toEqual([
       'blk.0.attn_q.weight.lora_a',
