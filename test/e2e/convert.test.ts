@@ -164,7 +164,7 @@ describe('convert interrupted while writing: the target is the old file or the n
 
   it(
     'SIGKILL after random delays (6 trials) over a larger adapter: old or new, never partial',
-    { timeout: 120_000 },
+    { timeout: 300_000 },
     async () => {
       const dir = await tempDir('codi-convert-trials-');
       // rank 256 over every projection: a few MB to write, so the kills land inside the write
