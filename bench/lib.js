@@ -1,7 +1,10 @@
 // Shared helpers for the on-demand benchmarks: run a command several times, read wall time and peak
 // RSS from GNU time, report medians and ratios against a reference measured in the same run.
+import { Buffer } from 'node:buffer';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createHash, randomFillSync } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -195,4 +198,75 @@ export function printTracePhases(args, trials, env = {}) {
     previous = at;
     previousFaults = faults;
   }
+}
+
+/**
+ * A valid adapter of about `sizeGiB` GiB in `<root>/bench-adapter`: q_proj LoRAs of r=256 on
+ * 8192-wide layers (16 MiB per layer, F32 A + B), its metadata.json listing the weights' and the
+ * config's sha256. Returns the folder and the weights file.
+ */
+export function writeBigAdapter(root, sizeGiB) {
+  const r = 256;
+  const width = 8192;
+  const perTensor = r * width * 4;
+  const layers = Math.round((sizeGiB * 1024 ** 3) / (2 * perTensor));
+  const dir = join(root, 'bench-adapter');
+  mkdirSync(dir);
+  console.log(
+    `generating a ${((layers * 2 * perTensor) / 1024 ** 3).toFixed(2)} GiB adapter (${layers} layers) in ${dir}`,
+  );
+  const header = {};
+  let offset = 0;
+  for (let l = 0; l < layers; l++) {
+    const p = `base_model.model.model.layers.${l}.self_attn.q_proj`;
+    header[`${p}.lora_A.weight`] = {
+      dtype: 'F32',
+      shape: [r, width],
+      data_offsets: [offset, offset + perTensor],
+    };
+    offset += perTensor;
+    header[`${p}.lora_B.weight`] = {
+      dtype: 'F32',
+      shape: [width, r],
+      data_offsets: [offset, offset + perTensor],
+    };
+    offset += perTensor;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const prefix = Buffer.alloc(8 + json.length);
+  prefix.writeBigUInt64LE(BigInt(json.length), 0);
+  prefix.write(json, 8, 'utf8');
+  const weights = join(dir, 'adapter_model.safetensors');
+  const hash = createHash('sha256').update(prefix);
+  const fd = openSync(weights, 'w');
+  writeSync(fd, prefix);
+  const block = Buffer.alloc(perTensor);
+  for (let i = 0; i < layers * 2; i++) {
+    randomFillSync(block, 0, 4096);
+    hash.update(block);
+    writeSync(fd, block);
+  }
+  closeSync(fd);
+  const config = JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 2 * r, target_modules: ['q_proj'] });
+  writeFileSync(join(dir, 'adapter_config.json'), config);
+  writeFileSync(
+    join(dir, 'metadata.json'),
+    JSON.stringify({
+      schema_version: 1,
+      id: 'bench-adapter',
+      version: '1.0.0',
+      base_model: 'bench',
+      created_at: '2026-11-27T00:00:00Z',
+      training: { dataset: 'bench' },
+      checksum: {
+        algorithm: 'sha256',
+        files: {
+          'adapter_model.safetensors': hash.digest('hex'),
+          'adapter_config.json': createHash('sha256').update(config).digest('hex'),
+        },
+      },
+    }),
+  );
+  return { dir, weights };
 }

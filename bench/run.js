@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 const all = [
   'verify',
+  'signing',
   'bin-scan',
   'fuzz',
   'convert',

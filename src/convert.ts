@@ -23,6 +23,7 @@ import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { openReader, orderedJobs } from './convert-reader.js';
 import { largestDecoded, payloadOf, plannedTensors, type PlannedTensor } from './convert-tensors.js';
 import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
+import type { TrustedKeys } from './signing/keys.js';
 import {
   inspectAdapter,
   requireValid,
@@ -63,6 +64,8 @@ export interface ConvertOptions {
   /** where the base model's sha256 is cached (default: CODI_STATE_DIR, else run's default) */
   stateDir?: string;
   onHashProgress?: (p: VerifyProgress) => void;
+  /** the adapter must be signed by one of these keys (run's ADAPTER_TRUST_KEYS) */
+  trust?: TrustedKeys;
 }
 
 export interface ConvertResult {
@@ -91,6 +94,8 @@ export interface ConvertResult {
   alora: { invocation_tokens: number[]; written: number[] } | null;
   /** verification's warnings (e.g. CONFIG_PATTERN_AMBIGUOUS): converted all the same */
   warnings: Finding[];
+  /** the trusted key whose model.sig was verified (with `trust`) */
+  signedBy: string | null;
   bytes: number;
   durationMs: number;
 }
@@ -113,6 +118,7 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
   const passHash = new PassHash();
   const inspection = await inspectAdapter(dir, {
     ...(options.onHashProgress ? { onHashProgress: options.onHashProgress } : {}),
+    ...(options.trust ? { trust: options.trust } : {}),
     weightsHash: (path, size, onProgress) =>
       basename(path) === SAFETENSORS_FILE || basename(path) === BIN_FILE
         ? passHash.adopt(path, size, onProgress)
@@ -205,6 +211,8 @@ async function convertInspected(
     alora: aloraOf(adapter),
     f16Fallback: tensors.f16Fallback,
     warnings,
+    // set once the verification is finished, which every result waits for
+    signedBy: adapter.signature?.ok ? (adapter.signature.signer?.fingerprint ?? null) : null,
     bytes,
     durationMs: Math.round(nowMs() - started),
   });

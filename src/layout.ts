@@ -14,6 +14,8 @@ export const SAFETENSORS_FILE = 'adapter_model.safetensors';
 export const BIN_FILE = 'adapter_model.bin';
 export const METADATA_FILE = 'metadata.json';
 export const README_FILE = 'README.md';
+/** The adapter's signature (OpenSSF Model Signing's bundle, `sign`): it cannot cover itself. */
+export const SIGNATURE_FILE = 'model.sig';
 /**
  * Beside metadata.json while a `promote` appends to it, removed when the promote ends: not part of the
  * adapter. One left by a promote that was killed is stale (its holder is gone); the next promote of the
@@ -38,11 +40,12 @@ export function isPromoteFile(name: string): boolean {
 }
 
 /**
- * Files the checksums need not cover: metadata.json itself (it holds them), README.md, and a
- * promote's own files (`isPromoteFile`).
+ * Files the checksums need not cover: metadata.json itself (it holds them), README.md, model.sig (it
+ * signs metadata.json, so metadata.json cannot hold its hash), and a promote's own files
+ * (`isPromoteFile`).
  */
 export function needsNoChecksum(name: string): boolean {
-  return name === METADATA_FILE || name === README_FILE || isPromoteFile(name);
+  return name === METADATA_FILE || name === README_FILE || name === SIGNATURE_FILE || isPromoteFile(name);
 }
 
 /** The resolution printed with a file or folder of the adapter that could not be read. */
@@ -265,7 +268,13 @@ class LayoutScan {
 }
 
 /** The names of an adapter's own files: a folder by one of these names is refused as not a file. */
-const ADAPTER_FILES: ReadonlySet<string> = new Set([CONFIG_FILE, METADATA_FILE, SAFETENSORS_FILE, BIN_FILE]);
+const ADAPTER_FILES: ReadonlySet<string> = new Set([
+  CONFIG_FILE,
+  METADATA_FILE,
+  SAFETENSORS_FILE,
+  BIN_FILE,
+  SIGNATURE_FILE,
+]);
 
 /**
  * The required files (adapter_config.json, metadata.json and a weights file), given the regular

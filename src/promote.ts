@@ -36,12 +36,14 @@ import {
   minMetricGates,
   parseRules,
   recordAdapter,
+  revocationOf,
   type RulesAdapterEntry,
   type RulesDocument,
 } from './rules.js';
 import { formatViolation, validateAgainst } from './schemas.js';
 import { compareSemver } from './semver.js';
 import { pausePoint } from './test-hooks.js';
+import type { TrustedKeys } from './signing/keys.js';
 import { requireValid, verifyAdapter, weightsSha256, type VerifyOptions } from './verify.js';
 
 export interface PromoteOptions {
@@ -66,6 +68,8 @@ export interface PromoteOptions {
    * records), then recorded in the rules and, when it records none, in metadata.json
    */
   base?: string;
+  /** the adapter must be signed by one of these keys; its fingerprint is recorded as `signed_by` */
+  trust?: TrustedKeys;
 }
 
 export interface GateResult {
@@ -97,6 +101,13 @@ export interface PromoteResult {
   base: RecordedBase | null;
   /** verification's warnings (e.g. BASE_UNRECORDED): promoted all the same */
   warnings: Finding[];
+  /** the trusted key whose model.sig was verified (with --trust), recorded in the entry */
+  signed_by: string | null;
+  /**
+   * The adapter carries model.sig: its metadata.json was left as it is, since appending the
+   * evaluation would break the signature (the rules file records the evaluation all the same).
+   */
+  metadata_kept: boolean;
   rules_file: string;
   ruleset_version: string;
   default_adapter: string | null;
@@ -114,8 +125,14 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
   // the adapter, fail closed (the slow part, hashing, happens before the lock is taken)
   const checked = options.base === undefined ? null : await checkedBase(options.base);
   const model = checked?.model ?? null;
-  const report = await verifyAdapter(dir, checked ? { baseCheck: checked.baseCheck } : {});
+  const verifyOptions: VerifyOptions = {
+    ...(checked ? { baseCheck: checked.baseCheck } : {}),
+    ...(options.trust ? { trust: options.trust } : {}),
+  };
+  const report = await verifyAdapter(dir, verifyOptions);
   requireValid(report);
+  const signedBy = report.signature?.ok ? (report.signature.signer?.fingerprint ?? null) : null;
+  const signed = report.signature?.present === true;
   const { metadata, layout } = report.verified;
   const weights = weightsSha256(report);
   if (!metadata || !layout.weightsFile || !weights) {
@@ -142,7 +159,7 @@ export async function promoteAdapter(dir: string, options: PromoteOptions): Prom
   // through a symlinked rules.yml to the real file: the rename must replace the file, not the link
   const rulesPath = await realpath(resolve(options.rules)).catch(() => resolve(options.rules));
   await pausePoint('promote:verified');
-  const promotion: Promotion = { rulesPath, adapter, base, warnings, evaluation, options };
+  const promotion: Promotion = { rulesPath, adapter, base, warnings, evaluation, options, signedBy, signed };
   if (options.dryRun) return plan(promotion, null);
 
   // the rest under the lock: the rules file is read again there, so a concurrent promote's entry is kept
@@ -176,12 +193,17 @@ interface Promotion {
   warnings: Finding[];
   evaluation: PromoteEvaluation | null;
   options: PromoteOptions;
+  /** the trusted signer's fingerprint (--trust) */
+  signedBy: string | null;
+  /** the adapter carries model.sig */
+  signed: boolean;
 }
 
 /** Decides every change; writes them when holding the lock, returns the diff on a dry run. */
 async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
   const { adapter } = p;
   const { rules, rulesetVersion } = await readRules(p.rulesPath);
+  requireNotRevoked(rules, p);
   const gates = checkGates(rules, p);
   requireRulesBase(rules, p);
   const existing = adapterEntry(rules, adapter.id);
@@ -189,12 +211,14 @@ async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
     requireNewVersion(existing, p);
     requireSameBase(existing, p);
   }
+  // a promote without --trust leaves a recorded signer as it is; with it, a new signer is recorded
   const recorded =
     existing !== null &&
     existing.version === adapter.version &&
     existing.checksum === adapter.checksum &&
     existing.base_model === adapter.base_model &&
-    (p.base === null || existing.base?.sha256 === p.base.sha256)
+    (p.base === null || existing.base?.sha256 === p.base.sha256) &&
+    (p.signedBy === null || existing.signed_by === p.signedBy)
       ? existing
       : null;
   const newRules = recordInRules(rules, rulesetVersion, recorded, p);
@@ -213,6 +237,8 @@ async function plan(p: Promotion, lock: Lock | null): Promise<PromoteResult> {
     adapter,
     base: p.base,
     warnings: p.warnings,
+    signed_by: p.signedBy ?? recorded?.signed_by ?? null,
+    metadata_kept: p.signed && p.evaluation?.source === 'eval-file',
     rules_file: p.rulesPath,
     ruleset_version: rulesetVersion,
     default_adapter: newRules.defaultAdapter,
@@ -238,7 +264,8 @@ async function metadataChange(recorded: RulesAdapterEntry | null, p: Promotion):
   const { evaluation } = p;
   const path = join(p.adapter.path, METADATA_FILE);
   const before = await readText(path, 'metadata.json', 'METADATA_JSON');
-  const record = evaluation?.source === 'eval-file' ? evaluationRecord(evaluation) : null;
+  // a signed adapter's metadata.json is signed too: appending to it would break the signature
+  const record = evaluation?.source === 'eval-file' && !p.signed ? evaluationRecord(evaluation) : null;
   const sameAsRecorded =
     recorded === null ||
     (recorded.evaluation !== undefined &&
@@ -246,8 +273,9 @@ async function metadataChange(recorded: RulesAdapterEntry | null, p: Promotion):
       recorded.evaluation.suite === evaluation.suite &&
       sameJson(recorded.evaluation.metrics, evaluation.metrics));
   const evaluated = record && sameAsRecorded ? appendEvaluation(before, record, path) : before;
-  // the base --base named, when metadata.json records none yet (a different one failed verification)
-  const base = p.base;
+  // the base --base named, when metadata.json records none yet (a different one failed verification);
+  // not into a signed adapter's metadata.json (the rules file records it)
+  const base = p.signed ? null : p.base;
   const bound =
     base && (JSON.parse(evaluated) as AdapterMetadata).base === undefined
       ? editMetadataText(evaluated, (data) => withBase(data, base), path)
@@ -335,6 +363,17 @@ function checkGates(rules: RulesDocument, { evaluation, rulesPath }: Promotion):
   );
 }
 
+/** A revoked adapter (same id and weights) is never promoted again (ADAPTER_REVOKED). */
+function requireNotRevoked(rules: RulesDocument, { adapter, rulesPath }: Promotion): void {
+  const revoked = revocationOf(rules, adapter.id, adapter.checksum);
+  if (!revoked) return;
+  throw new CodiError(
+    'ADAPTER_REVOKED',
+    `${adapter.id} ${adapter.version} (${adapter.checksum}) was revoked at ${revoked.revoked_at}: ${revoked.reason}`,
+    { file: rulesPath },
+  );
+}
+
 /** The adapter must be for the base model the rules are for (PROMOTE_BASE_MISMATCH). */
 function requireRulesBase(rules: RulesDocument, { adapter, rulesPath }: Promotion): void {
   const declared = declaredBaseModel(rules);
@@ -381,7 +420,7 @@ function recordInRules(
   recorded: RulesAdapterEntry | null,
   p: Promotion,
 ): { text: string; defaultAdapter: string | null } {
-  const { adapter, evaluation, options, rulesPath } = p;
+  const { adapter, evaluation, options, rulesPath, signedBy } = p;
   const current = { text: rules.text, defaultAdapter: rules.llmAssist?.default_adapter ?? null };
   let value: RulesAdapterEntry;
   let setDefault = options.setDefault ?? false;
@@ -396,6 +435,7 @@ function recordInRules(
       base_model: adapter.base_model,
       ...(p.base ? { base: { sha256: p.base.sha256, ...(p.base.name ? { name: p.base.name } : {}) } } : {}),
       checksum: adapter.checksum,
+      ...(signedBy ? { signed_by: signedBy } : {}),
       ruleset_version: rulesetVersion,
       promoted_at: isoSeconds(options.now ?? new Date()),
     };
@@ -455,7 +495,7 @@ function parseRulesAt(text: string, path: string): RulesDocument {
  * is not would otherwise come back as U+FFFD, changing a part of the file the edit never touched.
  * `code` is the file's own code for unreadable content (exit 1).
  */
-async function readText(
+export async function readText(
   path: string,
   what: string,
   code: 'METADATA_JSON' | 'RULES_YAML_INVALID' | 'EVAL_JSON',
@@ -540,7 +580,7 @@ function appendEvaluation(text: string, record: EvaluationRecord, path: string):
 }
 
 /** Writes `text` over `path` atomically, keeping the file's mode (and owner, when we may). */
-async function replaceFile(path: string, text: string, pauseStep: string): Promise<void> {
+export async function replaceFile(path: string, text: string, pauseStep: string): Promise<void> {
   const st = await stat(path).catch(() => null);
   const mode = st ? st.mode & 0o7777 : 0o644;
   const file = await AtomicFile.open(path, mode);
@@ -570,6 +610,6 @@ function patch({ path, before, after }: Change): string {
   return createTwoFilesPatch(name, name, before, after, undefined, undefined, { context: 3 });
 }
 
-function isoSeconds(d: Date): string {
+export function isoSeconds(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/u, 'Z');
 }

@@ -19,6 +19,7 @@ const LABEL: Record<string, string> = {
   tensors: 'tensors vs config',
   metadata: 'metadata.json',
   checksums: 'checksums',
+  signature: 'signature',
   base: 'base model',
 };
 

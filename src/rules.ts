@@ -24,9 +24,20 @@ export interface RulesAdapterEntry {
   checksum: string;
   /** the base model GGUF it is served on (sha256 of the file, its name) */
   base?: { sha256: string; name?: string };
+  /** the fingerprint of the trusted key whose signature promote verified */
+  signed_by?: string;
   ruleset_version?: string;
   promoted_at?: string;
   evaluation?: RulesEvaluation;
+  [extra: string]: unknown;
+}
+
+/** One revoked adapter version: its id (the key it sits under) and the weights it had. */
+export interface Revocation {
+  /** the weights file's sha256 as `sha256:<64 hex>` */
+  checksum: string;
+  reason: string;
+  revoked_at: string;
   [extra: string]: unknown;
 }
 
@@ -35,6 +46,8 @@ export interface LlmAssist {
   gates?: { min_metrics?: Record<string, number> | null; [extra: string]: unknown } | null;
   default_adapter?: string | null;
   adapters?: Record<string, RulesAdapterEntry> | null;
+  /** one revocation per id, or a list when several versions of an id are revoked */
+  revoked?: Record<string, Revocation | Revocation[]> | null;
   [extra: string]: unknown;
 }
 
@@ -52,6 +65,7 @@ export const ENTRY_KEYS = [
   'base_model',
   'base',
   'checksum',
+  'signed_by',
   'ruleset_version',
   'promoted_at',
   'evaluation',
@@ -129,6 +143,40 @@ export function adapterEntry(rules: RulesDocument, id: string): RulesAdapterEntr
   const adapters = rules.llmAssist?.adapters;
   if (!adapters || !Object.hasOwn(adapters, id)) return null;
   return adapters[id] ?? null;
+}
+
+/** The revocations recorded for `id` (none, one, or several versions). */
+export function revocationsOf(rules: RulesDocument, id: string): Revocation[] {
+  const revoked = rules.llmAssist?.revoked;
+  if (!revoked || !Object.hasOwn(revoked, id)) return [];
+  const entry = revoked[id];
+  if (entry === undefined) return [];
+  return Array.isArray(entry) ? entry : [entry];
+}
+
+/** The revocation of the adapter `id` with these weights (`sha256:<hex>`), if it is revoked. */
+export function revocationOf(rules: RulesDocument, id: string, checksum: string): Revocation | null {
+  return revocationsOf(rules, id).find((r) => r.checksum === checksum) ?? null;
+}
+
+/**
+ * Records `revocation` under `llm_assist.revoked.<id>`, keeping every other byte: as one mapping,
+ * or, when another version of the id is revoked already, as a list of both. A revocation of the same
+ * checksum again changes nothing.
+ */
+export function recordRevocation(
+  rules: RulesDocument,
+  id: string,
+  revocation: Revocation,
+): { text: string; changed: boolean } {
+  const existing = revocationsOf(rules, id);
+  if (existing.some((r) => r.checksum === revocation.checksum)) return { text: rules.text, changed: false };
+  const value = existing.length === 0 ? revocation : [...existing, revocation];
+  const text = applyYamlEdits(rules.text, [{ path: [LLM_ASSIST_KEY, 'revoked', id], value }], (path) =>
+    path[path.length - 1] === 'revoked_at' ? 'quoted' : undefined,
+  );
+  parseRules(text);
+  return { text, changed: text !== rules.text };
 }
 
 export function minMetricGates(rules: RulesDocument): Record<string, number> {

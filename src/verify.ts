@@ -29,8 +29,18 @@ import {
   METADATA_FILE,
   SAFETENSORS_FILE,
   scanLayout,
+  SIGNATURE_FILE,
   type AdapterLayout,
 } from './layout.js';
+import {
+  emptySignatureReport,
+  finishSignature,
+  readSignature,
+  type PendingSignature,
+  type SignatureReport,
+} from './signing/check.js';
+import type { TrustedKeys } from './signing/keys.js';
+import { signingSet } from './signing/manifest.js';
 import type { AdapterMetadata } from './metadata.js';
 import type { LoraConfig } from './peft-config.js';
 import type { LoraModule, TensorDescriptor, TensorStats } from './peft-tensors.js';
@@ -59,6 +69,8 @@ export interface VerifyReport {
   checks: CheckResult[];
   tensors: TensorStats;
   checksums: ChecksumResult[];
+  /** model.sig: null when there is none and no trusted keys were given */
+  signature: SignatureReport | null;
   durationMs: number;
 }
 
@@ -79,6 +91,10 @@ export interface VerifyOptions {
   weightsHash?: (path: string, size: number, onProgress?: HashProgressCallback) => PendingHash;
   /** extra checks against a base model, given the parsed adapter (convert's compatibility check) */
   baseCheck?: (adapter: VerifiedAdapter) => Promise<{ findings: Finding[]; summary: string }>;
+  /** check model.sig against these keys: the adapter must be signed by one of them */
+  trust?: TrustedKeys;
+  /** hash every file a signature would cover, not only the ones metadata.json lists (`sign`) */
+  hashAll?: boolean;
 }
 
 /** What verify learned, for the commands that act on a verified adapter. */
@@ -93,10 +109,11 @@ export interface VerifiedAdapter {
   modules: LoraModule[];
   tensors: TensorDescriptor[];
   checksums: ChecksumResult[];
+  /** the sha256 of every file hashed (listed, signed, or all with `hashAll`), each hashed once */
+  digests: Map<string, string>;
+  /** model.sig as checked (or only seen, without trusted keys); null when there is none */
+  signature: SignatureReport | null;
 }
-
-/** The lines every report has, in order; `base` follows when a base model was checked. */
-const FILE_CHECKS = CHECK_NAMES.filter((name) => name !== 'base');
 
 export async function verifyAdapter(
   dir: string,
@@ -165,6 +182,7 @@ interface Inspected {
   stats: TensorStats;
   expected: ReadonlyMap<string, string>;
   pending: ReadonlyMap<string, Promise<string>>;
+  signature: PendingSignature | null;
   baseRan: boolean;
   strict: boolean;
   started: number;
@@ -186,7 +204,8 @@ async function inspect(
   trace('verify: tensors checked');
   const { metadata, expected } = await checkMetadata(c);
   trace('verify: metadata checked');
-  const pending = startHashes(c, expected, early, options);
+  const signature = await signatureOf(c, options);
+  const pending = startHashes(c, filesToHash(c, expected, signature, options), early, options);
   await checkOtherFiles(c, metadata, expected);
 
   const verified: VerifiedAdapter = {
@@ -198,6 +217,8 @@ async function inspect(
     modules,
     tensors: weights.tensors,
     checksums: [],
+    digests: new Map(),
+    signature: signature?.report ?? null,
   };
   let baseRan = false;
   if (options.baseCheck) {
@@ -212,6 +233,7 @@ async function inspect(
     stats,
     expected,
     pending,
+    signature,
     baseRan,
     strict: options.strict === true,
     started,
@@ -228,15 +250,46 @@ async function inspect(
   };
 }
 
+/**
+ * model.sig: checked against the trusted keys when there are some (before hashing, so the files it
+ * signs are hashed in the same pass as the checksums); only noted otherwise.
+ */
+async function signatureOf(c: AdapterChecks, options: VerifyOptions): Promise<PendingSignature | null> {
+  if (options.trust) {
+    const read = await readSignature(c.layout, options.trust, c.findings);
+    trace('verify: signature read');
+    return read;
+  }
+  if (!c.present.has(SIGNATURE_FILE)) return null;
+  return { report: emptySignatureReport(true), statement: null, comparison: null };
+}
+
+/**
+ * Every file to hash, once: those metadata.json lists, those the signature is compared with, every
+ * file a signature covers (`hashAll`), and model.sig itself (its sha256 tells two signatures apart).
+ */
+function filesToHash(
+  c: AdapterChecks,
+  expected: ReadonlyMap<string, string>,
+  signature: PendingSignature | null,
+  options: VerifyOptions,
+): Set<string> {
+  const files = new Set(expected.keys());
+  for (const f of signature?.comparison?.compared ?? []) files.add(f);
+  if (options.hashAll) for (const f of signingSet(c.layout).files) files.add(f);
+  if (signature && signature.report.sha256 === null) files.add(SIGNATURE_FILE);
+  return files;
+}
+
 /** The checksums, streamed, all files at once (each in its own worker thread). */
 function startHashes(
   c: AdapterChecks,
-  expected: ReadonlyMap<string, string>,
+  files: ReadonlySet<string>,
   early: { file: string; hash: PendingHash } | null,
   options: VerifyOptions,
 ): Map<string, Promise<string>> {
   const pending = new Map<string, Promise<string>>();
-  for (const file of expected.keys()) {
+  for (const file of files) {
     if (!c.present.has(file)) continue;
     pending.set(
       file,
@@ -287,7 +340,9 @@ function checkLines(i: Inspected, checksums: readonly ChecksumResult[]): CheckRe
   const belongs = (name: CheckName, f: Finding): boolean =>
     checklistLine(f.code, f.file, layout.weightsFile) === name ||
     (name === 'checksums' && f.level === 'error' && unhashed.has(f.file));
-  const names = i.baseRan ? CHECK_NAMES : FILE_CHECKS;
+  const names = CHECK_NAMES.filter(
+    (n) => (n !== 'base' || i.baseRan) && (n !== 'signature' || i.signature !== null),
+  );
   return names.map((name) =>
     checkResult(
       name,
@@ -306,6 +361,31 @@ export function checklistLine(code: Code, file: string, weightsFile: string | nu
   return line === null || line === 'reader' ? readerOf(file, weightsFile) : line;
 }
 
+/** Every file's sha256 as hashed; one that could not be hashed is reported (once: a listed one is already). */
+async function digestsOf(i: Inspected): Promise<Map<string, string>> {
+  const digests = new Map<string, string>();
+  for (const [file, hashing] of i.pending) {
+    try {
+      digests.set(file, await hashing);
+    } catch (e) {
+      if (!i.expected.has(file)) i.c.report(e, file);
+    }
+  }
+  return digests;
+}
+
+/** model.sig against the files' digests: its findings, and its line of the checklist. */
+function signatureResult(i: Inspected, digests: ReadonlyMap<string, string>): SignatureReport | null {
+  const pending = i.signature;
+  if (!pending) return null;
+  const report = finishSignature(pending, digests, i.c.findings);
+  if (report.sha256 === null) report.sha256 = digests.get(SIGNATURE_FILE) ?? null;
+  if (report.ok && report.signer) {
+    i.c.summaries.signature = `signed by ${report.signer.fingerprint.slice(0, 19)}… (${report.signer.curve}), ${plural(report.signed_files ?? 0, 'file')} as signed`;
+  }
+  return report;
+}
+
 async function complete(i: Inspected): Promise<VerifyReport & { verified: VerifiedAdapter }> {
   const checksums = await checksumResults(i);
   const { findings, summaries } = i.c;
@@ -314,6 +394,9 @@ async function complete(i: Inspected): Promise<VerifyReport & { verified: Verifi
     summaries.checksums = `${good}/${checksums.length} files sha256 ok`;
   }
   i.verified.checksums = checksums;
+  i.verified.digests = await digestsOf(i);
+  const signature = signatureResult(i, i.verified.digests);
+  i.verified.signature = signature;
   if (i.strict) for (const f of findings) f.level = 'error';
   const checks = checkLines(i, checksums);
   const { metadata } = i.verified;
@@ -329,6 +412,7 @@ async function complete(i: Inspected): Promise<VerifyReport & { verified: Verifi
     checks,
     tensors: i.stats,
     checksums,
+    signature,
     durationMs: Math.round(nowMs() - i.started),
     verified: i.verified,
   };
@@ -347,6 +431,7 @@ function readerOf(file: string, weightsFile: string | null): CheckName {
   if (file === CONFIG_FILE) return 'config';
   if (file === METADATA_FILE) return 'metadata';
   if (file === weightsFile || file === SAFETENSORS_FILE || file === BIN_FILE) return 'weights';
+  if (file === SIGNATURE_FILE) return 'signature';
   return 'layout';
 }
 

@@ -87,7 +87,10 @@ export async function install(m: Mount): Promise<Placed> {
   return { ...(await stageAndSwap(m, path)), path, cleaned };
 }
 
-/** The identity mount compares: every covered file's sha256, and who the adapter says it is. */
+/**
+ * The identity mount compares: every covered file's sha256, who the adapter says it is, and its
+ * signature (the same adapter signed anew, or by another key, is other contents).
+ */
 function contentKey(report: VerifyReport, converted: Converted | null = null): string {
   const sums = report.checksums.map((c) =>
     converted && c.file === converted.from.file
@@ -95,7 +98,7 @@ function contentKey(report: VerifyReport, converted: Converted | null = null): s
       : `${c.file}=${c.actual ?? '-'}`,
   );
   const m = report.adapter;
-  return JSON.stringify([m.id, m.version, m.base_model, sums.sort()]);
+  return JSON.stringify([m.id, m.version, m.base_model, sums.sort(), report.signature?.sha256 ?? null]);
 }
 
 type Existing = { kind: 'absent' } | { kind: 'same' } | { kind: 'differs'; why: string };

@@ -11,6 +11,8 @@ import { finding, findingFromError, type Finding } from '../findings.js';
 import { readSafetensorsHeaderSync } from '../files/safetensors.js';
 import { isValidAdapterId, scanLayout, scanPlainLayoutSync } from '../layout.js';
 import { sha256Ref } from '../metadata.js';
+import type { Revocations } from '../revocations.js';
+import type { Revocation } from '../rules.js';
 import { quickCheck, type AdapterReads, type QuickCheck } from '../adapter-checks.js';
 import { verifyAdapter, weightsSha256 } from '../verify.js';
 import {
@@ -51,7 +53,10 @@ export interface CatalogEntry {
   checksum_verified: boolean;
   /** bytes, all files */
   size: number;
-  status: AdapterStatus;
+  /** `revoked`: valid, but its id and weights checksum are revoked in the rules file (`--rules`) */
+  status: AdapterStatus | 'revoked';
+  /** why and since when, when it is revoked */
+  revoked: Revocation | null;
   active: boolean;
   /** the first error (or why the runtime user cannot read it); null when mounted */
   finding: Finding | null;
@@ -87,6 +92,8 @@ export interface ListOptions {
   /** adapters inspected at once */
   concurrency?: number;
   runtimeUser?: RuntimeUser;
+  /** the revocations of the rules file (`--rules`): a revoked adapter shows as such */
+  revocations?: Revocations;
 }
 
 /**
@@ -131,8 +138,8 @@ export async function listAdapters(options: ListOptions): Promise<CatalogListing
     // the runtime user reaches nothing below a folder it cannot pass through: checked once for all
     const reach = await accessProblems(null, ancestorsOf(cat).volume, user);
     listing.root_warning = await aboveVolumeWarning(cat, user);
-    const inspect = (path: string, id: string): Promise<CatalogEntry> =>
-      inspectEntry(path, id, options.verify === true, user, reach);
+    const inspect = async (path: string, id: string): Promise<CatalogEntry> =>
+      markRevoked(await inspectEntry(path, id, options.verify === true, user, reach), options.revocations);
     const entries = await mapPool(dirents.names, options.concurrency ?? 32, (name) =>
       inspectListed(join(cat.adapters, name), name, inspect),
     );
@@ -231,6 +238,7 @@ function blankEntry(path: string, id: string): CatalogEntry {
     checksum_verified: false,
     size: 0,
     status: 'invalid',
+    revoked: null,
     active: false,
     finding: null,
     warning: null,
@@ -326,6 +334,22 @@ async function inspectEntry(
     ];
     if (problems.length > 0) unreadableEntry(entry, problems, user);
   }
+  return entry;
+}
+
+/** A valid adapter whose id and weights checksum are revoked: `revoked`, with the revocation. */
+function markRevoked(entry: CatalogEntry, revocations: Revocations | undefined): CatalogEntry {
+  if (!revocations || entry.status !== 'mounted' || entry.checksum === null) return entry;
+  const revoked = revocations.of(entry.id, entry.checksum);
+  if (!revoked) return entry;
+  entry.status = 'revoked';
+  entry.revoked = revoked;
+  entry.errors += 1;
+  entry.finding = finding(
+    'ADAPTER_REVOKED',
+    `revoked in ${revocations.file ?? 'the rules file'} since ${revoked.revoked_at}: ${revoked.reason}`,
+    '.',
+  );
   return entry;
 }
 

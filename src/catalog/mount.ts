@@ -9,6 +9,8 @@ import { asCodiError, CodiError, ExitCode, environmentError } from '../errors.js
 import { isEnvironmentFinding, type Finding } from '../findings.js';
 import { BIN_FILE } from '../layout.js';
 import { sha256Ref, type AdapterMetadata } from '../metadata.js';
+import { requireNotRevoked, type Revocations } from '../revocations.js';
+import type { TrustedKeys } from '../signing/keys.js';
 import { verifyAdapter, weightsSha256, type VerifyOptions } from '../verify.js';
 import { aboveVolumeWarning, accessProblems, unreadableError } from './access.js';
 import { readActive, switchActive } from './active.js';
@@ -51,6 +53,10 @@ export interface MountOptions {
   lockTimeoutMs?: number;
   /** the user that must be able to read the adapter (default 1000:1000) */
   runtimeUser?: RuntimeUser;
+  /** install only an adapter signed by one of these keys (the copy is checked too) */
+  trust?: TrustedKeys;
+  /** refuse an adapter these revocations list (`--rules`) */
+  revocations?: Revocations;
 }
 
 export interface MountResult {
@@ -64,6 +70,8 @@ export interface MountResult {
   path: string;
   source: string;
   adapter: { id: string; version: string; base_model: string; checksum: string };
+  /** the trusted key whose model.sig was verified (`--trust`) */
+  signed_by: string | null;
   /** `active` points at this adapter after the command */
   active: boolean;
   /** the command switched `active` */
@@ -87,9 +95,14 @@ export async function mountAdapter(source: string, options: MountOptions): Promi
   const cat = await openCatalog(options.root, options.id);
   const src = await resolveSource(source, cat);
   const inPlace = cat.adaptersReal !== null && dirname(src) === cat.adaptersReal;
-  const { verifyOptions, model } = await baseCheckOptions(options.base, options.force === true);
+  const { verifyOptions: baseOptions, model } = await baseCheckOptions(options.base, options.force === true);
+  const verifyOptions: VerifyOptions = {
+    ...baseOptions,
+    ...(options.trust ? { trust: options.trust } : {}),
+  };
   const report = await verifyAdapter(src, verifyOptions);
   requireMountable(report, src);
+  if (options.revocations) refuseRevoked(options.revocations, report);
   const toSafetensors = options.toSafetensors === true;
   const { layout } = report.verified;
   if (toSafetensors && layout.weightsFile !== BIN_FILE) {
@@ -207,6 +220,26 @@ function requireMountable(report: VerifiedReport, path: string): void {
   }
 }
 
+/** ADAPTER_REVOKED (Adapter Status: invalid) for an adapter the rules file revokes. */
+function refuseRevoked(revocations: Revocations, report: VerifiedReport): void {
+  const metadata = report.verified.metadata as AdapterMetadata;
+  try {
+    requireNotRevoked(
+      revocations,
+      metadata.id,
+      sha256Ref(weightsSha256(report) ?? ''),
+      `${metadata.id} ${metadata.version}`,
+    );
+  } catch (e) {
+    const error = asCodiError(e);
+    if (!error) throw e;
+    throw statusError('invalid', error.code, error.message, {
+      ...(error.file === undefined ? {} : { file: error.file }),
+      hint: error.hint ?? 'mount another version',
+    });
+  }
+}
+
 /** The id of a folder already in the catalog: its name (`--id` may only repeat it). */
 function inPlaceId(src: string, cat: Catalog, wanted: string | undefined): string {
   const id = basename(src);
@@ -284,6 +317,7 @@ async function finish(
     id: m.id,
     source: m.src,
     adapter,
+    signed_by: m.report.signature?.ok ? (m.report.signature.signer?.fingerprint ?? null) : null,
     readable_by: m.user,
     active: (await readActive(m.cat.adapters)) === m.id,
     activated,

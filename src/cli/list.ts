@@ -3,13 +3,19 @@ import { paint } from '../paint.js';
 import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog/list.js';
 import { ExitCode } from '../errors.js';
 import { formatBytes, plural } from '../text.js';
-import { booleanFlag, requiredString, type CommandInput, type CommandIO } from './spec.js';
+import { readRevocations } from '../revocations.js';
+import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
 
 export type ListResult = CatalogListing;
 
 export async function listMain(input: CommandInput, io: CommandIO): Promise<ListResult> {
   const verify = booleanFlag(input, 'verify');
-  const listing = await listAdapters({ root: requiredString(input, 'root'), verify });
+  const rules = stringFlag(input, 'rules');
+  const listing = await listAdapters({
+    root: requiredString(input, 'root'),
+    verify,
+    ...(rules === undefined ? {} : { revocations: await readRevocations(rules) }),
+  });
   if (verify && listing.adapters.some((a) => a.status !== 'mounted')) io.setExitCode(ExitCode.INVALID);
   if (!io.json) renderListing(listing, io);
   return listing;
@@ -71,6 +77,7 @@ function statusText(a: CatalogEntry): string {
     const first = a.warning ? `: ${a.warning.code}${a.warnings > 1 ? ', …' : ''}` : '';
     return `mounted (${plural(a.warnings, 'warning')}${first})`;
   }
+  if (a.revoked) return paint.red(`revoked since ${a.revoked.revoked_at}: ${a.revoked.reason}`);
   const f = a.finding;
   const text = f ? `${a.status}: ${f.code} ${f.message}` : a.status;
   return a.status === 'invalid' ? paint.red(text) : paint.yellow(text);

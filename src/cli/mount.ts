@@ -3,6 +3,8 @@ import { paint } from '../paint.js';
 import { mountAdapter, type MountResult } from '../catalog/mount.js';
 import { statusOf } from '../catalog/volume.js';
 import { isCodiError } from '../errors.js';
+import { readRevocations } from '../revocations.js';
+import { loadTrustedKeys } from '../signing/keys.js';
 import { renderFinding } from '../render.js';
 import {
   booleanFlag,
@@ -20,7 +22,11 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
   const base = stringFlag(input, 'base');
   let result: MountResult;
   try {
+    const trust = stringFlag(input, 'trust');
+    const rules = stringFlag(input, 'rules');
     result = await mountAdapter(requiredString(input, 'source'), {
+      ...(trust === undefined ? {} : { trust: await loadTrustedKeys(trust) }),
+      ...(rules === undefined ? {} : { revocations: await readRevocations(rules) }),
       root: requiredString(input, 'root'),
       activate: booleanFlag(input, 'activate'),
       force: booleanFlag(input, 'force'),
@@ -50,6 +56,7 @@ export async function mountMain(input: CommandInput, io: CommandIO): Promise<Mou
         `  ${result.converted.file} converted from ${result.converted.from.file} (sha256:${result.converted.from.sha256})`,
       );
     }
+    if (result.signed_by) io.log(`  signed by ${result.signed_by}`);
     if (result.activated) io.log(`  active → ${result.id}`);
     else if (result.active) io.log('  active (unchanged)');
     if (result.base) {

@@ -2,6 +2,7 @@
 import { paint } from '../paint.js';
 import { promoteAdapter, type PromoteResult } from '../promote.js';
 import { renderFinding } from '../render.js';
+import { loadTrustedKeys } from '../signing/keys.js';
 import {
   booleanFlag,
   integerFlag,
@@ -17,7 +18,9 @@ export async function promoteMain(input: CommandInput, io: CommandIO): Promise<P
   const rules = requiredString(input, 'rules');
   const evalFile = stringFlag(input, 'eval');
   const base = stringFlag(input, 'base');
+  const trust = stringFlag(input, 'trust');
   const result = await promoteAdapter(requiredString(input, 'dir'), {
+    ...(trust === undefined ? {} : { trust: await loadTrustedKeys(trust) }),
     rules,
     dryRun: booleanFlag(input, 'dry-run'),
     setDefault: booleanFlag(input, 'default'),
@@ -65,5 +68,9 @@ function renderPromotion(r: PromoteResult, io: CommandIO): void {
       .join(', ');
     io.log(`  evaluation ${r.evaluation.suite}: ${metrics}`);
   }
+  if (r.signed_by) io.log(`  signed by ${r.signed_by}`);
   if (r.changed.metadata) io.log('  metadata.json updated');
+  if (r.metadata_kept) {
+    io.log('  metadata.json: left as it is (the adapter is signed; the evaluation is in the rules file)');
+  }
 }

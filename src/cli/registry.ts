@@ -20,6 +20,21 @@ export interface CommandEntry {
   readonly earlyHash?: string;
 }
 
+/** `--trust`, the public keys an adapter must be signed by (verify, mount, promote) */
+const trustFlag = {
+  kind: 'string',
+  description:
+    'trusted public keys: a PEM file, or a folder of .pem files; the adapter must carry a model.sig signed by one of them',
+  env: 'CODI_TRUST_KEYS',
+} as const;
+
+/** `--rules`, the rules file whose llm_assist.revoked mount and list honour */
+const revocationRulesFlag = {
+  kind: 'string',
+  description: 'rules file (patterns/rules.yml) whose llm_assist.revoked lists revoked adapters',
+  env: 'PATTERNS_RULES',
+} as const;
+
 /** `--root`, the models volume, for the commands that work on it (list, mount) */
 const modelRootFlag = {
   kind: 'string',
@@ -57,15 +72,17 @@ const convert: CommandEntry = {
 const verify: CommandEntry = {
   summary: 'Verify a PEFT LoRA adapter directory',
   description:
-    'Checks layout, adapter_config.json, the safetensors header (strictly) or the .bin pickle (scanned, never loaded), tensors against the config, metadata.json against its schema, sha256 checksums (streamed) and, with --base, that llama.cpp will accept the adapter on that base model. Exit 0 when valid (warnings allowed), 1 when invalid, 3 when a path cannot be read.',
+    'Checks layout, adapter_config.json, the safetensors header (strictly) or the .bin pickle (scanned, never loaded), tensors against the config, metadata.json against its schema, sha256 checksums (streamed), with --trust that model.sig (OpenSSF Model Signing) is signed by a trusted key over exactly the files present (each file hashed once for both), and with --base that llama.cpp will accept the adapter on that base model. Exit 0 when valid (warnings allowed), 1 when invalid, 3 when a path cannot be read.',
   examples: [
     '<%= config.bin %> verify examples/adapters/tiny-qwen2-lora',
     '<%= config.bin %> verify /models/adapters/qwen15b-lora-v0.1 --base /models/base/qwen2.5-coder-1.5b.gguf --strict --json',
+    '<%= config.bin %> verify /models/adapters/qwen15b-lora-v0.1 --trust /etc/codi/trusted-keys/',
   ],
   spec: {
     args: [{ name: 'dir', description: 'adapter directory', required: true }],
     flags: {
       strict: { kind: 'boolean', description: 'treat every warning as an error' },
+      trust: trustFlag,
       base: {
         kind: 'string',
         description: 'base model GGUF: also check that llama.cpp will accept the adapter on it',
@@ -73,6 +90,28 @@ const verify: CommandEntry = {
     },
   },
   load: async () => (await import('./verify.js')).verifyMain,
+  earlyHash: 'dir',
+};
+
+const sign: CommandEntry = {
+  summary: 'Sign an adapter: write model.sig (OpenSSF Model Signing, key-based)',
+  description:
+    'Verifies the adapter (fail closed), hashing every file once, and writes <dir>/model.sig atomically: a Sigstore bundle whose DSSE envelope signs an in-toto statement listing every file and its sha256, exactly as `model_signing sign key` writes it, so `model_signing verify key` and `codi-adapter verify --trust` accept it. The key is a PEM EC private key on P-256, P-384 or P-521; an encrypted one takes its passphrase from CODI_SIGN_PASSPHRASE. Exit 0 signed, 1 the adapter is invalid or the key unusable, 2 usage, 3 a file cannot be read or written.',
+  examples: [
+    '<%= config.bin %> sign examples/adapters/tiny-qwen2-lora --key release-key.pem',
+    '<%= config.bin %> sign /incoming/qwen15b-lora-v0.2 --key /secure/release-key.pem --json',
+  ],
+  spec: {
+    args: [{ name: 'dir', description: 'adapter directory', required: true }],
+    flags: {
+      key: {
+        kind: 'string',
+        description: 'PEM EC private key (P-256, P-384 or P-521)',
+        required: true,
+      },
+    },
+  },
+  load: async () => (await import('./sign.js')).signMain,
   earlyHash: 'dir',
 };
 
@@ -86,6 +125,7 @@ const list: CommandEntry = {
     flags: {
       root: modelRootFlag,
       verify: { kind: 'boolean', description: 'recompute every checksum (reads all the weights)' },
+      rules: revocationRulesFlag,
     },
   },
   load: async () => (await import('./list.js')).listMain,
@@ -125,6 +165,8 @@ const mount: CommandEntry = {
         description:
           'install a .bin adapter with adapter_model.safetensors converted from it natively (never unpickled) instead of the .bin; the .bin sha256 is recorded in metadata.json converted_from',
       },
+      trust: trustFlag,
+      rules: revocationRulesFlag,
       'lock-timeout': {
         kind: 'integer',
         description: 'seconds to wait for another mount to finish',
@@ -158,6 +200,7 @@ const promote: CommandEntry = {
           "base model GGUF it is served on: checked (llama.cpp accepts the adapter on it, and it is the base metadata.json records, if any), then its sha256 and name recorded in the rules and, when it records none, in the adapter's metadata.json",
       },
       'dry-run': { kind: 'boolean', description: 'print the unified diff, write nothing' },
+      trust: trustFlag,
       default: {
         kind: 'boolean',
         description: 'make it llm_assist.default_adapter (it becomes the default anyway when none is set)',
@@ -176,6 +219,35 @@ const promote: CommandEntry = {
     },
   },
   load: async () => (await import('./promote.js')).promoteMain,
+};
+
+const revoke: CommandEntry = {
+  summary: 'Revoke an adapter version in patterns/rules.yml',
+  description:
+    'Records llm_assist.revoked.<id>: {checksum, reason, revoked_at}, keeping every other byte of the rules file, atomically and under the same lock as promote. The checksum is the weights checksum promoted under the id, or --checksum. run, mount and promote then refuse the adapter when its id and weights checksum match, with ADAPTER_REVOKED; list shows it. Revoking the same version again changes nothing. Exit 0 revoked (or already), 1 the rules file is invalid, 2 usage (no checksum known), 3 a file is missing or a lock is held.',
+  examples: [
+    '<%= config.bin %> revoke qwen15b-lora-v0.1 --rules patterns/rules.yml --reason "leaks training data (INC-123)"',
+    '<%= config.bin %> revoke qwen15b-lora-v0.1 --rules patterns/rules.yml --reason "bad build" --checksum sha256:<64 hex> --json',
+  ],
+  spec: {
+    args: [{ name: 'id', description: 'adapter id', required: true }],
+    flags: {
+      rules: { kind: 'string', description: 'the rules file (patterns/rules.yml)', required: true },
+      reason: { kind: 'string', description: 'why it is revoked (recorded)', required: true },
+      checksum: {
+        kind: 'string',
+        description: 'the weights checksum to revoke, sha256:<hex> (default: the one promoted under the id)',
+      },
+      'dry-run': { kind: 'boolean', description: 'print the unified diff, write nothing' },
+      'lock-timeout': {
+        kind: 'integer',
+        description: 'seconds to wait for a promote or revoke of the same rules file',
+        default: 10,
+        min: 0,
+      },
+    },
+  },
+  load: async () => (await import('./revoke.js')).revokeMain,
 };
 
 /** `run`'s flags: one per setting row, unset unless given (the variable, then the default, decide). */
@@ -216,9 +288,16 @@ With --json the children's lines and progress go to stderr, and one JSON object 
 };
 
 /** Every command by name: the only list of them. */
-export const COMMANDS = { convert, list, mount, promote, run, verify } as const satisfies Readonly<
-  Record<string, CommandEntry>
->;
+export const COMMANDS = {
+  convert,
+  list,
+  mount,
+  promote,
+  revoke,
+  run,
+  sign,
+  verify,
+} as const satisfies Readonly<Record<string, CommandEntry>>;
 
 export function commandNamed(name: string): CommandEntry | undefined {
   return Object.hasOwn(COMMANDS, name) ? (COMMANDS as Record<string, CommandEntry>)[name] : undefined;

@@ -2,6 +2,7 @@
 import { paint } from '../paint.js';
 import type { Ora } from 'ora';
 import { baseCheckFor, readBaseForCheck } from '../base-model.js';
+import { loadTrustedKeys } from '../signing/keys.js';
 import { adoptEarly } from '../checksum.js';
 import { ExitCode } from '../errors.js';
 import { countFindings } from '../findings.js';
@@ -35,6 +36,8 @@ export async function verifyMain(
     if (earlyHash) options.weightsHash = adoptEarly(earlyHash);
     const base = stringFlag(input, 'base');
     if (base) options.baseCheck = baseCheckFor(await readBaseForCheck(base));
+    const trust = stringFlag(input, 'trust');
+    if (trust) options.trust = await loadTrustedKeys(trust);
     let spinner: Ora | undefined;
     // a real terminal only: ora is slow to load, and a zero-width one (a bare pty) makes it loop
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {

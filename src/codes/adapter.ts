@@ -261,6 +261,52 @@ export const ADAPTER_CODES = {
     hint: 'check target_modules against the tensor names, or re-export the adapter',
   },
 
+  // ----- model.sig, the signature (verify --trust, mount --trust, run with ADAPTER_TRUST_KEYS)
+  SIGNATURE_MISSING: {
+    level: error,
+    exit: INVALID,
+    check: 'signature',
+    summary: 'trusted keys were given, but the adapter has no model.sig',
+    hint: 'sign the adapter: codi-adapter sign <dir> --key <private.pem> (or model_signing sign key)',
+  },
+  SIGNATURE_INVALID: {
+    level: error,
+    exit: INVALID,
+    check: 'signature',
+    summary:
+      "model.sig is not a valid signature: not a model_signing bundle, a statement that does not hold, or a signature that does not verify with the signer's key",
+    hint: 'sign the adapter again (codi-adapter sign), or re-copy model.sig from the release',
+  },
+  SIGNATURE_UNTRUSTED_KEY: {
+    level: error,
+    exit: INVALID,
+    check: 'signature',
+    summary: 'model.sig is signed by a key that is not one of the trusted keys',
+    hint: "add the signer's public key to the trusted keys (--trust, CODI_TRUST_KEYS, ADAPTER_TRUST_KEYS) if you trust it",
+  },
+  SIGNATURE_FILES_DIFFER: {
+    level: error,
+    exit: INVALID,
+    check: 'signature',
+    summary:
+      'the files present are not the files model.sig signs: one added, removed, renamed or changed, or an adapter file the signature leaves out',
+    hint: 're-copy the adapter from the release, or sign it again if the change is intended',
+  },
+  SIGNATURE_UNSUPPORTED: {
+    level: error,
+    exit: INVALID,
+    check: 'signature',
+    summary:
+      'model.sig is a certificate or keyless (Sigstore) bundle, or uses a serialization other than files/sha256: it cannot be verified offline with a public key',
+    hint: 'sign the adapter with a key (codi-adapter sign, or model_signing sign key) for offline verification',
+  },
+  SIGNATURE_TOO_LARGE: {
+    level: error,
+    exit: INVALID,
+    check: 'signature',
+    summary: "model.sig is larger than 16 MiB, far more than an adapter's signature takes; it is not read",
+  },
+
   // ----- metadata.json and the checksums
   METADATA_JSON: {
     level: error,

@@ -103,6 +103,22 @@ export const COMMAND_CODES = {
     summary: 'convert was stopped by a signal (128 + its number); the GGUF being written was removed',
   },
 
+  // ----- keys: sign --key, and the trusted keys of verify, mount, promote and run
+  KEY_INVALID: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary:
+      'a key file holds no usable PEM key of the kind asked for (a private key to sign, public keys to trust), or its passphrase is missing or wrong',
+  },
+  KEY_UNSUPPORTED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'a key that is not an EC key on P-256, P-384 or P-521 (RSA, Ed25519, another curve)',
+    hint: 'use an EC key on P-256, P-384 or P-521, as model_signing does: openssl ecparam -genkey -name secp384r1 -noout -out key.pem',
+  },
+
   // ----- the models volume: mount, list
   ROOT_MISSING: {
     level: error,
@@ -291,6 +307,20 @@ export const COMMAND_CODES = {
     check: null,
     summary: 'the version is promoted already, with other weights',
     hint: 'give the new weights a new version, or pass --force to replace them under the same version',
+  },
+  ADAPTER_REVOKED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary: 'the adapter (its id and weights checksum) is revoked in llm_assist.revoked of the rules file',
+    hint: 'serve, mount or promote another version; the revocation in the rules file says why',
+  },
+  REVOKE_CHECKSUM_UNKNOWN: {
+    level: error,
+    exit: USAGE,
+    check: null,
+    summary: 'revoke: the id is not promoted in the rules file, so the checksum to revoke must be given',
+    hint: 'give it with --checksum sha256:<64 hex of the weights file>',
   },
   YAML_SYNTAX: {
     level: error,

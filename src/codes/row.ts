@@ -36,6 +36,7 @@ export const CHECK_NAMES = [
   'tensors',
   'metadata',
   'checksums',
+  'signature',
   'base',
 ] as const;
 export type CheckName = (typeof CHECK_NAMES)[number];

@@ -10,6 +10,7 @@ import type { Finding } from '../findings.js';
 import { sha256Ref } from '../metadata.js';
 import type { RunContext } from './context.js';
 import type { AdapterRecord } from './environment.js';
+import { adapterPolicy, defaultRefused, refusalOf, type AdapterPolicy } from './trust.js';
 
 /** In the files metadata.json lists: the weights file, whichever it is (the short checksum form). */
 const WEIGHTS = '<weights>';
@@ -31,12 +32,19 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
       hint: `serve it on its own base (set CODE_MODEL=${peek.base_model} and BASE_MODEL_PATH), or mount an adapter made for ${config.codeModel}`,
     });
   }
-  const converted = await convertReporting(ctx, adapterDir);
+  const policy = await adapterPolicy(ctx);
+  const converted = await convertReporting(ctx, adapterDir, policy);
   // served all the same: e.g. BASE_UNRECORDED, an adapter not bound to one base
   if (converted.warnings.length > 0) report.emit({ kind: 'findings', findings: converted.warnings });
   // the short checksum form stands for the weights file, whichever it is
   const files = (peek?.files ?? [WEIGHTS]).map((f) => (f === WEIGHTS ? converted.adapter.weightsFile : f));
   const { id, version, weightsSha256 } = converted.adapter;
+  const refusal = refusalOf(policy, id, sha256Ref(weightsSha256));
+  if (refusal) {
+    report.emit({ kind: 'adapter-status', status: 'invalid', reason: `${refusal.code}: ${refusal.message}` });
+    throw defaultRefused(refusal);
+  }
+  if (converted.signedBy) report.info(`adapter signed by ${converted.signedBy} (a trusted key)`);
   report.info(
     `adapter ${id ?? '?'} ${version ?? '?'} (${adapterDir}): verified, checksums ${files.length}/${files.length} files sha256 ok (weights ${weightsSha256.slice(0, 12)}…)`,
   );
@@ -58,6 +66,7 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
       checksum: sha256Ref(weightsSha256),
       checksum_verified: true,
       checksums: files.map((file) => ({ file, ok: true })),
+      signed_by: converted.signedBy,
       gguf: converted.output,
       gguf_cached: converted.cached,
     },
@@ -65,11 +74,16 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
 }
 
 /** `convertAdapter`; when the adapter is invalid, its status and findings are reported before the error. */
-async function convertReporting(ctx: RunContext, adapterDir: string): Promise<ConvertResult> {
+async function convertReporting(
+  ctx: RunContext,
+  adapterDir: string,
+  policy: AdapterPolicy,
+): Promise<ConvertResult> {
   try {
     return await convertAdapter(adapterDir, {
       base: ctx.config.baseModelPath,
       stateDir: ctx.config.stateDir,
+      ...(policy.trust ? { trust: policy.trust } : {}),
     });
   } catch (thrown) {
     const e = asCodiError(thrown) ?? thrown;

@@ -38,6 +38,8 @@ export type LlmMode = 'embedded' | 'remote' | 'disabled';
 export interface RunConfig {
   modelMountPath: string;
   adapterPath: string;
+  /** ADAPTER_TRUST_KEYS: only an adapter signed by one of these keys is served; null: no policy */
+  trustKeys: string | null;
   codeModel: string;
   baseModelPath: string;
   llmEnabled: boolean;
@@ -122,6 +124,11 @@ function readSetting(
   const s = String(value);
   switch (row.kind) {
     case 'path': {
+      const out = resolve(cwd, s);
+      return { value: out, text: out };
+    }
+    case 'keys': {
+      if (s.toLowerCase() === 'none') return { value: null, text: 'none' };
       const out = resolve(cwd, s);
       return { value: out, text: out };
     }
@@ -239,6 +246,7 @@ function configOf(
   return {
     modelMountPath: v.MODEL_MOUNT_PATH,
     adapterPath: v.ADAPTER_PATH,
+    trustKeys: v.ADAPTER_TRUST_KEYS,
     codeModel: v.CODE_MODEL,
     baseModelPath: v.BASE_MODEL_PATH,
     llmEnabled: v.LLM_ENABLED,

@@ -24,6 +24,8 @@ export interface AdapterRecord {
   checksum: string;
   checksum_verified: boolean;
   checksums: { file: string; ok: boolean }[];
+  /** the fingerprint of the trusted key that signed it (ADAPTER_TRUST_KEYS); null without a policy */
+  signed_by: string | null;
   gguf: string;
   gguf_cached: boolean;
 }

@@ -17,6 +17,8 @@ export const DEFAULT_APP_COMMAND = 'uvicorn api.server:app --host 0.0.0.0 --port
 export interface KindValue {
   /** a file or folder, resolved against the working directory */
   path: string;
+  /** trusted public keys: a PEM file or a folder of them, resolved ("none" or empty: none) */
+  keys: string | null;
   /** a model id (not a path) */
   id: string;
   /** an address or host name */
@@ -87,6 +89,14 @@ export const RUN_SETTINGS = [
     },
     defaultText: `<MODEL_MOUNT_PATH>/adapters/active if it exists (mount --activate), else <MODEL_MOUNT_PATH>/adapters/${DEFAULT_ADAPTER_ID}`,
     description: 'adapter directory to serve',
+  },
+  {
+    name: 'ADAPTER_TRUST_KEYS',
+    flag: 'adapter-trust-keys',
+    kind: 'keys',
+    default: 'none',
+    description:
+      'trusted public keys (a PEM file, or a folder of .pem files): serve only an adapter whose model.sig one of them signed; none: no signature needed',
   },
   {
     name: 'CODE_MODEL',

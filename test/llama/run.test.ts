@@ -3,6 +3,7 @@
  * ends by checking that no process it caused is left (each command line mentions the test's folder).
  */
 import { spawnSync } from 'node:child_process';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { chmod, cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -20,6 +21,9 @@ import {
 import { tempDir } from '../helpers/tmp.js';
 
 const ADAPTER = 'tiny-qwen2-lora';
+/** the same adapter, signed (sign) by the key in <root>/trusted */
+const SIGNED = 'signed';
+let signer = '';
 const APP = join(REPO, 'test/fixtures/run-app.js');
 const FAULT_503 = join(REPO, 'test/fixtures/fault-server-503-forever.js');
 const FAULT_CRASH = join(REPO, 'test/fixtures/fault-server-crashes-while-loading.js');
@@ -42,6 +46,20 @@ beforeAll(async () => {
   });
   await cp(join(REPO, 'examples/base/tiny-qwen2.gguf'), join(root, 'base/tiny-qwen2.gguf'));
   await writeFile(join(root, 'rules.yml'), 'version: "2026.11.0"\nllm_assist:\n  adapters: {}\n');
+  // a signed copy (the key pair made here), for ADAPTER_TRUST_KEYS; the trusted folder holds its key
+  await cp(join(REPO, 'examples/adapters', ADAPTER), join(root, 'adapters', SIGNED), { recursive: true });
+  await mkdir(join(root, 'trusted'));
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const pem = publicKey.export({ type: 'spki', format: 'pem' });
+  await writeFile(join(root, 'release.key'), privateKey.export({ type: 'sec1', format: 'pem' }));
+  await writeFile(join(root, 'trusted', 'release.pem'), pem);
+  signer = `sha256:${createHash('sha256').update(pem).digest('hex')}`;
+  const signed = spawnSync(
+    process.execPath,
+    [join(REPO, 'bin/run.js'), 'sign', join(root, 'adapters', SIGNED), '--key', join(root, 'release.key')],
+    { encoding: 'utf8' },
+  );
+  expect(signed.status, signed.stderr).toBe(0);
 }, 45 * 60_000);
 
 afterEach(async () => {
@@ -111,7 +129,14 @@ interface AppRecord {
 }
 
 interface EnvironmentJson {
-  adapter: { id: string; version: string; checksum: string; checksum_verified: boolean; gguf: string };
+  adapter: {
+    id: string;
+    version: string;
+    checksum: string;
+    checksum_verified: boolean;
+    gguf: string;
+    signed_by: string | null;
+  };
   ruleset: { version: string | null };
   base_model: { id: string; path: string };
   llm: {
@@ -258,11 +283,17 @@ describe('run, embedded llama-server', () => {
     expect(alive(app.pid)).toBe(false);
   }, 120_000);
 
-  it('serves the LLM alone with APP_COMMAND=none until SIGINT', async () => {
-    const env = await baseEnv({ APP_COMMAND: 'none' });
+  it('serves the LLM alone with APP_COMMAND=none until SIGINT; with ADAPTER_TRUST_KEYS, a signed adapter, its signer recorded', async () => {
+    const env = await baseEnv({
+      APP_COMMAND: 'none',
+      ADAPTER_PATH: join(root, 'adapters', SIGNED),
+      ADAPTER_TRUST_KEYS: join(root, 'trusted'),
+    });
     const r = start(env);
     await r.waitFor(/serving the LLM until stopped/u);
     const environment = await readJson<EnvironmentJson>(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+    expect(environment.adapter.signed_by).toBe(signer);
+    expect(r.stdout()).toContain(`adapter signed by ${signer} (a trusted key)`);
     r.child.kill('SIGINT');
     const exit = await r.exited;
     expect(exit.code, r.stderr()).toBe(0);
@@ -483,6 +514,42 @@ describe('run, failures before anything is served', () => {
     expect(r.stderr()).toMatch(
       /BASE_MODEL_MISMATCH: the adapter was trained for base_model "tiny-qwen2", but CODE_MODEL is "qwen2.5-coder-1.5b"/u,
     );
+  }, 60_000);
+
+  it('exits 1 with ADAPTER_TRUST_KEYS when the default adapter is unsigned, or signed by another key', async () => {
+    const unsigned = start(await baseEnv({ ADAPTER_TRUST_KEYS: join(root, 'trusted') }));
+    const other = join(root, 'other.pem');
+    await writeFile(
+      other,
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }),
+    );
+    const untrusted = start(
+      await baseEnv({ ADAPTER_PATH: join(root, 'adapters', SIGNED), ADAPTER_TRUST_KEYS: other }),
+    );
+    expect((await unsigned.exited).code).toBe(1);
+    expect(unsigned.stdout()).toMatch(/Adapter Status: invalid \(1 error: SIGNATURE_MISSING\)/u);
+    expect(unsigned.stderr()).toMatch(/SIGNATURE_MISSING: the adapter has no model\.sig/u);
+    expect((await untrusted.exited).code).toBe(1);
+    expect(untrusted.stderr()).toContain(`SIGNATURE_UNTRUSTED_KEY: model.sig is signed by the key ${signer}`);
+    for (const r of [unsigned, untrusted]) {
+      expect(r.stdout()).not.toMatch(/starting llama-server/u);
+      expect(r.stderr()).not.toMatch(/\n\s+at /u);
+    }
+  }, 60_000);
+
+  it('exits 1 when PATTERNS_RULES revokes the adapter (same id and weights checksum)', async () => {
+    const rules = join(root, 'revoked.yml');
+    await writeFile(
+      rules,
+      `version: "2026.11.0"\nllm_assist:\n  revoked:\n    ${ADAPTER}: { checksum: "sha256:601dd4a90ee933effd9995bd15bebf30e9ad00f9813684caad8d34faa300a8ce", reason: leaked, revoked_at: "2026-12-01T00:00:00Z" }\n`,
+    );
+    const r = start(await baseEnv({ PATTERNS_RULES: rules }));
+    expect((await r.exited).code).toBe(1);
+    expect(r.stdout()).toMatch(/Adapter Status: invalid \(ADAPTER_REVOKED: /u);
+    expect(r.stderr()).toMatch(
+      /ADAPTER_REVOKED: tiny-qwen2-lora \(sha256:601dd4a9.*\) is revoked in .*revoked\.yml since 2026-12-01T00:00:00Z: leaked/u,
+    );
+    expect(r.stdout()).not.toMatch(/starting llama-server/u);
   }, 60_000);
 
   it('exits 2 naming the variable for a malformed setting', async () => {
