@@ -3,7 +3,6 @@
  * alike: the converter's jobs in the order their data is read, and a reader that gives each tensor's
  * bytes (or a range of the file the GGUF writer copies itself) while every byte of the file is hashed.
  */
-import { BinPass } from './bin-pass.js';
 import { PassHash, sourceChanged, WeightsPass } from './convert-pass.js';
 import { jobOf, largestSource, type ConvertJob, type PlannedTensor } from './convert-tensors.js';
 import type { FileIdentity } from './byte-source.js';
@@ -12,7 +11,6 @@ import type { FileRange } from './files/gguf-writer.js';
 import type { PickleTensor } from './formats/pickle.js';
 import type { SafetensorsDtype, SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
 import type { TorchBinScan } from './formats/torch-bin.js';
-import { safetensorsOrder } from './formats/torch-tensor.js';
 
 /** A tensor's bytes, as the pass reads them; `info` is the tensor's safetensors entry. */
 export interface TensorReader {
@@ -33,17 +31,19 @@ export interface TensorReader {
  * writer would give the same tensors (safetensorsOrder), whatever order torch.save put the storages
  * in: the GGUF is then the one the equivalent safetensors file gives, byte for byte.
  */
-export function orderedJobs(
+export async function orderedJobs(
   specs: readonly PlannedTensor[],
   weights: SafetensorsHeader | TorchBinScan,
-): ConvertJob[] {
-  const infos = 'dataOffset' in weights ? weights.tensors : safetensorsLayout(weights.tensors);
+): Promise<ConvertJob[]> {
+  const infos = 'dataOffset' in weights ? weights.tensors : await safetensorsLayout(weights.tensors);
   const byName = new Map(infos.map((t) => [t.name, t]));
   return specs.map((t) => jobOf(t, byName)).sort((x, y) => x.at - y.at);
 }
 
 /** The safetensors entries of a `.bin`'s tensors: where the safetensors writer would put their data. */
-function safetensorsLayout(tensors: readonly PickleTensor[]): SafetensorsTensorInfo[] {
+async function safetensorsLayout(tensors: readonly PickleTensor[]): Promise<SafetensorsTensorInfo[]> {
+  // the .bin readers (torch tensors, pickle, zip) are loaded for a .bin adapter only
+  const { safetensorsOrder } = await import('./formats/torch-tensor.js');
   let at = 0;
   return safetensorsOrder(tensors).map((t) => {
     // verification let F32, F16 and BF16 through only: safetensors dtypes of the same names
@@ -74,6 +74,7 @@ export async function openReader(
       close: () => pass.close(),
     };
   }
+  const { BinPass } = await import('./bin-pass.js');
   const pass = await BinPass.begin(path, weights, hash, (how) => sourceChanged(path, how));
   const byName = new Map(weights.tensors.map((t) => [t.name, t]));
   const tensor = (info: SafetensorsTensorInfo): PickleTensor => {

@@ -417,7 +417,7 @@ async function writeAdapterGguf(
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
 ): Promise<{ bytes: number }> {
-  const jobs = orderedJobs(input.tensors.specs, source.weights);
+  const jobs = await orderedJobs(input.tensors.specs, source.weights);
   if (jobs.length === 0) await gate();
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next

@@ -1,8 +1,6 @@
 /** `verify`'s behaviour (its spec and help are in registry.ts). */
 import { paint } from '../paint.js';
 import type { Ora } from 'ora';
-import { baseCheckFor, readBaseForCheck } from '../base-model.js';
-import { loadTrustedKeys } from '../signing/keys.js';
 import { adoptEarly } from '../checksum.js';
 import { ExitCode } from '../errors.js';
 import { countFindings } from '../findings.js';
@@ -35,9 +33,17 @@ export async function verifyMain(
     // the front door began hashing the weights before this module was loaded
     if (earlyHash) options.weightsHash = adoptEarly(earlyHash);
     const base = stringFlag(input, 'base');
-    if (base) options.baseCheck = baseCheckFor(await readBaseForCheck(base));
+    if (base) {
+      // the GGUF reader and the architecture tables, loaded only when there is a base to check
+      const { baseCheckFor, readBaseForCheck } = await import('../base-model.js');
+      options.baseCheck = baseCheckFor(await readBaseForCheck(base));
+    }
     const trust = stringFlag(input, 'trust');
-    if (trust) options.trust = await loadTrustedKeys(trust);
+    if (trust) {
+      // the key reader, loaded only when there are keys to trust
+      const { loadTrustedKeys } = await import('../signing/keys.js');
+      options.trust = await loadTrustedKeys(trust);
+    }
     let spinner: Ora | undefined;
     // a real terminal only: ora is slow to load, and a zero-width one (a bare pty) makes it loop
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {

@@ -11,7 +11,7 @@ import type { FileHandle } from 'node:fs/promises';
 
 import { AtomicFile } from '../atomic.js';
 import { RegularFile } from '../byte-source.js';
-import { asCodiError, CodiError, environmentError } from '../errors.js';
+import { asCodiError, environmentError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
   GGUF_DEFAULT_ALIGNMENT,
@@ -20,16 +20,13 @@ import {
   GgufValueType,
   ggmlTensorBytes,
   ggmlTypeName,
-  ggufScalarSize,
-  ggufValueTypeName,
   isPowerOfTwo,
   tensorNameProblem,
   tensorTypeProblem,
-  type GgufArray,
   type GgufTypedValue,
-  type GgufValue,
 } from '../formats/ggml-types.js';
 import { encodedBytes, encodeF32, isFloatTensorType, QK8_0 } from '../formats/numeric.js';
+import { encodeHeader, invalid, padTo } from './gguf-header.js';
 
 export interface GgufTensorSpec {
   readonly name: string;
@@ -97,10 +94,6 @@ const BUFFER_ALIGN = 32;
 const EARLY_SYNC_BYTES = 16 << 20;
 /** float32 values encoded per step: a multiple of the Q8_0 block so blocks never straddle steps */
 const ENCODE_STEP = 1 << 18;
-
-function invalid(message: string, details: Record<string, unknown> = {}): CodiError {
-  return new CodiError('GGUF_WRITE_INVALID', message, { details });
-}
 
 /**
  * Sequential writer with two buffers: while one is being written (in libuv's thread pool), the other
@@ -214,10 +207,6 @@ class Sink {
     this.position += n;
   }
 
-  private async room(n: number): Promise<void> {
-    if (this.used + n > this.buf.length) await this.flush();
-  }
-
   /** Copies `data` into the buffers (the caller may reuse it as soon as this returns). */
   async bytes(data: Uint8Array): Promise<void> {
     let done = 0;
@@ -267,127 +256,6 @@ class Sink {
       left -= got;
     }
   }
-
-  async u32(v: number): Promise<void> {
-    await this.room(4);
-    this.view.setUint32(this.used, v, true);
-    this.used += 4;
-    this.position += 4;
-  }
-
-  async i32(v: number): Promise<void> {
-    await this.room(4);
-    this.view.setInt32(this.used, v, true);
-    this.used += 4;
-    this.position += 4;
-  }
-
-  async u64(v: bigint | number): Promise<void> {
-    await this.room(8);
-    this.view.setBigUint64(this.used, BigInt(v), true);
-    this.used += 8;
-    this.position += 8;
-  }
-
-  async i64(v: bigint | number): Promise<void> {
-    await this.room(8);
-    this.view.setBigInt64(this.used, BigInt(v), true);
-    this.used += 8;
-    this.position += 8;
-  }
-
-  async string(s: string): Promise<void> {
-    const encoded = Buffer.from(s, 'utf8');
-    await this.u64(encoded.length);
-    await this.bytes(encoded);
-  }
-
-  /** One scalar of a fixed-size type, range-checked so a wrong value never wraps silently. */
-  async scalar(type: GgufValueType, value: GgufValue, key: string): Promise<void> {
-    const bad = (): CodiError =>
-      invalid(
-        `metadata '${key}': ${typeof value === 'object' ? 'an array' : String(value)} is not a valid ${ggufValueTypeName(type)}`,
-        { key },
-      );
-    const int = (lo: number, hi: number): number => {
-      if (typeof value !== 'number' || !Number.isInteger(value) || value < lo || value > hi) throw bad();
-      return value;
-    };
-    const big = (lo: bigint, hi: bigint): bigint => {
-      const b = typeof value === 'number' && Number.isSafeInteger(value) ? BigInt(value) : value;
-      if (typeof b !== 'bigint' || b < lo || b > hi) throw bad();
-      return b;
-    };
-    const float = (): number => {
-      if (typeof value !== 'number') throw bad();
-      return value;
-    };
-    const size = ggufScalarSize(type);
-    if (size === undefined) throw bad();
-    await this.room(size);
-    const v = this.view;
-    const at = this.used;
-    switch (type) {
-      case GgufValueType.UINT8:
-        v.setUint8(at, int(0, 0xff));
-        break;
-      case GgufValueType.INT8:
-        v.setInt8(at, int(-0x80, 0x7f));
-        break;
-      case GgufValueType.BOOL:
-        if (typeof value !== 'boolean') throw bad();
-        v.setUint8(at, value ? 1 : 0);
-        break;
-      case GgufValueType.UINT16:
-        v.setUint16(at, int(0, 0xffff), true);
-        break;
-      case GgufValueType.INT16:
-        v.setInt16(at, int(-0x8000, 0x7fff), true);
-        break;
-      case GgufValueType.UINT32:
-        v.setUint32(at, int(0, 0xffffffff), true);
-        break;
-      case GgufValueType.INT32:
-        v.setInt32(at, int(-0x80000000, 0x7fffffff), true);
-        break;
-      case GgufValueType.FLOAT32:
-        v.setFloat32(at, float(), true);
-        break;
-      case GgufValueType.FLOAT64:
-        v.setFloat64(at, float(), true);
-        break;
-      case GgufValueType.UINT64:
-        v.setBigUint64(at, big(0n, 0xffffffffffffffffn), true);
-        break;
-      case GgufValueType.INT64:
-        v.setBigInt64(at, big(-0x8000000000000000n, 0x7fffffffffffffffn), true);
-        break;
-    }
-    this.used += size;
-    this.position += size;
-  }
-}
-
-async function writeValue(sink: Sink, type: GgufValueType, value: GgufValue, key: string): Promise<void> {
-  if (type === GgufValueType.STRING) {
-    if (typeof value !== 'string') throw invalid(`metadata '${key}': expected a string`, { key });
-    await sink.string(value);
-  } else if (type === GgufValueType.ARRAY) {
-    if (typeof value !== 'object') throw invalid(`metadata '${key}': expected an array`, { key });
-    await writeArray(sink, value, key);
-  } else {
-    await sink.scalar(type, value, key);
-  }
-}
-
-async function writeArray(sink: Sink, array: GgufArray, key: string): Promise<void> {
-  const { itemType, items } = array;
-  if (ggufValueTypeName(itemType).startsWith('unknown')) {
-    throw invalid(`metadata '${key}': unknown array item type ${itemType}`, { key });
-  }
-  await sink.i32(itemType);
-  await sink.u64(items.length);
-  for (const item of items) await writeValue(sink, itemType, item, key);
 }
 
 /**
@@ -401,10 +269,6 @@ function asWriteError(e: unknown, path: string): unknown {
     return environmentError(e, path, 'saved');
   }
   return e;
-}
-
-function padTo(n: number, alignment: number): number {
-  return Math.ceil(n / alignment) * alignment;
 }
 
 function checkSpecs(tensors: readonly GgufTensorSpec[]): number[] {
@@ -487,31 +351,14 @@ export class GgufWriter {
       dataSize += padTo(size, alignment);
     }
 
+    const header = encodeHeader(metadata, options.tensors, offsets, alignment);
+
     const file = await AtomicFile.open(path);
     const durable = options.durable ?? true;
     const sink = new Sink(file.handle, durable);
     try {
-      await sink.bytes(Buffer.from('GGUF', 'latin1'));
-      await sink.u32(3);
-      await sink.u64(options.tensors.length);
-      await sink.u64(metadata.length);
-      for (const [key, tv] of metadata) {
-        await sink.string(key);
-        await sink.i32(tv.type);
-        await writeValue(sink, tv.type, tv.value, key);
-      }
-      for (const [i, t] of options.tensors.entries()) {
-        await sink.string(t.name);
-        await sink.u32(t.ne.length);
-        for (const d of t.ne) await sink.i64(d);
-        await sink.i32(t.type);
-        await sink.u64(offsets[i] ?? 0);
-      }
-      let dataOffset = sink.position;
-      if (options.tensors.length > 0) {
-        dataOffset = padTo(sink.position, alignment);
-        await sink.zeros(dataOffset - sink.position);
-      }
+      await sink.bytes(header);
+      const dataOffset = header.length;
       return new GgufWriter(
         path,
         file,

@@ -39,21 +39,21 @@ let stringsSkipped = 0;
 /**
  * Moves past up to `n` length-prefixed strings in `view[at, end)`, each at most `max` bytes long;
  * returns the offset after the last one, and sets `stringsSkipped`. A vocabulary is hundreds of
- * thousands of strings, so this loop is kept to locals and one store after it: code that V8 optimises
- * while the loop runs has no type feedback yet for what follows the loop, and an object or array
- * result there would throw that code away again.
+ * thousands of strings, so this loop is kept to locals and one plain store after it: code that V8
+ * optimises while the loop runs has no type feedback yet for what follows the loop, and an object or
+ * array result, or arithmetic, there would throw that code away again at every call (one per buffer).
  */
 function skipStringRun(view: DataView, at: number, end: number, n: number, max: number): number {
   const last = end - 8;
-  let left = n;
-  while (left > 0 && at <= last) {
+  let done = 0;
+  while (done < n && at <= last) {
     const next = at + 8 + view.getUint32(at, true);
     // a length of 2^32 or more has a high word; one over the limit, or past the buffer, is checked
     if (next > end || view.getUint32(at + 4, true) !== 0 || next - at - 8 > max) break;
     at = next;
-    left--;
+    done++;
   }
-  stringsSkipped = n - left;
+  stringsSkipped = done;
   return at;
 }
 

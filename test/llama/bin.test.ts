@@ -120,8 +120,8 @@ async function serve(id: string, withBase = false): Promise<Served> {
   });
   runs.push(r);
   await r.waitFor(/LLM serves the adapter at scale 1/u, 120_000);
-  // environment.json is written after the LLM is ready, and said so
-  await r.waitFor(/environment recorded in/u, 120_000);
+  // written just after: on a loaded machine the log-probs can come back first
+  await r.waitFor(/environment recorded in /u, 60_000);
   const served = await probs(port);
   let baseProbs: Probs | null = null;
   if (withBase) {
