@@ -13,6 +13,8 @@ const all = [
   'convert',
   'convert-7b',
   'convert-bin',
+  'gguf-proof',
+  'run-signals',
   'kernels',
   'list',
   'promote',

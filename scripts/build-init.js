@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Compiles native/codi-init.c into dist/codi-init: the init `codi-adapter run` starts itself under when it
-// is PID 1 (src/run/pid1.ts). Needs a C compiler ($CC, else cc); without one the build goes on and says so,
-// and `run` as PID 1 falls back to tini on PATH, else warns.
+// Compiles native/codi-init.c into dist/codi-init: the init (a child subreaper) `codi-adapter run` always
+// starts itself under (src/run/init.ts). Needs a C compiler ($CC, else cc); without one the build goes on
+// and says so, and `run` falls back to tini on PATH, else warns.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -15,5 +15,5 @@ try {
   console.log('dist/codi-init: built');
 } catch (e) {
   const why = e?.code === 'ENOENT' ? `no C compiler (${cc})` : `${cc} failed`;
-  console.warn(`dist/codi-init: not built (${why}); run as PID 1 will need tini on PATH`);
+  console.warn(`dist/codi-init: not built (${why}); run will use tini on PATH`);
 }

@@ -132,7 +132,7 @@ export class AtomicFile {
    * fsync, close, rename into place, fsync the folder. Not `durable`: close and rename only, the data
    * left for the kernel to write back. The rename is as atomic (a reader sees the old file or the whole
    * new one), but a crash of the machine before the write-back may leave the new name with missing
-   * data: only for files that are never believed after such a crash (src/boot-bound.ts).
+   * data: only for files that are proven by content before every use (the GGUF cache).
    */
   async commit(options: { durable?: boolean } = {}): Promise<void> {
     if (this.settled) return;

@@ -7,21 +7,28 @@ import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
 import { PassHash } from './convert-pass.js';
 import type { Stats } from 'node:fs';
-import { access, constants, lstat, mkdir, readdir, realpath, stat } from 'node:fs/promises';
+import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { removeDeadTemps } from './atomic.js';
-import { cacheNames, removeSuperseded } from './boot-bound.js';
 import { checkCompatibility, readBaseModel, type BaseModel, type PlannedModule } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
+import {
+  cachedOrWritten,
+  passes,
+  writeEntry,
+  type GgufProof,
+  type PassResult,
+  type PassTarget,
+} from './convert-cache.js';
 import { checkBaseIdentity } from './base-identity.js';
 import { CodiError } from './errors.js';
 import { GgufValueType, gv, type GgufTypedValue } from './formats/ggml-types.js';
-import { writeGguf, type TensorPayload } from './files/gguf-writer.js';
+import { compareGguf, writeGguf, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
+import { cacheFileName, defaultCacheLocations, type CacheLocations } from './gguf-cache.js';
 import type { SafetensorsHeader } from './formats/safetensors.js';
 import type { TorchBinScan } from './formats/torch-bin.js';
-import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { openReader, orderedJobs } from './convert-reader.js';
 import { largestDecoded, payloadOf, plannedTensors, type PlannedTensor } from './convert-tensors.js';
+import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
 import type { TrustedKeys } from './signing/keys.js';
 import {
@@ -56,21 +63,30 @@ export interface ConvertOptions {
   outtype?: OutType;
   /** rebuild even when the cache has this conversion */
   force?: boolean;
-  /**
-   * a cache entry that outlives this boot and may move to another machine: fsynced, and found under
-   * any boot (src/boot-bound.ts); --out is always fsynced
-   */
-  durable?: boolean;
   /** where the base model's sha256 is cached (default: CODI_STATE_DIR, else run's default) */
   stateDir?: string;
   onHashProgress?: (p: VerifyProgress) => void;
+  /** where cached GGUFs are looked for and written (default: `defaultCacheLocations`) */
+  cache?: CacheLocations;
+  /** stops the conversion between tensors; nothing is committed */
+  signal?: AbortSignal;
+  /**
+   * fsync a new cache entry before it is renamed into place (mount --base: the volume may be served
+   * after a crash or on another machine). Otherwise a cache entry is left for the kernel to write back:
+   * every use proves it by content first, so one a crash left short is rebuilt. --out is always fsynced.
+   */
+  durable?: boolean;
   /** the adapter must be signed by one of these keys (run's ADAPTER_TRUST_KEYS) */
   trust?: TrustedKeys;
 }
 
+export type { GgufProof } from './convert-cache.js';
+
 export interface ConvertResult {
   output: string;
+  /** a cache entry was used: proven by content, not written */
   cached: boolean;
+  proof: GgufProof;
   adapter: {
     id: string | null;
     version: string | null;
@@ -157,7 +173,8 @@ export async function convertAdapter(dir: string, options: ConvertOptions): Prom
 /**
  * The conversion proper. It reads the weights once, hashing every byte as it converts, and only the
  * commit waits for the checksums: a mismatch aborts the write, so an adapter that fails verification
- * never produces a GGUF.
+ * never produces a GGUF. Without --out, a cache entry found anywhere is used only once a pass has
+ * proven it is exactly what this conversion writes (the same pass verifies the weights).
  */
 async function convertInspected(
   inspection: Inspection,
@@ -191,17 +208,15 @@ async function convertInspected(
   const weightsSha256 = inspection.expectedWeightsSha256 ?? '';
   const outtype = options.outtype ?? DEFAULT_OUTTYPE;
   const key = cacheKey(adapter, weightsSha256, outtype, base, plan, ggufAlpha);
-  const target: OutputTarget = options.out
-    ? { path: resolve(options.out), durable: true, found: [] }
-    : await cacheTarget(adapter, weightsSha256, key, outtype, options.durable === true);
-  const output = target.path;
   // the GGUF's tensors follow from the plan alone, so a cached result reports what a rebuild would
   const tensors = plannedTensors(plan, outtype);
 
   const about = described(adapter, weightsSha256, base, plan);
-  const result = (cached: boolean, bytes: number, path = output): ConvertResult => ({
-    output: path,
-    cached,
+  const cacheFindings: Finding[] = [];
+  const result = (output: string, bytes: number, proof: GgufProof): ConvertResult => ({
+    output,
+    cached: proof.kind === 'compared',
+    proof,
     adapter: about.adapter,
     base: about.base,
     outtype,
@@ -210,32 +225,35 @@ async function convertInspected(
     folded: about.folded,
     alora: aloraOf(adapter),
     f16Fallback: tensors.f16Fallback,
-    warnings,
+    warnings: [...warnings, ...cacheFindings],
     // set once the verification is finished, which every result waits for
     signedBy: adapter.signature?.ok ? (adapter.signature.signer?.fingerprint ?? null) : null,
     bytes,
     durationMs: Math.round(nowMs() - started),
   });
-
-  for (const cached of options.force ? [] : target.found) {
-    const hit = await stat(cached).catch(() => null);
-    if (hit?.isFile()) {
-      await verifiedReport();
-      return result(true, hit.size, cached);
-    }
-  }
-
-  // temp files of conversions to this target that were killed (SIGKILL, power loss) go first
-  await removeDeadTemps(dirname(output), [basename(output)]);
-  const written = await writeAdapterGguf(
-    { path: join(adapter.layout.dir, weightsFile), weights, before: before[weightsFile] ?? null },
-    output,
-    { base, tensors, ggufAlpha, metadata: adapter, weightsSha256, durable: target.durable },
+  const source = {
+    path: join(adapter.layout.dir, weightsFile),
+    weights,
+    before: before[weightsFile] ?? null,
+  };
+  const input = { base, tensors, ggufAlpha, metadata: adapter, weightsSha256 };
+  const pass = passes(
+    (target, hash) => adapterPass(source, target, input, hash, verifiedReport, options.signal),
     passHash,
-    verifiedReport,
+    weightsSha256,
+    source.path,
   );
-  if (target.stem !== undefined) await removeSuperseded(dirname(output), target.stem, basename(output));
-  return result(false, written.bytes);
+  if (options.out) {
+    const written = await writeEntry(resolve(options.out), pass, true);
+    return result(written.path, written.bytes, { kind: 'written', identity: written.identity });
+  }
+  const name = cacheFileName(adapter.layout.dir, weightsSha256, key, outtype);
+  const locations = options.cache ?? defaultCacheLocations(adapter.layout.dir);
+  const entry = await cachedOrWritten(name, locations, pass, cacheFindings, {
+    force: options.force === true,
+    durable: options.durable === true,
+  });
+  return result(entry.path, entry.bytes, entry.proof);
 }
 
 function aloraOf(adapter: VerifiedAdapter): ConvertResult['alora'] {
@@ -340,59 +358,7 @@ function cacheKey(
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
-/** Where the GGUF goes, whether it is fsynced, and the files that are this conversion already. */
-interface OutputTarget {
-  path: string;
-  durable: boolean;
-  /** cache files holding this very conversion, in the order they are looked for */
-  found: string[];
-  /** a cache entry's name without its boot tag and extension (`cacheNames`) */
-  stem?: string;
-}
-
-/**
- * The cache file for this conversion, next to the adapter: `<parent>/.gguf-cache/`, named by the
- * weights checksum and `cacheKey`. Falls back to the user cache when the adapter's parent is read-only.
- * Unless `durable`, it is not fsynced but bound to this boot (src/boot-bound.ts).
- */
-async function cacheTarget(
-  adapter: VerifiedAdapter,
-  weightsSha256: string,
-  key: string,
-  outtype: OutType,
-  durable: boolean,
-): Promise<OutputTarget> {
-  const stem = `${basename(adapter.layout.dir)}.${weightsSha256.slice(0, 12)}.${key.slice(0, 16)}.${outtype}`;
-  const candidates = [
-    process.env.CODI_GGUF_CACHE,
-    join(dirname(adapter.layout.dir), '.gguf-cache'),
-    join(process.env.XDG_CACHE_HOME ?? join(process.env.HOME ?? '/tmp', '.cache'), 'codi-adapter', 'gguf'),
-  ].filter((d): d is string => d !== undefined && d !== '');
-  for (const dir of candidates) {
-    try {
-      await mkdir(dir, { recursive: true });
-      await access(dir, constants.W_OK);
-    } catch {
-      // read-only volume: try the next place
-      continue;
-    }
-    const names = cacheNames(stem, durable);
-    return {
-      path: join(dir, names.write),
-      durable: names.durable,
-      found: names.lookFor.map((n) => join(dir, n)),
-      stem,
-    };
-  }
-  throw new CodiError(
-    'CACHE_UNWRITABLE',
-    `no writable place for the converted GGUF (tried ${candidates.join(', ')})`,
-  );
-}
-
 interface WriteInput {
-  /** fsynced before it is renamed into place (else bound to this boot: src/boot-bound.ts) */
-  durable: boolean;
   base: BaseModel;
   tensors: { specs: PlannedTensor[] };
   ggufAlpha: number;
@@ -408,44 +374,58 @@ interface WeightsSource {
   before: FileIdentity | null;
 }
 
-async function writeAdapterGguf(
+/**
+ * One pass over the weights producing the GGUF: written at `target.path`, or compared with
+ * `target.file` (the proof that a cached file is this conversion). Either way every byte of the
+ * weights is hashed once, the file must be unchanged at the end, and the last tensor waits for the
+ * verification (`gate`): a GGUF is committed, or a cached one proven, only for a verified adapter.
+ */
+async function adapterPass<T extends PassTarget>(
   source: WeightsSource,
-  output: string,
+  target: T,
   input: WriteInput,
   /** fed every byte of the weights file, in order */
   hash: PassHash,
   /** resolves once the adapter is fully verified (throws if not): the commit waits for it */
   gate: () => Promise<unknown>,
-): Promise<{ bytes: number }> {
+  /** stops the pass between tensors (nothing is committed) */
+  signal: AbortSignal | undefined,
+): Promise<PassResult<T>> {
   const jobs = await orderedJobs(input.tensors.specs, source.weights);
   if (jobs.length === 0) await gate();
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
   const scratch = new Float32Array(Math.max(0, ...jobs.map(largestDecoded)));
-  trace('convert: writing');
+  trace(target.kind === 'write' ? 'convert: writing' : 'convert: comparing with the cache');
   await pausePoint('convert:before-pass');
   const reader = await openReader(source.path, source.weights, hash, jobs);
+  const options = {
+    metadata: adapterKv(input),
+    tensors: jobs.map((j) => j.spec),
+    ...(target.kind === 'write' ? { durable: target.durable } : {}),
+  };
+  const data = async (_spec: GgufTensorSpec, i: number): Promise<TensorPayload> => {
+    signal?.throwIfAborted();
+    const job = jobs[i];
+    if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
+    // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
+    if (i === jobs.length >> 1) await pausePoint('convert:writing');
+    if (i < jobs.length - 1) return payloadOf(job, reader, scratch);
+    const payload = await payloadOf(job, reader, scratch, true);
+    await reader.finish(source.before);
+    // then the checksums: the GGUF is committed only for a verified adapter
+    trace('convert: all read, waiting for the checksums');
+    await gate();
+    trace('convert: verified');
+    return payload;
+  };
   try {
-    const result = await writeGguf(
-      output,
-      { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec), durable: input.durable },
-      async (_spec, i): Promise<TensorPayload> => {
-        const job = jobs[i];
-        if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
-        // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
-        if (i === jobs.length >> 1) await pausePoint('convert:writing');
-        if (i < jobs.length - 1) return payloadOf(job, reader, scratch);
-        const payload = await payloadOf(job, reader, scratch, true);
-        await reader.finish(source.before);
-        // then the checksums: the GGUF is committed only for a verified adapter
-        trace('convert: all read, waiting for the checksums');
-        await gate();
-        trace('convert: verified');
-        return payload;
-      },
-    );
-    trace('convert: committed');
-    return { bytes: result.bytes };
+    const result =
+      target.kind === 'write'
+        ? await writeGguf(target.path, options, data)
+        : await compareGguf(target.file, options, data);
+    trace(target.kind === 'write' ? 'convert: committed' : 'convert: compared');
+    return result as PassResult<T>;
   } finally {
     await reader.close();
   }

@@ -22,3 +22,10 @@ export function formatBytes(n: number): string {
   }
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i] ?? 'TiB'}`;
 }
+
+/** 608.0465 → "608 ms", 1500 → "1.5 s", 4000 → "4 s": a duration as a person reads it. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  return `${Number(s.toFixed(s < 10 ? 2 : 1))} s`;
+}

@@ -4,6 +4,7 @@
 // POST /lora-adapters), prints both answers, restores scale 1, and exits 0, which ends `run`.
 // The bundled base model is tiny and random, so the answers are noise; what matters is that they differ.
 import { Buffer } from 'node:buffer';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 
 const endpoint = process.env.LLM_ENDPOINT;
@@ -32,8 +33,13 @@ function call(method, path, body) {
 const ask = async () =>
   (await call('POST', '/completion', { prompt, n_predict: 24, temperature: 0, cache_prompt: false, seed: 1 })).content;
 
+// run hands llama-server the GGUF it proved as an open file (/dev/fd/3): environment.json names it
+const environment = process.env.CODI_ENVIRONMENT_FILE
+  ? JSON.parse(readFileSync(process.env.CODI_ENVIRONMENT_FILE, 'utf8'))
+  : null;
+const named = (path) => (path.startsWith('/dev/fd/') && environment?.adapter?.gguf) || path;
 const adapters = await call('GET', '/lora-adapters');
-console.log(`adapters served: ${adapters.map((a) => `#${a.id} ${a.path.split('/').pop()} ×${a.scale}`).join(', ')}`);
+console.log(`adapters served: ${adapters.map((a) => `#${a.id} ${named(a.path).split('/').pop()} ×${a.scale}`).join(', ')}`);
 const withAdapter = await ask();
 await call('POST', '/lora-adapters', adapters.map((a) => ({ id: a.id, scale: 0 })));
 const withoutAdapter = await ask();

@@ -9,7 +9,10 @@ import { booleanFlag, requiredString, stringFlag, type CommandInput, type Comman
 
 export type { ConvertResult };
 
-export async function convertMain(input: CommandInput, io: CommandIO): Promise<ConvertResult> {
+/** What `convert` shows: the result without the proof's file identity (inode, times), run's own concern. */
+export type ConvertShown = Omit<ConvertResult, 'proof'>;
+
+export async function convertMain(input: CommandInput, io: CommandIO): Promise<ConvertShown> {
   const out = stringFlag(input, 'out');
   // SIGINT/SIGTERM/SIGHUP while the GGUF is written: its temp file is removed, the target keeps its
   // old contents, and the exit status is the shell's for that signal
@@ -50,5 +53,6 @@ export async function convertMain(input: CommandInput, io: CommandIO): Promise<C
     }
     for (const f of result.warnings) io.log(renderFinding(f));
   }
-  return result;
+  const { proof: _proof, ...shown } = result;
+  return shown;
 }

@@ -49,7 +49,11 @@ export function parseCommandLine(
     }
     const found = findFlag(spec, name, inline);
     if (found.flag.kind === 'boolean') {
-      flags[found.name] = booleanValue(found.name, found.flag.allowValue === true, inline, found.negated);
+      // a flag with words of its own passes a given value on as it is: its setting reads it
+      flags[found.name] =
+        inline !== undefined && !found.negated && found.flag.words !== undefined
+          ? inline
+          : booleanValue(found.name, found.flag.allowValue === true, inline, found.negated);
       continue;
     }
     if (found.name in flags) throw usageError(`Flag --${found.name} can only be specified once`);

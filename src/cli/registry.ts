@@ -256,11 +256,12 @@ function settingFlags(): Record<string, FlagSpec> {
     RUN_SETTINGS.map((s): [string, FlagSpec] => {
       const description = `${s.description} [env ${s.name}; default: ${defaultText(s)}]`;
       const flag: FlagSpec =
-        s.kind === 'boolean'
+        s.kind === 'boolean' || s.kind === 'airgap'
           ? {
               kind: 'boolean',
               allowNo: true,
               allowValue: true,
+              ...(s.kind === 'airgap' ? { words: ['strict'] } : {}),
               unset: true,
               description,
               helpGroup: 'SETTINGS',

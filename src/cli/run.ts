@@ -1,9 +1,11 @@
 /**
  * `run`, the container entrypoint: the configuration from flags and environment, then the services,
- * with their progress rendered. As PID 1 it first starts itself again under an init that reaps
- * orphans (src/run/pid1.ts), and this process only passes signals on.
+ * with their progress rendered. It first starts itself again under an init that is a child
+ * subreaper (src/run/init.ts), as PID 1 or not, and this process only passes signals on.
  */
 import { paint } from '../paint.js';
+import { redactText, redactUrl } from '../redact.js';
+import { thousands } from '../text.js';
 import { renderFinding } from '../render.js';
 import { resolveRunConfig, type RunConfig, type RunFlags } from '../run/config.js';
 import { RUN_SETTINGS } from '../run/settings.js';
@@ -18,12 +20,13 @@ export async function runMain(
   io: CommandIO,
   context: CommandContext,
 ): Promise<RunResult | undefined> {
-  if (process.pid === 1) {
-    const pid1 = await import('../run/pid1.js');
-    const init = pid1.needsInit() ? await pid1.findInit() : null;
-    if (init !== null) {
+  const init = await import('../run/init.js');
+  // once only: a run started under an init does the work (even if it cannot prove its parent is one)
+  if (process.env[init.UNDER_INIT] === undefined) {
+    const command = await init.findInit();
+    if (command !== null) {
       const self = [process.execPath, ...process.execArgv, process.argv[1] ?? '', 'run', ...context.argv];
-      io.endWith(await pid1.runUnderInit(init, self));
+      io.endWith(await init.runUnderInit(command, self));
       return undefined;
     }
   }
@@ -65,20 +68,26 @@ function renderEvent(event: RunEvent): string {
 }
 
 function renderConfig(config: RunConfig): string {
+  const endpoint = config.llmEndpoint === null ? '?' : redactUrl(config.llmEndpoint);
   const mode =
     config.llmMode === 'embedded'
-      ? `embedded llama-server on ${config.llmEndpoint ?? '?'}`
+      ? `embedded llama-server on ${endpoint}`
       : config.llmMode === 'remote'
-        ? `remote LLM ${config.llmEndpoint ?? '?'}`
+        ? `remote LLM ${endpoint}`
         : 'no LLM';
-  const app = config.app ? config.app.text : 'none';
+  const app = config.app ? redactText(config.app.text) : 'none';
   const width = Math.max(...RUN_SETTINGS.map((s) => s.name.length));
   const lines = [`${paint.bold(`codi-adapter ${VERSION} run`)}: ${mode}; app: ${app}`];
   for (const s of RUN_SETTINGS) {
     const source = config.sources[s.name];
     lines.push(
-      `  ${s.name.padEnd(width)}  ${config.settings[s.name] || paint.dim('(empty)')}  ${paint.dim(source === 'flag' ? `(--${s.flag})` : `(${source})`)}`,
+      `  ${s.name.padEnd(width)}  ${shown(config.settings[s.name]) || paint.dim('(empty)')}  ${paint.dim(source === 'flag' ? `(--${s.flag})` : `(${source})`)}`,
     );
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** A setting's value as printed: a long one (a large allowlist) shortened, with its length. */
+function shown(value: string): string {
+  return value.length <= 200 ? value : `${value.slice(0, 160)}… (${thousands(value.length)} characters)`;
 }

@@ -24,6 +24,8 @@ export interface BooleanFlagSpec extends FlagCommon {
   allowNo?: boolean;
   /** `--<name>=<value>` is accepted too, the value spelled as an environment variable's (true/false, 1/0, …) */
   allowValue?: boolean;
+  /** other words `--<name>=<word>` may give (AIRGAP's `strict`); a value is then passed on as it is */
+  words?: readonly string[];
   /** absent means unset (undefined), not false: something else (a variable, a default) decides then */
   unset?: boolean;
 }

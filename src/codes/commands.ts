@@ -78,6 +78,14 @@ export const COMMAND_CODES = {
     summary: 'no writable place for the converted GGUF',
     hint: 'pass --out <file>, or set CODI_GGUF_CACHE to a writable directory',
   },
+  GGUF_CACHE_TAMPERED: {
+    level: warning,
+    exit: OK,
+    check: null,
+    summary:
+      "a cached GGUF is not this adapter's conversion: its bytes differ from what converting the verified adapter writes (a file replaced or edited on the volume); it is not used, and is rebuilt",
+    hint: 'find out who can write the cache folder; the entry was rebuilt from the verified adapter (where that folder is read-only, in the next writable cache folder)',
+  },
   SOURCE_CHANGED: {
     level: error,
     exit: INVALID,
@@ -354,7 +362,16 @@ export const COMMAND_CODES = {
     level: error,
     exit: ENVIRONMENT,
     check: null,
-    summary: 'a remote LLM_ENDPOINT that is neither loopback nor on AIRGAP_ALLOWLIST',
+    summary:
+      'under AIRGAP, a remote LLM_ENDPOINT or the APP_HEALTH_URL leads neither to loopback (a *.localhost name must resolve to loopback only) nor to an allow-listed host',
+  },
+  AIRGAP_NOT_ENFORCED: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary:
+      'AIRGAP=strict, and the network lets this process reach beyond loopback and the allowlist (a default route, or a route through another interface)',
+    hint: 'enforce the air gap in the network: docker run --network none, an internal network whose address block is in AIRGAP_ALLOWLIST, or a Kubernetes NetworkPolicy (docs/reference.md, "The air gap"); or set AIRGAP=true to start with a warning',
   },
   ADAPTER_NOT_MOUNTED: {
     level: error,
@@ -380,6 +397,35 @@ export const COMMAND_CODES = {
     exit: INVALID,
     check: null,
     summary: "the adapter's base_model is not CODE_MODEL",
+  },
+  GGUF_CHANGED: {
+    level: error,
+    exit: INVALID,
+    check: null,
+    summary:
+      'the GGUF proven to be the conversion of the verified adapter changed before llama-server had loaded it (replaced or written to in its cache folder); nothing is served',
+    hint: 'find out what writes the GGUF cache folder, then start run again: it proves the entry anew',
+  },
+  STATE_DIR_NOT_DIRECTORY: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'CODI_STATE_DIR, or a folder on the way to it, is a file',
+    hint: 'remove the file in the way, or set CODI_STATE_DIR to a writable folder',
+  },
+  STATE_DIR_NOT_WRITABLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'CODI_STATE_DIR cannot be created or written: permission denied, or no space left',
+    hint: 'make the folder writable by this user (chown or chmod), or set CODI_STATE_DIR to a writable folder',
+  },
+  STATE_DIR_READ_ONLY: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary: 'CODI_STATE_DIR is on a read-only file system',
+    hint: 'mount a writable volume or a tmpfs there, or set CODI_STATE_DIR to a writable folder',
   },
   LLAMA_SERVER_NOT_FOUND: {
     level: error,
@@ -419,6 +465,14 @@ export const COMMAND_CODES = {
     exit: INVALID,
     check: null,
     summary: 'a child process (llama-server, the app) did not start',
+  },
+  ENV_TOO_LARGE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary:
+      'the environment or command line a child would get is larger than Linux allows (E2BIG): one variable over 128 KiB, or all of them over a quarter of the stack limit',
+    hint: 'shorten the variable named (AIRGAP_ALLOWLIST: list domains with a leading dot rather than each host), or raise the stack limit (ulimit -s)',
   },
   LLM_NOT_READY: {
     level: error,

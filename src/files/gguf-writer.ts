@@ -2,15 +2,15 @@
  * Streaming GGUF v3 writer. Tensor infos (name, type, ne) are declared up front so every data offset
  * is known before any data is written; the data then arrives tensor by tensor, in declared order, and
  * only one bounded chunk of it is held at a time. The file is written atomically: a temp file in the
- * target's folder, fsync, rename; on any error the temp file is removed.
+ * target's folder, fsync, rename; on any error the temp file is removed. The same writer can, instead
+ * of writing, compare what it would write with a file already there (`compareGguf`): the proof that
+ * the file is exactly this GGUF, byte for byte, made by the code that would have written it.
  *
  * Layout (ggml/include/gguf.h): magic, version, n_tensors u64, n_kv u64, the key/value pairs, the tensor
  * infos, zero padding to the alignment, then each tensor's data padded to the alignment.
  */
-import type { FileHandle } from 'node:fs/promises';
-
 import { AtomicFile } from '../atomic.js';
-import { RegularFile } from '../byte-source.js';
+import { identityOfStats, RegularFile, type FileIdentity } from '../byte-source.js';
 import { asCodiError, environmentError } from '../errors.js';
 import {
   GGML_MAX_DIMS,
@@ -27,6 +27,10 @@ import {
 } from '../formats/ggml-types.js';
 import { encodedBytes, encodeF32, isFloatTensorType, QK8_0 } from '../formats/numeric.js';
 import { encodeHeader, invalid, padTo } from './gguf-header.js';
+import { CompareTarget, fileTarget, Sink } from './gguf-sink.js';
+
+/** float32 values encoded per step: a multiple of the Q8_0 block so blocks never straddle steps */
+const ENCODE_STEP = 1 << 18;
 
 export interface GgufTensorSpec {
   readonly name: string;
@@ -60,8 +64,8 @@ export interface GgufWriteOptions {
   /** data alignment; written as `general.alignment` when it is not the default 32 */
   readonly alignment?: number;
   /**
-   * fsync before the rename (default); false leaves the write-back to the kernel (`AtomicFile.commit`),
-   * for files that are never believed after a crash of the machine.
+   * fsynced before the rename into place (the default); without it the data is left for the kernel
+   * to write back, for files that are proven by content before every use (the GGUF cache)
    */
   readonly durable?: boolean;
 }
@@ -78,185 +82,24 @@ export interface GgufWriteResult {
   readonly bytes: number;
   readonly dataOffset: number;
   readonly tensors: readonly GgufWrittenTensor[];
+  /**
+   * The file as it was written, before the rename (which changes its ctime): whoever opens `path`
+   * later finds the file this writer wrote only if device, inode, size and mtime are these.
+   */
+  readonly identity: FileIdentity;
 }
 
-/**
- * Each of the sink's two buffers: larger ones cost more in memory touched for the first time than
- * they save (bench/convert.js prints that cost per page), smaller ones double the reads and writes.
- */
-const SINK_BYTES = 512 << 10;
-/**
- * A buffer's first byte lies at a file offset that is a multiple of this (but after a hole or the
- * final flush), so tensor data, aligned in the file, is aligned in the buffer and encodes in place.
- */
-const BUFFER_ALIGN = 32;
-/** an fdatasync is started in the background after this many bytes (see Sink.flush) */
-const EARLY_SYNC_BYTES = 16 << 20;
-/** float32 values encoded per step: a multiple of the Q8_0 block so blocks never straddle steps */
-const ENCODE_STEP = 1 << 18;
-
-/**
- * Sequential writer with two buffers: while one is being written (in libuv's thread pool), the other
- * fills, so encoding and writing overlap. A write error surfaces at the next flush or `drain`.
- */
-class Sink {
-  private readonly buffers = [new Uint8Array(SINK_BYTES), new Uint8Array(SINK_BYTES)] as const;
-  private buf: Uint8Array = this.buffers[0];
-  private view = new DataView(this.buf.buffer);
-  private used = 0;
-  /** the write of the other buffer, if one is under way */
-  private inFlight: Promise<void> | null = null;
-  /** an early fdatasync, if one is under way, and the bytes written since the last one began */
-  private syncing: Promise<void> | null = null;
-  private unsynced = 0;
-  /** bytes handed to the sink so far (= the file offset of the next byte) */
-  position = 0;
-
-  constructor(
-    private readonly fh: FileHandle,
-    /** fdatasync early as the file grows, so the fsync of a durable commit has only the tail left */
-    private readonly durable: boolean,
-  ) {}
-
-  /** file offset where the buffered bytes start */
-  private flushed = 0;
-
-  /**
-   * Starts writing the buffered bytes and switches to the other buffer. Unless `all`, a tail of
-   * fewer than BUFFER_ALIGN bytes is carried over to the other buffer, so that it starts aligned.
-   */
-  async flush(all = false): Promise<void> {
-    const tail = all ? 0 : (this.flushed + this.used) % BUFFER_ALIGN;
-    const cut = this.used - tail;
-    if (cut === 0) return;
-    // one write at a time: the previous one owns the buffer this switches to
-    await this.settle();
-    const write = this.writeAll(this.buf.subarray(0, cut), this.flushed);
-    write.catch(() => undefined);
-    this.inFlight = write;
-    // start the disk on what is written so far, so the fsync at the commit has only the tail left;
-    // its errors are the commit's fsync's to report
-    this.unsynced += cut;
-    if (this.durable && this.unsynced >= EARLY_SYNC_BYTES && !this.syncing) {
-      this.unsynced = 0;
-      this.syncing = this.fh.datasync().then(
-        () => {
-          this.syncing = null;
-        },
-        () => {
-          this.syncing = null;
-        },
-      );
-    }
-    const next = this.buf === this.buffers[0] ? this.buffers[1] : this.buffers[0];
-    next.set(this.buf.subarray(cut, this.used));
-    this.flushed += cut;
-    this.used = tail;
-    this.buf = next;
-    this.view = new DataView(this.buf.buffer);
-  }
-
-  /**
-   * `n` bytes at the write position for the caller to fill in place, then `commit(n)`; null when
-   * they cannot be had in one buffer at a multiple of `align` (the caller then hands over a copy).
-   */
-  async reserve(n: number, align: number): Promise<Uint8Array | null> {
-    if (n > this.buf.length - BUFFER_ALIGN) return null;
-    if (this.used + n > this.buf.length) await this.flush();
-    if (this.used + n > this.buf.length || this.used % align !== 0) return null;
-    return this.buf.subarray(this.used, this.used + n);
-  }
-
-  commit(n: number): void {
-    this.used += n;
-    this.position += n;
-  }
-
-  /** Waits for the write under way, if any. */
-  async settle(): Promise<void> {
-    const write = this.inFlight;
-    this.inFlight = null;
-    await write;
-  }
-
-  /** Nothing of this sink's is under way any more (before the file is dropped); errors do not matter. */
-  async quiesce(): Promise<void> {
-    await this.settle().catch(() => undefined);
-    await this.syncing;
-  }
-
-  /** Everything handed over is written (not yet fsynced), and no early fdatasync is under way. */
-  async drain(): Promise<void> {
-    await this.flush(true);
-    await this.settle();
-    await this.syncing;
-  }
-
-  private async writeAll(data: Uint8Array, at: number): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh.write(data, done, data.length - done, at + done);
-      done += bytesWritten;
-    }
-  }
-
-  /** Leaves `n` bytes unwritten: a hole that reads as zeros (sparse where the file system allows). */
-  async hole(n: number): Promise<void> {
-    await this.flush(true);
-    this.flushed += n;
-    this.position += n;
-  }
-
-  /** Copies `data` into the buffers (the caller may reuse it as soon as this returns). */
-  async bytes(data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const room = this.buf.length - this.used;
-      if (room === 0) {
-        await this.flush();
-        continue;
-      }
-      const n = Math.min(room, data.length - done);
-      this.buf.set(n === data.length ? data : data.subarray(done, done + n), this.used);
-      this.used += n;
-      done += n;
-    }
-    this.position += data.length;
-  }
-
-  async zeros(n: number): Promise<void> {
-    if (n > 0) await this.bytes(new Uint8Array(n));
-  }
-
-  /**
-   * Reads `range` into the buffers: a synchronous read fills one buffer while the other is written
-   * behind it, so reading and writing overlap with no copy in between.
-   */
-  async transfer(range: FileRange): Promise<void> {
-    let position = range.position;
-    let left = range.length;
-    while (left > 0) {
-      const room = this.buf.length - this.used;
-      if (room === 0) {
-        await this.flush();
-        continue;
-      }
-      const got = Math.min(room, left);
-      let read: number;
-      try {
-        read = range.file.readSync(this.buf.subarray(this.used, this.used + got), position);
-      } catch (e) {
-        throw range.failure(e);
-      }
-      if (read < got) throw range.failure(null);
-      range.onBytes?.(this.buf.subarray(this.used, this.used + got));
-      this.used += got;
-      this.position += got;
-      position += got;
-      left -= got;
-    }
-  }
+/** What comparing the writer's bytes with a file found. */
+export interface GgufCompareResult {
+  readonly same: boolean;
+  /** the first byte offset that differs (or where one of the two ends first); null when the same */
+  readonly firstDifference: number | null;
+  readonly bytes: number;
 }
+
+/** Where a GgufWriter's bytes go: an atomic file, or a comparison with a file already there. */
+type Output =
+  { kind: 'file'; file: AtomicFile; durable: boolean } | { kind: 'compare'; target: CompareTarget };
 
 /**
  * A format's refusal becomes its CodiError; errno failures become environment errors about the
@@ -297,9 +140,63 @@ function isAsyncIterable(x: unknown): x is AsyncIterable<TensorChunk> {
   return typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
 }
 
+/** What the header says before any byte is written: metadata in order, alignment, tensor sizes and offsets. */
+interface Layout {
+  metadata: (readonly [string, GgufTypedValue])[];
+  alignment: number;
+  sizes: number[];
+  offsets: number[];
+}
+
+function planLayout(options: GgufWriteOptions): Layout {
+  const metadata: (readonly [string, GgufTypedValue])[] = [];
+  const keys = new Set<string>();
+  let alignment = options.alignment;
+  for (const entry of options.metadata) {
+    const [key, tv] = entry;
+    if (key === '') throw invalid('empty metadata key');
+    if (keys.has(key)) throw invalid(`duplicate metadata key '${key}'`, { key });
+    keys.add(key);
+    if (key === GGUF_KEY_ALIGNMENT) {
+      if (tv.type !== GgufValueType.UINT32 || typeof tv.value !== 'number') {
+        throw invalid(`'${GGUF_KEY_ALIGNMENT}' must be u32`);
+      }
+      if (alignment !== undefined && alignment !== tv.value) {
+        throw invalid(`alignment ${alignment} contradicts '${GGUF_KEY_ALIGNMENT}' = ${tv.value}`);
+      }
+      alignment = tv.value;
+    }
+    metadata.push(entry);
+  }
+  alignment ??= GGUF_DEFAULT_ALIGNMENT;
+  if (!isPowerOfTwo(alignment)) throw invalid(`alignment ${alignment} is not a power of two`);
+  if (alignment !== GGUF_DEFAULT_ALIGNMENT && !keys.has(GGUF_KEY_ALIGNMENT)) {
+    metadata.push([GGUF_KEY_ALIGNMENT, { type: GgufValueType.UINT32, value: alignment }]);
+  }
+  const sizes = checkSpecs(options.tensors);
+  const offsets: number[] = [];
+  let dataSize = 0;
+  for (const size of sizes) {
+    offsets.push(dataSize);
+    dataSize += padTo(size, alignment);
+  }
+  return { metadata, alignment, sizes, offsets };
+}
+
+/**
+ * The header (magic, version, counts, the key/value pairs, the tensor infos, padding), encoded in
+ * memory and handed to the sink at once; the data's offset.
+ */
+async function writeHeader(sink: Sink, tensors: readonly GgufTensorSpec[], layout: Layout): Promise<number> {
+  const header = encodeHeader(layout.metadata, tensors, layout.offsets, layout.alignment);
+  await sink.bytes(header);
+  return header.length;
+}
+
 /**
  * A GGUF file being written. Create it, `writeTensor` each declared tensor in order, then `finish`;
- * `abort` (or any error from these) removes the temp file and leaves `path` untouched.
+ * `abort` (or any error from these) removes the temp file and leaves `path` untouched. Made with
+ * `comparing`, it writes nothing and compares instead (`finishComparing`).
  */
 export class GgufWriter {
   private next = 0;
@@ -308,71 +205,44 @@ export class GgufWriter {
 
   private constructor(
     readonly path: string,
-    private readonly file: AtomicFile,
+    private readonly output: Output,
     private readonly sink: Sink,
     private readonly specs: readonly GgufTensorSpec[],
     private readonly sizes: readonly number[],
     private readonly alignment: number,
     private readonly dataOffset: number,
     private readonly offsets: readonly number[],
-    private readonly durable: boolean,
   ) {}
 
   static async create(path: string, options: GgufWriteOptions): Promise<GgufWriter> {
-    const metadata: (readonly [string, GgufTypedValue])[] = [];
-    const keys = new Set<string>();
-    let alignment = options.alignment;
-    for (const entry of options.metadata) {
-      const [key, tv] = entry;
-      if (key === '') throw invalid('empty metadata key');
-      if (keys.has(key)) throw invalid(`duplicate metadata key '${key}'`, { key });
-      keys.add(key);
-      if (key === GGUF_KEY_ALIGNMENT) {
-        if (tv.type !== GgufValueType.UINT32 || typeof tv.value !== 'number') {
-          throw invalid(`'${GGUF_KEY_ALIGNMENT}' must be u32`);
-        }
-        if (alignment !== undefined && alignment !== tv.value) {
-          throw invalid(`alignment ${alignment} contradicts '${GGUF_KEY_ALIGNMENT}' = ${tv.value}`);
-        }
-        alignment = tv.value;
-      }
-      metadata.push(entry);
-    }
-    alignment ??= GGUF_DEFAULT_ALIGNMENT;
-    if (!isPowerOfTwo(alignment)) throw invalid(`alignment ${alignment} is not a power of two`);
-    if (alignment !== GGUF_DEFAULT_ALIGNMENT && !keys.has(GGUF_KEY_ALIGNMENT)) {
-      metadata.push([GGUF_KEY_ALIGNMENT, { type: GgufValueType.UINT32, value: alignment }]);
-    }
-    const sizes = checkSpecs(options.tensors);
-    const offsets: number[] = [];
-    let dataSize = 0;
-    for (const size of sizes) {
-      offsets.push(dataSize);
-      dataSize += padTo(size, alignment);
-    }
-
-    const header = encodeHeader(metadata, options.tensors, offsets, alignment);
-
+    const layout = planLayout(options);
     const file = await AtomicFile.open(path);
     const durable = options.durable ?? true;
-    const sink = new Sink(file.handle, durable);
+    const sink = new Sink(fileTarget(file.handle, durable));
+    return GgufWriter.begin(path, { kind: 'file', file, durable }, sink, options, layout);
+  }
+
+  /** A writer that compares its bytes with `file` (which the caller opened and closes) instead of writing. */
+  static async comparing(file: RegularFile, options: GgufWriteOptions): Promise<GgufWriter> {
+    const layout = planLayout(options);
+    const target = new CompareTarget(file);
+    return GgufWriter.begin(file.path, { kind: 'compare', target }, new Sink(target), options, layout);
+  }
+
+  private static async begin(
+    path: string,
+    output: Output,
+    sink: Sink,
+    options: GgufWriteOptions,
+    layout: Layout,
+  ): Promise<GgufWriter> {
     try {
-      await sink.bytes(header);
-      const dataOffset = header.length;
-      return new GgufWriter(
-        path,
-        file,
-        sink,
-        options.tensors,
-        sizes,
-        alignment,
-        dataOffset,
-        offsets,
-        durable,
-      );
+      const dataOffset = await writeHeader(sink, options.tensors, layout);
+      const { sizes, alignment, offsets } = layout;
+      return new GgufWriter(path, output, sink, options.tensors, sizes, alignment, dataOffset, offsets);
     } catch (e) {
       await sink.quiesce();
-      await file.abort();
+      if (output.kind === 'file') await output.file.abort();
       throw asWriteError(e, path);
     }
   }
@@ -476,20 +346,20 @@ export class GgufWriter {
     return written;
   }
 
-  /** Flushes, fsyncs and renames the file into place. */
+  /** Flushes, fsyncs (when durable) and renames the file into place. */
   async finish(): Promise<GgufWriteResult> {
     if (this.done) throw invalid('the GGUF writer is already closed');
+    let identity: FileIdentity;
     try {
-      if (this.next !== this.specs.length) {
-        throw invalid(
-          `${this.specs.length - this.next} tensors were declared but not written, first '${this.specs[this.next]?.name ?? ''}'`,
-        );
-      }
+      const { output } = this;
+      if (output.kind !== 'file') throw invalid('a comparing GGUF writer ends with finishComparing');
+      this.checkAllWritten();
       await this.sink.drain();
       // a trailing hole (skipTensor) must still count in the file size
-      await this.file.handle.truncate(this.sink.position);
+      await output.file.handle.truncate(this.sink.position);
+      identity = identityOfStats(await output.file.handle.stat());
       this.done = true;
-      await this.file.commit({ durable: this.durable });
+      await output.file.commit({ durable: output.durable });
     } catch (e) {
       await this.abort();
       throw asWriteError(e, this.path);
@@ -503,14 +373,34 @@ export class GgufWriter {
         offset: this.offsets[i] ?? 0,
         nBytes: this.sizes[i] ?? 0,
       })),
+      identity,
     };
+  }
+
+  /** Ends a comparing writer: whether the file holds exactly the bytes it would have written. */
+  async finishComparing(): Promise<GgufCompareResult> {
+    const { output } = this;
+    if (this.done || output.kind !== 'compare') throw invalid('not a comparing GGUF writer, or closed');
+    this.checkAllWritten();
+    await this.sink.drain();
+    this.done = true;
+    const same = output.target.matches(this.sink.position);
+    return { same, firstDifference: output.target.firstDifference, bytes: this.sink.position };
+  }
+
+  private checkAllWritten(): void {
+    if (this.next !== this.specs.length) {
+      throw invalid(
+        `${this.specs.length - this.next} tensors were declared but not written, first '${this.specs[this.next]?.name ?? ''}'`,
+      );
+    }
   }
 
   /** Drops the temp file; `path` is left as it was. Safe to call more than once. */
   async abort(): Promise<void> {
     this.done = true;
     await this.sink.quiesce();
-    await this.file.abort();
+    if (this.output.kind === 'file') await this.output.file.abort();
   }
 }
 
@@ -528,6 +418,26 @@ export async function writeGguf(
     for (const [i, spec] of options.tensors.entries())
       await writer.writeTensor(spec.name, await data(spec, i));
     return await writer.finish();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+}
+
+/**
+ * Compares `file` with the GGUF `writeGguf` would write from the same options and data, producing
+ * every byte exactly as writing does (so `data` sees the same calls) but writing none.
+ */
+export async function compareGguf(
+  file: RegularFile,
+  options: GgufWriteOptions,
+  data: (tensor: GgufTensorSpec, index: number) => TensorPayload | Promise<TensorPayload>,
+): Promise<GgufCompareResult> {
+  const writer = await GgufWriter.comparing(file, options);
+  try {
+    for (const [i, spec] of options.tensors.entries())
+      await writer.writeTensor(spec.name, await data(spec, i));
+    return await writer.finishComparing();
   } catch (e) {
     await writer.abort();
     throw e;

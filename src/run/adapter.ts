@@ -1,12 +1,24 @@
 /**
  * Step 2 of `run`: the adapter verified and converted in one pass. `convertAdapter` verifies it (fail
- * closed: exit 1) and its compatibility with the base, then finds the GGUF in its cache or writes it.
+ * closed: exit 1) and its compatibility with the base, then finds the GGUF in a cache, wherever it is,
+ * and proves it byte for byte, or writes it. `run` opens the proven file and hands llama-server that
+ * open file (as /dev/fd/3): a file put in its place afterwards is never what llama-server reads, and a
+ * write into it shows in its times, checked once llama-server has loaded it.
+ *
+ * Where: an entry is looked for in CODI_GGUF_CACHE, the models volume's cache
+ * (`<MODEL_MOUNT_PATH>/adapters/.gguf-cache`, where `mount --base` puts it), the cache beside the
+ * adapter, the state directory's (`<CODI_STATE_DIR>/gguf-cache`) and the user cache; a new one is
+ * written to CODI_GGUF_CACHE, the volume's cache (only for an adapter on the volume), or the state
+ * directory's: never beside an adapter elsewhere.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, realpath } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { RegularFile, sameFile } from '../byte-source.js';
 import { convertAdapter, type ConvertResult } from '../convert.js';
 import { asCodiError, CodiError, ExitCode, isCodiError } from '../errors.js';
 import type { Finding } from '../findings.js';
+import { unique, userCacheDir, type CacheLocations } from '../gguf-cache.js';
+import { formatDuration } from '../text.js';
 import { sha256Ref } from '../metadata.js';
 import type { RunContext } from './context.js';
 import type { AdapterRecord } from './environment.js';
@@ -16,8 +28,10 @@ import { adapterPolicy, defaultRefused, refusalOf, type AdapterPolicy } from './
 const WEIGHTS = '<weights>';
 
 export interface ServableAdapter {
-  /** the GGUF llama-server is given */
+  /** where the GGUF is */
   gguf: string;
+  /** the GGUF, open: proven to be the adapter's conversion; llama-server reads this file */
+  file: RegularFile;
   record: AdapterRecord;
 }
 
@@ -48,9 +62,13 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
   report.info(
     `adapter ${id ?? '?'} ${version ?? '?'} (${adapterDir}): verified, checksums ${files.length}/${files.length} files sha256 ok (weights ${weightsSha256.slice(0, 12)}…)`,
   );
+  for (const f of converted.warnings) report.warn(`${f.code}: ${f.message}`, f.hint);
   report.info(
-    `GGUF ${converted.cached ? 'from cache' : `converted in ${(converted.durationMs / 1000).toFixed(2)} s`}: ${converted.output}`,
+    converted.cached
+      ? `GGUF from cache, every byte compared with the conversion of the verified adapter: ${converted.output}`
+      : `GGUF converted in ${formatDuration(converted.durationMs)}: ${converted.output}`,
   );
+  const file = await openProven(converted);
   report.emit({
     kind: 'adapter-status',
     status: 'mounted',
@@ -58,6 +76,7 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
   });
   return {
     gguf: converted.output,
+    file,
     record: {
       id,
       version,
@@ -69,7 +88,60 @@ export async function verifyAndConvert(ctx: RunContext, adapterDir: string): Pro
       signed_by: converted.signedBy,
       gguf: converted.output,
       gguf_cached: converted.cached,
+      gguf_proof: converted.proof.kind,
+      findings: converted.warnings.map((f) => ({ level: f.level, code: f.code, message: f.message })),
     },
+  };
+}
+
+/**
+ * The GGUF the conversion proved, opened: the file must be the one proven (same device, inode, size
+ * and modification time; and change time, for a cached file, which no rename has touched since).
+ */
+async function openProven(converted: ConvertResult): Promise<RegularFile> {
+  const file = await RegularFile.open(converted.output, { noFollow: true });
+  const now = file.identity;
+  const was = converted.proof.identity;
+  const same =
+    now.dev === was.dev &&
+    now.ino === was.ino &&
+    now.size === was.size &&
+    now.mtimeMs === was.mtimeMs &&
+    (converted.proof.kind === 'written' || now.ctimeMs === was.ctimeMs);
+  if (same) return file;
+  await file.close();
+  throw new CodiError('GGUF_CHANGED', `${converted.output} was replaced or written to after it was proven`, {
+    file: converted.output,
+  });
+}
+
+/** After llama-server has loaded it: the file it read is still the one opened, unwritten since. */
+export async function requireUnchanged(file: RegularFile): Promise<void> {
+  if (sameFile(file.identity, await file.currentIdentity())) return;
+  throw new CodiError('GGUF_CHANGED', `${file.path} was written to while llama-server loaded it`, {
+    file: file.path,
+  });
+}
+
+/** Where `run` looks for a cached GGUF, and where it writes one (see the top of this file). */
+export async function runCacheLocations(
+  config: RunContext['config'],
+  adapterDir: string,
+  env: NodeJS.ProcessEnv,
+): Promise<CacheLocations> {
+  const adapters = join(config.modelMountPath, 'adapters');
+  const volume = join(adapters, '.gguf-cache');
+  const state = join(config.stateDir, 'gguf-cache');
+  const onVolume = dirname(adapterDir) === (await realpath(adapters).catch(() => adapters));
+  return {
+    search: unique([
+      env.CODI_GGUF_CACHE,
+      volume,
+      join(dirname(adapterDir), '.gguf-cache'),
+      state,
+      userCacheDir(env),
+    ]),
+    write: unique([env.CODI_GGUF_CACHE, onVolume ? volume : null, state]),
   };
 }
 
@@ -82,6 +154,8 @@ async function convertReporting(
   try {
     return await convertAdapter(adapterDir, {
       base: ctx.config.baseModelPath,
+      cache: await runCacheLocations(ctx.config, adapterDir, ctx.env),
+      signal: ctx.trap.stopping,
       stateDir: ctx.config.stateDir,
       ...(policy.trust ? { trust: policy.trust } : {}),
     });

@@ -3,6 +3,7 @@
  * environment.json is written, with LLM_ENDPOINT and CODI_ENVIRONMENT_FILE.
  */
 import { CodiError } from '../errors.js';
+import { redactText } from '../redact.js';
 import type { RunContext } from './context.js';
 import { environmentFile } from './environment.js';
 import { findExecutable } from './executable.js';
@@ -21,12 +22,9 @@ export async function checkApp(ctx: RunContext): Promise<void> {
   }
 }
 
-export async function startApp(ctx: RunContext): Promise<void> {
-  const { config, report } = ctx;
-  if (!config.app) {
-    report.info('no app (APP_COMMAND=none): serving the LLM until stopped');
-    return;
-  }
+/** The app's environment: the children's, with where the LLM and the record of the run are. */
+export function appEnvironment(ctx: RunContext): NodeJS.ProcessEnv {
+  const { config } = ctx;
   const appEnv: NodeJS.ProcessEnv = {
     ...ctx.childEnv,
     CODI_ENVIRONMENT_FILE: environmentFile(config),
@@ -34,6 +32,18 @@ export async function startApp(ctx: RunContext): Promise<void> {
   };
   if (config.llmEndpoint !== null) appEnv.LLM_ENDPOINT = config.llmEndpoint;
   else delete appEnv.LLM_ENDPOINT;
+  // the key, when given as a flag, reaches the app as the variable it would have read
+  if (config.llmApiKey !== null) appEnv.LLM_API_KEY = config.llmApiKey;
+  return appEnv;
+}
+
+export async function startApp(ctx: RunContext): Promise<void> {
+  const { config, report } = ctx;
+  if (!config.app) {
+    report.info('no app (APP_COMMAND=none): serving the LLM until stopped');
+    return;
+  }
+  const appEnv = appEnvironment(ctx);
   const [command, ...args] = config.app.argv;
   const app = await SupervisedChild.start(
     { role: 'app', command, args, env: appEnv, wrapper: await ctx.wrapper },
@@ -41,6 +51,6 @@ export async function startApp(ctx: RunContext): Promise<void> {
   );
   ctx.children.app = app;
   report.info(
-    `app started (pid ${app.pid}): ${config.app.shell ? `/bin/sh -c ${config.app.text}` : config.app.text}`,
+    `app started (pid ${app.pid}): ${config.app.shell ? '/bin/sh -c ' : ''}${redactText(config.app.text)}`,
   );
 }

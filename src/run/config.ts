@@ -3,13 +3,25 @@
  * environment variable, and an empty value counts as unset (so `-e LLM_ENDPOINT=` in a compose file
  * means "auto", not "the empty URL"). Resolving is pure apart from one `stat` (the `adapters/active`
  * default): environment and flags in, a validated configuration out. Syntax errors are usage errors
- * (exit 2) naming the variable or flag that was wrong. Also the air-gap guard the configuration sets.
+ * (exit 2) naming the variable or flag that was wrong. What is printed or recorded of a setting
+ * (`settings`) keeps secrets out: a secret setting is `***`, a URL's credentials and token-like query
+ * values are redacted (src/redact.ts); the typed values keep what the connections need.
  */
 import { statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { CodiError } from '../errors.js';
+import { REDACTED, redactText, redactUrl } from '../redact.js';
+import { thousands } from '../text.js';
+import {
+  checkUrlsAllowed,
+  parseAllowlist,
+  proxyEnv,
+  type AllowEntry,
+  type GuardedUrl,
+  type Resolver,
+} from './airgap.js';
 import {
   defaultText,
+  parseAirgap,
   parseBoolean,
   RUN_SETTINGS,
   settingError as usage,
@@ -20,16 +32,8 @@ import {
   type Row,
   type SettingRow,
   type SettingValues,
+  type AirgapMode,
 } from './settings.js';
-
-/**
- * Where `HTTP_PROXY` points under AIRGAP: the discard port on loopback, where nothing listens in practice,
- * so a proxy-honouring client fails at once with "connection refused" instead of reaching out. It is a
- * guard against accidents, not a firewall: inside a container whose unprivileged ports start at 0
- * (Docker's default since 20.10) a process of the container could listen there.
- */
-export const AIRGAP_PROXY = 'http://127.0.0.1:9';
-export const LOOPBACK_NO_PROXY = ['localhost', '127.0.0.1', '::1'];
 
 export type SettingSource = 'flag' | 'env' | 'default';
 
@@ -52,8 +56,12 @@ export interface RunConfig {
   llamaServerBin: string;
   app: AppCommand | null;
   appHealthUrl: string | null;
+  /** the key the LLM requires (LLM_API_KEY); a secret, never printed */
+  llmApiKey: string | null;
+  /** the guard is on (AIRGAP true or strict) */
   airgap: boolean;
-  airgapAllowlist: string[];
+  airgapMode: AirgapMode;
+  airgapAllowlist: AllowEntry[];
   stateDir: string;
   patternsRules: string;
   readyTimeoutMs: number;
@@ -93,9 +101,14 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
       given.value ?? (typeof row.default === 'string' ? row.default : row.default({ settings, isDirectory }));
     const read = readSetting(row, value, given.label, cwd);
     values[row.name] = read.value;
-    settings[row.name] = read.text;
+    // a secret is recorded as set or not, never as itself
+    settings[row.name] = isSecret(row) && read.text !== '' ? REDACTED : read.text;
   }
   return configOf(values as SettingValues, sources, settings);
+}
+
+function isSecret(row: SettingRow): boolean {
+  return row.secret === true;
 }
 
 /** The flag's value, else the variable's (trimmed); an empty one counts as unset. */
@@ -120,6 +133,10 @@ function readSetting(
   if (row.kind === 'boolean') {
     const b = typeof value === 'boolean' ? value : parseBoolean(value, label);
     return { value: b, text: String(b) };
+  }
+  if (row.kind === 'airgap') {
+    const mode = typeof value === 'boolean' ? (value ? 'on' : 'off') : parseAirgap(value, label);
+    return { value: mode, text: mode === 'on' ? 'true' : mode === 'off' ? 'false' : 'strict' };
   }
   const s = String(value);
   switch (row.kind) {
@@ -157,20 +174,23 @@ function readSetting(
       return { value: s, text: s };
     case 'command': {
       const app = s.toLowerCase() === 'none' ? null : parseAppCommand(s, label);
-      return { value: app, text: app === null ? 'none' : s };
+      return { value: app, text: app === null ? 'none' : redactText(s) };
     }
-    case 'url': {
+    case 'url':
+    case 'probe': {
       // either word means "no URL"; it shows as the row's own word for it
       if (s.toLowerCase() === 'auto' || s.toLowerCase() === 'none') {
         return { value: null, text: String(row.default) };
       }
-      const out = parseHttpUrl(s, label, row.name);
-      return { value: out, text: out };
+      const out = parseHttpUrl(s, label, row.name, row.kind === 'probe');
+      return { value: out, text: redactUrl(out) };
     }
     case 'hosts': {
-      const hosts = hostList(row, s);
-      return { value: hosts, text: hosts.join(',') };
+      const entries = parseAllowlist(s, row.name);
+      return { value: entries, text: entries.map((e) => e.text).join(',') };
     }
+    case 'text':
+      return { value: s === '' ? null : s, text: s };
     case 'port':
     case 'count':
       return readInteger(row, s, label);
@@ -179,30 +199,16 @@ function readSetting(
   }
 }
 
-function hostList(row: SettingRow, text: string): string[] {
-  const hosts = text
-    .split(',')
-    .map((h) => h.trim().toLowerCase())
-    .filter((h) => h !== '');
-  for (const host of hosts) {
-    if (!/^\.?[a-z0-9_[\]:.-]+$/u.test(host)) {
-      throw usage(
-        `${row.name} entries must be host names or addresses, got ${JSON.stringify(host)}`,
-        `e.g. ${row.name}=llm.internal.example.com,10.0.0.5 (".example.com" allows its subdomains)`,
-        row.name,
-      );
-    }
-  }
-  return hosts;
-}
-
 function readInteger(row: SettingRow, s: string, label: string): { value: number; text: string } {
   const min = row.kind === 'port' ? 1 : (row.min ?? 0);
   const max = row.kind === 'port' ? 65_535 : (row.max ?? Number.MAX_SAFE_INTEGER);
+  // the bound is named where there is one, so the message says what is allowed (threads: 1 to 1024)
   const what =
     row.kind === 'port'
       ? 'an integer port from 1 to 65535'
-      : `a whole number of ${row.unit ?? 'units'} ≥ ${min}`;
+      : row.max !== undefined
+        ? `a whole number of ${row.unit ?? 'units'} from ${min} to ${thousands(max)}`
+        : `a whole number of ${row.unit ?? 'units'} ≥ ${min}`;
   const out = /^[0-9]+$/u.test(s) ? Number(s) : NaN;
   if (!Number.isSafeInteger(out) || out < min || out > max) {
     throw usage(
@@ -219,7 +225,8 @@ function readSeconds(row: SettingRow, given: string, label: string): { value: nu
   const s = given.replace(/s$/u, '');
   const out = /^[0-9]+(\.[0-9]+)?$/u.test(s) ? Number(s) : NaN;
   if (!Number.isFinite(out) || (row.above ? out <= min : out < min) || out > (row.max ?? Infinity)) {
-    const what = `a number of seconds ${row.above ? '>' : '≥'} ${min}`;
+    const upTo = row.max !== undefined ? `, at most ${thousands(row.max)}` : '';
+    const what = `a number of seconds ${row.above ? '>' : '≥'} ${min}${upTo}`;
     throw usage(
       `${label} must be ${what}, got ${JSON.stringify(given)}`,
       `set ${label} to ${what}, e.g. ${defaultText(row)}`,
@@ -263,7 +270,9 @@ function configOf(
     llamaServerBin: v.LLAMA_SERVER_BIN,
     app: v.APP_COMMAND,
     appHealthUrl: v.APP_HEALTH_URL,
-    airgap: v.AIRGAP,
+    llmApiKey: v.LLM_API_KEY,
+    airgap: v.AIRGAP !== 'off',
+    airgapMode: v.AIRGAP,
     airgapAllowlist: v.AIRGAP_ALLOWLIST,
     stateDir: v.CODI_STATE_DIR,
     patternsRules: v.PATTERNS_RULES,
@@ -277,29 +286,27 @@ function configOf(
   };
 }
 
-/** An http(s) base URL, without a trailing slash; `label` names the setting in the error. */
-export function parseHttpUrl(value: string, label: string, setting: string = label): string {
-  let u: URL;
+/**
+ * An http(s) base URL, without a trailing slash (with `query`: a URL to GET, kept as given); `label`
+ * names the setting in the error, which shows the value redacted.
+ */
+export function parseHttpUrl(value: string, label: string, setting: string = label, query = false): string {
+  const shown = JSON.stringify(redactUrl(value));
+  const example = query ? 'http://127.0.0.1:8000/healthz' : 'http://llm.internal.example.com:8081';
+  let u: URL | null;
   try {
     u = new URL(value);
   } catch {
-    throw usage(
-      `${label} must be an http(s) URL, got ${JSON.stringify(value)}`,
-      `e.g. ${label}=http://llm.internal.example.com:8081`,
-      setting,
-    );
+    u = null;
   }
-  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.hostname === '') {
-    throw usage(
-      `${label} must be an http(s) URL, got ${JSON.stringify(value)}`,
-      `e.g. ${label}=http://llm.internal.example.com:8081`,
-      setting,
-    );
+  if (u === null || (u.protocol !== 'http:' && u.protocol !== 'https:') || u.hostname === '') {
+    throw usage(`${label} must be an http(s) URL, got ${shown}`, `e.g. ${label}=${example}`, setting);
   }
+  if (query) return u.href;
   if (u.search !== '' || u.hash !== '') {
     throw usage(
-      `${label} must be a base URL without a query or fragment, got ${JSON.stringify(value)}`,
-      `e.g. ${label}=http://llm.internal.example.com:8081`,
+      `${label} must be a base URL without a query or fragment, got ${shown}`,
+      `e.g. ${label}=${example}`,
       setting,
     );
   }
@@ -314,69 +321,82 @@ export function endpointFor(host: string, port: number): string {
   return h.includes(':') ? `http://[${h}]:${port}` : `http://${h}:${port}`;
 }
 
-/** localhost, 127.0.0.0/8 and ::1: connections that never leave the machine. */
-export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.toLowerCase().replace(/^\[|\]$/gu, '');
-  if (h === 'localhost' || h.endsWith('.localhost')) return true;
-  if (h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
-  if (/^::ffff:127\./u.test(h)) return true;
-  return /^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$/u.test(h);
-}
-
-/** Exact host, or a `.suffix` entry matching its subdomains (the NO_PROXY convention). */
-export function isAllowListed(hostname: string, allowlist: readonly string[]): boolean {
-  const h = hostname.toLowerCase().replace(/^\[|\]$/gu, '');
-  return allowlist.some((entry) => {
-    const e = entry.replace(/^\[|\]$/gu, '');
-    if (e.startsWith('.')) return h.endsWith(e) || h === e.slice(1);
-    return h === e;
-  });
-}
-
 /**
- * Under AIRGAP a remote endpoint must not leave the machine unless allow-listed (exit 3, naming both
- * variables, since either one is the fix).
+ * Under AIRGAP the URLs `run` is given must lead to loopback or an allow-listed host (exit 3, naming
+ * the setting and the fix): a remote LLM_ENDPOINT, and APP_HEALTH_URL, which run and the HEALTHCHECK
+ * probe.
  */
-export function checkAirgap(config: RunConfig): void {
-  if (!config.airgap || config.llmMode !== 'remote' || config.llmEndpoint === null) return;
-  const host = new URL(config.llmEndpoint).hostname;
-  if (isLoopbackHost(host) || isAllowListed(host, config.airgapAllowlist)) return;
-  throw new CodiError(
-    'AIRGAP_BLOCKED',
-    `LLM_ENDPOINT ${config.llmEndpoint} is not loopback and ${host} is not in AIRGAP_ALLOWLIST (AIRGAP is on)`,
-    {
-      hint: `add ${host} to AIRGAP_ALLOWLIST (comma-separated), or point LLM_ENDPOINT at an allowed host`,
-      details: { LLM_ENDPOINT: config.llmEndpoint, AIRGAP_ALLOWLIST: config.airgapAllowlist },
-    },
-  );
+export async function checkAirgap(config: RunConfig, resolve?: Resolver): Promise<void> {
+  if (!config.airgap) return;
+  const urls: GuardedUrl[] = [];
+  if (config.llmMode === 'remote' && config.llmEndpoint !== null) {
+    urls.push({ setting: 'LLM_ENDPOINT', url: config.llmEndpoint });
+  }
+  if (config.appHealthUrl !== null && config.app !== null) {
+    urls.push({ setting: 'APP_HEALTH_URL', url: config.appHealthUrl });
+  }
+  await checkUrlsAllowed(urls, config.airgapAllowlist, resolve);
 }
 
-/**
- * The proxy guard for the children under AIRGAP: clients that honour the proxy variables (requests,
- * httpx, urllib, curl, undici's EnvHttpProxyAgent) get "connection refused" for anything not in
- * NO_PROXY. It guards well-behaved clients only; a raw socket is not stopped by it.
- */
+/** The proxy guard for the children under AIRGAP (src/run/airgap.ts); nothing without it. */
 export function airgapProxyEnv(config: RunConfig): Record<string, string> {
-  if (!config.airgap) return {};
-  const noProxy = [...LOOPBACK_NO_PROXY, ...config.airgapAllowlist].join(',');
-  return {
-    HTTP_PROXY: AIRGAP_PROXY,
-    HTTPS_PROXY: AIRGAP_PROXY,
-    http_proxy: AIRGAP_PROXY,
-    https_proxy: AIRGAP_PROXY,
-    ALL_PROXY: AIRGAP_PROXY,
-    all_proxy: AIRGAP_PROXY,
-    NO_PROXY: noProxy,
-    no_proxy: noProxy,
-  };
+  return config.airgap ? proxyEnv(config.airgapAllowlist) : {};
 }
 
 const SHELL_SYNTAX = new Set(['|', '&', ';', '<', '>', '(', ')', '$', '`', '*', '?', '[', '#', '~', '\n']);
 
 /**
+ * First words only a shell understands: its reserved words and the built-ins that are no program
+ * (`exec`, `cd`, `export`, …), and `time` (a reserved word in bash and ksh; dash runs time(1)). A
+ * command starting with one runs through `/bin/sh -c`, exactly as the shell would run it.
+ */
+const SHELL_WORDS = new Set([
+  '!',
+  '.',
+  ':',
+  '[[',
+  '{',
+  'alias',
+  'break',
+  'case',
+  'cd',
+  'command',
+  'continue',
+  'eval',
+  'exec',
+  'exit',
+  'export',
+  'for',
+  'function',
+  'getopts',
+  'hash',
+  'if',
+  'local',
+  'read',
+  'readonly',
+  'return',
+  'select',
+  'set',
+  'shift',
+  'source',
+  'time',
+  'times',
+  'trap',
+  'type',
+  'ulimit',
+  'umask',
+  'unalias',
+  'unset',
+  'until',
+  'wait',
+  'while',
+]);
+
+/**
  * Splits APP_COMMAND into words the way sh would for simple commands (quotes and backslashes), so a
  * plain command is exec'd directly and receives signals itself. Anything using shell syntax outside
- * quotes (pipes, `&&`, `$VAR`, redirections, globs, `VAR=x cmd`) runs through `/bin/sh -c` instead.
+ * quotes (pipes, `&&`, `$VAR`, redirections, globs, `VAR=x cmd`), or starting with a word only a
+ * shell knows (`exec`, `cd`, `time`, …), runs through `/bin/sh -c` instead.
  */
 export function parseAppCommand(text: string, label = 'APP_COMMAND'): AppCommand {
   const words: string[] = [];
@@ -434,7 +454,7 @@ export function parseAppCommand(text: string, label = 'APP_COMMAND'): AppCommand
   if (first === undefined || first === '') {
     throw usage(`${label} is empty`, `give the command to start, or ${label}=none for no app`, label);
   }
-  if (shell) return { text, argv: ['/bin/sh', '-c', text], shell: true };
+  if (shell || SHELL_WORDS.has(first)) return { text, argv: ['/bin/sh', '-c', text], shell: true };
   return { text, argv: [first, ...words.slice(1)], shell: false };
 }
 

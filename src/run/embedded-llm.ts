@@ -5,11 +5,13 @@
  */
 import { isCodiError } from '../errors.js';
 import { nowMs } from '../clock.js';
-import { verifyAndConvert } from './adapter.js';
+import { requireUnchanged, verifyAndConvert, type ServableAdapter } from './adapter.js';
 import { checkApp } from './app.js';
 import type { RunContext } from './context.js';
 import type { LlamaServerRecord, LlmReady } from './environment.js';
+import { formatDuration } from '../text.js';
 import {
+  abortedPromise,
   assertPortFree,
   llamaServerArgs,
   llamaServerVersion,
@@ -31,22 +33,41 @@ export async function startEmbeddedLlm(ctx: RunContext, endpoint: string): Promi
   // the binary is looked up while the adapter is verified; a missing one is reported in step order
   const binary = resolveLlamaServer(config.llamaServerBin, ctx.env);
   binary.catch(() => undefined);
-  const adapter = await verifyAndConvert(ctx, adapterDir);
-  if (ctx.trap.stopRequested()) return null;
-
-  const binPath = await binary;
-  // the app's executable is looked up before a model is loaded for it
-  await checkApp(ctx);
-  await assertPortFree(config.llmHost, config.llmPort);
-  if (ctx.trap.stopRequested()) return null;
-  const llm = await startLlamaServer(ctx, binPath, adapter.gguf);
-  const healthyMs = await awaitHealthy(ctx, llm, endpoint, binPath);
-  if (healthyMs === null) return null;
-  const served = await checkServed(ctx, endpoint, binPath, adapter.gguf);
-  return { adapter: adapter.record, llamaServer: served.llamaServer, lora: served.lora, healthyMs };
+  const work = verifyAndConvert(ctx, adapterDir);
+  const adapter = await untilStopped(ctx, work);
+  if (adapter === null || ctx.trap.stopRequested()) {
+    void work.then(
+      (a) => a.file.close(),
+      () => undefined,
+    );
+    return null;
+  }
+  try {
+    const binPath = await binary;
+    // the app's executable is looked up before a model is loaded for it
+    await checkApp(ctx);
+    await assertPortFree(config.llmHost, config.llmPort);
+    if (ctx.trap.stopRequested()) return null;
+    const llm = await startLlamaServer(ctx, binPath, adapter);
+    const healthyMs = await awaitHealthy(ctx, llm, endpoint, binPath);
+    if (healthyMs === null) return null;
+    const served = await checkServed(ctx, endpoint, binPath, SERVED_GGUF);
+    // what llama-server read is what was proven: the file was not written to meanwhile
+    await requireUnchanged(adapter.file);
+    return { adapter: adapter.record, llamaServer: served.llamaServer, lora: served.lora, healthyMs };
+  } finally {
+    await adapter.file.close();
+  }
 }
 
-async function startLlamaServer(ctx: RunContext, binPath: string, gguf: string): Promise<SupervisedChild> {
+/** The proven GGUF as llama-server opens it: the file `run` opened and proved, its descriptor 3. */
+const SERVED_GGUF = '/dev/fd/3';
+
+async function startLlamaServer(
+  ctx: RunContext,
+  binPath: string,
+  adapter: ServableAdapter,
+): Promise<SupervisedChild> {
   const { config, report } = ctx;
   const wrapper = await ctx.wrapper;
   if (wrapper === null && process.platform === 'linux') {
@@ -60,24 +81,35 @@ async function startLlamaServer(ctx: RunContext, binPath: string, gguf: string):
     report.info(`llama-server also reads ${tuned.join(', ')} (command-line arguments win)`);
   const args = llamaServerArgs({
     model: config.baseModelPath,
-    lora: gguf,
+    lora: SERVED_GGUF,
     host: config.llmHost,
     port: config.llmPort,
     threads: config.threads,
   });
-  report.info(`starting llama-server ${args.join(' ')}`);
+  report.info(`starting llama-server ${args.join(' ')} (${SERVED_GGUF}: ${adapter.gguf}, as proven)`);
   const sink = slowInferenceWatch(ctx.output, config.slowTokensPerSecond, (timing) => {
     report.warn(
       `slow inference: llama-server generated ${timing.tokens} tokens at ${timing.tokensPerSecond.toFixed(1)} tokens/s (below LLM_SLOW_TOKENS_PER_SECOND=${config.slowTokensPerSecond})`,
       SLOW_HINT,
     );
   });
+  // the key in llama-server's environment, not on its command line (where ps would show it)
+  const env = config.llmApiKey === null ? ctx.childEnv : { ...ctx.childEnv, LLAMA_API_KEY: config.llmApiKey };
   const llm = await SupervisedChild.start(
-    { role: 'llm', command: binPath, args, env: ctx.childEnv, wrapper },
+    { role: 'llm', command: binPath, args, env, wrapper, fds: [adapter.file.fd] },
     sink,
   );
   ctx.children.llm = llm;
   return llm;
+}
+
+/**
+ * `work`, or null as soon as a signal comes: `run` then stops at once, and the work, told by the
+ * trap's abort signal, ends by itself (a conversion removes the GGUF it was writing).
+ */
+export async function untilStopped<T>(ctx: RunContext, work: Promise<T>): Promise<T | null> {
+  work.catch(() => undefined);
+  return Promise.race([work, abortedPromise(ctx.trap.stopping).then(() => null)]);
 }
 
 /** The time to the first `GET /health` 200, or null when a signal came first. */
@@ -92,7 +124,7 @@ async function awaitHealthy(
     healthy = await waitUntilHealthy(endpoint, {
       timeoutMs: ctx.config.readyTimeoutMs,
       child: llm,
-      cancel: ctx.trap.received,
+      signal: ctx.trap.stopping,
     });
   } catch (e) {
     // a binary that cannot even print its version is broken (missing libraries…): exit 3, not 4
@@ -107,7 +139,7 @@ async function awaitHealthy(
   }
   if (!healthy.healthy) return null;
   ctx.report.info(
-    `LLM healthy: GET ${endpoint}/health 200 after ${(healthy.ms / 1000).toFixed(2)} s (pid ${llm.pid})`,
+    `LLM healthy: GET ${endpoint}/health 200 after ${formatDuration(healthy.ms)} (pid ${llm.pid})`,
   );
   return healthy.ms;
 }
@@ -124,8 +156,8 @@ async function checkServed(
 ): Promise<{ lora: LoraAdapterInfo[]; llamaServer: LlamaServerRecord }> {
   const versionPromise = llamaServerVersion(binPath, ctx.env);
   versionPromise.catch(() => undefined);
-  const lora = await requireLoraServed(endpoint, gguf);
-  ctx.report.info(`LLM serves the adapter at scale 1: ${gguf}`);
+  const lora = await requireLoraServed(endpoint, gguf, { apiKey: ctx.config.llmApiKey });
+  ctx.report.info(`LLM serves the adapter at scale 1 (${gguf})`);
   const version = await versionPromise.catch((e: unknown): LlamaServerVersion => ({
     text: `unknown: ${e instanceof Error ? e.message : String(e)}`,
     version: null,

@@ -2,16 +2,20 @@
  * `environment.json` in CODI_STATE_DIR: what `run` is serving and how it was configured, written
  * atomically once the LLM is ready and before the app starts (the app and a HEALTHCHECK read it).
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic.js';
-import { CodiError, environmentError } from '../errors.js';
+import type { Finding } from '../findings.js';
 import { airgapProxyEnv, type LlmMode, type RunConfig } from './config.js';
+import { routeText } from './egress.js';
+import type { AirgapMode } from './settings.js';
 import type { SettingName } from './settings.js';
+import { redactText, redactUrl } from '../redact.js';
 import { VERSION } from '../version.js';
 import type { RunContext } from './context.js';
 import type { LoraAdapterInfo } from './llama-server.js';
 import { describeErrno } from './paths.js';
+import { prepareStateDir } from './state-dir.js';
 
 export const ENVIRONMENT_FILE = 'environment.json';
 
@@ -28,6 +32,10 @@ export interface AdapterRecord {
   signed_by: string | null;
   gguf: string;
   gguf_cached: boolean;
+  /** how the GGUF is known to be the adapter's conversion: compared byte for byte, or written now */
+  gguf_proof: 'compared' | 'written';
+  /** what was found on the way (GGUF_CACHE_TAMPERED: a cache entry that was not this conversion) */
+  findings: Pick<Finding, 'level' | 'code' | 'message'>[];
 }
 
 export interface LlamaServerRecord {
@@ -54,7 +62,20 @@ export interface EnvironmentRecord {
     healthy_after_ms: number | null;
   };
   app: { command: string | null; argv: string[] | null; shell: boolean };
-  airgap: { enabled: boolean; allowlist: string[]; proxy: string | null; no_proxy: string | null };
+  airgap: {
+    enabled: boolean;
+    mode: AirgapMode;
+    /** true: no route leads beyond loopback and the allowlist; null: it cannot be told (no /proc) */
+    enforced: boolean | null;
+    default_route: boolean;
+    /** the routes beyond loopback, as `ip route` shows them (`10.0.0.0/24 dev eth0`) */
+    routes: string[];
+    /** those of them that lead beyond the allowlist */
+    outside: string[];
+    allowlist: string[];
+    proxy: string | null;
+    no_proxy: string | null;
+  };
   settings: Record<SettingName, string>;
 }
 
@@ -81,17 +102,12 @@ export async function writeEnvironment(ctx: RunContext, llm: LlmReady): Promise<
   const ruleset = await readRulesetVersion(config.patternsRules);
   if (ruleset.error) report.warn(`ruleset version not recorded: ${ruleset.error}`);
   const record = environmentRecord(ctx, llm, ruleset);
-  try {
-    await mkdir(config.stateDir, { recursive: true });
-  } catch (e) {
-    throw withHint(
-      environmentError(e, config.stateDir, 'created'),
-      'set CODI_STATE_DIR to a writable directory',
-    );
-  }
+  // checked when run started; checked again in case it went away while the model loaded
+  await prepareStateDir(config.stateDir);
   const file = environmentFile(config);
-  await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`);
-  if (config.llmEndpoint !== null) report.info(`LLM_ENDPOINT=${config.llmEndpoint}`);
+  // 0600: only run's user (the app, the HEALTHCHECK) reads what is served and how
+  await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`, 0o600);
+  if (config.llmEndpoint !== null) report.info(`LLM_ENDPOINT=${redactUrl(config.llmEndpoint)}`);
   report.info(`environment recorded in ${file}`);
   return record;
 }
@@ -113,20 +129,25 @@ function environmentRecord(
     llm: {
       enabled: config.llmEnabled,
       mode: config.llmMode,
-      endpoint: config.llmEndpoint,
+      endpoint: config.llmEndpoint === null ? null : redactUrl(config.llmEndpoint),
       pid: ctx.children.llm?.pid ?? null,
       llama_server: llm.llamaServer,
       lora_adapters: llm.lora,
       healthy_after_ms: llm.healthyMs,
     },
     app: {
-      command: config.app?.text ?? null,
-      argv: config.app ? [...config.app.argv] : null,
+      command: config.app ? redactText(config.app.text) : null,
+      argv: config.app ? config.app.argv.map(redactText) : null,
       shell: config.app?.shell ?? false,
     },
     airgap: {
       enabled: config.airgap,
-      allowlist: config.airgapAllowlist,
+      mode: config.airgapMode,
+      enforced: ctx.egress.known ? ctx.egress.outside.length === 0 : null,
+      default_route: ctx.egress.defaultRoute,
+      routes: ctx.egress.routes.map(routeText),
+      outside: ctx.egress.outside.map(routeText),
+      allowlist: config.airgapAllowlist.map((e) => e.text),
       proxy: proxy.HTTP_PROXY ?? null,
       no_proxy: proxy.NO_PROXY ?? null,
     },
@@ -146,10 +167,16 @@ export async function readRulesetVersion(path: string): Promise<EnvironmentRecor
   }
   try {
     // loaded here, after the LLM is up: the YAML parser is a noticeable part of start-up otherwise
-    const { parse } = await import('yaml');
-    const doc: unknown = parse(text);
-    const v = doc !== null && typeof doc === 'object' ? (doc as Record<string, unknown>).version : undefined;
-    if (typeof v === 'string' || typeof v === 'number') return { path, version: String(v) };
+    const { isMap, isScalar, parseDocument } = await import('yaml');
+    const doc = parseDocument(text);
+    const first = doc.errors[0];
+    if (first) throw first;
+    const node = isMap(doc.contents) ? doc.contents.get('version', true) : undefined;
+    if (isScalar(node) && typeof node.value === 'string') return { path, version: node.value };
+    // a number as written, as promote records it (`version: 2026.10` is "2026.10", not 2026.1)
+    if (isScalar(node) && typeof node.value === 'number') {
+      return { path, version: node.source ?? String(node.value) };
+    }
     return { path, version: null, error: `${path} has no top-level version` };
   } catch (e) {
     return {
@@ -158,8 +185,4 @@ export async function readRulesetVersion(path: string): Promise<EnvironmentRecor
       error: `${path} is not valid YAML: ${(e as Error).message.split('\n')[0] ?? ''}`,
     };
   }
-}
-
-function withHint(e: CodiError, hint: string): CodiError {
-  return new CodiError(e.code, e.message, { exitCode: e.exitCode, file: e.file, hint, cause: e.cause });
 }

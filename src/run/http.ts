@@ -3,6 +3,7 @@
  * probes that never throw.
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { formatDuration } from '../text.js';
 
 export interface HttpResult {
   status: number;
@@ -17,26 +18,53 @@ export interface HealthProbe {
   detail: string;
 }
 
+export interface HttpOptions {
+  /** ends the call at once (a signal to `run` while a probe is in flight) */
+  signal?: AbortSignal;
+  /** sent as `Authorization: Bearer <key>` (LLM_API_KEY) */
+  apiKey?: string | null;
+}
+
 /** GET with a connection of its own (no keep-alive: a held connection would pin a server thread). */
-export function httpGet(url: string, timeoutMs: number): Promise<HttpResult> {
-  return httpCall('GET', url, timeoutMs);
+export function httpGet(url: string, timeoutMs: number, options: HttpOptions = {}): Promise<HttpResult> {
+  return httpCall('GET', url, timeoutMs, options);
 }
 
-export function httpPostJson(url: string, body: unknown, timeoutMs: number): Promise<HttpResult> {
-  return httpCall('POST', url, timeoutMs, JSON.stringify(body));
+export function httpPostJson(
+  url: string,
+  body: unknown,
+  timeoutMs: number,
+  options: HttpOptions = {},
+): Promise<HttpResult> {
+  return httpCall('POST', url, timeoutMs, options, JSON.stringify(body));
 }
 
-async function httpCall(method: string, url: string, timeoutMs: number, body?: string): Promise<HttpResult> {
+async function httpCall(
+  method: string,
+  url: string,
+  timeoutMs: number,
+  options: HttpOptions,
+  body?: string,
+): Promise<HttpResult> {
   const u = new URL(url);
   // TLS is loaded only for an https endpoint: it is a noticeable part of start-up, and rare here
   const request = u.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
+  const timeout = Math.max(1, Math.round(timeoutMs));
   return new Promise((resolveCall, reject) => {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) {
       headers['content-type'] = 'application/json';
       headers['content-length'] = String(Buffer.byteLength(body));
     }
-    const req = request(u, { method, agent: false, headers, timeout: timeoutMs }, (res: IncomingMessage) => {
+    if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
+    const settings = {
+      method,
+      agent: false as const,
+      headers,
+      timeout,
+      ...(options.signal ? { signal: options.signal } : {}),
+    };
+    const req = request(u, settings, (res: IncomingMessage) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
@@ -49,7 +77,7 @@ async function httpCall(method: string, url: string, timeoutMs: number, body?: s
       });
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${formatDuration(timeout)}`)));
     req.on('error', reject);
     req.end(body);
   });
@@ -60,9 +88,10 @@ export async function probeUrl(
   url: string,
   timeoutMs: number,
   read: (res: HttpResult) => HealthProbe,
+  options: HttpOptions = {},
 ): Promise<HealthProbe> {
   try {
-    return read(await httpGet(url, timeoutMs));
+    return read(await httpGet(url, timeoutMs, options));
   } catch (e) {
     const errno = (e as NodeJS.ErrnoException).code;
     return { ok: false, status: null, detail: errno ?? (e instanceof Error ? e.message : String(e)) };
@@ -70,10 +99,19 @@ export async function probeUrl(
 }
 
 /** Any health URL (the app's): 2xx is healthy. */
-export function probeHealthUrl(url: string, timeoutMs: number): Promise<HealthProbe> {
-  return probeUrl(url, timeoutMs, (res) => ({
-    ok: res.status >= 200 && res.status < 300,
-    status: res.status,
-    detail: res.body.trim().slice(0, 120),
-  }));
+export function probeHealthUrl(
+  url: string,
+  timeoutMs: number,
+  options: HttpOptions = {},
+): Promise<HealthProbe> {
+  return probeUrl(
+    url,
+    timeoutMs,
+    (res) => ({
+      ok: res.status >= 200 && res.status < 300,
+      status: res.status,
+      detail: res.body.trim().slice(0, 120),
+    }),
+    options,
+  );
 }

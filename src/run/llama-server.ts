@@ -12,7 +12,9 @@ import { findExecutable, whyNotExecutable } from './executable.js';
 import { describeExit, sleep, type SupervisedChild } from './supervisor.js';
 import { nowMs } from '../clock.js';
 import { codeRow } from '../codes.js';
-import { httpGet, probeUrl, type HealthProbe } from './http.js';
+import { redactUrl } from '../redact.js';
+import { formatDuration } from '../text.js';
+import { httpGet, probeUrl, type HealthProbe, type HttpOptions } from './http.js';
 
 /** What to do when the LLM is ready but generates slowly. */
 export const SLOW_HINT = "raise LLAMA_CPP_THREADS (up to the host's cores) or lower token limits";
@@ -178,26 +180,35 @@ export function isBindFailure(lines: readonly string[]): boolean {
 }
 
 /** One `GET /health` of llama-server (its message, e.g. "Loading model", as the detail). Never throws. */
-export function probeHealth(endpoint: string, timeoutMs = 2000): Promise<HealthProbe> {
-  return probeUrl(`${endpoint}/health`, timeoutMs, (res) => {
-    let detail = res.body.trim().slice(0, 200);
-    try {
-      const json = JSON.parse(res.body) as { status?: unknown; error?: { message?: unknown } };
-      if (typeof json.error?.message === 'string') detail = json.error.message;
-      else if (typeof json.status === 'string') detail = json.status;
-    } catch {
-      // not JSON: keep the text
-    }
-    return { ok: res.status === 200, status: res.status, detail: detail || `HTTP ${res.status}` };
-  });
+export function probeHealth(
+  endpoint: string,
+  timeoutMs = 2000,
+  options: HttpOptions = {},
+): Promise<HealthProbe> {
+  return probeUrl(
+    `${endpoint}/health`,
+    timeoutMs,
+    (res) => {
+      let detail = res.body.trim().slice(0, 200);
+      try {
+        const json = JSON.parse(res.body) as { status?: unknown; error?: { message?: unknown } };
+        if (typeof json.error?.message === 'string') detail = json.error.message;
+        else if (typeof json.status === 'string') detail = json.status;
+      } catch {
+        // not JSON: keep the text
+      }
+      return { ok: res.status === 200, status: res.status, detail: detail || `HTTP ${res.status}` };
+    },
+    options,
+  );
 }
 
 export interface WaitHealthyOptions {
   timeoutMs: number;
   /** the embedded server: its exit ends the wait with its last lines */
   child?: SupervisedChild;
-  /** resolves when the wait should end early (a signal) */
-  cancel?: Promise<unknown>;
+  /** ends the wait at once, a probe in flight included (a signal to `run`) */
+  signal?: AbortSignal;
 }
 
 export type WaitHealthyResult =
@@ -213,28 +224,24 @@ export async function waitUntilHealthy(
 ): Promise<WaitHealthyResult> {
   const started = nowMs();
   const deadline = started + options.timeoutMs;
-  // an object, not a `let`: set from a callback, which flow analysis does not see
-  const state = { cancelled: false };
-  void options.cancel?.then(() => {
-    state.cancelled = true;
-  });
+  const { signal } = options;
+  const cancelled = signal ? abortedPromise(signal) : new Promise<never>(() => undefined);
   let last: HealthProbe | null = null;
   let probes = 0;
   const childExit = options.child?.exited.then(() => 'exited' as const);
   for (let attempt = 0; ; attempt++) {
-    if (state.cancelled) return { healthy: false, cancelled: true };
+    if (signal?.aborted) return { healthy: false, cancelled: true };
     if (options.child?.exit !== undefined) await childFailed(options.child);
     const left = deadline - nowMs();
     if (left <= 0) break;
-    last = await probeHealth(endpoint, Math.max(50, Math.min(2000, left)));
+    last = await probeHealth(endpoint, Math.max(50, Math.min(2000, left)), signal ? { signal } : {});
     probes++;
     if (last.ok) return { healthy: true, ms: Math.round(nowMs() - started), probes };
     // 10 ms while a small model loads (readiness is what `run` is measured by), easing off to 500 ms
     // for a large one
     const wait = Math.min(10 + attempt * 10, 500, Math.max(0, deadline - nowMs()));
-    await Promise.race([sleep(wait), childExit, options.cancel]);
+    await Promise.race([sleep(wait), childExit, cancelled]);
   }
-  const seconds = (options.timeoutMs / 1000).toFixed(options.timeoutMs % 1000 === 0 ? 0 : 1);
   const lastText = last
     ? last.status === null
       ? last.detail
@@ -242,14 +249,28 @@ export async function waitUntilHealthy(
     : 'no answer';
   throw new CodiError(
     'LLM_NOT_READY',
-    `the LLM at ${endpoint} was not healthy within ${seconds} s (last GET /health: ${lastText})`,
+    `the LLM at ${redactUrl(endpoint)} was not healthy within ${formatDuration(options.timeoutMs)} (last GET /health: ${lastText})`,
     {
       hint: options.child
         ? 'a large model on a slow disk needs longer: raise LLM_READY_TIMEOUT; the [llm] lines above show where it stopped'
         : codeRow('LLM_UNREACHABLE').hint,
-      details: { endpoint, last, tail: options.child?.tail(20) ?? [] },
+      details: { endpoint: redactUrl(endpoint), last, tail: options.child?.tail(20) ?? [] },
     },
   );
+}
+
+/** Resolves when `signal` is aborted. */
+export function abortedPromise(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    signal.addEventListener(
+      'abort',
+      () => {
+        resolve();
+      },
+      { once: true },
+    );
+  });
 }
 
 async function childFailed(child: SupervisedChild): Promise<never> {
@@ -279,9 +300,13 @@ function portErrorFromTail(tail: readonly string[]): CodiError {
   });
 }
 
-/** `GET /lora-adapters`. */
-export async function loraAdapters(endpoint: string, timeoutMs = 5000): Promise<LoraAdapterInfo[]> {
-  const res = await httpGet(`${endpoint}/lora-adapters`, timeoutMs);
+/** `GET /lora-adapters` (with LLM_API_KEY where one is set: unlike /health, it is not public). */
+export async function loraAdapters(
+  endpoint: string,
+  timeoutMs = 5000,
+  options: HttpOptions = {},
+): Promise<LoraAdapterInfo[]> {
+  const res = await httpGet(`${endpoint}/lora-adapters`, timeoutMs, options);
   if (res.status !== 200) throw new Error(`GET /lora-adapters: HTTP ${res.status} ${res.body.slice(0, 200)}`);
   const json: unknown = JSON.parse(res.body);
   if (!Array.isArray(json)) throw new Error('GET /lora-adapters did not return a list');
@@ -299,10 +324,14 @@ export async function loraAdapters(endpoint: string, timeoutMs = 5000): Promise<
  * The server must list our GGUF at scale 1: llama-server applies `--lora` adapters at scale 1 unless
  * told otherwise, so anything else means it is not serving what was verified (exit 4).
  */
-export async function requireLoraServed(endpoint: string, gguf: string): Promise<LoraAdapterInfo[]> {
+export async function requireLoraServed(
+  endpoint: string,
+  gguf: string,
+  options: HttpOptions = {},
+): Promise<LoraAdapterInfo[]> {
   let list: LoraAdapterInfo[];
   try {
-    list = await loraAdapters(endpoint);
+    list = await loraAdapters(endpoint, 5000, options);
   } catch (e) {
     throw new CodiError(
       'LLM_LORA_MISSING',

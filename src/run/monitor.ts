@@ -1,5 +1,6 @@
 /** Health checks while `run` supervises (every LLM_HEALTH_INTERVAL; the app's APP_HEALTH_URL). */
 import { nowMs } from '../clock.js';
+import { redactUrl } from '../redact.js';
 import type { RunEvent } from './context.js';
 import { probeHealthUrl } from './http.js';
 import { probeHealth } from './llama-server.js';
@@ -18,6 +19,8 @@ export class HealthMonitor {
   private healthy: boolean | null = null;
   private resolveFatal: (r: EndReason) => void = () => undefined;
   private readonly started = nowMs();
+  /** the URL as it is shown: credentials and tokens redacted */
+  private readonly shown: string;
 
   constructor(
     private readonly role: 'llm' | 'app',
@@ -30,6 +33,7 @@ export class HealthMonitor {
     this.fatal = new Promise((r) => {
       this.resolveFatal = r;
     });
+    this.shown = redactUrl(url);
     this.schedule(untilFirst ? 1000 : intervalMs);
   }
 
@@ -57,7 +61,7 @@ export class HealthMonitor {
     if (probe.ok) {
       if (this.healthy !== true) {
         const after = starting ? ` after ${((nowMs() - this.started) / 1000).toFixed(1)} s` : '';
-        this.emit({ kind: 'log', level: 'info', message: `${name} healthy${after} (${this.url})` });
+        this.emit({ kind: 'log', level: 'info', message: `${name} healthy${after} (${this.shown})` });
       }
       this.healthy = true;
       this.failures = 0;
@@ -68,7 +72,7 @@ export class HealthMonitor {
         this.emit({
           kind: 'log',
           level: 'warn',
-          message: `${name} not healthy yet after ${this.failures} s (${this.url}: ${what})`,
+          message: `${name} not healthy yet after ${this.failures} s (${this.shown}: ${what})`,
         });
       }
     } else {
@@ -77,7 +81,7 @@ export class HealthMonitor {
         this.emit({
           kind: 'log',
           level: 'warn',
-          message: `${name} unhealthy (${this.url}: ${what})${this.failAfter > 0 ? `, ${this.failures}/${this.failAfter}` : ''}`,
+          message: `${name} unhealthy (${this.shown}: ${what})${this.failAfter > 0 ? `, ${this.failures}/${this.failAfter}` : ''}`,
         });
       }
       this.healthy = false;

@@ -9,9 +9,11 @@
  * exit code 0 (a finished job is not a crash; see docs/notes-run.md).
  */
 import { nowMs } from '../clock.js';
+import { CodiError } from '../errors.js';
 import { checkAirgap, type LlmMode } from './config.js';
-import { checkApp, startApp } from './app.js';
+import { appEnvironment, checkApp, startApp } from './app.js';
 import { createContext, type RunContext, type RunOptions } from './context.js';
+import { routeText } from './egress.js';
 import { startEmbeddedLlm } from './embedded-llm.js';
 import {
   environmentFile,
@@ -20,7 +22,10 @@ import {
   type EnvironmentRecord,
   type LlmReady,
 } from './environment.js';
+import { llamaServerArgs } from './llama-server.js';
 import { connectRemoteLlm } from './remote-llm.js';
+import { checkSpawnable } from './spawn-limits.js';
+import { prepareStateDir } from './state-dir.js';
 import { stopEarly, stopLeftovers, supervise, type Ended, type RunOutcome } from './supervise.js';
 import type { StopResult } from './supervisor.js';
 
@@ -57,7 +62,9 @@ export async function runServices(options: RunOptions): Promise<RunResult> {
     durationMs: Math.round(nowMs() - started),
   });
   try {
-    announce(ctx);
+    await announce(ctx);
+    // before anything is started: finding out only when the LLM is up would waste the model load
+    await prepareStateDir(ctx.config.stateDir);
     await removeEnvironment(ctx.config);
     const llm = await startLlm(ctx);
     if (llm === null) return result(await stopEarly(ctx), null);
@@ -72,15 +79,66 @@ export async function runServices(options: RunOptions): Promise<RunResult> {
 }
 
 /** The configuration, what is wrong with where `run` runs, and settings that cannot work together. */
-function announce(ctx: RunContext): void {
+async function announce(ctx: RunContext): Promise<void> {
   ctx.report.emit({ kind: 'config', config: ctx.config });
-  if (process.pid === 1) {
+  if (ctx.init === null && process.platform === 'linux') {
     ctx.report.warn(
-      'running as PID 1 without an init: orphaned grandchildren will not be reaped',
-      'build codi-adapter with a C compiler (dist/codi-init), put tini on PATH, or start run under an init (docker run --init)',
+      process.pid === 1
+        ? "running as PID 1 without an init: orphaned grandchildren will not be reaped, and a process that leaves the app's session may outlive run"
+        : "not running under an init that adopts orphans: a process that leaves the app's session (setsid, a daemon) may outlive run",
+      'build codi-adapter with a C compiler (npm run build makes dist/codi-init), or put tini on PATH',
     );
   }
-  checkAirgap(ctx.config);
+  await checkAirgap(ctx.config);
+  checkEgress(ctx);
+  checkChildrenSpawnable(ctx);
+}
+
+/**
+ * The truth about the air gap: proxy variables stop well-behaved clients only. When the network lets
+ * this process out (a default route, a route beyond the allowlist), AIRGAP=true warns with the fix
+ * and AIRGAP=strict refuses to start.
+ */
+function checkEgress(ctx: RunContext): void {
+  const { config, egress } = ctx;
+  if (!config.airgap || (egress.known && egress.outside.length === 0)) return;
+  // a default route first: the message names it as such
+  const outside = [...egress.outside].sort(
+    (a, b) => Number(b.block.prefix === 0) - Number(a.block.prefix === 0),
+  );
+  const routes = outside.slice(0, 4).map(routeText).join('; ');
+  const more = egress.outside.length > 4 ? ` and ${egress.outside.length - 4} more` : '';
+  const what = egress.known
+    ? `the network lets this process reach beyond loopback and the allowlist (${egress.defaultRoute ? 'a default route: ' : ''}${routes}${more})`
+    : 'whether the network lets this process out cannot be told here (no /proc/net/route)';
+  if (config.airgapMode === 'strict') {
+    throw new CodiError('AIRGAP_NOT_ENFORCED', `AIRGAP=strict, and ${what}`, {
+      details: { routes: egress.outside.map(routeText) },
+    });
+  }
+  ctx.report.warn(
+    `air gap not enforced: ${what}; AIRGAP=true only gives the children proxy variables, which raw sockets, DNS and clients that ignore them pass by`,
+    'enforce it in the network: docker run --network none, an internal network whose address block is in AIRGAP_ALLOWLIST, or a Kubernetes NetworkPolicy (docs/reference.md, "The air gap"); AIRGAP=strict refuses to start until then',
+  );
+}
+
+/**
+ * What the children will be given must fit Linux's limits (an allowlist large enough to break them
+ * would otherwise be found only when llama-server or the app is spawned).
+ */
+function checkChildrenSpawnable(ctx: RunContext): void {
+  const { config } = ctx;
+  if (config.llmMode === 'embedded') {
+    const args = llamaServerArgs({
+      model: config.baseModelPath,
+      lora: '/dev/fd/3',
+      host: config.llmHost,
+      port: config.llmPort,
+      threads: config.threads,
+    });
+    checkSpawnable('llama-server', [config.llamaServerBin, ...args], ctx.childEnv);
+  }
+  if (config.app) checkSpawnable('the app', config.app.argv, appEnvironment(ctx));
 }
 
 /** The LLM as configured: embedded, remote or none; null when a signal came while starting it. */

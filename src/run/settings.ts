@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { DEFAULT_MODEL_ROOT } from '../constants.js';
 import { CodiError, ExitCode } from '../errors.js';
+import type { AllowEntry } from './airgap.js';
 
 /** The adapter served by default, below `<MODEL_MOUNT_PATH>/adapters/`. */
 export const DEFAULT_ADAPTER_ID = 'qwen15b-lora-v0.1';
@@ -36,9 +37,17 @@ export interface KindValue {
   seconds: number;
   /** an http(s) base URL ("auto"/"none": null) */
   url: string | null;
-  /** comma-separated host names (".example.com" matches its subdomains) */
-  hosts: string[];
+  /** an http(s) URL to GET, a query allowed ("none": null) */
+  probe: string | null;
+  /** comma-separated hosts, addresses and address blocks (a name matches its subdomains) */
+  hosts: AllowEntry[];
+  /** text, as given (empty: null) */
+  text: string | null;
+  /** the air gap: off, on (the guard, warning when egress is possible), or strict (refused then) */
+  airgap: AirgapMode;
 }
+
+export type AirgapMode = 'off' | 'on' | 'strict';
 export type SettingKind = keyof KindValue;
 
 /** What the settings resolved so far give a computed default. */
@@ -136,6 +145,16 @@ export const RUN_SETTINGS = [
       'an http(s) URL: use that llama.cpp server instead of starting one ("auto" or empty: embedded)',
   },
   {
+    name: 'LLM_API_KEY',
+    flag: 'llm-api-key',
+    kind: 'text',
+    default: '',
+    defaultText: 'none',
+    secret: true,
+    description:
+      'the key the LLM requires: the embedded llama-server is started with it (LLAMA_API_KEY), run sends it to a remote LLM_ENDPOINT (Authorization: Bearer), and the app gets it as LLM_API_KEY. A secret: never printed or recorded (prefer the variable: a flag shows in ps)',
+  },
+  {
     name: 'LLM_HOST',
     flag: 'llm-host',
     kind: 'host',
@@ -172,18 +191,18 @@ export const RUN_SETTINGS = [
   {
     name: 'APP_HEALTH_URL',
     flag: 'app-health-url',
-    kind: 'url',
+    kind: 'probe',
     default: 'none',
     description:
-      "the app's health URL: polled and logged (never fatal), and checked by the image's HEALTHCHECK",
+      "the app's health URL: polled and logged (never fatal), and checked by the image's HEALTHCHECK; under AIRGAP it must be loopback or allow-listed, like LLM_ENDPOINT",
   },
   {
     name: 'AIRGAP',
     flag: 'airgap',
-    kind: 'boolean',
+    kind: 'airgap',
     default: 'true',
     description:
-      'outbound guard: a remote LLM_ENDPOINT must be loopback or allow-listed, and the children get a proxy that refuses',
+      'true: LLM_ENDPOINT and APP_HEALTH_URL must be loopback or allow-listed, the children get a proxy that refuses, and run warns when the network lets anything out (a proxy is no firewall: see the reference); strict: run also refuses to start then (exit 3); false: none of it',
   },
   {
     name: 'AIRGAP_ALLOWLIST',
@@ -191,7 +210,8 @@ export const RUN_SETTINGS = [
     kind: 'hosts',
     default: '',
     defaultText: 'empty',
-    description: 'comma-separated hosts allowed when air-gapped (".example.com" allows its subdomains)',
+    description:
+      'comma-separated hosts allowed under AIRGAP, each with its subdomains (as NO_PROXY matches them), IP addresses and address blocks (10.0.0.0/24); no ports',
   },
   {
     name: 'CODI_STATE_DIR',
@@ -290,6 +310,19 @@ export function defaultText(row: SettingRow): string {
 
 const TRUE = new Set(['true', '1', 'yes', 'on']);
 const FALSE = new Set(['false', '0', 'no', 'off']);
+
+/** AIRGAP: a boolean, or `strict`. */
+export function parseAirgap(value: string, label: string): AirgapMode {
+  if (value.trim().toLowerCase() === 'strict') return 'strict';
+  const v = value.trim().toLowerCase();
+  if (TRUE.has(v)) return 'on';
+  if (FALSE.has(v)) return 'off';
+  throw settingError(
+    `${label} must be true, false or strict, got ${JSON.stringify(value)}`,
+    `use true (the guard), strict (refuse to start when the network lets anything out) or false for ${label}`,
+    label,
+  );
+}
 
 /** true/false/1/0/yes/no/on/off, any case; anything else is refused, naming where it came from. */
 export function parseBoolean(value: string, label: string): boolean {

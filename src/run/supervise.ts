@@ -6,7 +6,8 @@
  * exited or became unhealthy, 5 when the app died.
  */
 import { CodiError } from '../errors.js';
-import { stopChildren, stopOrder, type RunContext } from './context.js';
+import { formatDuration } from '../text.js';
+import { stopChildren, stopOrder, sweepLeftovers, type RunContext } from './context.js';
 import { HealthMonitor } from './monitor.js';
 import { describeExit, firstEnd, forwardedSignal, type EndReason, type StopResult } from './supervisor.js';
 
@@ -43,8 +44,12 @@ export async function stopEarly(ctx: RunContext): Promise<Ended> {
 
 /** An error thrown while starting leaves children behind: they are stopped before it is reported. */
 export async function stopLeftovers(ctx: RunContext): Promise<void> {
-  const left = stopOrder(ctx).filter((c) => c.groupAlive());
+  const children = stopOrder(ctx);
+  const left = children.filter((c) => c.groupAlive());
   if (left.length > 0) await stopChildren(ctx, left, 'SIGTERM');
+  else await sweepLeftovers(ctx);
+  // nothing of theirs may keep run alive: a process outside their groups may hold their pipes
+  await Promise.all(children.map((c) => c.release()));
 }
 
 function startMonitors(ctx: RunContext): HealthMonitor[] {
@@ -72,7 +77,7 @@ async function endOf(ctx: RunContext, end: EndReason): Promise<Ended> {
   if (end.kind === 'signal') {
     const sig = forwardedSignal(end.signal);
     report.info(
-      `received ${end.signal}: stopping ${order.map((c) => c.role).join(', then ')} (${sig}, SIGKILL after ${config.stopGraceMs / 1000} s each)`,
+      `received ${end.signal}: stopping ${order.map((c) => c.role).join(', then ')} (${sig}, SIGKILL after ${formatDuration(config.stopGraceMs)} each)`,
     );
     return { outcome: 'signal', children: await stop(sig) };
   }

@@ -3,24 +3,25 @@
  * in its own process group (so a shell's or uvicorn's own children are signalled with it), its output
  * goes to our stdout line by line behind a `[role]` prefix, and it is stopped gracefully, then by force
  * after a bounded grace period. No child outlives `run`:
- *  - `run` exits normally only after every group is gone; a last-resort `exit` hook SIGKILLs the groups
- *    of children still registered (an exception that escaped everything).
- *  - `run` SIGKILLed: nothing in `run` can act. On Linux each child is started through
- *    `setpriv --pdeathsig KILL` (util-linux; prctl(PR_SET_PDEATHSIG)), so the kernel kills it when `run`
- *    dies. That reaches the direct child only: a grandchild (e.g. a uvicorn worker) is orphaned, and
- *    llama-server has no flag of its own for this (read from the pinned source). In the container `run`
- *    runs under tini as PID 1: tini exits when `run` dies, and the kernel then kills every process of
- *    the PID namespace, grandchildren included.
- *  - PID 1: Node reaps its own children, but not orphans reparented to it. The image starts `run` under
- *    tini; started as PID 1 anyway, bin/run.js runs it again under an init that reaps (src/run/pid1.ts).
+ *  - `run` exits normally only after every group is gone and the processes left below it are swept
+ *    (src/run/descendants.ts); a last-resort `exit` hook SIGKILLs the groups of children still
+ *    registered (an exception that escaped everything).
+ *  - `run` runs under an init that is a child subreaper (src/run/init.ts): orphans are adopted and
+ *    reaped there, and if `run` is SIGKILLed the init ends everything below it.
+ *  - Each child is also started through `setpriv --pdeathsig KILL` (util-linux) where it exists, so
+ *    the kernel kills a direct child when `run` dies even without the init.
+ *  - A child's stdout and stderr are released once it is stopped: a process that holds them (a daemon
+ *    that kept the app's pipes) never keeps `run` alive.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { CodiError, environmentError } from '../errors.js';
 import { nowMs } from '../clock.js';
+import { isLive, processTable } from './descendants.js';
 import { findExecutable } from './executable.js';
+import { spawnTooLarge } from './spawn-limits.js';
 
 export interface ChildExit {
   code: number | null;
@@ -39,6 +40,8 @@ export interface ChildSpec {
   cwd?: string;
   /** a command prefix that makes the child die with us (see `parentDeathWrapper`), or null */
   wrapper?: readonly string[] | null;
+  /** open descriptors the child gets as fd 3, 4, … (a proven GGUF llama-server reads as /dev/fd/3) */
+  fds?: readonly number[];
 }
 
 export interface StopResult {
@@ -72,6 +75,7 @@ export class SupervisedChild {
   /** resolves when its stdout and stderr are closed (or shortly after exit, if a grandchild holds them) */
   readonly drained: Promise<void>;
   private readonly lines: string[] = [];
+  private readonly streams: Readable[] = [];
 
   private constructor(
     readonly role: string,
@@ -93,6 +97,7 @@ export class SupervisedChild {
     });
     for (const stream of [proc.stdout, proc.stderr]) {
       if (!stream) continue;
+      this.streams.push(stream);
       open++;
       const decoder = new StringDecoder('utf8');
       let partial = '';
@@ -134,11 +139,15 @@ export class SupervisedChild {
         // detached: setsid(), so the child leads its own process group and session: we signal the
         // whole group, and a Ctrl-C on the terminal reaches only us (we stop the children in order)
         detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe', ...(spec.fds ?? [])],
       });
       // kept for the child's lifetime: a later 'error' (a failed kill) without a listener would throw
-      proc.on('error', (e) => {
-        reject(environmentError(e, file, 'executed'));
+      proc.on('error', (e: NodeJS.ErrnoException) => {
+        reject(
+          e.code === 'E2BIG'
+            ? spawnTooLarge(spec.role, argv, spec.env)
+            : environmentError(e, file, 'executed'),
+        );
       });
       proc.once('spawn', () => {
         if (proc.pid === undefined) {
@@ -200,7 +209,18 @@ export class SupervisedChild {
       }
     }
     if (this.exit !== undefined) live.delete(this);
+    await this.release();
     return { role: this.role, pid: this.pid, exit: this.exit ?? null, forced, alreadyExited };
+  }
+
+  /**
+   * Lets go of the child's stdout and stderr once what is in them has been read (or after a short
+   * bound): a process outside the group may hold the pipes open forever, and an open pipe would keep
+   * `run` alive.
+   */
+  async release(): Promise<void> {
+    await Promise.race([this.drained, sleep(300)]);
+    for (const stream of this.streams) stream.destroy();
   }
 
   /** SIGKILL now, without a grace period (a second Ctrl-C). */
@@ -252,11 +272,12 @@ export async function stopInOrder(
   trap: SignalTrap | null,
   onStop: (child: SupervisedChild, result: StopResult) => void = () => undefined,
 ): Promise<StopResult[]> {
+  // a second signal, whenever it came (even while a health probe was in flight, before this began),
+  // means "now": what is left is killed without a grace period
   let hurry = false;
-  const seen = trap?.count ?? 0;
   const results: StopResult[] = [];
   for (const child of children) {
-    hurry ||= (trap?.count ?? 0) > seen;
+    hurry ||= (trap?.count ?? 0) >= 2;
     let result: StopResult;
     if (hurry) {
       result = await child.kill();
@@ -283,12 +304,16 @@ export class SignalTrap {
   signal: NodeJS.Signals | null = null;
   count = 0;
   readonly received: Promise<NodeJS.Signals>;
+  /** aborted by the first signal: what is under way (a health probe, a conversion) ends at once */
+  readonly stopping: AbortSignal;
+  private readonly abort = new AbortController();
   private resolveFirst: (sig: NodeJS.Signals) => void = () => undefined;
   private waiters: ((sig: NodeJS.Signals) => void)[] = [];
   private readonly handler = (sig: NodeJS.Signals): void => {
     this.count++;
     if (this.signal === null) {
       this.signal = sig;
+      this.abort.abort(new Error(`stopped by ${sig}`));
       this.resolveFirst(sig);
       return;
     }
@@ -301,6 +326,7 @@ export class SignalTrap {
     this.received = new Promise((r) => {
       this.resolveFirst = r;
     });
+    this.stopping = this.abort.signal;
     for (const s of signals) process.on(s, this.handler);
   }
 
@@ -343,25 +369,10 @@ export function parentDeathWrapper(env: NodeJS.ProcessEnv = process.env): Promis
   return wrapper;
 }
 
-/** Linux: a non-zombie process in group `pgid`, read from /proc (fields after the command name). */
+/** Linux: a non-zombie process in group `pgid`, read from /proc. */
 function groupHasLiveMember(pgid: number): boolean {
-  let names: string[];
-  try {
-    names = readdirSync('/proc');
-  } catch {
-    return true;
-  }
-  for (const name of names) {
-    if (name.charCodeAt(0) < 48 || name.charCodeAt(0) > 57) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') return true;
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return false;
+  const table = processTable();
+  return table === null || table.some((p) => p.pgid === pgid && isLive(p));
 }
 
 export function describeExit(exit: ChildExit | null | undefined): string {

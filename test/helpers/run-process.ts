@@ -174,3 +174,34 @@ export async function waitGone(pids: readonly number[], ms = 5000): Promise<numb
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * Live processes whose command line or environment mentions `text` (a test's folder: every process a
+ * `run` started inherits its CODI_STATE_DIR), waited for up to `waitMs` to go.
+ */
+export async function processesLeft(
+  text: string,
+  waitMs = 2000,
+): Promise<{ pid: number; cmdline: string }[]> {
+  const scan = (): { pid: number; cmdline: string }[] => {
+    const found: { pid: number; cmdline: string }[] = [];
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/u.test(name) || Number(name) === process.pid) continue;
+      try {
+        const cmdline = readFileSync(`/proc/${name}/cmdline`, 'utf8').replace(/\0/gu, ' ');
+        const environ = readFileSync(`/proc/${name}/environ`, 'utf8');
+        if ((cmdline.includes(text) || environ.includes(text)) && alive(Number(name)))
+          found.push({ pid: Number(name), cmdline });
+      } catch {
+        // gone meanwhile, or not ours to read
+      }
+    }
+    return found;
+  };
+  let left = scan();
+  for (let waited = 0; waited < waitMs && left.length > 0; waited += 50) {
+    await new Promise((r) => setTimeout(r, 50));
+    left = scan();
+  }
+  return left;
+}

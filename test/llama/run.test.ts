@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, generateKeyPairSync } from 'node:crypto';
-import { chmod, cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -181,9 +181,8 @@ describe('run, embedded llama-server', () => {
     expect(environment.ruleset.version).toBe('2026.11.0');
     expect(environment.base_model).toEqual({ id: 'tiny-qwen2', path: join(root, 'base/tiny-qwen2.gguf') });
     expect(environment.llm.llama_server.version).toMatch(/^version: \S+ \(build \d+, commit [0-9a-f]+\)/u);
-    expect(environment.llm.lora_adapters).toEqual([
-      expect.objectContaining({ path: environment.adapter.gguf, scale: 1 }),
-    ]);
+    // llama-server reads the GGUF run proved through the descriptor run gave it
+    expect(environment.llm.lora_adapters).toEqual([expect.objectContaining({ path: '/dev/fd/3', scale: 1 })]);
     expect(environment.settings.LLM_PORT).toBe(env.LLM_PORT);
     expect(environment.settings.LLAMA_CPP_THREADS).toBe('2');
     expect(Object.keys(environment.settings)).toContain('AIRGAP_ALLOWLIST');
@@ -592,12 +591,73 @@ describe('run, other modes', () => {
     }
   }, 120_000);
 
+  it('never serves a tampered cache entry: the alpha changed in the volume’s GGUF is found, reported and rebuilt', async () => {
+    const cacheDir = join(root, 'adapters/.gguf-cache');
+    const first = await baseEnv({ CODI_GGUF_CACHE: undefined });
+    const r1 = start({ ...first, APP_COMMAND: `node ${APP} exit 0 ${join(root, 'tamper-1.json')}` });
+    expect((await r1.exited).code, r1.stderr()).toBe(0);
+    const env1 = await readJson<EnvironmentJson>(join(first.CODI_STATE_DIR ?? '', 'environment.json'));
+    expect(env1.adapter.gguf.startsWith(`${cacheDir}/`)).toBe(true);
+    const pristine = await readFile(env1.adapter.gguf);
+
+    // the same adapter converted with another alpha: its f32 value (after the key and its type) doubled
+    const key = Buffer.from('adapter.lora.alpha');
+    expect(pristine.indexOf(key)).toBeGreaterThan(0);
+    const at = pristine.indexOf(key) + key.length + 4;
+    const tampered = Buffer.from(pristine);
+    tampered.writeFloatLE(pristine.readFloatLE(at) * 2, at);
+    await writeFile(env1.adapter.gguf, tampered);
+
+    const second = await baseEnv({ CODI_GGUF_CACHE: undefined });
+    const record = join(root, 'tamper-2.json');
+    const r2 = start({ ...second, APP_COMMAND: `node ${APP} exit 0 ${record}` });
+    expect((await r2.exited).code, r2.stderr()).toBe(0);
+    const out = `${r2.stdout()}${r2.stderr()}`;
+    expect(out).toMatch(/GGUF_CACHE_TAMPERED: the cached GGUF .* is not this adapter's conversion/u);
+    expect(out).not.toMatch(/GGUF from cache/u);
+    const env2 = await readJson<
+      EnvironmentJson & { adapter: { gguf_cached: boolean; findings: { code: string }[] } }
+    >(join(second.CODI_STATE_DIR ?? '', 'environment.json'));
+    expect(env2.adapter).toMatchObject({
+      gguf: env1.adapter.gguf,
+      gguf_cached: false,
+      checksum_verified: true,
+    });
+    // (the example adapter records no base: BASE_UNRECORDED is beside the point here)
+    expect(env2.adapter.findings.map((f) => f.code).filter((c) => c !== 'BASE_UNRECORDED')).toEqual([
+      'GGUF_CACHE_TAMPERED',
+    ]);
+    // rebuilt in place, byte for byte the conversion, and the app was served
+    expect(Buffer.compare(await readFile(env1.adapter.gguf), pristine)).toBe(0);
+    expect((await readJson<AppRecord>(record)).completion?.status).toBe(200);
+  }, 180_000);
+
+  it('writes no .gguf-cache beside an adapter outside MODEL_MOUNT_PATH: the state directory’s cache instead', async () => {
+    const elsewhere = join(root, 'elsewhere');
+    await cp(join(root, 'adapters', ADAPTER), join(elsewhere, ADAPTER), { recursive: true });
+    // MODEL_MOUNT_PATH is a volume of its own, which the adapter is not on
+    const volume = join(root, 'volume');
+    await mkdir(volume, { recursive: true });
+    const env = await baseEnv({
+      MODEL_MOUNT_PATH: volume,
+      ADAPTER_PATH: join(elsewhere, ADAPTER),
+      BASE_MODEL_PATH: join(root, 'base/tiny-qwen2.gguf'),
+      CODI_GGUF_CACHE: undefined,
+    });
+    const r = start({ ...env, APP_COMMAND: `node ${APP} exit 0 ${join(root, 'elsewhere.json')}` });
+    expect((await r.exited).code, r.stderr()).toBe(0);
+    const environment = await readJson<EnvironmentJson>(join(env.CODI_STATE_DIR ?? '', 'environment.json'));
+    expect(environment.adapter.gguf.startsWith(join(env.CODI_STATE_DIR ?? '', 'gguf-cache/'))).toBe(true);
+    await expect(readdir(elsewhere)).resolves.toEqual([ADAPTER]);
+    await expect(readdir(volume)).resolves.toEqual([]);
+  }, 120_000);
+
   it('exits 3 naming both variables for a remote endpoint that is not allow-listed', async () => {
     const r = start(await baseEnv({ LLM_ENDPOINT: 'http://llm.internal.example.com:8081', AIRGAP: 'true' }));
     const exit = await r.exited;
     expect(exit.code).toBe(3);
     expect(r.stderr()).toMatch(
-      /AIRGAP_BLOCKED: LLM_ENDPOINT http:\/\/llm.internal.example.com:8081 is not loopback/u,
+      /AIRGAP_BLOCKED: LLM_ENDPOINT http:\/\/llm.internal.example.com:8081 is not allowed under AIRGAP: llm.internal.example.com is not loopback/u,
     );
     expect(r.stderr()).toMatch(/AIRGAP_ALLOWLIST/u);
   }, 60_000);

@@ -28,10 +28,14 @@ describe("run's command line (the one parser, with run's flags from the settings
   });
 
   it('reads a boolean flag given a value, spelled as its variable would be', () => {
-    expect(parseRunArgv(['--airgap=false', '--llm-enabled=YES']).flags).toEqual({
-      airgap: false,
-      'llm-enabled': true,
-    });
+    expect(parseRunArgv(['--llm-enabled=YES']).flags).toEqual({ 'llm-enabled': true });
+  });
+
+  it('passes --airgap=<value> on for its setting to read (true, false or strict)', () => {
+    expect(parseRunArgv(['--airgap=strict']).flags).toEqual({ airgap: 'strict' });
+    expect(parseRunArgv(['--airgap=false']).flags).toEqual({ airgap: 'false' });
+    expect(parseRunArgv(['--airgap']).flags).toEqual({ airgap: true });
+    expect(parseRunArgv(['--no-airgap']).flags).toEqual({ airgap: false });
   });
 
   it('keeps a value that starts with dashes when given with =', () => {
@@ -42,7 +46,7 @@ describe("run's command line (the one parser, with run's flags from the settings
     [['--bogus'], /Nonexistent flag: --bogus/],
     [['--llm-port'], /--llm-port expects a value/],
     [['serve'], /Unexpected argument: serve/],
-    [['--airgap=maybe'], /--airgap must be true or false, got "maybe"/],
+    [['--llm-enabled=maybe'], /--llm-enabled must be true or false, got "maybe"/],
     [['--no-airgap=false'], /Nonexistent flag: --no-airgap/],
     [['--no-llm-port'], /Nonexistent flag/],
   ])('refuses %j as a usage error (exit 2)', (argv, message) => {
