@@ -7,16 +7,7 @@
  */
 import type { EarlyHash } from '../checksum.js';
 import { VERSION } from '../version.js';
-import {
-  colourFor,
-  finishError,
-  finishOclif,
-  finishText,
-  guardPipes,
-  Outcome,
-  stdoutGone,
-  usageError,
-} from './finish.js';
+import { colourFor, finishError, finishOclif, finishText, guardPipes, Outcome, stdoutGone } from './finish.js';
 import type { CommandEntry } from './registry.js';
 
 /** What bin/run.js gives the front door: how to load oclif, and the file oclif finds the package from. */
@@ -39,8 +30,8 @@ export async function main(argv: readonly string[], launcher: Launcher): Promise
     await viaOclif(argv, launcher);
   } else if (entry === undefined) {
     const json = argv.includes('--json');
-    await colourFor(argv);
-    finishError(
+    const [{ usageError }] = await Promise.all([import('../errors.js'), colourFor(argv)]);
+    await finishError(
       usageError(
         `command ${name} not found`,
         `the commands are ${Object.keys(COMMANDS).join(', ')}; see codi-adapter --help`,
@@ -65,7 +56,7 @@ async function viaOclif(argv: readonly string[], launcher: Launcher): Promise<vo
     await Promise.race([flush(), stdoutGone]);
   } catch (err) {
     await colourFor(argv);
-    finishOclif(err, argv.includes('--json'));
+    await finishOclif(err, argv.includes('--json'));
   }
 }
 
@@ -78,7 +69,7 @@ export async function runCommand(name: string, entry: CommandEntry, argv: readon
     parsed = parseCommandLine(entry.spec, argv, process.env);
   } catch (err) {
     await colourFor(argv);
-    finishError(err, argv.includes('--json'));
+    await finishError(err, argv.includes('--json'));
     return;
   }
   const dir = entry.earlyHash === undefined ? undefined : parsed.args[entry.earlyHash];
@@ -93,7 +84,7 @@ export async function runCommand(name: string, entry: CommandEntry, argv: readon
     outcome.done(await command(parsed, outcome.io, { argv, earlyHash }));
   } catch (err) {
     earlyHash?.hash.cancel();
-    outcome.fail(err);
+    await outcome.fail(err);
   }
 }
 
