@@ -7,7 +7,15 @@
  */
 import type { EarlyHash } from '../checksum.js';
 import { VERSION } from '../version.js';
-import { colourFor, finishError, finishOclif, finishText, guardPipes, Outcome, stdoutGone } from './finish.js';
+import {
+  colourFor,
+  finishError,
+  finishOclif,
+  finishText,
+  guardPipes,
+  Outcome,
+  stdoutGone,
+} from './finish.js';
 import type { CommandEntry } from './registry.js';
 
 /** What bin/run.js gives the front door: how to load oclif, and the file oclif finds the package from. */
