@@ -4,6 +4,7 @@
  * a test fails while a file differs from what `GENERATED` renders. A new generated part is one row.
  */
 import { ALL_CODES, codeRow } from './codes.js';
+import { CONFIG_MAP_FILE, configMapYaml, DOCKERFILE, imageEnv } from './kubernetes.js';
 import { defaultText, RUN_SETTINGS } from './run/settings.js';
 
 export interface GeneratedPart {
@@ -16,6 +17,20 @@ export interface GeneratedPart {
 export const GENERATED: readonly GeneratedPart[] = [
   { file: 'README.md', name: 'settings', render: settingsTable },
   { file: 'README.md', name: 'codes', render: codesTable },
+];
+
+/** A whole file written from the code; `read` gives another file of the repository. */
+export interface GeneratedFile {
+  /** relative to the repository */
+  readonly file: string;
+  readonly render: (read: (file: string) => string) => string;
+}
+
+export const GENERATED_FILES: readonly GeneratedFile[] = [
+  {
+    file: CONFIG_MAP_FILE,
+    render: (read) => configMapYaml(RUN_SETTINGS, imageEnv(read(DOCKERFILE))),
+  },
 ];
 
 /** `text` with every part of `GENERATED` that belongs to `file` rewritten between its markers. */

@@ -41,7 +41,7 @@ export function userCan(st: Owned, need: number, user: RuntimeUser): boolean {
   return (bits & need) === need;
 }
 
-function describeAccess(
+export function describeAccess(
   path: string,
   st: Owned,
   kind: AccessProblem['kind'],
@@ -139,7 +139,7 @@ export function unreadableError(
     `UID ${user.uid} (the runtime user) cannot ${verb} ${shown}${more}`,
     {
       file: dir,
-      hint: `${fix} — ${notMountedHint(root, id)}`,
+      hint: `${fix} — ${notMountedHint(root, id, user)}`,
       details: { problems },
     },
   );

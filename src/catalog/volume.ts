@@ -26,9 +26,12 @@ export interface RuntimeUser {
 /** The user the complete container runs as: every adapter on the volume must be readable by it. */
 export const RUNTIME_USER: RuntimeUser = { uid: 1000, gid: 1000 };
 
-/** The resolution printed with `Adapter Status: not_mounted` (the README's troubleshooting table). */
-export function notMountedHint(root: string, id?: string): string {
-  return `mount the host folder at ${join(root, ADAPTERS_DIR, id ?? '<id>')}, readable by UID ${RUNTIME_USER.uid}`;
+/**
+ * The resolution printed with `Adapter Status: not_mounted` (the README's troubleshooting table);
+ * `user` is who must read it (run names the user it runs as).
+ */
+export function notMountedHint(root: string, id?: string, user: RuntimeUser = RUNTIME_USER): string {
+  return `mount the host folder at ${join(root, ADAPTERS_DIR, id ?? '<id>')}, readable by UID ${user.uid}`;
 }
 
 /** The adapter status an error from the catalog stands for. */

@@ -155,7 +155,8 @@ export const COMMAND_CODES = {
     level: error,
     exit: ENVIRONMENT,
     check: null,
-    summary: 'UID 1000, the runtime user, cannot read the adapter or reach it',
+    summary:
+      'UID 1000, the runtime user (for run: the user it runs as), cannot read the adapter or reach it: Adapter Status: not_mounted',
   },
   ADAPTER_BEING_REPLACED: {
     level: error,
@@ -366,6 +367,13 @@ export const COMMAND_CODES = {
     exit: ENVIRONMENT,
     check: null,
     summary: 'BASE_MODEL_PATH is not a file',
+  },
+  BASE_MODEL_UNREADABLE: {
+    level: error,
+    exit: ENVIRONMENT,
+    check: null,
+    summary:
+      'the user run runs as (UID 1000 in the image) cannot read BASE_MODEL_PATH or pass a folder on its way',
   },
   BASE_MODEL_MISMATCH: {
     level: error,

@@ -98,6 +98,9 @@ async function convertReporting(
         status: 'invalid',
         reason: `${errors.length || 1} error${errors.length > 1 ? 's' : ''}: ${codes}`,
       });
+    } else if (isCodiError(e) && e.code === 'PATH_INACCESSIBLE') {
+      // made unreadable after step 1 looked: still an adapter this user cannot read
+      ctx.report.emit({ kind: 'adapter-status', status: 'not_mounted', reason: e.message });
     }
     throw e;
   }

@@ -66,6 +66,11 @@ export interface SettingRow {
   readonly unit?: string;
   /** shown in --help and the README table */
   readonly description: string;
+  /**
+   * its value is a secret: never printed nor recorded (`***` where it is set), though the children
+   * that need it get it
+   */
+  readonly secret?: boolean;
 }
 
 export const RUN_SETTINGS = [

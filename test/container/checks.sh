@@ -16,6 +16,8 @@ MAIN_CHECKS=(
   healthcheck_command
   llm_health
   llm_completion
+  llm_models
+  llm_completion_by_adapter
   app_healthz
   app_llm_route
   uid_1000
@@ -23,6 +25,8 @@ MAIN_CHECKS=(
   old_mount_entry_point
 )
 OWN_CHECKS=(
+  reload_second_adapter
+  airgap_enforced
   unreadable_adapter
   missing_adapter
   broken_adapter
@@ -30,6 +34,9 @@ OWN_CHECKS=(
 )
 
 PROMPT='def fibonacci(n):'
+BASE_ID=tiny-qwen2
+ADAPTER_ID=tiny-qwen2-lora
+SECOND_ID=tiny-qwen2-lora-second
 
 check_image_healthcheck() {
   local test
@@ -160,7 +167,11 @@ expect_run() {
 
 check_unreadable_adapter() {
   run_once unreadable 120 "${run_args[@]}" -e ADAPTER_PATH=/models/adapters/unreadable-lora
-  expect_run unreadable_adapter 3 'Adapter Status: not_mounted'
+  if ! grep -q 'chown -R 1000:1000 /models/adapters/unreadable-lora' <<<"$run_output"; then
+    fail unreadable_adapter "exit $run_status: no hint to chown the folder to UID 1000; it says: $(grep -m 1 -E '✖|Adapter Status' <<<"$run_output" || tail -n 1 <<<"$run_output")"
+    return
+  fi
+  expect_run unreadable_adapter 3 'Adapter Status: not_mounted \(UID 1000 .*cannot read /models/adapters/unreadable-lora'
 }
 
 check_missing_adapter() {
@@ -176,6 +187,92 @@ check_broken_adapter() {
 check_missing_base_model() {
   run_once missing-base 120 "${run_args[@]}" -e "ADAPTER_PATH=$ADAPTER" -e BASE_MODEL_PATH=/models/base/not-there.gguf
   expect_run missing_base_model 3 'BASE_MODEL_PATH /models/base/not-there.gguf does not exist'
+}
+
+# model_ids NAME: sets ids to what GET :8081/v1/models lists in container NAME (sorted, comma-separated;
+# empty unless 200), and http_status and http_body
+model_ids() {
+  ids=""
+  http GET "http://$(host_port "$1" 8081)/v1/models"
+  if [ "$http_status" = 200 ]; then
+    ids="$(json '(j.data ?? []).map((m) => m.id).sort().join(",")' <<<"$http_body" || true)"
+  fi
+}
+
+check_llm_models() {
+  local ids
+  model_ids main
+  if [ "$http_status" = 200 ] && [ "$ids" = "$BASE_ID,$ADAPTER_ID" ]; then
+    pass llm_models "GET :8081/v1/models 200: $ids"
+  else
+    fail llm_models "GET :8081/v1/models: $http_status, ids '$ids' (want $BASE_ID,$ADAPTER_ID) ${http_body:0:300} $http_error"
+  fi
+}
+
+check_llm_completion_by_adapter() {
+  http POST "http://$(host_port main 8081)/v1/completions" \
+    "{\"model\": \"$ADAPTER_ID\", \"prompt\": \"$PROMPT\", \"max_tokens\": 8, \"temperature\": 0}"
+  local text
+  text="$(json 'j.choices?.[0]?.text ?? null' <<<"$http_body" || echo null)"
+  if [ "$http_status" = 200 ] && [ "$text" != null ]; then
+    pass llm_completion_by_adapter "POST :8081/v1/completions model=$ADAPTER_ID 200: $(json 'JSON.stringify(j.choices[0].text)' <<<"$http_body")"
+  else
+    fail llm_completion_by_adapter "POST :8081/v1/completions model=$ADAPTER_ID: $http_status ${http_body:0:300} $http_error"
+  fi
+}
+
+# A container serving every adapter of the catalog (ADAPTERS=all); a second adapter mounted on the
+# host, then `codi-adapter reload` inside: /v1/models lists both, and the container never restarted.
+check_reload_second_adapter() {
+  local t0 ids deadline out status=0 restarts
+  t0="$(now_ms)"
+  if ! start reload "${run_args[@]}" -e ADAPTERS=all -e "ADAPTER_PATH=$ADAPTER" -p 8000 -p 8081 \
+    || ! wait_healthy reload 240 "$t0"; then
+    fail reload_second_adapter "the container serving ADAPTERS=all did not become healthy: $(podman logs --tail 5 "$(cname reload)" 2>&1 | tr '\n' ' ')"
+    return
+  fi
+  model_ids reload
+  if [[ ",$ids," == *",$SECOND_ID,"* ]]; then
+    fail reload_second_adapter "$SECOND_ID is served before it was mounted: $ids"
+    return
+  fi
+  host_cli mount examples/adapters/tiny-qwen2-lora --root "$MODELS" --id "$SECOND_ID" \
+    --base "$MODELS/base/tiny-qwen2.gguf" --no-color >"$SCAFFOLD/logs/mount-second.log" 2>&1 \
+    || { fail reload_second_adapter "codi-adapter mount --id $SECOND_ID failed: $(tail -n 3 "$SCAFFOLD/logs/mount-second.log" | tr '\n' ' ')"; return; }
+  out="$(in_container reload codi-adapter reload 2>&1)" || status=$?
+  if [ "$status" -ne 0 ]; then
+    fail reload_second_adapter "podman exec … codi-adapter reload: exit $status: $(tr '\n' ' ' <<<"$out")"
+    return
+  fi
+  deadline=$(($(date +%s) + 120))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    model_ids reload
+    if [[ ",$ids," == *",$ADAPTER_ID,"* ]] && [[ ",$ids," == *",$SECOND_ID,"* ]]; then break; fi
+    sleep 1
+  done
+  restarts="$(podman inspect --format '{{.RestartCount}}' "$(cname reload)" 2>/dev/null || echo '?')"
+  if [[ ",$ids," == *",$ADAPTER_ID,"* ]] && [[ ",$ids," == *",$SECOND_ID,"* ]] && [ "$restarts" = 0 ]; then
+    pass reload_second_adapter "codi-adapter reload: exit 0; GET :8081/v1/models: $ids; restarts: $restarts"
+  else
+    fail reload_second_adapter "after codi-adapter reload, /v1/models: $http_status '$ids' (want $ADAPTER_ID and $SECOND_ID); restarts: $restarts; reload said: $(tr '\n' ' ' <<<"$out")"
+  fi
+}
+
+# --network none: no interface but loopback, and run records the air gap as enforced
+check_airgap_enforced() {
+  local t0 enforced
+  t0="$(now_ms)"
+  if ! start airgap "${run_args[@]}" --network none -e "ADAPTER_PATH=$ADAPTER" \
+    || ! wait_healthy airgap 240 "$t0"; then
+    fail airgap_enforced "the container with --network none did not become healthy: $(podman logs --tail 5 "$(cname airgap)" 2>&1 | tr '\n' ' ')"
+    return
+  fi
+  enforced="$(in_container airgap cat /tmp/codi-adapter/environment.json | json 'j.airgap?.enforced ?? null' || echo '?')"
+  if [ "$enforced" = true ]; then
+    pass airgap_enforced "--network none: environment.json records airgap.enforced: true"
+  else
+    fail airgap_enforced "--network none: environment.json records airgap.enforced: $enforced (want true)"
+  fi
 }
 
 check_graceful_stop() {

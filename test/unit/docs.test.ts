@@ -3,7 +3,14 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ALL_CODES } from '../../src/codes.js';
-import { codesTable, GENERATED, replaceBetween, settingsTable, withGeneratedParts } from '../../src/docs.js';
+import {
+  codesTable,
+  GENERATED,
+  GENERATED_FILES,
+  replaceBetween,
+  settingsTable,
+  withGeneratedParts,
+} from '../../src/docs.js';
 import { RUN_SETTINGS } from '../../src/run/settings.js';
 
 const REPO = new URL('../../', import.meta.url);
@@ -14,6 +21,14 @@ describe('generated parts of the docs', () => {
     (file) => {
       const text = readFileSync(new URL(file, REPO), 'utf8');
       expect(text).toBe(withGeneratedParts(file, text));
+    },
+  );
+
+  it.each(GENERATED_FILES.map((g) => [g.file, g] as const))(
+    '%s is what the code writes (npm run docs)',
+    (_, g) => {
+      const read = (file: string): string => readFileSync(new URL(file, REPO), 'utf8');
+      expect(read(g.file)).toBe(g.render(read));
     },
   );
 
