@@ -6,7 +6,6 @@
 // weights (read-and-write floor). Conversion work = convert wall − start-up.
 // Targets, f32 and f16 output: work ≤ 4× cp, peak RSS ≤ 150 MiB.
 // Usage: node bench/convert.js [--trials 5] [--keep]
-import { spawnSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +16,7 @@ import {
   BIN,
   compare,
   measure,
-  median,
+  printTracePhases,
   qwen15bAdapterSpec,
   requireBuilt,
   verdict,
@@ -35,6 +34,7 @@ const base = join(root, 'qwen2.5-1.5b-shapes.gguf');
 console.log(`generating the adapter and a sparse base in ${root}`);
 await writePeftAdapter(adapter, await qwen15bAdapterSpec('qwen15b-lora-bench'));
 
+// the base: real Qwen2.5-1.5B tensor shapes (ggml ne order), F16 2-D weights, tied embeddings
 await writeQwen15bShapesBase(base);
 
 const weights = join(adapter, 'adapter_model.safetensors');
@@ -78,32 +78,7 @@ const faultMicros = ((performance.now() - touchStart) * 1000) / (fresh.length / 
 console.log(
   `where the time goes: CODI_TRACE=1 phases of convert --outtype f32, medians of ${trials} runs; a page touched for the first time costs ${faultMicros.toFixed(1)} µs here`,
 );
-const traces = [];
-for (let i = 0; i < trials; i++) {
-  const r = spawnSync(process.execPath, [BIN, 'convert', adapter, '--base', base, '--out', out('f32')], {
-    encoding: 'utf8',
-    env: { ...process.env, CODI_TRACE: '1' },
-  });
-  traces.push(
-    [...r.stderr.matchAll(/^\[trace\]\s+([\d.]+) ms\s+(\d+) faults {2}(.*)$/gmu)].map((m) => [
-      m[3],
-      Number(m[1]),
-      Number(m[2]),
-    ]),
-  );
-}
-const labels = traces[0].map(([label]) => label);
-let previous = 0;
-let previousFaults = 0;
-for (const [i, label] of labels.entries()) {
-  const at = median(traces.map((t) => t[i]?.[1] ?? NaN));
-  const faults = median(traces.map((t) => t[i]?.[2] ?? NaN));
-  console.log(
-    `  ${at.toFixed(0).padStart(5)} ms (+${(at - previous).toFixed(0).padStart(3)})  ${String(faults).padStart(5)} page faults (+${String(faults - previousFaults).padStart(4)})  ${label.slice(0, 80)}`,
-  );
-  previous = at;
-  previousFaults = faults;
-}
+printTracePhases([BIN, 'convert', adapter, '--base', base, '--out', out('f32')], trials);
 console.log(
   `  (node itself starts in ~${(res.version.wall * 1000).toFixed(0)} ms with --version; the rest is the process ending)`,
 );

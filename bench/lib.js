@@ -102,16 +102,14 @@ export async function qwen15bAdapterSpec(id, extra = {}) {
 }
 
 /**
- * A base GGUF of Qwen2.5-1.5B's real tensor shapes (ggml ne order, F16 2-D weights, tied embeddings)
- * whose data is a sparse hole (convert reads only its header), with a byte-level BPE vocabulary of
- * the real size in its header (151,936 tokens, 151,387 merges): the base reader must walk it.
+ * A Qwen2 base GGUF of real shapes whose tensor data is a sparse hole (only its header is read by
+ * convert), with a byte-level BPE vocabulary of the real size in its header (the base reader walks
+ * it): `dims` as QWEN15B_DIMS, plus `heads`, `kvHeads`, `vocab`, `merges` and `tied`.
  */
-export async function writeQwen15bShapesBase(path) {
+export async function writeSparseQwen2Base(path, name, dims) {
   const { GgmlType, gv } = await import('../dist/formats/ggml-types.js');
   const { GgufWriter } = await import('../dist/files/gguf-writer.js');
-  const dims = QWEN15B_DIMS;
-  const vocab = 151936;
-  const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, vocab], type: GgmlType.F16 }];
+  const tensors = [{ name: 'token_embd.weight', ne: [dims.hidden, dims.vocab], type: GgmlType.F16 }];
   for (let l = 0; l < dims.layers; l++) {
     const b = `blk.${l}`;
     tensors.push(
@@ -130,29 +128,76 @@ export async function writeQwen15bShapesBase(path) {
     );
   }
   tensors.push({ name: 'output_norm.weight', ne: [dims.hidden], type: GgmlType.F32 });
-  const tokens = Array.from({ length: vocab }, (_, i) =>
+  if (!dims.tied) tensors.push({ name: 'output.weight', ne: [dims.hidden, dims.vocab], type: GgmlType.F16 });
+  // tokens and merges of typical lengths
+  const tokens = Array.from({ length: dims.vocab }, (_, i) =>
     i < 256 ? `<0x${i.toString(16)}>` : `Ġ${i.toString(36)}er`,
   );
-  const merges = Array.from({ length: 151387 }, (_, i) => `Ġ${i.toString(36)} er`);
+  const merges = Array.from({ length: dims.merges }, (_, i) => `Ġ${i.toString(36)} er`);
   const writer = await GgufWriter.create(path, {
     metadata: [
       ['general.architecture', gv.str('qwen2')],
-      ['general.name', gv.str('Qwen2.5 1.5B shapes (sparse)')],
+      ['general.name', gv.str(name)],
       ['qwen2.block_count', gv.u32(dims.layers)],
       ['qwen2.embedding_length', gv.u32(dims.hidden)],
       ['qwen2.feed_forward_length', gv.u32(dims.intermediate)],
-      ['qwen2.attention.head_count', gv.u32(12)],
-      ['qwen2.attention.head_count_kv', gv.u32(2)],
+      ['qwen2.attention.head_count', gv.u32(dims.heads)],
+      ['qwen2.attention.head_count_kv', gv.u32(dims.kvHeads)],
       ['tokenizer.ggml.model', gv.str('gpt2')],
       ['tokenizer.ggml.pre', gv.str('qwen2')],
       ['tokenizer.ggml.tokens', gv.strings(tokens)],
-      ['tokenizer.ggml.token_type', gv.i32s(new Int32Array(vocab).fill(1))],
+      ['tokenizer.ggml.token_type', gv.i32s(new Int32Array(dims.vocab).fill(1))],
       ['tokenizer.ggml.merges', gv.strings(merges)],
     ],
     tensors,
   });
   for (const t of tensors) await writer.skipTensor(t.name);
   await writer.finish();
+}
+
+/** Qwen2.5-1.5B's real shapes with tied embeddings, its vocabulary and merges: writeSparseQwen2Base. */
+export function writeQwen15bShapesBase(path) {
+  return writeSparseQwen2Base(path, 'Qwen2.5 1.5B shapes (sparse)', {
+    ...QWEN15B_DIMS,
+    heads: 12,
+    kvHeads: 2,
+    vocab: 151936,
+    merges: 151387,
+    tied: true,
+  });
+}
+
+/**
+ * Medians of the CODI_TRACE=1 phases of `args` (run `trials` times), printed with the time and page
+ * faults each added: where a command's time goes.
+ */
+export function printTracePhases(args, trials, env = {}) {
+  const traces = [];
+  for (let i = 0; i < trials; i++) {
+    const r = spawnSync(process.execPath, args, {
+      encoding: 'utf8',
+      env: { ...process.env, ...env, CODI_TRACE: '1' },
+    });
+    traces.push(
+      [...r.stderr.matchAll(/^\[trace\]\s+([\d.]+) ms\s+(\d+) faults {2}(.*)$/gmu)].map((m) => [
+        m[3],
+        Number(m[1]),
+        Number(m[2]),
+      ]),
+    );
+  }
+  const labels = traces[0].map(([label]) => label);
+  let previous = 0;
+  let previousFaults = 0;
+  for (const [i, label] of labels.entries()) {
+    const at = median(traces.map((t) => t[i]?.[1] ?? NaN));
+    const faults = median(traces.map((t) => t[i]?.[2] ?? NaN));
+    console.log(
+      `  ${at.toFixed(0).padStart(5)} ms (+${(at - previous).toFixed(0).padStart(3)})  ${String(faults).padStart(5)} page faults (+${String(faults - previousFaults).padStart(4)})  ${label.slice(0, 80)}`,
+    );
+    previous = at;
+    previousFaults = faults;
+  }
 }
 
 /**

@@ -11,6 +11,7 @@ const all = [
   'bin-scan',
   'fuzz',
   'convert',
+  'convert-7b',
   'convert-bin',
   'gguf-proof',
   'run-signals',

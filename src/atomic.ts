@@ -128,13 +128,21 @@ export class AtomicFile {
     }
   }
 
-  /** fsync, close, rename into place, fsync the folder. */
-  async commit(): Promise<void> {
+  /**
+   * fsync, close, rename into place, fsync the folder. Not `durable`: close and rename only, the data
+   * left for the kernel to write back. The rename is as atomic (a reader sees the old file or the whole
+   * new one), but a crash of the machine before the write-back may leave the new name with missing
+   * data: only for files that are proven by content before every use (the GGUF cache).
+   */
+  async commit(options: { durable?: boolean } = {}): Promise<void> {
     if (this.settled) return;
     this.settled = true;
+    const durable = options.durable ?? true;
     try {
-      await this.handle.sync();
-      trace('atomic: fsynced');
+      if (durable) {
+        await this.handle.sync();
+        trace('atomic: fsynced');
+      }
       await this.handle.close();
       await rename(this.tempPath, this.path);
       liveTemps.delete(this.tempPath);
@@ -145,7 +153,7 @@ export class AtomicFile {
       liveTemps.delete(this.tempPath);
       throw environmentError(e, this.path, 'written');
     }
-    await fsyncDir(dirname(this.path));
+    if (durable) await fsyncDir(dirname(this.path));
   }
 
   /** Removes the temp file; the target is untouched. */

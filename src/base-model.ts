@@ -9,7 +9,7 @@ import { finding, findingFromError, type Finding } from './findings.js';
 import { getNumber, getString, torchShape, type GgufFile } from './formats/gguf.js';
 import { readGgufHeader } from './files/gguf.js';
 import { ARCH_NAMES, archKey, archOf, isArchName, type ArchName, type ArchTensor } from './arch.js';
-import { adaptedTensor } from './gguf-names.js';
+import { adaptedTensor, isOtherTower, type AdaptedTensor } from './gguf-names.js';
 import { CONFIG_FILE, rankAndAlpha, scaleFor, type LoraConfig } from './peft-config.js';
 import type { LoraModule } from './peft-tensors.js';
 import type { AdapterMetadata } from './metadata.js';
@@ -92,17 +92,35 @@ function baseModelOf(path: string, gguf: GgufFile): BaseModel {
   if (headCount === undefined || headCount <= 0) {
     throw new CodiError('BASE_NOT_MODEL', `${path} has no ${headCountKey}`, { file: path });
   }
+  const output = archOf(arch).output;
+  const hasOutput = shapes.has(OUTPUT);
+  // llama.cpp refuses both at load time, whatever the adapter
+  if (output === 'required' && !hasOutput) {
+    throw new CodiError(
+      'BASE_NOT_MODEL',
+      `${path} has no ${OUTPUT}, which llama.cpp's ${arch} architecture requires`,
+      { file: path },
+    );
+  }
+  if (output === 'tied' && hasOutput) {
+    throw new CodiError(
+      'BASE_NOT_MODEL',
+      `${path} has an ${OUTPUT}, which llama.cpp's ${arch} architecture never loads (its output head is token_embd.weight)`,
+      { file: path },
+    );
+  }
   return {
     path,
     arch,
     name: getString(gguf, 'general.name') ?? null,
     shapes,
-    tiedEmbeddings: !shapes.has('output.weight'),
+    tiedEmbeddings: !hasOutput,
     headCount,
     headCountKv: getNumber(gguf, archKey(arch, HEAD_COUNT_KV)) ?? headCount,
   };
 }
 
+const OUTPUT = 'output.weight';
 const HEAD_COUNT = 'attention.head_count';
 const HEAD_COUNT_KV = 'attention.head_count_kv';
 
@@ -115,10 +133,17 @@ export interface PlannedModule {
   alpha: number;
   /** PEFT's scale for this module */
   scale: number;
+  /**
+   * The rank llama.cpp sees (lora_b's first dimension): the module's own, or for experts stacked
+   * into one tensor, the largest of theirs (the others are padded with zeros up to it).
+   */
+  tensorRank: number;
   /** factor folded into lora_b so that llama.cpp's alpha/rank gives exactly `scale` */
   fold: number;
   /** lora_b rows are permuted like the base weight was (llama q/k), with this many heads */
   permuteHeads: number | null;
+  /** one expert of a stacked tensor: its place and the number of experts the tensor stacks */
+  expert: { index: number; count: number } | null;
 }
 
 export interface CompatibilityResult {
@@ -146,7 +171,12 @@ export function checkCompatibility(
   if (ggufAlpha === 0 || !Number.isFinite(ggufAlpha)) ggufAlpha = config.r;
 
   const plan: PlannedModule[] = [];
+  const skipped: string[] = [];
   for (const m of modules) {
+    if (isOtherTower(base.arch, m.module)) {
+      skipped.push(m.module);
+      continue;
+    }
     const placed = placeModule(base, m);
     if ('code' in placed) {
       const { code, message, hint } = placed;
@@ -161,14 +191,51 @@ export function checkCompatibility(
       rank,
       alpha,
       scale,
-      // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
-      fold: scale / (ggufAlpha / m.rank),
+      tensorRank: m.rank,
+      fold: 1,
       permuteHeads: placed.permuteHeads,
+      expert: placed.expert,
     });
+  }
+  if (skipped.length > 0) {
+    findings.push(
+      finding(
+        'BASE_OTHER_TOWER_SKIPPED',
+        `${skipped.length} LoRA module${skipped.length === 1 ? '' : 's'} of another tower (${skipped.slice(0, 3).join(', ')}${skipped.length > 3 ? ', …' : ''}): the ${base.arch} GGUF is the text model only, so they are left out`,
+        file,
+      ),
+    );
+  }
+  // experts stacked into one tensor share one rank: the largest of theirs
+  const stackedRank = new Map<string, number>();
+  for (const p of plan) {
+    if (p.expert) stackedRank.set(p.target, Math.max(stackedRank.get(p.target) ?? 0, p.module.rank));
+  }
+  const embeddingFactor = unscaledEmbeddingFactor(base, config);
+  for (const p of plan) {
+    p.tensorRank = stackedRank.get(p.target) ?? p.module.rank;
+    // llama.cpp divides by the rank it sees in lora_b, i.e. the tensor rank
+    p.fold = p.scale / (ggufAlpha / p.tensorRank);
+    if (p.module.kind === 'embedding') p.fold *= embeddingFactor;
   }
   const outside = invocationOutsideVocab(base, config);
   if (outside) findings.push(outside);
   return { findings, plan, ggufAlpha };
+}
+
+/**
+ * What an embedding LoRA's delta is multiplied by so that llama.cpp, which scales the embedding's
+ * output by sqrt(hidden) after adding the delta, gives what PEFT trained: 1, unless the architecture
+ * scales inside the embedding module and a PEFT older than 0.18 added the delta unscaled (a config
+ * without `peft_version` is older: PEFT writes it since 0.18).
+ */
+function unscaledEmbeddingFactor(base: BaseModel, config: LoraConfig): number {
+  if (!archOf(base.arch).scaledEmbedding) return 1;
+  // PEFT writes versions such as 0.18.0 and 0.20.1.dev0: major and minor decide
+  const m = config.peftVersion === null ? null : /^v?(\d+)\.(\d+)/u.exec(config.peftVersion.trim());
+  if (m && (Number(m[1]) > 0 || Number(m[2]) >= 18)) return 1;
+  const hidden = base.shapes.get('token_embd.weight')?.[1] ?? 1;
+  return 1 / Math.sqrt(hidden);
 }
 
 /** An activated LoRA whose invocation token ids the base's vocabulary lacks: it could never start. */
@@ -191,11 +258,14 @@ interface Refusal {
   hint?: string;
 }
 
+interface Placed {
+  target: string;
+  permuteHeads: number | null;
+  expert: PlannedModule['expert'];
+}
+
 /** Where a LoRA module goes in the base (its tensor, and how its rows are permuted), or why it cannot. */
-function placeModule(
-  base: BaseModel,
-  m: LoraModule,
-): { target: string; permuteHeads: number | null } | Refusal {
+function placeModule(base: BaseModel, m: LoraModule): Placed | Refusal {
   const adapted = adaptedTensor(base.arch, m.module);
   if (!adapted) {
     return {
@@ -218,21 +288,8 @@ function placeModule(
       hint: `train the adapter without ${m.module.split('.').at(-1) ?? m.module} in target_modules, or use a base with untied embeddings`,
     };
   }
-  const shape = base.shapes.get(target);
-  // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]
-  const expected = m.kind === 'embedding' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
-  if (!shape) {
-    return {
-      code: 'BASE_INCOMPATIBLE',
-      message: `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`,
-    };
-  }
-  if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
-    return {
-      code: 'BASE_INCOMPATIBLE',
-      message: `${target} (for ${m.module}): the adapter expects shape [${expected.join(', ')}] but the base tensor is [${shape.join(', ')}]`,
-    };
-  }
+  const shaped = shapeProblem(base, m, adapted);
+  if (typeof shaped === 'string') return { code: 'BASE_INCOMPATIBLE', message: shaped };
   const permuteHeads = ropePermutedHeads(base, adapted.tensor);
   const split = permuteHeads === null ? null : headSplitProblem(m.outFeatures, permuteHeads);
   if (split !== null) {
@@ -243,7 +300,42 @@ function placeModule(
       hint: "check the base GGUF's attention head counts against its q/k weights",
     };
   }
-  return { target, permuteHeads };
+  return { target, permuteHeads, expert: shaped };
+}
+
+/**
+ * Why the base tensor does not fit the LoRA (a message), or, when it does, the expert's place in a
+ * stacked tensor (null for any other tensor). llama.cpp checks an adapter's first two dimensions
+ * only, so the number of experts is checked here: a LoRA for an expert the base does not have would
+ * read past its tensors.
+ */
+function shapeProblem(
+  base: BaseModel,
+  m: LoraModule,
+  adapted: AdaptedTensor,
+): string | PlannedModule['expert'] {
+  const target = adapted.name;
+  const shape = base.shapes.get(target);
+  // PyTorch orientation: linear weight [out, in]; embedding weight [num_embeddings, embedding_dim]
+  const expected = m.kind === 'embedding' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
+  const about = `${target} (for ${m.module})`;
+  if (!shape) {
+    return `${target} (for ${m.module}) does not exist in the base model; the adapter expects a tensor of shape [${expected.join(', ')}]`;
+  }
+  const stacked = adapted.expert !== null;
+  // a weight of one output row may be stored as a vector (qwen2moe's shared expert gate): llama.cpp
+  // reads [n] as [1, n]
+  const own = stacked ? shape.slice(1) : shape.length === 1 ? [1, ...shape] : shape;
+  if (own.length !== 2 || own[0] !== expected[0] || own[1] !== expected[1]) {
+    const per = stacked ? ' per expert' : '';
+    return `${about}: the adapter expects shape [${expected.join(', ')}]${per} but the base tensor is [${shape.join(', ')}]`;
+  }
+  if (adapted.expert === null) return null;
+  const count = shape[0] ?? 0;
+  if (adapted.expert >= count) {
+    return `${about}: expert ${adapted.expert}, but the base has ${count} experts in this layer`;
+  }
+  return { index: adapted.expert, count };
 }
 
 /**

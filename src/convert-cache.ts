@@ -24,7 +24,8 @@ export interface GgufProof {
 }
 
 /** Where a pass's GGUF bytes go, and what it gives back. */
-export type PassTarget = { kind: 'write'; path: string } | { kind: 'compare'; file: RegularFile };
+export type PassTarget =
+  { kind: 'write'; path: string; durable: boolean } | { kind: 'compare'; file: RegularFile };
 export type PassResult<T extends PassTarget> = T extends { kind: 'write' }
   ? GgufWriteResult
   : GgufCompareResult;
@@ -60,9 +61,9 @@ export function passes(
 export async function cachedOrWritten(
   name: string,
   locations: CacheLocations,
-  force: boolean,
   pass: GgufPass,
   findings: Finding[],
+  { force, durable }: { force: boolean; durable: boolean },
 ): Promise<{ path: string; bytes: number; proof: GgufProof }> {
   const tampered: string[] = [];
   for (const dir of force ? [] : locations.search) {
@@ -81,14 +82,17 @@ export async function cachedOrWritten(
   const dir = await writableCacheDir(
     unique([...tampered.filter((d) => locations.write.includes(d)), ...locations.write]),
   );
-  const written = await writeEntry(join(dir, name), pass);
+  const written = await writeEntry(join(dir, name), pass, durable);
   return { path: written.path, bytes: written.bytes, proof: { kind: 'written', identity: written.identity } };
 }
 
-/** Writes the GGUF at `path` (temp files of killed conversions to it go first). */
-export async function writeEntry(path: string, pass: GgufPass): Promise<GgufWriteResult> {
+/**
+ * Writes the GGUF at `path` (temp files of killed conversions to it go first); fsynced when `durable`
+ * (a cache entry need not be: it is proven by content before every use).
+ */
+export async function writeEntry(path: string, pass: GgufPass, durable: boolean): Promise<GgufWriteResult> {
   await removeDeadTemps(dirname(path), [basename(path)]);
-  return pass({ kind: 'write', path });
+  return pass({ kind: 'write', path, durable });
 }
 
 /**

@@ -5,17 +5,11 @@
  */
 import { createHash } from 'node:crypto';
 import { beginSha256 } from './checksum.js';
-import { PassHash, sourceChanged, WeightsPass } from './convert-pass.js';
+import { PassHash } from './convert-pass.js';
 import type { Stats } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import {
-  checkCompatibility,
-  permuteRopeRows,
-  readBaseModel,
-  type BaseModel,
-  type PlannedModule,
-} from './base-model.js';
+import { checkCompatibility, readBaseModel, type BaseModel, type PlannedModule } from './base-model.js';
 import { identityAt, type FileIdentity } from './byte-source.js';
 import {
   cachedOrWritten,
@@ -27,27 +21,13 @@ import {
 } from './convert-cache.js';
 import { checkBaseIdentity } from './base-identity.js';
 import { CodiError } from './errors.js';
-import {
-  GGML_TYPE_OF_DTYPE,
-  GgmlType,
-  GgufValueType,
-  gv,
-  type GgufTypedValue,
-} from './formats/ggml-types.js';
-import { neFromTorchShape } from './formats/gguf.js';
-import {
-  compareGguf,
-  writeGguf,
-  type FileRange,
-  type GgufTensorSpec,
-  type TensorPayload,
-} from './files/gguf-writer.js';
+import { GgufValueType, gv, type GgufTypedValue } from './formats/ggml-types.js';
+import { compareGguf, writeGguf, type GgufTensorSpec, type TensorPayload } from './files/gguf-writer.js';
 import { cacheFileName, defaultCacheLocations, type CacheLocations } from './gguf-cache.js';
-import { decodeToF32 } from './formats/numeric.js';
-import type { PickleTensor } from './formats/pickle.js';
-import type { SafetensorsDtype, SafetensorsHeader, SafetensorsTensorInfo } from './formats/safetensors.js';
+import type { SafetensorsHeader } from './formats/safetensors.js';
 import type { TorchBinScan } from './formats/torch-bin.js';
-import { LORA_A_SUFFIX, LORA_B_SUFFIX } from './gguf-names.js';
+import { openReader, orderedJobs } from './convert-reader.js';
+import { largestDecoded, payloadOf, plannedTensors, type PlannedTensor } from './convert-tensors.js';
 import { ALORA_INVOCATION_KEY, servedInvocationTokens } from './alora.js';
 import { BIN_FILE, SAFETENSORS_FILE } from './layout.js';
 import type { TrustedKeys } from './signing/keys.js';
@@ -77,14 +57,6 @@ export const DEFAULT_OUTTYPE: OutType = 'f32';
 /** Bumped whenever the converter's output for the same input changes; part of the cache key. */
 export const CONVERTER_FORMAT = 2;
 
-const GGML_OF: Record<OutType, GgmlType> = {
-  f32: GgmlType.F32,
-  f16: GgmlType.F16,
-  bf16: GgmlType.BF16,
-  q8_0: GgmlType.Q8_0,
-};
-const Q8_0_BLOCK = 32;
-
 export interface ConvertOptions {
   base: string;
   out?: string;
@@ -98,6 +70,12 @@ export interface ConvertOptions {
   cache?: CacheLocations;
   /** stops the conversion between tensors; nothing is committed */
   signal?: AbortSignal;
+  /**
+   * fsync a new cache entry before it is renamed into place (mount --base: the volume may be served
+   * after a crash or on another machine). Otherwise a cache entry is left for the kernel to write back:
+   * every use proves it by content first, so one a crash left short is rebuilt. --out is always fsynced.
+   */
+  durable?: boolean;
   /** the adapter must be signed by one of these keys (run's ADAPTER_TRUST_KEYS) */
   trust?: TrustedKeys;
 }
@@ -266,12 +244,15 @@ async function convertInspected(
     source.path,
   );
   if (options.out) {
-    const written = await writeEntry(resolve(options.out), pass);
+    const written = await writeEntry(resolve(options.out), pass, true);
     return result(written.path, written.bytes, { kind: 'written', identity: written.identity });
   }
   const name = cacheFileName(adapter.layout.dir, weightsSha256, key, outtype);
   const locations = options.cache ?? defaultCacheLocations(adapter.layout.dir);
-  const entry = await cachedOrWritten(name, locations, options.force === true, pass, cacheFindings);
+  const entry = await cachedOrWritten(name, locations, pass, cacheFindings, {
+    force: options.force === true,
+    durable: options.durable === true,
+  });
   return result(entry.path, entry.bytes, entry.proof);
 }
 
@@ -368,65 +349,13 @@ function cacheKey(
       p.target,
       base.shapes.get(p.target) ?? null,
       p.rank,
+      p.tensorRank,
       p.fold,
       p.permuteHeads,
+      p.expert,
     ]),
   };
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
-}
-
-/** One tensor of the GGUF: its spec, the safetensors tensor it comes from, and what is done to it. */
-interface PlannedTensor {
-  spec: GgufTensorSpec;
-  /** the safetensors tensor name */
-  source: string;
-  transpose: boolean;
-  factor: number;
-  permuteHeads: number | null;
-}
-
-/**
- * The GGUF's tensors, from the plan alone (no file is read): a cache hit reports the same names, types
- * and q8_0 fallbacks that writing it did.
- */
-export function plannedTensors(
-  plan: readonly PlannedModule[],
-  outtype: OutType,
-): { specs: PlannedTensor[]; f16Fallback: string[] } {
-  const f16Fallback: string[] = [];
-  const typeFor = (name: string, ne: number[]): GgmlType => {
-    if (outtype !== 'q8_0') return GGML_OF[outtype];
-    if ((ne[0] ?? 0) % Q8_0_BLOCK === 0) return GgmlType.Q8_0;
-    f16Fallback.push(name);
-    return GgmlType.F16;
-  };
-  // llama.cpp layouts (src/llama-adapter.cpp): lora_a ne = [in, r] and lora_b ne = [r, out], i.e. the
-  // PEFT matrices as they are; for token embeddings lora_a is [r, n_vocab] (rows fetched per token),
-  // so PEFT's [r, n_vocab] lora_embedding_A is transposed, and lora_b stays [n_embd, r].
-  const specs: PlannedTensor[] = [];
-  for (const p of plan) {
-    const embedding = p.module.kind === 'embedding';
-    const aShape = embedding ? [p.module.inFeatures, p.rank] : [p.rank, p.module.inFeatures];
-    const aName = `${p.target}${LORA_A_SUFFIX}`;
-    const bName = `${p.target}${LORA_B_SUFFIX}`;
-    const aNe = neFromTorchShape(aShape);
-    const bNe = neFromTorchShape(p.module.b.shape);
-    specs.push({
-      spec: { name: aName, ne: aNe, type: typeFor(aName, aNe) },
-      source: p.module.a.name,
-      transpose: embedding,
-      factor: 1,
-      permuteHeads: null,
-    });
-    specs.push({
-      spec: { name: bName, ne: bNe, type: typeFor(bName, bNe) },
-      source: p.module.b.name,
-      transpose: false,
-      factor: p.fold,
-      permuteHeads: p.permuteHeads,
-    });
-  }
-  return { specs, f16Fallback };
 }
 
 interface WriteInput {
@@ -466,29 +395,29 @@ async function adapterPass<T extends PassTarget>(
   if (jobs.length === 0) await gate();
   // one buffer for every tensor that needs converting: the writer has encoded a payload before it
   // asks for the next
-  const scratch = new Float32Array(Math.max(0, ...jobs.map((j) => j.numel)));
+  const scratch = new Float32Array(Math.max(0, ...jobs.map(largestDecoded)));
   trace(target.kind === 'write' ? 'convert: writing' : 'convert: comparing with the cache');
   await pausePoint('convert:before-pass');
-  const pass = await openPass(source, hash, jobs);
-  const options = { metadata: adapterKv(input), tensors: jobs.map((j) => j.spec) };
+  const reader = await openReader(source.path, source.weights, hash, jobs);
+  const options = {
+    metadata: adapterKv(input),
+    tensors: jobs.map((j) => j.spec),
+    ...(target.kind === 'write' ? { durable: target.durable } : {}),
+  };
   const data = async (_spec: GgufTensorSpec, i: number): Promise<TensorPayload> => {
     signal?.throwIfAborted();
     const job = jobs[i];
     if (!job) throw new CodiError('INTERNAL', `no job for tensor ${i}`);
     // crash-safety tests stop here: the temp file exists, half of the tensors are handed over
     if (i === jobs.length >> 1) await pausePoint('convert:writing');
-    if (i < jobs.length - 1) {
-      // the bytes as they are go from the file to the GGUF through the writer's buffers
-      const range = isPassThrough(job) ? pass.range(job) : null;
-      return range ?? convertTensor(job, await pass.read(job), scratch);
-    }
-    const bytes = await pass.read(job);
-    await pass.finish(source.before);
+    if (i < jobs.length - 1) return payloadOf(job, reader, scratch);
+    const payload = await payloadOf(job, reader, scratch, true);
+    await reader.finish(source.before);
     // then the checksums: the GGUF is committed only for a verified adapter
     trace('convert: all read, waiting for the checksums');
     await gate();
     trace('convert: verified');
-    return convertTensor(job, bytes, scratch);
+    return payload;
   };
   try {
     const result =
@@ -498,102 +427,8 @@ async function adapterPass<T extends PassTarget>(
     trace(target.kind === 'write' ? 'convert: committed' : 'convert: compared');
     return result as PassResult<T>;
   } finally {
-    await pass.close();
+    await reader.close();
   }
-}
-
-/**
- * The GGUF's tensors in the order their data is read. From safetensors, the order their data lies in
- * the file: one sequential read does it. From a `.bin`, the order the safetensors writer would lay the
- * same tensors out in (safetensorsOrder), whatever order torch.save put the storages in: the GGUF is
- * then the one the equivalent safetensors file gives, byte for byte.
- */
-async function orderedJobs(
-  specs: readonly PlannedTensor[],
-  weights: SafetensorsHeader | TorchBinScan,
-): Promise<ConvertJob[]> {
-  if ('dataOffset' in weights) {
-    const infos = new Map(weights.tensors.map((t) => [t.name, t]));
-    const jobs = specs.map((t) => {
-      const st = infoOf(infos, t.source);
-      return jobOf(t, st, { st }, st.begin);
-    });
-    return jobs.sort((x, y) => x.begin - y.begin);
-  }
-  // the .bin readers (torch tensors, pickle, zip) are loaded for a .bin adapter only
-  const { safetensorsOrder } = await import('./formats/torch-tensor.js');
-  const byName = new Map(weights.tensors.map((t) => [t.name, t]));
-  const rank = new Map(safetensorsOrder(weights.tensors).map((t, i) => [t.name, i]));
-  const jobs = specs.map((t) => {
-    const bin = byName.get(t.source);
-    if (!bin) throw new CodiError('INTERNAL', `tensor ${t.source} vanished from the scan`);
-    // verification let F32, F16 and BF16 through only: safetensors dtypes of the same names
-    const info = { name: bin.name, dtype: bin.dtype as SafetensorsDtype, shape: bin.shape };
-    return jobOf(t, info, { bin }, rank.get(t.source) ?? 0);
-  });
-  return jobs.sort((x, y) => x.begin - y.begin);
-}
-
-function jobOf(t: PlannedTensor, info: TensorInfo, from: ConvertJob['from'], begin: number): ConvertJob {
-  return {
-    spec: t.spec,
-    transpose: t.transpose,
-    factor: t.factor,
-    permuteHeads: t.permuteHeads,
-    info,
-    from,
-    begin,
-    numel: info.shape.reduce((a, b) => a * b, 1),
-  };
-}
-
-/** The one read of the weights: the safetensors pass, or the `.bin` pass, behind one face. */
-interface WeightsReader {
-  read(job: ConvertJob): Promise<Uint8Array>;
-  range(job: ConvertJob): FileRange | null;
-  finish(before: FileIdentity | null): Promise<void>;
-  close(): Promise<void>;
-}
-
-async function openPass(
-  source: WeightsSource,
-  hash: PassHash,
-  jobs: readonly ConvertJob[],
-): Promise<WeightsReader> {
-  const { weights, path } = source;
-  if ('dataOffset' in weights) {
-    const pass = await WeightsPass.begin(path, weights, hash, Math.max(0, ...jobs.map(byteSize)));
-    const st = (job: ConvertJob): SafetensorsTensorInfo => {
-      if (!('st' in job.from))
-        throw new CodiError('INTERNAL', `${job.info.name} is not a safetensors tensor`);
-      return job.from.st;
-    };
-    return {
-      read: (job) => Promise.resolve(pass.read(st(job))),
-      range: (job) => pass.range(st(job)),
-      finish: (before) => pass.finish(before),
-      close: () => pass.close(),
-    };
-  }
-  const { BinPass } = await import('./bin-pass.js');
-  const pass = await BinPass.begin(path, weights, hash, (how) => sourceChanged(path, how));
-  const buffer = new Uint8Array(Math.max(0, ...jobs.map(byteSize)));
-  return {
-    read: (job) => {
-      if (!('bin' in job.from)) throw new CodiError('INTERNAL', `${job.info.name} is not a .bin tensor`);
-      return pass.tensor(job.from.bin, buffer);
-    },
-    range: (job) => ('bin' in job.from ? pass.range(job.from.bin) : null),
-    finish: async (before) => {
-      await pass.finish(before);
-      hash.finish();
-    },
-    close: () => pass.close(),
-  };
-}
-
-function byteSize(job: ConvertJob): number {
-  return job.numel * (job.info.dtype === 'F32' ? 4 : 2);
 }
 
 /** The GGUF's key/value pairs: an adapter of the base's architecture, and where it came from. */
@@ -617,71 +452,4 @@ function adapterKv(input: WriteInput): [string, GgufTypedValue][] {
     kv.push([ALORA_INVOCATION_KEY, gv.array(GgufValueType.UINT32, Uint32Array.from(alora.written))]);
   }
   return kv;
-}
-
-/** F32 in and F32 out with nothing to change: the bytes go through as they are. */
-function isPassThrough(job: ConvertJob): boolean {
-  return (
-    !job.transpose &&
-    job.permuteHeads === null &&
-    job.factor === 1 &&
-    job.info.dtype === 'F32' &&
-    job.spec.type === GgmlType.F32
-  );
-}
-
-/** What a job needs to know of its source tensor, whichever file holds it. */
-interface TensorInfo {
-  name: string;
-  dtype: SafetensorsDtype;
-  shape: number[];
-}
-
-interface ConvertJob {
-  spec: GgufTensorSpec;
-  info: TensorInfo;
-  /** the tensor as the weights file has it: a safetensors entry, or a `.bin` tensor */
-  from: { st: SafetensorsTensorInfo } | { bin: PickleTensor };
-  /** where its data is read in the pass: its offset in the file, or its rank in the read order */
-  begin: number;
-  numel: number;
-  transpose: boolean;
-  factor: number;
-  permuteHeads: number | null;
-}
-
-/** One tensor's safetensors bytes as the GGUF tensor `job.spec` wants them. */
-function convertTensor(job: ConvertJob, bytes: Uint8Array, scratch: Float32Array): Uint8Array | Float32Array {
-  const type = GGML_TYPE_OF_DTYPE[job.info.dtype];
-  if (type === undefined)
-    throw new CodiError('TENSOR_DTYPE', `${job.info.name} is ${job.info.dtype}: cannot convert`);
-  if (isPassThrough(job)) return bytes;
-  // F32 is used where it lies (the bytes are the pass's own buffer, already hashed); others decode
-  let values =
-    type === GgmlType.F32 && bytes.byteOffset % 4 === 0
-      ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)
-      : decodeToF32(type, bytes, scratch.subarray(0, bytes.length / (type === GgmlType.F32 ? 4 : 2)));
-  const [rows = 0, cols = 0] = job.info.shape;
-  if (job.transpose) values = transpose(values, rows, cols);
-  if (job.permuteHeads !== null) values = permuteRopeRows(values, rows, cols, job.permuteHeads);
-  if (job.factor !== 1) {
-    const f = job.factor;
-    for (let k = 0; k < values.length; k++) values[k] = (values[k] ?? 0) * f;
-  }
-  return values;
-}
-
-function infoOf(infos: Map<string, SafetensorsTensorInfo>, name: string): SafetensorsTensorInfo {
-  const info = infos.get(name);
-  if (!info) throw new CodiError('INTERNAL', `tensor ${name} vanished from the header`);
-  return info;
-}
-
-/** [rows, cols] row-major → [cols, rows] row-major. */
-function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(src.length);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c] ?? 0;
-  }
-  return out;
 }

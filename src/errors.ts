@@ -128,6 +128,11 @@ export async function liftedAsync<T>(f: () => Promise<T>, file?: string): Promis
   }
 }
 
+/** A wrong command line (`USAGE`, exit 2); `hint` when it says more than to see --help. */
+export function usageError(message: string, hint?: string, cause?: unknown): CodiError {
+  return new CodiError('USAGE', message, { hint, cause });
+}
+
 /** Node's errno errors (ENOENT, EACCES, …) as an environment error about `path`. */
 export function environmentError(err: unknown, path: string, what = 'accessed'): CodiError {
   const errno = (err as NodeJS.ErrnoException | undefined)?.code;

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { CodiError, environmentError, isCodiError } from './errors.js';
 import { decodeUtf8 } from './formats/utf8.js';
-import { parseRules, revocationOf, type Revocation, type RulesDocument } from './rules.js';
+import type { Revocation, RulesDocument } from './rules.js';
 
 export interface Revocations {
   /** the rules file read; null when an optional one is not there */
@@ -36,6 +36,8 @@ export async function readRevocations(path: string, optional = false): Promise<R
       file: path,
     });
   }
+  // the YAML parser (some seventy modules) only for a rules file that is there
+  const { parseRules, revocationOf } = await import('./rules.js');
   let rules: RulesDocument;
   try {
     rules = parseRules(decoded.text);

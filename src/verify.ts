@@ -32,15 +32,8 @@ import {
   SIGNATURE_FILE,
   type AdapterLayout,
 } from './layout.js';
-import {
-  emptySignatureReport,
-  finishSignature,
-  readSignature,
-  type PendingSignature,
-  type SignatureReport,
-} from './signing/check.js';
+import type { PendingSignature, SignatureReport } from './signing/check.js';
 import type { TrustedKeys } from './signing/keys.js';
-import { signingSet } from './signing/manifest.js';
 import type { AdapterMetadata } from './metadata.js';
 import type { LoraConfig } from './peft-config.js';
 import type { LoraModule, TensorDescriptor, TensorStats } from './peft-tensors.js';
@@ -205,7 +198,8 @@ async function inspect(
   const { metadata, expected } = await checkMetadata(c);
   trace('verify: metadata checked');
   const signature = await signatureOf(c, options);
-  const pending = startHashes(c, filesToHash(c, expected, signature, options), early, options);
+  const signed = options.hashAll ? (await import('./signing/manifest.js')).signingSet(c.layout).files : [];
+  const pending = startHashes(c, filesToHash(expected, signature, signed), early, options);
   await checkOtherFiles(c, metadata, expected);
 
   const verified: VerifiedAdapter = {
@@ -252,15 +246,17 @@ async function inspect(
 
 /**
  * model.sig: checked against the trusted keys when there are some (before hashing, so the files it
- * signs are hashed in the same pass as the checksums); only noted otherwise.
+ * signs are hashed in the same pass as the checksums); only noted otherwise. The signing modules
+ * are loaded only then: an unsigned adapter verified without keys does without them.
  */
 async function signatureOf(c: AdapterChecks, options: VerifyOptions): Promise<PendingSignature | null> {
+  if (!options.trust && !c.present.has(SIGNATURE_FILE)) return null;
+  const { emptySignatureReport, readSignature } = await import('./signing/check.js');
   if (options.trust) {
     const read = await readSignature(c.layout, options.trust, c.findings);
     trace('verify: signature read');
     return read;
   }
-  if (!c.present.has(SIGNATURE_FILE)) return null;
   return { report: emptySignatureReport(true), statement: null, comparison: null };
 }
 
@@ -269,14 +265,13 @@ async function signatureOf(c: AdapterChecks, options: VerifyOptions): Promise<Pe
  * file a signature covers (`hashAll`), and model.sig itself (its sha256 tells two signatures apart).
  */
 function filesToHash(
-  c: AdapterChecks,
   expected: ReadonlyMap<string, string>,
   signature: PendingSignature | null,
-  options: VerifyOptions,
+  signed: readonly string[],
 ): Set<string> {
   const files = new Set(expected.keys());
   for (const f of signature?.comparison?.compared ?? []) files.add(f);
-  if (options.hashAll) for (const f of signingSet(c.layout).files) files.add(f);
+  for (const f of signed) files.add(f);
   if (signature && signature.report.sha256 === null) files.add(SIGNATURE_FILE);
   return files;
 }
@@ -375,9 +370,13 @@ async function digestsOf(i: Inspected): Promise<Map<string, string>> {
 }
 
 /** model.sig against the files' digests: its findings, and its line of the checklist. */
-function signatureResult(i: Inspected, digests: ReadonlyMap<string, string>): SignatureReport | null {
+async function signatureResult(
+  i: Inspected,
+  digests: ReadonlyMap<string, string>,
+): Promise<SignatureReport | null> {
   const pending = i.signature;
   if (!pending) return null;
+  const { finishSignature } = await import('./signing/check.js');
   const report = finishSignature(pending, digests, i.c.findings);
   if (report.sha256 === null) report.sha256 = digests.get(SIGNATURE_FILE) ?? null;
   if (report.ok && report.signer) {
@@ -395,7 +394,7 @@ async function complete(i: Inspected): Promise<VerifyReport & { verified: Verifi
   }
   i.verified.checksums = checksums;
   i.verified.digests = await digestsOf(i);
-  const signature = signatureResult(i, i.verified.digests);
+  const signature = await signatureResult(i, i.verified.digests);
   i.verified.signature = signature;
   if (i.strict) for (const f of findings) f.level = 'error';
   const checks = checkLines(i, checksums);

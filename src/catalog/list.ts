@@ -14,7 +14,6 @@ import { sha256Ref } from '../metadata.js';
 import type { Revocations } from '../revocations.js';
 import type { Revocation } from '../rules.js';
 import { quickCheck, type AdapterReads, type QuickCheck } from '../adapter-checks.js';
-import { verifyAdapter, weightsSha256 } from '../verify.js';
 import {
   aboveVolumeWarning,
   accessFix,
@@ -281,6 +280,8 @@ async function check(
   full: boolean,
 ): Promise<Pick<QuickCheck, 'findings' | 'layout' | 'metadata'> & { sum: string | null }> {
   if (full) {
+    // verify and its hashing, loaded for --verify only
+    const { verifyAdapter, weightsSha256 } = await import('../verify.js');
     const report = await verifyAdapter(path);
     const { layout, metadata } = report.verified;
     return { findings: report.findings, layout, metadata, sum: weightsSha256(report) };

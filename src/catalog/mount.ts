@@ -370,7 +370,8 @@ async function buildGguf(
 ): Promise<{ path: string; cached: boolean }> {
   try {
     const { convertAdapter } = await import('../convert.js');
-    const r = await convertAdapter(dir, { base: basePath });
+    // the volume may be served after a crash or on another machine: the new entry is fsynced
+    const r = await convertAdapter(dir, { base: basePath, durable: true });
     return { path: r.output, cached: r.cached };
   } catch (thrown) {
     const e = asCodiError(thrown);

@@ -5,8 +5,10 @@
  * `--json` drops, and where progress goes, is decided once.
  */
 import type { Code } from '../codes.js';
+// the exit statuses alone: the codes' tables and the error type are loaded when an error is finished
+import { ExitCode } from '../codes/row.js';
+import type { CodiError } from '../errors.js';
 import { paint, useColour } from '../paint.js';
-import { asCodiError, CodiError, ExitCode } from '../errors.js';
 import type { CommandIO, InterruptStatus } from './spec.js';
 
 /** The JSON shape of every failure that is not a command's own result. */
@@ -36,7 +38,8 @@ export function renderError(error: CodiError): string {
 }
 
 /** Maps anything thrown (our errors, oclif's errors, the unexpected) to one CodiError. */
-export function toCodiError(err: unknown): CodiError {
+export async function toCodiError(err: unknown): Promise<CodiError> {
+  const { asCodiError, CodiError, usageError } = await import('../errors.js');
   const known = asCodiError(err);
   if (known) return known;
   // oclif's CLIError carries an `oclif` property (checked by shape: no oclif import here)
@@ -46,11 +49,6 @@ export function toCodiError(err: unknown): CodiError {
   }
   const message = err instanceof Error ? err.message : String(err);
   return new CodiError('INTERNAL', `unexpected internal error: ${message}`, { cause: err });
-}
-
-/** A wrong command line (`USAGE`, exit 2); `hint` when it says more than to see --help. */
-export function usageError(message: string, hint?: string, cause?: unknown): CodiError {
-  return new CodiError('USAGE', message, { hint, cause });
 }
 
 // A reader that goes away (`codi-adapter list | head -1`) must not become a stack trace: the rest of the
@@ -100,21 +98,24 @@ export function finishText(text: string): void {
 }
 
 /** An error that ends the command: JSON or a message, and its exit status. */
-export function finishError(err: unknown, json: boolean): void {
-  const error = toCodiError(err);
+export async function finishError(err: unknown, json: boolean): Promise<void> {
+  finishCodiError(await toCodiError(err), json);
+}
+
+function finishCodiError(error: CodiError, json: boolean): void {
   if (json) writeJson(errorJson(error));
   else stderr(renderError(error));
   process.exitCode = error.exitCode;
 }
 
 /** oclif ended with its own exit (help, `this.exit`): its status, and nothing more to print. */
-export function finishOclif(err: unknown, json: boolean): void {
+export async function finishOclif(err: unknown, json: boolean): Promise<void> {
   const oclif = (err as { code?: unknown; oclif?: { exit?: number } } | null)?.oclif;
   if ((err as { code?: unknown } | null)?.code === 'EEXIT') {
     process.exitCode = oclif?.exit ?? 0;
     process.exit();
   }
-  finishError(err, json);
+  await finishError(err, json);
 }
 
 /**
@@ -157,8 +158,8 @@ export class Outcome {
     process.exitCode = this.status;
   }
 
-  fail(err: unknown): void {
-    finishError(err, this.json);
+  async fail(err: unknown): Promise<void> {
+    await finishError(err, this.json);
   }
 }
 
@@ -183,7 +184,7 @@ function onInterrupt(
   const handler = (signal: InterruptSignal): void => {
     const status = INTERRUPT_STATUS[signal];
     try {
-      finishError(stop(signal, status), json);
+      finishCodiError(stop(signal, status), json);
     } finally {
       process.exit(status);
     }

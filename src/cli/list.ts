@@ -3,7 +3,6 @@ import { paint } from '../paint.js';
 import { listAdapters, type CatalogEntry, type CatalogListing } from '../catalog/list.js';
 import { ExitCode } from '../errors.js';
 import { formatBytes, plural } from '../text.js';
-import { readRevocations } from '../revocations.js';
 import { booleanFlag, requiredString, stringFlag, type CommandInput, type CommandIO } from './spec.js';
 
 export type ListResult = CatalogListing;
@@ -14,7 +13,10 @@ export async function listMain(input: CommandInput, io: CommandIO): Promise<List
   const listing = await listAdapters({
     root: requiredString(input, 'root'),
     verify,
-    ...(rules === undefined ? {} : { revocations: await readRevocations(rules) }),
+    // the rules file's YAML parser is loaded only for --rules
+    ...(rules === undefined
+      ? {}
+      : { revocations: await (await import('../revocations.js')).readRevocations(rules) }),
   });
   if (verify && listing.adapters.some((a) => a.status !== 'mounted')) io.setExitCode(ExitCode.INVALID);
   if (!io.json) renderListing(listing, io);

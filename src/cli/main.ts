@@ -15,7 +15,6 @@ import {
   guardPipes,
   Outcome,
   stdoutGone,
-  usageError,
 } from './finish.js';
 import type { CommandEntry } from './registry.js';
 
@@ -39,8 +38,8 @@ export async function main(argv: readonly string[], launcher: Launcher): Promise
     await viaOclif(argv, launcher);
   } else if (entry === undefined) {
     const json = argv.includes('--json');
-    await colourFor(argv);
-    finishError(
+    const [{ usageError }] = await Promise.all([import('../errors.js'), colourFor(argv)]);
+    await finishError(
       usageError(
         `command ${name} not found`,
         `the commands are ${Object.keys(COMMANDS).join(', ')}; see codi-adapter --help`,
@@ -65,7 +64,7 @@ async function viaOclif(argv: readonly string[], launcher: Launcher): Promise<vo
     await Promise.race([flush(), stdoutGone]);
   } catch (err) {
     await colourFor(argv);
-    finishOclif(err, argv.includes('--json'));
+    await finishOclif(err, argv.includes('--json'));
   }
 }
 
@@ -78,7 +77,7 @@ export async function runCommand(name: string, entry: CommandEntry, argv: readon
     parsed = parseCommandLine(entry.spec, argv, process.env);
   } catch (err) {
     await colourFor(argv);
-    finishError(err, argv.includes('--json'));
+    await finishError(err, argv.includes('--json'));
     return;
   }
   const dir = entry.earlyHash === undefined ? undefined : parsed.args[entry.earlyHash];
@@ -93,7 +92,7 @@ export async function runCommand(name: string, entry: CommandEntry, argv: readon
     outcome.done(await command(parsed, outcome.io, { argv, earlyHash }));
   } catch (err) {
     earlyHash?.hash.cancel();
-    outcome.fail(err);
+    await outcome.fail(err);
   }
 }
 

@@ -4,7 +4,7 @@
  * oclif renders help from the same specs (src/cli/oclif.ts), so help and parser agree.
  */
 import { parseBoolean } from '../run/settings.js';
-import { usageError } from './finish.js';
+import { usageError } from '../errors.js';
 import type { CommandInput, CommandSpec, FlagSpec } from './spec.js';
 
 export interface ParsedCommandLine extends CommandInput {

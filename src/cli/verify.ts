@@ -16,7 +16,6 @@ import {
   type CommandIO,
 } from './spec.js';
 import { nowMs } from '../clock.js';
-import { progressMinBytes } from '../test-hooks.js';
 
 export type VerifyResult = VerifyReport;
 
@@ -47,7 +46,10 @@ export async function verifyMain(
     let spinner: Ora | undefined;
     // a real terminal only: ora is slow to load, and a zero-width one (a bare pty) makes it loop
     if (!io.json && process.stderr.isTTY && process.stderr.columns > 0) {
-      const { default: ora } = await import('ora');
+      const [{ default: ora }, { progressMinBytes }] = await Promise.all([
+        import('ora'),
+        import('../test-hooks.js'),
+      ]);
       const started = nowMs();
       const minBytes = progressMinBytes(PROGRESS_MIN_BYTES);
       options.onHashProgress = ({ file, bytesDone, bytesTotal }) => {

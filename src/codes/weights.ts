@@ -2,6 +2,7 @@
  * Codes about weights files and the base model: safetensors, PyTorch .bin (zip and pickle), GGUF. One
  * row each (codes.ts joins the tables into the registry).
  */
+import { ARCH_NAMES } from '../arch.js';
 import { SAFETENSORS_DTYPES } from '../formats/safetensors-spec.js';
 import { ExitCode, type CodeRow } from './row.js';
 
@@ -266,19 +267,26 @@ export const WEIGHT_CODES = {
     exit: INVALID,
     check: 'base',
     summary:
-      'the base GGUF is not a complete model: an adapter GGUF, no architecture, no token_embd.weight, no head count',
+      'the base GGUF is not a complete model: an adapter GGUF, no architecture, no token_embd.weight, no head count, or an output head its architecture cannot have (missing where required, present where tied)',
   },
   BASE_ARCH_UNSUPPORTED: {
     level: error,
     exit: INVALID,
     check: 'base',
-    summary: 'the base architecture is not one codi-adapter converts for (qwen2, llama)',
+    summary: `the base architecture is not one codi-adapter converts for (${ARCH_NAMES.join(', ')})`,
   },
   BASE_UNMAPPED_MODULE: {
     level: error,
     exit: INVALID,
     check: 'base',
     summary: "a LoRA module has no tensor in llama.cpp's architecture to adapt",
+  },
+  BASE_OTHER_TOWER_SKIPPED: {
+    level: warning,
+    exit: INVALID,
+    check: 'base',
+    summary:
+      "LoRA modules of another tower of the checkpoint (gemma3's vision encoder) are left out: the GGUF is the text model only",
   },
   BASE_TIED_LM_HEAD: {
     level: error,

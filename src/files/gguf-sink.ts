@@ -16,8 +16,8 @@ export interface SinkTarget {
   sync(): Promise<void>;
 }
 
-/** A file being written. */
-export function fileTarget(fh: FileHandle): SinkTarget {
+/** A file being written; `durable`: fdatasync'd early as it grows, so the commit's fsync has only the tail. */
+export function fileTarget(fh: FileHandle, durable = true): SinkTarget {
   return {
     async write(data, at) {
       let done = 0;
@@ -27,7 +27,7 @@ export function fileTarget(fh: FileHandle): SinkTarget {
       }
     },
     async sync() {
-      await fh.datasync();
+      if (durable) await fh.datasync();
     },
   };
 }

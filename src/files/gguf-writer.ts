@@ -63,6 +63,11 @@ export interface GgufWriteOptions {
   readonly tensors: readonly GgufTensorSpec[];
   /** data alignment; written as `general.alignment` when it is not the default 32 */
   readonly alignment?: number;
+  /**
+   * fsynced before the rename into place (the default); without it the data is left for the kernel
+   * to write back, for files that are proven by content before every use (the GGUF cache)
+   */
+  readonly durable?: boolean;
 }
 
 export interface GgufWrittenTensor {
@@ -93,7 +98,8 @@ export interface GgufCompareResult {
 }
 
 /** Where a GgufWriter's bytes go: an atomic file, or a comparison with a file already there. */
-type Output = { kind: 'file'; file: AtomicFile } | { kind: 'compare'; target: CompareTarget };
+type Output =
+  { kind: 'file'; file: AtomicFile; durable: boolean } | { kind: 'compare'; target: CompareTarget };
 
 /**
  * A format's refusal becomes its CodiError; errno failures become environment errors about the
@@ -211,7 +217,9 @@ export class GgufWriter {
   static async create(path: string, options: GgufWriteOptions): Promise<GgufWriter> {
     const layout = planLayout(options);
     const file = await AtomicFile.open(path);
-    return GgufWriter.begin(path, { kind: 'file', file }, new Sink(fileTarget(file.handle)), options, layout);
+    const durable = options.durable ?? true;
+    const sink = new Sink(fileTarget(file.handle, durable));
+    return GgufWriter.begin(path, { kind: 'file', file, durable }, sink, options, layout);
   }
 
   /** A writer that compares its bytes with `file` (which the caller opened and closes) instead of writing. */
@@ -338,7 +346,7 @@ export class GgufWriter {
     return written;
   }
 
-  /** Flushes, fsyncs and renames the file into place. */
+  /** Flushes, fsyncs (when durable) and renames the file into place. */
   async finish(): Promise<GgufWriteResult> {
     if (this.done) throw invalid('the GGUF writer is already closed');
     let identity: FileIdentity;
@@ -351,7 +359,7 @@ export class GgufWriter {
       await output.file.handle.truncate(this.sink.position);
       identity = identityOfStats(await output.file.handle.stat());
       this.done = true;
-      await output.file.commit();
+      await output.file.commit({ durable: output.durable });
     } catch (e) {
       await this.abort();
       throw asWriteError(e, this.path);

@@ -3,10 +3,11 @@
  * adapter conversion can be proven against llama.cpp without downloading anything.
  *
  * Any architecture of arch.ts, laid out as its row says, with small shared hyper-parameters: RMS
- * norm, GQA attention, SwiGLU FFN, tied embeddings by default. `qwen2` (the default) is
- * Qwen2.5-Coder-1.5B scaled down; `llama` is the same minus the q/k/v biases (llama.cpp's llama graph
- * would refuse unused tensors). Facts from llama.cpp beyond the table: src/llama-vocab.cpp (BPE
- * vocabulary keys).
+ * norm, GQA attention, SwiGLU FFN, tied embeddings by default where the architecture allows both,
+ * four experts (two used per token) for the mixture-of-experts rows, and the multipliers of granite.
+ * `qwen2` (the default) is Qwen2.5-Coder-1.5B scaled down; `TINY_SHAPES` are the other shapes one row
+ * covers (Mistral's and Devstral's head sizes on `llama`). Facts from llama.cpp beyond the table:
+ * src/llama-vocab.cpp (BPE vocabulary keys).
  *
  * Vocabulary: byte-level BPE (`tokenizer.ggml.model = gpt2`, pre-tokenizer `qwen2`) with GPT-2's
  * byte→unicode token text. Only bytes 0x00–0x7F are tokens, plus merges of them, so every token decodes
@@ -16,12 +17,14 @@
 import { archKey, archOf, type ArchHparams, type ArchName, type ArchTensor } from '../arch.js';
 import { GgmlType, gv, type GgufTypedValue } from '../formats/ggml-types.js';
 import { writeGguf, type GgufWriteResult } from '../files/gguf-writer.js';
+import { expertModule } from '../gguf-names.js';
+import type { LoraTargetSpec } from './peft-adapter.js';
 import { Rng } from './rng.js';
 
 export type TinyArch = ArchName;
 export type TinyWeightType = 'F32' | 'F16' | 'BF16' | 'Q8_0';
 
-/** Hyper-parameters shared by every tiny model (the layer count is an option). */
+/** Hyper-parameters shared by every tiny model (the layer count and the shapes are options). */
 export const TINY_HPARAMS = {
   nEmbd: 64,
   nHead: 4,
@@ -32,7 +35,28 @@ export const TINY_HPARAMS = {
   nCtxTrain: 2048,
   ropeFreqBase: 1_000_000,
   rmsEps: 1e-6,
+  nExpert: 4,
+  nExpertUsed: 2,
+  nFfExp: 32,
+  nFfShexp: 64,
+  logitScale: 2,
+  embeddingScale: 2,
+  residualScale: 0.5,
+  attentionScale: 0.125,
 } as const;
+
+/**
+ * Other shapes of the same architecture, scaled down: what differs between models of one row (head
+ * size against hidden size / heads).
+ */
+export const TINY_SHAPES = {
+  /** Mistral 7B, Codestral 22B: head size 128 = hidden / heads */
+  mistral: { nEmbd: 256, nHead: 2, nHeadKv: 1, headDim: 128 },
+  /** Devstral and Mistral Small 24B, Mistral NeMo: head size 128, hidden / heads another */
+  devstral: { nEmbd: 160, nHead: 2, nHeadKv: 1, headDim: 128 },
+  /** Qwen3: a head size of its own (hidden / heads is 16 here) */
+  qwen3: { headDim: 32 },
+} as const satisfies Record<string, Partial<ArchHparams>>;
 
 export const TINY_DEFAULT_SEED = 20261127;
 
@@ -43,8 +67,13 @@ export interface TinyModelOptions {
   arch?: TinyArch;
   /** 2 or 3 are the intended values; default 2 */
   nLayer?: number;
-  /** no `output.weight`, the LM head reuses `token_embd.weight` (default true, like Qwen2.5-1.5B) */
+  /**
+   * No `output.weight`, the LM head reuses `token_embd.weight` (default true, like Qwen2.5-1.5B, where
+   * the architecture allows both; an architecture that requires or never has one decides).
+   */
   tiedEmbeddings?: boolean;
+  /** hyper-parameters other than `TINY_HPARAMS` (e.g. one of `TINY_SHAPES`) */
+  hparams?: Partial<Omit<ArchHparams, 'nLayer' | 'nVocab'>>;
   /** type of the 2-D weights; norms and biases stay F32 (default F32) */
   weightType?: TinyWeightType;
   /**
@@ -52,7 +81,7 @@ export interface TinyModelOptions {
    * `W + scale·B·A` merged in. Called once per tensor, in file order.
    */
   transform?: (tensor: TinyTensor, data: Float32Array) => Float32Array;
-  /** `general.name`; default `codi-tiny-<arch>` */
+  /** `general.name`; default `codi-tiny-<arch>` (see `defaultName`) */
   name?: string;
 }
 
@@ -64,6 +93,7 @@ export interface TinyTensor {
    * For arch `llama`, llama.cpp's NORM RoPE means a real HF checkpoint's q_proj/k_proj rows would be
    * permuted on conversion (convert_hf_to_gguf LlamaModel.permute); these generated weights are
    * defined in GGUF order, so "the HF weight" of attn_q/attn_k is the inverse permutation of them.
+   * For stacked experts, the name without the expert's number (`expertModule` gives each expert's).
    */
   readonly hfName: string;
   /** PyTorch order: [out, in] for a linear weight */
@@ -90,18 +120,26 @@ interface Resolved {
   nLayer: number;
   tied: boolean;
   weightType: TinyWeightType;
+  hparams: ArchHparams;
 }
 
 function resolve(options: TinyModelOptions): Resolved {
   const nLayer = options.nLayer ?? TINY_HPARAMS.nLayer;
   if (!Number.isInteger(nLayer) || nLayer < 1 || nLayer > 8)
     throw new RangeError(`nLayer ${nLayer}: use 1–8`);
+  const arch = options.arch ?? 'qwen2';
+  const output = archOf(arch).output;
+  const fixed = output === 'optional' ? null : output === 'tied';
+  if (fixed !== null && options.tiedEmbeddings !== undefined && options.tiedEmbeddings !== fixed) {
+    throw new RangeError(`${arch} models ${fixed ? 'always tie' : 'never tie'} their output head`);
+  }
   return {
     seed: options.seed ?? TINY_DEFAULT_SEED,
-    arch: options.arch ?? 'qwen2',
+    arch,
     nLayer,
-    tied: options.tiedEmbeddings ?? true,
+    tied: fixed ?? options.tiedEmbeddings ?? true,
     weightType: options.weightType ?? 'F32',
+    hparams: { ...TINY_HPARAMS, ...options.hparams, nLayer, nVocab: tinyVocab().tokens.length },
   };
 }
 
@@ -208,10 +246,6 @@ export const TINY_CHAT_TEMPLATE =
 // ---------------------------------------------------------------------------------------------
 // Tensors and weights
 
-function hparams(r: Resolved): ArchHparams {
-  return { ...TINY_HPARAMS, nLayer: r.nLayer, nVocab: tinyVocab().tokens.length };
-}
-
 /** Spread of the generated weights: linear layers scaled by their fan-in; norm weights around 1. */
 function stdOf(tensor: ArchTensor, shape: readonly number[]): number {
   switch (tensor.role) {
@@ -222,7 +256,8 @@ function stdOf(tensor: ArchTensor, shape: readonly number[]): number {
     case 'bias':
       return 0.1;
     case 'linear':
-      return 1 / Math.sqrt(shape[1] ?? 1);
+      // the fan-in: the last dimension, also of experts stacked along the first
+      return 1 / Math.sqrt(shape.at(-1) ?? 1);
   }
 }
 
@@ -230,13 +265,13 @@ function stdOf(tensor: ArchTensor, shape: readonly number[]): number {
 export function tinyModelTensors(options: TinyModelOptions = {}): TinyTensor[] {
   const r = resolve(options);
   const arch = archOf(r.arch);
-  const h = hparams(r);
+  const h = r.hparams;
   const wType = WEIGHT_TYPES[r.weightType];
   const list: TinyTensor[] = [];
   const add = (t: ArchTensor, name: string, hfName: string): void => {
     const shape = t.shape(h);
-    // 2-D weights in the chosen type; norms and biases stay F32
-    const type = shape.length === 2 ? wType : GgmlType.F32;
+    // weight matrices (and stacked experts) in the chosen type; norms and biases stay F32
+    const type = shape.length >= 2 ? wType : GgmlType.F32;
     list.push({ name, hfName, shape, ne: [...shape].reverse(), type, std: stdOf(t, shape) });
   };
   for (const t of arch.head) add(t, t.gguf, t.hf);
@@ -274,7 +309,7 @@ export function* tinyModelWeights(options: TinyModelOptions = {}): Generator<[Ti
 
 function metadata(r: Resolved, name: string): [string, GgufTypedValue][] {
   const a = r.arch;
-  const h = hparams(r);
+  const h = r.hparams;
   const vocab = tinyVocab();
   const kv: [string, GgufTypedValue][] = [
     ['general.architecture', gv.str(a)],
@@ -303,6 +338,14 @@ function metadata(r: Resolved, name: string): [string, GgufTypedValue][] {
   return kv;
 }
 
+/**
+ * `codi-tiny-<arch>`, but not for phi3: llama.cpp gives a model whose name says phi-3 the special
+ * tokens of Phi-3's own vocabulary (`</s>`), and fails to load one whose vocabulary lacks them.
+ */
+function defaultName(arch: TinyArch): string {
+  return arch === 'phi3' ? 'codi-tiny-phi' : `codi-tiny-${arch}`;
+}
+
 export interface TinyModelInfo extends GgufWriteResult {
   readonly arch: TinyArch;
   readonly nLayer: number;
@@ -317,7 +360,7 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
   const tensors = tinyModelTensors(options);
   const result = await writeGguf(
     path,
-    { metadata: metadata(r, options.name ?? `codi-tiny-${r.arch}`), tensors },
+    { metadata: metadata(r, options.name ?? defaultName(r.arch)), tensors },
     (spec, i) => {
       const t = tensors[i] ?? (spec as TinyTensor);
       const data = tinyTensorWeights(t, r.seed);
@@ -340,4 +383,34 @@ export function writeTinyQwen2Model(
   options: Omit<TinyModelOptions, 'arch'> = {},
 ): Promise<TinyModelInfo> {
   return writeTinyModel(path, { ...options, arch: 'qwen2' });
+}
+
+/**
+ * Every linear module of a tiny model as a LoRA target, with PEFT's module names (experts one by
+ * one); `output` adds the LM head where the model has one of its own.
+ */
+export function tinyLoraTargets(options: TinyModelOptions = {}, output = false): LoraTargetSpec[] {
+  const r = resolve(options);
+  const arch = archOf(r.arch);
+  const targets: LoraTargetSpec[] = [];
+  const add = (module: string, [out = 0, inF = 0]: readonly number[]): void => {
+    targets.push({ module, inFeatures: inF, outFeatures: out });
+  };
+  for (let i = 0; i < r.nLayer; i++) {
+    for (const t of arch.layer) {
+      if (t.role !== 'linear') continue;
+      const hf = `${arch.hfLayers}.${i}.${t.hf}`;
+      const shape = t.shape(r.hparams);
+      if (t.experts) {
+        for (let e = 0; e < (shape[0] ?? 0); e++) add(expertModule(hf, e), shape.slice(1));
+      } else {
+        add(hf.replace(/\.weight$/u, ''), shape);
+      }
+    }
+  }
+  if (output && !r.tied) {
+    for (const t of arch.tail)
+      if (t.role === 'output') add(t.hf.replace(/\.weight$/u, ''), t.shape(r.hparams));
+  }
+  return targets;
 }

@@ -46,8 +46,10 @@ export interface ReferenceOptions {
 }
 
 /**
- * Writes the tiny base with W + scale·B·A merged into every adapted linear weight (float64 sums), the
- * delta permuted like the weight for llama q/k. Independent of the converter and of merge.ts.
+ * Writes the tiny base with W + scale·B·A merged into every adapted weight (float64 sums), the
+ * delta permuted like the weight for llama q/k. A tensor of stacked experts ([experts, out, in], as
+ * llama.cpp stacks Hugging Face's `mlp.experts.<e>.<proj>`) gets each expert's delta in its slice.
+ * Independent of the converter and of merge.ts.
  */
 export async function writeReferenceMerged(
   path: string,
@@ -55,27 +57,62 @@ export async function writeReferenceMerged(
   options: ReferenceOptions,
 ): Promise<void> {
   const tensors = new Map(generateLoraTensors(spec).map((t) => [t.name, t]));
+  const deltaOf = (module: string, ggufName: string): Float32Array | null => {
+    const embedding = embeddingDeltaOf(module);
+    if (embedding) return embedding;
+    const a = tensors.get(`base_model.model.${module}.lora_A.weight`);
+    const b = tensors.get(`base_model.model.${module}.lora_B.weight`);
+    if (!a || !b) return null;
+    const [rank = 0, inF = 0] = a.shape;
+    const [outF = 0] = b.shape;
+    const s = options.scale(module);
+    let delta: Float32Array = new Float32Array(outF * inF);
+    for (let o = 0; o < outF; o++) {
+      for (let i = 0; i < inF; i++) {
+        let acc = 0;
+        for (let k = 0; k < rank; k++) acc += (b.values[o * rank + k] ?? 0) * (a.values[k * inF + i] ?? 0);
+        delta[o * inF + i] = s * acc;
+      }
+    }
+    const heads = options.permuteHeads?.(ggufName) ?? null;
+    if (heads !== null) delta = hfToGgufPermute(delta, outF, inF, heads);
+    return delta;
+  };
+  // PEFT's Embedding: A [r, vocab], B [dim, r]; the weight is [vocab, dim], so the delta is s·(B·A)ᵀ
+  const embeddingDeltaOf = (module: string): Float32Array | null => {
+    const a = tensors.get(`base_model.model.${module}.lora_embedding_A`);
+    const b = tensors.get(`base_model.model.${module}.lora_embedding_B`);
+    if (!a || !b) return null;
+    const [rank = 0, vocab = 0] = a.shape;
+    const [dim = 0] = b.shape;
+    const s = options.scale(module);
+    const delta = new Float32Array(vocab * dim);
+    for (let v = 0; v < vocab; v++) {
+      for (let d = 0; d < dim; d++) {
+        let acc = 0;
+        for (let k = 0; k < rank; k++) acc += (b.values[d * rank + k] ?? 0) * (a.values[k * vocab + v] ?? 0);
+        delta[v * dim + d] = s * acc;
+      }
+    }
+    return delta;
+  };
   await writeTinyModel(path, {
     ...options.model,
     transform: (tensor, data) => {
       const module = tensor.hfName.replace(/\.weight$/u, '');
-      const a = tensors.get(`base_model.model.${module}.lora_A.weight`);
-      const b = tensors.get(`base_model.model.${module}.lora_B.weight`);
-      if (!a || !b) return data;
-      const [rank = 0, inF = 0] = a.shape;
-      const [outF = 0] = b.shape;
-      const s = options.scale(module);
-      let delta: Float32Array = new Float32Array(outF * inF);
-      for (let o = 0; o < outF; o++) {
-        for (let i = 0; i < inF; i++) {
-          let acc = 0;
-          for (let k = 0; k < rank; k++) acc += (b.values[o * rank + k] ?? 0) * (a.values[k * inF + i] ?? 0);
-          delta[o * inF + i] = s * acc;
-        }
+      if (tensor.shape.length !== 3) {
+        const delta = deltaOf(module, tensor.name);
+        return delta ? data.map((w, k) => w + (delta[k] ?? 0)) : data;
       }
-      const heads = options.permuteHeads?.(tensor.name) ?? null;
-      if (heads !== null) delta = hfToGgufPermute(delta, outF, inF, heads);
-      return data.map((w, k) => w + (delta[k] ?? 0));
+      const [experts = 0, outF = 0, inF = 0] = tensor.shape;
+      const out = Float32Array.from(data);
+      for (let e = 0; e < experts; e++) {
+        const delta = deltaOf(module.replace('.experts.', `.experts.${e}.`), tensor.name);
+        if (!delta) continue;
+        for (let k = 0; k < outF * inF; k++)
+          out[e * outF * inF + k] = (out[e * outF * inF + k] ?? 0) + (delta[k] ?? 0);
+      }
+      return out;
     },
   });
 }

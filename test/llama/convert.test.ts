@@ -19,8 +19,8 @@ import { TINY_HPARAMS, writeTinyModel } from '../../src/testkit/tiny-model.js';
 import { verifyAdapter } from '../../src/verify.js';
 import { baseCheckFor, readBaseForCheck } from '../../src/base-model.js';
 import { ADAPTER_SPECS, TINY_DIMS, writeAdapter } from '../helpers/fixtures.js';
+import { changedFrom, maxDiff, PRECISE, probs, type Probs } from '../helpers/logprobs.js';
 import {
-  completion,
   llamaServerBinary,
   postJson,
   processAlive,
@@ -30,11 +30,6 @@ import {
 import { runCli } from '../helpers/cli.js';
 import { writeReferenceMerged, type ReferenceOptions } from '../helpers/reference.js';
 import { tempDir } from '../helpers/tmp.js';
-
-const PROMPTS = ['def add(a, b):', 'The quick brown fox', 'import numpy as np\n', 'for i in range(10):'];
-const N_PREDICT = 3;
-
-type Probs = { token: number; top: Map<number, number> }[][];
 
 let dir: string;
 let base: string;
@@ -58,13 +53,6 @@ afterAll(async () => {
   for (const s of servers) expect(processAlive(s.pid), `llama-server ${s.pid} left running`).toBe(false);
 });
 
-/**
- * Both sides of every comparison run attention in f32 (no flash attention, f32 KV cache): with
- * llama.cpp's defaults its f16 attention alone moves log-probs by ~2e-3 between two mathematically
- * equal models, which would hide what this test is about (measured: 1.8e-3 → 4e-6).
- */
-const PRECISE = ['-fa', 'off', '-ctk', 'f32', '-ctv', 'f32'];
-
 async function serve(model: string, lora: string[] = []): Promise<LlamaServer> {
   const s = await startLlamaServer({ model, lora, args: PRECISE });
   servers.push(s);
@@ -74,48 +62,6 @@ async function serve(model: string, lora: string[] = []): Promise<LlamaServer> {
 async function stop(s: LlamaServer): Promise<void> {
   await s.stop();
   servers.splice(servers.indexOf(s), 1);
-}
-
-/** Greedy next-token log-probs (top 20) for every prompt. */
-async function probs(server: LlamaServer): Promise<Probs> {
-  const out: Probs = [];
-  for (const prompt of PROMPTS) {
-    const res = await completion(server, {
-      prompt,
-      n_predict: N_PREDICT,
-      temperature: 0,
-      n_probs: 20,
-      cache_prompt: false,
-    });
-    const steps = res.completion_probabilities ?? [];
-    expect(steps.length).toBe(N_PREDICT);
-    out.push(steps.map((s) => ({ token: s.id, top: new Map(s.top_logprobs.map((t) => [t.id, t.logprob])) })));
-  }
-  return out;
-}
-
-/**
- * Largest log-prob difference over the tokens both top lists contain; the greedy paths must agree.
- * `steps` limits the comparison to the first generated positions (lossy outtypes may pick another
- * token later, after which the contexts differ).
- */
-function maxDiff(a: Probs, b: Probs, steps = N_PREDICT): number {
-  let worst = 0;
-  a.forEach((all, p) => {
-    all.slice(0, steps).forEach((step, i) => {
-      const other = b[p]?.[i];
-      expect(other?.token, `prompt ${p} step ${i}: greedy token`).toBe(step.token);
-      let shared = 0;
-      for (const [id, lp] of step.top) {
-        const lp2 = other?.top.get(id);
-        if (lp2 === undefined) continue;
-        shared++;
-        worst = Math.max(worst, Math.abs(lp - lp2));
-      }
-      expect(shared, `prompt ${p} step ${i}: shared top tokens`).toBeGreaterThanOrEqual(15);
-    });
-  });
-  return worst;
 }
 
 async function convertTo(adapterDir: string, model: string, outtype: OutType): Promise<string> {
@@ -475,17 +421,3 @@ describe('tied embeddings: refused, because llama.cpp crashes on it', () => {
     );
   });
 });
-
-function changedFrom(a: Probs, b: Probs): number {
-  let worst = 0;
-  a.forEach((steps, p) => {
-    const first = steps[0];
-    const other = b[p]?.[0];
-    if (!first || !other) return;
-    for (const [id, lp] of first.top) {
-      const lp2 = other.top.get(id);
-      if (lp2 !== undefined) worst = Math.max(worst, Math.abs(lp - lp2));
-    }
-  });
-  return worst;
-}
