@@ -324,7 +324,8 @@ describe('verifyAdapter under random mutations (fast-check)', () => {
           'checksums',
         ]);
       }),
-      { numRuns: 300 },
+      // a fixed seed: the same 300 cases every run, so the coverage asserted below cannot come and go
+      { numRuns: 300, seed: 20261207 },
     );
     console.log([...seen].sort().join(' '));
     // the mutations reach well past the first check of each file
