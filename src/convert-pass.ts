@@ -8,7 +8,6 @@ import { basename } from 'node:path';
 import { RegularFile, sameFile, type FileIdentity } from './byte-source.js';
 import { beginSha256, type HashProgressCallback, type PendingHash } from './checksum.js';
 import { CodiError } from './errors.js';
-import { HashStream } from './hash-stream.js';
 import type { FileRange } from './files/gguf-writer.js';
 import {
   parseSafetensorsHeader,
@@ -17,22 +16,15 @@ import {
 } from './formats/safetensors.js';
 
 /**
- * Weights from this size on are hashed in a worker thread, from a copy of the bytes the pass feeds
- * (`HashStream`): the pass then spends on the copy a fifth of what it would on hashing. Below it,
- * starting the worker costs more than it saves.
- */
-export const HASH_STREAM_BYTES = 32 << 20;
-
-/**
  * The weights' sha256, computed by the conversion pass from the very bytes it converts: the header
- * bytes, then the data section in file order, hashed on this thread or, for large weights, by a
- * worker fed copies of them. When no pass comes after all (a cached result, or an adapter that fails
+ * bytes, then the data section in file order, on this thread: a worker fed copies of them cost more
+ * CPU and memory and was no faster by the clock on two cores, even for a 7B adapter
+ * (bench/convert-7b.js). When no pass comes after all (a cached result, or an adapter that fails
  * before it), `elsewhere` hashes the file the ordinary way.
  */
 export class PassHash implements PendingHash {
   readonly result: Promise<string>;
   private readonly sha = createHash('sha256');
-  private stream: HashStream | null = null;
   private resolve: (hex: string) => void = () => undefined;
   private reject: (e: Error) => void = () => undefined;
   private other: PendingHash | null = null;
@@ -48,19 +40,14 @@ export class PassHash implements PendingHash {
     this.result.catch(() => undefined);
   }
 
-  /**
-   * Verification asks for the hash of `path`: this is it. The worker for large weights starts now, so
-   * it is up by the time the pass begins.
-   */
+  /** Verification asks for the hash of `path`: this is it. */
   adopt(path: string, size: number, onProgress: HashProgressCallback | undefined): PendingHash {
     this.file = { path, size, onProgress };
-    if (size >= HASH_STREAM_BYTES && this.stream === null) this.stream = new HashStream();
     return this;
   }
 
   update(bytes: Uint8Array): void {
-    if (this.stream) this.stream.update(bytes);
-    else this.sha.update(bytes);
+    this.sha.update(bytes);
     this.hashed += bytes.length;
     this.file?.onProgress?.(this.hashed, this.file.size);
   }
@@ -69,28 +56,21 @@ export class PassHash implements PendingHash {
   finish(): void {
     if (this.settled) return;
     this.settled = true;
-    if (this.stream) this.stream.end().then(this.resolve, this.reject);
-    else this.resolve(this.sha.digest('hex'));
+    this.resolve(this.sha.digest('hex'));
   }
 
   /** No pass will feed this hash: hash the file by itself (a no-op once the pass has finished). */
   elsewhere(): void {
     if (this.settled || !this.file) return;
     this.settled = true;
-    this.stream?.cancel();
     this.other = beginSha256(this.file.path, this.file.size, this.file.onProgress);
     this.other.result.then(this.resolve, this.reject);
   }
 
   cancel(): void {
     this.other?.cancel();
-    if (this.settled) {
-      // a worker still hashing for a pass that is not wanted any more
-      if (this.stream) this.stream.cancel();
-      return;
-    }
+    if (this.settled) return;
     this.settled = true;
-    this.stream?.cancel();
     this.reject(new CodiError('HASH_CANCELLED', 'hashing the weights was cancelled'));
   }
 }

@@ -255,33 +255,9 @@ export class GgufWriter {
   /** Writes the data of the next declared tensor, which must be `name`. */
   async writeTensor(name: string, payload: TensorPayload): Promise<void> {
     try {
-      const spec = this.specs[this.next];
-      if (this.done || spec === undefined)
-        throw invalid(`no tensor '${name}' is left to write`, { tensor: name });
-      if (spec.name !== name) {
-        throw invalid(`tensor '${name}' written out of order: '${spec.name}' is next`, { tensor: name });
-      }
+      const spec = this.nextSpec(name);
       const expected = this.sizes[this.next] ?? 0;
-      let written = 0;
-      if (isFileRange(payload)) {
-        if (payload.length !== expected) {
-          throw invalid(`tensor '${name}' got ${payload.length} bytes of data, ${expected} expected`, {
-            tensor: name,
-          });
-        }
-        await this.sink.transfer(payload);
-        written = expected;
-      }
-      const chunks: Iterable<TensorChunk> | AsyncIterable<TensorChunk> = isFileRange(payload)
-        ? []
-        : payload instanceof Float32Array || payload instanceof Uint8Array
-          ? [payload]
-          : payload;
-      const put = async (chunk: TensorChunk): Promise<void> => {
-        written += await this.writeChunk(spec, chunk, expected - written);
-      };
-      if (isAsyncIterable(chunks)) for await (const chunk of chunks) await put(chunk);
-      else for (const chunk of chunks) await put(chunk);
+      const written = await this.writePayload(spec, payload, expected);
       if (written !== expected) {
         throw invalid(`tensor '${name}' got ${written} bytes of data, ${expected} expected`, {
           tensor: name,
@@ -293,6 +269,53 @@ export class GgufWriter {
       await this.abort();
       throw asWriteError(e, this.path);
     }
+  }
+
+  private nextSpec(name: string): GgufTensorSpec {
+    const spec = this.specs[this.next];
+    if (this.done || spec === undefined)
+      throw invalid(`no tensor '${name}' is left to write`, { tensor: name });
+    if (spec.name !== name) {
+      throw invalid(`tensor '${name}' written out of order: '${spec.name}' is next`, { tensor: name });
+    }
+    return spec;
+  }
+
+  /**
+   * A payload's bytes; how many. Each kind has its own short path: every tensor comes through here,
+   * and a function that does little per call is not worth V8 optimising (a compile that costs more
+   * than a few hundred tensors gain from it).
+   */
+  private async writePayload(
+    spec: GgufTensorSpec,
+    payload: TensorPayload,
+    expected: number,
+  ): Promise<number> {
+    if (payload instanceof Float32Array || payload instanceof Uint8Array) {
+      return this.writeChunk(spec, payload, expected);
+    }
+    if (!isFileRange(payload)) return this.writeChunks(spec, payload, expected);
+    if (payload.length !== expected) {
+      throw invalid(`tensor '${spec.name}' got ${payload.length} bytes of data, ${expected} expected`, {
+        tensor: spec.name,
+      });
+    }
+    await this.sink.transfer(payload);
+    return expected;
+  }
+
+  private async writeChunks(
+    spec: GgufTensorSpec,
+    chunks: Iterable<TensorChunk> | AsyncIterable<TensorChunk>,
+    expected: number,
+  ): Promise<number> {
+    let written = 0;
+    if (isAsyncIterable(chunks)) {
+      for await (const chunk of chunks) written += await this.writeChunk(spec, chunk, expected - written);
+    } else {
+      for (const chunk of chunks) written += await this.writeChunk(spec, chunk, expected - written);
+    }
+    return written;
   }
 
   /**
