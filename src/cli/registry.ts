@@ -274,7 +274,7 @@ function settingFlags(): Record<string, FlagSpec> {
 
 const run: CommandEntry = {
   summary: 'Serve the mounted adapter with llama-server and start the app (the container entrypoint)',
-  description: `Resolves the configuration (every setting is an environment variable and the flag named after it; the flag wins), validates MODEL_MOUNT_PATH and ADAPTER_PATH, verifies the adapter, converts it to GGUF (cached), starts llama-server, waits for GET /health, checks GET /lora-adapters lists the adapter at scale 1, writes environment.json to CODI_STATE_DIR, starts APP_COMMAND with LLM_ENDPOINT and CODI_ENVIRONMENT_FILE, then supervises both: child output is prefixed [llm]/[app]; SIGTERM/SIGINT stop the app, then the LLM, gracefully and then by force.
+  description: `Resolves the configuration (every setting is an environment variable and the flag named after it; the flag wins), validates MODEL_MOUNT_PATH and ADAPTER_PATH, verifies the adapter, converts it to GGUF (cached), starts llama-server on loopback, waits for GET /health, checks GET /lora-adapters lists the adapter, serves it through the gateway on LLM_HOST:LLM_PORT, writes environment.json to CODI_STATE_DIR, starts APP_COMMAND with LLM_ENDPOINT and CODI_ENVIRONMENT_FILE, then supervises both: child output is prefixed [llm]/[app]; SIGTERM/SIGINT stop the app, then the LLM, gracefully and then by force.
 
 Exit status: 0 stopped by a signal, or the app finished with exit code 0; 1 the adapter is invalid; 2 a setting is malformed; 3 the environment is wrong (adapter not mounted, llama-server missing, port in use, remote endpoint not allowed); 4 the LLM failed to start or became unhealthy; 5 the app died.
 

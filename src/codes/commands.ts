@@ -513,7 +513,7 @@ export const COMMAND_CODES = {
     level: error,
     exit: LLM_FAILED,
     check: null,
-    summary: 'GET /lora-adapters does not list the adapter at scale 1',
+    summary: "llama-server's GET /lora-adapters does not list exactly the adapters verified",
   },
   LLM_UNHEALTHY: {
     level: error,
@@ -551,7 +551,7 @@ export const COMMAND_CODES = {
     exit: ENVIRONMENT,
     check: null,
     summary: 'codi-adapter reload found no run serving through the gateway in CODI_STATE_DIR',
-    hint: 'start run with ADAPTERS (or a rules file that lists adapters), and give reload the same CODI_STATE_DIR',
+    hint: 'start run with an embedded LLM (LLM_ENABLED=true, no remote LLM_ENDPOINT), and give reload the same CODI_STATE_DIR',
   },
 
   // ----- the project's test kit

@@ -7,7 +7,7 @@
  * and the cap come after (src/run/gateway-llm.ts).
  */
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { readActive } from '../catalog/active.js';
 import { ACTIVE_LINK, ADAPTERS_DIR, notMountedHint } from '../catalog/volume.js';
 import type { Code } from '../codes.js';
@@ -52,17 +52,41 @@ interface CatalogAdapter {
 }
 
 /**
- * The selection `run` serves through the gateway, or null for one adapter as before: ADAPTERS when
- * set; else `promoted` when the rules file lists adapters, unless ADAPTER_PATH was given (an
- * explicit single adapter wins over an implicit default).
+ * The selection an embedded `run` serves through the gateway (null when the LLM is not embedded):
+ * ADAPTERS when set; else `promoted` when the rules file lists adapters, unless ADAPTER_PATH was
+ * given (an explicit single adapter wins over an implicit default); else the one adapter at
+ * ADAPTER_PATH or `active`, as before, as a set of one.
  */
 export async function servedSelection(config: RunConfig): Promise<AdapterSelection | null> {
   if (config.llmMode !== 'embedded') return null;
   if (config.adapters !== null) return config.adapters;
-  if (config.sources.ADAPTER_PATH !== 'default') return null;
+  if (config.sources.ADAPTER_PATH !== 'default') return { kind: 'single' };
   const rules = await readRules(config.patternsRules, false);
   const listed = Object.keys(rules.llmAssist?.adapters ?? {});
-  return listed.length > 0 ? { kind: 'promoted' } : null;
+  return listed.length > 0 ? { kind: 'promoted' } : { kind: 'single' };
+}
+
+/**
+ * The plan for the one adapter in `dir` (ADAPTER_PATH or `active`, already checked; it may lie
+ * outside the catalog): its id is its metadata.json `id` (else its folder's name), and it is the
+ * default. An id equal to the base's would make a request naming it ambiguous.
+ */
+export async function planSingle(config: RunConfig, dir: string): Promise<ServedPlan> {
+  const id = (await metadataId(dir)) ?? basename(dir);
+  if (id === config.codeModel) {
+    throw new CodiError(
+      'ADAPTER_ID_CLAIMED',
+      `the adapter ${dir} claims the id ${id}, which is the base model's (CODE_MODEL)`,
+      { details: { id } },
+    );
+  }
+  return {
+    selection: { kind: 'single' },
+    candidates: [{ id, dir, promotedAt: null }],
+    defaultId: id,
+    defaultFrom: 'single',
+    notServed: [],
+  };
 }
 
 /** The adapters to verify for `selection`, their default, and those left out already. */

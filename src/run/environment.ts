@@ -79,7 +79,7 @@ export interface EnvironmentRecord {
     no_proxy: string | null;
   };
   settings: Record<SettingName, string>;
-  /** the gateway and its served set; null when one adapter is served without it */
+  /** the gateway and its served set (one adapter included); null when the LLM is remote or off */
   gateway: GatewayRecord | null;
 }
 
@@ -89,7 +89,7 @@ export interface LlmReady {
   llamaServer: LlamaServerRecord | null;
   lora: LoraAdapterInfo[] | null;
   healthyMs: number | null;
-  /** the served set, when the gateway serves several adapters */
+  /** the served set behind the gateway (every embedded LLM) */
   gateway?: GatewayRecord;
 }
 

@@ -271,15 +271,13 @@ export async function startGatewayLlm(
   const { config, report } = ctx;
   const binary = resolveLlamaServer(config.llamaServerBin, ctx.env);
   binary.catch(() => undefined);
-  report.info(
-    `serving ${selection.kind === 'ids' ? selection.ids.join(', ') : selection.kind === 'all' ? 'every adapter of the catalog' : 'the promoted adapters'} through the gateway on ${config.llmEndpoint ?? '?'}`,
-  );
+  report.info(`serving ${describeSelection(selection)} through the gateway on ${config.llmEndpoint ?? '?'}`);
   const prepared = await prepareSet(ctx, selection);
   if (prepared === null || ctx.trap.stopRequested()) return null;
   const binPath = await binary;
   await checkApp(ctx);
   await assertPortFree(config.llmHost, config.llmPort);
-  const launched = await launchSet(ctx, binPath, prepared);
+  const launched = await launchSet(ctx, binPath, prepared, true);
   if (launched === null) return null;
   ctx.children.llm = launched.serving.child;
   let current: LaunchedSet = launched;
@@ -308,6 +306,19 @@ export async function startGatewayLlm(
     commit: version?.commit ?? null,
   };
   return run.ready(launched);
+}
+
+function describeSelection(selection: AdapterSelection): string {
+  switch (selection.kind) {
+    case 'ids':
+      return selection.ids.join(', ');
+    case 'all':
+      return 'every adapter of the catalog';
+    case 'promoted':
+      return 'the promoted adapters';
+    case 'single':
+      return 'the adapter of ADAPTER_PATH';
+  }
 }
 
 /**

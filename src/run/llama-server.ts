@@ -191,8 +191,14 @@ export function probeHealth(
     (res) => {
       let detail = res.body.trim().slice(0, 200);
       try {
-        const json = JSON.parse(res.body) as { status?: unknown; error?: { message?: unknown } };
+        const json = JSON.parse(res.body) as {
+          status?: unknown;
+          reason?: unknown;
+          error?: { message?: unknown };
+        };
         if (typeof json.error?.message === 'string') detail = json.error.message;
+        // the gateway's answer says why it is not serving
+        else if (res.status !== 200 && typeof json.reason === 'string') detail = json.reason;
         else if (typeof json.status === 'string') detail = json.status;
       } catch {
         // not JSON: keep the text

@@ -8,7 +8,13 @@
 import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { CodiError, isCodiError } from '../errors.js';
-import { applyCap, planServedSet, type NotServed, type ServedPlan } from '../gateway/served-set.js';
+import {
+  applyCap,
+  planServedSet,
+  planSingle,
+  type NotServed,
+  type ServedPlan,
+} from '../gateway/served-set.js';
 import { Serving, type ServedAdapter } from '../gateway/serving.js';
 import { sha256Hex } from '../metadata.js';
 import type { AdapterSelection } from './settings.js';
@@ -16,7 +22,14 @@ import { requireUnchanged, verifyAndConvert, type ServableAdapter } from './adap
 import type { RunContext } from './context.js';
 import { slowInferenceWatch, untilStopped } from './embedded-llm.js';
 import type { AdapterRecord } from './environment.js';
-import { loraAdapters, SLOW_HINT, waitUntilHealthy, type LoraAdapterInfo } from './llama-server.js';
+import {
+  llamaServerVersion,
+  loraAdapters,
+  SLOW_HINT,
+  waitUntilHealthy,
+  type LoraAdapterInfo,
+} from './llama-server.js';
+import { validatePaths } from './paths.js';
 import { SupervisedChild } from './supervisor.js';
 
 export interface PreparedSet {
@@ -36,7 +49,10 @@ export interface LaunchedSet {
 
 /** Verifies and converts the plan's adapters; null when a signal came meanwhile. */
 export async function prepareSet(ctx: RunContext, selection: AdapterSelection): Promise<PreparedSet | null> {
-  const plan = await planServedSet(ctx.config, selection);
+  const plan =
+    selection.kind === 'single'
+      ? await planSingle(ctx.config, await validatePaths(ctx.config, ctx.report.emit))
+      : await planServedSet(ctx.config, selection);
   const notServed = [...plan.notServed];
   for (const n of plan.notServed) ctx.report.warn(`adapter ${n.id} not served: ${n.code}: ${n.message}`);
   const ready: { id: string; servable: ServableAdapter; promotedAt: string | null }[] = [];
@@ -138,12 +154,15 @@ export function servedSetArgs(ctx: RunContext, port: number, count: number): str
 
 /**
  * Starts llama-server with the prepared set and waits until it is healthy and lists the set; its
- * files are closed whatever happens. null when a signal came meanwhile (the server is then stopped).
+ * files are closed whatever happens. null when a signal came meanwhile. `adopt` (at start): the server
+ * is run's LLM child from its spawn on, so run's own stop ends it whatever happens (a second signal
+ * kills it at once); otherwise (a reload) it is stopped here when it does not become the set served.
  */
 export async function launchSet(
   ctx: RunContext,
   binPath: string,
   prepared: PreparedSet,
+  adopt = false,
 ): Promise<LaunchedSet | null> {
   const { config, report } = ctx;
   const files = prepared.adapters.map((a) => a.servable.file);
@@ -156,25 +175,37 @@ export async function launchSet(
     );
     const sink = slowInferenceWatch(ctx.output, config.slowTokensPerSecond, (t) => {
       report.warn(
-        `slow inference: ${t.tokens} tokens at ${t.tokensPerSecond.toFixed(1)} tokens/s`,
+        `slow inference: llama-server generated ${t.tokens} tokens at ${t.tokensPerSecond.toFixed(1)} tokens/s (below LLM_SLOW_TOKENS_PER_SECOND=${config.slowTokensPerSecond})`,
         SLOW_HINT,
       );
     });
     const env =
       config.llmApiKey === null ? ctx.childEnv : { ...ctx.childEnv, LLAMA_API_KEY: config.llmApiKey };
     const wrapper = await ctx.wrapper;
+    if (wrapper === null && process.platform === 'linux') {
+      report.warn(
+        'setpriv (util-linux) with --pdeathsig not found: if run is SIGKILLed, its children keep running',
+        'install util-linux, or run under a container runtime (the PID namespace ends with run)',
+      );
+    }
+    const tuned = Object.keys(ctx.env).filter((k) => k.startsWith('LLAMA_ARG_'));
+    if (tuned.length > 0)
+      report.info(`llama-server also reads ${tuned.join(', ')} (command-line arguments win)`);
     child = await SupervisedChild.start(
       { role: 'llm', command: binPath, args, env, wrapper, fds: files.map((f) => f.fd) },
       sink,
     );
+    if (adopt) ctx.children.llm = child;
     const upstream = `http://127.0.0.1:${port}`;
     const healthy = await waitUntilHealthy(upstream, {
       timeoutMs: config.readyTimeoutMs,
       child,
       signal: ctx.trap.stopping,
+    }).catch(async (e: unknown) => {
+      throw (await brokenBinary(ctx, binPath, e)) ?? e;
     });
     if (!healthy.healthy) {
-      await child.stop(config.stopGraceMs);
+      if (!adopt) await child.stop(config.stopGraceMs);
       return null;
     }
     const lora = await requireSet(upstream, prepared.adapters.length, config.llmApiKey);
@@ -200,11 +231,20 @@ export async function launchSet(
       healthyMs: healthy.ms,
     };
   } catch (e) {
-    if (child !== null) await child.stop(config.stopGraceMs);
+    if (child !== null && !adopt) await child.stop(config.stopGraceMs);
     throw e;
   } finally {
     await Promise.all(files.map((f) => f.close()));
   }
+}
+
+/** A binary that cannot even print its version is broken (missing libraries…): exit 3, not 4. */
+async function brokenBinary(ctx: RunContext, binPath: string, e: unknown): Promise<unknown> {
+  if (!isCodiError(e) || e.code !== 'LLM_EXITED') return null;
+  return llamaServerVersion(binPath, ctx.env).then(
+    () => null,
+    (v: unknown) => v,
+  );
 }
 
 /** The default adapter when it is served (an invalid default has already ended run). */

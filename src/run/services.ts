@@ -1,7 +1,7 @@
 /**
  * `run`, the container entrypoint, step by step: configuration → paths → verify → GGUF (cached) →
- * llama-server → GET /health → GET /lora-adapters → LLM_ENDPOINT → environment.json → the app →
- * supervision. Everything the user should see is reported through `onEvent` (the command renders it);
+ * llama-server on loopback → GET /health → GET /lora-adapters → the gateway on LLM_HOST:LLM_PORT →
+ * LLM_ENDPOINT → environment.json → the app → supervision. Everything the user should see is reported through `onEvent` (the command renders it);
  * the children's own lines go to `output`, prefixed.
  *
  * Exit status: a CodiError ends it (1 invalid adapter, 2 configuration, 3 environment, 4 LLM failed or
@@ -14,7 +14,6 @@ import { checkAirgap, type LlmMode } from './config.js';
 import { appEnvironment, checkApp, startApp } from './app.js';
 import { createContext, type RunContext, type RunOptions } from './context.js';
 import { routeText } from './egress.js';
-import { startEmbeddedLlm } from './embedded-llm.js';
 import { servedSelection } from '../gateway/served-set.js';
 import { startGatewayLlm } from './gateway-run.js';
 import {
@@ -24,7 +23,7 @@ import {
   type EnvironmentRecord,
   type LlmReady,
 } from './environment.js';
-import { llamaServerArgs } from './llama-server.js';
+import { servedSetArgs } from './served-llm.js';
 import { connectRemoteLlm } from './remote-llm.js';
 import { checkSpawnable } from './spawn-limits.js';
 import { prepareStateDir } from './state-dir.js';
@@ -132,13 +131,8 @@ function checkEgress(ctx: RunContext): void {
 function checkChildrenSpawnable(ctx: RunContext): void {
   const { config } = ctx;
   if (config.llmMode === 'embedded') {
-    const args = llamaServerArgs({
-      model: config.baseModelPath,
-      lora: '/dev/fd/3',
-      host: config.llmHost,
-      port: config.llmPort,
-      threads: config.threads,
-    });
+    // the longest port a loopback one can be; the set's size is not known yet: one adapter per --lora
+    const args = servedSetArgs(ctx, 65_535, 1);
     checkSpawnable('llama-server', [config.llamaServerBin, ...args], ctx.childEnv);
   }
   if (config.app) checkSpawnable('the app', config.app.argv, appEnvironment(ctx));
@@ -149,9 +143,8 @@ async function startLlm(ctx: RunContext): Promise<LlmReady | null> {
   const { config } = ctx;
   const endpoint = config.llmEndpoint;
   if (config.llmMode === 'embedded' && endpoint !== null) {
-    const selection = await servedSelection(config);
-    if (selection !== null) return startGatewayLlm(ctx, selection);
-    return startEmbeddedLlm(ctx, endpoint);
+    const selection = (await servedSelection(config)) ?? { kind: 'single' };
+    return startGatewayLlm(ctx, selection);
   }
   if (config.llmMode === 'remote' && endpoint !== null) return connectRemoteLlm(ctx, endpoint);
   await checkApp(ctx);

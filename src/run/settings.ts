@@ -49,8 +49,12 @@ export interface KindValue {
   adapters: AdapterSelection | null;
 }
 
-/** ADAPTERS: a comma list of adapter ids, `promoted` (llm_assist.adapters) or `all` (the catalog). */
-export type AdapterSelection = { kind: 'promoted' } | { kind: 'all' } | { kind: 'ids'; ids: string[] };
+/**
+ * ADAPTERS: a comma list of adapter ids, `promoted` (llm_assist.adapters) or `all` (the catalog);
+ * `single` is never parsed from ADAPTERS: it is run's one adapter at ADAPTER_PATH (or `active`).
+ */
+export type AdapterSelection =
+  { kind: 'promoted' } | { kind: 'all' } | { kind: 'ids'; ids: string[] } | { kind: 'single' };
 
 export type AirgapMode = 'off' | 'on' | 'strict';
 export type SettingKind = keyof KindValue;
@@ -124,7 +128,7 @@ export const RUN_SETTINGS = [
     default: '',
     defaultText: 'promoted when the rules file lists adapters, else one adapter (ADAPTER_PATH)',
     description:
-      'the adapters the gateway serves: a comma list of ids, promoted (llm_assist.adapters that are mounted and valid) or all (every valid adapter in the catalog for CODE_MODEL); when set, or when the rules file lists adapters, llama-server listens on loopback only and the gateway takes LLM_HOST:LLM_PORT (an ADAPTER_PATH given without ADAPTERS serves that one adapter as before)',
+      'the adapters the gateway serves: a comma list of ids, promoted (llm_assist.adapters that are mounted and valid) or all (every valid adapter in the catalog for CODE_MODEL); llama-server listens on loopback only and the gateway takes LLM_HOST:LLM_PORT; unset, an ADAPTER_PATH given (or a rules file listing none) serves that one adapter, as a set of one',
   },
   {
     name: 'LLM_MAX_ADAPTERS',

@@ -58,11 +58,12 @@ async function post(port: number, path: string, body: unknown): Promise<unknown>
   return text === '' ? null : (JSON.parse(text) as unknown);
 }
 
-/** Greedy next-token log-probs (top 20) of every prompt. */
-async function probs(port: number): Promise<Probs> {
+/** Greedy next-token log-probs (top 20) of every prompt; `model` as the gateway takes it (none: the default adapter). */
+async function probs(port: number, model?: string): Promise<Probs> {
   const out: Probs = [];
   for (const prompt of PROMPTS) {
     const res = (await post(port, '/completion', {
+      ...(model === undefined ? {} : { model }),
       prompt,
       n_predict: N_PREDICT,
       temperature: 0,
@@ -94,7 +95,7 @@ function maxDiff(a: Probs, b: Probs, sameGreedy = true): number {
 
 interface Served {
   probs: Probs;
-  /** with the adapter at scale 0 (POST /lora-adapters): the base alone */
+  /** with `model` = the base id (the adapter at scale 0): the base alone */
   baseProbs: Probs | null;
   environment: { adapter: { checksum: string; gguf: string } };
   stdout: string;
@@ -119,14 +120,13 @@ async function serve(id: string, withBase = false): Promise<Served> {
     LLM_ENABLED: undefined,
   });
   runs.push(r);
-  await r.waitFor(/LLM serves the adapter at scale 1/u, 120_000);
+  await r.waitFor(/gateway listening on /u, 120_000);
   // written just after: on a loaded machine the log-probs can come back first
   await r.waitFor(/environment recorded in /u, 60_000);
   const served = await probs(port);
   let baseProbs: Probs | null = null;
   if (withBase) {
-    await post(port, '/lora-adapters', [{ id: 0, scale: 0 }]);
-    baseProbs = await probs(port);
+    baseProbs = await probs(port, 'tiny-qwen2');
   }
   const environment = JSON.parse(
     await readFile(join(state, 'environment.json'), 'utf8'),

@@ -8,7 +8,7 @@ import { chmod, cp, mkdir, readdir, readFile, rm, symlink, writeFile } from 'nod
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { REPO } from '../helpers/cli.js';
+import { REPO, runCli } from '../helpers/cli.js';
 import { freePort, llamaServerBinary, startLlamaServer } from '../helpers/llama.js';
 import {
   alive,
@@ -27,7 +27,7 @@ let signer = '';
 const APP = join(REPO, 'test/fixtures/run-app.js');
 const FAULT_503 = join(REPO, 'test/fixtures/fault-server-503-forever.js');
 const FAULT_CRASH = join(REPO, 'test/fixtures/fault-server-crashes-while-loading.js');
-const FAULT_SCALE = join(REPO, 'test/fixtures/fault-server-lora-wrong-scale.js');
+const FAULT_OTHER_SET = join(REPO, 'test/fixtures/fault-server-lora-other-set.js');
 const GRACE_S = 3;
 
 let root: string;
@@ -143,8 +143,9 @@ interface EnvironmentJson {
     pid: number;
     endpoint: string;
     llama_server: { version: string; commit: string | null };
-    lora_adapters: { path: string; scale: number }[];
+    lora_adapters: { id: number; path: string; scale: number }[];
   };
+  gateway: { upstream: string; default: string | null; served: { id: string }[] } | null;
   codi_adapter: { version: string };
   settings: Record<string, string>;
 }
@@ -181,8 +182,14 @@ describe('run, embedded llama-server', () => {
     expect(environment.ruleset.version).toBe('2026.11.0');
     expect(environment.base_model).toEqual({ id: 'tiny-qwen2', path: join(root, 'base/tiny-qwen2.gguf') });
     expect(environment.llm.llama_server.version).toMatch(/^version: \S+ \(build \d+, commit [0-9a-f]+\)/u);
-    // llama-server reads the GGUF run proved through the descriptor run gave it
-    expect(environment.llm.lora_adapters).toEqual([expect.objectContaining({ path: '/dev/fd/3', scale: 1 })]);
+    // llama-server reads the GGUF run proved through the descriptor run gave it (each request's scale
+    // is the `lora` list the gateway writes)
+    expect(environment.llm.lora_adapters).toEqual([expect.objectContaining({ id: 0, path: '/dev/fd/3' })]);
+    // the one adapter is a set of one behind the gateway, llama-server on loopback only
+    expect(environment.gateway?.default).toBe(ADAPTER);
+    expect(environment.gateway?.served.map((a) => a.id)).toEqual([ADAPTER]);
+    expect(environment.gateway?.upstream).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/u);
+    expect(environment.gateway?.upstream).not.toBe(`http://127.0.0.1:${env.LLM_PORT ?? ''}`);
     expect(environment.settings.LLM_PORT).toBe(env.LLM_PORT);
     expect(environment.settings.LLAMA_CPP_THREADS).toBe('2');
     expect(Object.keys(environment.settings)).toContain('AIRGAP_ALLOWLIST');
@@ -196,7 +203,45 @@ describe('run, embedded llama-server', () => {
     expect(out).toMatch(/checksums 2\/2 files sha256 ok/u);
     expect(out).toMatch(/^\[llm\] /mu);
     expect(out).toMatch(/^\[app\] run-app: recorded/mu);
-    expect(out).toMatch(/LLM serves the adapter at scale 1/u);
+    expect(out).toMatch(
+      /gateway listening on http:\/\/127\.0\.0\.1:\d+ \(llama-server on http:\/\/127\.0\.0\.1:\d+, loopback only\)/u,
+    );
+    expect(out).toMatch(/serving tiny-qwen2-lora \(default tiny-qwen2-lora\)/u);
+
+    // LLM_PORT is the gateway: llama-server's runtime API is not reachable there
+    const llm = `http://127.0.0.1:${env.LLM_PORT ?? ''}`;
+    const post = (path: string, body: unknown): Promise<Response> =>
+      fetch(`${llm}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(60_000),
+      });
+    expect((await post('/lora-adapters', [{ id: 0, scale: 0 }])).status).toBe(404);
+    expect((await fetch(`${llm}/slots`)).status).toBe(404);
+    const models = (await (await fetch(`${llm}/v1/models`)).json()) as {
+      data: { id: string; parent: string | null; default?: boolean }[];
+    };
+    expect(models.data.map((m) => [m.id, m.parent, m.default ?? null])).toEqual([
+      ['tiny-qwen2', null, null],
+      [ADAPTER, 'tiny-qwen2', true],
+    ]);
+    // the adapter by name, the default and the base: the adapter changes the answer
+    const answer = async (model?: string): Promise<string> => {
+      const res = await post('/completion', {
+        ...(model === undefined ? {} : { model }),
+        prompt: 'def fibonacci(n):',
+        n_predict: 12,
+        temperature: 0,
+        cache_prompt: false,
+      });
+      expect(res.status).toBe(200);
+      return ((await res.json()) as { content: string }).content;
+    };
+    const byDefault = await answer();
+    expect(await answer(ADAPTER)).toBe(byDefault);
+    expect(await answer('tiny-qwen2')).not.toBe(byDefault);
+    expect((await post('/completion', { model: 'nope', prompt: 'x', n_predict: 1 })).status).toBe(404);
     expect(out).not.toMatch(/slow inference/u);
 
     // the image's HEALTHCHECK agrees
@@ -261,7 +306,7 @@ describe('run, embedded llama-server', () => {
     const exit = await r.exited;
     expect(exit.code, r.stderr()).toBe(4);
     expect(r.stderr()).toMatch(
-      /LLM_UNHEALTHY: the LLM failed 3 health checks in a row \(last: HTTP 503 injected fault\)/u,
+      /LLM_UNHEALTHY: the LLM failed 3 health checks in a row \(last: HTTP 503 llama-server is not healthy: 503 injected fault\)/u,
     );
     expect(r.stdout()).toMatch(/LLM unhealthy \(.*\), 1\/3/u);
     const app = await readJson<AppRecord>(record);
@@ -402,13 +447,15 @@ describe('run, failures before anything is served', () => {
     expect(r.stdout()).not.toMatch(/LLM_ENDPOINT=/u);
   }, 60_000);
 
-  it('exits 4 when /lora-adapters lists the adapter at a scale other than 1 (fault injection)', async () => {
-    const env = await baseEnv({ LLAMA_SERVER_BIN: FAULT_SCALE });
-    const record = join(root, 'wrong-scale.json');
+  it('exits 4 when /lora-adapters lists another set than the one verified (fault injection)', async () => {
+    const env = await baseEnv({ LLAMA_SERVER_BIN: FAULT_OTHER_SET });
+    const record = join(root, 'other-set.json');
     const r = start({ ...env, APP_COMMAND: `node ${APP} record ${record}` });
     const exit = await r.exited;
     expect(exit.code, r.stderr()).toBe(4);
-    expect(r.stderr()).toMatch(/LLM_LORA_MISSING: .*scale 0\.5/u);
+    expect(r.stderr()).toMatch(
+      /LLM_LORA_MISSING: llama-server does not serve the set: .*lists 2 adapters, not 1/u,
+    );
     // nothing was handed to an app: no environment.json, no app
     expect(r.stdout()).not.toMatch(/app started/u);
     await expect(readFile(join(env.CODI_STATE_DIR ?? '', 'environment.json'))).rejects.toThrow(/ENOENT/u);
@@ -590,6 +637,32 @@ describe('run, other modes', () => {
       await rm(join(root, 'adapters/active'));
     }
   }, 120_000);
+
+  it('reloads its one adapter: once active points elsewhere, codi-adapter reload serves that adapter', async () => {
+    await symlink(ADAPTER, join(root, 'adapters/active'));
+    try {
+      const env = await baseEnv({ ADAPTER_PATH: undefined, APP_COMMAND: 'none' });
+      const r = start(env);
+      await r.waitFor(/environment recorded in /u, 120_000);
+      const llm = `http://127.0.0.1:${env.LLM_PORT ?? ''}`;
+      const roots = async (): Promise<string[]> => {
+        const res = await fetch(`${llm}/v1/models`, { signal: AbortSignal.timeout(30_000) });
+        return ((await res.json()) as { data: { root: string }[] }).data.map((m) => m.root);
+      };
+      expect(await roots()).toEqual(['tiny-qwen2', join(root, 'adapters', ADAPTER)]);
+      await rm(join(root, 'adapters/active'));
+      await symlink(SIGNED, join(root, 'adapters/active'));
+      const reload = await runCli(['reload', '--state-dir', env.CODI_STATE_DIR ?? ''], {
+        timeoutMs: 120_000,
+      });
+      expect(reload.code, reload.stderr).toBe(0);
+      expect(await roots()).toEqual(['tiny-qwen2', join(root, 'adapters', SIGNED)]);
+      r.child.kill('SIGTERM');
+      expect((await r.exited).code, r.stderr()).toBe(0);
+    } finally {
+      await rm(join(root, 'adapters/active'), { force: true });
+    }
+  }, 180_000);
 
   it('never serves a tampered cache entry: the alpha changed in the volume’s GGUF is found, reported and rebuilt', async () => {
     const cacheDir = join(root, 'adapters/.gguf-cache');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseUpstreamLoad } from '../../src/gateway/metrics.js';
 import { tokenCounts } from '../../src/gateway/proxy.js';
-import { applyCap, planServedSet, servedSelection } from '../../src/gateway/served-set.js';
+import { applyCap, planServedSet, planSingle, servedSelection } from '../../src/gateway/served-set.js';
 import { resolveRunConfig } from '../../src/run/config.js';
 import { rejected } from '../helpers/errors.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -48,11 +48,33 @@ describe('the served set', () => {
   it('serves the promoted adapters by default when the rules list some, one adapter otherwise', async () => {
     const root = await volume({ 'tiny-a': 'tiny-a', 'tiny-b': 'tiny-b' }, RULES);
     expect(await servedSelection(config(root))).toEqual({ kind: 'promoted' });
-    // an ADAPTER_PATH given explicitly keeps run's one adapter
-    expect(await servedSelection(config(root, { ADAPTER_PATH: join(root, 'adapters/tiny-a') }))).toBeNull();
-    expect(await servedSelection(config(await volume({}, null)))).toBeNull();
-    expect(await servedSelection(config(await volume({}, 'version: "1"\n')))).toBeNull();
+    // an ADAPTER_PATH given explicitly keeps run's one adapter, behind the gateway as a set of one
+    const single = { kind: 'single' };
+    expect(await servedSelection(config(root, { ADAPTER_PATH: join(root, 'adapters/tiny-a') }))).toEqual(
+      single,
+    );
+    expect(await servedSelection(config(await volume({}, null)))).toEqual(single);
+    expect(await servedSelection(config(await volume({}, 'version: "1"\n')))).toEqual(single);
     expect(await servedSelection(config(root, { ADAPTERS: 'all' }))).toEqual({ kind: 'all' });
+    // a remote or disabled LLM has no gateway
+    expect(await servedSelection(config(root, { LLM_ENABLED: 'false' }))).toBeNull();
+  });
+
+  it("plans run's one adapter by its metadata id, wherever it lies, as the default", async () => {
+    const root = await volume({}, null);
+    const outside = await volume({ 'my-folder': 'tiny-x' }, null);
+    const plan = await planSingle(config(root), join(outside, 'adapters/my-folder'));
+    expect(plan.candidates).toEqual([
+      { id: 'tiny-x', dir: join(outside, 'adapters/my-folder'), promotedAt: null },
+    ]);
+    expect([plan.defaultId, plan.defaultFrom, plan.notServed]).toEqual(['tiny-x', 'single', []]);
+    // without a readable id, its folder's name
+    const bare = await volume({ 'tiny-y': null }, null);
+    expect((await planSingle(config(root), join(bare, 'adapters/tiny-y'))).defaultId).toBe('tiny-y');
+    // the base's id would make `model` ambiguous
+    const clash = await volume({ x: 'tiny-qwen2' }, null);
+    const e = await rejected(planSingle(config(root), join(clash, 'adapters/x')));
+    expect(e).toMatchObject({ code: 'ADAPTER_ID_CLAIMED' });
   });
 
   it('plans the promoted set with its default, and names what is not in the catalog', async () => {
