@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The demo app `codi-adapter run` starts in the README demo (scripts/demo.sh). It asks the LLM at
-// LLM_ENDPOINT the same question twice, with the LoRA adapter at scale 1 and at scale 0 (switched with
-// POST /lora-adapters), prints both answers, restores scale 1, and exits 0, which ends `run`.
+// The demo app `codi-adapter run` starts in the README demo (scripts/demo.sh). It asks the gateway at
+// LLM_ENDPOINT the same question twice: with no `model` (the default adapter, at scale 1) and with
+// `model` = the base id CODE_MODEL (every adapter at scale 0: the base alone), prints both answers and
+// exits 0, which ends `run`.
 // The bundled base model is tiny and random, so the answers are noise; what matters is that they differ.
 import { Buffer } from 'node:buffer';
 import { readFileSync } from 'node:fs';
@@ -30,20 +31,31 @@ function call(method, path, body) {
 }
 
 // greedy and uncached, so the two answers differ only by the adapter
-const ask = async () =>
-  (await call('POST', '/completion', { prompt, n_predict: 24, temperature: 0, cache_prompt: false, seed: 1 })).content;
+const ask = async (model) =>
+  (
+    await call('POST', '/completion', {
+      ...(model === undefined ? {} : { model }),
+      prompt,
+      n_predict: 24,
+      temperature: 0,
+      cache_prompt: false,
+      seed: 1,
+    })
+  ).content;
 
-// run hands llama-server the GGUF it proved as an open file (/dev/fd/3): environment.json names it
 const environment = process.env.CODI_ENVIRONMENT_FILE
   ? JSON.parse(readFileSync(process.env.CODI_ENVIRONMENT_FILE, 'utf8'))
   : null;
-const named = (path) => (path.startsWith('/dev/fd/') && environment?.adapter?.gguf) || path;
-const adapters = await call('GET', '/lora-adapters');
-console.log(`adapters served: ${adapters.map((a) => `#${a.id} ${named(a.path).split('/').pop()} ×${a.scale}`).join(', ')}`);
+const base = process.env.CODE_MODEL ?? environment?.base_model?.id;
+if (!base) {
+  console.error('ask.js: CODE_MODEL is not set and environment.json does not name the base');
+  process.exit(2);
+}
+const models = (await call('GET', '/v1/models')).data;
+const served = models.map((m) => (m.parent === null ? `${m.id} (base)` : `${m.id} ${m.version ?? ''}${m.default ? ' (default)' : ''}`));
+console.log(`models served: ${served.join(', ')}`);
 const withAdapter = await ask();
-await call('POST', '/lora-adapters', adapters.map((a) => ({ id: a.id, scale: 0 })));
-const withoutAdapter = await ask();
-await call('POST', '/lora-adapters', adapters.map((a) => ({ id: a.id, scale: a.scale })));
+const withoutAdapter = await ask(base);
 
 console.log(`question:          ${JSON.stringify(prompt)}`);
 console.log(`adapter at scale 1: ${JSON.stringify(withAdapter)}`);

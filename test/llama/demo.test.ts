@@ -29,7 +29,7 @@ it('scripts/demo.sh asks with the adapter at scale 1 and 0, prints both answers,
   expect(code, `${out}\n${err}`).toBe(0);
 
   expect(out).toMatch(/Adapter Status: mounted/u);
-  expect(out).toMatch(/^\[app\] adapters served: #0 tiny-qwen2-lora\.[0-9a-f.]+\.f32\.gguf ×1$/mu);
+  expect(out).toMatch(/^\[app\] models served: tiny-qwen2 \(base\), tiny-qwen2-lora 0\.1\.0 \(default\)$/mu);
   const answer = (scale: number): string | undefined =>
     new RegExp(`^\\[app\\] adapter at scale ${scale}: (".*")$`, 'mu').exec(out)?.[1];
   const one = answer(1);
