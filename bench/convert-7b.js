@@ -139,7 +139,7 @@ if (reference) {
   );
 }
 for (const [name, label] of [
-  ['cache', 'convert into its cache (as run does; bound to this boot, not fsynced)'],
+  ['cache', 'convert into its cache (as run does; not fsynced, proven by content at every use)'],
   ['out', 'convert --out (fsynced before the rename)'],
 ]) {
   const r = res[name];

@@ -236,9 +236,17 @@ check_reload_second_adapter() {
     fail reload_second_adapter "$SECOND_ID is served before it was mounted: $ids"
     return
   fi
-  host_cli mount examples/adapters/tiny-qwen2-lora --root "$MODELS" --id "$SECOND_ID" \
+  # a second adapter is another adapter: the example's files under another id in its metadata.json
+  # (a copy under another folder name only would be two adapters claiming one id)
+  local second="$SCAFFOLD/second-adapter/$SECOND_ID"
+  rm -rf "$SCAFFOLD/second-adapter" && mkdir -p "$SCAFFOLD/second-adapter"
+  cp -a examples/adapters/tiny-qwen2-lora "$second"
+  node -e 'const fs = require("fs"); const [f, id] = process.argv.slice(1);
+    const m = JSON.parse(fs.readFileSync(f, "utf8")); m.id = id;
+    fs.writeFileSync(f, JSON.stringify(m, null, 2) + "\n");' "$second/metadata.json" "$SECOND_ID"
+  host_cli mount "$second" --root "$MODELS" \
     --base "$MODELS/base/tiny-qwen2.gguf" --no-color >"$SCAFFOLD/logs/mount-second.log" 2>&1 \
-    || { fail reload_second_adapter "codi-adapter mount --id $SECOND_ID failed: $(tail -n 3 "$SCAFFOLD/logs/mount-second.log" | tr '\n' ' ')"; return; }
+    || { fail reload_second_adapter "codi-adapter mount of $SECOND_ID failed: $(tail -n 3 "$SCAFFOLD/logs/mount-second.log" | tr '\n' ' ')"; return; }
   out="$(in_container reload codi-adapter reload 2>&1)" || status=$?
   if [ "$status" -ne 0 ]; then
     fail reload_second_adapter "podman exec … codi-adapter reload: exit $status: $(tr '\n' ' ' <<<"$out")"
