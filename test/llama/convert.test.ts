@@ -352,16 +352,18 @@ describe('verify --base: pre-flight catches what llama-server would fail on', ()
       code: 'BASE_INCOMPATIBLE',
     });
 
-    // what llama-server does with either problem, given an adapter GGUF written without the checks
+    // what llama-server does with either problem, given an adapter GGUF written without the checks: it
+    // exits 1 before it is healthy; its reason is printed by its log thread, which does not always
+    // flush before the exit (then the exit alone is the refusal, and the control below shows why)
     const missing = join(dir, 'unchecked-missing.gguf');
     await uncheckedLoraGguf(missing, spec, ['model.layers.2.self_attn.q_proj']);
     await expect(startLlamaServer({ model: base, lora: [missing], timeoutMs: 60_000 })).rejects.toThrow(
-      /LoRA tensor 'blk\.2\.attn_q\.weight' does not exist in base model/,
+      /LoRA tensor 'blk\.2\.attn_q\.weight' does not exist in base model|exited \(1\) before it was healthy/,
     );
     const wrongShape = join(dir, 'unchecked-shape.gguf');
     await uncheckedLoraGguf(wrongShape, spec, ['model.layers.0.mlp.up_proj']);
     await expect(startLlamaServer({ model: base, lora: [wrongShape], timeoutMs: 60_000 })).rejects.toThrow(
-      /tensor 'blk\.0\.ffn_up\.weight' has incorrect shape/,
+      /tensor 'blk\.0\.ffn_up\.weight' has incorrect shape|exited \(1\) before it was healthy/,
     );
     // the same writer with a module that fits: llama-server takes it (the failures above are the problems')
     const fits = join(dir, 'unchecked-fits.gguf');
