@@ -45,14 +45,6 @@ export interface LlamaServerVersion {
   commit: string | null;
 }
 
-export interface LlamaServerLaunch {
-  model: string;
-  lora: string;
-  host: string;
-  port: number;
-  threads: number;
-}
-
 export interface LoraAdapterInfo {
   id: number;
   path: string;
@@ -116,27 +108,6 @@ export function parseLlamaServerVersion(text: string): LlamaServerVersion {
     build: m?.[2] !== undefined ? Number(m[2]) : null,
     commit: m?.[3] ?? null,
   };
-}
-
-/**
- * llama-server's command line: model, adapter, bind address, threads; no web UI and offline, since the
- * container is air-gapped and serves only the API.
- */
-export function llamaServerArgs(o: LlamaServerLaunch): string[] {
-  return [
-    '-m',
-    o.model,
-    '--lora',
-    o.lora,
-    '--host',
-    o.host,
-    '--port',
-    String(o.port),
-    '-t',
-    String(o.threads),
-    '--no-webui',
-    '--offline',
-  ];
 }
 
 /**
@@ -324,41 +295,4 @@ export async function loraAdapters(
       scale: typeof o.scale === 'number' ? o.scale : NaN,
     };
   });
-}
-
-/**
- * The server must list our GGUF at scale 1: llama-server applies `--lora` adapters at scale 1 unless
- * told otherwise, so anything else means it is not serving what was verified (exit 4).
- */
-export async function requireLoraServed(
-  endpoint: string,
-  gguf: string,
-  options: HttpOptions = {},
-): Promise<LoraAdapterInfo[]> {
-  let list: LoraAdapterInfo[];
-  try {
-    list = await loraAdapters(endpoint, 5000, options);
-  } catch (e) {
-    throw new CodiError(
-      'LLM_LORA_MISSING',
-      `the LLM did not list its LoRA adapters: ${(e as Error).message}`,
-      {
-        hint: 'a llama-server without GET /lora-adapters is too old for run: rebuild it with scripts/build-llama-server.sh',
-      },
-    );
-  }
-  const ours = list.find((a) => resolve(a.path) === resolve(gguf));
-  if (!ours || !(Math.abs(ours.scale - 1) < 1e-6)) {
-    throw new CodiError(
-      'LLM_LORA_MISSING',
-      ours
-        ? `the LLM serves the adapter at scale ${ours.scale}, not 1`
-        : `the LLM does not list the adapter ${gguf} (it lists ${JSON.stringify(list)})`,
-      {
-        hint: 'remove LLAMA_ARG_LORA*/--lora-init-without-apply settings that change how llama-server applies adapters',
-        details: { lora_adapters: list, expected: gguf },
-      },
-    );
-  }
-  return list;
 }
