@@ -4,9 +4,8 @@
  * Every server started here is killed when the test process exits, whatever happened.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { freeLoopbackPort } from '../../src/run/served-llm.js';
 
 const SCRIPT = fileURLToPath(new URL('../../scripts/build-llama-server.sh', import.meta.url));
 
@@ -38,17 +37,8 @@ export function llamaServerBinary(): Promise<string> {
   return binary;
 }
 
-/** A loopback port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const addr = srv.address();
-  srv.close();
-  await once(srv, 'close');
-  if (addr === null || typeof addr === 'string') throw new Error('no port');
-  return addr.port;
-}
+/** A loopback port that was free a moment ago: run's own helper. */
+export const freePort = freeLoopbackPort;
 
 const live = new Set<ChildProcess>();
 process.on('exit', () => {
